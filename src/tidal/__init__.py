@@ -1,0 +1,42 @@
+"""tidal: neural differential equations on PyTorch.
+
+The public API is what this module exports; everything in `_private` modules may change.
+"""
+
+from tidal._errors import (
+    IncompatibleOptionsError,
+    InvalidArgumentError,
+    SolveFailedError,
+    Status,
+    TidalError,
+)
+from tidal.controllers import ConstantStepSize, PIDController, StepTo
+from tidal.events import Event
+from tidal.integrate import solve
+from tidal.solution import Solution, Stats
+from tidal.solvers import (
+    RK4,
+    SOLVERS,
+    Bosh3,
+    ButcherTableau,
+    Dopri5,
+    Dopri8,
+    Euler,
+    ExplicitRungeKutta,
+    Fehlberg2,
+    Heun2,
+    Heun3,
+    HeunEuler,
+    Midpoint,
+    Tsit5,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RK4", "SOLVERS", "Bosh3", "ButcherTableau", "ConstantStepSize", "Dopri5", "Dopri8",
+    "Euler", "Event", "ExplicitRungeKutta", "Fehlberg2", "Heun2", "Heun3", "HeunEuler",
+    "IncompatibleOptionsError", "InvalidArgumentError", "Midpoint", "PIDController",
+    "Solution", "SolveFailedError", "Stats", "Status", "StepTo", "TidalError", "Tsit5",
+    "solve",
+]

@@ -1,0 +1,79 @@
+"""Exceptions and the per-sample `Status` of a solve.
+
+Messages follow one recipe: name the argument as a call snippet, show what arrived, give the
+reason, then a concrete fix.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidal.solution import Solution
+
+
+class TidalError(Exception):
+    """Root of every error tidal raises on purpose."""
+
+
+class InvalidArgumentError(TidalError, ValueError):
+    """A single argument has a bad value, shape or dtype."""
+
+
+class IncompatibleOptionsError(TidalError, ValueError):
+    """Two arguments that are fine alone cannot be used together."""
+
+
+class Status(enum.IntEnum):
+    """How a solve (or one sample of a per-sample solve) ended.
+
+    `Status.message` says what happened and what to try; `ok` is true for the two endings that
+    are not failures.
+    """
+
+    SUCCESS = 0
+    EVENT = 1
+    MAX_STEPS = 2
+    DT_UNDERFLOW = 3
+    NONFINITE = 4
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.SUCCESS, Status.EVENT)
+
+    @property
+    def message(self) -> str:
+        return _STATUS_MESSAGES[self]
+
+
+_STATUS_MESSAGES = {
+    Status.SUCCESS: "The solve reached the last requested time.",
+    Status.EVENT: "The solve stopped at a terminal event.",
+    Status.MAX_STEPS: (
+        "The solve took `max_steps` steps without reaching the last requested time. Try a larger "
+        "`max_steps=`, a looser `rtol`/`atol`, or, if the problem is stiff (very different time "
+        "scales), an implicit solver."
+    ),
+    Status.DT_UNDERFLOW: (
+        "The step size fell below what float64 time can resolve: the solution is changing too "
+        "fast to follow (a singularity, a discontinuity not declared in `jump_ts=`, or a stiff "
+        "problem). Try declaring discontinuities with `jump_ts=`, a looser `rtol`/`atol`, or an "
+        "implicit solver for stiff problems."
+    ),
+    Status.NONFINITE: (
+        "The state or the vector field became NaN or infinite. Check the vector field for "
+        "divisions by zero or overflow near this time; a smaller step (tighter `rtol`, or a "
+        "smaller fixed `dt`) can help if the solver overshot into a region where f blows up."
+    ),
+}
+
+
+class SolveFailedError(TidalError, RuntimeError):
+    """A solve could not finish. Carries `status` and the partial `solution` (`throw=False`
+    returns the same solution instead of raising)."""
+
+    def __init__(self, status: Status, where: str, solution: Solution | Any = None):
+        self.status = status
+        self.solution = solution
+        super().__init__(f"Solve failed ({status.name}) {where}. {status.message}")

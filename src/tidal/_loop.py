@@ -1,0 +1,226 @@
+"""The solve loop on a shared time grid: one step size for the whole state.
+
+Time is a Python float (float64) in forward direction tau = direction * t, the state a flat
+vector [N]. Per step: the stages, one error norm (the only host synchronisation), the
+controller's decision, and, for accepted steps, outputs by dense interpolation, events and
+the hand-over of f(t1, y1) to the next step. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tidal._errors import Status
+from tidal._vector_field import SharedField
+from tidal.controllers.norms import error_scale, rms
+from tidal.events import EventWatcher, bisection_steps
+from tidal.interpolation import interpolate_shared
+from tidal.solution import Stats
+from tidal.solvers.base import ExplicitRungeKutta, step_exponent
+from tidal.solvers.explicit_rk import extra_stages, rk_coefficients, rk_stages, shared_combine
+
+EPS = torch.finfo(torch.float64).eps
+
+
+@dataclass
+class SharedProblem:
+    """Everything the loop needs, validated and converted by `tidal.solve`."""
+
+    field: SharedField
+    solver: ExplicitRungeKutta
+    controller: Any  # PIDController or ConstantStepSize
+    y0: torch.Tensor  # [N]
+    f0: torch.Tensor  # [N], f(t0, y0)
+    taus: list[float]  # output times in forward time, increasing; taus[0] is the start
+    tau_end: float  # where the solve ends (taus[-1], or inf when only an event stops it)
+    boundaries: list[tuple[float, bool]]  # (tau, is_jump) strictly inside the span, increasing
+    dt0: float  # first step size (> 0)
+    rtol: float | torch.Tensor
+    atol: float | torch.Tensor
+    norm: Any  # None (RMS) or a callable on the scaled error
+    watcher: EventWatcher | None
+    max_steps: int
+    dense: bool
+
+
+@dataclass
+class LoopResult:
+    ys: torch.Tensor  # [T, N]
+    stats: Stats
+    status: Status
+    where: str
+    event_tau: float = math.nan
+    event_y: torch.Tensor | None = None
+    dense_steps: list = field(default_factory=list)
+
+
+@dataclass
+class _Step:
+    """An accepted step and its dense stages (extra stages added on first use)."""
+
+    tau: float
+    dt: float
+    y: torch.Tensor
+    y1: torch.Tensor
+    dense_ks: list[torch.Tensor]
+    complete: bool
+
+
+class SharedLoop:
+    def __init__(self, p: SharedProblem):
+        self.p = p
+        self.tableau = p.solver.tableau
+        self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
+        self.adaptive = p.controller.adaptive and p.solver.adaptive
+        self.exponent = step_exponent(p.solver)
+        self.tau, self.y, self.f0, self.dt = p.taus[0], p.y0, p.f0, p.dt0
+        self.history = (1.0, 1.0)
+        self.stats = Stats(num_fevals=1)
+        self.rows: list[torch.Tensor] = [p.y0.unsqueeze(0)]
+        self.next_out = 1
+        self.next_boundary = 0
+        self.status = Status.SUCCESS
+        self.event_tau, self.event_y = math.nan, None
+        self.dense_steps: list[_Step] = []
+
+    def run(self) -> LoopResult:
+        p = self.p
+        while self.tau < p.tau_end and self.status is Status.SUCCESS:
+            if self.stats.num_steps >= p.max_steps:
+                self.status = Status.MAX_STEPS
+                break
+            self._attempt_step()
+        where = (f"at t={p.field.direction * self.tau:.17g} with step size {self.dt:.3g} after "
+                 f"{self.stats.num_steps} steps ({self.stats.num_accepted} accepted, "
+                 f"{self.stats.num_rejected} rejected)")
+        return LoopResult(self._outputs(), self.stats, self.status, where, self.event_tau,
+                          self.event_y, self.dense_steps)
+
+    def _attempt_step(self) -> None:
+        tau1, dt, boundary = self._clip(self.dt)
+        combine = shared_combine(self.y, dt)
+        times = [self.tau + ci * dt for ci in self.tableau.c]
+        ks, y1 = rk_stages(self.p.field, times, self.f0, combine, self.tableau, self.coef)
+        self.stats.num_fevals += self.tableau.num_stages - 1
+        self.stats.num_steps += 1
+        if self.adaptive:
+            ratio = self._error_ratio(ks, y1, dt)
+            accept, factor, self.history = self.p.controller.adapt(ratio, self.history,
+                                                                   self.exponent)
+            accept = accept or dt <= self.p.controller.dt_min
+            self.dt = min(max(dt * factor, self.p.controller.dt_min), self.p.controller.dt_max)
+        else:
+            ratio = 0.0 if bool(torch.isfinite(y1).all()) else math.inf
+            accept = ratio == 0.0
+        if accept:
+            self._accept(_Step(self.tau, dt, self.y, y1, ks, complete=False), tau1, boundary)
+        else:
+            self.stats.num_rejected += 1
+            self._check_underflow(ratio)
+
+    def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
+        """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary)."""
+        limit, boundary = self.p.tau_end, None
+        if self.next_boundary < len(self.p.boundaries):
+            boundary = self.p.boundaries[self.next_boundary]
+            limit = boundary[0]
+        if self.tau + dt >= limit:
+            return limit, limit - self.tau, boundary
+        return self.tau + dt, dt, None
+
+    @torch.no_grad()
+    def _error_ratio(self, ks: list[torch.Tensor], y1: torch.Tensor, dt: float) -> float:
+        errors = (self.coef.b_error @ torch.stack(ks)).mul_(abs(dt))  # [R, N]
+        scaled = errors / error_scale(self.y, y1, self.p.rtol, self.p.atol)
+        if self.p.norm is None:
+            norms = rms(scaled).tolist()
+        else:
+            norms = [float(self.p.norm(row)) for row in scaled]
+        return self.p.solver.combine_error_norms(norms)
+
+    def _check_underflow(self, ratio: float) -> None:
+        if not math.isfinite(ratio) and not self.adaptive:
+            self.status = Status.NONFINITE
+        elif 0.1 * self.dt <= EPS * abs(self.tau) or self.dt == 0.0:
+            self.status = Status.NONFINITE if not math.isfinite(ratio) else Status.DT_UNDERFLOW
+
+    def _accept(self, step: _Step, tau1: float, boundary: tuple[float, bool] | None) -> None:
+        p = self.p
+        if self.tableau.fsal:
+            f1 = step.dense_ks[-1]
+        else:
+            f1 = p.field(tau1, step.y1)
+            self.stats.num_fevals += 1
+            step.dense_ks = [*step.dense_ks, f1]
+        self.stats.num_accepted += 1
+        tau_stop = tau1
+        if p.watcher is not None:
+            tau_stop = self._locate_event(step, tau1)
+        self._emit_outputs(step, tau1, tau_stop)
+        if p.dense:
+            self._complete(step)
+            self.dense_steps.append(step)
+        if boundary is not None:
+            self.next_boundary += 1
+            if boundary[1]:  # a jump: f(t1, y1) from the far side of the discontinuity
+                f1 = p.field(math.nextafter(tau1, math.inf), step.y1)
+                self.stats.num_fevals += 1
+        self.tau, self.y, self.f0 = tau1, step.y1, f1
+
+    def _complete(self, step: _Step) -> list[torch.Tensor]:
+        if not step.complete and self.tableau.c_extra:
+            times = [step.tau + c * step.dt for c in self.tableau.c_extra]
+            combine = shared_combine(step.y, step.dt)
+            step.dense_ks = extra_stages(self.p.field, times, step.dense_ks, combine, self.coef)
+            self.stats.num_fevals += len(times)
+        step.complete = True
+        return step.dense_ks
+
+    def _interpolate(self, step: _Step, thetas: list[float]) -> torch.Tensor:
+        theta = torch.tensor(thetas, dtype=torch.float64)
+        return interpolate_shared(step.y, step.dt, self._complete(step), self.coef.dense, theta)
+
+    def _emit_outputs(self, step: _Step, tau1: float, tau_stop: float) -> None:
+        taus, start = self.p.taus, self.next_out
+        while self.next_out < len(taus) and taus[self.next_out] <= tau_stop:
+            self.next_out += 1
+        if self.next_out == start:
+            return
+        if taus[self.next_out - 1] == tau1:  # the step's end: exact, no interpolation
+            inside = taus[start:self.next_out - 1]
+            if inside:
+                self.rows.append(self._interpolate(step, [(t - step.tau) / step.dt for t in inside]))
+            self.rows.append(step.y1.unsqueeze(0))
+        else:
+            thetas = [(t - step.tau) / step.dt for t in taus[start:self.next_out]]
+            self.rows.append(self._interpolate(step, thetas))
+
+    def _locate_event(self, step: _Step, tau1: float) -> float:
+        """Bisect for the first crossing inside the step; returns where outputs stop."""
+        watcher, field_ = self.p.watcher, self.p.field
+        assert watcher is not None
+        shape = field_.shape
+        if watcher.value(field_.user_time(tau1), step.y1.view(shape)).item() > 0:
+            return tau1
+        low, high = 0.0, 1.0
+        for _ in range(bisection_steps(abs(step.dt), watcher.event.time_tol(tau1))):
+            mid = 0.5 * (low + high)
+            y_mid = self._interpolate(step, [mid])[0]
+            crossed = watcher.value(field_.user_time(step.tau + mid * step.dt), y_mid.view(shape))
+            low, high = (low, mid) if crossed.item() <= 0 else (mid, high)
+        self.event_tau = step.tau + high * step.dt if high < 1.0 else tau1
+        self.event_y = step.y1 if high == 1.0 else self._interpolate(step, [high])[0]
+        self.status = Status.EVENT
+        return self.event_tau
+
+    def _outputs(self) -> torch.Tensor:
+        missing = len(self.p.taus) - self.next_out
+        if missing:
+            nan = torch.full((missing, self.p.y0.numel()), math.nan, dtype=self.p.y0.dtype,
+                             device=self.p.y0.device)
+            self.rows.append(nan)
+        return torch.cat(self.rows) if len(self.rows) > 1 else self.rows[0]

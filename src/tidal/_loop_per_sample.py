@@ -1,0 +1,296 @@
+"""The solve loop on per-sample time grids: every sample has its own step size.
+
+The same sequence as the shared loop (`tidal._loop`), but time, step size, accept/reject,
+status and statistics are tensors [B], and every decision is a mask applied with
+`torch.where`, never a branch over samples: a sample's trajectory does not depend on the rest
+of its batch. One host synchronisation per step reads all the flags the loop needs (any sample
+still running, the most outputs any sample passed, any event, any jump).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tidal._errors import Status
+from tidal._vector_field import PerSampleField
+from tidal.controllers.norms import error_scale, rms
+from tidal.events import EventWatcher, bisection_steps
+from tidal.interpolation import interpolate_per_sample
+from tidal.solution import Stats
+from tidal.solvers.base import ExplicitRungeKutta, step_exponent
+from tidal.solvers.explicit_rk import (
+    extra_stages,
+    per_sample_combine,
+    rk_coefficients,
+    rk_stages,
+)
+
+EPS = torch.finfo(torch.float64).eps
+
+
+@dataclass
+class PerSampleProblem:
+    field: PerSampleField
+    solver: ExplicitRungeKutta
+    controller: Any
+    y0: torch.Tensor  # [B, D]
+    f0: torch.Tensor  # [B, D]
+    taus: torch.Tensor  # [T, B] float64, forward time, increasing per sample
+    boundaries: tuple[torch.Tensor, torch.Tensor] | None  # ([B, J] taus, [B, J] is-jump)
+    dt0: torch.Tensor  # [B] float64
+    rtol: Any
+    atol: Any
+    norm: Any
+    watcher: EventWatcher | None
+    max_steps: int
+    dense: bool
+
+
+@dataclass
+class PerSampleResult:
+    ys: torch.Tensor  # [T, B, D]
+    stats: Stats
+    status: torch.Tensor  # [B] int64 Status codes
+    where: str
+    event_tau: torch.Tensor  # [B]
+    event_y: torch.Tensor  # [B, D]
+    dense_steps: list = field(default_factory=list)
+
+
+@dataclass
+class _Step:
+    """One attempted step of the whole batch; `accept` says for which samples it counts."""
+
+    tau: torch.Tensor  # [B]
+    h: torch.Tensor  # [B] float64 (0 for samples that did not step)
+    tau1: torch.Tensor
+    y: torch.Tensor
+    y1: torch.Tensor
+    dense_ks: list[torch.Tensor]
+    accept: torch.Tensor
+    complete: bool = False
+
+    @property
+    def h_col(self) -> torch.Tensor:
+        return self.h.to(self.y.dtype).unsqueeze(-1)
+
+
+class PerSampleLoop:
+    def __init__(self, p: PerSampleProblem):
+        self.p = p
+        self.tableau = p.solver.tableau
+        self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
+        self.adaptive = p.controller.adaptive and p.solver.adaptive
+        self.exponent = step_exponent(p.solver)
+        batch, device = p.y0.shape[0], p.y0.device
+        self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
+        self.tau, self.tau_end = p.taus[0].clone(), p.taus[-1]
+        self.y, self.f0, self.dt = p.y0, p.f0, p.dt0
+        self.running = self.tau < self.tau_end
+        self.status = torch.zeros(batch, dtype=torch.long, device=device)
+        ones = torch.ones(batch, dtype=torch.long, device=device)
+        self.stats = Stats(ones.clone(), 0 * ones, 0 * ones, 0 * ones)
+        self.history = (torch.ones(batch, dtype=torch.float64, device=device),) * 2
+        self.next_out = ones.clone()
+        self.samples = torch.arange(batch, device=device)
+        self.chunks = [(self.samples, p.y0)]
+        self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+        self.event_y = torch.full_like(p.y0, math.nan)
+        self.dense_steps: list[_Step] = []
+
+    def run(self) -> PerSampleResult:
+        iterations, any_running = 0, bool(self.running.any())
+        while any_running:
+            if iterations >= self.p.max_steps:
+                self.status = torch.where(self.running, int(Status.MAX_STEPS), self.status)
+                break
+            any_running = self._iterate()
+            iterations += 1
+        failed = self.status >= int(Status.MAX_STEPS)
+        where = "at the start" if not bool(failed.any()) else self._where(int(failed.nonzero()[0]))
+        return PerSampleResult(self._outputs(), self.stats, self.status, where, self.event_tau,
+                               self.event_y, self.dense_steps)
+
+    def _where(self, b: int) -> str:
+        t = float(self.tau[b] * self.p.field.direction[b])
+        return (f"for sample {b} at t={t:.17g} with step size {float(self.dt[b]):.3g} after "
+                f"{int(self.stats.num_steps[b])} steps ({int(self.stats.num_accepted[b])} "
+                f"accepted, {int(self.stats.num_rejected[b])} rejected)")
+
+    def _iterate(self) -> bool:
+        p, running = self.p, self.running
+        limit, jump_at_limit = self._limit()
+        landing = self.tau + self.dt >= limit
+        tau1 = torch.where(running, torch.where(landing, limit, self.tau + self.dt), self.tau)
+        h = tau1 - self.tau
+        combine = per_sample_combine(self.y, h.to(self.y.dtype).unsqueeze(-1))
+        ks, y1 = rk_stages(p.field, (self.tau + self.c * h).unbind(0), self.f0, combine,
+                           self.tableau, self.coef)
+        self.stats.num_fevals += running * (self.tableau.num_stages - 1)
+        self.stats.num_steps += running
+        accept, dt_next, ratio = self._decide(ks, y1, h)
+        accept &= running
+        step = _Step(self.tau, h, tau1, self.y, y1, ks, accept)
+        f1 = self._end_derivative(step)
+        crossed = self._crossed(step)
+        passed = (p.taus <= tau1).sum(0)
+        next_out = torch.where(accept, passed, self.next_out)
+        jumped = accept & landing & jump_at_limit
+        running_next = self._update_status(step, dt_next, ratio, crossed)
+        flags = torch.stack([(next_out - self.next_out).max(), jumped.any(), crossed.any(),
+                             running_next.any()]).tolist()
+        if flags[2]:
+            next_out = torch.where(crossed, (p.taus <= self._locate_events(step, crossed))
+                                   .sum(0), next_out)
+            flags[0] = int((next_out - self.next_out).max())
+        if flags[0] > 0:
+            self._emit_outputs(step, next_out, flags[0])
+        if p.dense:
+            self._complete(step)
+            self.dense_steps.append(step)
+        if flags[1]:
+            fresh = p.field(torch.nextafter(tau1, torch.full_like(tau1, math.inf)), y1)
+            f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
+            self.stats.num_fevals += jumped
+        column = accept.unsqueeze(-1)
+        self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
+        self.tau, self.next_out = torch.where(accept, tau1, self.tau), next_out
+        self.dt = torch.where(running, dt_next, self.dt)
+        self.stats.num_accepted += accept
+        self.stats.num_rejected += running & ~accept
+        self.running = running_next
+        return bool(flags[3])
+
+    def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: where the step must stop (next boundary or the end), and is it a jump."""
+        if self.p.boundaries is None:
+            return self.tau_end, torch.zeros_like(self.running)
+        bounds, jumps = self.p.boundaries
+        index = torch.searchsorted(bounds, self.tau.unsqueeze(-1), right=True)
+        inside = index < bounds.shape[1]
+        index = index.clamp(max=bounds.shape[1] - 1)
+        bound = torch.where(inside, bounds.gather(1, index), math.inf).squeeze(-1)
+        jump = (inside & jumps.gather(1, index)).squeeze(-1)
+        before_end = bound < self.tau_end
+        return torch.where(before_end, bound, self.tau_end), jump & before_end
+
+    def _decide(self, ks: list[torch.Tensor], y1: torch.Tensor, h: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(accept, next step size, error ratio) per sample."""
+        if not self.adaptive:
+            finite = torch.isfinite(y1).all(-1)
+            return finite, self.dt, torch.where(finite, 0.0, math.inf).double()
+        ratio = self._error_ratio(ks, y1, h)
+        controller = self.p.controller
+        accept, factor, history = controller.adapt(ratio, self.history, self.exponent)
+        self.history = tuple(torch.where(self.running, new, old)
+                             for new, old in zip(history, self.history))
+        dt_next = (h * factor).clamp(controller.dt_min, controller.dt_max)
+        return accept | (h <= controller.dt_min), dt_next, ratio
+
+    @torch.no_grad()
+    def _error_ratio(self, ks: list[torch.Tensor], y1: torch.Tensor, h: torch.Tensor
+                     ) -> torch.Tensor:
+        stacked = torch.stack(ks, -1)  # [B, D, S]
+        errors = (stacked @ self.coef.b_error.T).movedim(-1, 0)  # [R, B, D]
+        errors = errors * h.to(errors.dtype).unsqueeze(-1)
+        scaled = errors / error_scale(self.y, y1, self.p.rtol, self.p.atol)
+        if self.p.norm is None:
+            norms = rms(scaled).double()
+        else:
+            norms = torch.stack([self.p.norm(row).reshape(-1).double() for row in scaled])
+        return self.p.solver.combine_error_norms(norms.unbind(0))
+
+    def _end_derivative(self, step: _Step) -> torch.Tensor:
+        if self.tableau.fsal:
+            return step.dense_ks[-1]
+        f1 = self.p.field(step.tau1, step.y1)
+        self.stats.num_fevals += step.accept
+        step.dense_ks = [*step.dense_ks, f1]
+        return f1
+
+    def _update_status(self, step: _Step, dt_next: torch.Tensor, ratio: torch.Tensor,
+                       crossed: torch.Tensor) -> torch.Tensor:
+        """Record failures and events; the samples still running after this step."""
+        rejected = self.running & ~step.accept
+        finite = torch.isfinite(ratio)
+        if self.adaptive:
+            tiny = (0.1 * dt_next <= EPS * step.tau.abs()) | (dt_next == 0)
+            failed = rejected & tiny
+        else:
+            failed = rejected
+        code = torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE))
+        self.status = torch.where(failed, code, self.status)
+        self.status = torch.where(crossed, int(Status.EVENT), self.status)
+        finished = step.accept & (step.tau1 >= self.tau_end)
+        return self.running & ~finished & ~failed & ~crossed
+
+    def _crossed(self, step: _Step) -> torch.Tensor:
+        watcher = self.p.watcher
+        if watcher is None:
+            return torch.zeros_like(step.accept)
+        value = watcher.value(self.p.field.user_time(step.tau1), step.y1.view(self.p.field.shape))
+        return step.accept & (value <= 0)
+
+    def _complete(self, step: _Step) -> list[torch.Tensor]:
+        if not step.complete and self.tableau.c_extra:
+            extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
+                                   device=step.h.device).unsqueeze(-1)
+            times = (step.tau + extra_c * step.h).unbind(0)
+            combine = per_sample_combine(step.y, step.h_col)
+            step.dense_ks = extra_stages(self.p.field, times, step.dense_ks, combine, self.coef)
+            self.stats.num_fevals += step.accept * len(times)
+        step.complete = True
+        return step.dense_ks
+
+    def _interpolate(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:
+        """theta [m, B] -> [m, B, D]; exact y1 where theta == 1."""
+        values = interpolate_per_sample(step.y, step.h_col, self._complete(step),
+                                        self.coef.dense, theta)
+        return torch.where((theta == 1.0).unsqueeze(-1), step.y1, values)
+
+    def _theta(self, step: _Step, tau: torch.Tensor) -> torch.Tensor:
+        safe_h = torch.where(step.h > 0, step.h, 1.0)
+        return torch.where(step.h > 0, (tau - step.tau) / safe_h, 0.0)
+
+    def _emit_outputs(self, step: _Step, next_out: torch.Tensor, count: int) -> None:
+        num_times, batch = self.p.taus.shape
+        index = self.next_out + torch.arange(count, device=next_out.device).unsqueeze(-1)
+        valid = index < next_out
+        index = index.clamp(max=num_times - 1)
+        theta = self._theta(step, self.p.taus.gather(0, index))
+        values = self._interpolate(step, theta)
+        flat = torch.where(valid, index * batch + self.samples, num_times * batch)
+        self.chunks.append((flat.reshape(-1), values.reshape(-1, values.shape[-1])))
+
+    def _locate_events(self, step: _Step, crossed: torch.Tensor) -> torch.Tensor:
+        """Bisect each crossed sample's step for its event; returns where outputs stop."""
+        watcher, field_ = self.p.watcher, self.p.field
+        assert watcher is not None
+        widest = float(torch.where(crossed, step.h, 0.0).max())
+        latest = float(torch.where(crossed, step.tau1.abs(), 0.0).max())
+        low, high = torch.zeros_like(step.h), torch.ones_like(step.h)
+        for _ in range(bisection_steps(widest, watcher.event.time_tol(latest))):
+            mid = 0.5 * (low + high)
+            y_mid = self._interpolate(step, mid.unsqueeze(0))[0]
+            value = watcher.value(field_.user_time(step.tau + mid * step.h),
+                                  y_mid.view(field_.shape))
+            low, high = torch.where(value > 0, mid, low), torch.where(value > 0, high, mid)
+        event_tau = torch.where(high < 1.0, step.tau + high * step.h, step.tau1)
+        event_y = self._interpolate(step, high.unsqueeze(0))[0]
+        self.event_tau = torch.where(crossed, event_tau, self.event_tau)
+        self.event_y = torch.where(crossed.unsqueeze(-1), event_y, self.event_y)
+        return torch.where(crossed, event_tau, step.tau1)
+
+    def _outputs(self) -> torch.Tensor:
+        num_times, batch = self.p.taus.shape
+        width = self.p.y0.shape[1]
+        index = torch.cat([c[0] for c in self.chunks])
+        values = torch.cat([c[1] for c in self.chunks])
+        base = torch.full((num_times * batch + 1, width), math.nan, dtype=values.dtype,
+                          device=values.device)
+        return base.index_copy(0, index, values)[:-1].view(num_times, batch, width)

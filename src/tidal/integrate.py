@@ -1,0 +1,184 @@
+"""`tidal.solve`: check the arguments, set up the problem, run the loop, build the `Solution`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from tidal import _validate as check
+from tidal._errors import SolveFailedError, Status
+from tidal._loop import SharedLoop, SharedProblem
+from tidal._loop_per_sample import PerSampleLoop, PerSampleProblem
+from tidal._vector_field import PerSampleField, SharedField
+from tidal.controllers import ConstantStepSize, PIDController
+from tidal.controllers.norms import initial_step
+from tidal.events import Event, EventWatcher
+from tidal.interpolation import PerSampleDenseOutput, SharedDenseOutput
+from tidal.solution import Solution
+from tidal.solvers import Dopri5, ExplicitRungeKutta
+
+
+def solve(
+    f: Callable[..., torch.Tensor],
+    y0: torch.Tensor,
+    ts: torch.Tensor | Sequence[float],
+    *,
+    solver: ExplicitRungeKutta | None = None,
+    controller: PIDController | ConstantStepSize | None = None,
+    args: Any = None,
+    event: Event | Callable | None = None,
+    dense: bool = False,
+    max_steps: int = 10_000,
+    throw: bool = True,
+) -> Solution:
+    r"""Solve dy/dt = f(t, y) from y(ts[0]) = y0 and return the states at the times `ts`.
+
+    Args:
+        f: the vector field `f(t, y)` (or `f(t, y, args)` when `args` is given), returning a
+            tensor of y's shape and dtype. t is a tensor of y's dtype: 0-d on a shared grid,
+            [B] (one time per sample) on per-sample grids.
+        y0: initial state, any shape; float32 or float64, CPU or CUDA. Outputs follow its
+            dtype and device.
+        ts: output times, strictly increasing or strictly decreasing (reverse time); ts[0] is
+            the initial time. Shape [T]: one grid and one step size for the whole batch (the
+            fastest). Shape [T, B]: sample b = y0[b] has its own grid ts[:, b], step size,
+            accept/reject decisions and statistics. Held in float64 whatever y0's dtype.
+        solver: the method, e.g. `tidal.Tsit5()`; default `tidal.Dopri5()`.
+        controller: `PIDController(rtol, atol)` for adaptive methods (default rtol=1e-6,
+            atol=1e-8), `ConstantStepSize(dt)` or `StepTo(ts)` for fixed steps.
+        args: passed to f as its third argument.
+        event: a terminal `Event` (or a bare g(t, y)): the solve stops where g changes sign.
+        dense: keep every step's interpolant, for `Solution.evaluate(t)`.
+        max_steps: most steps (accepted and rejected) before giving up.
+        throw: raise `SolveFailedError` if the solve cannot finish; with False, return the
+            partial solution and check `Solution.status`.
+
+    Returns:
+        A `Solution` with `ys` of shape [T, *y0.shape] (time first), `stats` and `status`.
+
+    Raises:
+        InvalidArgumentError: a bad argument (named in the message).
+        IncompatibleOptionsError: a solver and controller that do not fit together.
+        SolveFailedError: the solve could not finish (and `throw=True`).
+
+    Example:
+        >>> import torch, tidal
+        >>> sol = tidal.solve(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 5))
+        >>> sol.ys.shape
+        torch.Size([5, 3])
+    """
+    check.callable_field(f)
+    check.state(y0)
+    event = Event(event) if event is not None and not isinstance(event, Event) else event
+    times = check.times(ts, y0, allow_infinite_end=event is not None)
+    solver = check.solver(solver if solver is not None else Dopri5())
+    controller = check.controller(controller, solver)
+    max_steps = check.max_steps(max_steps)
+    if times.dim() == 1:
+        return _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps,
+                             throw)
+    return _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_steps,
+                             throw)
+
+
+def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> torch.Tensor:
+    f0 = f(t, y0) if args is None else f(t, y0, args)
+    check.field_output(f0, y0)
+    return f0
+
+
+def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw):
+    taus, direction = check.forward_times(times.tolist())
+    field = SharedField(f, args, y0.shape, direction, y0.dtype, y0.device)
+    y = y0.reshape(-1)
+    f0 = _first_call(f, field.user_time(taus[0]), y0, args).reshape(-1)
+    f0 = f0 if direction > 0 else -f0
+    rtol, atol = check.tolerances(controller, y0, flat_shape=(-1,))
+    watcher = None
+    if event is not None:
+        watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=False)
+    span = taus[-1] - taus[0]
+    if not controller.adaptive or not solver.adaptive:
+        dt0 = controller.dt
+    elif controller.dt0 is not None:
+        dt0 = controller.dt0
+    else:
+        def f_at(h: torch.Tensor) -> torch.Tensor:
+            return field(taus[0] + h.item(), y + h.item() * f0).unsqueeze(0)
+
+        dt0 = initial_step(f_at, y.unsqueeze(0), f0.unsqueeze(0), rtol, atol,
+                           solver.error_order).item()
+    if controller.adaptive:
+        dt0 = min(max(dt0, controller.dt_min), controller.dt_max)
+    problem = SharedProblem(
+        field=field, solver=solver, controller=controller, y0=y, f0=f0, taus=taus,
+        tau_end=taus[-1], boundaries=check.boundaries(controller, direction, taus[0], taus[-1]),
+        dt0=min(dt0, span) if math.isfinite(span) else dt0, rtol=rtol, atol=atol,
+        norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
+        dense=dense)
+    result = SharedLoop(problem).run()
+    has_event = event is not None
+    solution = Solution(
+        ts=times, ys=result.ys.reshape(len(taus), *y0.shape), stats=result.stats,
+        status=result.status,
+        event_t=torch.tensor(direction * result.event_tau, dtype=torch.float64)
+        if has_event else None,
+        event_y=(result.event_y.view(y0.shape) if result.event_y is not None
+                 else torch.full_like(y0, math.nan)) if has_event else None,
+        dense_output=SharedDenseOutput(result.dense_steps, direction, y0.shape,
+                                       problem.field.dtype, solver.tableau) if dense else None)
+    return _finish(solution, result.status, result.where, throw)
+
+
+def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_steps, throw):
+    batch = y0.shape[0]
+    direction = torch.sign(times[-1] - times[0])  # [B]
+    taus = (times * direction).to(y0.device)  # [T, B] increasing per sample
+    field = PerSampleField(f, args, y0.shape, direction.to(y0.device), y0.dtype)
+    y = y0.reshape(batch, -1)
+    f0 = _first_call(f, field.user_time(taus[0]), y0, args).reshape(batch, -1) * field.sign
+    rtol, atol = check.tolerances(controller, y0, flat_shape=(batch, -1))
+    watcher = None
+    if event is not None:
+        watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=True)
+    span = taus[-1] - taus[0]
+    if not controller.adaptive or not solver.adaptive:
+        dt0 = torch.full((batch,), controller.dt, dtype=torch.float64, device=y0.device)
+    elif controller.dt0 is not None:
+        dt0 = torch.full((batch,), controller.dt0, dtype=torch.float64, device=y0.device)
+    else:
+        def f_at(h: torch.Tensor) -> torch.Tensor:
+            return field(taus[0] + h, y + h.to(y.dtype).unsqueeze(-1) * f0)
+
+        dt0 = initial_step(f_at, y, f0, rtol, atol, solver.error_order)
+    if controller.adaptive:
+        dt0 = dt0.clamp(controller.dt_min, controller.dt_max)
+    problem = PerSampleProblem(
+        field=field, solver=solver, controller=controller, y0=y, f0=f0, taus=taus,
+        boundaries=check.per_sample_boundaries(controller, direction, taus),
+        dt0=torch.minimum(dt0, span.where(torch.isfinite(span), math.inf)), rtol=rtol,
+        atol=atol, norm=check.norm(controller, y0.shape), watcher=watcher,
+        max_steps=max_steps, dense=dense)
+    result = PerSampleLoop(problem).run()
+    statuses = tuple(Status(int(s)) for s in result.status.tolist())
+    failed = [s for s in statuses if not s.ok]
+    status = failed[0] if failed else (Status.EVENT if Status.EVENT in statuses
+                                       else Status.SUCCESS)
+    solution = Solution(
+        ts=times, ys=result.ys.reshape(len(taus), *y0.shape), stats=result.stats,
+        status=status, sample_status=statuses,
+        event_t=(result.event_tau * direction.to(result.event_tau.device)).cpu()
+        if event is not None else None,
+        event_y=result.event_y.view(y0.shape) if event is not None else None,
+        dense_output=PerSampleDenseOutput(result.dense_steps, direction, y0.shape,
+                                          solver.tableau) if dense else None)
+    return _finish(solution, status, result.where, throw)
+
+
+def _finish(solution: Solution, status: Status, where: str, throw: bool) -> Solution:
+    if throw and not status.ok:
+        raise SolveFailedError(status, where, solution)
+    return solution

@@ -1,0 +1,63 @@
+"""`Solution` of a solve: outputs, statistics, status, events and optional dense output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tidal._errors import InvalidArgumentError, Status
+
+
+@dataclass
+class Stats:
+    """Work done by a solve: ints on a shared grid, int64 tensors [B] on per-sample grids.
+
+    `num_fevals` counts calls of f per sample (a batched call counts once for each sample it
+    advanced); `num_steps` = `num_accepted` + `num_rejected`.
+    """
+
+    num_fevals: Any = 0
+    num_steps: Any = 0
+    num_accepted: Any = 0
+    num_rejected: Any = 0
+
+
+@dataclass
+class Solution:
+    """What `tidal.solve` returns.
+
+    Attributes:
+        ts: the requested output times (float64, as given).
+        ys: states at `ts`, time first: [T, *y0.shape]. Rows the solve did not reach (after a
+            terminal event, or after a failure with `throw=False`) are NaN.
+        stats: `Stats` of the solve.
+        status: `Status.SUCCESS` or `Status.EVENT` when every sample finished, else the first
+            failure.
+        sample_status: per-sample statuses on per-sample grids, else None.
+        event_t: time of the terminal event (0-d, or [B] on per-sample grids; NaN where none
+            happened), None without an event.
+        event_y: state at the event (NaN where none happened), None without an event.
+    """
+
+    ts: torch.Tensor
+    ys: torch.Tensor
+    stats: Stats
+    status: Status
+    sample_status: tuple[Status, ...] | None = None
+    event_t: torch.Tensor | None = None
+    event_y: torch.Tensor | None = None
+    dense_output: Any = field(default=None, repr=False)
+
+    def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:
+        """The solution at any time(s) within the solved span (needs `solve(..., dense=True)`).
+
+        On a shared grid `t` has any shape and the result is [*t.shape, *state]; on per-sample
+        grids `t` is [B] or [M, B] and the result [B, *state] or [M, B, *state].
+        """
+        if self.dense_output is None:
+            raise InvalidArgumentError(
+                "`Solution.evaluate(t)` needs dense output; solve with `tidal.solve(..., "
+                "dense=True)`.")
+        return self.dense_output.evaluate(t)
