@@ -9,7 +9,9 @@ from tidal._errors import (
     SolveFailedError,
     Status,
     TidalError,
+    UnknownOptionError,
 )
+from tidal.compat import odeint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.events import Event
 from tidal.integrate import solve
@@ -38,5 +40,5 @@ __all__ = [
     "Euler", "Event", "ExplicitRungeKutta", "Fehlberg2", "Heun2", "Heun3", "HeunEuler",
     "IncompatibleOptionsError", "InvalidArgumentError", "Midpoint", "PIDController",
     "Solution", "SolveFailedError", "Stats", "Status", "StepTo", "TidalError", "Tsit5",
-    "solve",
+    "UnknownOptionError", "odeint", "solve",
 ]

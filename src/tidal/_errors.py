@@ -77,3 +77,7 @@ class SolveFailedError(TidalError, RuntimeError):
         self.status = status
         self.solution = solution
         super().__init__(f"Solve failed ({status.name}) {where}. {status.message}")
+
+
+class UnknownOptionError(InvalidArgumentError, TypeError):
+    """An option key that the function does not know (the message lists the valid keys)."""

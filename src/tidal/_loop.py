@@ -16,7 +16,7 @@ import torch
 
 from tidal._errors import Status
 from tidal._vector_field import SharedField
-from tidal.controllers.norms import error_scale, rms
+from tidal.controllers.norms import error_scale
 from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_shared
 from tidal.solution import Stats
@@ -132,14 +132,16 @@ class SharedLoop:
             return limit, limit - self.tau, boundary
         return self.tau + dt, dt, None
 
-    @torch.no_grad()
     def _error_ratio(self, ks: list[torch.Tensor], y1: torch.Tensor, dt: float) -> float:
-        errors = (self.coef.b_error @ torch.stack(ks)).mul_(abs(dt))  # [R, N]
-        scaled = errors / error_scale(self.y, y1, self.p.rtol, self.p.atol)
-        if self.p.norm is None:
-            norms = rms(scaled).tolist()
-        else:
-            norms = [float(self.p.norm(row)) for row in scaled]
+        """Scaled RMS of each error estimate, combined by the solver; one host sync."""
+        with torch.no_grad():
+            errors = self.coef.b_error @ torch.stack(ks)  # [R, N]
+            scaled = errors.div_(error_scale(self.y, y1, self.p.rtol, self.p.atol))
+            if self.p.norm is not None:
+                norms = [abs(dt) * float(self.p.norm(row)) for row in scaled]
+            else:
+                size = abs(dt) / math.sqrt(scaled.shape[-1])
+                norms = [size * n for n in torch.linalg.vector_norm(scaled, dim=-1).tolist()]
         return self.p.solver.combine_error_norms(norms)
 
     def _check_underflow(self, ratio: float) -> None:

@@ -23,15 +23,18 @@ class SharedField:
                  dtype: torch.dtype, device: torch.device):
         self.f, self.args, self.shape = f, args, shape
         self.direction, self.dtype, self.device = direction, dtype, device
+        self.flat = len(shape) == 1
 
     def user_time(self, tau: float) -> torch.Tensor:
         return torch.full((), self.direction * tau, dtype=self.dtype, device=self.device)
 
     def __call__(self, tau: float, y: torch.Tensor) -> torch.Tensor:
         t = self.user_time(tau)
-        y = y.view(self.shape)
+        if not self.flat:
+            y = y.view(self.shape)
         dy = self.f(t, y) if self.args is None else self.f(t, y, self.args)
-        dy = dy.reshape(-1)
+        if not self.flat:
+            dy = dy.reshape(-1)
         return dy if self.direction > 0 else -dy
 
 

@@ -1,0 +1,194 @@
+"""`odeint` with torchdiffeq's signature, defaults and output: change the import, keep the code.
+
+A thin translation onto `tidal.solve`: method names become solver objects through the
+`SOLVERS` registry, `options` become a controller, tuple states are flattened into one vector
+(with torchdiffeq's mixed norm: the largest RMS over the tuple's components).
+
+Differences, all deliberate: fixed-step methods interpolate between steps with cubic Hermite
+(torchdiffeq: linear by default), `dopri8` is Hairer's DOP853 with its 7th-order dense output,
+`max_num_steps` counts the steps of the whole solve, and the `dtype` option is accepted but
+time is always float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from tidal._errors import InvalidArgumentError, UnknownOptionError
+from tidal.controllers import ConstantStepSize, PIDController, StepTo
+from tidal.controllers.norms import rms
+from tidal.events import Event
+from tidal.integrate import solve
+from tidal.solvers import SOLVERS
+
+ADAPTIVE_OPTIONS = frozenset({"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
+                              "step_t", "jump_t", "norm", "min_step", "max_step", "dtype"})
+FIXED_OPTIONS = frozenset({"step_size", "perturb", "max_num_steps"})
+UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
+
+State = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
+           atol: Any = 1e-9, method: str | None = None, options: dict | None = None,
+           event_fn: Callable | None = None) -> Any:
+    """Integrate dy/dt = func(t, y) and return y at the times `t` (torchdiffeq's `odeint`).
+
+    Args:
+        func: f(t, y) returning dy/dt; y is a tensor or a tuple of tensors.
+        y0: initial state at t[0]; a tensor or a tuple of tensors.
+        t: 1-D increasing or decreasing times.
+        rtol, atol: tolerances; floats, per-element tensors, or tuples matching a tuple y0.
+        method: one of `tidal.SOLVERS` (default "dopri5").
+        options: torchdiffeq's options; an unknown key is an error listing the valid ones.
+        event_fn: g(t, y); the solve runs from t[0] in the direction of t[1] until g changes
+            sign. Returns (event_t, solution at [t0, event_t]).
+
+    Returns:
+        A tensor (or tuple of tensors) of shape (len(t), *y0.shape); with `event_fn`, the pair
+        (event_t, solution).
+    """
+    method = _method(method)
+    solver = SOLVERS[method]()
+    flat = _Flattener(y0)
+    options = dict(options or {})
+    _check_options(method, solver.adaptive, options)
+    t = torch.as_tensor(t)
+    if event_fn is not None:
+        if t.dim() != 1 or len(t) != 2:
+            raise InvalidArgumentError(
+                f"`odeint(..., event_fn=...)` needs t = [t0, t1] (two times: the start and any "
+                f"later or earlier time giving the direction); got t of shape {tuple(t.shape)}.")
+        t = torch.stack([t[0], t[0] + math.copysign(math.inf, float(t[1] - t[0]))])
+    controller = _controller(solver.adaptive, options, rtol, atol, flat, t)
+    event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
+    sol = solve(flat.wrap(func), flat.flatten(y0), t.detach(), solver=solver,
+                controller=controller, event=event,
+                max_steps=int(options.get("max_num_steps", 2**31 - 1)))
+    if event_fn is None:
+        return flat.unflatten(sol.ys, leading=1)
+    assert sol.event_y is not None and sol.event_t is not None
+    solution = torch.stack([flat.flatten(y0), sol.event_y])
+    return sol.event_t.to(t), flat.unflatten(solution, leading=1)
+
+
+def _method(method: str | None) -> str:
+    method = "dopri5" if method is None else method
+    if method in UNSUPPORTED:
+        raise InvalidArgumentError(
+            f"`odeint(method={method!r})` is a torchdiffeq method tidal does not provide; use "
+            f"one of {sorted(SOLVERS)} (e.g. 'dopri5' or 'tsit5').")
+    if method not in SOLVERS:
+        raise InvalidArgumentError(f"`odeint(method={method!r})` is not a known method; valid "
+                                   f"methods: {sorted(SOLVERS)}.")
+    return method
+
+
+def _check_options(method: str, adaptive: bool, options: dict) -> None:
+    valid = ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise UnknownOptionError(
+            f"`odeint(method={method!r}, options=...)` got unknown option(s) {unknown}; valid "
+            f"options for {method!r} are {sorted(valid)}.")
+
+
+def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flattener,
+                t: torch.Tensor) -> PIDController | ConstantStepSize:
+    if not adaptive:
+        step_size = options.get("step_size")
+        if step_size is None:
+            return StepTo(t[torch.isfinite(t)])
+        step_size = float(step_size)
+        if not options.get("perturb", False):
+            return ConstantStepSize(step_size)
+        grid = torch.arange(float(t[0]), float(t[-1]), math.copysign(step_size, float(t[-1] - t[0])),
+                            dtype=torch.float64)
+        return ConstantStepSize(step_size, jump_ts=grid[1:])
+    norm = options.get("norm")
+    if norm is not None:
+        norm = flat.wrap_norm(norm)
+    elif flat.shapes is not None:
+        norm = flat.mixed_norm
+    return PIDController(
+        rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
+        safety=float(options.get("safety", 0.9)), factor_max=float(options.get("ifactor", 10.0)),
+        factor_min=float(options.get("dfactor", 0.2)), dt0=_float(options.get("first_step")),
+        dt_min=float(options.get("min_step", 0.0)),
+        dt_max=float(options.get("max_step", math.inf)), step_ts=options.get("step_t"),
+        jump_ts=options.get("jump_t"), norm=norm)
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+class _Flattener:
+    """Tuple states <-> one flat vector. A plain tensor passes through unchanged."""
+
+    def __init__(self, y0: State):
+        if isinstance(y0, torch.Tensor):
+            self.shapes = None
+            return
+        if not isinstance(y0, tuple) or not all(isinstance(y, torch.Tensor) for y in y0):
+            raise InvalidArgumentError(f"`odeint(y0=...)` must be a tensor or a tuple of "
+                                       f"tensors; got {type(y0).__name__}.")
+        self.shapes = [y.shape for y in y0]
+        self.sizes = [y.numel() for y in y0]
+
+    def flatten(self, y: State) -> torch.Tensor:
+        if self.shapes is None:
+            assert isinstance(y, torch.Tensor)
+            return y
+        return torch.cat([part.reshape(-1) for part in y])
+
+    def unflatten(self, y: torch.Tensor, leading: int = 0) -> State:
+        if self.shapes is None:
+            return y
+        parts = torch.split(y, self.sizes, dim=leading)
+        return tuple(part.reshape(y.shape[:leading] + shape)
+                     for part, shape in zip(parts, self.shapes))
+
+    def wrap(self, func: Callable) -> Callable:
+        if self.shapes is None:
+            return func
+
+        def flat_func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            out = func(t, self.unflatten(y))
+            if not isinstance(out, tuple) or len(out) != len(self.shapes):
+                raise InvalidArgumentError(
+                    f"`odeint(func=...)` with a tuple state of {len(self.shapes)} tensors must "
+                    f"return a tuple of {len(self.shapes)} tensors; got {type(out).__name__}.")
+            for i, (part, shape) in enumerate(zip(out, self.shapes)):
+                if part.shape != shape:
+                    raise InvalidArgumentError(
+                        f"`odeint(func=...)` returned shape {tuple(part.shape)} for tuple "
+                        f"element {i} of shape {tuple(shape)}.")
+            return self.flatten(out)
+
+        return flat_func
+
+    def tolerance(self, name: str, tol: Any) -> Any:
+        if isinstance(tol, (tuple, list)):
+            if self.shapes is None or len(tol) != len(self.shapes):
+                raise InvalidArgumentError(
+                    f"`odeint({name}=tuple)` needs one tolerance per tuple element of y0.")
+            return torch.cat([torch.as_tensor(v, dtype=torch.float64).expand(size)
+                              for v, size in zip(tol, self.sizes)])
+        if isinstance(tol, torch.Tensor) and tol.numel() == 1:
+            return float(tol)
+        if isinstance(tol, torch.Tensor) and self.shapes is not None:
+            return tol.reshape(-1)
+        return tol
+
+    def mixed_norm(self, scaled: torch.Tensor) -> torch.Tensor:
+        return torch.stack([rms(part) for part in torch.split(scaled, self.sizes)]).max()
+
+    def wrap_norm(self, norm: Callable) -> Callable:
+        if self.shapes is None:
+            return norm
+        return lambda scaled: norm(self.unflatten(scaled))
