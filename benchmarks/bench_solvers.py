@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import gc
 import math
+import os
 import platform
 import statistics
 import sys
@@ -64,7 +65,8 @@ class Workload:
     reference: np.ndarray  # [T, *y0.shape] float64
     per_sample: bool  # also run tidal with per-sample grids ([T, B] ts)
     scipy_methods: tuple[str, ...]
-    repeats: int
+    repeats: int  # timed repeats of the full run
+    quick_repeats: int  # ... and of --quick
 
 
 def _mlp() -> torch.nn.Module:
@@ -100,7 +102,8 @@ def _reference(f_numpy: Callable, y0: torch.Tensor, ts: torch.Tensor) -> np.ndar
 
 
 def _mlp_workload(name: str, about: str, t1: float, with_mlp: bool, with_rotation: bool,
-                  repeats: int, scipy_methods: tuple[str, ...] = ()) -> Workload:
+                  repeats: int, quick_repeats: int, scipy_methods: tuple[str, ...] = ()
+                  ) -> Workload:
     mlp = _mlp()
     mlp64 = _mlp().double()
     rot32 = ROT.float()
@@ -121,20 +124,20 @@ def _mlp_workload(name: str, about: str, t1: float, with_mlp: bool, with_rotatio
         reference = _reference(f_numpy, y0, ts)
     return Workload(name=name, about=about, f_torch=f32, f_numpy=f_numpy, y0=y0, ts=ts,
                     rtol=1e-5, atol=1e-6, reference=reference, per_sample=True,
-                    scipy_methods=scipy_methods, repeats=repeats)
+                    scipy_methods=scipy_methods, repeats=repeats, quick_repeats=quick_repeats)
 
 
 def w1() -> Workload:
     return _mlp_workload(
         "W1", "MLP 2-64-64-2 (tanh), batch 256, t in [0, 1], 10 outputs, dopri5, rtol 1e-5, "
         "atol 1e-6, float32: few steps, start-up cost dominates",
-        t1=1.0, with_mlp=True, with_rotation=False, repeats=40)
+        t1=1.0, with_mlp=True, with_rotation=False, repeats=40, quick_repeats=5)
 
 
 def w1_long() -> Workload:
     return _mlp_workload(
         "W1-long", "the W1 MLP + 2*pi*J*y, t in [0, 10], 10 outputs: steady per-step cost",
-        t1=10.0, with_mlp=True, with_rotation=True, repeats=9)
+        t1=10.0, with_mlp=True, with_rotation=True, repeats=9, quick_repeats=1)
 
 
 def w1_solver_only() -> Workload:
@@ -144,7 +147,8 @@ def w1_solver_only() -> Workload:
     work = _mlp_workload(
         "W1-solver-only", "f = 2*pi*J*y alone, batch 256, t in [0, 10], 10 outputs: nearly "
         "pure solver bookkeeping (scipy on the flattened batch, in float64)",
-        t1=10.0, with_mlp=False, with_rotation=True, repeats=15, scipy_methods=("RK45",))
+        t1=10.0, with_mlp=False, with_rotation=True, repeats=15, quick_repeats=1,
+        scipy_methods=("RK45",))
     work.f_numpy = rotation  # a plain numpy field (no torch round trip) for scipy
     return work
 
@@ -167,7 +171,7 @@ def w4() -> Workload:
         "t in [0, 10], 100 outputs, rtol 1e-6, atol 1e-8, float64",
         f_torch=f_torch, f_numpy=f_numpy, y0=y0, ts=ts, rtol=1e-6, atol=1e-8,
         reference=_reference(f_numpy, y0, ts), per_sample=False,
-        scipy_methods=("RK45", "DOP853"), repeats=25)
+        scipy_methods=("RK45", "DOP853"), repeats=25, quick_repeats=3)
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
@@ -196,7 +200,7 @@ class Counted:
 @dataclass
 class Outcome:
     ys: np.ndarray  # [T, *y0.shape] float64
-    steps: int | None = None  # step attempts (accepted + rejected), as the library reports
+    steps: int | None = None  # step attempts (accepted + rejected); None: not known yet
     reported_nfe: int | None = None  # calls of f, as the library reports (None: no report)
 
 
@@ -425,6 +429,12 @@ def report(w: Workload, results: list[Result], f_time: dict[str, float], repeats
 # --------------------------------------------------------------------------------------------
 
 
+def _load() -> str:
+    """The machine's load average: other processes competing for the CPUs skew timings."""
+    one, five, _ = os.getloadavg()
+    return f"load average (1 min, 5 min): {one:.2f}, {five:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
@@ -444,7 +454,9 @@ def main() -> None:
     print(f"python {platform.python_version()}, torch {torch.__version__}, tidal "
           f"{tidal.__version__}, torchdiffeq {torchdiffeq.__version__}, torchode "
           f"{getattr(torchode, '__version__', '?')}, scipy {scipy.__version__}, numpy "
-          f"{np.__version__}; {platform.machine()}, torch threads {torch.get_num_threads()}")
+          f"{np.__version__}; {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+          f"{torch.get_num_threads()}")
+    print(_load())
     try:
         import diffrax  # noqa: F401
         print("diffrax: installed but not benchmarked (it needs a JAX version of each f)")
@@ -454,11 +466,12 @@ def main() -> None:
     for name in names:
         with torch.no_grad():
             work = WORKLOADS[name]()
-            repeats = args.repeats or (3 if args.quick else work.repeats)
+            repeats = args.repeats or (work.quick_repeats if args.quick else work.repeats)
             results, f_time = benchmark(work, repeats)
         report(work, results, f_time, repeats)
         sys.stdout.flush()
-    print("\nsteps: step attempts (accepted + rejected); on per-sample grids the most any "
+    print(f"\n{_load()}")
+    print("steps: step attempts (accepted + rejected); on per-sample grids the most any "
           "sample took.\n  c = counted by the benchmark (torchdiffeq: its callback_step; "
           "scipy: wrapping its rk_step in the warm-up run); others as the library reports.")
 

@@ -1,7 +1,7 @@
 """The solve loop on a shared time grid: one step size for the whole state.
 
-Time is a Python float (float64) in forward direction tau = direction * t, the state a flat
-vector [N]. Per step: the stages, one error norm (the only host synchronisation), the
+Time is a Python float (float64) in forward direction tau = direction * t; the state keeps the
+user's shape. Per step: the stages, one error norm (the only host synchronisation), the
 controller's decision, and, for accepted steps, outputs by dense interpolation, events and
 the hand-over of f(t1, y1) to the next step. Nothing else happens here.
 """
@@ -21,7 +21,13 @@ from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_shared
 from tidal.solution import Stats
 from tidal.solvers.base import ExplicitRungeKutta, step_exponent
-from tidal.solvers.explicit_rk import extra_stages, rk_coefficients, rk_stages, shared_combine
+from tidal.solvers.explicit_rk import (
+    BufferedStages,
+    StackedStages,
+    extra_stages,
+    rk_coefficients,
+    rk_stages,
+)
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -33,12 +39,13 @@ class SharedProblem:
     field: SharedField
     solver: ExplicitRungeKutta
     controller: Any  # PIDController or ConstantStepSize
-    y0: torch.Tensor  # [N]
-    f0: torch.Tensor  # [N], f(t0, y0)
+    y0: torch.Tensor  # the user's shape
+    f0: torch.Tensor  # f(t0, y0) in forward time
     taus: list[float]  # output times in forward time, increasing; taus[0] is the start
     tau_end: float  # where the solve ends (taus[-1], or inf when only an event stops it)
     boundaries: list[tuple[float, bool]]  # (tau, is_jump) strictly inside the span, increasing
     dt0: float  # first step size (> 0)
+    setup_fevals: int  # calls of f made while setting up (f0, and the initial-step trial)
     rtol: float | torch.Tensor
     atol: float | torch.Tensor
     norm: Any  # None (RMS) or a callable on the scaled error
@@ -49,7 +56,7 @@ class SharedProblem:
 
 @dataclass
 class LoopResult:
-    ys: torch.Tensor  # [T, N]
+    ys: torch.Tensor  # [T, N], flat states
     stats: Stats
     status: Status
     where: str
@@ -60,14 +67,13 @@ class LoopResult:
 
 @dataclass
 class _Step:
-    """An accepted step and its dense stages (extra stages added on first use)."""
+    """An accepted step; `stages` [S_dense, N] is filled on first use (extra stages too)."""
 
     tau: float
     dt: float
     y: torch.Tensor
     y1: torch.Tensor
-    dense_ks: list[torch.Tensor]
-    complete: bool
+    stages: torch.Tensor | None = None
 
 
 class SharedLoop:
@@ -77,10 +83,13 @@ class SharedLoop:
         self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
         self.adaptive = p.controller.adaptive and p.solver.adaptive
         self.exponent = step_exponent(p.solver)
+        records_graph = torch.is_grad_enabled() and (p.y0.requires_grad or p.f0.requires_grad)
+        self.stages = (StackedStages() if records_graph
+                       else BufferedStages(self.tableau.num_dense_stages, p.y0))
         self.tau, self.y, self.f0, self.dt = p.taus[0], p.y0, p.f0, p.dt0
         self.history = (1.0, 1.0)
-        self.stats = Stats(num_fevals=1)
-        self.rows: list[torch.Tensor] = [p.y0.unsqueeze(0)]
+        self.stats = Stats(num_fevals=p.setup_fevals)
+        self.rows: list[torch.Tensor] = [p.y0.reshape(1, -1)]
         self.next_out = 1
         self.next_boundary = 0
         self.status = Status.SUCCESS
@@ -102,13 +111,13 @@ class SharedLoop:
 
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
-        combine = shared_combine(self.y, dt)
+        self.stages.begin(self.y, dt, self.f0)
         times = [self.tau + ci * dt for ci in self.tableau.c]
-        ks, y1 = rk_stages(self.p.field, times, self.f0, combine, self.tableau, self.coef)
+        y1 = rk_stages(self.p.field, times, self.stages, self.tableau, self.coef)
         self.stats.num_fevals += self.tableau.num_stages - 1
         self.stats.num_steps += 1
         if self.adaptive:
-            ratio = self._error_ratio(ks, y1, dt)
+            ratio = self._error_ratio(y1, dt)
             accept, factor, self.history = self.p.controller.adapt(ratio, self.history,
                                                                    self.exponent)
             accept = accept or dt <= self.p.controller.dt_min
@@ -117,7 +126,7 @@ class SharedLoop:
             ratio = 0.0 if bool(torch.isfinite(y1).all()) else math.inf
             accept = ratio == 0.0
         if accept:
-            self._accept(_Step(self.tau, dt, self.y, y1, ks, complete=False), tau1, boundary)
+            self._accept(_Step(self.tau, dt, self.y, y1), tau1, boundary)
         else:
             self.stats.num_rejected += 1
             self._check_underflow(ratio)
@@ -132,11 +141,11 @@ class SharedLoop:
             return limit, limit - self.tau, boundary
         return self.tau + dt, dt, None
 
-    def _error_ratio(self, ks: list[torch.Tensor], y1: torch.Tensor, dt: float) -> float:
+    def _error_ratio(self, y1: torch.Tensor, dt: float) -> float:
         """Scaled RMS of each error estimate, combined by the solver; one host sync."""
-        with torch.no_grad():
-            errors = self.coef.b_error @ torch.stack(ks)  # [R, N]
-            scaled = errors.div_(error_scale(self.y, y1, self.p.rtol, self.p.atol))
+        with torch.set_grad_enabled(False):
+            errors = self.coef.b_error @ self.stages.matrix()  # [R, N]
+            scaled = errors.div_(error_scale(self.y, y1, self.p.rtol, self.p.atol).view(-1))
             if self.p.norm is not None:
                 norms = [abs(dt) * float(self.p.norm(row)) for row in scaled]
             else:
@@ -153,38 +162,40 @@ class SharedLoop:
     def _accept(self, step: _Step, tau1: float, boundary: tuple[float, bool] | None) -> None:
         p = self.p
         if self.tableau.fsal:
-            f1 = step.dense_ks[-1]
+            f1 = self.stages.last()
         else:
             f1 = p.field(tau1, step.y1)
             self.stats.num_fevals += 1
-            step.dense_ks = [*step.dense_ks, f1]
+            self.stages.append(f1)
         self.stats.num_accepted += 1
         tau_stop = tau1
         if p.watcher is not None:
             tau_stop = self._locate_event(step, tau1)
         self._emit_outputs(step, tau1, tau_stop)
         if p.dense:
-            self._complete(step)
+            step.stages = self._dense_stages(step).clone()
             self.dense_steps.append(step)
         if boundary is not None:
             self.next_boundary += 1
             if boundary[1]:  # a jump: f(t1, y1) from the far side of the discontinuity
                 f1 = p.field(math.nextafter(tau1, math.inf), step.y1)
                 self.stats.num_fevals += 1
-        self.tau, self.y, self.f0 = tau1, step.y1, f1
+        self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)
 
-    def _complete(self, step: _Step) -> list[torch.Tensor]:
-        if not step.complete and self.tableau.c_extra:
+    def _dense_stages(self, step: _Step) -> torch.Tensor:
+        """The step's dense stages, evaluating the interpolant's extra stages on first use."""
+        if step.stages is None:
             times = [step.tau + c * step.dt for c in self.tableau.c_extra]
-            combine = shared_combine(step.y, step.dt)
-            step.dense_ks = extra_stages(self.p.field, times, step.dense_ks, combine, self.coef)
+            extra_stages(self.p.field, times, self.stages, self.coef)
             self.stats.num_fevals += len(times)
-        step.complete = True
-        return step.dense_ks
+            step.stages = self.stages.matrix()
+        return step.stages
 
     def _interpolate(self, step: _Step, thetas: list[float]) -> torch.Tensor:
+        """[len(thetas), N] flat states inside the step."""
         theta = torch.tensor(thetas, dtype=torch.float64)
-        return interpolate_shared(step.y, step.dt, self._complete(step), self.coef.dense, theta)
+        return interpolate_shared(step.y.reshape(-1), step.dt, self._dense_stages(step),
+                                  self.coef.dense, theta)
 
     def _emit_outputs(self, step: _Step, tau1: float, tau_stop: float) -> None:
         taus, start = self.p.taus, self.next_out
@@ -196,7 +207,7 @@ class SharedLoop:
             inside = taus[start:self.next_out - 1]
             if inside:
                 self.rows.append(self._interpolate(step, [(t - step.tau) / step.dt for t in inside]))
-            self.rows.append(step.y1.unsqueeze(0))
+            self.rows.append(step.y1.reshape(1, -1))
         else:
             thetas = [(t - step.tau) / step.dt for t in taus[start:self.next_out]]
             self.rows.append(self._interpolate(step, thetas))

@@ -22,12 +22,7 @@ from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_per_sample
 from tidal.solution import Stats
 from tidal.solvers.base import ExplicitRungeKutta, step_exponent
-from tidal.solvers.explicit_rk import (
-    extra_stages,
-    per_sample_combine,
-    rk_coefficients,
-    rk_stages,
-)
+from tidal.solvers.explicit_rk import PerSampleStages, extra_stages, rk_coefficients, rk_stages
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -42,6 +37,7 @@ class PerSampleProblem:
     taus: torch.Tensor  # [T, B] float64, forward time, increasing per sample
     boundaries: tuple[torch.Tensor, torch.Tensor] | None  # ([B, J] taus, [B, J] is-jump)
     dt0: torch.Tensor  # [B] float64
+    setup_fevals: int  # calls of f made while setting up (f0, and the initial-step trial)
     rtol: Any
     atol: Any
     norm: Any
@@ -70,9 +66,8 @@ class _Step:
     tau1: torch.Tensor
     y: torch.Tensor
     y1: torch.Tensor
-    dense_ks: list[torch.Tensor]
     accept: torch.Tensor
-    complete: bool = False
+    stages: torch.Tensor | None = None  # [S_dense, B, D], filled on first use
 
     @property
     def h_col(self) -> torch.Tensor:
@@ -86,6 +81,7 @@ class PerSampleLoop:
         self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
         self.adaptive = p.controller.adaptive and p.solver.adaptive
         self.exponent = step_exponent(p.solver)
+        self.stages = PerSampleStages()
         batch, device = p.y0.shape[0], p.y0.device
         self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
         self.tau, self.tau_end = p.taus[0].clone(), p.taus[-1]
@@ -93,7 +89,7 @@ class PerSampleLoop:
         self.running = self.tau < self.tau_end
         self.status = torch.zeros(batch, dtype=torch.long, device=device)
         ones = torch.ones(batch, dtype=torch.long, device=device)
-        self.stats = Stats(ones.clone(), 0 * ones, 0 * ones, 0 * ones)
+        self.stats = Stats(p.setup_fevals * ones, 0 * ones, 0 * ones, 0 * ones)
         self.history = (torch.ones(batch, dtype=torch.float64, device=device),) * 2
         self.next_out = ones.clone()
         self.samples = torch.arange(batch, device=device)
@@ -127,14 +123,14 @@ class PerSampleLoop:
         landing = self.tau + self.dt >= limit
         tau1 = torch.where(running, torch.where(landing, limit, self.tau + self.dt), self.tau)
         h = tau1 - self.tau
-        combine = per_sample_combine(self.y, h.to(self.y.dtype).unsqueeze(-1))
-        ks, y1 = rk_stages(p.field, (self.tau + self.c * h).unbind(0), self.f0, combine,
-                           self.tableau, self.coef)
+        self.stages.begin(self.y, h.to(self.y.dtype).unsqueeze(-1), self.f0)
+        y1 = rk_stages(p.field, (self.tau + self.c * h).unbind(0), self.stages, self.tableau,
+                       self.coef)
         self.stats.num_fevals += running * (self.tableau.num_stages - 1)
         self.stats.num_steps += running
-        accept, dt_next, ratio = self._decide(ks, y1, h)
+        accept, dt_next, ratio = self._decide(y1, h)
         accept &= running
-        step = _Step(self.tau, h, tau1, self.y, y1, ks, accept)
+        step = _Step(self.tau, h, tau1, self.y, y1, accept)
         f1 = self._end_derivative(step)
         crossed = self._crossed(step)
         passed = (p.taus <= tau1).sum(0)
@@ -150,7 +146,7 @@ class PerSampleLoop:
         if flags[0] > 0:
             self._emit_outputs(step, next_out, flags[0])
         if p.dense:
-            self._complete(step)
+            self._dense_stages(step)
             self.dense_steps.append(step)
         if flags[1]:
             fresh = p.field(torch.nextafter(tau1, torch.full_like(tau1, math.inf)), y1)
@@ -178,13 +174,13 @@ class PerSampleLoop:
         before_end = bound < self.tau_end
         return torch.where(before_end, bound, self.tau_end), jump & before_end
 
-    def _decide(self, ks: list[torch.Tensor], y1: torch.Tensor, h: torch.Tensor
+    def _decide(self, y1: torch.Tensor, h: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(accept, next step size, error ratio) per sample."""
         if not self.adaptive:
             finite = torch.isfinite(y1).all(-1)
             return finite, self.dt, torch.where(finite, 0.0, math.inf).double()
-        ratio = self._error_ratio(ks, y1, h)
+        ratio = self._error_ratio(y1, h)
         controller = self.p.controller
         accept, factor, history = controller.adapt(ratio, self.history, self.exponent)
         self.history = tuple(torch.where(self.running, new, old)
@@ -193,10 +189,9 @@ class PerSampleLoop:
         return accept | (h <= controller.dt_min), dt_next, ratio
 
     @torch.no_grad()
-    def _error_ratio(self, ks: list[torch.Tensor], y1: torch.Tensor, h: torch.Tensor
-                     ) -> torch.Tensor:
-        stacked = torch.stack(ks, -1)  # [B, D, S]
-        errors = (stacked @ self.coef.b_error.T).movedim(-1, 0)  # [R, B, D]
+    def _error_ratio(self, y1: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        stacked = self.stages.matrix().view(self.tableau.num_stages, -1)  # [S, B * D]
+        errors = (self.coef.b_error @ stacked).view(-1, *y1.shape)  # [R, B, D]
         errors = errors * h.to(errors.dtype).unsqueeze(-1)
         scaled = errors / error_scale(self.y, y1, self.p.rtol, self.p.atol)
         if self.p.norm is None:
@@ -207,10 +202,10 @@ class PerSampleLoop:
 
     def _end_derivative(self, step: _Step) -> torch.Tensor:
         if self.tableau.fsal:
-            return step.dense_ks[-1]
+            return self.stages.last()
         f1 = self.p.field(step.tau1, step.y1)
         self.stats.num_fevals += step.accept
-        step.dense_ks = [*step.dense_ks, f1]
+        self.stages.append(f1)
         return f1
 
     def _update_status(self, step: _Step, dt_next: torch.Tensor, ratio: torch.Tensor,
@@ -236,20 +231,21 @@ class PerSampleLoop:
         value = watcher.value(self.p.field.user_time(step.tau1), step.y1.view(self.p.field.shape))
         return step.accept & (value <= 0)
 
-    def _complete(self, step: _Step) -> list[torch.Tensor]:
-        if not step.complete and self.tableau.c_extra:
-            extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
-                                   device=step.h.device).unsqueeze(-1)
-            times = (step.tau + extra_c * step.h).unbind(0)
-            combine = per_sample_combine(step.y, step.h_col)
-            step.dense_ks = extra_stages(self.p.field, times, step.dense_ks, combine, self.coef)
-            self.stats.num_fevals += step.accept * len(times)
-        step.complete = True
-        return step.dense_ks
+    def _dense_stages(self, step: _Step) -> torch.Tensor:
+        """The step's dense stages, evaluating the interpolant's extra stages on first use."""
+        if step.stages is None:
+            if self.tableau.c_extra:
+                extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
+                                       device=step.h.device).unsqueeze(-1)
+                extra_stages(self.p.field, (step.tau + extra_c * step.h).unbind(0),
+                             self.stages, self.coef)
+                self.stats.num_fevals += step.accept * len(self.tableau.c_extra)
+            step.stages = self.stages.matrix()
+        return step.stages
 
     def _interpolate(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:
         """theta [m, B] -> [m, B, D]; exact y1 where theta == 1."""
-        values = interpolate_per_sample(step.y, step.h_col, self._complete(step),
+        values = interpolate_per_sample(step.y, step.h_col, self._dense_stages(step),
                                         self.coef.dense, theta)
         return torch.where((theta == 1.0).unsqueeze(-1), step.y1, values)
 

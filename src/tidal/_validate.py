@@ -150,7 +150,7 @@ def field_output(f0: Any, y0: torch.Tensor) -> None:
             "move its parameters to the state's device.")
 
 
-def tolerances(c: Any, y0: torch.Tensor, flat_shape: tuple[int, ...]) -> tuple[Any, Any]:
+def tolerances(c: Any, y0: torch.Tensor, layout: Sequence[int]) -> tuple[Any, Any]:
     """rtol, atol as floats or tensors of y0's dtype reshaped to the loop's layout."""
     if not isinstance(c, PIDController):
         return 0.0, 0.0
@@ -164,7 +164,7 @@ def tolerances(c: Any, y0: torch.Tensor, flat_shape: tuple[int, ...]) -> tuple[A
                 raise InvalidArgumentError(
                     f"`PIDController({name}=tensor of shape {tuple(value.shape)})` does not "
                     f"broadcast to the state's shape {tuple(y0.shape)}.") from None
-            value = value.to(y0.device).reshape(flat_shape)
+            value = value.to(y0.device).reshape(tuple(layout))
         else:
             value = float(value)
         out.append(value)

@@ -1,9 +1,9 @@
 """Wrappers that call the user's f(t, y[, args]) from the solver's internal layout.
 
-Inside the loop time runs forward: tau = direction * t, and the state is flat ([N] on a shared
-grid, [B, D] on per-sample grids). These wrappers turn (tau, y) back into the user's time
-(a tensor of the state's dtype: 0-d on a shared grid, [B] on per-sample grids) and shape, and
-flip the sign of f when integrating backwards in time.
+Inside the loop time runs forward: tau = direction * t. The state keeps the user's shape on a
+shared grid and is [B, D] on per-sample grids. These wrappers turn tau back into the user's
+time (a tensor of the state's dtype: 0-d on a shared grid, [B] on per-sample grids), restore
+the user's shape where needed, and flip the sign of f when integrating backwards in time.
 """
 
 from __future__ import annotations
@@ -17,24 +17,19 @@ UserField = Callable[..., torch.Tensor]
 
 
 class SharedField:
-    """f for a flat state [N] at a Python-float time tau."""
+    """f for a state of the user's shape at a Python-float time tau."""
 
     def __init__(self, f: UserField, args: Any, shape: torch.Size, direction: float,
                  dtype: torch.dtype, device: torch.device):
         self.f, self.args, self.shape = f, args, shape
         self.direction, self.dtype, self.device = direction, dtype, device
-        self.flat = len(shape) == 1
 
     def user_time(self, tau: float) -> torch.Tensor:
         return torch.full((), self.direction * tau, dtype=self.dtype, device=self.device)
 
     def __call__(self, tau: float, y: torch.Tensor) -> torch.Tensor:
         t = self.user_time(tau)
-        if not self.flat:
-            y = y.view(self.shape)
         dy = self.f(t, y) if self.args is None else self.f(t, y, self.args)
-        if not self.flat:
-            dy = dy.reshape(-1)
         return dy if self.direction > 0 else -dy
 
 

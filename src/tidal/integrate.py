@@ -93,30 +93,31 @@ def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> to
 def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw):
     taus, direction = check.forward_times(times.tolist())
     field = SharedField(f, args, y0.shape, direction, y0.dtype, y0.device)
-    y = y0.reshape(-1)
-    f0 = _first_call(f, field.user_time(taus[0]), y0, args).reshape(-1)
+    f0 = _first_call(f, field.user_time(taus[0]), y0, args)
     f0 = f0 if direction > 0 else -f0
-    rtol, atol = check.tolerances(controller, y0, flat_shape=(-1,))
+    rtol, atol = check.tolerances(controller, y0, layout=y0.shape)
     watcher = None
     if event is not None:
         watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=False)
     span = taus[-1] - taus[0]
+    automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
     if not controller.adaptive or not solver.adaptive:
         dt0 = controller.dt
     elif controller.dt0 is not None:
         dt0 = controller.dt0
     else:
         def f_at(h: torch.Tensor) -> torch.Tensor:
-            return field(taus[0] + h.item(), y + h.item() * f0).unsqueeze(0)
+            return field(taus[0] + h.item(), y0 + h.item() * f0).reshape(1, -1)
 
-        dt0 = initial_step(f_at, y.unsqueeze(0), f0.unsqueeze(0), rtol, atol,
-                           solver.error_order).item()
+        dt0 = initial_step(f_at, y0.reshape(1, -1), f0.reshape(1, -1), _rows(rtol),
+                           _rows(atol), solver.error_order).item()
     if controller.adaptive:
         dt0 = min(max(dt0, controller.dt_min), controller.dt_max)
     problem = SharedProblem(
-        field=field, solver=solver, controller=controller, y0=y, f0=f0, taus=taus,
+        field=field, solver=solver, controller=controller, y0=y0, f0=f0, taus=taus,
         tau_end=taus[-1], boundaries=check.boundaries(controller, direction, taus[0], taus[-1]),
-        dt0=min(dt0, span) if math.isfinite(span) else dt0, rtol=rtol, atol=atol,
+        dt0=min(dt0, span) if math.isfinite(span) else dt0, setup_fevals=1 + automatic_dt0,
+        rtol=rtol, atol=atol,
         norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
         dense=dense)
     result = SharedLoop(problem).run()
@@ -140,11 +141,12 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
     field = PerSampleField(f, args, y0.shape, direction.to(y0.device), y0.dtype)
     y = y0.reshape(batch, -1)
     f0 = _first_call(f, field.user_time(taus[0]), y0, args).reshape(batch, -1) * field.sign
-    rtol, atol = check.tolerances(controller, y0, flat_shape=(batch, -1))
+    rtol, atol = check.tolerances(controller, y0, layout=(batch, -1))
     watcher = None
     if event is not None:
         watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=True)
     span = taus[-1] - taus[0]
+    automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
     if not controller.adaptive or not solver.adaptive:
         dt0 = torch.full((batch,), controller.dt, dtype=torch.float64, device=y0.device)
     elif controller.dt0 is not None:
@@ -159,7 +161,8 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
     problem = PerSampleProblem(
         field=field, solver=solver, controller=controller, y0=y, f0=f0, taus=taus,
         boundaries=check.per_sample_boundaries(controller, direction, taus),
-        dt0=torch.minimum(dt0, span.where(torch.isfinite(span), math.inf)), rtol=rtol,
+        dt0=torch.minimum(dt0, span.where(torch.isfinite(span), math.inf)),
+        setup_fevals=1 + automatic_dt0, rtol=rtol,
         atol=atol, norm=check.norm(controller, y0.shape), watcher=watcher,
         max_steps=max_steps, dense=dense)
     result = PerSampleLoop(problem).run()
@@ -176,6 +179,11 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
         dense_output=PerSampleDenseOutput(result.dense_steps, direction, y0.shape,
                                           solver.tableau) if dense else None)
     return _finish(solution, status, result.where, throw)
+
+
+def _rows(tolerance: float | torch.Tensor) -> float | torch.Tensor:
+    """A tolerance in the initial-step layout [1, N]."""
+    return tolerance.reshape(1, -1) if isinstance(tolerance, torch.Tensor) else tolerance
 
 
 def _finish(solution: Solution, status: Status, where: str, throw: bool) -> Solution:

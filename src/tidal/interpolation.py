@@ -12,25 +12,27 @@ from collections.abc import Sequence
 import torch
 
 
-def theta_powers(theta: torch.Tensor, degree: int) -> torch.Tensor:
-    """[..., degree] with theta, theta^2, ..., theta^degree."""
-    exponents = torch.arange(1, degree + 1, dtype=theta.dtype, device=theta.device)
-    return theta.unsqueeze(-1) ** exponents
+def dense_weights(theta: torch.Tensor, dense: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """w(theta) [..., S] from float64 theta [...] and float64 polynomials [S, degree], cast to
+    the state's dtype only at the end (the polynomials cancel heavily, DOP853's above all)."""
+    exponents = torch.arange(1, dense.shape[1] + 1, dtype=torch.float64, device=dense.device)
+    powers = theta.to(dtype=torch.float64, device=dense.device).unsqueeze(-1) ** exponents
+    return (powers @ dense.T).to(dtype)
 
 
-def interpolate_shared(y0: torch.Tensor, dt: float, dense_ks: Sequence[torch.Tensor],
-                       dense: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Flat state [N], one step size; theta [m] -> [m, N]."""
-    weights = theta_powers(theta.to(dense.dtype), dense.shape[1]) @ dense.T  # [m, S]
-    return torch.addmm(y0.unsqueeze(0), weights, torch.stack(list(dense_ks)), alpha=dt)
+def interpolate_shared(y0: torch.Tensor, dt: float, stages: torch.Tensor, dense: torch.Tensor,
+                       theta: torch.Tensor) -> torch.Tensor:
+    """Flat state [N], one step size, dense stages [S, N]; theta [m] -> [m, N]."""
+    weights = dense_weights(theta, dense, y0.dtype)  # [m, S]
+    return torch.addmm(y0.unsqueeze(0), weights, stages, alpha=dt)
 
 
-def interpolate_per_sample(y0: torch.Tensor, dt: torch.Tensor, dense_ks: Sequence[torch.Tensor],
+def interpolate_per_sample(y0: torch.Tensor, dt: torch.Tensor, stages: torch.Tensor,
                            dense: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """State [B, D], step sizes dt [B, 1] (state dtype); theta [m, B] -> [m, B, D]."""
-    weights = theta_powers(theta.to(dense.dtype), dense.shape[1]) @ dense.T  # [m, B, S]
-    stacked = torch.stack(list(dense_ks), 1)  # [B, S, D]
-    increments = torch.einsum("mbs,bsd->mbd", weights, stacked)
+    """State [B, D], step sizes dt [B, 1] (state dtype), dense stages [S, B, D];
+    theta [m, B] -> [m, B, D]."""
+    weights = dense_weights(theta, dense, y0.dtype)  # [m, B, S]
+    increments = torch.einsum("mbs,sbd->mbd", weights, stages)
     return torch.addcmul(y0.unsqueeze(0), dt.unsqueeze(0), increments)
 
 
@@ -53,29 +55,30 @@ class SharedDenseOutput:
                  dtype: torch.dtype, tableau) -> None:
         from tidal.solvers.explicit_rk import rk_coefficients
 
+        if not steps:
+            raise _outside("every time", math.nan, math.nan)
         self.direction, self.shape = direction, shape
         self.starts = torch.tensor([s.tau for s in steps], dtype=torch.float64)
-        self.ends = torch.tensor([s.tau + s.dt for s in steps], dtype=torch.float64)
-        self.dts = [s.dt for s in steps]
-        self.steps = steps
-        device = steps[0].y.device if steps else torch.device("cpu")
-        self.dense = rk_coefficients(tableau, dtype, device).dense
+        self.dts = torch.tensor([s.dt for s in steps], dtype=torch.float64)
+        self.ends = self.starts + self.dts
+        self.ys = torch.stack([s.y.reshape(-1) for s in steps])  # [n, N]
+        self.stages = torch.stack([s.stages for s in steps])  # [n, S, N]
+        self.dense = rk_coefficients(tableau, dtype, self.ys.device).dense
 
     def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:
         times = _as_times(t)
         tau = (self.direction * times).reshape(-1)
-        if not self.steps:
-            raise _outside("every time", math.nan, math.nan)
         low, high = float(self.starts[0]), float(self.ends[-1])
         if bool(((tau < low - 1e-12 * abs(low)) | (tau > high + 1e-12 * abs(high))).any()):
             raise _outside(f"t={times.tolist()}", self.direction * low, self.direction * high)
-        index = torch.searchsorted(self.ends, tau).clamp(max=len(self.steps) - 1)
-        rows = []
-        for i, tau_i in zip(index.tolist(), tau.tolist()):
-            step = self.steps[i]
-            theta = torch.tensor([(tau_i - step.tau) / step.dt], dtype=torch.float64)
-            rows.append(interpolate_shared(step.y, step.dt, step.dense_ks, self.dense, theta))
-        return torch.cat(rows).reshape(*times.shape, *self.shape)
+        index = torch.searchsorted(self.ends, tau).clamp(max=len(self.dts) - 1)
+        theta = (tau - self.starts[index]) / self.dts[index]
+        weights = dense_weights(theta, self.dense, self.ys.dtype)  # [Q, S]
+        dt = self.dts[index].to(self.ys.dtype).unsqueeze(-1)
+        index = index.to(self.ys.device)
+        increments = torch.einsum("qs,qsn->qn", weights.to(self.ys.device), self.stages[index])
+        values = torch.addcmul(self.ys[index], dt.to(self.ys.device), increments)
+        return values.reshape(*times.shape, *self.shape)
 
 
 class PerSampleDenseOutput:
@@ -114,7 +117,7 @@ class PerSampleDenseOutput:
                 theta = torch.where(step.h > 0, (tau[m] - step.tau) / step.h.clamp(min=1e-300),
                                     0.0)
                 values = interpolate_per_sample(step.y, step.h.to(step.y.dtype).unsqueeze(-1),
-                                                step.dense_ks, self.dense, theta.unsqueeze(0))[0]
+                                                step.stages, self.dense, theta.unsqueeze(0))[0]
                 rows.append((index[m] == i, values))
             result = rows[0][1]
             for mask, values in rows[1:]:

@@ -1,10 +1,17 @@
 """The one explicit Runge–Kutta step, driven by a `ButcherTableau`.
 
-Stages are combined with one matrix-vector product each (stack the stages, multiply by the
-tableau row), so a step costs a handful of large tensor operations whatever the batch size.
-The same routine serves both layouts of the state: a flat vector [N] with one Python-float
-step size (shared time grid), or [B, D] with one step size per sample (per-sample grids). The
-difference is only in `Combine`, which forms y0 + dt * sum_j row_j K_j.
+A stage's input y0 + dt * sum_j a_ij k_j is one matrix-vector product over the stages so far,
+so a step costs a handful of large tensor operations whatever the state's size. Where the
+stages live is the job of a `Stages` object, which the loop keeps from step to step:
+
+- `StackedStages` keeps them as a list and stacks them for each product: every operation is
+  out of place, so autograd can record the step (training with backprop);
+- `BufferedStages` writes them into one preallocated [S, N] buffer: no allocation per stage,
+  fewer operations, for solves that record no graph (inference, adjoint passes);
+- `PerSampleStages` is the stacked kind for a [B, D] state with one step size per sample.
+
+On a shared grid stage values have the user's shape (f is called without reshaping), and
+`matrix()` gives the stages as flat rows [count, N] for the error estimate and interpolation.
 """
 
 from __future__ import annotations
@@ -17,78 +24,132 @@ import torch
 
 from tidal.solvers.tableau import ButcherTableau
 
-Combine = Callable[[torch.Tensor, Sequence[torch.Tensor]], torch.Tensor]
 Field = Callable[[object, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class RKCoefficients:
-    """A tableau's coefficients as tensors of the state's dtype and device."""
+    """A tableau's coefficients as tensors: stage rows in the state's dtype, the dense-output
+    polynomials in float64 (they cancel heavily; weights are cast after evaluation)."""
 
     a_rows: tuple[torch.Tensor, ...]  # a_rows[i]: row i of a, [i] (row 0 is empty)
     b: torch.Tensor  # [S]
     b_error: torch.Tensor  # [R, S]
-    dense: torch.Tensor  # [S_dense, degree]
+    dense: torch.Tensor  # [S_dense, degree], float64
     extra_rows: tuple[torch.Tensor, ...]
 
 
 @lru_cache(maxsize=64)
 def rk_coefficients(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device
                     ) -> RKCoefficients:
-    def tensor(values) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float64).to(dtype=dtype, device=device)
+    def tensor(values, as_dtype: torch.dtype = dtype) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64).to(dtype=as_dtype, device=device)
 
     s = tableau.num_stages
     return RKCoefficients(
         a_rows=tuple(tensor(row) for row in tableau.a),
         b=tensor(tableau.b),
         b_error=tensor(tableau.b_error) if tableau.b_error else torch.empty(0, s, dtype=dtype),
-        dense=tensor(tableau.dense_weights()),
+        dense=tensor(tableau.dense_weights(), torch.float64),
         extra_rows=tuple(tensor(row) for row in tableau.a_extra),
     )
 
 
-def shared_combine(y0: torch.Tensor, dt: float) -> Combine:
-    """y0 + dt * sum_j row_j K_j for a flat state [N] and one step size."""
+class StackedStages:
+    """Stages as a list, stacked for each combination (autograd-friendly)."""
 
-    def combine(row: torch.Tensor, ks: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.addmv(y0, torch.stack(ks, 1), row, alpha=dt)
+    def begin(self, y0: torch.Tensor, dt: float, f0: torch.Tensor) -> None:
+        self.y0, self.y0_flat, self.dt, self.ks = y0, y0.reshape(-1), dt, [f0]
 
-    return combine
+    def combine(self, row: torch.Tensor) -> torch.Tensor:
+        """y0 + dt * sum_j row_j k_j over the stages so far."""
+        return torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt).view_as(self.y0)
+
+    def append(self, k: torch.Tensor) -> None:
+        self.ks.append(k)
+
+    def last(self) -> torch.Tensor:
+        return self.ks[-1]
+
+    def matrix(self) -> torch.Tensor:
+        """The stages so far as flat rows, [count, N]."""
+        return torch.stack(self.ks).view(len(self.ks), -1)
+
+    def hand_over(self, f1: torch.Tensor) -> torch.Tensor:
+        """f(t1, y1) becomes the next step's first stage."""
+        return f1
 
 
-def per_sample_combine(y0: torch.Tensor, dt: torch.Tensor) -> Combine:
-    """y0 + dt_b * sum_j row_j K_j for a state [B, D] and step sizes dt [B, 1]."""
+class BufferedStages:
+    """Stages written into a reusable [S_dense, N] buffer (no autograd graph). Row 0 holds the
+    current step's f(t0, y0) until `hand_over` replaces it after an accepted step, so it
+    survives rejected attempts."""
 
-    def combine(row: torch.Tensor, ks: Sequence[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(ks, -1)  # [B, D, j]
-        return torch.addcmul(y0, dt, stacked @ row)
+    def __init__(self, num_rows: int, like: torch.Tensor):
+        self.buffer = torch.zeros(num_rows, like.numel(), dtype=like.dtype, device=like.device)
+        self.rows = [row.view(like.shape) for row in self.buffer.unbind(0)]
+        self.prefixes = [self.buffer[:i] for i in range(num_rows + 1)]
+        self.prefixes_t = [prefix.T for prefix in self.prefixes]
 
-    return combine
+    def begin(self, y0: torch.Tensor, dt: float, f0: torch.Tensor) -> None:
+        self.y0, self.y0_flat, self.dt, self.count = y0, y0.reshape(-1), dt, 1
+        if f0 is not self.rows[0]:
+            self.rows[0].copy_(f0)
+
+    def combine(self, row: torch.Tensor) -> torch.Tensor:
+        y = torch.addmv(self.y0_flat, self.prefixes_t[self.count], row, alpha=self.dt)
+        return y.view_as(self.y0)
+
+    def append(self, k: torch.Tensor) -> None:
+        self.rows[self.count].copy_(k)
+        self.count += 1
+
+    def last(self) -> torch.Tensor:
+        return self.rows[self.count - 1]
+
+    def matrix(self) -> torch.Tensor:
+        return self.prefixes[self.count]
+
+    def hand_over(self, f1: torch.Tensor) -> torch.Tensor:
+        self.rows[0].copy_(f1)
+        return self.rows[0]
 
 
-def rk_stages(field: Field, stage_times: Sequence, f0: torch.Tensor, combine: Combine,
-              tableau: ButcherTableau, coef: RKCoefficients
-              ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The stages k_0..k_{S-1} (k_0 = f0 is given) and y1.
+class PerSampleStages(StackedStages):
+    """Stacked stages for a state [B, D] with step sizes dt [B, 1] (state dtype)."""
+
+    def begin(self, y0: torch.Tensor, dt: torch.Tensor,  # type: ignore[override]
+              f0: torch.Tensor) -> None:
+        self.y0, self.dt, self.ks = y0, dt, [f0]
+
+    def combine(self, row: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(self.ks).view(len(self.ks), -1)  # [j, B * D]
+        return torch.addcmul(self.y0, self.dt, torch.mv(stacked.T, row).view_as(self.y0))
+
+    def matrix(self) -> torch.Tensor:
+        """[count, B, D]."""
+        return torch.stack(self.ks)
+
+
+Stages = StackedStages | BufferedStages
+
+
+def rk_stages(field: Field, stage_times: Sequence, stages: Stages, tableau: ButcherTableau,
+              coef: RKCoefficients) -> torch.Tensor:
+    """Compute stages k_1..k_{S-1} into `stages` (k_0 is there from `begin`); returns y1.
 
     `stage_times[i]` is t0 + c_i dt. For an FSAL method y1 is the last stage's input (its
     last row of `a` equals `b`), so it costs nothing extra.
     """
-    ks = [f0]
-    y_stage = None
+    y_stage = stages.y0
     for i in range(1, tableau.num_stages):
-        y_stage = combine(coef.a_rows[i], ks)
-        ks.append(field(stage_times[i], y_stage))
-    if tableau.fsal:
-        assert y_stage is not None, "an FSAL tableau has >= 2 stages; this is a bug in tidal"
-        return ks, y_stage
-    return ks, combine(coef.b, ks)
+        y_stage = stages.combine(coef.a_rows[i])
+        stages.append(field(stage_times[i], y_stage))
+    return y_stage if tableau.fsal else stages.combine(coef.b)
 
 
-def extra_stages(field: Field, extra_times: Sequence, dense_ks: list[torch.Tensor],
-                 combine: Combine, coef: RKCoefficients) -> list[torch.Tensor]:
-    """Append the interpolant's extra stages (DOP853 has three) to the dense stages."""
+def extra_stages(field: Field, extra_times: Sequence, stages: Stages,
+                 coef: RKCoefficients) -> None:
+    """Append the interpolant's extra stages (DOP853 has three) after f(t1, y1)."""
     for time, row in zip(extra_times, coef.extra_rows):
-        dense_ks = [*dense_ks, field(time, combine(row, dense_ks))]
-    return dense_ks
+        stages.append(field(time, stages.combine(row)))
