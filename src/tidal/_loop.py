@@ -16,7 +16,6 @@ import torch
 
 from tidal._errors import Status
 from tidal._vector_field import SharedField
-from tidal.controllers.norms import error_scale
 from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_shared
 from tidal.solution import Stats
@@ -83,9 +82,11 @@ class SharedLoop:
         self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
         self.adaptive = p.controller.adaptive and p.solver.adaptive
         self.exponent = step_exponent(p.solver)
-        records_graph = torch.is_grad_enabled() and (p.y0.requires_grad or p.f0.requires_grad)
-        self.stages = (StackedStages() if records_graph
+        self.records_graph = torch.is_grad_enabled() and (p.y0.requires_grad
+                                                          or p.f0.requires_grad)
+        self.stages = (StackedStages() if self.records_graph
                        else BufferedStages(self.tableau.num_dense_stages, p.y0))
+        self.abs_y = p.y0.detach().abs()
         self.tau, self.y, self.f0, self.dt = p.taus[0], p.y0, p.f0, p.dt0
         self.history = (1.0, 1.0)
         self.stats = Stats(num_fevals=p.setup_fevals)
@@ -112,7 +113,7 @@ class SharedLoop:
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
         self.stages.begin(self.y, dt, self.f0)
-        times = [self.tau + ci * dt for ci in self.tableau.c]
+        times = self.p.field.user_times([self.tau + ci * dt for ci in self.tableau.c])
         y1 = rk_stages(self.p.field, times, self.stages, self.tableau, self.coef)
         self.stats.num_fevals += self.tableau.num_stages - 1
         self.stats.num_steps += 1
@@ -143,14 +144,21 @@ class SharedLoop:
 
     def _error_ratio(self, y1: torch.Tensor, dt: float) -> float:
         """Scaled RMS of each error estimate, combined by the solver; one host sync."""
-        with torch.set_grad_enabled(False):
-            errors = self.coef.b_error @ self.stages.matrix()  # [R, N]
-            scaled = errors.div_(error_scale(self.y, y1, self.p.rtol, self.p.atol).view(-1))
-            if self.p.norm is not None:
-                norms = [abs(dt) * float(self.p.norm(row)) for row in scaled]
-            else:
-                size = abs(dt) / math.sqrt(scaled.shape[-1])
-                norms = [size * n for n in torch.linalg.vector_norm(scaled, dim=-1).tolist()]
+        if self.records_graph:
+            with torch.no_grad():
+                return self._untracked_error_ratio(y1, dt)
+        return self._untracked_error_ratio(y1, dt)
+
+    def _untracked_error_ratio(self, y1: torch.Tensor, dt: float) -> float:
+        errors = self.coef.b_error @ self.stages.matrix()  # [R, N]
+        self.abs_y1 = y1.abs()
+        scale = torch.maximum(self.abs_y, self.abs_y1).mul_(self.p.rtol).add_(self.p.atol)
+        scaled = errors.div_(scale.view(-1))
+        if self.p.norm is not None:
+            norms = [abs(dt) * float(self.p.norm(row)) for row in scaled]
+        else:
+            size = abs(dt) / math.sqrt(scaled.shape[-1])
+            norms = [size * n for n in torch.linalg.vector_norm(scaled, dim=-1).tolist()]
         return self.p.solver.combine_error_norms(norms)
 
     def _check_underflow(self, ratio: float) -> None:
@@ -181,6 +189,8 @@ class SharedLoop:
                 f1 = p.field(math.nextafter(tau1, math.inf), step.y1)
                 self.stats.num_fevals += 1
         self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)
+        if self.adaptive:
+            self.abs_y = self.abs_y1
 
     def _dense_stages(self, step: _Step) -> torch.Tensor:
         """The step's dense stages, evaluating the interpolant's extra stages on first use."""

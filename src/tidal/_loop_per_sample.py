@@ -22,7 +22,13 @@ from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_per_sample
 from tidal.solution import Stats
 from tidal.solvers.base import ExplicitRungeKutta, step_exponent
-from tidal.solvers.explicit_rk import PerSampleStages, extra_stages, rk_coefficients, rk_stages
+from tidal.solvers.explicit_rk import (
+    PerSampleBufferedStages,
+    PerSampleStages,
+    extra_stages,
+    rk_coefficients,
+    rk_stages,
+)
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -63,15 +69,12 @@ class _Step:
 
     tau: torch.Tensor  # [B]
     h: torch.Tensor  # [B] float64 (0 for samples that did not step)
+    h_col: torch.Tensor  # [B, 1] h in the state's dtype
     tau1: torch.Tensor
     y: torch.Tensor
     y1: torch.Tensor
     accept: torch.Tensor
     stages: torch.Tensor | None = None  # [S_dense, B, D], filled on first use
-
-    @property
-    def h_col(self) -> torch.Tensor:
-        return self.h.to(self.y.dtype).unsqueeze(-1)
 
 
 class PerSampleLoop:
@@ -81,12 +84,15 @@ class PerSampleLoop:
         self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
         self.adaptive = p.controller.adaptive and p.solver.adaptive
         self.exponent = step_exponent(p.solver)
-        self.stages = PerSampleStages()
+        records_graph = torch.is_grad_enabled() and (p.y0.requires_grad or p.f0.requires_grad)
+        self.stages = (PerSampleStages() if records_graph
+                       else PerSampleBufferedStages(self.tableau.num_dense_stages, p.y0))
         batch, device = p.y0.shape[0], p.y0.device
         self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
         self.tau, self.tau_end = p.taus[0].clone(), p.taus[-1]
         self.y, self.f0, self.dt = p.y0, p.f0, p.dt0
         self.running = self.tau < self.tau_end
+        self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
         self.status = torch.zeros(batch, dtype=torch.long, device=device)
         ones = torch.ones(batch, dtype=torch.long, device=device)
         self.stats = Stats(p.setup_fevals * ones, 0 * ones, 0 * ones, 0 * ones)
@@ -121,16 +127,18 @@ class PerSampleLoop:
         p, running = self.p, self.running
         limit, jump_at_limit = self._limit()
         landing = self.tau + self.dt >= limit
-        tau1 = torch.where(running, torch.where(landing, limit, self.tau + self.dt), self.tau)
-        h = tau1 - self.tau
-        self.stages.begin(self.y, h.to(self.y.dtype).unsqueeze(-1), self.f0)
-        y1 = rk_stages(p.field, (self.tau + self.c * h).unbind(0), self.stages, self.tableau,
-                       self.coef)
+        tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
+        h = (tau1 - self.tau) * running
+        h_col = h.to(self.y.dtype).unsqueeze(-1)
+        self.stages.begin(self.y, h_col, self.f0)
+        times = p.field.user_time(self.tau + self.c * h).unbind(0)
+        y1 = rk_stages(p.field, times, self.stages, self.tableau, self.coef)
         self.stats.num_fevals += running * (self.tableau.num_stages - 1)
         self.stats.num_steps += running
-        accept, dt_next, ratio = self._decide(y1, h)
+        step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
+        accept, dt_next, ratio = self._decide(step)
         accept &= running
-        step = _Step(self.tau, h, tau1, self.y, y1, accept)
+        step.accept = accept
         f1 = self._end_derivative(step)
         crossed = self._crossed(step)
         passed = (p.taus <= tau1).sum(0)
@@ -149,13 +157,14 @@ class PerSampleLoop:
             self._dense_stages(step)
             self.dense_steps.append(step)
         if flags[1]:
-            fresh = p.field(torch.nextafter(tau1, torch.full_like(tau1, math.inf)), y1)
+            after = torch.nextafter(tau1, torch.full_like(tau1, math.inf))
+            fresh = p.field(p.field.user_time(after), y1)
             f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
             self.stats.num_fevals += jumped
         column = accept.unsqueeze(-1)
         self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
         self.tau, self.next_out = torch.where(accept, tau1, self.tau), next_out
-        self.dt = torch.where(running, dt_next, self.dt)
+        self.dt = dt_next
         self.stats.num_accepted += accept
         self.stats.num_rejected += running & ~accept
         self.running = running_next
@@ -164,7 +173,7 @@ class PerSampleLoop:
     def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample: where the step must stop (next boundary or the end), and is it a jump."""
         if self.p.boundaries is None:
-            return self.tau_end, torch.zeros_like(self.running)
+            return self.tau_end, self.nowhere
         bounds, jumps = self.p.boundaries
         index = torch.searchsorted(bounds, self.tau.unsqueeze(-1), right=True)
         inside = index < bounds.shape[1]
@@ -174,26 +183,23 @@ class PerSampleLoop:
         before_end = bound < self.tau_end
         return torch.where(before_end, bound, self.tau_end), jump & before_end
 
-    def _decide(self, y1: torch.Tensor, h: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(accept, next step size, error ratio) per sample."""
+    def _decide(self, step: _Step) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(accept, next step size, error ratio) per sample. The history of samples that no
+        longer run changes too, which is harmless: they take no more steps."""
         if not self.adaptive:
-            finite = torch.isfinite(y1).all(-1)
+            finite = torch.isfinite(step.y1).all(-1)
             return finite, self.dt, torch.where(finite, 0.0, math.inf).double()
-        ratio = self._error_ratio(y1, h)
+        ratio = self._error_ratio(step)
         controller = self.p.controller
-        accept, factor, history = controller.adapt(ratio, self.history, self.exponent)
-        self.history = tuple(torch.where(self.running, new, old)
-                             for new, old in zip(history, self.history))
-        dt_next = (h * factor).clamp(controller.dt_min, controller.dt_max)
-        return accept | (h <= controller.dt_min), dt_next, ratio
+        accept, factor, self.history = controller.adapt(ratio, self.history, self.exponent)
+        dt_next = (step.h * factor).clamp(controller.dt_min, controller.dt_max)
+        return accept | (step.h <= controller.dt_min), dt_next, ratio
 
     @torch.no_grad()
-    def _error_ratio(self, y1: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        stacked = self.stages.matrix().view(self.tableau.num_stages, -1)  # [S, B * D]
-        errors = (self.coef.b_error @ stacked).view(-1, *y1.shape)  # [R, B, D]
-        errors = errors * h.to(errors.dtype).unsqueeze(-1)
-        scaled = errors / error_scale(self.y, y1, self.p.rtol, self.p.atol)
+    def _error_ratio(self, step: _Step) -> torch.Tensor:
+        errors = (self.coef.b_error @ self.stages.matrix()).view(-1, *step.y1.shape)  # [R, B, D]
+        errors = errors * step.h_col
+        scaled = errors / error_scale(self.y, step.y1, self.p.rtol, self.p.atol)
         if self.p.norm is None:
             norms = rms(scaled).double()
         else:
@@ -203,7 +209,7 @@ class PerSampleLoop:
     def _end_derivative(self, step: _Step) -> torch.Tensor:
         if self.tableau.fsal:
             return self.stages.last()
-        f1 = self.p.field(step.tau1, step.y1)
+        f1 = self.p.field(self.p.field.user_time(step.tau1), step.y1)
         self.stats.num_fevals += step.accept
         self.stages.append(f1)
         return f1
@@ -227,8 +233,9 @@ class PerSampleLoop:
     def _crossed(self, step: _Step) -> torch.Tensor:
         watcher = self.p.watcher
         if watcher is None:
-            return torch.zeros_like(step.accept)
-        value = watcher.value(self.p.field.user_time(step.tau1), step.y1.view(self.p.field.shape))
+            return self.nowhere
+        value = watcher.value(self.p.field.user_time(step.tau1),
+                              step.y1.view(self.p.field.shape))
         return step.accept & (value <= 0)
 
     def _dense_stages(self, step: _Step) -> torch.Tensor:
@@ -237,10 +244,12 @@ class PerSampleLoop:
             if self.tableau.c_extra:
                 extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
                                        device=step.h.device).unsqueeze(-1)
-                extra_stages(self.p.field, (step.tau + extra_c * step.h).unbind(0),
-                             self.stages, self.coef)
+                times = self.p.field.user_time(step.tau + extra_c * step.h).unbind(0)
+                extra_stages(self.p.field, times, self.stages, self.coef)
                 self.stats.num_fevals += step.accept * len(self.tableau.c_extra)
-            step.stages = self.stages.matrix()
+            step.stages = self.stages.matrix().view(-1, *step.y.shape)
+            if self.p.dense and isinstance(self.stages, PerSampleBufferedStages):
+                step.stages = step.stages.clone()
         return step.stages
 
     def _interpolate(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,7 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
         dt0 = torch.full((batch,), controller.dt0, dtype=torch.float64, device=y0.device)
     else:
         def f_at(h: torch.Tensor) -> torch.Tensor:
-            return field(taus[0] + h, y + h.to(y.dtype).unsqueeze(-1) * f0)
+            return field(field.user_time(taus[0] + h), y + h.to(y.dtype).unsqueeze(-1) * f0)
 
         dt0 = initial_step(f_at, y, f0, rtol, atol, solver.error_order)
     if controller.adaptive:

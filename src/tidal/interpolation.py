@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
+
+
+@lru_cache(maxsize=16)
+def _exponents(degree: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(1, degree + 1, dtype=torch.float64, device=device)
 
 
 def dense_weights(theta: torch.Tensor, dense: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """w(theta) [..., S] from float64 theta [...] and float64 polynomials [S, degree], cast to
     the state's dtype only at the end (the polynomials cancel heavily, DOP853's above all)."""
-    exponents = torch.arange(1, dense.shape[1] + 1, dtype=torch.float64, device=dense.device)
+    exponents = _exponents(dense.shape[1], dense.device)
     powers = theta.to(dtype=torch.float64, device=dense.device).unsqueeze(-1) ** exponents
     return (powers @ dense.T).to(dtype)
 

@@ -62,6 +62,11 @@ class PIDController:
 
     adaptive = True
 
+    @property
+    def uses_history(self) -> bool:
+        """Whether past error ratios enter the step size (PI and PID, not the I controller)."""
+        return self.pcoeff != 0.0 or self.dcoeff != 0.0
+
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
@@ -115,8 +120,9 @@ class PIDController:
         factor = _clip(factor, self.factor_min, self.factor_max)
         if tensor:
             factor = torch.where(accept, factor, torch.clamp(factor, max=1.0))
-            history = (torch.where(accept, r, history[0]), torch.where(accept, history[0],
-                                                                       history[1]))
+            if self.uses_history:
+                history = (torch.where(accept, r, history[0]),
+                           torch.where(accept, history[0], history[1]))
         elif accept:
             history = (r, history[0])
         else:

@@ -8,10 +8,12 @@ stages live is the job of a `Stages` object, which the loop keeps from step to s
   out of place, so autograd can record the step (training with backprop);
 - `BufferedStages` writes them into one preallocated [S, N] buffer: no allocation per stage,
   fewer operations, for solves that record no graph (inference, adjoint passes);
-- `PerSampleStages` is the stacked kind for a [B, D] state with one step size per sample.
+- `PerSampleStages` and `PerSampleBufferedStages` are the same two kinds for a [B, D] state
+  with one step size per sample.
 
-On a shared grid stage values have the user's shape (f is called without reshaping), and
-`matrix()` gives the stages as flat rows [count, N] for the error estimate and interpolation.
+Stage values have the shape f works with (the user's shape on a shared grid, [B, D] on
+per-sample grids), and `matrix()` gives the stages as flat rows [count, N] for the error
+estimate and interpolation.
 """
 
 from __future__ import annotations
@@ -123,12 +125,25 @@ class PerSampleStages(StackedStages):
         self.y0, self.dt, self.ks = y0, dt, [f0]
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack(self.ks).view(len(self.ks), -1)  # [j, B * D]
-        return torch.addcmul(self.y0, self.dt, torch.mv(stacked.T, row).view_as(self.y0))
+        return torch.addcmul(self.y0, self.dt, torch.mv(self.matrix().T, row).view_as(self.y0))
 
-    def matrix(self) -> torch.Tensor:
-        """[count, B, D]."""
-        return torch.stack(self.ks)
+
+class PerSampleBufferedStages(BufferedStages):
+    """Buffered stages for a state [B, D] with step sizes dt [B, 1] (state dtype)."""
+
+    def begin(self, y0: torch.Tensor, dt: torch.Tensor,  # type: ignore[override]
+              f0: torch.Tensor) -> None:
+        self.y0, self.dt, self.count = y0, dt, 1
+        if f0 is not self.rows[0]:
+            self.rows[0].copy_(f0)
+
+    def combine(self, row: torch.Tensor) -> torch.Tensor:
+        increment = torch.mv(self.prefixes_t[self.count], row).view_as(self.y0)
+        return torch.addcmul(self.y0, self.dt, increment)
+
+    def hand_over(self, f1: torch.Tensor) -> torch.Tensor:
+        """On per-sample grids the loop merges f1 itself; row 0 is rewritten by `begin`."""
+        return f1
 
 
 Stages = StackedStages | BufferedStages
