@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ import numpy as np
 import pytest
 import scipy.integrate
 import torch
-from solver_db import ADAPTIVE_DB, SOLVER_DB, SolverInfo
 
 import tidal
+from solver_db import ADAPTIVE_DB, SOLVER_DB, SolverInfo
 
 F64 = torch.float64
 F32 = torch.float32
@@ -164,8 +165,8 @@ def test_error_falls_with_rtol(info: SolverInfo) -> None:
         steps.append(sol.stats.num_steps)
     # Each 100x tighter rtol must buy at least 10x (ideally ~100x) smaller errors, with more
     # steps, and the error must stay proportionate to the tolerance.
-    for (e_loose, e_tight), (n_loose, n_tight) in zip(zip(errors, errors[1:]),
-                                                      zip(steps, steps[1:])):
+    for (e_loose, e_tight), (n_loose, n_tight) in zip(itertools.pairwise(errors),
+                                                      itertools.pairwise(steps)):
         assert e_tight * 10 < e_loose, errors
         assert n_tight > n_loose, steps
     # Errors accumulate over the longer span, hence a larger factor than in test_analytic.

@@ -23,16 +23,15 @@ The step counts are chosen per problem and order so that every error lies well a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
-from solver_db import SOLVER_DB, SolverInfo
 
 import tidal
+from solver_db import SOLVER_DB, SolverInfo
 
 F64 = torch.float64
 _gen = torch.Generator().manual_seed(1234)

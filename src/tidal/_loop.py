@@ -29,6 +29,7 @@ from tidal.solvers.explicit_rk import (
 )
 
 EPS = torch.finfo(torch.float64).eps
+SLIVER = 1e-10  # relative length of a leftover step not worth taking
 
 
 @dataclass
@@ -133,12 +134,16 @@ class SharedLoop:
             self._check_underflow(ratio)
 
     def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
-        """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary)."""
+        """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary).
+
+        A step that would stop short of the limit by a sliver (round-off in accumulated time,
+        e.g. ten steps of 0.1) lands on it instead.
+        """
         limit, boundary = self.p.tau_end, None
         if self.next_boundary < len(self.p.boundaries):
             boundary = self.p.boundaries[self.next_boundary]
             limit = boundary[0]
-        if self.tau + dt >= limit:
+        if self.tau + dt * (1.0 + SLIVER) >= limit:
             return limit, limit - self.tau, boundary
         return self.tau + dt, dt, None
 
@@ -226,15 +231,18 @@ class SharedLoop:
         """Bisect for the first crossing inside the step; returns where outputs stop."""
         watcher, field_ = self.p.watcher, self.p.field
         assert watcher is not None
-        shape = field_.shape
-        if watcher.value(field_.user_time(tau1), step.y1.view(shape)).item() > 0:
+        g1 = watcher.values(field_.user_time(tau1), step.y1)
+        crossing = watcher.crossings(g1)
+        if not bool(crossing.any()):
+            watcher.advance(g1)
             return tau1
         low, high = 0.0, 1.0
         for _ in range(bisection_steps(abs(step.dt), watcher.event.time_tol(tau1))):
             mid = 0.5 * (low + high)
-            y_mid = self._interpolate(step, [mid])[0]
-            crossed = watcher.value(field_.user_time(step.tau + mid * step.dt), y_mid.view(shape))
-            low, high = (low, mid) if crossed.item() <= 0 else (mid, high)
+            y_mid = self._interpolate(step, [mid])[0].view_as(step.y1)
+            g_mid = watcher.values(field_.user_time(step.tau + mid * step.dt), y_mid)
+            crossed = watcher.margin(g_mid, crossing).item() <= 0
+            low, high = (low, mid) if crossed else (mid, high)
         self.event_tau = step.tau + high * step.dt if high < 1.0 else tau1
         self.event_y = step.y1 if high == 1.0 else self._interpolate(step, [high])[0]
         self.status = Status.EVENT

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tidal._errors import Status
+from tidal._loop import SLIVER
 from tidal._vector_field import PerSampleField
 from tidal.controllers.norms import error_scale, rms
 from tidal.events import EventWatcher, bisection_steps
@@ -75,6 +76,7 @@ class _Step:
     y1: torch.Tensor
     accept: torch.Tensor
     stages: torch.Tensor | None = None  # [S_dense, B, D], filled on first use
+    dense_users: torch.Tensor | None = None  # samples counted for the extra stages
 
 
 class PerSampleLoop:
@@ -126,7 +128,7 @@ class PerSampleLoop:
     def _iterate(self) -> bool:
         p, running = self.p, self.running
         limit, jump_at_limit = self._limit()
-        landing = self.tau + self.dt >= limit
+        landing = self.tau + self.dt * (1.0 + SLIVER) >= limit
         tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
         h = (tau1 - self.tau) * running
         h_col = h.to(self.y.dtype).unsqueeze(-1)
@@ -137,26 +139,28 @@ class PerSampleLoop:
         self.stats.num_steps += running
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
         accept, dt_next, ratio = self._decide(step)
-        accept &= running
-        step.accept = accept
-        f1 = self._end_derivative(step)
+        step.accept = accept = accept & running
         crossed = self._crossed(step)
-        passed = (p.taus <= tau1).sum(0)
-        next_out = torch.where(accept, passed, self.next_out)
+        next_out = torch.where(accept, (p.taus <= tau1).sum(0), self.next_out)
+        inside = accept & ((p.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
         jumped = accept & landing & jump_at_limit
         running_next = self._update_status(step, dt_next, ratio, crossed)
-        flags = torch.stack([(next_out - self.next_out).max(), jumped.any(), crossed.any(),
-                             running_next.any()]).tolist()
-        if flags[2]:
-            next_out = torch.where(crossed, (p.taus <= self._locate_events(step, crossed))
-                                   .sum(0), next_out)
-            flags[0] = int((next_out - self.next_out).max())
-        if flags[0] > 0:
-            self._emit_outputs(step, next_out, flags[0])
-        if p.dense:
-            self._dense_stages(step)
+        flags = torch.stack([(next_out - self.next_out).max(), accept.any(), inside.any(),
+                             crossed.any(), jumped.any(), running_next.any()]).tolist()
+        most_outputs, any_accepted, any_inside, any_crossed, any_jumped, any_running = flags
+        f1 = self._end_derivative(step) if any_accepted else self.f0
+        if any_crossed:
+            stops = self._locate_events(step, crossed)
+            next_out = torch.where(crossed, (p.taus <= stops).sum(0), next_out)
+            most_outputs = int((next_out - self.next_out).max())
+        if p.watcher is not None:
+            p.watcher.advance(self.g1, accept)
+        if most_outputs > 0:
+            self._emit_outputs(step, next_out, most_outputs, inside if any_inside else None)
+        if p.dense and any_accepted:
+            self._dense_stages(step, accept)
             self.dense_steps.append(step)
-        if flags[1]:
+        if any_jumped:
             after = torch.nextafter(tau1, torch.full_like(tau1, math.inf))
             fresh = p.field(p.field.user_time(after), y1)
             f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
@@ -168,7 +172,7 @@ class PerSampleLoop:
         self.stats.num_accepted += accept
         self.stats.num_rejected += running & ~accept
         self.running = running_next
-        return bool(flags[3])
+        return bool(any_running)
 
     def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample: where the step must stop (next boundary or the end), and is it a jump."""
@@ -231,30 +235,40 @@ class PerSampleLoop:
         return self.running & ~finished & ~failed & ~crossed
 
     def _crossed(self, step: _Step) -> torch.Tensor:
+        """Samples whose accepted step crossed the event; keeps which components crossed."""
         watcher = self.p.watcher
         if watcher is None:
             return self.nowhere
-        value = watcher.value(self.p.field.user_time(step.tau1),
-                              step.y1.view(self.p.field.shape))
-        return step.accept & (value <= 0)
+        g1 = watcher.values(self.p.field.user_time(step.tau1), step.y1.view(self.p.field.shape))
+        self.crossing = watcher.crossings(g1) & step.accept.unsqueeze(-1)
+        self.g1 = g1
+        return self.crossing.any(-1)
 
-    def _dense_stages(self, step: _Step) -> torch.Tensor:
-        """The step's dense stages, evaluating the interpolant's extra stages on first use."""
+    def _dense_stages(self, step: _Step, users: torch.Tensor) -> torch.Tensor:
+        """The step's dense stages, evaluating the interpolant's extra stages on first use.
+
+        The extra stages are evaluated for the whole batch but counted only for `users`, the
+        samples that needed the interpolant (as a lone solve of that sample would).
+        """
+        if self.tableau.c_extra:
+            new_users = users if step.dense_users is None else users & ~step.dense_users
+            self.stats.num_fevals += new_users * len(self.tableau.c_extra)
+            step.dense_users = users if step.dense_users is None else users | step.dense_users
         if step.stages is None:
             if self.tableau.c_extra:
                 extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
                                        device=step.h.device).unsqueeze(-1)
                 times = self.p.field.user_time(step.tau + extra_c * step.h).unbind(0)
                 extra_stages(self.p.field, times, self.stages, self.coef)
-                self.stats.num_fevals += step.accept * len(self.tableau.c_extra)
             step.stages = self.stages.matrix().view(-1, *step.y.shape)
             if self.p.dense and isinstance(self.stages, PerSampleBufferedStages):
                 step.stages = step.stages.clone()
         return step.stages
 
-    def _interpolate(self, step: _Step, theta: torch.Tensor) -> torch.Tensor:
+    def _interpolate(self, step: _Step, theta: torch.Tensor, users: torch.Tensor
+                     ) -> torch.Tensor:
         """theta [m, B] -> [m, B, D]; exact y1 where theta == 1."""
-        values = interpolate_per_sample(step.y, step.h_col, self._dense_stages(step),
+        values = interpolate_per_sample(step.y, step.h_col, self._dense_stages(step, users),
                                         self.coef.dense, theta)
         return torch.where((theta == 1.0).unsqueeze(-1), step.y1, values)
 
@@ -262,13 +276,19 @@ class PerSampleLoop:
         safe_h = torch.where(step.h > 0, step.h, 1.0)
         return torch.where(step.h > 0, (tau - step.tau) / safe_h, 0.0)
 
-    def _emit_outputs(self, step: _Step, next_out: torch.Tensor, count: int) -> None:
+    def _emit_outputs(self, step: _Step, next_out: torch.Tensor, count: int,
+                      inside: torch.Tensor | None) -> None:
+        """Write the outputs each sample passed in this step; `inside` marks samples with an
+        output strictly inside the step (None: every output lies on a step's end)."""
         num_times, batch = self.p.taus.shape
         index = self.next_out + torch.arange(count, device=next_out.device).unsqueeze(-1)
         valid = index < next_out
         index = index.clamp(max=num_times - 1)
-        theta = self._theta(step, self.p.taus.gather(0, index))
-        values = self._interpolate(step, theta)
+        if inside is None:
+            values = step.y1.unsqueeze(0).expand(count, *step.y1.shape)
+        else:
+            values = self._interpolate(step, self._theta(step, self.p.taus.gather(0, index)),
+                                       inside)
         flat = torch.where(valid, index * batch + self.samples, num_times * batch)
         self.chunks.append((flat.reshape(-1), values.reshape(-1, values.shape[-1])))
 
@@ -281,12 +301,13 @@ class PerSampleLoop:
         low, high = torch.zeros_like(step.h), torch.ones_like(step.h)
         for _ in range(bisection_steps(widest, watcher.event.time_tol(latest))):
             mid = 0.5 * (low + high)
-            y_mid = self._interpolate(step, mid.unsqueeze(0))[0]
-            value = watcher.value(field_.user_time(step.tau + mid * step.h),
-                                  y_mid.view(field_.shape))
-            low, high = torch.where(value > 0, mid, low), torch.where(value > 0, high, mid)
+            y_mid = self._interpolate(step, mid.unsqueeze(0), crossed)[0]
+            g_mid = watcher.values(field_.user_time(step.tau + mid * step.h),
+                                   y_mid.view(field_.shape))
+            before = watcher.margin(g_mid, self.crossing) > 0
+            low, high = torch.where(before, mid, low), torch.where(before, high, mid)
         event_tau = torch.where(high < 1.0, step.tau + high * step.h, step.tau1)
-        event_y = self._interpolate(step, high.unsqueeze(0))[0]
+        event_y = self._interpolate(step, high.unsqueeze(0), crossed)[0]
         self.event_tau = torch.where(crossed, event_tau, self.event_tau)
         self.event_y = torch.where(crossed.unsqueeze(-1), event_y, self.event_y)
         return torch.where(crossed, event_tau, step.tau1)

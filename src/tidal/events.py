@@ -1,8 +1,9 @@
 """Terminal events: stop a solve where g(t, y) changes sign, located on the dense interpolant.
 
-For a vector-valued g, the solve stops at the first component to cross zero. Components that
-start exactly at zero, or that cannot cross in the requested `direction`, are ignored. The event
-time is found by bisection on the step's interpolant until the bracket is shorter than `tol`;
+For a vector-valued g, the solve stops at the first component to cross zero in an allowed
+`direction`; crossings are found between the ends of each accepted step, so a component may
+first cross the other way and later trigger the event. The event time is found by bisection on
+the step's interpolant until the bracket is shorter than `tol`;
 the reported time is the bracket's far end (where g has already crossed), so
 |t_event - t_true| <= tol up to the interpolant's own error, which is of the solver's tolerance.
 """
@@ -52,28 +53,49 @@ class Event:
 
 
 class EventWatcher:
-    """Tracks min_k(sign_k(g(t0)) * g_k(t, y)), which is positive until the first crossing.
+    """Watches g across accepted steps and finds the first crossing inside a step.
 
-    `batched=True` keeps one value per sample (the leading dimension of g's output).
+    A component crosses in a step when its sign goes from positive to <= 0 (downward) or from
+    negative to >= 0 (upward) between the step's ends, in a direction the event allows; a
+    component at exactly zero at a step's start cannot cross in that step, so a zero at the
+    start of the solve, or at a located event, does not trigger again. Inside the step,
+    `margin` = min over crossing components of sign(g at the step's start) * g is positive
+    before the first crossing and <= 0 after it, which is what the bisection needs.
+    `batched=True` keeps one row per sample (the leading dimension of g's output).
     """
 
     def __init__(self, event: Event, g0: torch.Tensor, batched: bool):
         self.event, self.batched = event, batched
-        g0 = g0.detach()
-        g0 = g0.reshape(g0.shape[0], -1) if batched else g0.reshape(1, -1)
-        sign = torch.sign(g0)
-        active = sign != 0
-        if event.direction != 0:
-            active &= sign == -event.direction
-        self.sign = torch.where(active, sign, 0.0)
-        self.inactive = ~active
+        self.previous = self._rows(g0.detach())
+
+    def _rows(self, g: torch.Tensor) -> torch.Tensor:
+        return g.reshape(g.shape[0], -1) if self.batched else g.reshape(1, -1)
 
     @torch.no_grad()
-    def value(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """[B] (batched) or [1]: positive before the crossing, <= 0 at or after it."""
-        g = self.event.fn(t, y)
-        g = g.reshape(self.sign.shape).to(self.sign.dtype)
-        return (self.sign * g).masked_fill(self.inactive, math.inf).amin(-1)
+    def values(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """g(t, y) as rows [B, K] (batched) or [1, K]."""
+        return self._rows(self.event.fn(t, y)).to(self.previous.dtype)
+
+    def crossings(self, g: torch.Tensor) -> torch.Tensor:
+        """[rows, K] mask of components that crossed since the previous accepted step."""
+        down = (self.previous > 0) & (g <= 0)
+        up = (self.previous < 0) & (g >= 0)
+        if self.event.direction < 0:
+            return down
+        if self.event.direction > 0:
+            return up
+        return down | up
+
+    def margin(self, g: torch.Tensor, crossing: torch.Tensor) -> torch.Tensor:
+        """[rows]: > 0 before the first crossing among `crossing` components, <= 0 after."""
+        signed = torch.sign(self.previous) * g
+        return signed.masked_fill(~crossing, math.inf).amin(-1)
+
+    def advance(self, g: torch.Tensor, accept: torch.Tensor | bool = True) -> None:
+        """The step ending at g was accepted (per row where `accept` is a mask)."""
+        if isinstance(accept, torch.Tensor):
+            g = torch.where(accept.unsqueeze(-1), g, self.previous)
+        self.previous = g
 
 
 def bisection_steps(width: float, tol: float) -> int:

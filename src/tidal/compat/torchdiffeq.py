@@ -63,6 +63,11 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
             raise InvalidArgumentError(
                 f"`odeint(..., event_fn=...)` needs t = [t0, t1] (two times: the start and any "
                 f"later or earlier time giving the direction); got t of shape {tuple(t.shape)}.")
+        if not solver.adaptive and "step_size" not in options:
+            raise InvalidArgumentError(
+                f"`odeint(method={method!r}, event_fn=...)`: a fixed-step method needs "
+                "options={'step_size': dt} to search for an event (there is no grid to step "
+                "along).")
         t = torch.stack([t[0], t[0] + math.copysign(math.inf, float(t[1] - t[0]))])
     controller = _controller(solver.adaptive, options, rtol, atol, flat, t)
     event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None

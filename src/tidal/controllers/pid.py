@@ -70,11 +70,14 @@ class PIDController:
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            low = value.min().item() if isinstance(value, torch.Tensor) else value
-            if not isinstance(low, (int, float)) or not low >= 0:
+            if isinstance(value, torch.Tensor):
+                low, high = value.min().item(), value.max().item()
+            else:
+                low = high = value
+            if not isinstance(low, (int, float)) or not low >= 0 or not math.isfinite(high):
                 raise InvalidArgumentError(
-                    f"`PIDController({name}={value!r})`: {name} must be >= 0 (and not NaN). "
-                    "Typical values are rtol=1e-6, atol=1e-8.")
+                    f"`PIDController({name}={value!r})`: {name} must be >= 0 and finite (not "
+                    "NaN or inf). Typical values are rtol=1e-6, atol=1e-8.")
         if _is_zero(self.rtol) and _is_zero(self.atol):
             raise InvalidArgumentError(
                 "`PIDController(rtol=0, atol=0)`: at least one tolerance must be positive.")
@@ -83,6 +86,10 @@ class PIDController:
         self._check_range("factor_max", 1.0, math.inf)
         self._check_range("dt_min", 0.0, math.inf)
         self._check_range("dt_max", 0.0, math.inf, low_open=True)
+        if self.dt_min > self.dt_max:
+            raise InvalidArgumentError(
+                f"`PIDController(dt_min={self.dt_min}, dt_max={self.dt_max})`: dt_min must not "
+                "exceed dt_max.")
         if self.dt0 is not None:
             self._check_range("dt0", 0.0, math.inf, low_open=True)
         object.__setattr__(self, "step_ts", as_time_tuple("step_ts", "PIDController", self.step_ts))
