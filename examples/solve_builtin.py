@@ -96,26 +96,31 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for problem in PROBLEMS:
-        ts_np = np.linspace(0.0, problem.t_end, 101)
-        reference = scipy_solve(problem, ts_np, "DOP853", 1e-13, 1e-14).y.T
-        ts = torch.from_numpy(ts_np)
-        y0 = torch.tensor(problem.y0, dtype=torch.float64)
-        controller = tidal.PIDController(rtol=RTOL, atol=ATOL)
-        for method in METHODS:
-            def run(method=method):
-                return tidal.solve(problem.f, y0, ts, solver=method, controller=controller)
-
-            sol = run()
-            error = relative_error(sol.ys.numpy(), reference)
-            ms = 1e3 * median_time(run)
-            print(f"{problem.name:<20} {'tidal ' + type(method).__name__:<14} {error:9.2e} "
-                  f"{sol.stats.num_fevals:7d} {sol.stats.num_steps:6d} {ms:8.2f}")
-        for name in ("RK45", "DOP853"):
-            out = scipy_solve(problem, ts_np, name, RTOL, ATOL)
-            ms = 1e3 * median_time(lambda name=name: scipy_solve(problem, ts_np, name, RTOL, ATOL))
-            print(f"{problem.name:<20} {'scipy ' + name:<14} "
-                  f"{relative_error(out.y.T, reference):9.2e} {out.nfev:7d} {'':>6} {ms:8.2f}")
+        report(problem)
         print()
+
+
+def report(problem: Problem) -> None:
+    """One row per tidal method and per scipy method for `problem`."""
+    ts_np = np.linspace(0.0, problem.t_end, 101)
+    reference = scipy_solve(problem, ts_np, "DOP853", 1e-13, 1e-14).y.T
+    ts = torch.from_numpy(ts_np)
+    y0 = torch.tensor(problem.y0, dtype=torch.float64)
+    controller = tidal.PIDController(rtol=RTOL, atol=ATOL)
+    for method in METHODS:
+        def run(method=method):
+            return tidal.solve(problem.f, y0, ts, solver=method, controller=controller)
+
+        sol = run()
+        error = relative_error(sol.ys.numpy(), reference)
+        ms = 1e3 * median_time(run)
+        print(f"{problem.name:<20} {'tidal ' + type(method).__name__:<14} {error:9.2e} "
+              f"{sol.stats.num_fevals:7d} {sol.stats.num_steps:6d} {ms:8.2f}")
+    for name in ("RK45", "DOP853"):
+        out = scipy_solve(problem, ts_np, name, RTOL, ATOL)
+        ms = 1e3 * median_time(lambda name=name: scipy_solve(problem, ts_np, name, RTOL, ATOL))
+        print(f"{problem.name:<20} {'scipy ' + name:<14} "
+              f"{relative_error(out.y.T, reference):9.2e} {out.nfev:7d} {'':>6} {ms:8.2f}")
 
 
 if __name__ == "__main__":

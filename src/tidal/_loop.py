@@ -218,14 +218,13 @@ class SharedLoop:
             self.next_out += 1
         if self.next_out == start:
             return
-        if taus[self.next_out - 1] == tau1:  # the step's end: exact, no interpolation
-            inside = taus[start:self.next_out - 1]
-            if inside:
-                self.rows.append(self._interpolate(step, [(t - step.tau) / step.dt for t in inside]))
+        passed = taus[start:self.next_out]
+        at_end = passed[-1] == tau1  # the step's end is exact: no interpolation
+        inside = passed[:-1] if at_end else passed
+        if inside:
+            self.rows.append(self._interpolate(step, [(t - step.tau) / step.dt for t in inside]))
+        if at_end:
             self.rows.append(step.y1.reshape(1, -1))
-        else:
-            thetas = [(t - step.tau) / step.dt for t in taus[start:self.next_out]]
-            self.rows.append(self._interpolate(step, thetas))
 
     def _locate_event(self, step: _Step, tau1: float) -> float:
         """Bisect for the first crossing inside the step; returns where outputs stop."""

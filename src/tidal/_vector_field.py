@@ -25,7 +25,8 @@ class SharedField:
         self.f, self.args, self.shape = f, args, shape
         self.direction, self.dtype, self.device = direction, dtype, device
 
-        self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype if device.type == "cpu" else None
+        on_cpu = device.type == "cpu"
+        self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype if on_cpu else None
 
     def user_time(self, tau: float) -> torch.Tensor:
         return torch.full((), self.direction * tau, dtype=self.dtype, device=self.device)

@@ -111,8 +111,8 @@ def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flat
         step_size = float(step_size)
         if not options.get("perturb", False):
             return ConstantStepSize(step_size)
-        grid = torch.arange(float(t[0]), float(t[-1]), math.copysign(step_size, float(t[-1] - t[0])),
-                            dtype=torch.float64)
+        step = math.copysign(step_size, float(t[-1] - t[0]))
+        grid = torch.arange(float(t[0]), float(t[-1]), step, dtype=torch.float64)
         return ConstantStepSize(step_size, jump_ts=grid[1:])
     norm = options.get("norm")
     if norm is not None:

@@ -22,7 +22,8 @@ class PIDController:
     The error ratio is the RMS norm of the error estimate scaled elementwise by
     atol + rtol * max(|y0|, |y1|). The next step is dt * factor with (Söderlind's PID form)
 
-    $$ \text{factor} = \text{safety}\; r_n^{-(\beta_1)/k}\, r_{n-1}^{-\beta_2/k}\, r_{n-2}^{-\beta_3/k}, $$
+    $$ \text{factor} = \text{safety}\; r_n^{-\beta_1/k}\, r_{n-1}^{-\beta_2/k}\,
+       r_{n-2}^{-\beta_3/k}, $$
 
     beta_1 = pcoeff + icoeff + dcoeff, beta_2 = -(pcoeff + 2 dcoeff), beta_3 = dcoeff and
     k = q + 1 for an embedded method of order q, clipped to [factor_min, factor_max] (and to at
