@@ -177,6 +177,35 @@ def test_f_returns_non_tensor(out: object) -> None:
         tidal.solve(lambda t, y: out, y0_2(), ts_01())
 
 
+@pytest.mark.parametrize(("y0_shape", "ts"), [
+    ((0,), [0.0, 1.0]),
+    ((2, 0), [[0.0, 0.0], [1.0, 1.0]]),
+    ((0, 2), torch.zeros(2, 0, dtype=F64)),
+], ids=["shared-empty", "per-sample-empty-state", "per-sample-no-samples"])
+def test_empty_state(y0_shape: tuple, ts) -> None:
+    """Either a clean (empty) solution or an InvalidArgumentError naming y0, not a crash."""
+    y0 = torch.ones(y0_shape, dtype=F64)
+    try:
+        sol = tidal.solve(decay, y0, torch.as_tensor(ts, dtype=F64))
+    except tidal.InvalidArgumentError as error:
+        assert "y0" in str(error)
+    else:
+        assert sol.ys.shape == (2, *y0_shape)
+
+
+@pytest.mark.parametrize(("per_sample", "g"), [
+    (False, lambda t, y: float(y[0] - 0.5)),
+    (True, lambda t, y: 0.5),
+    (True, lambda t, y: (y - 0.5).sum()),
+    (True, lambda t, y: torch.ones(3, dtype=F64)),
+], ids=["shared-float", "per-sample-float", "per-sample-0d", "per-sample-wrong-batch"])
+def test_event_function_bad_output(per_sample: bool, g) -> None:
+    y0 = torch.ones(2, 1, dtype=F64) if per_sample else y0_2()
+    ts = ts_01().unsqueeze(-1).expand(2, 2) if per_sample else ts_01()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"(?i)event"):
+        tidal.solve(decay, y0, ts, event=g)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tolerances and controllers
 
@@ -203,11 +232,17 @@ def test_both_tolerances_zero(rtol: object, atol: object) -> None:
         tidal.PIDController(rtol=rtol, atol=atol)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PIDController accepts rtol=inf; the solve then "
-                   "fails after max_steps rejected steps with step size NaN")
-def test_infinite_rtol_rejected() -> None:
-    with pytest.raises(tidal.InvalidArgumentError, match=r"PIDController\(rtol="):
-        tidal.PIDController(rtol=math.inf, atol=1e-6)
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"rtol": math.inf, "atol": 1e-6}, "rtol"),
+    ({"rtol": 1e-3, "atol": math.inf}, "atol"),
+    ({"rtol": torch.tensor([1e-3, math.inf]), "atol": 1e-6}, "rtol"),
+])
+def test_infinite_tolerance(kwargs: dict, name: str) -> None:
+    """rtol=inf would make the error scale inf * 0 = NaN where y = 0 (the solve then rejects
+    every step until max_steps)."""
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=rf"`PIDController\({name}=.*`: {name} must be >= 0 and finite"):
+        tidal.PIDController(**kwargs)
 
 
 def test_tolerance_tensor_not_broadcastable() -> None:
@@ -305,11 +340,11 @@ def test_pid_range_edges_accepted(name: str, value: float) -> None:
     assert torch.allclose(sol.ys[-1], torch.full((2,), math.exp(-1.0), dtype=F64), rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PIDController(dt_min > dt_max) is accepted; every "
-                   "step is then dt_max and accepted whatever its error")
 def test_pid_dt_min_above_dt_max() -> None:
-    with pytest.raises((tidal.IncompatibleOptionsError, tidal.InvalidArgumentError),
-                       match=r"dt_min"):
+    """Otherwise every step would be dt_max and accepted whatever its error."""
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`PIDController\(dt_min=0\.5, dt_max=0\.2\)`: dt_min must not "
+                             r"exceed dt_max"):
         tidal.PIDController(1e-6, 1e-8, dt_min=0.5, dt_max=0.2)
 
 
@@ -409,11 +444,11 @@ def test_odeint_event_fn_needs_two_times(t: list) -> None:
         tidal.odeint(decay, y0_2(), torch.tensor(t, dtype=F64), event_fn=lambda t, y: y[0] - 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a fixed-step method with event_fn and no "
-                   "step_size steps with dt=inf and fails as NONFINITE; torchdiffeq asks for "
-                   "options['step_size']")
 def test_odeint_fixed_step_event_needs_step_size() -> None:
-    with pytest.raises(tidal.InvalidArgumentError, match=r"step_size"):
+    """Without step_size there is no grid to step along (torchdiffeq asks for step_size too)."""
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint\(method='euler', event_fn=\.\.\.\)`.*"
+                             r"options=\{'step_size': dt\}"):
         tidal.odeint(decay, y0_2(), ts_01(), method="euler", event_fn=lambda t, y: y[0] - 0.5)
 
 

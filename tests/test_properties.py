@@ -216,7 +216,8 @@ def test_per_sample_matches_lone_solves(problem, name: str) -> None:
     sol = tidal.solve(batched(a), y0, ts, solver=solver, controller=controller)
     assert sol.ys.shape == (ts.shape[0], *y0.shape)
     assert all(s is tidal.Status.SUCCESS for s in sol.sample_status)
-    # Dopri8's 7th-order interpolant has weights of size ~500, so its round-off is larger.
+    # Dopri8's 7th-order interpolant sums power-basis coefficients of up to ~4000 in size
+    # (they cancel to weights of order 1), so its round-off is ~100x larger.
     rel = 1e-10 if name == "dopri8" else 1e-12
     for b in range(y0.shape[0]):
         lone = tidal.solve(batched(a[b:b + 1]), y0[b:b + 1], ts[:, b:b + 1], solver=solver,
@@ -226,18 +227,12 @@ def test_per_sample_matches_lone_solves(problem, name: str) -> None:
         scale = sol.ys[:, b].abs().max()
         assert (lone.ys[:, 0] - sol.ys[:, b]).abs().max() <= rel * scale
         assert (shared.ys - sol.ys[:, b]).abs().max() <= rel * scale
-        got, want_lone, want_shared = (_stats(sol.stats, b), _stats(lone.stats, 0),
-                                       _stats(shared.stats, None))
-        if name == "dopri8":  # see test_per_sample_dopri8_fevals_do_not_depend_on_batch
-            for d in (got, want_lone, want_shared):
-                del d["num_fevals"]
-        assert got == want_lone == want_shared
+        assert _stats(sol.stats, b) == _stats(lone.stats, 0) == _stats(shared.stats, None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: per-sample Dopri8 counts (and evaluates) the 3 "
-                   "extra dense stages for every accepted sample whenever any sample has an "
-                   "output in the step, and even for outputs at a step's end")
 def test_per_sample_dopri8_fevals_do_not_depend_on_batch() -> None:
+    """Dopri8's three extra dense stages are needed only by a sample with an output inside a
+    step; the other samples' counts (and a lone sample's) must not include them."""
     f = lambda t, y: -y  # noqa: E731
     y0 = torch.ones(2, 1, dtype=F64)
     ts = torch.tensor([[0.0, 0.0], [0.3, 2.0]], dtype=F64)  # only sample 0 has an inner output
@@ -263,18 +258,10 @@ def _counting(f):
     return counted, calls
 
 
-_REJECTED_END_DERIVATIVE = pytest.mark.xfail(
-    strict=True, reason="BUG: on per-sample grids a non-FSAL adaptive method evaluates "
-    "f(t1, y1) also for rejected steps (the shared loop does not), and does not count it")
-
-
 def _fevals_cases():
     for name in sorted(tidal.SOLVERS):
         for per_sample in (False, True):
-            tab = tidal.SOLVERS[name].tableau
-            buggy = per_sample and tab.adaptive and not tab.fsal
-            marks = [_REJECTED_END_DERIVATIVE] if buggy else []
-            yield pytest.param(name, per_sample, marks=marks,
+            yield pytest.param(name, per_sample,
                                id=f"{name}-{'per_sample' if per_sample else 'shared'}")
 
 
@@ -300,8 +287,6 @@ def test_num_fevals_counts_calls(name: str, per_sample: bool, first_step: float 
     assert stats["num_fevals"] == calls[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on per-sample grids a non-FSAL adaptive method "
-                   "evaluates f(t1, y1) also for rejected steps; the shared loop does not")
 def test_per_sample_rejected_steps_cost_no_end_derivative() -> None:
     """Minimal repro: one sample, HeunEuler, a first step that is far too large. Per-sample and
     shared solves take the same steps, so they should call f equally often."""
@@ -330,13 +315,16 @@ def test_constant_step_count(dt: float, span: float, steps: int, per_sample: boo
     assert _stats(sol.stats, 0 if per_sample else None)["num_steps"] == steps
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ConstantStepSize accumulates t += dt, so dt=0.1 "
-                   "on [0, 1] ends at 0.9999999999999999 and takes an 11th step of 1.1e-16")
-def test_constant_step_count_decimal_dt() -> None:
-    sol = tidal.solve(lambda t, y: -y, torch.ones(1, dtype=F64),
-                      torch.tensor([0.0, 1.0], dtype=F64), solver=tidal.Euler(),
-                      controller=tidal.ConstantStepSize(0.1))
-    assert sol.stats.num_steps == 10
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize(("dt", "steps"), [(0.1, 10), (0.01, 100), (1 / 3, 3), (0.7, 2)])
+def test_constant_step_count_decimal_dt(dt: float, steps: int, per_sample: bool) -> None:
+    """dt that is not a binary fraction: accumulating t += dt must not leave a sliver step of
+    1e-16 before the end (0.1 * 10 in floating point is 0.9999999999999999)."""
+    ts = torch.tensor([0.0, 1.0], dtype=F64)
+    sol = tidal.solve(lambda t, y: -y, torch.ones(1, 1, dtype=F64),
+                      ts.unsqueeze(-1) if per_sample else ts, solver=tidal.Euler(),
+                      controller=tidal.ConstantStepSize(dt))
+    assert _stats(sol.stats, 0 if per_sample else None)["num_steps"] == steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +345,8 @@ def test_time_reversal_returns_to_y0(seed: int, dim: int, span: float, start: fl
         return a @ y + 0.5 * torch.sin(t) * y.roll(1)
 
     end = start - span if backwards else start + span
-    solver, controller = tidal.SOLVERS[name](), tidal.PIDController(1e-10, 1e-12)
+    tol = 1e-8 if name == "bosh3" else 1e-10  # third order: keep the step count modest
+    solver, controller = tidal.SOLVERS[name](), tidal.PIDController(tol, tol * 1e-2)
     there = tidal.solve(f, y0, torch.tensor([start, end], dtype=F64), solver=solver,
                         controller=controller)
     back = tidal.solve(f, there.ys[-1], torch.tensor([end, start], dtype=F64), solver=solver,
@@ -375,6 +364,8 @@ def test_time_reversal_returns_to_y0(seed: int, dim: int, span: float, start: fl
        reverse=st.booleans(), points=st.integers(1, 6), seed=st.integers(0, 1000))
 def test_odeint_equals_solve(name: str, rtol: float, atol: float, reverse: bool, points: int,
                              seed: int) -> None:
+    if tidal.SOLVERS[name].tableau.order <= 3:  # keep low-order solves short
+        rtol, atol = max(rtol, 1e-5), max(atol, 1e-7)
     g = torch.Generator().manual_seed(seed)
     y0 = torch.randn(2, 3, generator=g, dtype=F64)
 

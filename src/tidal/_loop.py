@@ -114,7 +114,11 @@ class SharedLoop:
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
         self.stages.begin(self.y, dt, self.f0)
-        times = self.p.field.user_times([self.tau + ci * dt for ci in self.tableau.c])
+        taus = [self.tau + ci * dt for ci in self.tableau.c]
+        if boundary is not None and boundary[1]:  # ends on a jump: f from the near side
+            near = math.nextafter(tau1, -math.inf)
+            taus = [near if ci == 1.0 else tau for ci, tau in zip(self.tableau.c, taus)]
+        times = self.p.field.user_times(taus)
         y1 = rk_stages(self.p.field, times, self.stages, self.tableau, self.coef)
         self.stats.num_fevals += self.tableau.num_stages - 1
         self.stats.num_steps += 1
@@ -160,7 +164,7 @@ class SharedLoop:
         scale = torch.maximum(self.abs_y, self.abs_y1).mul_(self.p.rtol).add_(self.p.atol)
         scaled = errors.div_(scale.view(-1))
         if self.p.norm is not None:
-            norms = [abs(dt) * float(self.p.norm(row)) for row in scaled]
+            norms = [float(self.p.norm(row)) for row in scaled.mul_(abs(dt))]
         else:
             size = abs(dt) / math.sqrt(scaled.shape[-1])
             norms = [size * n for n in torch.linalg.vector_norm(scaled, dim=-1).tolist()]
@@ -190,7 +194,7 @@ class SharedLoop:
             self.dense_steps.append(step)
         if boundary is not None:
             self.next_boundary += 1
-            if boundary[1]:  # a jump: f(t1, y1) from the far side of the discontinuity
+            if boundary[1] and tau1 < p.tau_end:  # a jump: f(t1, y1) from its far side
                 f1 = p.field(math.nextafter(tau1, math.inf), step.y1)
                 self.stats.num_fevals += 1
         self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)

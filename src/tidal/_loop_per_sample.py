@@ -91,6 +91,7 @@ class PerSampleLoop:
                        else PerSampleBufferedStages(self.tableau.num_dense_stages, p.y0))
         batch, device = p.y0.shape[0], p.y0.device
         self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
+        self.c_is_one = self.c == 1.0  # [S, 1]
         self.tau, self.tau_end = p.taus[0].clone(), p.taus[-1]
         self.y, self.f0, self.dt = p.y0, p.f0, p.dt0
         self.running = self.tau < self.tau_end
@@ -133,7 +134,11 @@ class PerSampleLoop:
         h = (tau1 - self.tau) * running
         h_col = h.to(self.y.dtype).unsqueeze(-1)
         self.stages.begin(self.y, h_col, self.f0)
-        times = p.field.user_time(self.tau + self.c * h).unbind(0)
+        taus = self.tau + self.c * h  # [S, B]
+        if p.boundaries is not None:  # a step ending on a jump takes f from the near side
+            near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
+            taus = torch.where(self.c_is_one & (landing & jump_at_limit), near, taus)
+        times = p.field.user_time(taus).unbind(0)
         y1 = rk_stages(p.field, times, self.stages, self.tableau, self.coef)
         self.stats.num_fevals += running * (self.tableau.num_stages - 1)
         self.stats.num_steps += running
@@ -143,7 +148,7 @@ class PerSampleLoop:
         crossed = self._crossed(step)
         next_out = torch.where(accept, (p.taus <= tau1).sum(0), self.next_out)
         inside = accept & ((p.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
-        jumped = accept & landing & jump_at_limit
+        jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
         running_next = self._update_status(step, dt_next, ratio, crossed)
         flags = torch.stack([(next_out - self.next_out).max(), accept.any(), inside.any(),
                              crossed.any(), jumped.any(), running_next.any()]).tolist()
@@ -184,7 +189,7 @@ class PerSampleLoop:
         index = index.clamp(max=bounds.shape[1] - 1)
         bound = torch.where(inside, bounds.gather(1, index), math.inf).squeeze(-1)
         jump = (inside & jumps.gather(1, index)).squeeze(-1)
-        before_end = bound < self.tau_end
+        before_end = bound <= self.tau_end
         return torch.where(before_end, bound, self.tau_end), jump & before_end
 
     def _decide(self, step: _Step) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

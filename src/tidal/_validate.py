@@ -27,6 +27,10 @@ def state(y0: Any) -> None:
     if not y0.is_floating_point() or y0.is_complex():
         raise InvalidArgumentError(f"`solve(y0=...)` must have a real floating dtype "
                                    f"(float32 or float64); got {y0.dtype}. Use y0.double().")
+    if y0.numel() == 0:
+        raise InvalidArgumentError(
+            f"`solve(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing to "
+            "integrate.")
     bad = ~torch.isfinite(y0)
     if bool(bad.any()):
         index = tuple(int(i) for i in bad.nonzero()[0])
@@ -150,6 +154,19 @@ def field_output(f0: Any, y0: torch.Tensor) -> None:
             "move its parameters to the state's device.")
 
 
+def event_output(g0: Any, batch: int | None) -> None:
+    """The event function's value at the start: a real tensor, [B] or [B, k] per sample."""
+    if not isinstance(g0, torch.Tensor) or not (g0.is_floating_point() or g0.dtype == torch.long
+                                                or g0.dtype == torch.int):
+        raise InvalidArgumentError(
+            f"`Event(fn=...)` must return a real tensor g(t, y); it returned "
+            f"{type(g0).__name__ if not isinstance(g0, torch.Tensor) else g0.dtype}.")
+    if batch is not None and (g0.dim() == 0 or g0.shape[0] != batch):
+        raise InvalidArgumentError(
+            f"`Event(fn=...)` on per-sample grids must return one value per sample, shape [B] or "
+            f"[B, k] with B = {batch}; it returned shape {tuple(g0.shape)}.")
+
+
 def tolerances(c: Any, y0: torch.Tensor, layout: Sequence[int]) -> tuple[Any, Any]:
     """rtol, atol as floats or tensors of y0's dtype reshaped to the loop's layout."""
     if not isinstance(c, PIDController):
@@ -173,10 +190,12 @@ def tolerances(c: Any, y0: torch.Tensor, layout: Sequence[int]) -> tuple[Any, An
 
 def boundaries(c: Any, direction: float, tau0: float, tau_end: float
                ) -> list[tuple[float, bool]]:
-    """Step and jump times in forward time strictly inside (tau0, tau_end), sorted."""
+    """Step and jump times in forward time inside (tau0, tau_end], sorted. A jump at tau_end
+    still matters: the last step then takes f from the near side."""
     marks = {direction * t: False for t in c.step_ts}
     marks.update({direction * t: True for t in c.jump_ts})
-    return sorted((tau, jump) for tau, jump in marks.items() if tau0 < tau < tau_end)
+    return sorted((tau, jump) for tau, jump in marks.items()
+                  if tau0 < tau < tau_end or (jump and tau == tau_end))
 
 
 def per_sample_boundaries(c: Any, direction: torch.Tensor, taus: torch.Tensor

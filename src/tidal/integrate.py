@@ -98,7 +98,9 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
     rtol, atol = check.tolerances(controller, y0, layout=y0.shape)
     watcher = None
     if event is not None:
-        watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=False)
+        g0 = event.fn(field.user_time(taus[0]), y0)
+        check.event_output(g0, batch=None)
+        watcher = EventWatcher(event, g0, batched=False)
     span = taus[-1] - taus[0]
     automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
     if not controller.adaptive or not solver.adaptive:
@@ -136,7 +138,7 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
 
 def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_steps, throw):
     batch = y0.shape[0]
-    direction = torch.sign(times[-1] - times[0])  # [B]
+    direction = torch.where(times[-1] < times[0], -1.0, 1.0)  # [B]
     taus = (times * direction).to(y0.device)  # [T, B] increasing per sample
     field = PerSampleField(f, args, y0.shape, direction.to(y0.device), y0.dtype)
     y = y0.reshape(batch, -1)
@@ -144,7 +146,9 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
     rtol, atol = check.tolerances(controller, y0, layout=(batch, -1))
     watcher = None
     if event is not None:
-        watcher = EventWatcher(event, event.fn(field.user_time(taus[0]), y0), batched=True)
+        g0 = event.fn(field.user_time(taus[0]), y0)
+        check.event_output(g0, batch=batch)
+        watcher = EventWatcher(event, g0, batched=True)
     span = taus[-1] - taus[0]
     automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
     if not controller.adaptive or not solver.adaptive:

@@ -113,7 +113,8 @@ def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flat
             return ConstantStepSize(step_size)
         step = math.copysign(step_size, float(t[-1] - t[0]))
         grid = torch.arange(float(t[0]), float(t[-1]), step, dtype=torch.float64)
-        return ConstantStepSize(step_size, jump_ts=grid[1:])
+        # torchdiffeq's perturb: every step takes f from inside itself (t0+ and t1-)
+        return ConstantStepSize(step_size, jump_ts=[*grid[1:].tolist(), float(t[-1])])
     norm = options.get("norm")
     if norm is not None:
         norm = flat.wrap_norm(norm)

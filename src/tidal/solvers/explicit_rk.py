@@ -65,7 +65,8 @@ class StackedStages:
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
         """y0 + dt * sum_j row_j k_j over the stages so far."""
-        return torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt).view_as(self.y0)
+        y = torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt)
+        return y if self.y0.dim() == 1 else y.view_as(self.y0)
 
     def append(self, k: torch.Tensor) -> None:
         self.ks.append(k)
@@ -100,7 +101,7 @@ class BufferedStages:
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
         y = torch.addmv(self.y0_flat, self.prefixes_t[self.count], row, alpha=self.dt)
-        return y.view_as(self.y0)
+        return y if self.y0.dim() == 1 else y.view_as(self.y0)
 
     def append(self, k: torch.Tensor) -> None:
         self.rows[self.count].copy_(k)
