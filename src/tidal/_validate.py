@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
@@ -70,19 +71,17 @@ def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool) -> torch.Tensor:
 def _monotonic(ts: torch.Tensor) -> None:
     if ts.shape[0] < 2:
         return
-    steps = ts[1:] - ts[:-1]
-    if bool((steps == 0).any()):
-        i = int((steps == 0).nonzero()[0][0])
+    steps = np.diff(ts.cpu().numpy(), axis=0)
+    if (steps == 0).any():
+        i = int(np.argwhere(steps == 0)[0][0])
         raise InvalidArgumentError(
             f"`solve(ts=...)` has duplicate times at indices {i} and {i + 1} "
             f"(t={ts[i].tolist()}). Times must be strictly increasing or strictly decreasing; "
             "drop the duplicate.")
-    increasing, decreasing = (steps > 0).all(0), (steps < 0).all(0)
-    if not bool((increasing | decreasing).all()):
-        column = steps if ts.dim() == 1 else steps[:, int((~(increasing | decreasing))
-                                                          .nonzero()[0])]
-        sign = torch.sign(column[0])
-        i = int((torch.sign(column) != sign).nonzero()[0])
+    monotonic = (steps > 0).all(0) | (steps < 0).all(0)
+    if not np.all(monotonic):
+        column = steps if ts.dim() == 1 else steps[:, int(np.argwhere(~monotonic)[0][0])]
+        i = int(np.argwhere(np.sign(column) != np.sign(column[0]))[0][0])
         raise InvalidArgumentError(
             f"`solve(ts=...)` is not monotonic: it changes direction at index {i + 1}. Times must "
             "be strictly increasing (forward) or strictly decreasing (reverse time); sort them "
