@@ -1,7 +1,7 @@
 """`tidal.odeint` against torchdiffeq (the library it replaces) and against scipy references.
 
-torchdiffeq is a test-time reference only (see the `bench` extra); the module is skipped
-without it. Accuracy is measured against scipy's DOP853 at rtol = atol = 1e-13.
+torchdiffeq is a test-time reference only, installed by the `test` extra (never a dependency of
+tidal itself). Accuracy is measured against scipy's DOP853 at rtol = atol = 1e-13.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchdiffeq  # a test-time reference, installed by the test extra
 from scipy.integrate import solve_ivp
 
 import tidal
-
-torchdiffeq = pytest.importorskip("torchdiffeq")
 
 F64 = torch.float64
 FIXED = ["euler", "midpoint", "rk4", "heun2", "heun3"]
