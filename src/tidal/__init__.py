@@ -11,7 +11,8 @@ from tidal._errors import (
     TidalError,
     UnknownOptionError,
 )
-from tidal.compat import odeint
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.compat import odeint, odeint_adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.events import Event
 from tidal.integrate import solve
@@ -36,9 +37,36 @@ from tidal.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "RK4", "SOLVERS", "Bosh3", "ButcherTableau", "ConstantStepSize", "Dopri5", "Dopri8",
-    "Euler", "Event", "ExplicitRungeKutta", "Fehlberg2", "Heun2", "Heun3", "HeunEuler",
-    "IncompatibleOptionsError", "InvalidArgumentError", "Midpoint", "PIDController",
-    "Solution", "SolveFailedError", "Stats", "Status", "StepTo", "TidalError", "Tsit5",
-    "UnknownOptionError", "odeint", "solve",
+    "RK4",
+    "SOLVERS",
+    "BackpropAdjoint",
+    "BacksolveAdjoint",
+    "Bosh3",
+    "ButcherTableau",
+    "CheckpointAdjoint",
+    "ConstantStepSize",
+    "Dopri5",
+    "Dopri8",
+    "Euler",
+    "Event",
+    "ExplicitRungeKutta",
+    "Fehlberg2",
+    "Heun2",
+    "Heun3",
+    "HeunEuler",
+    "IncompatibleOptionsError",
+    "InvalidArgumentError",
+    "Midpoint",
+    "PIDController",
+    "Solution",
+    "SolveFailedError",
+    "Stats",
+    "Status",
+    "StepTo",
+    "TidalError",
+    "Tsit5",
+    "UnknownOptionError",
+    "odeint",
+    "odeint_adjoint",
+    "solve",
 ]

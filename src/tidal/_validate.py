@@ -128,6 +128,39 @@ def controller(c: Any, s: ExplicitRungeKutta) -> PIDController | ConstantStepSiz
     return c
 
 
+def adjoint(a: Any, ts: torch.Tensor, event: Any, dense: bool, c: Any) -> Any:
+    from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+
+    if a is None:
+        return BackpropAdjoint()
+    if not isinstance(a, (BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint)):
+        raise InvalidArgumentError(
+            f"`solve(adjoint=...)` must be tidal.BackpropAdjoint(), tidal.CheckpointAdjoint() "
+            f"or tidal.BacksolveAdjoint(); got {type(a).__name__}.")
+    if not isinstance(a, BackpropAdjoint):
+        name, fix = type(a).__name__, "use adjoint=tidal.BackpropAdjoint() instead"
+        if ts.dim() == 2:
+            raise IncompatibleOptionsError(
+                f"`solve(ts of shape [T, B], adjoint={name}())`: this adjoint works on shared "
+                f"time grids only for now; {fix}.")
+        if event is not None:
+            raise IncompatibleOptionsError(
+                f"`solve(event=..., adjoint={name}())` is not supported yet; {fix}.")
+        if dense:
+            raise IncompatibleOptionsError(
+                f"`solve(dense=True, adjoint={name}())` is not supported; {fix}.")
+    if isinstance(a, BacksolveAdjoint):
+        tensor_tolerance = isinstance(c, PIDController) and (
+            isinstance(c.rtol, torch.Tensor) or isinstance(c.atol, torch.Tensor))
+        if tensor_tolerance and a.controller is None:
+            raise IncompatibleOptionsError(
+                "`solve(controller=PIDController(per-element tolerances), adjoint="
+                "BacksolveAdjoint())`: the backward solve runs on [y, adjoint, gradient] and "
+                "needs its own tolerances; pass BacksolveAdjoint(controller=PIDController(rtol, "
+                "atol)).")
+    return a
+
+
 def max_steps(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgumentError(f"`solve(max_steps={n!r})` must be a positive integer.")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 from tidal import _validate as check
 from tidal._errors import SolveFailedError, Status
 from tidal._loop import SharedLoop, SharedProblem
 from tidal._loop_per_sample import PerSampleLoop, PerSampleProblem
 from tidal._vector_field import PerSampleField, SharedField
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint.backsolve import BacksolveProblem, _Backsolve, parameters_of
+from tidal.adjoint.times import initial_time, output_times
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.norms import initial_step
 from tidal.events import Event, EventWatcher
@@ -28,6 +33,7 @@ def solve(
     *,
     solver: ExplicitRungeKutta | None = None,
     controller: PIDController | ConstantStepSize | None = None,
+    adjoint: BackpropAdjoint | CheckpointAdjoint | BacksolveAdjoint | None = None,
     args: Any = None,
     event: Event | Callable | None = None,
     dense: bool = False,
@@ -49,6 +55,11 @@ def solve(
         solver: the method, e.g. `tidal.Tsit5()`; default `tidal.Dopri5()`.
         controller: `PIDController(rtol, atol)` for adaptive methods (default rtol=1e-6,
             atol=1e-8), `ConstantStepSize(dt)` or `StepTo(ts)` for fixed steps.
+        adjoint: how gradients pass through the solve: `BackpropAdjoint()` (default; autograd
+            records every step), `CheckpointAdjoint(checkpoints)` (the same gradient with
+            memory bounded by the checkpoints) or `BacksolveAdjoint()` (a second ODE backwards
+            in time, constant memory). Gradients reach y0, the tensors f uses and, when `ts`
+            is a tensor that requires grad, the times.
         args: passed to f as its third argument.
         event: a terminal `Event` (or a bare g(t, y)): the solve stops where g changes sign.
         dense: keep every step's interpolant, for `Solution.evaluate(t)`.
@@ -77,11 +88,28 @@ def solve(
     solver = check.solver(solver if solver is not None else Dopri5())
     controller = check.controller(controller, solver)
     max_steps = check.max_steps(max_steps)
-    if times.dim() == 1:
-        return _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps,
-                             throw)
-    return _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_steps,
-                             throw)
+    adjoint = check.adjoint(adjoint, times, event, dense, controller)
+    if isinstance(adjoint, BacksolveAdjoint):
+        return _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, throw,
+                                adjoint)
+    time_grad = isinstance(ts, torch.Tensor) and ts.requires_grad and torch.is_grad_enabled()
+
+    def call_f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return f(t, y) if args is None else f(t, y, args)
+
+    start = initial_time(call_f, y0, ts[0]) if time_grad else y0
+    if isinstance(adjoint, CheckpointAdjoint):
+        solution = _solve_checkpointed(f, start, times, solver, controller, args, max_steps,
+                                       throw, adjoint)
+    elif times.dim() == 1:
+        solution = _solve_shared(f, start, times, solver, controller, args, event, dense,
+                                 max_steps, throw)
+    else:
+        solution = _solve_per_sample(f, start, times, solver, controller, args, event, dense,
+                                     max_steps, throw)
+    if time_grad:
+        solution.ys = output_times(call_f, ts, solution.ys)
+    return solution
 
 
 def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> torch.Tensor:
@@ -90,7 +118,8 @@ def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> to
     return f0
 
 
-def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw):
+def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw,
+                  step_ends: list[float] | None = None):
     taus, direction = check.forward_times(times.tolist())
     field = SharedField(f, args, y0.shape, direction, y0.dtype, y0.device)
     f0 = _first_call(f, field.user_time(taus[0]), y0, args)
@@ -123,6 +152,8 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
         norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
         dense=dense)
     result = SharedLoop(problem).run()
+    if step_ends is not None:
+        step_ends.extend(direction * tau for tau in result.step_ends)
     has_event = event is not None
     solution = Solution(
         ts=times, ys=result.ys.reshape(len(taus), *y0.shape), stats=result.stats,
@@ -183,6 +214,70 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
         dense_output=PerSampleDenseOutput(result.dense_steps, direction, y0.shape,
                                           solver.tableau) if dense else None)
     return _finish(solution, status, result.where, throw)
+
+
+def _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, throw,
+                     adjoint: BacksolveAdjoint) -> Solution:
+    """Forward solve without a graph; gradients by the adjoint ODE (see `tidal.adjoint`)."""
+    params = parameters_of(adjoint, f)
+    back_solver = adjoint.solver if adjoint.solver is not None else solver
+    back_controller = adjoint.controller if adjoint.controller is not None else controller
+
+    def call_f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return f(t, y) if args is None else f(t, y, args)
+
+    def forward(y0_: torch.Tensor) -> Solution:
+        return _solve_shared(f, y0_, times, solver, controller, args, None, False, max_steps,
+                             throw)
+
+    def backward_solve(aug, z0: torch.Tensor, ts_: torch.Tensor, norm) -> Solution:
+        c = back_controller
+        if isinstance(c, PIDController) and c.norm is None:
+            c = dataclasses.replace(c, norm=norm)
+        return solve(aug, z0, ts_, solver=back_solver, controller=c, max_steps=max_steps)
+
+    problem = BacksolveProblem(forward, call_f, backward_solve, times, params, adjoint.seminorm)
+    ts_input = ts if isinstance(ts, torch.Tensor) and ts.requires_grad else times
+    ys = _Backsolve.apply(problem, y0, ts_input, *params)
+    solution = problem.solution
+    assert solution is not None, "the forward solve ran; this is a bug in tidal"
+    solution.ys = ys
+    return solution
+
+
+def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw,
+                        adjoint: CheckpointAdjoint) -> Solution:
+    """Solve once without a graph to find the accepted steps, then replay them in
+    checkpointed segments (see `tidal.adjoint.checkpoint`)."""
+    step_ends: list[float] = []
+    with torch.no_grad():
+        first = _solve_shared(f, y0.detach(), times, solver, controller, args, None, False,
+                              max_steps, throw, step_ends)
+    if len(times) == 1:
+        first.ys = y0.unsqueeze(0)
+        return first
+    jumps = set(controller.jump_ts)
+    ends = [t for t in step_ends if t not in jumps] or step_ends[-1:]
+    count = adjoint.segments(len(ends))
+    bounds = [ends[(len(ends) * (j + 1)) // count - 1] for j in range(count)]
+    bounds[-1] = step_ends[-1]
+    replay = ConstantStepSize(math.inf, step_ts=step_ends, jump_ts=controller.jump_ts)
+    direction = -1.0 if times[-1] < times[0] else 1.0
+    outputs, state, start, pending = [y0.unsqueeze(0)], y0, float(times[0]), times[1:].tolist()
+    for bound in bounds:
+        inside = [t for t in pending if direction * t <= direction * bound]
+        pending = pending[len(inside):]
+        seg_ts = [start, *inside] + ([] if inside and inside[-1] == bound else [bound])
+
+        def segment(y_start: torch.Tensor, seg_ts: list[float] = seg_ts) -> torch.Tensor:
+            return solve(f, y_start, torch.tensor(seg_ts, dtype=torch.float64), solver=solver,
+                         controller=replay, args=args, max_steps=max_steps).ys[1:]
+
+        rows = torch.utils.checkpoint.checkpoint(segment, state, use_reentrant=False)
+        outputs.append(rows[:len(inside)])
+        state, start = rows[-1], bound
+    first.ys = torch.cat(outputs).view(len(times), *y0.shape)
+    return first
 
 
 def _rows(tolerance: float | torch.Tensor) -> float | torch.Tensor:

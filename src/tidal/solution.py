@@ -39,6 +39,8 @@ class Solution:
         event_t: time of the terminal event (0-d, or [B] on per-sample grids; NaN where none
             happened), None without an event.
         event_y: state at the event (NaN where none happened), None without an event.
+        backward_stats: with `BacksolveAdjoint`, the work of the backward solve, filled in
+            when gradients are computed.
     """
 
     ts: torch.Tensor
@@ -49,6 +51,7 @@ class Solution:
     event_t: torch.Tensor | None = None
     event_y: torch.Tensor | None = None
     dense_output: Any = field(default=None, repr=False)
+    backward_stats: Stats | None = None
 
     def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:
         """The solution at any time(s) within the solved span (needs `solve(..., dense=True)`).

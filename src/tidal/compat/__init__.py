@@ -1,5 +1,5 @@
 """Drop-in replacements for other libraries' entry points."""
 
-from tidal.compat.torchdiffeq import odeint
+from tidal.compat.torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["odeint"]
+__all__ = ["odeint", "odeint_adjoint"]

@@ -12,13 +12,15 @@ time is always float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from tidal._errors import InvalidArgumentError, UnknownOptionError
+from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
+from tidal.adjoint import BacksolveAdjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.controllers.norms import rms
 from tidal.events import Event
@@ -52,6 +54,65 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
         A tensor (or tuple of tensors) of shape (len(t), *y0.shape); with `event_fn`, the pair
         (event_t, solution).
     """
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint=None)
+
+
+def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
+                   atol: Any = 1e-9, method: str | None = None, options: dict | None = None,
+                   event_fn: Callable | None = None, adjoint_rtol: Any = None,
+                   adjoint_atol: Any = None, adjoint_method: str | None = None,
+                   adjoint_options: dict | None = None,
+                   adjoint_params: Sequence[torch.Tensor] | None = None) -> Any:
+    """`odeint` whose gradients come from the continuous adjoint (torchdiffeq's
+    `odeint_adjoint`): memory does not grow with the number of steps.
+
+    `func` must be an `nn.Module` unless `adjoint_params` lists the tensors it uses; parameters
+    that do not require grad are skipped, unused ones get zero gradients. The backward solve
+    takes the forward settings unless `adjoint_rtol`, `adjoint_atol`, `adjoint_method` or
+    `adjoint_options` say otherwise; `adjoint_options={"norm": "seminorm"}` leaves the
+    parameter gradient out of its step-size control.
+    """
+    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+        raise InvalidArgumentError(
+            "`odeint_adjoint(func=...)` must be an nn.Module so that its parameters can be "
+            "found, or pass adjoint_params=(tensors func uses,).")
+    if event_fn is not None:
+        raise IncompatibleOptionsError(
+            "`odeint_adjoint(..., event_fn=...)`: gradients through events with the adjoint "
+            "are not supported yet; use tidal.odeint(..., event_fn=...) instead.")
+    params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    adjoint_method = _method(adjoint_method if adjoint_method is not None else method)
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    adjoint_options = dict(adjoint_options)
+    seminorm = adjoint_options.get("norm") == "seminorm"
+    if seminorm:
+        del adjoint_options["norm"]
+    solver = SOLVERS[adjoint_method]()
+    _check_options(adjoint_method, solver.adaptive, adjoint_options)
+    controller = None
+    if solver.adaptive:
+        flat = _Flattener(y0)
+        controller = _controller(
+            True, adjoint_options, rtol if adjoint_rtol is None else adjoint_rtol,
+            atol if adjoint_atol is None else adjoint_atol, flat, torch.as_tensor(t))
+        controller = _scalar_tolerances(controller)
+    adjoint = BacksolveAdjoint(solver=solver, controller=controller, params=params,
+                               seminorm=seminorm)
+    return _odeint(func, y0, t, rtol, atol, method, options, None, adjoint=adjoint)
+
+
+def _scalar_tolerances(c: PIDController) -> PIDController:
+    """The backward state is [y, adjoint, gradient]: per-element tolerances become scalars
+    (their smallest value)."""
+    rtol = float(c.rtol.min()) if isinstance(c.rtol, torch.Tensor) else c.rtol
+    atol = float(c.atol.min()) if isinstance(c.atol, torch.Tensor) else c.atol
+    return dataclasses.replace(c, rtol=rtol, atol=atol, norm=None)
+
+
+def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str | None,
+            options: dict | None, event_fn: Callable | None,
+            adjoint: BacksolveAdjoint | None) -> Any:
     method = _method(method)
     solver = SOLVERS[method]()
     flat = _Flattener(y0)
@@ -71,8 +132,8 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
         t = torch.stack([t[0], t[0] + math.copysign(math.inf, float(t[1] - t[0]))])
     controller = _controller(solver.adaptive, options, rtol, atol, flat, t)
     event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
-    sol = solve(flat.wrap(func), flat.flatten(y0), t.detach(), solver=solver,
-                controller=controller, event=event,
+    sol = solve(flat.wrap(func), flat.flatten(y0), t if adjoint is not None else t.detach(),
+                solver=solver, controller=controller, event=event, adjoint=adjoint,
                 max_steps=int(options.get("max_num_steps", 2**31 - 1)))
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
