@@ -125,30 +125,18 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
     f0 = _first_call(f, field.user_time(taus[0]), y0, args)
     f0 = f0 if direction > 0 else -f0
     rtol, atol = check.tolerances(controller, y0, layout=y0.shape)
-    watcher = None
-    if event is not None:
-        g0 = event.fn(field.user_time(taus[0]), y0)
-        check.event_output(g0, batch=None)
-        watcher = EventWatcher(event, g0, batched=False)
-    span = taus[-1] - taus[0]
-    automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
-    if not controller.adaptive or not solver.adaptive:
-        dt0 = controller.dt
-    elif controller.dt0 is not None:
-        dt0 = controller.dt0
-    else:
-        def f_at(h: torch.Tensor) -> torch.Tensor:
-            return field(taus[0] + h.item(), y0 + h.item() * f0).reshape(1, -1)
+    watcher = _watcher(event, field.user_time(taus[0]), y0, batch=None)
 
-        dt0 = initial_step(f_at, y0.reshape(1, -1), f0.reshape(1, -1), _rows(rtol),
-                           _rows(atol), solver.error_order).item()
-    if controller.adaptive:
-        dt0 = min(max(dt0, controller.dt_min), controller.dt_max)
+    def f_at(h: torch.Tensor) -> torch.Tensor:
+        return field(taus[0] + h.item(), y0 + h.item() * f0).reshape(1, -1)
+
+    dt0, setup_fevals = _first_step(solver, controller, f_at, y0.reshape(1, -1),
+                                    f0.reshape(1, -1), _rows(rtol), _rows(atol))
+    span = taus[-1] - taus[0]
     problem = SharedProblem(
         field=field, solver=solver, controller=controller, y0=y0, f0=f0, taus=taus,
         tau_end=taus[-1], boundaries=check.boundaries(controller, direction, taus[0], taus[-1]),
-        dt0=min(dt0, span) if math.isfinite(span) else dt0, setup_fevals=1 + automatic_dt0,
-        rtol=rtol, atol=atol,
+        dt0=min(dt0.item(), span), setup_fevals=setup_fevals, rtol=rtol, atol=atol,
         norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
         dense=dense)
     result = SharedLoop(problem).run()
@@ -175,29 +163,18 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
     y = y0.reshape(batch, -1)
     f0 = _first_call(f, field.user_time(taus[0]), y0, args).reshape(batch, -1) * field.sign
     rtol, atol = check.tolerances(controller, y0, layout=(batch, -1))
-    watcher = None
-    if event is not None:
-        g0 = event.fn(field.user_time(taus[0]), y0)
-        check.event_output(g0, batch=batch)
-        watcher = EventWatcher(event, g0, batched=True)
-    span = taus[-1] - taus[0]
-    automatic_dt0 = controller.adaptive and solver.adaptive and controller.dt0 is None
-    if not controller.adaptive or not solver.adaptive:
-        dt0 = torch.full((batch,), controller.dt, dtype=torch.float64, device=y0.device)
-    elif controller.dt0 is not None:
-        dt0 = torch.full((batch,), controller.dt0, dtype=torch.float64, device=y0.device)
-    else:
-        def f_at(h: torch.Tensor) -> torch.Tensor:
-            return field(field.user_time(taus[0] + h), y + h.to(y.dtype).unsqueeze(-1) * f0)
+    watcher = _watcher(event, field.user_time(taus[0]), y0, batch=batch)
 
-        dt0 = initial_step(f_at, y, f0, rtol, atol, solver.error_order)
-    if controller.adaptive:
-        dt0 = dt0.clamp(controller.dt_min, controller.dt_max)
+    def f_at(h: torch.Tensor) -> torch.Tensor:
+        return field(field.user_time(taus[0] + h), y + h.to(y.dtype).unsqueeze(-1) * f0)
+
+    dt0, setup_fevals = _first_step(solver, controller, f_at, y, f0, rtol, atol)
+    span = taus[-1] - taus[0]
     problem = PerSampleProblem(
         field=field, solver=solver, controller=controller, y0=y, f0=f0, taus=taus,
         boundaries=check.per_sample_boundaries(controller, direction, taus),
         dt0=torch.minimum(dt0, span.where(torch.isfinite(span), math.inf)),
-        setup_fevals=1 + automatic_dt0, rtol=rtol,
+        setup_fevals=setup_fevals, rtol=rtol,
         atol=atol, norm=check.norm(controller, y0.shape), watcher=watcher,
         max_steps=max_steps, dense=dense)
     result = PerSampleLoop(problem).run()
@@ -278,6 +255,31 @@ def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw
         state, start = rows[-1], bound
     first.ys = torch.cat(outputs).view(len(times), *y0.shape)
     return first
+
+
+def _watcher(event: Event | None, t0: torch.Tensor, y0: torch.Tensor, batch: int | None
+             ) -> EventWatcher | None:
+    """The event watcher, after checking g's value at the start."""
+    if event is None:
+        return None
+    g0 = event.fn(t0, y0)
+    check.event_output(g0, batch=batch)
+    return EventWatcher(event, g0, batched=batch is not None)
+
+
+def _first_step(solver: ExplicitRungeKutta, controller: PIDController | ConstantStepSize,
+                f_at: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, f0: torch.Tensor,
+                rtol: Any, atol: Any) -> tuple[torch.Tensor, int]:
+    """(first step size per row of y [G, M] as float64 [G], calls of f made so far)."""
+    rows = y.shape[0]
+    if not controller.adaptive or not solver.adaptive:
+        return torch.full((rows,), controller.dt, dtype=torch.float64, device=y.device), 1
+    if controller.dt0 is not None:
+        dt0, setup_fevals = torch.full((rows,), controller.dt0, dtype=torch.float64,
+                                       device=y.device), 1
+    else:
+        dt0, setup_fevals = initial_step(f_at, y, f0, rtol, atol, solver.error_order), 2
+    return dt0.clamp(controller.dt_min, controller.dt_max), setup_fevals
 
 
 def _rows(tolerance: float | torch.Tensor) -> float | torch.Tensor:
