@@ -196,7 +196,7 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
 def _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, throw,
                      adjoint: BacksolveAdjoint) -> Solution:
     """Forward solve without a graph; gradients by the adjoint ODE (see `tidal.adjoint`)."""
-    params = parameters_of(adjoint, f)
+    params = parameters_of(adjoint, f, args)
     back_solver = adjoint.solver if adjoint.solver is not None else solver
     back_controller = adjoint.controller if adjoint.controller is not None else controller
 

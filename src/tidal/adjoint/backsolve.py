@@ -40,7 +40,9 @@ class BacksolveAdjoint:
         controller: `PIDController` of the backward solve; None uses the forward one's
             tolerances.
         params: the tensors f depends on, to differentiate; None takes the parameters of f
-            when f is an `nn.Module` (those that require grad).
+            when f is an `nn.Module` (those that require grad). Tensors passed through
+            `solve(args=...)` are differentiated too. Tensors a plain function captures in a
+            closure cannot be found: list them here.
         seminorm: control the backward step size by the state and adjoint only, not the
             parameter gradient (Kidger et al. 2021): usually fewer backward steps, same accuracy.
 
@@ -53,8 +55,11 @@ class BacksolveAdjoint:
     seminorm: bool = False
 
 
-def parameters_of(adjoint: BacksolveAdjoint, f: Callable) -> tuple[torch.Tensor, ...]:
-    """The tensors to differentiate: `params=`, else the nn.Module's trainable parameters."""
+def parameters_of(adjoint: BacksolveAdjoint, f: Callable, args: Any
+                  ) -> tuple[torch.Tensor, ...]:
+    """The tensors to differentiate: `params=`, else the nn.Module's trainable parameters;
+    plus the tensors passed through `solve(args=...)` (a tensor, or a tuple, list or dict of
+    them). Only those that require grad."""
     if adjoint.params is not None:
         params = tuple(adjoint.params)
         if not all(isinstance(p, torch.Tensor) for p in params):
@@ -64,7 +69,14 @@ def parameters_of(adjoint: BacksolveAdjoint, f: Callable) -> tuple[torch.Tensor,
         params = tuple(f.parameters())
     else:
         params = ()
-    return tuple(p for p in params if p.requires_grad)
+    if isinstance(args, torch.Tensor):
+        params += (args,)
+    elif isinstance(args, (tuple, list)):
+        params += tuple(a for a in args if isinstance(a, torch.Tensor))
+    elif isinstance(args, dict):
+        params += tuple(a for a in args.values() if isinstance(a, torch.Tensor))
+    unique = {id(p): p for p in params if p.requires_grad}
+    return tuple(unique.values())
 
 
 @dataclass

@@ -132,7 +132,7 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
         t = torch.stack([t[0], t[0] + math.copysign(math.inf, float(t[1] - t[0]))])
     controller = _controller(solver.adaptive, options, rtol, atol, flat, t)
     event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
-    sol = solve(flat.wrap(func), flat.flatten(y0), t if adjoint is not None else t.detach(),
+    sol = solve(flat.wrap(func), flat.flatten(y0), t,
                 solver=solver, controller=controller, event=event, adjoint=adjoint,
                 max_steps=int(options.get("max_num_steps", 2**31 - 1)))
     if event_fn is None:
