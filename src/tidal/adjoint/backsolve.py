@@ -58,8 +58,8 @@ class BacksolveAdjoint:
 def parameters_of(adjoint: BacksolveAdjoint, f: Callable, args: Any
                   ) -> tuple[torch.Tensor, ...]:
     """The tensors to differentiate: `params=`, else the nn.Module's trainable parameters;
-    plus the tensors passed through `solve(args=...)` (a tensor, or a tuple, list or dict of
-    them). Only those that require grad."""
+    plus the tensors passed through `solve(args=...)` (a tensor, or nested tuples, lists and
+    dicts of them). Only those that require grad."""
     if adjoint.params is not None:
         params = tuple(adjoint.params)
         if not all(isinstance(p, torch.Tensor) for p in params):
@@ -69,14 +69,19 @@ def parameters_of(adjoint: BacksolveAdjoint, f: Callable, args: Any
         params = tuple(f.parameters())
     else:
         params = ()
-    if isinstance(args, torch.Tensor):
-        params += (args,)
-    elif isinstance(args, (tuple, list)):
-        params += tuple(a for a in args if isinstance(a, torch.Tensor))
-    elif isinstance(args, dict):
-        params += tuple(a for a in args.values() if isinstance(a, torch.Tensor))
-    unique = {id(p): p for p in params if p.requires_grad}
+    unique = {id(p): p for p in (*params, *_tensors_in(args)) if p.requires_grad}
     return tuple(unique.values())
+
+
+def _tensors_in(args: Any) -> list[torch.Tensor]:
+    """Every tensor in `args`, looking inside (nested) tuples, lists and dicts."""
+    if isinstance(args, torch.Tensor):
+        return [args]
+    if isinstance(args, dict):
+        args = list(args.values())
+    if isinstance(args, (tuple, list)):
+        return [t for item in args for t in _tensors_in(item)]
+    return []
 
 
 @dataclass
