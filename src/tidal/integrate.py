@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 
 from tidal import _validate as check
 from tidal._errors import SolveFailedError, Status
@@ -17,6 +16,7 @@ from tidal._loop_per_sample import PerSampleLoop, PerSampleProblem
 from tidal._vector_field import PerSampleField, SharedField
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.backsolve import BacksolveProblem, _Backsolve, parameters_of
+from tidal.adjoint.checkpoint import CheckpointedSolve, CheckpointProblem, Segment
 from tidal.adjoint.times import initial_time, output_times
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.norms import initial_step
@@ -196,7 +196,9 @@ def _solve_per_sample(f, y0, times, solver, controller, args, event, dense, max_
 def _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, throw,
                      adjoint: BacksolveAdjoint) -> Solution:
     """Forward solve without a graph; gradients by the adjoint ODE (see `tidal.adjoint`)."""
-    params = parameters_of(adjoint, f, args)
+    t0 = torch.tensor(float(times[0]), dtype=y0.dtype, device=y0.device)
+    params = parameters_of(adjoint, lambda t, y: f(t, y) if args is None else f(t, y, args),
+                           t0, y0, args)
     back_solver = adjoint.solver if adjoint.solver is not None else solver
     back_controller = adjoint.controller if adjoint.controller is not None else controller
 
@@ -224,8 +226,8 @@ def _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, thro
 
 def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw,
                         adjoint: CheckpointAdjoint) -> Solution:
-    """Solve once without a graph to find the accepted steps, then replay them in
-    checkpointed segments (see `tidal.adjoint.checkpoint`)."""
+    """Solve once without a graph to find the accepted steps, then differentiate their replay
+    segment by segment (see `tidal.adjoint.checkpoint`)."""
     step_ends: list[float] = []
     with torch.no_grad():
         first = _solve_shared(f, y0.detach(), times, solver, controller, args, None, False,
@@ -233,28 +235,42 @@ def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw
     if len(times) == 1:
         first.ys = y0.unsqueeze(0)
         return first
-    jumps = set(controller.jump_ts)
+    replay_controller = ConstantStepSize(math.inf, step_ts=step_ends, jump_ts=controller.jump_ts)
+
+    def replay(y_start: torch.Tensor, seg_times: list[float]) -> torch.Tensor:
+        seg_ts = torch.tensor(seg_times, dtype=torch.float64)
+        return solve(f, y_start, seg_ts, solver=solver, controller=replay_controller,
+                     args=args, max_steps=max_steps).ys[1:]
+
+    def call_f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return f(t, y) if args is None else f(t, y, args)
+
+    t0 = torch.tensor(float(times[0]), dtype=y0.dtype, device=y0.device)
+    params = parameters_of(adjoint, call_f, t0, y0, args)
+    problem = CheckpointProblem(replay, _segments(adjoint, times, step_ends, controller.jump_ts),
+                                params)
+    first.ys = CheckpointedSolve.apply(problem, y0, *problem.params)
+    return first
+
+
+def _segments(adjoint: CheckpointAdjoint, times: torch.Tensor, step_ends: list[float],
+              jump_ts: tuple[float, ...]) -> list[Segment]:
+    """Cut the accepted steps into segments of about equal length. Boundaries avoid jump
+    times, where a replay's first evaluation would take the wrong side of the jump."""
+    jumps = set(jump_ts)
     ends = [t for t in step_ends if t not in jumps] or step_ends[-1:]
     count = adjoint.segments(len(ends))
     bounds = [ends[(len(ends) * (j + 1)) // count - 1] for j in range(count)]
     bounds[-1] = step_ends[-1]
-    replay = ConstantStepSize(math.inf, step_ts=step_ends, jump_ts=controller.jump_ts)
     direction = -1.0 if times[-1] < times[0] else 1.0
-    outputs, state, start, pending = [y0.unsqueeze(0)], y0, float(times[0]), times[1:].tolist()
+    segments, start, pending = [], float(times[0]), times[1:].tolist()
     for bound in bounds:
         inside = [t for t in pending if direction * t <= direction * bound]
         pending = pending[len(inside):]
-        seg_ts = [start, *inside] + ([] if inside and inside[-1] == bound else [bound])
-
-        def segment(y_start: torch.Tensor, seg_ts: list[float] = seg_ts) -> torch.Tensor:
-            return solve(f, y_start, torch.tensor(seg_ts, dtype=torch.float64), solver=solver,
-                         controller=replay, args=args, max_steps=max_steps).ys[1:]
-
-        rows = torch.utils.checkpoint.checkpoint(segment, state, use_reentrant=False)
-        outputs.append(rows[:len(inside)])
-        state, start = rows[-1], bound
-    first.ys = torch.cat(outputs).view(len(times), *y0.shape)
-    return first
+        tail = [] if inside and inside[-1] == bound else [bound]
+        segments.append(Segment([start, *inside, *tail], len(inside)))
+        start = bound
+    return segments
 
 
 def _watcher(event: Event | None, t0: torch.Tensor, y0: torch.Tensor, batch: int | None

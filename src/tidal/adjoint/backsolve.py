@@ -39,10 +39,9 @@ class BacksolveAdjoint:
         solver: method of the backward solve; None uses the forward solve's.
         controller: `PIDController` of the backward solve; None uses the forward one's
             tolerances.
-        params: the tensors f depends on, to differentiate; None takes the parameters of f
-            when f is an `nn.Module` (those that require grad). Tensors passed through
-            `solve(args=...)` are differentiated too. Tensors a plain function captures in a
-            closure cannot be found: list them here.
+        params: the tensors to differentiate; None finds every tensor requiring grad that f
+            depends on (a module's parameters, tensors in a closure or in `args`) by
+            evaluating f once and walking its graph.
         seminorm: control the backward step size by the state and adjoint only, not the
             parameter gradient (Kidger et al. 2021): usually fewer backward steps, same accuracy.
 
@@ -55,22 +54,22 @@ class BacksolveAdjoint:
     seminorm: bool = False
 
 
-def parameters_of(adjoint: BacksolveAdjoint, f: Callable, args: Any
-                  ) -> tuple[torch.Tensor, ...]:
-    """The tensors to differentiate: `params=`, else the nn.Module's trainable parameters;
-    plus the tensors passed through `solve(args=...)` (a tensor, or nested tuples, lists and
-    dicts of them). Only those that require grad."""
+def parameters_of(adjoint: Any, call_f: Callable, t0: torch.Tensor, y0: torch.Tensor,
+                  args: Any = None) -> tuple[torch.Tensor, ...]:
+    """The tensors to differentiate: `params=` (plus the tensors in `args`) when given, else
+    every leaf tensor that requires grad and that f's value depends on, found by evaluating f
+    once and walking its graph: an nn.Module's parameters, tensors in a closure or in `args`."""
     if adjoint.params is not None:
         params = tuple(adjoint.params)
         if not all(isinstance(p, torch.Tensor) for p in params):
-            raise InvalidArgumentError("`BacksolveAdjoint(params=...)` must be a sequence of "
-                                       "tensors.")
-    elif isinstance(f, torch.nn.Module):
-        params = tuple(f.parameters())
-    else:
-        params = ()
-    unique = {id(p): p for p in (*params, *_tensors_in(args)) if p.requires_grad}
-    return tuple(unique.values())
+            raise InvalidArgumentError(f"`{type(adjoint).__name__}(params=...)` must be a "
+                                       "sequence of tensors.")
+        found = (*params, *_tensors_in(args))
+        return tuple({id(p): p for p in found if p.requires_grad}.values())
+    with torch.enable_grad():
+        y = y0.detach().requires_grad_(True)
+        out = call_f(t0, y)
+    return tuple(leaf for leaf in _leaves(out.grad_fn) if leaf is not y)
 
 
 def _tensors_in(args: Any) -> list[torch.Tensor]:
@@ -82,6 +81,23 @@ def _tensors_in(args: Any) -> list[torch.Tensor]:
     if isinstance(args, (tuple, list)):
         return [t for item in args for t in _tensors_in(item)]
     return []
+
+
+def _leaves(root: Any) -> list[torch.Tensor]:
+    """Leaf tensors (those autograd accumulates into) reachable from a graph node."""
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            found[id(variable)] = variable
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return list(found.values())
 
 
 @dataclass
@@ -161,7 +177,8 @@ def _augmented_field(call_f: Callable, shape: torch.Size, params: tuple[torch.Te
             y = z[:n].view(shape).detach().requires_grad_(True)
             a = z[n:2 * n].view(shape)
             dy = call_f(t, y)
-            vjps = torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True)
+            vjps = torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True,
+                                       retain_graph=bool(params))
         parts = [dy.detach().reshape(-1), -vjps[0].reshape(-1)]
         for vjp, p in zip(vjps[1:], params):
             parts.append(torch.zeros(p.numel(), dtype=dtype, device=z.device) if vjp is None
