@@ -6,7 +6,7 @@ Usage: python _memory_probe.py ADJOINT T_END [CHECKPOINTS]
 
 Prints one JSON line: the solve's step count and the peak resident-set growth (MiB) of one
 training step (forward solve, loss = mean of squared outputs, backward) over the resident set
-measured after setup and a warm-up. Linux only (/proc/self/statm, ru_maxrss in KiB).
+measured after setup and a warm-up. Linux only (/proc/self/statm, VmHWM in /proc/self/status).
 """
 
 from __future__ import annotations
@@ -33,8 +33,19 @@ def current_rss_mib() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark (VmHWM). getrusage's ru_maxrss cannot be used:
+    after fork + exec it still carries the parent's peak (the pytest worker's)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # KiB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 class RotatingField(torch.nn.Module):
@@ -85,6 +96,7 @@ def main(kind: str, t_end: float, checkpoints: int | None) -> dict:
     with torch.no_grad():
         solve(y0, torch.linspace(0.0, 1.0, OUTPUTS, dtype=torch.float64))
     gc.collect()
+    reset_peak_rss()
     baseline = current_rss_mib()
     peak_before = peak_rss_mib()
 
