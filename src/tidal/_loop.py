@@ -52,6 +52,7 @@ class SharedProblem:
     watcher: EventWatcher | None
     max_steps: int
     dense: bool
+    on_accept: Any = None  # optional callback (tau1, y1) after each accepted step
 
 
 @dataclass
@@ -188,6 +189,8 @@ class SharedLoop:
             self.stages.append(f1)
         self.stats.num_accepted += 1
         self.step_ends.append(tau1)
+        if p.on_accept is not None:
+            p.on_accept(tau1, step.y1)
         tau_stop = tau1
         if p.watcher is not None:
             tau_stop = self._locate_event(step, tau1)

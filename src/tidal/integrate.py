@@ -16,7 +16,12 @@ from tidal._loop_per_sample import PerSampleLoop, PerSampleProblem
 from tidal._vector_field import PerSampleField, SharedField
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.backsolve import BacksolveProblem, _Backsolve, parameters_of
-from tidal.adjoint.checkpoint import CheckpointedSolve, CheckpointProblem, Segment
+from tidal.adjoint.checkpoint import (
+    CheckpointedSolve,
+    CheckpointProblem,
+    CheckpointRecorder,
+    Segment,
+)
 from tidal.adjoint.times import initial_time, output_times
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.norms import initial_step
@@ -119,7 +124,7 @@ def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> to
 
 
 def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw,
-                  step_ends: list[float] | None = None):
+                  step_ends: list[float] | None = None, on_accept: Callable | None = None):
     taus, direction = check.forward_times(times.tolist())
     field = SharedField(f, args, y0.shape, direction, y0.dtype, y0.device)
     f0 = _first_call(f, field.user_time(taus[0]), y0, args)
@@ -138,7 +143,7 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
         tau_end=taus[-1], boundaries=check.boundaries(controller, direction, taus[0], taus[-1]),
         dt0=min(dt0.item(), span), setup_fevals=setup_fevals, rtol=rtol, atol=atol,
         norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
-        dense=dense)
+        dense=dense, on_accept=on_accept)
     result = SharedLoop(problem).run()
     if step_ends is not None:
         step_ends.extend(direction * tau for tau in result.step_ends)
@@ -226,12 +231,14 @@ def _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, thro
 
 def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw,
                         adjoint: CheckpointAdjoint) -> Solution:
-    """Solve once without a graph to find the accepted steps, then differentiate their replay
-    segment by segment (see `tidal.adjoint.checkpoint`)."""
+    """Solve once without a graph, keeping a few accepted states as checkpoints; the backward
+    pass replays the steps between them (see `tidal.adjoint.checkpoint`)."""
     step_ends: list[float] = []
+    direction = -1.0 if len(times) > 1 and times[-1] < times[0] else 1.0
+    recorder = CheckpointRecorder(adjoint, direction, set(controller.jump_ts))
     with torch.no_grad():
         first = _solve_shared(f, y0.detach(), times, solver, controller, args, None, False,
-                              max_steps, throw, step_ends)
+                              max_steps, throw, step_ends, recorder.record)
     if len(times) == 1:
         first.ys = y0.unsqueeze(0)
         return first
@@ -246,22 +253,18 @@ def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw
         return f(t, y) if args is None else f(t, y, args)
 
     t0 = torch.tensor(float(times[0]), dtype=y0.dtype, device=y0.device)
-    params = parameters_of(adjoint, call_f, t0, y0, args)
-    problem = CheckpointProblem(replay, _segments(adjoint, times, step_ends, controller.jump_ts),
-                                params)
+    bounds = [t for t in recorder.times if t != step_ends[-1]] + [step_ends[-1]]
+    problem = CheckpointProblem(replay, _segments(times, bounds),
+                                parameters_of(adjoint, call_f, t0, y0, args),
+                                first.ys.detach(),
+                                [y0.detach(), *(y for t, y in zip(recorder.times, recorder.states)
+                                                if t != step_ends[-1])])
     first.ys = CheckpointedSolve.apply(problem, y0, *problem.params)
     return first
 
 
-def _segments(adjoint: CheckpointAdjoint, times: torch.Tensor, step_ends: list[float],
-              jump_ts: tuple[float, ...]) -> list[Segment]:
-    """Cut the accepted steps into segments of about equal length. Boundaries avoid jump
-    times, where a replay's first evaluation would take the wrong side of the jump."""
-    jumps = set(jump_ts)
-    ends = [t for t in step_ends if t not in jumps] or step_ends[-1:]
-    count = adjoint.segments(len(ends))
-    bounds = [ends[(len(ends) * (j + 1)) // count - 1] for j in range(count)]
-    bounds[-1] = step_ends[-1]
+def _segments(times: torch.Tensor, bounds: list[float]) -> list[Segment]:
+    """One segment from each checkpoint to the next, with the output times inside it."""
     direction = -1.0 if times[-1] < times[0] else 1.0
     segments, start, pending = [], float(times[0]), times[1:].tolist()
     for bound in bounds:

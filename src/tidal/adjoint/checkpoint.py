@@ -1,10 +1,11 @@
 """`CheckpointAdjoint`: the exact gradient of the discrete solve with bounded memory.
 
-The forward solve runs once without recording a graph and notes where its accepted steps
-ended. The solve is then cut into `checkpoints` segments of about equal numbers of steps and
-replayed over exactly those steps (no error control, no rejections), still without a graph,
-keeping only each segment's starting state. The backward pass replays one segment at a time
-with autograd on, from its saved state, and pulls the gradient through it. The gradient is
+The forward solve runs once without recording a graph, noting where its accepted steps ended
+and keeping the states at a few of them as checkpoints (`CheckpointRecorder`: every k-th
+accepted step, k doubling whenever there are too many, so the segments stay about equal without
+knowing the number of steps in advance). The backward pass replays one segment at a time over
+exactly the accepted steps (no error control, no rejections) with autograd on, from its saved
+state, and pulls the gradient through it. The gradient is
 that of the same discrete solve `BackpropAdjoint` differentiates (equal to round-off), while
 memory holds the checkpointed states plus one segment's graph.
 """
@@ -27,9 +28,9 @@ class CheckpointAdjoint:
     Args:
         checkpoints: number of segments. Memory holds one state per segment plus one
             segment's graph; the backward pass replays every step once whatever the number.
-            None picks about sqrt(8 x steps): a step's graph holds several states' worth of
+            None keeps about sqrt(8 x steps): a step's graph holds several states' worth of
             stages and f's intermediates, so segments a few times shorter than sqrt(steps)
-            balance the two.
+            balance the two. With a number k, between k/2 and k segments are kept.
         params: the tensors to differentiate; None finds every tensor requiring grad that f
             depends on (a module's parameters, tensors in a closure or in `args`) by
             evaluating f once and walking its graph.
@@ -46,9 +47,33 @@ class CheckpointAdjoint:
             raise InvalidArgumentError(
                 f"`CheckpointAdjoint(checkpoints={n!r})` must be a positive integer or None.")
 
-    def segments(self, num_steps: int) -> int:
+    def limit(self, num_steps: int) -> int:
+        """Most checkpoints to keep after `num_steps` accepted steps."""
         n = self.checkpoints if self.checkpoints is not None else math.isqrt(8 * num_steps)
-        return max(1, min(n, num_steps))
+        return max(1, n)
+
+
+class CheckpointRecorder:
+    """Keeps the state after every `stride`-th accepted step, halving the list and doubling
+    the stride when it exceeds the adjoint's limit. Jump times are skipped: a replay starting
+    there would evaluate f on the wrong side of the jump."""
+
+    def __init__(self, adjoint: CheckpointAdjoint, direction: float, jumps: set[float]):
+        self.adjoint, self.direction, self.jumps = adjoint, direction, jumps
+        self.stride, self.count = 1, 0
+        self.times: list[float] = []
+        self.states: list[torch.Tensor] = []
+
+    def record(self, tau: float, y: torch.Tensor) -> None:
+        self.count += 1
+        t = self.direction * tau
+        if self.count % self.stride or t in self.jumps:
+            return
+        self.times.append(t)
+        self.states.append(y)
+        if len(self.times) >= self.adjoint.limit(self.count):
+            self.times, self.states = self.times[1::2], self.states[1::2]
+            self.stride *= 2
 
 
 @dataclass
@@ -65,6 +90,8 @@ class CheckpointProblem:
     replay: Callable[[torch.Tensor, list[float]], torch.Tensor]  # (y start, times) -> rows
     segments: list[Segment]
     params: tuple[torch.Tensor, ...]
+    ys: torch.Tensor  # the forward solve's outputs
+    starts: list[torch.Tensor]  # each segment's starting state
 
 
 class CheckpointedSolve(torch.autograd.Function):
@@ -73,16 +100,10 @@ class CheckpointedSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: CheckpointProblem, y0: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
-        state, starts, outputs = y0.detach(), [], [y0.detach().unsqueeze(0)]
-        with torch.no_grad():
-            for segment in problem.segments:
-                starts.append(state)
-                rows = problem.replay(state, segment.times)
-                outputs.append(rows[:segment.outputs])
-                state = rows[-1]
         ctx.problem = problem
-        ctx.save_for_backward(*starts)
-        return torch.cat(outputs)
+        ctx.save_for_backward(*problem.starts[:len(problem.segments)])
+        problem.starts = []  # saved above; do not keep them twice
+        return problem.ys.clone()
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
