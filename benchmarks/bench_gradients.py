@@ -340,8 +340,8 @@ def report_w2(problem: Problem, results: list[Result], ref: Step, ref_seconds: f
     for r in results:
         if r.method.kind == "checkpoint" and r.first.solver_fevals is not None:
             print(f"    note: {r.method.name}: fwd NFE = {r.first.solver_fevals} (its adaptive "
-                  f"solve) + {r.first.fwd_calls - r.first.solver_fevals} (the rest: the replay "
-                  f"of the accepted steps that collects the checkpoints)")
+                  f"solve) + {r.first.fwd_calls - r.first.solver_fevals} (the rest: one call "
+                  f"that finds the tensors f depends on)")
         for note in dict.fromkeys(r.notes):
             print(f"    note: {note}")
 
