@@ -64,7 +64,6 @@ class LoopResult:
     event_tau: float = math.nan
     event_y: torch.Tensor | None = None
     dense_steps: list = field(default_factory=list)
-    step_ends: list[float] = field(default_factory=list)  # forward times of accepted steps
 
 
 @dataclass
@@ -99,7 +98,6 @@ class SharedLoop:
         self.status = Status.SUCCESS
         self.event_tau, self.event_y = math.nan, None
         self.dense_steps: list[_Step] = []
-        self.step_ends: list[float] = []
 
     def run(self) -> LoopResult:
         p = self.p
@@ -112,7 +110,7 @@ class SharedLoop:
                  f"{self.stats.num_steps} steps ({self.stats.num_accepted} accepted, "
                  f"{self.stats.num_rejected} rejected)")
         return LoopResult(self._outputs(), self.stats, self.status, where, self.event_tau,
-                          self.event_y, self.dense_steps, self.step_ends)
+                          self.event_y, self.dense_steps)
 
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
@@ -188,7 +186,6 @@ class SharedLoop:
             self.stats.num_fevals += 1
             self.stages.append(f1)
         self.stats.num_accepted += 1
-        self.step_ends.append(tau1)
         if p.on_accept is not None:
             p.on_accept(tau1, step.y1)
         tau_stop = tau1

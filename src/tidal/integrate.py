@@ -124,7 +124,7 @@ def _first_call(f: Callable, t: torch.Tensor, y0: torch.Tensor, args: Any) -> to
 
 
 def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_steps, throw,
-                  step_ends: list[float] | None = None, on_accept: Callable | None = None):
+                  on_accept: Callable | None = None):
     taus, direction = check.forward_times(times.tolist())
     field = SharedField(f, args, y0.shape, direction, y0.dtype, y0.device)
     f0 = _first_call(f, field.user_time(taus[0]), y0, args)
@@ -145,8 +145,6 @@ def _solve_shared(f, y0, times, solver, controller, args, event, dense, max_step
         norm=check.norm(controller, y0.shape), watcher=watcher, max_steps=max_steps,
         dense=dense, on_accept=on_accept)
     result = SharedLoop(problem).run()
-    if step_ends is not None:
-        step_ends.extend(direction * tau for tau in result.step_ends)
     has_event = event is not None
     solution = Solution(
         ts=times, ys=result.ys.reshape(len(taus), *y0.shape), stats=result.stats,
@@ -233,16 +231,16 @@ def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw
                         adjoint: CheckpointAdjoint) -> Solution:
     """Solve once without a graph, keeping a few accepted states as checkpoints; the backward
     pass replays the steps between them (see `tidal.adjoint.checkpoint`)."""
-    step_ends: list[float] = []
     direction = -1.0 if len(times) > 1 and times[-1] < times[0] else 1.0
     recorder = CheckpointRecorder(adjoint, direction, set(controller.jump_ts))
     with torch.no_grad():
         first = _solve_shared(f, y0.detach(), times, solver, controller, args, None, False,
-                              max_steps, throw, step_ends, recorder.record)
+                              max_steps, throw, recorder.record)
     if len(times) == 1:
         first.ys = y0.unsqueeze(0)
         return first
-    replay_controller = ConstantStepSize(math.inf, step_ts=step_ends, jump_ts=controller.jump_ts)
+    replay_controller = ConstantStepSize(math.inf, step_ts=recorder.step_ends,
+                                         jump_ts=controller.jump_ts)
 
     def replay(y_start: torch.Tensor, seg_times: list[float]) -> torch.Tensor:
         seg_ts = torch.tensor(seg_times, dtype=torch.float64)
@@ -253,12 +251,10 @@ def _solve_checkpointed(f, y0, times, solver, controller, args, max_steps, throw
         return f(t, y) if args is None else f(t, y, args)
 
     t0 = torch.tensor(float(times[0]), dtype=y0.dtype, device=y0.device)
-    bounds = [t for t in recorder.times if t != step_ends[-1]] + [step_ends[-1]]
+    bounds, starts = recorder.segment_starts(y0.detach())
     problem = CheckpointProblem(replay, _segments(times, bounds),
                                 parameters_of(adjoint, call_f, t0, y0, args),
-                                first.ys.detach(),
-                                [y0.detach(), *(y for t, y in zip(recorder.times, recorder.states)
-                                                if t != step_ends[-1])])
+                                first.ys.detach(), starts)
     first.ys = CheckpointedSolve.apply(problem, y0, *problem.params)
     return first
 

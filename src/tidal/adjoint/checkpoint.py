@@ -54,26 +54,35 @@ class CheckpointAdjoint:
 
 
 class CheckpointRecorder:
-    """Keeps the state after every `stride`-th accepted step, halving the list and doubling
-    the stride when it exceeds the adjoint's limit. Jump times are skipped: a replay starting
-    there would evaluate f on the wrong side of the jump."""
+    """Notes where every accepted step ended (user time) and keeps the state after every
+    `stride`-th one, halving the list and doubling the stride when it exceeds the adjoint's
+    limit. Jump times are skipped: a replay starting there would evaluate f on the wrong side
+    of the jump."""
 
     def __init__(self, adjoint: CheckpointAdjoint, direction: float, jumps: set[float]):
         self.adjoint, self.direction, self.jumps = adjoint, direction, jumps
-        self.stride, self.count = 1, 0
+        self.stride = 1
+        self.step_ends: list[float] = []
         self.times: list[float] = []
         self.states: list[torch.Tensor] = []
 
     def record(self, tau: float, y: torch.Tensor) -> None:
-        self.count += 1
         t = self.direction * tau
-        if self.count % self.stride or t in self.jumps:
+        self.step_ends.append(t)
+        if len(self.step_ends) % self.stride or t in self.jumps:
             return
         self.times.append(t)
         self.states.append(y)
-        if len(self.times) >= self.adjoint.limit(self.count):
+        if len(self.times) >= self.adjoint.limit(len(self.step_ends)):
             self.times, self.states = self.times[1::2], self.states[1::2]
             self.stride *= 2
+
+    def segment_starts(self, y0: torch.Tensor) -> tuple[list[float], list[torch.Tensor]]:
+        """(where each segment ends, the state each one starts from); the last segment ends
+        at the last step, whether or not a checkpoint was kept there."""
+        end = self.step_ends[-1]
+        kept = [(t, y) for t, y in zip(self.times, self.states) if t != end]
+        return [t for t, _ in kept] + [end], [y0, *(y for _, y in kept)]
 
 
 @dataclass
