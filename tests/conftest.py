@@ -15,6 +15,11 @@ settings.register_profile("dev", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# The tests' tensors are small: one intra-op thread per xdist worker is fastest, and two
+# workers with two threads each on two cores spin against each other (measured: 20x slower
+# training steps under load).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

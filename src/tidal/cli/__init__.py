@@ -1,0 +1,1 @@
+"""The `tidal` command line (see `tidal --help`)."""

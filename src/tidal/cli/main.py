@@ -1,0 +1,257 @@
+"""The `tidal` command: parse, call the library, print. Exit codes: 0 success, 2 bad usage or
+bad input (one line on stderr, no traceback), 130 interrupted (a checkpoint is saved)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tidal._errors import TidalError
+
+DEMO_DIR = "runs/demo"
+
+
+class BadInput(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"tidal: error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (TidalError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+            raise BadInput(str(error).splitlines()[0]) from error
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tidal")
+@click.option("--threads", default=1, show_default=True, envvar="TIDAL_THREADS",
+              help="PyTorch intra-op threads. Neural ODEs on small states run fastest on one; "
+              "raise it for wide networks or big batches.")
+def main(threads: int) -> None:
+    """tidal: learn differential equations from time series.
+
+    \b
+    tidal simulate toggle-switch -o data.csv   simulate a built-in system
+    tidal fit data.csv -o runs/toggle          learn its dynamics (writes a run directory)
+    tidal predict runs/toggle --y0 1,0.2 --t 0:20:0.1 -o forecast.csv
+    tidal report runs/toggle                   figures, metrics.json and report.html
+    tidal demo                                 all of the above on built-in data
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"{option} {text!r}: expected comma-separated numbers, "
+                       "e.g. 1.0,0.2") from None
+
+
+def _times(text: str) -> list[float]:
+    """'0:20:0.1' (start:stop:step, stop included) or '0,1,2.5'."""
+    import numpy as np
+
+    if ":" not in text:
+        return _floats(text, "--t")
+    parts = _floats(text.replace(":", ","), "--t")
+    if len(parts) != 3 or parts[2] <= 0 or parts[1] <= parts[0]:
+        raise BadInput(f"--t {text!r}: expected start:stop:step with stop > start and "
+                       "step > 0, e.g. 0:20:0.1")
+    count = int(np.floor((parts[1] - parts[0]) / parts[2] + 1e-9)) + 1
+    return list(parts[0] + parts[2] * np.arange(count))
+
+
+def _obs(text: str) -> int | tuple[int, int]:
+    try:
+        if ":" in text:
+            low, high = (int(x) for x in text.split(":"))
+            return (low, high)
+        return int(text)
+    except ValueError:
+        raise BadInput(f"--obs {text!r}: expected a count (30) or a range (20:40)") from None
+
+
+@main.command()
+@click.argument("system")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="CSV or Parquet file to write.")
+@click.option("--trajectories", default=32, show_default=True, help="Number of trajectories.")
+@click.option("--obs", default="20:40", show_default=True,
+              help="Observations per trajectory: a count or a range low:high.")
+@click.option("--t-end", type=float, default=None, help="End time (default: the system's).")
+@click.option("--noise", default=0.05, show_default=True,
+              help="Noise sd as a fraction of each state's range.")
+@click.option("--irregular/--regular", default=True, show_default=True,
+              help="Random observation times, or an even grid.")
+@click.option("--missing", default=0.0, show_default=True,
+              help="Fraction of entries left unobserved.")
+@click.option("--seed", default=0, show_default=True)
+def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float | None,
+             noise: float, irregular: bool, missing: float, seed: int) -> None:
+    """Simulate noisy, irregular observations of a built-in SYSTEM.
+
+    SYSTEM is one of: toggle-switch, lotka-volterra, pendulum, van-der-pol, lorenz.
+    """
+    from tidal.data import SYSTEMS, write_table
+    from tidal.data import simulate as simulate_system
+
+    if system not in SYSTEMS:
+        raise BadInput(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+    t_span = None if t_end is None else (SYSTEMS[system].default_t_span[0], t_end)
+    data = simulate_system(system, trajectories, t_span=t_span, n_obs=_obs(obs), noise=noise,
+                           irregular=irregular, missing=missing, seed=seed)
+    write_table(data, output)
+    click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
+
+
+def _train_options(function):
+    options = [
+        click.option("--epochs", default=600, show_default=True),
+        click.option("--lr", default=1e-2, show_default=True, help="Peak learning rate."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Trajectories per step (default: all)."),
+        click.option("--horizons", default="0.3,0.6,1.0", show_default=True,
+                     help="Curriculum: fractions of the span fitted in successive stages."),
+        click.option("--patience", type=int, default=150, show_default=True,
+                     help="Early stopping patience in epochs (0: never)."),
+        click.option("--width", default=64, show_default=True),
+        click.option("--depth", default=2, show_default=True),
+        click.option("--activation", default="tanh", show_default=True),
+        click.option("--solver", default="tsit5", show_default=True),
+        click.option("--rtol", default=1e-4, show_default=True),
+        click.option("--atol", default=1e-6, show_default=True),
+        click.option("--adjoint", default="checkpoint", show_default=True,
+                     type=click.Choice(["checkpoint", "backprop", "backsolve"])),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _configs(kw: dict):
+    from tidal.training import ModelOptions, TrainConfig
+
+    model = ModelOptions(width=kw["width"], depth=kw["depth"], activation=kw["activation"],
+                         solver=kw["solver"], rtol=kw["rtol"], atol=kw["atol"],
+                         adjoint=kw["adjoint"])
+    config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["batch_size"],
+                         horizons=tuple(_floats(kw["horizons"], "--horizons")),
+                         patience=kw["patience"] or None, seed=kw["seed"])
+    return model, config
+
+
+def _finish(result, run_dir: Path) -> None:
+    from tidal.report import write_report
+
+    click.echo(f"{result.status}: {result.message}")
+    report = write_report(run_dir)
+    click.echo(f"report: {report}")
+    if result.status == "interrupted":
+        click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
+                   err=True)
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="Run directory to write.")
+@click.option("--time", "time_column", default="t", show_default=True, help="Time column.")
+@click.option("--id", "id_column", default=None, help="Trajectory id column (if any).")
+@click.option("--states", default=None, help="State columns, comma-separated (default: all "
+              "other columns).")
+@click.option("--system", default=None, help="Built-in system the data came from, to compare "
+              "the learned dynamics with the true ones in the report.")
+@click.option("--val", default=0.125, show_default=True, help="Fraction held out to validate.")
+@click.option("--test", default=0.125, show_default=True, help="Fraction held out to test.")
+@click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in -o.")
+@_train_options
+def fit(data: str | None, run_dir: str, time_column: str, id_column: str | None,
+        states: str | None, system: str | None, val: float, test: float, resume: bool,
+        overwrite: bool, **kw) -> None:
+    """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
+    column, an optional id column, one column per state; blank = not observed)."""
+    from tidal.data import SYSTEMS, read_table
+    from tidal.training import train_run
+
+    model, config = _configs(kw)
+    if resume:
+        result = train_run(None, run_dir, resume=True, progress=not kw["quiet"])
+        _finish(result, Path(run_dir))
+        return
+    if data is None:
+        raise BadInput("give the DATA file to fit (or --resume to continue a run)")
+    if system is not None and system not in SYSTEMS:
+        raise BadInput(f"--system {system!r} is not known; choose one of {', '.join(SYSTEMS)}")
+    names = None if states is None else [s.strip() for s in states.split(",")]
+    trajectories = read_table(data, time=time_column, id=id_column, states=names)
+    source = {"path": str(data), **({"system": system} if system else {})}
+    result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
+                       source=source, overwrite=overwrite, progress=not kw["quiet"])
+    _finish(result, Path(run_dir))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--y0", required=True, help="Initial state, comma-separated (user units).")
+@click.option("--t", "times", required=True, help="Times: start:stop:step or a list 0,1,2.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="CSV or Parquet file (default: print CSV).")
+def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
+    """Forecast from an initial state with the model in RUN_DIR."""
+    import numpy as np
+
+    from tidal.data import Trajectories, write_table
+    from tidal.training import load_run
+
+    run = load_run(run_dir)
+    state = _floats(y0, "--y0")
+    ts = _times(times)
+    if len(state) != len(run.state_names):
+        raise BadInput(f"--y0 has {len(state)} values; the model has {len(run.state_names)} "
+                       f"states ({', '.join(run.state_names)})")
+    values = run.predict(np.array(state), np.array(ts))
+    table = Trajectories([np.array(ts)], [values], ids=["forecast"],
+                         state_names=run.state_names)
+    if output is None:
+        click.echo("t," + ",".join(run.state_names))
+        for t, row in zip(ts, values):
+            click.echo(",".join(repr(float(x)) for x in (t, *row)))
+        return
+    write_table(table, output)
+    click.echo(f"wrote {len(ts)} rows to {output}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir: str) -> None:
+    """Write figures, metrics.json and report.html into RUN_DIR."""
+    from tidal.report import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
+
+
+@main.command()
+@click.option("-o", "--output", "run_dir", default=DEMO_DIR, show_default=True,
+              type=click.Path(file_okay=False))
+@click.option("--epochs", default=None, type=int, help="Override the demo's epochs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
+    """Simulate the genetic toggle switch (32 noisy, irregular trajectories), fit it, test on
+    held-out trajectories and write the report (a few minutes on 2 CPU cores)."""
+    from tidal.training import run_demo
+
+    result = run_demo(run_dir, epochs=epochs, progress=not quiet)
+    _finish(result, Path(run_dir))

@@ -1,0 +1,5 @@
+"""Models: `nn.Module`s that own a vector field and the configuration of its solve."""
+
+from tidal.models.neural_ode import NeuralODE
+
+__all__ = ["NeuralODE"]

@@ -1,0 +1,100 @@
+"""`NeuralODE`: a learned vector field together with the configuration of its solve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tidal._errors import InvalidArgumentError
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.controllers import PIDController
+from tidal.integrate import solve
+from tidal.nn import MLP
+from tidal.solution import Solution
+from tidal.solvers import SOLVERS, ExplicitRungeKutta, Tsit5
+
+ADJOINTS = {"backprop": BackpropAdjoint, "checkpoint": CheckpointAdjoint,
+            "backsolve": BacksolveAdjoint}
+VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
+
+
+class NeuralODE(nn.Module):
+    """dy/dt = f_theta(t, y), solved from y0 and returned at the times ts.
+
+    Args:
+        vector_field: an `nn.Module` called as `f(t, y)`, e.g. `tidal.nn.MLP(d)`.
+        solver: default `Tsit5()`.
+        rtol, atol: tolerances of the adaptive step (`PIDController`). Training rarely needs
+            tighter than the noise in the data; 1e-4 / 1e-6 by default.
+        adjoint: "checkpoint" (default: the exact gradient with bounded memory), "backprop" or
+            "backsolve" (constant memory, approximate gradient), or an adjoint object.
+        max_steps: most solver steps per solve.
+
+    `model(y0, ts)` returns the states [T, *y0.shape]; ts is [T] (one grid for the batch) or
+    [T, B] (every trajectory its own grid).
+    """
+
+    def __init__(self, vector_field: nn.Module, *, solver: ExplicitRungeKutta | None = None,
+                 rtol: float = 1e-4, atol: float = 1e-6, adjoint: str | Any = "checkpoint",
+                 max_steps: int = 10_000) -> None:
+        super().__init__()
+        if isinstance(adjoint, str):
+            if adjoint not in ADJOINTS:
+                raise InvalidArgumentError(
+                    f"`NeuralODE(adjoint={adjoint!r})` is not known; choose one of "
+                    f"{sorted(ADJOINTS)} or pass an adjoint object.")
+            adjoint = ADJOINTS[adjoint]()
+        self.vector_field = vector_field
+        self.solver = solver if solver is not None else Tsit5()
+        self.controller = PIDController(rtol=rtol, atol=atol)
+        self.adjoint = adjoint
+        self.max_steps = max_steps
+        self.last_stats = None
+
+    def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        return self.solve(y0, ts).ys
+
+    def solve(self, y0: torch.Tensor, ts: torch.Tensor, **options: Any) -> Solution:
+        """The full `Solution` (statistics, status, dense output with `dense=True`).
+
+        `options` override this model's solve configuration (see `tidal.solve`).
+        """
+        settings = {"solver": self.solver, "controller": self.controller,
+                    "adjoint": self.adjoint, "max_steps": self.max_steps}
+        if options.get("dense") or options.get("event") is not None:
+            settings["adjoint"] = BackpropAdjoint()
+        settings.update(options)
+        solution = solve(self.vector_field, y0, ts, **settings)
+        self.last_stats = solution.stats
+        return solution
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (with `from_config`), as plain JSON values."""
+        field_config = getattr(self.vector_field, "config", None)
+        name = type(self.vector_field).__name__
+        if field_config is None or VECTOR_FIELDS.get(name) is not type(self.vector_field):
+            raise InvalidArgumentError(
+                f"`NeuralODE.config()`: the vector field {name} cannot be described as data; "
+                f"use one of {sorted(VECTOR_FIELDS)}, or save its state_dict yourself.")
+        adjoint = next((key for key, cls in ADJOINTS.items() if isinstance(self.adjoint, cls)),
+                       "checkpoint")
+        return {"type": "NeuralODE", "vector_field": {"type": name, **field_config()},
+                "solver": self.solver.name, "rtol": self.controller.rtol,
+                "atol": self.controller.atol, "adjoint": adjoint, "max_steps": self.max_steps}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> NeuralODE:
+        """Rebuild a model from `config()`; only registered classes are constructed."""
+        field = dict(config["vector_field"])
+        field_type = field.pop("type")
+        if field_type not in VECTOR_FIELDS:
+            raise InvalidArgumentError(
+                f"Model config names vector field {field_type!r}; known: {sorted(VECTOR_FIELDS)}.")
+        if config["solver"] not in SOLVERS:
+            raise InvalidArgumentError(
+                f"Model config names solver {config['solver']!r}; known: {sorted(SOLVERS)}.")
+        return cls(VECTOR_FIELDS[field_type](**field), solver=SOLVERS[config["solver"]](),
+                   rtol=config["rtol"], atol=config["atol"], adjoint=config["adjoint"],
+                   max_steps=config["max_steps"])

@@ -1,0 +1,1 @@
+"""Plots: functions that take arrays and return matplotlib Figures (never `show()`)."""

@@ -1,0 +1,136 @@
+"""How well a run fits: errors on each split, and checks against the true system when known.
+
+All errors are in the user's units. "relative" divides by each state's observed range (max -
+min over every split), so 0.1 means "10% of the range".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from tidal.controllers import PIDController
+from tidal.data import System, Trajectories
+from tidal.integrate import solve
+from tidal.training.run import SPLITS, Run
+
+FORECAST_FACTOR = 3.0  # forecasts run to this multiple of the data's span
+
+
+def evaluate_run(run: Run) -> dict[str, Any]:
+    """metrics.json's content: per split RMSE (absolute and relative), the fit's outcome and,
+    for built-in systems, how the learned dynamics compare with the true ones."""
+    splits = {name: run.data(name) for name in SPLITS}
+    splits = {name: data for name, data in splits.items() if data is not None}
+    ranges = state_ranges(list(splits.values()))
+    metrics: dict[str, Any] = {"states": run.state_names, "state_range": ranges.tolist(),
+                               "fit": run.config.get("fit", {})}
+    for name, data in splits.items():
+        rmse = observation_rmse(run, data)
+        metrics[name] = {"trajectories": len(data), "rmse": rmse.tolist(),
+                         "relative_rmse": (rmse / ranges).tolist()}
+    system = run.system
+    if system is not None and "test" in splits:
+        metrics["truth"] = truth_checks(run, system, splits["test"], ranges)
+    return metrics
+
+
+def state_ranges(datasets: list[Trajectories]) -> np.ndarray:
+    values = np.concatenate([np.concatenate(data.values) for data in datasets])
+    spread = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    return np.where(spread > 0, spread, 1.0)
+
+
+def observation_rmse(run: Run, data: Trajectories) -> np.ndarray:
+    """Per state RMSE between the model (from each trajectory's first state) and the observed
+    entries."""
+    squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
+    for times, values, mask, y0 in zip(data.times, data.values, data.masks,
+                                       data.initial_states()):
+        prediction = run.predict(y0, times)
+        squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
+        counts += mask.sum(axis=0)
+    return np.sqrt(squared / np.maximum(counts, 1))
+
+
+def true_trajectories(system: System, y0: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The true system from initial states y0 [B, D] at times ts [T]: [T, B, D]."""
+    solution = solve(system.vector_field, torch.as_tensor(y0, dtype=torch.float64),
+                     torch.as_tensor(ts, dtype=torch.float64),
+                     controller=PIDController(rtol=1e-8, atol=1e-10), max_steps=200_000)
+    return solution.ys.numpy()
+
+
+def truth_checks(run: Run, system: System, test: Trajectories, ranges: np.ndarray
+                 ) -> dict[str, Any]:
+    """Compare learned and true dynamics from the test trajectories' initial states: RMSE
+    over the data's span, and over a forecast to 3x the span; plus the system's own check."""
+    t0, t1 = test.t_span
+    y0 = test.initial_states()
+    checks: dict[str, Any] = {}
+    for name, end in (("data_span", t1), ("forecast", t0 + FORECAST_FACTOR * (t1 - t0))):
+        ts = np.linspace(t0, end, 200)
+        error = run.predict(y0, ts) - true_trajectories(system, y0, ts)
+        rmse = np.sqrt(np.mean(error ** 2, axis=(0, 1)))
+        checks[f"{name}_rmse"] = rmse.tolist()
+        checks[f"{name}_relative_rmse"] = (rmse / ranges).tolist()
+        checks[f"{name}_t_end"] = float(end)
+    if system.name == "toggle-switch":
+        checks["basin_agreement"] = basin_agreement(run, system)
+    if system.period is not None or system.name == "lotka-volterra":
+        checks["period"] = period_check(run, system, y0, t0, t1)
+    return checks
+
+
+def basin_agreement(run: Run, system: System, *, size: int = 20, box: float = 5.0,
+                    t_end: float = 30.0) -> dict[str, Any]:
+    """Fraction of a size x size grid of initial states on [0, box]^2 from which the learned
+    model ends (at t_end) in the same stable state as the true system. Each end state is
+    assigned to the nearer of the two stable states."""
+    from tidal.data.systems import toggle_switch_stable_states
+
+    axis = np.linspace(0.0, box, size)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+    ts = np.array([0.0, t_end])
+    stable = np.asarray(toggle_switch_stable_states())
+    learned_end = run.predict(grid, ts)[-1]
+    true_end = true_trajectories(system, grid, ts)[-1]
+
+    def nearest(points: np.ndarray) -> np.ndarray:
+        return np.argmin(((points[:, None, :] - stable[None]) ** 2).sum(-1), axis=1)
+
+    agree = nearest(learned_end) == nearest(true_end)
+    return {"fraction": float(agree.mean()), "grid": f"{size}x{size} on [0, {box}]^2",
+            "t_end": t_end}
+
+
+def period_check(run: Run, system: System, y0: np.ndarray, t0: float, t1: float
+                 ) -> dict[str, Any]:
+    """Oscillation period of the first state, learned vs true, from the test initial states,
+    measured between upward crossings of its mean over [t1, t0 + 4 (t1 - t0)] (beyond the
+    training window)."""
+    ts = np.linspace(t0, t0 + 4 * (t1 - t0), 4000)
+    beyond = ts >= t1
+    learned = _periods(ts[beyond], run.predict(y0, ts)[beyond, :, 0])
+    true = _periods(ts[beyond], true_trajectories(system, y0, ts)[beyond, :, 0])
+    relative = np.abs(learned - true) / true
+    return {"learned": learned.tolist(), "true": true.tolist(),
+            "relative_error": relative.tolist(),
+            "max_relative_error": float(np.nanmax(relative)) if relative.size else None}
+
+
+def _periods(ts: np.ndarray, x: np.ndarray) -> np.ndarray:
+    periods = []
+    for column in x.T:
+        centred = column - column.mean()
+        up = np.flatnonzero((centred[:-1] < 0) & (centred[1:] >= 0))
+        if len(up) < 2:
+            periods.append(np.nan)
+            continue
+        # linear interpolation of each crossing time
+        frac = -centred[up] / (centred[up + 1] - centred[up])
+        crossings = ts[up] + frac * (ts[up + 1] - ts[up])
+        periods.append(float(np.mean(np.diff(crossings))))
+    return np.array(periods)

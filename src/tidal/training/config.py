@@ -1,0 +1,90 @@
+"""`TrainConfig`: every knob of `fit`, as plain values that go into a run's config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tidal._errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `tidal.fit` trains.
+
+    Args:
+        epochs: passes over the training trajectories.
+        batch_size: trajectories per optimizer step; None uses all of them.
+        lr: Adam's learning rate (peak of the schedule).
+        weight_decay: AdamW's decoupled weight decay.
+        schedule: "cosine" (decay to lr / 100 over the run, after a short warm-up) or
+            "constant".
+        horizons: the horizon curriculum: fractions of each trajectory's span fitted in
+            successive stages of equal length (e.g. (0.3, 0.6, 1.0)); a model first learns
+            the short-time dynamics, which keeps long or oscillating series from locking into a
+            poor local fit. (1.0,) fits whole trajectories from the start.
+        patience: stop when the validation loss has not improved for this many epochs of the
+            last stage (None: never stop early). The best weights are kept.
+        eval_every: epochs between validation losses and progress updates.
+        checkpoint_every: epochs between checkpoints (also written at the end and on Ctrl-C).
+        grad_clip: clip the gradient's norm to this (None: no clipping).
+        seed: seeds the initialization (when the caller builds the model under `seeded`) and
+            the order of mini-batches.
+        dtype: "float64" or "float32", the dtype of states during training.
+    """
+
+    epochs: int = 300
+    batch_size: int | None = None
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    horizons: tuple[float, ...] = (0.3, 0.6, 1.0)
+    patience: int | None = 100
+    eval_every: int = 5
+    checkpoint_every: int = 25
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: Any) -> None:
+            if value is not None and not value > 0:
+                raise InvalidArgumentError(f"`TrainConfig({name}={value!r})`: must be > 0.")
+
+        for name in ("epochs", "batch_size", "lr", "patience", "eval_every",
+                     "checkpoint_every", "grad_clip"):
+            positive(name, getattr(self, name))
+        if self.schedule not in ("cosine", "constant"):
+            raise InvalidArgumentError(
+                f"`TrainConfig(schedule={self.schedule!r})`: use 'cosine' or 'constant'.")
+        horizons = tuple(float(h) for h in self.horizons)
+        if (not horizons or any(not 0 < h <= 1 for h in horizons) or horizons[-1] != 1.0
+                or list(horizons) != sorted(horizons)):
+            raise InvalidArgumentError(
+                f"`TrainConfig(horizons={self.horizons!r})`: need increasing fractions in "
+                "(0, 1] ending with 1.0, e.g. (0.3, 0.6, 1.0).")
+        object.__setattr__(self, "horizons", horizons)
+        if self.dtype not in ("float64", "float32"):
+            raise InvalidArgumentError(
+                f"`TrainConfig(dtype={self.dtype!r})`: use 'float64' or 'float32'.")
+        if len(horizons) > self.epochs:
+            raise InvalidArgumentError(
+                f"`TrainConfig(epochs={self.epochs})`: fewer epochs than curriculum stages "
+                f"{horizons}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["horizons"] = list(self.horizons)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"Training config has unknown keys {unknown}; known: {sorted(known)}.")
+        if "horizons" in values:
+            values = {**values, "horizons": tuple(values["horizons"])}
+        return cls(**values)

@@ -1,0 +1,266 @@
+"""`fit`: train a `NeuralODE` on trajectories, with a horizon curriculum, early stopping,
+checkpoints that resume exactly, and a clean stop on divergence or Ctrl-C."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from tidal._errors import InvalidArgumentError, SolveFailedError
+from tidal._files import atomic_path
+from tidal.data import Scaling, Trajectories
+from tidal.models import NeuralODE
+from tidal.training.batches import Batch, make_batch, masked_mse, window
+from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from tidal.training.config import TrainConfig
+from tidal.training.progress import Progress
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        model: the trained model, holding the best weights (lowest validation loss in the last
+            curriculum stage, or the last weights without validation data).
+        scaling: the scaling the model was trained in (predictions are unscaled with it).
+        history: one row per evaluation: epoch, stage, horizon, train_loss, val_loss, lr,
+            num_fevals (forward evaluations of the last step), seconds.
+        status: "finished", "early-stopped", "diverged" or "interrupted".
+        message: one line saying why training stopped.
+        best_epoch, best_val_loss: where the kept weights come from.
+    """
+
+    model: NeuralODE
+    scaling: Scaling
+    history: list[dict[str, Any]]
+    status: str
+    message: str
+    best_epoch: int
+    best_val_loss: float
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+class _Diverged(Exception):
+    pass
+
+
+def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = None,
+        config: TrainConfig | None = None, scaling: Scaling | None = None,
+        run_dir: str | Path | None = None, resume: bool = False,
+        progress: bool = True) -> FitResult:
+    """Fit `model` so its trajectories from each training trajectory's first state pass
+    through the observations (mean squared error over observed entries, in scaled units).
+
+    Args:
+        model: a `NeuralODE`; trained in place.
+        train: training trajectories (irregular times and missing entries are fine).
+        val: validation trajectories for early stopping and the choice of the kept weights.
+        config: a `TrainConfig` (epochs, lr, curriculum, patience, ...).
+        scaling: the units the model works in; default `Scaling.fit(train)` (each state
+            standardized by its observed mean and spread).
+        run_dir: where checkpoint.pt and metrics.csv are written (atomically); None writes
+            nothing.
+        resume: continue from `run_dir`'s checkpoint.pt; the loss curve continues as if never
+            stopped.
+        progress: show a progress bar with the loss and the ETA.
+
+    Returns:
+        A `FitResult`. Divergence (a non-finite loss or a failed solve) and Ctrl-C do not
+        raise: training stops, the model keeps its last good weights, and the status and
+        message say what happened; the checkpoint on disk is the last good one.
+    """
+    config = config or TrainConfig()
+    if resume and run_dir is None:
+        raise InvalidArgumentError("`fit(resume=True)` needs the `run_dir` to resume from.")
+    dtype = getattr(torch, config.dtype)
+    model.to(dtype)
+    scaling = scaling or Scaling.fit(train)
+    trainer = _Trainer(model, train.scaled(scaling), val.scaled(scaling) if val else None,
+                       config, dtype, Path(run_dir) if run_dir is not None else None)
+    if resume:
+        trainer.restore(load_checkpoint(trainer.run_dir / CHECKPOINT))
+    status, message = trainer.run(progress)
+    model.load_state_dict(trainer.best_weights)
+    return FitResult(model, scaling, trainer.history, status, message, trainer.best_epoch,
+                     trainer.best_val_loss, config)
+
+
+class _Trainer:
+    """The state of one training run: what a checkpoint holds."""
+
+    def __init__(self, model: NeuralODE, train: Trajectories, val: Trajectories | None,
+                 config: TrainConfig, dtype: torch.dtype, run_dir: Path | None) -> None:
+        self.model, self.train, self.val = model, train, val
+        self.config, self.dtype, self.run_dir = config, dtype, run_dir
+        self.batch_size = min(config.batch_size or len(train), len(train))
+        self.batches_per_epoch = math.ceil(len(train) / self.batch_size)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_val_loss = math.inf
+        self.best_epoch = -1
+        self.best_weights = copy.deepcopy(model.state_dict())
+        self.bad_epochs = 0
+        self.seconds = 0.0
+        self._cache: dict[Any, Batch] = {}
+
+    def _lr_factor(self, step: int) -> float:
+        if self.config.schedule == "constant":
+            return 1.0
+        total = self.config.epochs * self.batches_per_epoch
+        warmup = max(1, total // 50)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def stage(self, epoch: int) -> int:
+        stages = len(self.config.horizons)
+        return min(epoch * stages // self.config.epochs, stages - 1)
+
+    def batch(self, data: Trajectories, horizon: float, indices: tuple[int, ...]) -> Batch:
+        key = (id(data), horizon, indices)
+        if key not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = make_batch(window(data[list(indices)], horizon), self.dtype)
+        return self._cache[key]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        loss = masked_mse(self.model(batch.y0, batch.ts), batch)
+        if not torch.isfinite(loss):
+            raise _Diverged(f"the loss became {loss.item()}")
+        return loss
+
+    def train_epoch(self, horizon: float) -> float:
+        order = torch.randperm(len(self.train), generator=self.generator).tolist()
+        if self.batch_size == len(self.train):
+            order = sorted(order)
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            indices = tuple(sorted(order[start:start + self.batch_size]))
+            self.optimizer.zero_grad()
+            loss = self.loss(self.batch(self.train, horizon, indices))
+            loss.backward()
+            if self.config.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                      self.config.grad_clip)
+                if not torch.isfinite(norm):
+                    raise _Diverged("the gradient became non-finite")
+            self.optimizer.step()
+            self.scheduler.step()
+            total += loss.item() * len(indices)
+        return total / len(self.train)
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        if self.val is None:
+            return math.nan
+        return self.loss(self.batch(self.val, 1.0, tuple(range(len(self.val))))).item()
+
+    def run(self, show_progress: bool) -> tuple[str, str]:
+        config = self.config
+        bar = Progress(config.epochs, initial=self.epoch, enabled=show_progress)
+        last_good = self.snapshot()
+        status, message = "finished", f"trained for {config.epochs} epochs"
+        started = time.perf_counter() - self.seconds
+        try:
+            while self.epoch < config.epochs:
+                stage = self.stage(self.epoch)
+                train_loss = self.train_epoch(config.horizons[stage])
+                fevals = _as_int(self.model.last_stats)
+                self.epoch += 1
+                self.seconds = time.perf_counter() - started
+                if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
+                    val_loss = self.validation_loss()
+                    self.record(stage, train_loss, val_loss, fevals)
+                    bar.update(self.epoch, train_loss, val_loss)
+                    if self.bad_epochs >= (config.patience or math.inf):
+                        status = "early-stopped"
+                        message = (f"validation loss did not improve for {self.bad_epochs} "
+                                   f"epochs; best at epoch {self.best_epoch}")
+                        break
+                if self.epoch % config.checkpoint_every == 0:
+                    last_good = self.snapshot()
+                    self.save(last_good)
+        except (_Diverged, SolveFailedError) as error:
+            reason = str(error).splitlines()[0]
+            status = "diverged"
+            message = (f"training diverged at epoch {self.epoch + 1} ({reason}); kept the "
+                       f"weights of epoch {last_good['epoch']}")
+            self.model.load_state_dict(last_good["model"])
+            if self.best_epoch < 0:
+                self.best_weights = last_good["model"]
+        except KeyboardInterrupt:
+            status, message = "interrupted", f"interrupted at epoch {self.epoch}"
+        finally:
+            bar.close()
+        if self.best_epoch < 0 and status != "diverged":
+            self.best_weights = copy.deepcopy(self.model.state_dict())
+            self.best_epoch = self.epoch
+        if status != "diverged":
+            self.save(self.snapshot())
+        return status, message
+
+    def record(self, stage: int, train_loss: float, val_loss: float, fevals: int) -> None:
+        self.history.append({
+            "epoch": self.epoch, "stage": stage, "horizon": self.config.horizons[stage],
+            "train_loss": train_loss, "val_loss": val_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "num_fevals": fevals, "seconds": self.seconds})
+        if stage < len(self.config.horizons) - 1 or math.isnan(val_loss):
+            return
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            self.best_weights = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad_epochs += self.config.eval_every
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"format": 1, "epoch": self.epoch,
+                "model": copy.deepcopy(self.model.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "history": list(self.history),
+                "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+                "best_weights": copy.deepcopy(self.best_weights),
+                "bad_epochs": self.bad_epochs, "seconds": self.seconds}
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / CHECKPOINT, snapshot)
+            write_metrics(self.run_dir, snapshot["history"])
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.scheduler.load_state_dict(snapshot["scheduler"])
+        self.generator.set_state(snapshot["generator"])
+        self.epoch, self.history = snapshot["epoch"], list(snapshot["history"])
+        self.best_val_loss, self.best_epoch = snapshot["best_val_loss"], snapshot["best_epoch"]
+        self.best_weights, self.bad_epochs = snapshot["best_weights"], snapshot["bad_epochs"]
+        self.seconds = snapshot["seconds"]
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.csv: one row per evaluation (written atomically)."""
+    with atomic_path(run_dir / "metrics.csv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def _as_int(stats: Any) -> int:
+    if stats is None:
+        return 0
+    fevals = stats.num_fevals
+    return int(fevals.max()) if isinstance(fevals, torch.Tensor) else int(fevals)
