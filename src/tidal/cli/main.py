@@ -115,13 +115,13 @@ def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float
 
 def _train_options(function):
     options = [
-        click.option("--epochs", default=600, show_default=True),
+        click.option("--epochs", default=300, show_default=True),
         click.option("--lr", default=1e-2, show_default=True, help="Peak learning rate."),
         click.option("--batch-size", type=int, default=None,
                      help="Trajectories per step (default: all)."),
         click.option("--horizons", default="0.3,0.6,1.0", show_default=True,
                      help="Curriculum: fractions of the span fitted in successive stages."),
-        click.option("--patience", type=int, default=150, show_default=True,
+        click.option("--patience", type=int, default=100, show_default=True,
                      help="Early stopping patience in epochs (0: never)."),
         click.option("--width", default=64, show_default=True),
         click.option("--depth", default=2, show_default=True),

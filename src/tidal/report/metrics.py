@@ -116,9 +116,14 @@ def period_check(run: Run, system: System, y0: np.ndarray, t0: float, t1: float
     learned = _periods(ts[beyond], run.predict(y0, ts)[beyond, :, 0])
     true = _periods(ts[beyond], true_trajectories(system, y0, ts)[beyond, :, 0])
     relative = np.abs(learned - true) / true
-    return {"learned": learned.tolist(), "true": true.tolist(),
-            "relative_error": relative.tolist(),
-            "max_relative_error": float(np.nanmax(relative)) if relative.size else None}
+    return {"learned": _json_list(learned), "true": _json_list(true),
+            "relative_error": _json_list(relative),
+            # a learned model that stopped oscillating has no period: its error is None
+            "max_relative_error": None if np.isnan(relative).any() else float(relative.max())}
+
+
+def _json_list(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def _periods(ts: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -29,6 +29,9 @@ class TrainConfig:
         eval_every: epochs between validation losses and progress updates.
         checkpoint_every: epochs between checkpoints (also written at the end and on Ctrl-C).
         grad_clip: clip the gradient's norm to this (None: no clipping).
+        learn_initial_states: treat each training trajectory's initial state as unknown too,
+            starting from its first observation: the first observation is as noisy as the
+            others, and a field fitted from a noisy start bends to make up for it.
         seed: seeds the initialization (when the caller builds the model under `seeded`) and
             the order of mini-batches.
         dtype: "float64" or "float32", the dtype of states during training.
@@ -44,6 +47,7 @@ class TrainConfig:
     eval_every: int = 5
     checkpoint_every: int = 25
     grad_clip: float | None = 1.0
+    learn_initial_states: bool = True
     seed: int = 0
     dtype: str = "float64"
 

@@ -102,8 +102,14 @@ class _Trainer:
         self.config, self.dtype, self.run_dir = config, dtype, run_dir
         self.batch_size = min(config.batch_size or len(train), len(train))
         self.batches_per_epoch = math.ceil(len(train) / self.batch_size)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        # Estimated corrections to the training trajectories' first observations (noisy, like
+        # every other observation); zero and frozen unless `learn_initial_states`.
+        self.initial_offsets = torch.zeros(len(train), train.n_states, dtype=dtype,
+                                           requires_grad=config.learn_initial_states)
+        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+        if config.learn_initial_states:
+            groups.append({"params": [self.initial_offsets], "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
@@ -137,8 +143,9 @@ class _Trainer:
             self._cache[key] = make_batch(window(data[list(indices)], horizon), self.dtype)
         return self._cache[key]
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        loss = masked_mse(self.model(batch.y0, batch.ts), batch)
+    def loss(self, batch: Batch, indices: tuple[int, ...] | None = None) -> torch.Tensor:
+        y0 = batch.y0 if indices is None else batch.y0 + self.initial_offsets[list(indices)]
+        loss = masked_mse(self.model(y0, batch.ts), batch)
         if not torch.isfinite(loss):
             raise _Diverged(f"the loss became {loss.item()}")
         return loss
@@ -151,7 +158,7 @@ class _Trainer:
         for start in range(0, len(order), self.batch_size):
             indices = tuple(sorted(order[start:start + self.batch_size]))
             self.optimizer.zero_grad()
-            loss = self.loss(self.batch(self.train, horizon, indices))
+            loss = self.loss(self.batch(self.train, horizon, indices), indices)
             loss.backward()
             if self.config.grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -233,6 +240,7 @@ class _Trainer:
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(), "history": list(self.history),
+                "initial_offsets": self.initial_offsets.detach().clone(),
                 "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
                 "best_weights": copy.deepcopy(self.best_weights),
                 "bad_epochs": self.bad_epochs, "seconds": self.seconds}
@@ -247,6 +255,8 @@ class _Trainer:
         self.optimizer.load_state_dict(snapshot["optimizer"])
         self.scheduler.load_state_dict(snapshot["scheduler"])
         self.generator.set_state(snapshot["generator"])
+        with torch.no_grad():
+            self.initial_offsets.copy_(snapshot["initial_offsets"])
         self.epoch, self.history = snapshot["epoch"], list(snapshot["history"])
         self.best_val_loss, self.best_epoch = snapshot["best_val_loss"], snapshot["best_epoch"]
         self.best_weights, self.bad_epochs = snapshot["best_weights"], snapshot["bad_epochs"]

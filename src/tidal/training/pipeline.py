@@ -138,4 +138,4 @@ def run_demo(run_dir: str | Path, *, epochs: int | None = None, progress: bool =
                      overwrite=True, progress=progress)
 
 
-DEMO_EPOCHS = 600
+DEMO_EPOCHS = 300

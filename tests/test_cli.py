@@ -1,0 +1,94 @@
+"""The command line end to end on a tiny run, its help and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from tidal.cli.main import main
+from tidal.data import SYSTEMS, read_table
+
+COMMANDS = ["simulate", "fit", "predict", "report", "demo"]
+TINY = ["--epochs", "6", "--horizons", "1.0", "--width", "8", "--depth", "1", "--quiet"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, None])
+def test_every_command_has_help(command):
+    result = invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_simulate_fit_predict_report_end_to_end(tmp_path):
+    data = tmp_path / "data.csv"
+    result = invoke("simulate", "lotka-volterra", "--trajectories", "6", "--obs", "12",
+                    "--noise", "0.02", "--seed", "3", "-o", str(data))
+    assert result.exit_code == 0, result.output
+    table = read_table(data, time="t", id="id")
+    assert len(table) == 6 and table.state_names == SYSTEMS["lotka-volterra"].state_names
+
+    run = tmp_path / "run"
+    result = invoke("fit", str(data), "--id", "id", "--system", "lotka-volterra", "-o", str(run),
+                    "--val", "0.2", "--test", "0.2", *TINY)
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "model.pt", "checkpoint.pt", "metrics.csv", "metrics.json",
+                 "report.html", "forecast.png", "vector_field.png", "loss.png",
+                 "fit_test_1.png", "data/train.csv"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["fit"]["status"] == "finished"
+    assert len(metrics["test"]["rmse"]) == 2
+    assert "period" in metrics["truth"]
+    assert (run / "fit_test_1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    forecast = tmp_path / "forecast.csv"
+    result = invoke("predict", str(run), "--y0", "1.0,0.5", "--t", "0:2:0.5", "-o",
+                    str(forecast))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(forecast)
+    np.testing.assert_allclose(table["t"], [0, 0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_allclose(table.iloc[0, -2:], [1.0, 0.5])  # starts at y0, user units
+
+    # refuses to overwrite, resumes on request
+    assert invoke("fit", str(data), "--id", "id", "-o", str(run), *TINY).exit_code == 2
+    result = invoke("fit", "--resume", "-o", str(run), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert invoke("report", str(run)).exit_code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "missing.csv", "-o", "run"], "missing.csv"),
+    (["simulate", "unicorn", "-o", "x.csv"], "unknown system"),
+    (["predict", "no-such-run", "--y0", "1", "--t", "0:1:0.1"], "not a tidal run"),
+    (["fit", "-o", "run"], "DATA"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_malformed_csv_names_the_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("t,a,b\n0,1,2\n1,x,3\n")
+    result = CliRunner().invoke(main, ["fit", str(bad), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "bad.csv: line 3, column 'a': 'x' is not a number" in result.output
+
+
+def test_python_dash_m_tidal_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "tidal", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "simulate" in done.stdout
