@@ -3,6 +3,7 @@
 The public API is what this module exports; everything in `_private` modules may change.
 """
 
+from tidal import data, nn
 from tidal._errors import (
     IncompatibleOptionsError,
     InvalidArgumentError,
@@ -14,8 +15,10 @@ from tidal._errors import (
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.compat import odeint, odeint_adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
+from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
+from tidal.models import NeuralODE
 from tidal.solution import Solution, Stats
 from tidal.solvers import (
     RK4,
@@ -33,6 +36,7 @@ from tidal.solvers import (
     Midpoint,
     Tsit5,
 )
+from tidal.training import FitResult, TrainConfig, fit, load_run
 
 __version__ = "0.1.0"
 
@@ -51,12 +55,14 @@ __all__ = [
     "Event",
     "ExplicitRungeKutta",
     "Fehlberg2",
+    "FitResult",
     "Heun2",
     "Heun3",
     "HeunEuler",
     "IncompatibleOptionsError",
     "InvalidArgumentError",
     "Midpoint",
+    "NeuralODE",
     "PIDController",
     "Solution",
     "SolveFailedError",
@@ -64,9 +70,18 @@ __all__ = [
     "Status",
     "StepTo",
     "TidalError",
+    "TrainConfig",
+    "Trajectories",
     "Tsit5",
     "UnknownOptionError",
+    "data",
+    "fit",
+    "load_run",
+    "nn",
     "odeint",
     "odeint_adjoint",
+    "read_table",
+    "simulate",
     "solve",
+    "write_table",
 ]
