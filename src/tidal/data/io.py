@@ -3,18 +3,17 @@ time, a time column, an optional trajectory-id column and one column per state."
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tidal._errors import InvalidArgumentError
+from tidal._files import atomic_path
 from tidal.data.trajectories import Trajectories
 
 #: Cell texts that mean "not observed" (compared after stripping spaces, ignoring case).
@@ -85,7 +84,7 @@ def write_table(trajectories: Trajectories, path: str | os.PathLike[str], *, tim
     if not path.parent.is_dir():
         raise DataFormatError(f"{path}: the directory {path.parent} does not exist; create it "
                               "first.")
-    with _replacing(path) as temporary:
+    with atomic_path(path) as temporary:
         writer = _write_csv if kind == "csv" else _write_parquet
         writer(trajectories, temporary, names, id is not None)
 
@@ -319,19 +318,8 @@ def _check_trajectory(table: _Table, id: str | None, name: str, time: str, times
                               "observations.")
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on error it goes."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _write_csv(data: Trajectories, path: Path, names: list[str], with_id: bool) -> None:
-    with open(path, "x", newline="", encoding="utf-8") as file:
+    with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(names)
         for name, times, values in zip(data.ids, data.times, data.values):
