@@ -683,20 +683,23 @@ def _incompatible(option: str, adjoint_name: str) -> str:
 
 
 @pytest.mark.parametrize("adjoint", ["backsolve", "checkpoint"])
-def test_shared_grid_adjoints_refuse_per_sample_events_and_dense(adjoint: str) -> None:
+def test_adjoints_refuse_dense_output(adjoint: str) -> None:
     name = "BacksolveAdjoint" if adjoint == "backsolve" else "CheckpointAdjoint"
     y0 = torch.ones(2, 3, dtype=F64, requires_grad=True)
-    f = lambda t, y: -y  # noqa: E731
-    with pytest.raises(tidal.IncompatibleOptionsError,
-                       match=_incompatible(r"ts of shape \[T, B\]", name)):
-        tidal.solve(f, y0, torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=F64),
-                    adjoint=make_adjoint(adjoint, []))
-    with pytest.raises(tidal.IncompatibleOptionsError, match=_incompatible("event", name)):
-        tidal.solve(f, y0, torch.tensor([0.0, 1.0], dtype=F64),
-                    event=lambda t, y: y.sum() - 1.0, adjoint=make_adjoint(adjoint, []))
     with pytest.raises(tidal.IncompatibleOptionsError, match=_incompatible("dense", name)):
-        tidal.solve(f, y0, torch.tensor([0.0, 1.0], dtype=F64), dense=True,
+        tidal.solve(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), dense=True,
                     adjoint=make_adjoint(adjoint, []))
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
+def test_backsolve_refuses_events_and_suggests_the_discrete_adjoints(per_sample: bool) -> None:
+    y0 = torch.ones(2, 3, dtype=F64, requires_grad=True)
+    ts = torch.tensor([[0.0, 0.0], [1.0, 2.0]] if per_sample else [0.0, 1.0], dtype=F64)
+    pattern = (r"(?s)(?=.*event)(?=.*BacksolveAdjoint)(?=.*tidal\.CheckpointAdjoint\(\))"
+               r"(?=.*tidal\.BackpropAdjoint\(\))")
+    with pytest.raises(tidal.IncompatibleOptionsError, match=pattern):
+        tidal.solve(lambda t, y: -y, y0, ts, event=lambda t, y: y.sum(-1) - 0.5,
+                    adjoint=tidal.BacksolveAdjoint())
 
 
 def test_backsolve_refuses_per_element_tolerances_without_its_own_controller() -> None:

@@ -64,6 +64,7 @@ class LoopResult:
     event_tau: float = math.nan
     event_y: torch.Tensor | None = None
     dense_steps: list = field(default_factory=list)
+    event_signs: torch.Tensor | None = None  # [1, K]: sign of g before the event where it crossed
 
 
 @dataclass
@@ -96,7 +97,7 @@ class SharedLoop:
         self.next_out = 1
         self.next_boundary = 0
         self.status = Status.SUCCESS
-        self.event_tau, self.event_y = math.nan, None
+        self.event_tau, self.event_y, self.event_signs = math.nan, None, None
         self.dense_steps: list[_Step] = []
 
     def run(self) -> LoopResult:
@@ -110,7 +111,7 @@ class SharedLoop:
                  f"{self.stats.num_steps} steps ({self.stats.num_accepted} accepted, "
                  f"{self.stats.num_rejected} rejected)")
         return LoopResult(self._outputs(), self.stats, self.status, where, self.event_tau,
-                          self.event_y, self.dense_steps)
+                          self.event_y, self.dense_steps, self.event_signs)
 
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
@@ -234,7 +235,10 @@ class SharedLoop:
             self.rows.append(step.y1.reshape(1, -1))
 
     def _locate_event(self, step: _Step, tau1: float) -> float:
-        """Bisect for the first crossing inside the step; returns where outputs stop."""
+        """Bisect for the first crossing inside the step; returns where outputs stop.
+
+        The bisection records no graph; the state at the event does (when the steps do), so
+        `tidal.events.differentiable_event` can attach the event time's gradient."""
         watcher, field_ = self.p.watcher, self.p.field
         assert watcher is not None
         g1 = watcher.values(field_.user_time(tau1), step.y1)
@@ -243,14 +247,19 @@ class SharedLoop:
             watcher.advance(g1)
             return tau1
         low, high = 0.0, 1.0
-        for _ in range(bisection_steps(abs(step.dt), watcher.event.time_tol(tau1))):
-            mid = 0.5 * (low + high)
-            y_mid = self._interpolate(step, [mid])[0].view_as(step.y1)
-            g_mid = watcher.values(field_.user_time(step.tau + mid * step.dt), y_mid)
-            crossed = watcher.margin(g_mid, crossing).item() <= 0
-            low, high = (low, mid) if crossed else (mid, high)
+        halvings = bisection_steps(abs(step.dt), watcher.event.time_tol(tau1))
+        if halvings:
+            self._dense_stages(step)  # with the graph, if any: outputs and the event use them
+        with torch.no_grad():
+            for _ in range(halvings):
+                mid = 0.5 * (low + high)
+                y_mid = self._interpolate(step, [mid])[0].view_as(step.y1)
+                g_mid = watcher.values(field_.user_time(step.tau + mid * step.dt), y_mid)
+                crossed = watcher.margin(g_mid, crossing).item() <= 0
+                low, high = (low, mid) if crossed else (mid, high)
         self.event_tau = step.tau + high * step.dt if high < 1.0 else tau1
         self.event_y = step.y1 if high == 1.0 else self._interpolate(step, [high])[0]
+        self.event_signs = torch.sign(watcher.previous) * crossing
         self.status = Status.EVENT
         return self.event_tau
 

@@ -51,6 +51,10 @@ class PerSampleProblem:
     watcher: EventWatcher | None
     max_steps: int
     dense: bool
+    on_accept: Any = None  # optional callback (accept [B], tau1 [B], y1 [B, D]) after each step
+    start: tuple[torch.Tensor, torch.Tensor] | None = None  # resume at (tau [B], next output
+    #   index [B]) from y0, f0, without writing y0 as output row 0 (checkpoint replays)
+    tau_end: torch.Tensor | None = None  # [B] where to stop, if not at taus[-1]
 
 
 @dataclass
@@ -62,6 +66,8 @@ class PerSampleResult:
     event_tau: torch.Tensor  # [B]
     event_y: torch.Tensor  # [B, D]
     dense_steps: list = field(default_factory=list)
+    event_signs: torch.Tensor | None = None  # [B, K]: sign of g before the event where crossed
+    y: torch.Tensor | None = None  # [B, D] the state where each sample stopped
 
 
 @dataclass
@@ -92,7 +98,8 @@ class PerSampleLoop:
         batch, device = p.y0.shape[0], p.y0.device
         self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
         self.c_is_one = self.c == 1.0  # [S, 1]
-        self.tau, self.tau_end = p.taus[0].clone(), p.taus[-1]
+        self.tau = (p.taus[0] if p.start is None else p.start[0]).clone()
+        self.tau_end = p.taus[-1] if p.tau_end is None else p.tau_end
         self.y, self.f0, self.dt = p.y0, p.f0, p.dt0
         self.running = self.tau < self.tau_end
         self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
@@ -100,11 +107,13 @@ class PerSampleLoop:
         ones = torch.ones(batch, dtype=torch.long, device=device)
         self.stats = Stats(p.setup_fevals * ones, 0 * ones, 0 * ones, 0 * ones)
         self.history = (torch.ones(batch, dtype=torch.float64, device=device),) * 2
-        self.next_out = ones.clone()
+        self.next_out = ones.clone() if p.start is None else p.start[1].clone()
         self.samples = torch.arange(batch, device=device)
-        self.chunks = [(self.samples, p.y0)]
+        self.chunks = [(self.samples, p.y0)] if p.start is None else []
         self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
         self.event_y = torch.full_like(p.y0, math.nan)
+        self.event_signs = (None if p.watcher is None
+                            else torch.zeros_like(p.watcher.previous))
         self.dense_steps: list[_Step] = []
 
     def run(self) -> PerSampleResult:
@@ -118,7 +127,7 @@ class PerSampleLoop:
         failed = self.status >= int(Status.MAX_STEPS)
         where = "at the start" if not bool(failed.any()) else self._where(int(failed.nonzero()[0]))
         return PerSampleResult(self._outputs(), self.stats, self.status, where, self.event_tau,
-                               self.event_y, self.dense_steps)
+                               self.event_y, self.dense_steps, self.event_signs, self.y)
 
     def _where(self, b: int) -> str:
         t = float(self.tau[b] * self.p.field.direction[b])
@@ -145,6 +154,8 @@ class PerSampleLoop:
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
         accept, dt_next, ratio = self._decide(step)
         step.accept = accept = accept & running
+        if p.on_accept is not None:
+            p.on_accept(accept, tau1, y1)
         crossed = self._crossed(step)
         next_out = torch.where(accept, (p.taus <= tau1).sum(0), self.next_out)
         inside = accept & ((p.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
@@ -292,34 +303,46 @@ class PerSampleLoop:
         if inside is None:
             values = step.y1.unsqueeze(0).expand(count, *step.y1.shape)
         else:
-            values = self._interpolate(step, self._theta(step, self.p.taus.gather(0, index)),
-                                       inside)
+            # slots past a sample's last output interpolate at theta = 0, not at a far (or
+            # infinite) time whose weights would turn their zero gradient into NaN
+            times = torch.where(valid, self.p.taus.gather(0, index), step.tau)
+            values = self._interpolate(step, self._theta(step, times), inside)
         flat = torch.where(valid, index * batch + self.samples, num_times * batch)
         self.chunks.append((flat.reshape(-1), values.reshape(-1, values.shape[-1])))
 
     def _locate_events(self, step: _Step, crossed: torch.Tensor) -> torch.Tensor:
-        """Bisect each crossed sample's step for its event; returns where outputs stop."""
+        """Bisect each crossed sample's step for its event; returns where outputs stop.
+
+        The bisection records no graph; the state at the event does (when the steps do), so
+        `tidal.events.differentiable_event` can attach the event time's gradient."""
         watcher, field_ = self.p.watcher, self.p.field
         assert watcher is not None
         widest = float(torch.where(crossed, step.h, 0.0).max())
         latest = float(torch.where(crossed, step.tau1.abs(), 0.0).max())
         low, high = torch.zeros_like(step.h), torch.ones_like(step.h)
-        for _ in range(bisection_steps(widest, watcher.event.time_tol(latest))):
-            mid = 0.5 * (low + high)
-            y_mid = self._interpolate(step, mid.unsqueeze(0), crossed)[0]
-            g_mid = watcher.values(field_.user_time(step.tau + mid * step.h),
-                                   y_mid.view(field_.shape))
-            before = watcher.margin(g_mid, self.crossing) > 0
-            low, high = torch.where(before, mid, low), torch.where(before, high, mid)
+        self._dense_stages(step, crossed)  # with the graph, if any
+        with torch.no_grad():
+            for _ in range(bisection_steps(widest, watcher.event.time_tol(latest))):
+                mid = 0.5 * (low + high)
+                y_mid = self._interpolate(step, mid.unsqueeze(0), crossed)[0]
+                g_mid = watcher.values(field_.user_time(step.tau + mid * step.h),
+                                       y_mid.view(field_.shape))
+                before = watcher.margin(g_mid, self.crossing) > 0
+                low, high = torch.where(before, mid, low), torch.where(before, high, mid)
         event_tau = torch.where(high < 1.0, step.tau + high * step.h, step.tau1)
         event_y = self._interpolate(step, high.unsqueeze(0), crossed)[0]
         self.event_tau = torch.where(crossed, event_tau, self.event_tau)
         self.event_y = torch.where(crossed.unsqueeze(-1), event_y, self.event_y)
+        signs = torch.sign(watcher.previous) * self.crossing
+        self.event_signs = torch.where(crossed.unsqueeze(-1), signs, self.event_signs)
         return torch.where(crossed, event_tau, step.tau1)
 
     def _outputs(self) -> torch.Tensor:
         num_times, batch = self.p.taus.shape
         width = self.p.y0.shape[1]
+        if not self.chunks:
+            return torch.full((num_times, batch, width), math.nan, dtype=self.p.y0.dtype,
+                              device=self.p.y0.device)
         index = torch.cat([c[0] for c in self.chunks])
         values = torch.cat([c[1] for c in self.chunks])
         base = torch.full((num_times * batch + 1, width), math.nan, dtype=values.dtype,

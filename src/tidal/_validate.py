@@ -139,13 +139,12 @@ def adjoint(a: Any, ts: torch.Tensor, event: Any, dense: bool, c: Any) -> Any:
             f"or tidal.BacksolveAdjoint(); got {type(a).__name__}.")
     if not isinstance(a, BackpropAdjoint):
         name, fix = type(a).__name__, "use adjoint=tidal.BackpropAdjoint() instead"
-        if ts.dim() == 2:
+        if event is not None and isinstance(a, BacksolveAdjoint):
             raise IncompatibleOptionsError(
-                f"`solve(ts of shape [T, B], adjoint={name}())`: this adjoint works on shared "
-                f"time grids only for now; {fix}.")
-        if event is not None:
-            raise IncompatibleOptionsError(
-                f"`solve(event=..., adjoint={name}())` is not supported yet; {fix}.")
+                "`solve(event=..., adjoint=BacksolveAdjoint())`: gradients through a terminal "
+                "event are implemented for the discrete solve only; use "
+                "adjoint=tidal.CheckpointAdjoint() (bounded memory, the same gradient as "
+                "backprop) or tidal.BackpropAdjoint().")
         if dense:
             raise IncompatibleOptionsError(
                 f"`solve(dense=True, adjoint={name}())` is not supported; {fix}.")

@@ -37,8 +37,10 @@ class Solution:
             failure.
         sample_status: per-sample statuses on per-sample grids, else None.
         event_t: time of the terminal event (0-d, or [B] on per-sample grids; NaN where none
-            happened), None without an event.
-        event_y: state at the event (NaN where none happened), None without an event.
+            happened), None without an event. With `BackpropAdjoint` or `CheckpointAdjoint`
+            it is differentiable: dt*/dtheta = -(dg/dtheta) / (dg/dt along the solution).
+        event_y: state at the event (NaN where none happened), None without an event;
+            differentiable like `event_t`, moving with the event time along f.
         backward_stats: with `BacksolveAdjoint`, the work of the backward solve, filled in
             when gradients are computed.
     """

@@ -12,5 +12,6 @@ class BackpropAdjoint:
     the number of steps; prefer `BacksolveAdjoint` when that is the limit.
 
     Step sizes are treated as constants (their dependence on the state is not differentiated),
-    as in torchdiffeq and diffrax.
+    as in torchdiffeq and diffrax. A terminal event's time and state get their gradients from
+    the implicit function theorem at the located event (`tidal.events.differentiable_event`).
     """
