@@ -165,6 +165,8 @@ def test_dtype_preserved(dtype: torch.dtype, name: str, batch: int, per_sample: 
     assert sol.ts.dtype == F64
     assert {(s[0], s[1]) for s in seen} == {(dtype, dtype)}
     assert {s[2] for s in seen} == {(batch,) if per_sample else ()}
+    if getattr(solver, "splits_state", False):
+        return  # a splitting needs a separable Hamiltonian field: see tests/test_symplectic.py
     # and it solved the right problem: y' = -y + sin t from y(0) = 1
     t = ts if not per_sample else ts[:, 0]
     exact = 1.5 * torch.exp(-t) + 0.5 * (torch.sin(t) - torch.cos(t))

@@ -37,6 +37,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 2
     DT_UNDERFLOW = 3
     NONFINITE = 4
+    NOT_CONVERGED = 5
 
     @property
     def ok(self) -> bool:
@@ -65,6 +66,11 @@ _STATUS_MESSAGES = {
         "The state or the vector field became NaN or infinite. Check the vector field for "
         "divisions by zero or overflow near this time; a smaller step (tighter `rtol`, or a "
         "smaller fixed `dt`) can help if the solver overshot into a region where f blows up."
+    ),
+    Status.NOT_CONVERGED: (
+        "An implicit method's iteration did not converge within its step. Take a smaller "
+        "`dt` (fixed-point iteration converges when dt times the Lipschitz constant of f is "
+        "below 2), or allow more iterations (e.g. `ImplicitMidpoint(max_iters=...)`)."
     ),
 }
 

@@ -19,7 +19,7 @@ from tidal._vector_field import SharedField
 from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_shared
 from tidal.solution import Stats
-from tidal.solvers.base import ExplicitRungeKutta, step_exponent
+from tidal.solvers.base import FixedStepMethod, Solver, StepField, step_exponent
 from tidal.solvers.explicit_rk import (
     BufferedStages,
     StackedStages,
@@ -37,7 +37,7 @@ class SharedProblem:
     """Everything the loop needs, validated and converted by `tidal.solve`."""
 
     field: SharedField
-    solver: ExplicitRungeKutta
+    solver: Solver
     controller: Any  # PIDController or ConstantStepSize
     y0: torch.Tensor  # the user's shape
     f0: torch.Tensor  # f(t0, y0) in forward time
@@ -99,6 +99,11 @@ class SharedLoop:
         self.status = Status.SUCCESS
         self.event_tau, self.event_y, self.event_signs = math.nan, None, None
         self.dense_steps: list[_Step] = []
+        self.method = p.solver if isinstance(p.solver, FixedStepMethod) else None
+        if self.method is not None:
+            last_dim = p.y0.shape[-1] if p.y0.dim() else 1
+            self.step_field = StepField(self._field_in_step, last_dim)
+            self.step_span = (0.0, 0.0, math.inf)  # (tau0, dt, tau1 if a jump, else inf)
 
     def run(self) -> LoopResult:
         p = self.p
@@ -116,13 +121,17 @@ class SharedLoop:
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
         self.stages.begin(self.y, dt, self.f0)
-        taus = [self.tau + ci * dt for ci in self.tableau.c]
-        if boundary is not None and boundary[1]:  # ends on a jump: f from the near side
-            near = math.nextafter(tau1, -math.inf)
-            taus = [near if ci == 1.0 else tau for ci, tau in zip(self.tableau.c, taus)]
-        times = self.p.field.user_times(taus)
-        y1 = rk_stages(self.p.field, times, self.stages, self.tableau, self.coef)
-        self.stats.num_fevals += self.tableau.num_stages - 1
+        ends_on_jump = boundary is not None and boundary[1]
+        if self.method is not None:
+            y1 = self._method_step(dt, tau1 if ends_on_jump else math.inf)
+        else:
+            taus = [self.tau + ci * dt for ci in self.tableau.c]
+            if ends_on_jump:  # f from the near side
+                near = math.nextafter(tau1, -math.inf)
+                taus = [near if ci == 1.0 else tau for ci, tau in zip(self.tableau.c, taus)]
+            times = self.p.field.user_times(taus)
+            y1 = rk_stages(self.p.field, times, self.stages, self.tableau, self.coef)
+            self.stats.num_fevals += self.tableau.num_stages - 1
         self.stats.num_steps += 1
         if self.adaptive:
             ratio = self._error_ratio(y1, dt)
@@ -138,6 +147,21 @@ class SharedLoop:
         else:
             self.stats.num_rejected += 1
             self._check_underflow(ratio)
+
+    def _method_step(self, dt: float, jump: float) -> torch.Tensor:
+        """A `FixedStepMethod`'s step; its slope becomes the stage after f(t0, y0)."""
+        assert self.method is not None
+        self.step_span = (self.tau, dt, jump)
+        out = self.method.step(self.step_field, self.y, self.f0, dt)
+        self.stages.append(out.slope)
+        self.stats.num_fevals += out.num_fevals
+        return out.y1
+
+    def _field_in_step(self, c: float, y: torch.Tensor) -> torch.Tensor:
+        """f at tau0 + c dt of the current step (from the near side of a jump at its end)."""
+        tau0, dt, jump = self.step_span
+        tau = math.nextafter(jump, -math.inf) if c == 1.0 and jump < math.inf else tau0 + c * dt
+        return self.p.field(tau, y)
 
     def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
         """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary).

@@ -22,7 +22,7 @@ from tidal.controllers.norms import error_scale, rms
 from tidal.events import EventWatcher, bisection_steps
 from tidal.interpolation import interpolate_per_sample
 from tidal.solution import Stats
-from tidal.solvers.base import ExplicitRungeKutta, step_exponent
+from tidal.solvers.base import FixedStepMethod, Solver, StepField, step_exponent
 from tidal.solvers.explicit_rk import (
     PerSampleBufferedStages,
     PerSampleStages,
@@ -37,7 +37,7 @@ EPS = torch.finfo(torch.float64).eps
 @dataclass
 class PerSampleProblem:
     field: PerSampleField
-    solver: ExplicitRungeKutta
+    solver: Solver
     controller: Any
     y0: torch.Tensor  # [B, D]
     f0: torch.Tensor  # [B, D]
@@ -115,6 +115,9 @@ class PerSampleLoop:
         self.event_signs = (None if p.watcher is None
                             else torch.zeros_like(p.watcher.previous))
         self.dense_steps: list[_Step] = []
+        self.method = p.solver if isinstance(p.solver, FixedStepMethod) else None
+        if self.method is not None:
+            self.step_field = StepField(self._field_in_step, p.field.shape[-1])
 
     def run(self) -> PerSampleResult:
         iterations, any_running = 0, bool(self.running.any())
@@ -143,13 +146,16 @@ class PerSampleLoop:
         h = (tau1 - self.tau) * running
         h_col = h.to(self.y.dtype).unsqueeze(-1)
         self.stages.begin(self.y, h_col, self.f0)
-        taus = self.tau + self.c * h  # [S, B]
-        if p.boundaries is not None:  # a step ending on a jump takes f from the near side
-            near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
-            taus = torch.where(self.c_is_one & (landing & jump_at_limit), near, taus)
-        times = p.field.user_time(taus).unbind(0)
-        y1 = rk_stages(p.field, times, self.stages, self.tableau, self.coef)
-        self.stats.num_fevals += running * (self.tableau.num_stages - 1)
+        if self.method is not None:
+            y1 = self._method_step(h, h_col, tau1, landing & jump_at_limit)
+        else:
+            taus = self.tau + self.c * h  # [S, B]
+            if p.boundaries is not None:  # a step ending on a jump takes f from the near side
+                near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
+                taus = torch.where(self.c_is_one & (landing & jump_at_limit), near, taus)
+            times = p.field.user_time(taus).unbind(0)
+            y1 = rk_stages(p.field, times, self.stages, self.tableau, self.coef)
+            self.stats.num_fevals += running * (self.tableau.num_stages - 1)
         self.stats.num_steps += running
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
         accept, dt_next, ratio = self._decide(step)
@@ -189,6 +195,27 @@ class PerSampleLoop:
         self.stats.num_rejected += running & ~accept
         self.running = running_next
         return bool(any_running)
+
+    def _method_step(self, h: torch.Tensor, h_col: torch.Tensor, tau1: torch.Tensor,
+                     on_jump: torch.Tensor) -> torch.Tensor:
+        """A `FixedStepMethod`'s step for the batch (samples that do not step have h = 0);
+        its slope becomes the stage after f(t0, y0)."""
+        assert self.method is not None
+        near = None
+        if self.p.boundaries is not None:  # a step ending on a jump: f(t1) from the near side
+            near = torch.where(on_jump, torch.nextafter(tau1, torch.full_like(tau1, -math.inf)),
+                               self.tau + h)
+        self.step_span = (self.tau, h, near)
+        out = self.method.step(self.step_field, self.y, self.f0, h_col)
+        self.stages.append(out.slope)
+        self.stats.num_fevals += self.running * out.num_fevals
+        return out.y1
+
+    def _field_in_step(self, c: float, y: torch.Tensor) -> torch.Tensor:
+        """f at tau0 + c h of the current step, per sample."""
+        tau0, h, near = self.step_span
+        tau = near if c == 1.0 and near is not None else tau0 + c * h
+        return self.p.field(self.p.field.user_time(tau), y)
 
     def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample: where the step must stop (next boundary or the end), and is it a jump."""

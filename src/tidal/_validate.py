@@ -11,7 +11,7 @@ import torch
 
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
 from tidal.controllers import ConstantStepSize, PIDController
-from tidal.solvers import SOLVERS, ExplicitRungeKutta
+from tidal.solvers import SOLVERS, ExplicitRungeKutta, FixedStepMethod, Solver
 
 
 def callable_field(f: Any) -> None:
@@ -94,10 +94,10 @@ def forward_times(ts: list[float]) -> tuple[list[float], float]:
     return [direction * t for t in ts], direction
 
 
-def solver(s: Any) -> ExplicitRungeKutta:
-    if isinstance(s, ExplicitRungeKutta):
+def solver(s: Any) -> Solver:
+    if isinstance(s, (ExplicitRungeKutta, FixedStepMethod)):
         return s
-    if isinstance(s, type) and issubclass(s, ExplicitRungeKutta):
+    if isinstance(s, type) and issubclass(s, (ExplicitRungeKutta, FixedStepMethod)):
         raise InvalidArgumentError(f"`solve(solver={s.__name__})` needs an instance: "
                                    f"solver={s.__name__}().")
     if isinstance(s, str):
@@ -109,7 +109,7 @@ def solver(s: Any) -> ExplicitRungeKutta:
                                f"got {type(s).__name__}.")
 
 
-def controller(c: Any, s: ExplicitRungeKutta) -> PIDController | ConstantStepSize:
+def controller(c: Any, s: Solver) -> PIDController | ConstantStepSize:
     if c is None:
         if s.adaptive:
             return PIDController(rtol=1e-6, atol=1e-8)
@@ -128,7 +128,8 @@ def controller(c: Any, s: ExplicitRungeKutta) -> PIDController | ConstantStepSiz
     return c
 
 
-def adjoint(a: Any, ts: torch.Tensor, event: Any, dense: bool, c: Any) -> Any:
+def adjoint(a: Any, ts: torch.Tensor, event: Any, dense: bool, c: Any,
+            s: Solver | None = None) -> Any:
     from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 
     if a is None:
@@ -157,6 +158,14 @@ def adjoint(a: Any, ts: torch.Tensor, event: Any, dense: bool, c: Any) -> Any:
                 "BacksolveAdjoint())`: the backward solve runs on [y, adjoint, gradient] and "
                 "needs its own tolerances; pass BacksolveAdjoint(controller=PIDController(rtol, "
                 "atol)).")
+        backward = a.solver if a.solver is not None else s
+        if isinstance(backward, FixedStepMethod) and backward.splits_state:
+            raise IncompatibleOptionsError(
+                f"`solve(solver={backward!r}, adjoint=BacksolveAdjoint())`: the backward solve "
+                "runs on [y, adjoint, gradient], which has no (q, p) halves for a symplectic "
+                "splitting. Use adjoint=tidal.CheckpointAdjoint() (the exact gradient of the "
+                "symplectic steps, bounded memory) or tidal.BackpropAdjoint(), or integrate the "
+                "backward ODE with another method: BacksolveAdjoint(solver=tidal.RK4()).")
     return a
 
 

@@ -31,7 +31,7 @@ from tidal.controllers.norms import initial_step
 from tidal.events import Event, EventWatcher, differentiable_event
 from tidal.interpolation import PerSampleDenseOutput, SharedDenseOutput
 from tidal.solution import Solution
-from tidal.solvers import Dopri5, ExplicitRungeKutta
+from tidal.solvers import Dopri5, Solver
 
 
 def solve(
@@ -39,7 +39,7 @@ def solve(
     y0: torch.Tensor,
     ts: torch.Tensor | Sequence[float],
     *,
-    solver: ExplicitRungeKutta | None = None,
+    solver: Solver | None = None,
     controller: PIDController | ConstantStepSize | None = None,
     adjoint: BackpropAdjoint | CheckpointAdjoint | BacksolveAdjoint | None = None,
     args: Any = None,
@@ -60,7 +60,9 @@ def solve(
             the initial time. Shape [T]: one grid and one step size for the whole batch (the
             fastest). Shape [T, B]: sample b = y0[b] has its own grid ts[:, b], step size,
             accept/reject decisions and statistics. Held in float64 whatever y0's dtype.
-        solver: the method, e.g. `tidal.Tsit5()`; default `tidal.Dopri5()`.
+        solver: the method, e.g. `tidal.Tsit5()`; default `tidal.Dopri5()`. For Hamiltonian
+            systems: `tidal.Leapfrog()`, `tidal.Yoshida4()` (separable H, state (q, p)) or
+            `tidal.ImplicitMidpoint()`, with a fixed step.
         controller: `PIDController(rtol, atol)` for adaptive methods (default rtol=1e-6,
             atol=1e-8), `ConstantStepSize(dt)` or `StepTo(ts)` for fixed steps.
         adjoint: how gradients pass through the solve: `BackpropAdjoint()` (default; autograd
@@ -99,7 +101,7 @@ def solve(
     solver = check.solver(solver if solver is not None else Dopri5())
     controller = check.controller(controller, solver)
     max_steps = check.max_steps(max_steps)
-    adjoint = check.adjoint(adjoint, times, event, dense, controller)
+    adjoint = check.adjoint(adjoint, times, event, dense, controller, solver)
     if isinstance(adjoint, BacksolveAdjoint):
         return _solve_backsolve(f, y0, ts, times, solver, controller, args, max_steps, throw,
                                 adjoint)
@@ -383,7 +385,7 @@ def _watcher(event: Event | None, t0: torch.Tensor, y0: torch.Tensor, batch: int
     return EventWatcher(event, g0, batched=batch is not None)
 
 
-def _first_step(solver: ExplicitRungeKutta, controller: PIDController | ConstantStepSize,
+def _first_step(solver: Solver, controller: PIDController | ConstantStepSize,
                 f_at: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, f0: torch.Tensor,
                 rtol: Any, atol: Any) -> tuple[torch.Tensor, int]:
     """(first step size per row of y [G, M] as float64 [G], calls of f made so far)."""
