@@ -1,4 +1,5 @@
-"""Building blocks for vector fields: an MLP that takes `(t, y)`, with an optional time input.
+"""Building blocks for vector fields: an MLP that takes `(t, y)`, with an optional time input,
+and `ConcatSquashMLP`, whose every layer is gated and shifted by t (for CNFs).
 
 A vector field in tidal is a callable `f(t, y)`; `MLP` is one, so `tidal.solve(MLP(2, 2), y0,
 ts)` works as it is. Its constructor arguments are plain values, returned by `MLP.config()`, so a
@@ -7,6 +8,7 @@ saved model is rebuilt from JSON without executing code from the file.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -79,4 +81,75 @@ class MLP(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-able: `MLP(**mlp.config())` rebuilds the network."""
+        return dict(self._config)
+
+
+class ConcatSquashLinear(nn.Module):
+    r"""A time-conditioned linear layer (FFJORD's "concatsquash"):
+
+    $$ h(t, x) = (W x + b) \odot \sigma(w_g t + b_g) + w_s t, $$
+
+    a gate and a shift that depend on t, so every layer sees the time, not only the first.
+    `t` is a scalar or has x's batch shape.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(1, out_features)
+        self.shift = nn.Linear(1, out_features, bias=False)
+
+    def forward(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        t = t.reshape(*t.shape, 1)
+        return self.linear(x) * torch.sigmoid(self.gate(t)) + self.shift(t)
+
+
+class ConcatSquashMLP(nn.Module):
+    """A vector field `f(t, y)` of `ConcatSquashLinear` layers and smooth activations: the
+    time-conditioned network of FFJORD, the usual choice for continuous normalizing flows.
+
+    Args:
+        in_features: size of the state's last dimension.
+        out_features: size of the output's last dimension (default: `in_features`).
+        width: hidden units per layer.
+        depth: number of hidden layers (>= 1).
+        activation: one of `ACTIVATIONS`; prefer smooth ones ("tanh", "softplus", "silu").
+        final_scale: the last layer's initial weights are multiplied by this.
+
+    `ConcatSquashMLP(**net.config())` rebuilds the network, as for `MLP`.
+    """
+
+    def __init__(self, in_features: int, out_features: int | None = None, *, width: int = 64,
+                 depth: int = 3, activation: str = "tanh", final_scale: float = 0.1) -> None:
+        super().__init__()
+        out_features = in_features if out_features is None else out_features
+        for name, value in (("in_features", in_features), ("out_features", out_features),
+                            ("width", width), ("depth", depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(
+                    f"`ConcatSquashMLP({name}={value!r})`: must be a positive integer.")
+        if activation not in ACTIVATIONS:
+            raise InvalidArgumentError(
+                f"`ConcatSquashMLP(activation={activation!r})` is not known; choose one of "
+                f"{sorted(ACTIVATIONS)}.")
+        self._config = {"in_features": in_features, "out_features": out_features,
+                        "width": width, "depth": depth, "activation": activation,
+                        "final_scale": final_scale}
+        sizes = [in_features] + [width] * depth + [out_features]
+        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in itertools.pairwise(sizes))
+        self.activation = ACTIVATIONS[activation]()
+        last = self.layers[-1]
+        with torch.no_grad():
+            last.linear.weight.mul_(final_scale)
+            last.linear.bias.zero_()
+            last.shift.weight.mul_(final_scale)
+
+    def forward(self, t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            y = self.activation(layer(t, y))
+        return self.layers[-1](t, y)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-able."""
         return dict(self._config)
