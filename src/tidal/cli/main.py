@@ -255,3 +255,12 @@ def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
 
     result = run_demo(run_dir, epochs=epochs, progress=not quiet)
     _finish(result, Path(run_dir))
+
+
+def _register_subgroups() -> None:
+    from tidal.cli.flow import flow
+
+    main.add_command(flow)
+
+
+_register_subgroups()
