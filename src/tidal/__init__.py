@@ -18,7 +18,7 @@ from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
-from tidal.models import NeuralODE
+from tidal.models import CNF, NeuralODE
 from tidal.solution import Solution, Stats
 from tidal.solvers import (
     RK4,
@@ -41,6 +41,7 @@ from tidal.training import FitResult, TrainConfig, fit, load_run
 __version__ = "0.1.0"
 
 __all__ = [
+    "CNF",
     "RK4",
     "SOLVERS",
     "BackpropAdjoint",
