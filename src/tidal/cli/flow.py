@@ -60,6 +60,8 @@ def flow_fit(data: str | None, toy: str | None, samples: int, columns: str | Non
                              options=FlowOptions(seed=seed, **options), source=source,
                              true_log_prob=true_log_prob, overwrite=overwrite,
                              progress=not quiet)
+    if metrics["status"] != "finished":
+        click.echo(metrics["message"], err=True)
     line = f"held-out NLL {metrics['val_nll']:.4f} nats"
     if "gap" in metrics:
         line += f" (true density {metrics['true_val_nll']:.4f}, gap {metrics['gap']:+.4f})"

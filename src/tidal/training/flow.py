@@ -11,6 +11,7 @@ every `val_every` steps and at the end.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.models.cnf import CNF
 
 SCHEDULES = ("cosine", "constant")
@@ -43,6 +44,8 @@ class FlowHistory:
     val_steps: list[int] = field(default_factory=list)
     val_nll: list[float] = field(default_factory=list)
     wall_time: float = 0.0
+    status: str = "finished"
+    message: str = ""
 
 
 def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | None = None,
@@ -66,8 +69,9 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
         progress: show a progress bar with the loss and the NFE.
         callback: called as `callback(step, history)` after every step; returning True stops.
 
-    Raises:
-        FloatingPointError: the loss became NaN or infinite (the message says at which step).
+    Divergence (a NaN or infinite loss, or a solve that fails) stops training cleanly: the
+    flow goes back to the last weights that gave a finite loss (kept every 10 steps), and
+    `history.status` is "diverged" with `history.message` saying where and what to try.
     """
     _check(samples, batch_size, steps, schedule, val_every)
     torch.manual_seed(seed)
@@ -79,15 +83,25 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
     history, start = FlowHistory(), time.perf_counter()
     batches = _minibatches(samples, batch_size, order)
     bar = tqdm(range(steps), disable=not progress, desc="fit_flow")
+    last_good = copy.deepcopy(cnf.state_dict())
     for step in bar:
-        log_prob, reg = cnf(next(batches))
-        nll = -log_prob.mean()
-        loss = nll + reg.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"`fit_flow`: the loss became {loss.item()} at step {step}. Try a smaller "
-                f"`lr=` (now {lr}), regularization (`CNF(kinetic=..., jacobian=...)`) or a "
-                f"tighter tolerance in the CNF's controller.")
+        try:
+            log_prob, reg = cnf(next(batches))
+            nll = -log_prob.mean()
+            loss = nll + reg.mean()
+            failure = None if torch.isfinite(loss) else f"the loss became {loss.item()}"
+        except SolveFailedError as error:
+            failure = str(error).splitlines()[0]
+        if failure is not None:
+            cnf.load_state_dict(last_good)
+            history.status = "diverged"
+            history.message = (
+                f"`fit_flow` stopped at step {step}: {failure}; kept the last good weights. "
+                f"Try a smaller `lr=` (now {lr}), regularization (`CNF(kinetic=..., "
+                f"jacobian=...)`) or a tighter tolerance in the CNF's controller.")
+            break
+        if step % 10 == 0:
+            last_good = copy.deepcopy(cnf.state_dict())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

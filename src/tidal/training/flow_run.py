@@ -108,7 +108,8 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
     metrics = {"val_nll": flow.nll(val), "val_samples": len(val),
                "train_samples": len(train), "num_fevals_train_mean":
                float(np.mean(history.num_fevals)), "num_fevals_eval":
-               int(flow.cnf.last_stats.num_fevals), "seconds": history.wall_time}
+               int(flow.cnf.last_stats.num_fevals), "seconds": history.wall_time,
+               "status": history.status, "message": history.message}
     if true_log_prob is not None:
         metrics["true_val_nll"] = -float(true_log_prob(torch.as_tensor(val)).mean())
         metrics["gap"] = metrics["val_nll"] - metrics["true_val_nll"]
