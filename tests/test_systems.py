@@ -41,8 +41,26 @@ def _lorenz(y):
     return [10 * (v - x), x * (28 - z) - v, x * v - 8 / 3 * z]
 
 
+def _ideal_pendulum(y):
+    q, p = y
+    return [p, -math.sin(q)]
+
+
+def _mass_spring(y):
+    q, p = y
+    return [p, -q]
+
+
+def _two_body(y):
+    q1, q2, p1, p2 = y
+    r3 = (q1 * q1 + q2 * q2) ** 1.5
+    return [p1, p2, -q1 / r3, -q2 / r3]
+
+
 REFERENCES = {"toggle-switch": _toggle, "lotka-volterra": _lotka_volterra,
-              "pendulum": _pendulum, "van-der-pol": _van_der_pol, "lorenz": _lorenz}
+              "pendulum": _pendulum, "van-der-pol": _van_der_pol, "lorenz": _lorenz,
+              "ideal-pendulum": _ideal_pendulum, "mass-spring": _mass_spring,
+              "two-body": _two_body}
 
 
 def test_registry_holds_the_documented_systems():

@@ -18,6 +18,7 @@ from tidal.integrate import solve
 from tidal.solvers import Dopri8
 
 Equations = Callable[[torch.Tensor, torch.Tensor, Mapping[str, float]], torch.Tensor]
+Hamiltonian = Callable[[torch.Tensor, Mapping[str, float]], torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,8 @@ class System:
         period: the period of the oscillation every trajectory approaches, when there is one
             and it is known; else None.
         description: the equations in one line.
+        hamiltonian: for a Hamiltonian system, H(y, params) on y [..., 2n] = (q, p), returning
+            [...]; the equations are then (dH/dp, -dH/dq). None otherwise.
     """
 
     name: str
@@ -47,6 +50,7 @@ class System:
     bounds: tuple[tuple[float, float], ...]
     period: float | None
     description: str
+    hamiltonian: Hamiltonian | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", types.MappingProxyType(dict(self.params)))
@@ -59,6 +63,18 @@ class System:
         """f(t, y) for y of shape [..., D]; usable directly as `tidal.solve(system.vector_field,
         ...)`."""
         return self.equations(t, y, self.params)
+
+    def energy(self, y: torch.Tensor) -> torch.Tensor:
+        """The Hamiltonian H(q, p) of states y [..., D]; returns [...].
+
+        Raises:
+            InvalidArgumentError: the system is not Hamiltonian (`hamiltonian` is None).
+        """
+        if self.hamiltonian is None:
+            raise InvalidArgumentError(
+                f"System {self.name!r} has no Hamiltonian; the Hamiltonian built-in systems are "
+                f"{', '.join(n for n, s in SYSTEMS.items() if s.hamiltonian is not None)}.")
+        return self.hamiltonian(y, self.params)
 
     def sample_initial_states(self, n: int, generator: np.random.Generator) -> np.ndarray:
         """n initial states [n, D] (float64), uniform in `initial_box`."""
@@ -92,6 +108,35 @@ def _lorenz(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.T
     return torch.stack((p["sigma"] * (v - x), x * (p["rho"] - z) - v, x * v - p["beta"] * z), -1)
 
 
+def _ideal_pendulum(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    q, mom = y[..., 0], y[..., 1]
+    return torch.stack((mom, -(p["g"] / p["L"]) * torch.sin(q)), -1)
+
+
+def _ideal_pendulum_energy(y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    return 0.5 * y[..., 1] ** 2 - (p["g"] / p["L"]) * torch.cos(y[..., 0])
+
+
+def _mass_spring(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    q, mom = y[..., 0], y[..., 1]
+    return torch.stack((mom / p["m"], -p["k"] * q), -1)
+
+
+def _mass_spring_energy(y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    return 0.5 * y[..., 1] ** 2 / p["m"] + 0.5 * p["k"] * y[..., 0] ** 2
+
+
+def _two_body(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    q, mom = y[..., :2], y[..., 2:]
+    r3 = (q * q).sum(-1, keepdim=True) ** 1.5
+    return torch.cat((mom, -p["mu"] * q / r3), -1)
+
+
+def _two_body_energy(y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    q, mom = y[..., :2], y[..., 2:]
+    return 0.5 * (mom * mom).sum(-1) - p["mu"] / torch.linalg.vector_norm(q, dim=-1)
+
+
 TOGGLE_SWITCH = System(
     "toggle-switch", ("u", "v"), {"a": 4.0, "n": 3.0}, _toggle_switch, (0.0, 10.0),
     ((0.0, 5.0), (0.0, 5.0)), ((0.0, 5.0), (0.0, 5.0)), None,
@@ -123,9 +168,34 @@ LORENZ = System(
     ((-25.0, 25.0), (-30.0, 30.0), (0.0, 55.0)), None,
     "dx/dt = sigma (y - x), dy/dt = x (rho - z) - y, dz/dt = x y - beta z: chaotic.")
 
+# Hamiltonian systems: the state is (q, p), the equations are (dH/dp, -dH/dq).
+IDEAL_PENDULUM = System(
+    "ideal-pendulum", ("q", "p"), {"g": 1.0, "L": 1.0}, _ideal_pendulum, (0.0, 10.0),
+    ((-1.5, 1.5), (-1.0, 1.0)), ((-math.pi, math.pi), (-2.5, 2.5)), None,
+    "dq/dt = p, dp/dt = -(g/L) sin q: the undamped pendulum, H = p^2/2 - (g/L) cos q; the "
+    "initial box stays below the separatrix (H < g/L), periods from 2 pi up to about 8.",
+    hamiltonian=_ideal_pendulum_energy)
+
+MASS_SPRING = System(
+    "mass-spring", ("q", "p"), {"m": 1.0, "k": 1.0}, _mass_spring, (0.0, 10.0),
+    ((-1.0, 1.0), (-1.0, 1.0)), ((-2.0, 2.0), (-2.0, 2.0)), 2 * math.pi,
+    "dq/dt = p/m, dp/dt = -k q: the harmonic oscillator, H = p^2/(2m) + k q^2/2, period "
+    "2 pi sqrt(m/k).",
+    hamiltonian=_mass_spring_energy)
+
+TWO_BODY = System(
+    "two-body", ("q1", "q2", "p1", "p2"), {"mu": 1.0}, _two_body, (0.0, 20.0),
+    ((0.9, 1.1), (-0.1, 0.1), (-0.1, 0.1), (0.9, 1.1)),
+    ((-2.0, 2.0), (-2.0, 2.0), (-1.5, 1.5), (-1.5, 1.5)), None,
+    "dq/dt = p, dp/dt = -mu q/|q|^3: a planar Kepler orbit (the two-body problem in relative "
+    "coordinates), H = |p|^2/2 - mu/|q|; the initial box gives bound, nearly circular orbits "
+    "of period about 2 pi.",
+    hamiltonian=_two_body_energy)
+
 #: The built-in systems by their command-line names.
 SYSTEMS: Mapping[str, System] = types.MappingProxyType(
-    {s.name: s for s in (TOGGLE_SWITCH, LOTKA_VOLTERRA, PENDULUM, VAN_DER_POL, LORENZ)})
+    {s.name: s for s in (TOGGLE_SWITCH, LOTKA_VOLTERRA, PENDULUM, VAN_DER_POL, LORENZ,
+                         IDEAL_PENDULUM, MASS_SPRING, TWO_BODY)})
 
 
 def toggle_switch_stable_states(a: float = 4.0, n: float = 3.0) -> np.ndarray:

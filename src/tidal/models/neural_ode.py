@@ -9,11 +9,11 @@ from torch import nn
 
 from tidal._errors import InvalidArgumentError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
-from tidal.controllers import PIDController
+from tidal.controllers import ConstantStepSize, PIDController
 from tidal.integrate import solve
 from tidal.nn import MLP
 from tidal.solution import Solution
-from tidal.solvers import SOLVERS, ExplicitRungeKutta, Tsit5
+from tidal.solvers import SOLVERS, Solver, Tsit5
 
 ADJOINTS = {"backprop": BackpropAdjoint, "checkpoint": CheckpointAdjoint,
             "backsolve": BacksolveAdjoint}
@@ -28,6 +28,8 @@ class NeuralODE(nn.Module):
         solver: default `Tsit5()`.
         rtol, atol: tolerances of the adaptive step (`PIDController`). Training rarely needs
             tighter than the noise in the data; 1e-4 / 1e-6 by default.
+        dt: a fixed step size (`ConstantStepSize(dt)`) instead of the adaptive step; needed by
+            fixed-step solvers (`RK4`, `Leapfrog`, ...), which have no error estimate.
         adjoint: "checkpoint" (default: the exact gradient with bounded memory), "backprop" or
             "backsolve" (constant memory, approximate gradient), or an adjoint object.
         max_steps: most solver steps per solve.
@@ -36,9 +38,9 @@ class NeuralODE(nn.Module):
     [T, B] (every trajectory its own grid).
     """
 
-    def __init__(self, vector_field: nn.Module, *, solver: ExplicitRungeKutta | None = None,
-                 rtol: float = 1e-4, atol: float = 1e-6, adjoint: str | Any = "checkpoint",
-                 max_steps: int = 10_000) -> None:
+    def __init__(self, vector_field: nn.Module, *, solver: Solver | None = None,
+                 rtol: float = 1e-4, atol: float = 1e-6, dt: float | None = None,
+                 adjoint: str | Any = "checkpoint", max_steps: int = 10_000) -> None:
         super().__init__()
         if isinstance(adjoint, str):
             if adjoint not in ADJOINTS:
@@ -48,7 +50,14 @@ class NeuralODE(nn.Module):
             adjoint = ADJOINTS[adjoint]()
         self.vector_field = vector_field
         self.solver = solver if solver is not None else Tsit5()
-        self.controller = PIDController(rtol=rtol, atol=atol)
+        if dt is None and not self.solver.adaptive:
+            name = type(self).__name__
+            raise InvalidArgumentError(
+                f"`{name}(solver={self.solver!r})` has no error estimate to adapt its step; "
+                f"give a fixed step: {name}(..., dt=0.05) (in the model's time units).")
+        self.rtol, self.atol, self.dt = rtol, atol, dt
+        self.controller: PIDController | ConstantStepSize = (
+            PIDController(rtol=rtol, atol=atol) if dt is None else ConstantStepSize(dt))
         self.adjoint = adjoint
         self.max_steps = max_steps
         self.last_stats = None
@@ -78,11 +87,21 @@ class NeuralODE(nn.Module):
             raise InvalidArgumentError(
                 f"`NeuralODE.config()`: the vector field {name} cannot be described as data; "
                 f"use one of {sorted(VECTOR_FIELDS)}, or save its state_dict yourself.")
+        return {"type": "NeuralODE", "vector_field": {"type": name, **field_config()},
+                **self._solve_config()}
+
+    def _solve_config(self) -> dict[str, Any]:
+        """The solve configuration as plain values (shared by the models built on this one)."""
         adjoint = next((key for key, cls in ADJOINTS.items() if isinstance(self.adjoint, cls)),
                        "checkpoint")
-        return {"type": "NeuralODE", "vector_field": {"type": name, **field_config()},
-                "solver": self.solver.name, "rtol": self.controller.rtol,
-                "atol": self.controller.atol, "adjoint": adjoint, "max_steps": self.max_steps}
+        config = {"solver": self.solver.name, "rtol": self.rtol, "atol": self.atol,
+                  "adjoint": adjoint, "max_steps": self.max_steps}
+        options = getattr(self.solver, "__dict__", {})
+        if self.dt is not None:
+            config["dt"] = self.dt
+        if options:
+            config["solver_options"] = dict(options)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NeuralODE:
@@ -92,9 +111,15 @@ class NeuralODE(nn.Module):
         if field_type not in VECTOR_FIELDS:
             raise InvalidArgumentError(
                 f"Model config names vector field {field_type!r}; known: {sorted(VECTOR_FIELDS)}.")
-        if config["solver"] not in SOLVERS:
-            raise InvalidArgumentError(
-                f"Model config names solver {config['solver']!r}; known: {sorted(SOLVERS)}.")
-        return cls(VECTOR_FIELDS[field_type](**field), solver=SOLVERS[config["solver"]](),
-                   rtol=config["rtol"], atol=config["atol"], adjoint=config["adjoint"],
-                   max_steps=config["max_steps"])
+        return cls(VECTOR_FIELDS[field_type](**field), **solve_options(config))
+
+
+def solve_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a model's solve configuration, from its `config()`."""
+    if config["solver"] not in SOLVERS:
+        raise InvalidArgumentError(
+            f"Model config names solver {config['solver']!r}; known: {sorted(SOLVERS)}.")
+    solver = SOLVERS[config["solver"]](**config.get("solver_options", {}))
+    return {"solver": solver, "rtol": config["rtol"], "atol": config["atol"],
+            "dt": config.get("dt"), "adjoint": config["adjoint"],
+            "max_steps": config["max_steps"]}

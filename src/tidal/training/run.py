@@ -25,6 +25,7 @@ from tidal._errors import InvalidArgumentError
 from tidal._files import atomic_path
 from tidal.data import SYSTEMS, Scaling, System, Trajectories, read_table, write_table
 from tidal.models import NeuralODE
+from tidal.models.registry import model_from_config
 from tidal.training.checkpoint import load_checkpoint, save_checkpoint
 
 CONFIG = "config.json"
@@ -111,7 +112,7 @@ def load_run(path: str | Path) -> Run:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
         raise InvalidArgumentError(f"{config_path} is not valid JSON: {error}.") from error
-    model = NeuralODE.from_config(config["model"])
+    model = model_from_config(config["model"])
     weights = load_checkpoint(path / WEIGHTS)
     dtype = next(iter(weights.values())).dtype
     model.to(dtype).load_state_dict(weights)
