@@ -39,8 +39,10 @@ def test_simulate_fit_predict_report_end_to_end(tmp_path):
 
     run = tmp_path / "run"
     result = invoke("fit", str(data), "--id", "id", "--system", "lotka-volterra", "-o", str(run),
-                    "--val", "0.2", "--test", "0.2", *TINY)
+                    "--val", "0.2", "--test", "0.2", "--shooting-segments", "2", *TINY)
     assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["train"]["shooting_segments"] == 2
+    assert "segments" in pd.read_csv(run / "metrics.csv").columns
     for name in ("config.json", "model.pt", "checkpoint.pt", "metrics.csv", "metrics.json",
                  "report.html", "forecast.png", "vector_field.png", "loss.png",
                  "fit_test_1.png", "data/train.csv"):

@@ -123,6 +123,11 @@ def _train_options(function):
                      help="Curriculum: fractions of the span fitted in successive stages."),
         click.option("--patience", type=int, default=100, show_default=True,
                      help="Early stopping patience in epochs (0: never)."),
+        click.option("--shooting-segments", default=1, show_default=True,
+                     help="Multiple shooting: a first stage fits this many segments of each "
+                          "trajectory, each from its own estimated start (1: off)."),
+        click.option("--shooting-weight", default=1.0, show_default=True,
+                     help="Weight of the gaps between consecutive segments."),
         click.option("--width", default=64, show_default=True),
         click.option("--depth", default=2, show_default=True),
         click.option("--activation", default="tanh", show_default=True),
@@ -147,7 +152,9 @@ def _configs(kw: dict):
                          adjoint=kw["adjoint"])
     config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["batch_size"],
                          horizons=tuple(_floats(kw["horizons"], "--horizons")),
-                         patience=kw["patience"] or None, seed=kw["seed"])
+                         patience=kw["patience"] or None, seed=kw["seed"],
+                         shooting_segments=kw["shooting_segments"],
+                         shooting_weight=kw["shooting_weight"])
     return model, config
 
 

@@ -32,6 +32,14 @@ class TrainConfig:
         learn_initial_states: treat each training trajectory's initial state as unknown too,
             starting from its first observation: the first observation is as noisy as the
             others, and a field fitted from a noisy start bends to make up for it.
+        shooting_segments: multiple shooting: when > 1, a first stage (as long as each
+            curriculum stage) cuts each training trajectory into this many segments, each
+            integrated from its own estimated initial state (starting from its first
+            observation), with `shooting_weight` times the squared gap between a segment's end
+            and the next one's start added to the loss. Short segments keep oscillating series
+            from locking into a wrong phase or period; the curriculum then fits whole
+            trajectories. 1: off.
+        shooting_weight: the weight of the continuity gaps in the shooting stage.
         seed: seeds the initialization (when the caller builds the model under `seeded`) and
             the order of mini-batches.
         dtype: "float64" or "float32", the dtype of states during training.
@@ -48,6 +56,8 @@ class TrainConfig:
     checkpoint_every: int = 25
     grad_clip: float | None = 1.0
     learn_initial_states: bool = True
+    shooting_segments: int = 1
+    shooting_weight: float = 1.0
     seed: int = 0
     dtype: str = "float64"
 
@@ -57,7 +67,7 @@ class TrainConfig:
                 raise InvalidArgumentError(f"`TrainConfig({name}={value!r})`: must be > 0.")
 
         for name in ("epochs", "batch_size", "lr", "patience", "eval_every",
-                     "checkpoint_every", "grad_clip"):
+                     "checkpoint_every", "grad_clip", "shooting_segments", "shooting_weight"):
             positive(name, getattr(self, name))
         if self.schedule not in ("cosine", "constant"):
             raise InvalidArgumentError(
@@ -72,10 +82,16 @@ class TrainConfig:
         if self.dtype not in ("float64", "float32"):
             raise InvalidArgumentError(
                 f"`TrainConfig(dtype={self.dtype!r})`: use 'float64' or 'float32'.")
-        if len(horizons) > self.epochs:
+        if not isinstance(self.shooting_segments, int) or isinstance(self.shooting_segments,
+                                                                      bool):
+            raise InvalidArgumentError(f"`TrainConfig(shooting_segments="
+                                       f"{self.shooting_segments!r})`: must be an integer >= 1.")
+        stages = len(horizons) + (self.shooting_segments > 1)
+        if stages > self.epochs:
             raise InvalidArgumentError(
-                f"`TrainConfig(epochs={self.epochs})`: fewer epochs than curriculum stages "
-                f"{horizons}.")
+                f"`TrainConfig(epochs={self.epochs})`: fewer epochs than training stages "
+                f"({stages}: the curriculum {horizons}"
+                f"{' after a shooting stage' if self.shooting_segments > 1 else ''}).")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -4,6 +4,7 @@ checkpoints that resume exactly, and a clean stop on divergence or Ctrl-C."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,16 @@ from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal._files import atomic_path
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
-from tidal.training.batches import Batch, make_batch, masked_mse, window
+from tidal.training.batches import (
+    Batch,
+    Segments,
+    continuity_mse,
+    make_batch,
+    masked_mse,
+    segment,
+    segment_counts,
+    window,
+)
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.config import TrainConfig
 from tidal.training.progress import Progress
@@ -31,7 +41,8 @@ class FitResult:
         model: the trained model, holding the best weights (lowest validation loss in the last
             curriculum stage, or the last weights without validation data).
         scaling: the scaling the model was trained in (predictions are unscaled with it).
-        history: one row per evaluation: epoch, stage, horizon, train_loss, val_loss, lr,
+        history: one row per evaluation: epoch, stage, horizon, segments (multiple-shooting
+            segments per trajectory; 1 outside the shooting stage), train_loss, val_loss, lr,
             num_fevals (forward evaluations of the last step), seconds.
         status: "finished", "early-stopped", "diverged" or "interrupted".
         message: one line saying why training stopped.
@@ -106,9 +117,20 @@ class _Trainer:
         # every other observation); zero and frozen unless `learn_initial_states`.
         self.initial_offsets = torch.zeros(len(train), train.n_states, dtype=dtype,
                                            requires_grad=config.learn_initial_states)
+        # Multiple shooting: a first stage fits segments of each trajectory, each from its own
+        # estimated start (the first segment's is the trajectory's), before the curriculum.
+        self.stages = [(h, 1) for h in config.horizons]
+        counts = segment_counts(train, config.shooting_segments)
+        self.segment_base = [0, *itertools.accumulate(c - 1 for c in counts)]
+        if config.shooting_segments > 1:
+            self.stages.insert(0, (1.0, config.shooting_segments))
+        self.segment_offsets = torch.zeros(self.segment_base[-1], train.n_states, dtype=dtype,
+                                           requires_grad=config.shooting_segments > 1)
         groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
         if config.learn_initial_states:
             groups.append({"params": [self.initial_offsets], "weight_decay": 0.0})
+        if config.shooting_segments > 1:
+            groups.append({"params": [self.segment_offsets], "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -132,7 +154,7 @@ class _Trainer:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     def stage(self, epoch: int) -> int:
-        stages = len(self.config.horizons)
+        stages = len(self.stages)
         return min(epoch * stages // self.config.epochs, stages - 1)
 
     def batch(self, data: Trajectories, horizon: float, indices: tuple[int, ...]) -> Batch:
@@ -143,14 +165,33 @@ class _Trainer:
             self._cache[key] = make_batch(window(data[list(indices)], horizon), self.dtype)
         return self._cache[key]
 
+    def segments(self, indices: tuple[int, ...]) -> tuple[Segments, torch.Tensor]:
+        """The training trajectories `indices` cut into shooting segments, and for each
+        segment its row in cat(initial_offsets, segment_offsets)."""
+        key = ("segments", indices)
+        if key not in self._cache:
+            pieces = segment(self.train[list(indices)], self.config.shooting_segments,
+                             self.dtype)
+            trajectory = torch.tensor(indices)[pieces.owner]
+            base = torch.tensor(self.segment_base)[trajectory]
+            rows = torch.where(pieces.part == 0, trajectory,
+                               len(self.train) + base + pieces.part - 1)
+            self._cache[key] = (pieces, rows)
+        return self._cache[key]
+
     def loss(self, batch: Batch, indices: tuple[int, ...] | None = None) -> torch.Tensor:
         y0 = batch.y0 if indices is None else batch.y0 + self.initial_offsets[list(indices)]
-        loss = masked_mse(self.model(y0, batch.ts), batch)
-        if not torch.isfinite(loss):
-            raise _Diverged(f"the loss became {loss.item()}")
-        return loss
+        return _finite(masked_mse(self.model(y0, batch.ts), batch))
 
-    def train_epoch(self, horizon: float) -> float:
+    def shooting_loss(self, indices: tuple[int, ...]) -> torch.Tensor:
+        """The observations' MSE over all segments plus the weighted continuity gaps."""
+        pieces, rows = self.segments(indices)
+        y0 = pieces.batch.y0 + torch.cat([self.initial_offsets, self.segment_offsets])[rows]
+        prediction = self.model(y0, pieces.batch.ts)
+        gaps = continuity_mse(prediction, y0, pieces)
+        return _finite(masked_mse(prediction, pieces.batch) + self.config.shooting_weight * gaps)
+
+    def train_epoch(self, horizon: float, segments: int = 1) -> float:
         order = torch.randperm(len(self.train), generator=self.generator).tolist()
         if self.batch_size == len(self.train):
             order = sorted(order)
@@ -158,7 +199,10 @@ class _Trainer:
         for start in range(0, len(order), self.batch_size):
             indices = tuple(sorted(order[start:start + self.batch_size]))
             self.optimizer.zero_grad()
-            loss = self.loss(self.batch(self.train, horizon, indices), indices)
+            if segments > 1:
+                loss = self.shooting_loss(indices)
+            else:
+                loss = self.loss(self.batch(self.train, horizon, indices), indices)
             loss.backward()
             if self.config.grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -185,7 +229,7 @@ class _Trainer:
         try:
             while self.epoch < config.epochs:
                 stage = self.stage(self.epoch)
-                train_loss = self.train_epoch(config.horizons[stage])
+                train_loss = self.train_epoch(*self.stages[stage])
                 fevals = _as_int(self.model.last_stats)
                 self.epoch += 1
                 self.seconds = time.perf_counter() - started
@@ -222,11 +266,11 @@ class _Trainer:
 
     def record(self, stage: int, train_loss: float, val_loss: float, fevals: int) -> None:
         self.history.append({
-            "epoch": self.epoch, "stage": stage, "horizon": self.config.horizons[stage],
-            "train_loss": train_loss, "val_loss": val_loss,
+            "epoch": self.epoch, "stage": stage, "horizon": self.stages[stage][0],
+            "segments": self.stages[stage][1], "train_loss": train_loss, "val_loss": val_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
             "num_fevals": fevals, "seconds": self.seconds})
-        if stage < len(self.config.horizons) - 1 or math.isnan(val_loss):
+        if stage < len(self.stages) - 1 or math.isnan(val_loss):
             return
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
@@ -241,6 +285,7 @@ class _Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(), "history": list(self.history),
                 "initial_offsets": self.initial_offsets.detach().clone(),
+                "segment_offsets": self.segment_offsets.detach().clone(),
                 "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
                 "best_weights": copy.deepcopy(self.best_weights),
                 "bad_epochs": self.bad_epochs, "seconds": self.seconds}
@@ -257,10 +302,18 @@ class _Trainer:
         self.generator.set_state(snapshot["generator"])
         with torch.no_grad():
             self.initial_offsets.copy_(snapshot["initial_offsets"])
+            if "segment_offsets" in snapshot:
+                self.segment_offsets.copy_(snapshot["segment_offsets"])
         self.epoch, self.history = snapshot["epoch"], list(snapshot["history"])
         self.best_val_loss, self.best_epoch = snapshot["best_val_loss"], snapshot["best_epoch"]
         self.best_weights, self.bad_epochs = snapshot["best_weights"], snapshot["bad_epochs"]
         self.seconds = snapshot["seconds"]
+
+
+def _finite(loss: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(loss):
+        raise _Diverged(f"the loss became {loss.item()}")
+    return loss
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
