@@ -18,7 +18,7 @@ from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
-from tidal.models import CNF, NeuralODE
+from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
 from tidal.solution import Solution, Stats
 from tidal.solvers import (
     RK4,
@@ -33,8 +33,11 @@ from tidal.solvers import (
     Heun2,
     Heun3,
     HeunEuler,
+    ImplicitMidpoint,
+    Leapfrog,
     Midpoint,
     Tsit5,
+    Yoshida4,
 )
 from tidal.training import FitResult, TrainConfig, fit, load_run
 
@@ -44,6 +47,7 @@ __all__ = [
     "CNF",
     "RK4",
     "SOLVERS",
+    "UDE",
     "BackpropAdjoint",
     "BacksolveAdjoint",
     "Bosh3",
@@ -57,11 +61,14 @@ __all__ = [
     "ExplicitRungeKutta",
     "Fehlberg2",
     "FitResult",
+    "HamiltonianNN",
     "Heun2",
     "Heun3",
     "HeunEuler",
+    "ImplicitMidpoint",
     "IncompatibleOptionsError",
     "InvalidArgumentError",
+    "Leapfrog",
     "Midpoint",
     "NeuralODE",
     "PIDController",
@@ -75,6 +82,7 @@ __all__ = [
     "Trajectories",
     "Tsit5",
     "UnknownOptionError",
+    "Yoshida4",
     "data",
     "fit",
     "load_run",
