@@ -47,16 +47,7 @@ class MLP(nn.Module):
                  depth: int = 2, activation: str = "tanh", time_input: bool = False,
                  final_scale: float = 0.1) -> None:
         super().__init__()
-        out_features = in_features if out_features is None else out_features
-        for name, value in (("in_features", in_features), ("out_features", out_features),
-                            ("width", width), ("depth", depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(
-                    f"`MLP({name}={value!r})`: must be a positive integer.")
-        if activation not in ACTIVATIONS:
-            raise InvalidArgumentError(
-                f"`MLP(activation={activation!r})` is not known; choose one of "
-                f"{sorted(ACTIVATIONS)}.")
+        out_features = _checked("MLP", in_features, out_features, width, depth, activation)
         self._config = {"in_features": in_features, "out_features": out_features,
                         "width": width, "depth": depth, "activation": activation,
                         "time_input": time_input, "final_scale": final_scale}
@@ -123,16 +114,8 @@ class ConcatSquashMLP(nn.Module):
     def __init__(self, in_features: int, out_features: int | None = None, *, width: int = 64,
                  depth: int = 3, activation: str = "tanh", final_scale: float = 0.1) -> None:
         super().__init__()
-        out_features = in_features if out_features is None else out_features
-        for name, value in (("in_features", in_features), ("out_features", out_features),
-                            ("width", width), ("depth", depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(
-                    f"`ConcatSquashMLP({name}={value!r})`: must be a positive integer.")
-        if activation not in ACTIVATIONS:
-            raise InvalidArgumentError(
-                f"`ConcatSquashMLP(activation={activation!r})` is not known; choose one of "
-                f"{sorted(ACTIVATIONS)}.")
+        out_features = _checked("ConcatSquashMLP", in_features, out_features, width, depth,
+                                activation)
         self._config = {"in_features": in_features, "out_features": out_features,
                         "width": width, "depth": depth, "activation": activation,
                         "final_scale": final_scale}
@@ -153,3 +136,20 @@ class ConcatSquashMLP(nn.Module):
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-able."""
         return dict(self._config)
+
+
+def _checked(network: str, in_features: int, out_features: int | None, width: int,
+             depth: int, activation: str) -> int:
+    """Validate a network's sizes and activation; returns out_features (default in_features).
+    """
+    out_features = in_features if out_features is None else out_features
+    for name, value in (("in_features", in_features), ("out_features", out_features),
+                        ("width", width), ("depth", depth)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidArgumentError(
+                f"`{network}({name}={value!r})`: must be a positive integer.")
+    if activation not in ACTIVATIONS:
+        raise InvalidArgumentError(
+            f"`{network}(activation={activation!r})` is not known; choose one of "
+            f"{sorted(ACTIVATIONS)}.")
+    return out_features
