@@ -35,7 +35,7 @@ from torch import nn
 
 import tidal
 from tidal.data import SYSTEMS, Scaling, simulate
-from tidal.models.symbolic import SymbolicFit, recover
+from tidal.models.symbolic import sparsest
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 
@@ -60,24 +60,6 @@ def interaction(y: torch.Tensor) -> torch.Tensor:
     """The true missing terms (-beta x y, delta x y)."""
     xy = y[..., 0] * y[..., 1]
     return torch.stack([-TRUE["beta"] * xy, TRUE["delta"] * xy], -1)
-
-
-def sparsest_formula(model: UDE, region: torch.Tensor, tolerance: float = 0.05
-                     ) -> tuple[float, SymbolicFit]:
-    """The largest threshold whose formula explains the correction on `region` to within
-    `tolerance` times the correction's range (RMSE, each output)."""
-    with torch.no_grad():
-        target = model.correction(torch.tensor(0.0, dtype=region.dtype), region).numpy()
-    spread = target.max(0) - target.min(0)
-    best = None
-    for threshold in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5):
-        fit = recover(model, region, degree=2, threshold=threshold, state_names=("x", "y"))
-        rmse = np.sqrt(((fit.predict(region) - target) ** 2).mean(0))
-        if (rmse <= tolerance * spread).all():
-            best = (threshold, fit)
-    if best is None:
-        raise RuntimeError("no formula explains the correction; train longer")
-    return best
 
 
 def main() -> None:
@@ -125,7 +107,10 @@ def main() -> None:
           f"{(100 * rmse / spread).numpy().round(2).tolist()} % of their range "
           f"{spread.numpy().round(2).tolist()}")
 
-    threshold, fit = sparsest_formula(model, region)
+    found = sparsest(model, region, state_names=("x", "y"))
+    if found is None:
+        raise SystemExit("no formula explains the correction; train longer")
+    threshold, fit = found
     print(f"\nsymbolic recovery ({fit.backend}, threshold {threshold}):\n{fit.formula}")
     for output, truth_value in (("dx", -TRUE["beta"]), ("dy", TRUE["delta"])):
         value = fit.coefficient(output, "x y")

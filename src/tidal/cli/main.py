@@ -131,7 +131,21 @@ def _train_options(function):
         click.option("--width", default=64, show_default=True),
         click.option("--depth", default=2, show_default=True),
         click.option("--activation", default="tanh", show_default=True),
-        click.option("--solver", default="tsit5", show_default=True),
+        click.option("--model", "kind", default="neural-ode", show_default=True,
+                     type=click.Choice(["neural-ode", "hamiltonian", "ude"]),
+                     help="hamiltonian: a learned energy H(q, p), state = (q, p) halves; "
+                          "ude: --known terms plus a network."),
+        click.option("--separable", is_flag=True,
+                     help="Hamiltonian H = T(p) + V(q) (explicit symplectic solvers apply)."),
+        click.option("--known", default=None,
+                     help="UDE known terms by name, e.g. lotka-volterra-linear."),
+        click.option("--param", "params", multiple=True,
+                     help="UDE physical parameter's initial value, name=value (repeatable)."),
+        click.option("--dt", default=0.05, show_default=True,
+                     help="Step of fixed-step solvers (leapfrog, yoshida4, ...)."),
+        click.option("--solver", default="auto", show_default=True,
+                     help="auto: tsit5; for --model hamiltonian leapfrog (separable) or "
+                          "implicit_midpoint."),
         click.option("--rtol", default=1e-4, show_default=True),
         click.option("--atol", default=1e-6, show_default=True),
         click.option("--adjoint", default="checkpoint", show_default=True,
@@ -147,9 +161,17 @@ def _train_options(function):
 def _configs(kw: dict):
     from tidal.training import ModelOptions, TrainConfig
 
-    model = ModelOptions(width=kw["width"], depth=kw["depth"], activation=kw["activation"],
-                         solver=kw["solver"], rtol=kw["rtol"], atol=kw["atol"],
-                         adjoint=kw["adjoint"])
+    params = []
+    for item in kw["params"]:
+        name, _, value = item.partition("=")
+        numbers = _floats(value, f"--param {item}") if value else []
+        if len(numbers) != 1:
+            raise BadInput(f"--param {item!r}: expected name=value, e.g. alpha=1.5")
+        params.append((name.strip(), numbers[0]))
+    model = ModelOptions(kind=kw["kind"], width=kw["width"], depth=kw["depth"],
+                         activation=kw["activation"], solver=kw["solver"], rtol=kw["rtol"],
+                         atol=kw["atol"], adjoint=kw["adjoint"], separable=kw["separable"],
+                         dt=kw["dt"], known=kw["known"], params=tuple(params))
     config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["batch_size"],
                          horizons=tuple(_floats(kw["horizons"], "--horizons")),
                          patience=kw["patience"] or None, seed=kw["seed"],

@@ -205,6 +205,29 @@ def recover(correction: Callable[..., Any], region_samples: Any, *,
                        "pysindy" if use_pysindy else "numpy", degree)
 
 
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
+
+
+def sparsest(correction: Callable[..., Any], region_samples: Any, *, tolerance: float = 0.05,
+             degree: int = 2, state_names: Sequence[str] | None = None
+             ) -> tuple[float, SymbolicFit] | None:
+    """The sparsest formula that still explains the correction: the largest threshold in
+    `THRESHOLDS` whose formula's RMSE on `region_samples` is within `tolerance` times the
+    correction's range, for every output. None when no threshold does."""
+    x = _samples(region_samples)
+    target = _evaluate(correction.correction if isinstance(correction, UDE) else correction,
+                       x, 0.0)
+    spread = target.max(0) - target.min(0)
+    best = None
+    for threshold in THRESHOLDS:
+        fit = recover(correction, x, degree=degree, threshold=threshold,
+                      state_names=state_names)
+        rmse = np.sqrt(((fit.predict(x) - target) ** 2).mean(0))
+        if (rmse <= tolerance * spread).all():
+            best = (threshold, fit)
+    return best
+
+
 def _samples(region_samples: Any) -> np.ndarray:
     if isinstance(region_samples, torch.Tensor):
         region_samples = region_samples.detach().cpu().double().numpy()

@@ -150,9 +150,12 @@ def _html(run: Run, metrics: dict[str, Any], sections: list[tuple[str, list[str]
             f"<p>{html.escape(str(fit.get('message', '')))}</p>",
             "<h2>Error against observations (RMSE, % of each state's range)</h2>",
             f"<table><tr><th>split</th>{header}</tr>{''.join(rows)}</table>"]
-    if "truth" in metrics:
-        body.append("<h2>Against the true system</h2><pre>"
-                    f"{html.escape(json.dumps(metrics['truth'], indent=2))}</pre>")
+    for key, title in (("truth", "Against the true system"),
+                       ("ude", "Physical parameters and the recovered correction (SINDy)"),
+                       ("energy", "Energy along forecasts (Hamiltonian model)")):
+        if key in metrics:
+            body.append(f"<h2>{title}</h2><pre>"
+                        f"{html.escape(json.dumps(metrics[key], indent=2))}</pre>")
     for title, images in sections:
         body.append(f"<h2>{html.escape(title)}</h2>")
         body += [f'<img src="{name}" alt="{html.escape(title)}">' for name in images]

@@ -14,6 +14,7 @@ import torch
 from tidal.controllers import PIDController
 from tidal.data import System, Trajectories
 from tidal.integrate import solve
+from tidal.models import UDE, HamiltonianNN
 from tidal.training.run import SPLITS, Run
 
 FORECAST_FACTOR = 3.0  # forecasts run to this multiple of the data's span
@@ -35,7 +36,54 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     system = run.system
     if system is not None and "test" in splits:
         metrics["truth"] = truth_checks(run, system, splits["test"], ranges)
+    if isinstance(run.model, UDE):
+        metrics["ude"] = ude_summary(run, list(splits.values()))
+    if isinstance(run.model, HamiltonianNN):
+        ts, learned, true = energy_along_forecasts(run, splits.get("test", splits["train"]))
+        metrics["energy"] = {"t_end": float(ts[-1]), "learned_relative_drift":
+                             _relative_drift(learned).tolist(), "learned_absolute_drift":
+                             np.abs(learned - learned[:1]).max(axis=0).tolist()}
+        if true is not None:
+            metrics["energy"]["true_absolute_drift"] = (
+                np.abs(true - true[:1]).max(axis=0).tolist())
     return metrics
+
+
+def ude_summary(run: Run, datasets: list[Trajectories]) -> dict[str, Any]:
+    """The learned physical parameters and the sparsest formula (SINDy) that explains the
+    learned correction over the observed states."""
+    from tidal.models.symbolic import sparsest
+
+    region = np.concatenate([np.concatenate(data.values) for data in datasets])
+    region = region[~np.isnan(region).any(axis=1)]
+    found = sparsest(run.model, region, state_names=run.state_names)
+    formula = None if found is None else {"threshold": found[0], "formula": found[1].formula,
+                                          "terms": found[1].terms()}
+    return {"physical_parameters": run.model.physical_parameters(), "correction": formula}
+
+
+def energy_along_forecasts(run: Run, data: Trajectories, *, count: int = 4
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Learned energy (in the model's units) and, when known, the true energy [T, B] along
+    forecasts to 3x the data's span from the first `count` trajectories' initial states."""
+    t0, t1 = data.t_span
+    ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
+    y0 = data.initial_states()[:count]
+    states = run.predict(y0, ts)
+    dtype = next(run.model.parameters()).dtype
+    scaled = run.scaling.scale_values(torch.as_tensor(states, dtype=dtype))
+    with torch.enable_grad():
+        learned = run.model.energy(scaled).detach().numpy()
+    system = run.system
+    true = None
+    if system is not None and system.hamiltonian is not None:
+        true = system.energy(torch.as_tensor(states, dtype=torch.float64)).numpy()
+    return ts, learned, true
+
+
+def _relative_drift(energy: np.ndarray) -> np.ndarray:
+    """max_t |H(t) - H(0)| / |H(0)| per trajectory."""
+    return np.abs(energy - energy[:1]).max(axis=0) / np.maximum(np.abs(energy[0]), 1e-12)
 
 
 def state_ranges(datasets: list[Trajectories]) -> np.ndarray:

@@ -12,7 +12,8 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories
-from tidal.models import NeuralODE
+from tidal.models import HamiltonianNN, NeuralODE
+from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 from tidal.solvers import SOLVERS
 from tidal.training.config import TrainConfig
@@ -22,27 +23,88 @@ from tidal.training.run import CONFIG, load_run, save_run
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """The model `train_run` builds: an MLP vector field inside a `NeuralODE`."""
+    """The model `train_run` builds.
 
+    kind: "neural-ode" (an MLP vector field), "hamiltonian" (`HamiltonianNN`: an MLP energy,
+    optionally `separable` H = T(p) + V(q); state = (q, p) halves) or "ude" (`UDE`: the
+    registered `known` terms, with `params` as initial values of the learned physical
+    parameters, plus an MLP correction; trained in the data's units). solver "auto" picks
+    Tsit5, or for a Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`.
+    """
+
+    kind: str = "neural-ode"
     width: int = 64
     depth: int = 2
     activation: str = "tanh"
     time_input: bool = False
-    solver: str = "tsit5"
+    solver: str = "auto"
     rtol: float = 1e-4
     atol: float = 1e-6
     adjoint: str = "checkpoint"
+    separable: bool = False
+    dt: float = 0.05
+    known: str | None = None
+    params: tuple[tuple[str, float], ...] = ()
 
     def build(self, n_states: int, seed: int) -> NeuralODE:
-        if self.solver not in SOLVERS:
+        if self.solver != "auto" and self.solver not in SOLVERS:
             raise InvalidArgumentError(
                 f"`--solver {self.solver}` is not known; choose one of {sorted(SOLVERS)}.")
+        if self.kind not in MODEL_KINDS:
+            raise InvalidArgumentError(
+                f"`--model {self.kind}` is not known; choose one of {list(MODEL_KINDS)}.")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            field = MLP(n_states, width=self.width, depth=self.depth,
-                        activation=self.activation, time_input=self.time_input)
-        return NeuralODE(field, solver=SOLVERS[self.solver](), rtol=self.rtol, atol=self.atol,
-                         adjoint=self.adjoint)
+            return MODEL_KINDS[self.kind](self, n_states)
+
+    def solver_or(self, default: str | None) -> Any:
+        name = default if self.solver == "auto" else self.solver
+        return None if name is None else SOLVERS[name]()
+
+    def needs_identity_scaling(self) -> bool:
+        return self.kind == "ude"
+
+
+def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
+    field = MLP(n_states, width=options.width, depth=options.depth,
+                activation=options.activation, time_input=options.time_input)
+    solver = options.solver_or("tsit5")
+    return NeuralODE(field, solver=solver, rtol=options.rtol, atol=options.atol,
+                     dt=None if solver.adaptive else options.dt, adjoint=options.adjoint)
+
+
+def _hamiltonian(options: ModelOptions, n_states: int) -> NeuralODE:
+    if n_states % 2:
+        raise InvalidArgumentError(
+            f"`--model hamiltonian` needs the state as (q, p) halves; the data has "
+            f"{n_states} states. Give an even number of state columns, positions first.")
+    return HamiltonianNN.mlp(n_states // 2, separable=options.separable, width=options.width,
+                             depth=options.depth, activation=options.activation,
+                             solver=options.solver_or(None), dt=options.dt, rtol=options.rtol,
+                             atol=options.atol, adjoint=options.adjoint)
+
+
+def _ude(options: ModelOptions, n_states: int) -> NeuralODE:
+    if options.known not in KNOWN_PHYSICS:
+        raise InvalidArgumentError(
+            f"`--model ude` needs `--known NAME` with one of {sorted(KNOWN_PHYSICS)}; got "
+            f"{options.known!r}.")
+    known = KNOWN_PHYSICS[options.known]
+    params = {**known.params, **dict(options.params)}
+    unknown = sorted(set(params) - set(known.params))
+    if unknown:
+        raise InvalidArgumentError(
+            f"`--param`: {unknown} are not parameters of {known.name} "
+            f"(it has {sorted(known.params)}).")
+    correction = MLP(n_states, width=options.width, depth=options.depth,
+                     activation=options.activation, time_input=options.time_input)
+    solver = options.solver_or("tsit5")
+    return UDE(known.equations, correction, params, solver=solver, rtol=options.rtol,
+               atol=options.atol, dt=None if solver.adaptive else options.dt,
+               adjoint=options.adjoint)
+
+
+MODEL_KINDS = {"neural-ode": _neural_ode, "hamiltonian": _hamiltonian, "ude": _ude}
 
 
 def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | None = None,
@@ -75,8 +137,9 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     model = model or ModelOptions()
     config = config or TrainConfig()
     train, val, test = _split(data, split, config.seed)
-    scaling = Scaling.fit(train)
     network = model.build(data.n_states, config.seed)
+    scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
+               if model.needs_identity_scaling() else Scaling.fit(train))
     info = {"state_names": list(data.state_names), **(source or {})}
     splits = {"train": train, "val": val, "test": test}
     save_run(run_dir, network, scaling, data=info, train_config=config.to_dict(), splits=splits)
