@@ -13,10 +13,17 @@ import torch
 
 from tidal._files import atomic_path
 from tidal.data import Trajectories
+from tidal.models import HamiltonianNN
+from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
 from tidal.plots.vector_field import plot_vector_fields
-from tidal.report.metrics import FORECAST_FACTOR, evaluate_run, true_trajectories
+from tidal.report.metrics import (
+    FORECAST_FACTOR,
+    energy_along_forecasts,
+    evaluate_run,
+    true_trajectories,
+)
 from tidal.training.run import Run, load_run
 
 PER_PAGE = 4
@@ -43,6 +50,10 @@ def write_report(run_dir: str | Path) -> Path:
     if len(run.state_names) >= 2:
         sections.append(("Vector field", [_save(run, "vector_field.png",
                                                 _vector_fields(run, test))]))
+    if isinstance(run.model, HamiltonianNN):
+        ts, learned, true = energy_along_forecasts(run, test)
+        sections.append(("Energy along forecasts", [_save(run, "energy.png",
+                                                          plot_energy(ts, learned, true))]))
     history = _history(run)
     if history:
         sections.append(("Loss", [_save(run, "loss.png", plot_losses(history))]))
