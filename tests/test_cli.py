@@ -163,3 +163,30 @@ def test_fit_hamiltonian_and_ude_models(tmp_path):
     assert set(ude["physical_parameters"]) == {"alpha", "gamma"}
     assert invoke("fit", str(data), "--id", "id", "--model", "ude", "--known", "nope",
                   "-o", str(tmp_path / "bad"), *TINY).exit_code == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "RUN", "--y0", "1,2", "--t", "5:1:0.1"], "start:stop:step"),
+    (["predict", "RUN", "--y0", "1,x", "--t", "0:1:0.1"], "comma-separated numbers"),
+    (["predict", "RUN", "--y0", "1,2,3", "--t", "0:1:0.1"], "--y0 has 3 values"),
+    (["simulate", "toggle-switch", "--obs", "a:b", "-o", "x.csv"], "--obs 'a:b'"),
+    (["fit", "DATA", "-o", "r", "--model", "ude", "--known", "lotka-volterra-linear",
+      "--param", "alpha"], "expected name=value"),
+    (["flow", "fit", "-o", "r"], "either DATA or --toy"),
+    (["flow", "fit", "--toy", "nope", "-o", "r"], "--toy 'nope' is not known"),
+    (["flow", "fit", "DATA", "--columns", "zz", "-o", "r"], "unknown column(s) ['zz']"),
+    (["flow", "sample", "RUN"], "not a flow"),
+])
+def test_more_bad_input_exits_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8", "-o", str(data))
+    run = tmp_path / "run"
+    if "RUN" in args:
+        assert invoke("fit", str(data), "--id", "id", "-o", str(run), "--val", "0",
+                      "--test", "0", *TINY).exit_code == 0
+    args = [str(run) if a == "RUN" else str(data) if a == "DATA" else a for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

@@ -250,3 +250,44 @@ def test_train_config_errors_name_the_argument():
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(InvalidArgumentError, match="adjoint"):
         NeuralODE(MLP(2), adjoint="magic")
+
+
+def test_run_and_checkpoint_error_paths_name_what_is_wrong(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="needs the `run_dir`"):
+        fit(small_model(), spiral_data(2), resume=True, progress=False)
+    with pytest.raises(InvalidArgumentError, match="No checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(InvalidArgumentError, match="not a tidal run directory"):
+        load_run(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(InvalidArgumentError, match="not valid JSON"):
+        load_run(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="cannot be described as data"):
+        NeuralODE(torch.nn.Linear(2, 2)).config()
+    config = small_model().config()
+    with pytest.raises(InvalidArgumentError, match="solver 'magic'"):
+        NeuralODE.from_config({**config, "solver": "magic"})
+    with pytest.raises(InvalidArgumentError, match="vector field 'Evil'"):
+        NeuralODE.from_config({**config, "vector_field": {"type": "Evil"}})
+
+
+def test_pipeline_error_paths(tmp_path):
+    from tidal.training import ModelOptions, train_run
+
+    data = spiral_data(3)
+    with pytest.raises(InvalidArgumentError, match="leaves none to train on"):
+        train_run(data, tmp_path / "a", split=(0.5, 0.5), progress=False)
+    with pytest.raises(InvalidArgumentError, match="--solver magic"):
+        ModelOptions(solver="magic").build(2, 0)
+    with pytest.raises(InvalidArgumentError, match="--model magic"):
+        ModelOptions(kind="magic").build(2, 0)
+    with pytest.raises(InvalidArgumentError, match=r"\(q, p\) halves"):
+        ModelOptions(kind="hamiltonian").build(3, 0)
+    with pytest.raises(InvalidArgumentError, match="not parameters of"):
+        ModelOptions(kind="ude", known="lotka-volterra-linear", params=(("beta", 1.0),)
+                     ).build(2, 0)
+    result = fit(small_model(), data, config=quiet(epochs=2, horizons=(1.0,)), progress=False)
+    save_run(tmp_path / "b", result.model, result.scaling, data={"state_names": ["x", "y"]},
+             train_config=result.config.to_dict())
+    with pytest.raises(InvalidArgumentError, match=r"expected 2 states \(x, y\)"):
+        load_run(tmp_path / "b").predict([1.0, 2.0, 3.0], [0.0, 1.0])

@@ -113,7 +113,7 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
         return full
 
     def learned(points: np.ndarray) -> np.ndarray:
-        dtype = next(run.model.parameters()).dtype
+        dtype = run.dtype
         y = run.scaling.scale_values(torch.as_tensor(lift(points), dtype=dtype))
         with torch.no_grad():
             dy = run.model.vector_field(torch.zeros((), dtype=dtype), y)

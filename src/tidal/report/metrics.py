@@ -70,7 +70,7 @@ def energy_along_forecasts(run: Run, data: Trajectories, *, count: int = 4
     ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
     y0 = data.initial_states()[:count]
     states = run.predict(y0, ts)
-    dtype = next(run.model.parameters()).dtype
+    dtype = run.dtype
     scaled = run.scaling.scale_values(torch.as_tensor(states, dtype=dtype))
     with torch.enable_grad():
         learned = run.model.energy(scaled).detach().numpy()

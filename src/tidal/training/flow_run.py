@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +196,4 @@ def load_flow_run(path: str | Path) -> FlowRun:
     options = FlowOptions(**{k: v for k, v in config["options"].items() if k in known})
     cnf = build_cnf(len(config["columns"]), options, options.eval_tol)
     cnf.load_state_dict(load_checkpoint(path / "model.pt"))
-    if not math.isfinite(sum(config["scale"])):
-        raise InvalidArgumentError(f"{path / CONFIG}: the stored scale is not finite.")
     return FlowRun(path, cnf.eval(), config)

@@ -60,14 +60,18 @@ class Run:
         path = self.path / "data" / f"{split}.csv"
         return read_table(path, time="t", id="id") if path.is_file() else None
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model's weights (and so its states) are in."""
+        return next(self.model.parameters()).dtype
+
     @torch.no_grad()
     def predict(self, y0: Any, ts: Any) -> np.ndarray:
         """States at times `ts` [T] from initial states `y0` [D] or [B, D], in the user's units.
 
         Returns [T, D] or [T, B, D].
         """
-        dtype = next(self.model.parameters()).dtype
-        y0 = torch.as_tensor(np.asarray(y0, dtype=float), dtype=dtype)
+        y0 = torch.as_tensor(np.asarray(y0, dtype=float), dtype=self.dtype)
         if y0.shape[-1] != len(self.state_names) or y0.dim() > 2:
             raise InvalidArgumentError(
                 f"`predict(y0=...)`: expected {len(self.state_names)} states "
