@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError, SolveFailedError
-from tidal._files import atomic_path
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.training.batches import (
@@ -31,6 +30,11 @@ from tidal.training.batches import (
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.config import TrainConfig
 from tidal.training.progress import Progress
+from tidal.training.run_directory import RunDirectory
+
+#: The run directory's state for each way `fit` ends.
+FINAL_STATES = {"finished": "finished", "early-stopped": "finished",
+                "interrupted": "interrupted", "diverged": "diverged"}
 
 
 @dataclass
@@ -65,7 +69,7 @@ class _Diverged(Exception):
 
 def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = None,
         config: TrainConfig | None = None, scaling: Scaling | None = None,
-        run_dir: str | Path | None = None, resume: bool = False,
+        run_dir: str | Path | RunDirectory | None = None, resume: bool = False,
         progress: bool = True) -> FitResult:
     """Fit `model` so its trajectories from each training trajectory's first state pass
     through the observations (mean squared error over observed entries, in scaled units).
@@ -77,8 +81,9 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         config: a `TrainConfig` (epochs, lr, curriculum, patience, ...).
         scaling: the units the model works in; default `Scaling.fit(train)` (each state
             standardized by its observed mean and spread).
-        run_dir: where checkpoint.pt and metrics.csv are written (atomically); None writes
-            nothing.
+        run_dir: the run directory (a `RunDirectory`, or a folder: a new or empty one, or a
+            run) where checkpoint.pt and metrics.csv are written (atomically); None writes
+            nothing. When given a folder, `fit` records the run's final state in it.
         resume: continue from `run_dir`'s checkpoint.pt; the loss curve continues as if never
             stopped.
         progress: show a progress bar with the loss and the ETA.
@@ -94,12 +99,25 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     scaling = scaling or Scaling.fit(train)
+    run = run_dir
+    if run_dir is not None and not isinstance(run_dir, RunDirectory):
+        run = RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
+        run.take_over()
     trainer = _Trainer(model, train.scaled(scaling), val.scaled(scaling) if val else None,
-                       config, dtype, Path(run_dir) if run_dir is not None else None)
+                       config, dtype, run)
     if resume:
-        trainer.restore(load_checkpoint(trainer.run_dir / CHECKPOINT))
+        path = run.path / CHECKPOINT
+        snapshot = load_checkpoint(path)
+        try:
+            trainer.restore(snapshot)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+            raise InvalidArgumentError(
+                f"{path}: not a checkpoint of this run and model ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]}); the file was edited or damaged.") from error
     status, message = trainer.run(progress)
     model.load_state_dict(trainer.best_weights)
+    if run is not None and run is not run_dir:
+        run.set_state(FINAL_STATES[status])
     return FitResult(model, scaling, trainer.history, status, message, trainer.best_epoch,
                      trainer.best_val_loss, config)
 
@@ -108,7 +126,7 @@ class _Trainer:
     """The state of one training run: what a checkpoint holds."""
 
     def __init__(self, model: NeuralODE, train: Trajectories, val: Trajectories | None,
-                 config: TrainConfig, dtype: torch.dtype, run_dir: Path | None) -> None:
+                 config: TrainConfig, dtype: torch.dtype, run_dir: RunDirectory | None) -> None:
         self.model, self.train, self.val = model, train, val
         self.config, self.dtype, self.run_dir = config, dtype, run_dir
         self.batch_size = min(config.batch_size or len(train), len(train))
@@ -292,7 +310,7 @@ class _Trainer:
 
     def save(self, snapshot: dict[str, Any]) -> None:
         if self.run_dir is not None:
-            save_checkpoint(self.run_dir / CHECKPOINT, snapshot)
+            save_checkpoint(self.run_dir, CHECKPOINT, snapshot)
             write_metrics(self.run_dir, snapshot["history"])
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -316,9 +334,9 @@ def _finite(loss: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+def write_metrics(run_dir: RunDirectory, history: list[dict[str, Any]]) -> None:
     """metrics.csv: one row per evaluation (written atomically)."""
-    with atomic_path(run_dir / "metrics.csv") as tmp:
+    with run_dir.writing("metrics.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False)
 
 
