@@ -262,7 +262,7 @@ def test_run_and_checkpoint_error_paths_name_what_is_wrong(tmp_path):
     with pytest.raises(InvalidArgumentError, match="not a tidal run directory"):
         load_run(tmp_path)
     (tmp_path / "config.json").write_text("{}")  # a config.json alone does not make a run
-    with pytest.raises(InvalidArgumentError, match="no tidal-run.json"):
+    with pytest.raises(InvalidArgumentError, match=r"no tidal-run\.json"):
         load_run(tmp_path)
     with pytest.raises(InvalidArgumentError, match="cannot be described as data"):
         NeuralODE(torch.nn.Linear(2, 2)).config()

@@ -32,6 +32,9 @@ from tidal.training.config import TrainConfig
 from tidal.training.progress import Progress
 from tidal.training.run_directory import RunDirectory
 
+#: The columns of `FitResult.history` and metrics.csv.
+HISTORY_COLUMNS = ("epoch", "stage", "horizon", "segments", "train_loss", "val_loss", "lr",
+                   "num_fevals", "seconds")
 #: The run directory's state for each way `fit` ends.
 FINAL_STATES = {"finished": "finished", "early-stopped": "finished",
                 "interrupted": "interrupted", "diverged": "diverged"}
@@ -283,11 +286,9 @@ class _Trainer:
         return status, message
 
     def record(self, stage: int, train_loss: float, val_loss: float, fevals: int) -> None:
-        self.history.append({
-            "epoch": self.epoch, "stage": stage, "horizon": self.stages[stage][0],
-            "segments": self.stages[stage][1], "train_loss": train_loss, "val_loss": val_loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "num_fevals": fevals, "seconds": self.seconds})
+        row = (self.epoch, stage, *self.stages[stage], train_loss, val_loss,
+               self.optimizer.param_groups[0]["lr"], fevals, self.seconds)
+        self.history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
         if stage < len(self.stages) - 1 or math.isnan(val_loss):
             return
         if val_loss < self.best_val_loss:
@@ -336,8 +337,8 @@ def _finite(loss: torch.Tensor) -> torch.Tensor:
 
 def write_metrics(run_dir: RunDirectory, history: list[dict[str, Any]]) -> None:
     """metrics.csv: one row per evaluation (written atomically)."""
-    with run_dir.writing("metrics.csv") as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
+    with run_dir.writing("metrics.csv") as tmp:  # the header even before the first row
+        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
 def _as_int(stats: Any) -> int:
