@@ -162,13 +162,21 @@ def _assert_clean(result) -> None:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(data=st.data())
-def test_random_edits_of_config_json_exit_0_or_2(tmp_path, pristine, data):
+RANDOM_EDITS = settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _fresh_copy(tmp_path: Path, pristine: Path) -> Path:
     run = tmp_path / "run"
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(pristine, run)
+    return run
+
+
+@RANDOM_EDITS
+@given(data=st.data())
+def test_random_edits_of_config_json_exit_0_or_2(tmp_path, pristine, data):
+    run = _fresh_copy(tmp_path, pristine)
     config = json.loads((run / "config.json").read_text())
     paths = list(_leaves(config))
     for _ in range(data.draw(st.integers(1, 3), label="edits")):
@@ -191,13 +199,10 @@ def test_random_edits_of_config_json_exit_0_or_2(tmp_path, pristine, data):
     _assert_clean(_invoke_predict(run))
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@RANDOM_EDITS
 @given(data=st.data())
 def test_random_bytes_in_config_json_and_model_pt_exit_0_or_2(tmp_path, pristine, data):
-    run = tmp_path / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(pristine, run)
+    run = _fresh_copy(tmp_path, pristine)
     name = data.draw(st.sampled_from(["config.json", "model.pt"]), label="file")
     content = bytearray((run / name).read_bytes())
     action = data.draw(st.sampled_from(["truncate", "flip", "overwrite"]), label="action")

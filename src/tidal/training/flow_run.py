@@ -24,14 +24,13 @@ import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import read_json
 from tidal.controllers import PIDController
 from tidal.models import CNF
 from tidal.nn import ConcatSquashMLP
 from tidal.training.checkpoint import build_with_weights, load_checkpoint, save_checkpoint
 from tidal.training.flow import evaluate_nll, fit_flow
 from tidal.training.run_directory import RunDirectory
-from tidal.training.run_schema import FLOW_CONFIG, validate
+from tidal.training.run_schema import FLOW_CONFIG, read_checked
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -194,11 +193,7 @@ def load_flow_run(path: str | Path) -> FlowRun:
                                    "weights; start it again with `tidal flow fit ... "
                                    "--overwrite`.")
     config_path = run.file(CONFIG)
-    try:
-        config = read_json(config_path)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidArgumentError(f"{config_path} is not valid JSON: {error}.") from error
-    validate(config, FLOW_CONFIG, config_path)
+    config = read_checked(config_path, FLOW_CONFIG)
     dim = len(config["columns"])
     if not len(config["offset"]) == len(config["scale"]) == dim:
         raise InvalidArgumentError(f"{config_path}: {dim} columns but {len(config['offset'])} "

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import read_json
 from tidal.data import SYSTEMS, Scaling, System, Trajectories, read_table, write_table
 from tidal.models import NeuralODE
 from tidal.models.registry import model_from_config
@@ -35,7 +34,7 @@ from tidal.training.checkpoint import (
 )
 from tidal.training.config import TrainConfig
 from tidal.training.run_directory import RunDirectory
-from tidal.training.run_schema import RUN_CONFIG, validate
+from tidal.training.run_schema import RUN_CONFIG, read_checked
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -156,11 +155,7 @@ def load_run(path: str | Path) -> Run:
 def read_config(run: RunDirectory) -> dict[str, Any]:
     """config.json, checked against the schema and for consistency."""
     path = run.file(CONFIG)
-    try:
-        config = read_json(path)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidArgumentError(f"{path} is not valid JSON: {error}.") from error
-    validate(config, RUN_CONFIG, path)
+    config = read_checked(path, RUN_CONFIG)
     names = config["data"]["state_names"]
     scaling = config["scaling"]
     system = config["data"].get("system")

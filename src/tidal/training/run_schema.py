@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal._errors import InvalidArgumentError
+from tidal._files import read_json
 
 Schema = Callable[[Any, str], None]
 
@@ -40,6 +41,16 @@ def validate(value: Any, schema: Schema, file: Path) -> None:
         where = f"{file}: {error.key}: " if error.key else f"{file}: "
         raise InvalidArgumentError(f"{where}{error.problem} (the file was edited or damaged; "
                                    "start the run again with --overwrite).") from None
+
+
+def read_checked(path: Path, schema: Schema) -> Any:
+    """The strict JSON in `path`, checked against `schema`."""
+    try:
+        value = read_json(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidArgumentError(f"{path} is not valid JSON: {error}.") from error
+    validate(value, schema, path)
+    return value
 
 
 def _kind(value: Any) -> str:
