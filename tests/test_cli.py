@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -190,3 +192,114 @@ def test_more_bad_input_exits_2(tmp_path, monkeypatch, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# --- issue 10: small things a user meets ------------------------------------------------------
+
+def test_files_get_the_umask_mode_and_json_is_strict(tmp_path):
+    """Files are created like any program's (0666 & ~umask: 0644 under umask 022), not 0600;
+    JSON has null where a number is not finite (no validation split: best_val_loss = inf)."""
+    old = os.umask(0o022)
+    try:
+        data = tmp_path / "data.csv"
+        assert invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8",
+                      "-o", str(data)).exit_code == 0
+        run = tmp_path / "run"
+        assert invoke("fit", str(data), "--id", "id", "-o", str(run), "--val", "0",
+                      "--test", "0", *TINY).exit_code == 0
+        forecast = tmp_path / "forecast.csv"
+        assert invoke("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5", "-o",
+                      str(forecast)).exit_code == 0
+    finally:
+        os.umask(old)
+    written = [data, forecast, *(p for p in run.rglob("*") if p.is_file())]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {"0o644"}
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+    config = strict((run / "config.json").read_text())
+    assert config["fit"]["best_val_loss"] is None
+    assert strict((run / "metrics.json").read_text())["fit"]["best_val_loss"] is None
+
+
+@pytest.mark.parametrize("args, flag, python", [
+    (["--epochs", "-5"], "`--epochs -5`: must be > 0", "TrainConfig"),
+    (["--horizons", "0.6,0.3"], "`--horizons", "TrainConfig"),
+    (["--time", "tt"], "Name it with `--time`", "time=..."),
+    (["--states", "x,zz"], "no state column(s) ['zz']", "states="),
+])
+def test_errors_name_the_command_line_flag(tmp_path, args, flag, python):
+    data = tmp_path / "data.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8", "-o", str(data))
+    result = CliRunner().invoke(main, ["fit", str(data), "--id", "id", "-o",
+                                       str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert flag in result.stderr and python not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0", "report", "x"], "'--threads': 0 is not in the range"),
+    (["fit", "data.csv"], "Missing option '-o'"),
+    (["fit", "data.csv", "-o", "r", "--model", "magic"], "'--model': 'magic' is not one of"),
+])
+def test_usage_errors_are_one_line_too(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert message in result.stderr
+
+
+def test_a_wrong_system_is_refused_before_training(tmp_path):
+    data = tmp_path / "data.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8", "-o", str(data))
+    result = CliRunner().invoke(main, ["fit", str(data), "--id", "id", "--system", "lorenz",
+                                       "-o", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 2, result.output
+    assert "`--system lorenz` has 3 states (x, y, z); the data has 2 (x, y)" in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    swapped = tmp_path / "swapped.csv"
+    pd.read_csv(data)[["t", "id", "y", "x"]].to_csv(swapped, index=False)
+    result = CliRunner().invoke(main, ["fit", str(swapped), "--id", "id", "--system",
+                                       "lotka-volterra", "-o", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 2 and "in another order" in result.stderr
+    assert "--states x,y" in result.stderr
+
+
+def test_resume_refuses_what_it_would_ignore_and_extends_epochs(tmp_path):
+    data = tmp_path / "data.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "4", "--obs", "8", "-o", str(data))
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "-o", str(run), "--val", "0.25",
+                  "--test", "0", *TINY).exit_code == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    for extra, named in ((["--lr", "0.1"], "--lr"), (["--width", "16"], "--width"),
+                         ([str(data)], "DATA"), (["--overwrite"], "--overwrite")):
+        result = CliRunner().invoke(main, ["fit", "--resume", "-o", str(run), *extra])
+        assert result.exit_code == 2 and named in result.stderr, result.stderr
+        assert "only --epochs may change" in result.stderr
+    result = CliRunner().invoke(main, ["fit", "--resume", "-o", str(run), "--epochs", "3"])
+    assert result.exit_code == 2 and "already trained 6 epochs" in result.stderr
+    assert (run / "checkpoint.pt").read_bytes() == before  # refused before touching the run
+    assert invoke("fit", "--resume", "-o", str(run), "--epochs", "9", "--quiet").exit_code == 0
+    assert pd.read_csv(run / "metrics.csv")["epoch"].iloc[-1] == 9
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 9
+
+
+def test_simulate_help_lists_every_system():
+    result = invoke("simulate", "--help")
+    listed = " ".join(result.output.split())
+    assert all(name in listed for name in SYSTEMS), listed
+
+
+def test_every_output_option_creates_missing_folders(tmp_path):
+    data = tmp_path / "a" / "b" / "data.csv"
+    assert invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8",
+                  "-o", str(data)).exit_code == 0
+    run = tmp_path / "c" / "d" / "run"
+    assert invoke("fit", str(data), "--id", "id", "-o", str(run), "--val", "0", "--test", "0",
+                  *TINY).exit_code == 0
+    forecast = tmp_path / "e" / "f" / "forecast.csv"
+    result = invoke("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5", "-o", str(forecast))
+    assert result.exit_code == 0 and forecast.is_file()

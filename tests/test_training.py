@@ -232,9 +232,11 @@ def test_loading_a_hostile_file_runs_no_code(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "model.pt"
     path.write_bytes(pickle.dumps({"weights": _Boom()}))
-    with pytest.raises(InvalidArgumentError, match="Cannot load"):
+    with pytest.raises(InvalidArgumentError, match="cannot be loaded") as error:
         load_checkpoint(path)
     assert not (tmp_path / "PWNED").exists()
+    # PyTorch's own message advises retrying with weights_only=False; never repeat that
+    assert "weights_only" not in str(error.value) and "trust" not in str(error.value)
 
 
 def test_train_config_errors_name_the_argument():
@@ -259,8 +261,8 @@ def test_run_and_checkpoint_error_paths_name_what_is_wrong(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(InvalidArgumentError, match="not a tidal run directory"):
         load_run(tmp_path)
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(InvalidArgumentError, match="not valid JSON"):
+    (tmp_path / "config.json").write_text("{}")  # a config.json alone does not make a run
+    with pytest.raises(InvalidArgumentError, match=r"no tidal-run\.json"):
         load_run(tmp_path)
     with pytest.raises(InvalidArgumentError, match="cannot be described as data"):
         NeuralODE(torch.nn.Linear(2, 2)).config()

@@ -1,12 +1,25 @@
-"""Atomic writes: nothing a user saved is ever half-written."""
+"""Writing files: nothing a user saved is ever half-written, and JSON is strict JSON.
+
+Every file tidal writes goes first to a temporary name beside it,
+`.NAME.XXXXXXXX.tidal-tmp` (`TEMPORARY`), and is renamed over NAME when complete. The
+temporary is created with the permissions the umask gives a new file (0644 under the usual
+umask 022), like any file a user's program creates.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+#: The names of tidal's temporaries; the middle part is random.
+TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tidal-tmp$")
 
 
 @contextmanager
@@ -15,14 +28,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     rename it over `path` (atomic on POSIX and Windows), else delete it.
 
     Example:
-        >>> with atomic_path("runs/a/config.json") as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("{}")
+        >>> with atomic_path("runs/a/notes.txt") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("done")
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temporary(path)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -30,3 +41,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_temporary(path: Path) -> Path:
+    """An empty file named like `TEMPORARY`, created exclusively with mode 0o666 & ~umask."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tidal-tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:  # 2^32 random names: a clash is rare; draw another
+            continue
+
+
+def json_text(value: Any) -> str:
+    """`value` as strict JSON (RFC 8259): NaN and infinities, which JSON cannot hold, become
+    null."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Write `json_text(value)` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(value))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse strict JSON: NaN, Infinity and -Infinity are refused (ValueError), as any JSON
+    parser but Python's would."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

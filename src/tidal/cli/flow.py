@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -29,7 +30,8 @@ def flow() -> None:
 @click.option("--kinetic", default=0.05, show_default=True, help="Kinetic-energy weight.")
 @click.option("--jacobian", default=0.05, show_default=True, help="Jacobian-norm weight.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in -o: deletes only the files tidal listed as its own.")
 @click.option("--quiet", is_flag=True)
 def flow_fit(data: str | None, toy: str | None, samples: int, columns: str | None,
              run_dir: str, seed: int, overwrite: bool, quiet: bool, **options) -> None:
@@ -67,6 +69,10 @@ def flow_fit(data: str | None, toy: str | None, samples: int, columns: str | Non
         line += f" (true density {metrics['true_val_nll']:.4f}, gap {metrics['gap']:+.4f})"
     click.echo(line)
     click.echo(f"report: {Path(run_dir) / 'report.html'}")
+    if metrics["status"] == "diverged":
+        from tidal.cli.main import EXIT_DIVERGED
+
+        sys.exit(EXIT_DIVERGED)
 
 
 @flow.command("sample")
@@ -80,14 +86,16 @@ def flow_sample(run_dir: str, count: int, output: str | None, seed: int) -> None
     import pandas as pd
 
     from tidal._files import atomic_path
+    from tidal.cli.main import notify, output_file
     from tidal.training.flow_run import load_flow_run
 
     run = load_flow_run(run_dir)
+    notify(run.notice)
     table = pd.DataFrame(run.sample(count, seed=seed), columns=run.config["columns"])
     if output is None:
         click.echo(table.to_csv(index=False), nl=False)
         return
-    with atomic_path(output) as tmp:
+    with atomic_path(output_file(output)) as tmp:
         table.to_csv(tmp, index=False)
     click.echo(f"wrote {count} samples to {output}")
 

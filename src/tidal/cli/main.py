@@ -1,16 +1,23 @@
 """The `tidal` command: parse, call the library, print. Exit codes: 0 success, 2 bad usage or
-bad input (one line on stderr, no traceback), 130 interrupted (a checkpoint is saved)."""
+bad input (one line on stderr, no traceback), 3 training diverged (the run keeps its last good
+weights), 130 interrupted (a checkpoint is saved)."""
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from tidal._errors import TidalError
+from tidal.data import SYSTEMS
 
 DEMO_DIR = "runs/demo"
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
 
 
 class BadInput(click.ClickException):
@@ -21,16 +28,59 @@ class BadInput(click.ClickException):
 
 
 class _Group(click.Group):
+    """Every error the user can cause, usage errors included, is one line and exit code 2."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
     def invoke(self, ctx: click.Context):
-        try:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except (TidalError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
-            raise BadInput(str(error).splitlines()[0]) from error
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as error:
+        raise BadInput(f"{error.format_message()} (see --help)") from error
+    except (TidalError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as error:
+        raise BadInput(str(error).splitlines()[0]) from error
+
+
+@contextmanager
+def _flags_named() -> Iterator[None]:
+    """Name the command line's flags where a library message names Python arguments:
+    `TrainConfig(epochs=-5)` becomes `--epochs -5`, `time=...` becomes `--time`."""
+    try:
+        yield
+    except TidalError as error:
+        raise BadInput(_FLAG_SPELLING.sub(_as_flag, str(error).splitlines()[0])) from error
+
+
+_FLAG_SPELLING = re.compile(r"`(?:TrainConfig\()?(\w+)=(.*?)\)?`")
+_FLAGS = {"time": "--time", "id": "--id", "states": "--states", "epochs": "--epochs",
+          "lr": "--lr", "batch_size": "--batch-size", "horizons": "--horizons",
+          "patience": "--patience", "shooting_segments": "--shooting-segments",
+          "shooting_weight": "--shooting-weight", "seed": "--seed",
+          "checkpoint_every": "--checkpoint-every"}
+
+
+def _as_flag(match: re.Match) -> str:
+    name, value = match.groups()
+    if name not in _FLAGS:
+        return match.group(0)
+    return f"`{_FLAGS[name]}`" if value in ("...", "[...]") else f"`{_FLAGS[name]} {value}`"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tidal")
 @click.option("--threads", default=1, show_default=True, envvar="TIDAL_THREADS",
+              type=click.IntRange(min=1),
               help="PyTorch intra-op threads. Neural ODEs on small states run fastest on one; "
               "raise it for wide networks or big batches.")
 def main(threads: int) -> None:
@@ -42,6 +92,16 @@ def main(threads: int) -> None:
     tidal predict runs/toggle --y0 1,0.2 --t 0:20:0.1 -o forecast.csv
     tidal report runs/toggle                   figures, metrics.json and report.html
     tidal demo                                 all of the above on built-in data
+
+    \b
+    Exit codes: 0 success; 2 bad usage or input (one line on stderr); 3 training
+    diverged (the run keeps its last good weights); 130 interrupted (a checkpoint
+    is saved: continue with --resume).
+
+    \b
+    -o creates missing parent folders. A run is written only into a new or empty
+    folder, or over an earlier run with --overwrite, which deletes only the files
+    tidal listed in the run's tidal-run.json.
     """
     import torch
 
@@ -80,7 +140,8 @@ def _obs(text: str) -> int | tuple[int, int]:
         raise BadInput(f"--obs {text!r}: expected a count (30) or a range (20:40)") from None
 
 
-@main.command()
+@main.command(help="Simulate noisy, irregular observations of a built-in SYSTEM.\n\n"
+              f"SYSTEM is one of: {', '.join(SYSTEMS)}.")
 @click.argument("system")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="CSV or Parquet file to write.")
@@ -97,25 +158,31 @@ def _obs(text: str) -> int | tuple[int, int]:
 @click.option("--seed", default=0, show_default=True)
 def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float | None,
              noise: float, irregular: bool, missing: float, seed: int) -> None:
-    """Simulate noisy, irregular observations of a built-in SYSTEM.
-
-    SYSTEM is one of: toggle-switch, lotka-volterra, pendulum, van-der-pol, lorenz.
-    """
-    from tidal.data import SYSTEMS, write_table
     from tidal.data import simulate as simulate_system
+    from tidal.data import write_table
 
     if system not in SYSTEMS:
         raise BadInput(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
     t_span = None if t_end is None else (SYSTEMS[system].default_t_span[0], t_end)
     data = simulate_system(system, trajectories, t_span=t_span, n_obs=_obs(obs), noise=noise,
                            irregular=irregular, missing=missing, seed=seed)
-    write_table(data, output)
+    write_table(data, output_file(output))
     click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
+
+
+def output_file(path: str) -> str:
+    """Every -o creates missing parent folders (a run's folder is created the same way)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _train_options(function):
     options = [
-        click.option("--epochs", default=300, show_default=True),
+        click.option("--epochs", default=300, show_default=True,
+                     help="Passes over the data; with --resume, a new total (the schedule "
+                          "and curriculum stretch to it)."),
+        click.option("--checkpoint-every", default=25, show_default=True,
+                     help="Epochs between checkpoints."),
         click.option("--lr", default=1e-2, show_default=True, help="Peak learning rate."),
         click.option("--batch-size", type=int, default=None,
                      help="Trajectories per step (default: all)."),
@@ -176,7 +243,8 @@ def _configs(kw: dict):
                          horizons=tuple(_floats(kw["horizons"], "--horizons")),
                          patience=kw["patience"] or None, seed=kw["seed"],
                          shooting_segments=kw["shooting_segments"],
-                         shooting_weight=kw["shooting_weight"])
+                         shooting_weight=kw["shooting_weight"],
+                         checkpoint_every=kw["checkpoint_every"])
     return model, config
 
 
@@ -189,7 +257,29 @@ def _finish(result, run_dir: Path) -> None:
     if result.status == "interrupted":
         click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
                    err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.status == "diverged":
+        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
+                   "lower --lr or a tighter --rtol, then fit again with --overwrite.", err=True)
+        sys.exit(EXIT_DIVERGED)
+
+
+#: What `fit --resume` may change: everything else comes from the run's config.json.
+_RESUME_OPTIONS = {"run_dir", "resume", "epochs", "quiet"}
+
+
+def _refuse_changes_on_resume(ctx: click.Context, run_dir: str) -> None:
+    from click.core import ParameterSource
+
+    given = [param for param in ctx.command.params if param.name not in _RESUME_OPTIONS
+             and ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE,
+                                                          ParameterSource.ENVIRONMENT)]
+    if given:
+        names = ", ".join(param.opts[-1] if param.opts[-1].startswith("-") else
+                          param.name.upper() for param in given)
+        raise BadInput(f"--resume continues {run_dir} with its own data and the settings in "
+                       f"its config.json, so {names} cannot be given (only --epochs may "
+                       "change); to change them, start a new run with --overwrite")
 
 
 @main.command()
@@ -205,27 +295,36 @@ def _finish(result, run_dir: Path) -> None:
 @click.option("--val", default=0.125, show_default=True, help="Fraction held out to validate.")
 @click.option("--test", default=0.125, show_default=True, help="Fraction held out to test.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in -o.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in -o: deletes only the files tidal listed as its own in "
+                   "tidal-run.json (never other files, never the folder, never DATA).")
 @_train_options
-def fit(data: str | None, run_dir: str, time_column: str, id_column: str | None,
-        states: str | None, system: str | None, val: float, test: float, resume: bool,
-        overwrite: bool, **kw) -> None:
+@click.pass_context
+def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
+        id_column: str | None, states: str | None, system: str | None, val: float,
+        test: float, resume: bool, overwrite: bool, **kw) -> None:
     """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
-    column, an optional id column, one column per state; blank = not observed)."""
-    from tidal.data import SYSTEMS, read_table
-    from tidal.training import train_run
+    column, an optional id column, one column per state; blank = not observed).
 
-    model, config = _configs(kw)
+    -o must be a new or empty folder, or an earlier run with --overwrite or --resume.
+    --resume continues a run with its own data and settings (only --epochs may change: a new
+    total); a run killed before its first checkpoint starts over."""
+    from tidal.data import read_table
+    from tidal.training import resume_run, train_run
+
     if resume:
-        result = train_run(None, run_dir, resume=True, progress=not kw["quiet"])
+        _refuse_changes_on_resume(ctx, run_dir)
+        given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
+        result = resume_run(run_dir, epochs=kw["epochs"] if given else None,
+                            progress=not kw["quiet"])
         _finish(result, Path(run_dir))
         return
     if data is None:
         raise BadInput("give the DATA file to fit (or --resume to continue a run)")
-    if system is not None and system not in SYSTEMS:
-        raise BadInput(f"--system {system!r} is not known; choose one of {', '.join(SYSTEMS)}")
-    names = None if states is None else [s.strip() for s in states.split(",")]
-    trajectories = read_table(data, time=time_column, id=id_column, states=names)
+    with _flags_named():
+        model, config = _configs(kw)
+        names = None if states is None else [s.strip() for s in states.split(",")]
+        trajectories = read_table(data, time=time_column, id=id_column, states=names)
     source = {"path": str(data), **({"system": system} if system else {})}
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"])
@@ -246,6 +345,7 @@ def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
     from tidal.training import load_run
 
     run = load_run(run_dir)
+    notify(run.notice)
     state = _floats(y0, "--y0")
     ts = _times(times)
     if len(state) != len(run.state_names):
@@ -259,8 +359,14 @@ def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
         for t, row in zip(ts, values):
             click.echo(",".join(repr(float(x)) for x in (t, *row)))
         return
-    write_table(table, output)
+    write_table(table, output_file(output))
     click.echo(f"wrote {len(ts)} rows to {output}")
+
+
+def notify(notice: str | None) -> None:
+    """Say on stderr when a run's weights are not those of a finished training."""
+    if notice is not None:
+        click.echo(f"tidal: note: {notice}", err=True)
 
 
 @main.command()
@@ -268,7 +374,9 @@ def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
 def report(run_dir: str) -> None:
     """Write figures, metrics.json and report.html into RUN_DIR."""
     from tidal.report import write_report
+    from tidal.training import load_run
 
+    notify(load_run(run_dir).notice)
     click.echo(f"report: {write_report(run_dir)}")
 
 
@@ -279,10 +387,12 @@ def report(run_dir: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
     """Simulate the genetic toggle switch (32 noisy, irregular trajectories), fit it, test on
-    held-out trajectories and write the report (a few minutes on 2 CPU cores)."""
+    held-out trajectories and write the report (a few minutes on 2 CPU cores). Replaces an
+    earlier demo in -o; any other non-empty folder is refused."""
     from tidal.training import run_demo
 
-    result = run_demo(run_dir, epochs=epochs, progress=not quiet)
+    with _flags_named():
+        result = run_demo(run_dir, epochs=epochs, progress=not quiet)
     _finish(result, Path(run_dir))
 
 

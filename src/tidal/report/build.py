@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tidal._files import atomic_path
 from tidal.data import Trajectories
 from tidal.models import HamiltonianNN
 from tidal.plots.energy import plot_energy
@@ -37,7 +36,7 @@ def write_report(run_dir: str | Path) -> Path:
     """
     run = load_run(run_dir)
     metrics = evaluate_run(run)
-    _write(run.path / "metrics.json", json.dumps(metrics, indent=2))
+    run.directory.write_json("metrics.json", metrics)
     sections: list[tuple[str, list[str]]] = []
     for split in ("test", "train"):
         data = run.data(split)
@@ -57,9 +56,8 @@ def write_report(run_dir: str | Path) -> Path:
     history = _history(run)
     if history:
         sections.append(("Loss", [_save(run, "loss.png", plot_losses(history))]))
-    path = run.path / "report.html"
-    _write(path, _html(run, metrics, sections))
-    return path
+    run.directory.write_text("report.html", _html(run, metrics, sections))
+    return run.path / "report.html"
 
 
 def _fit_pages(run: Run, data: Trajectories, split: str) -> list[str]:
@@ -138,14 +136,9 @@ def _history(run: Run) -> list[dict[str, Any]]:
 
 
 def _save(run: Run, name: str, figure: Any) -> str:
-    with atomic_path(run.path / name) as tmp:
+    with run.directory.writing(name) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
     return name
-
-
-def _write(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def _html(run: Run, metrics: dict[str, Any], sections: list[tuple[str, list[str]]]) -> str:

@@ -2,8 +2,9 @@
 
 from tidal.training.config import TrainConfig
 from tidal.training.fit import FitResult, fit
-from tidal.training.pipeline import ModelOptions, run_demo, train_run
+from tidal.training.pipeline import ModelOptions, resume_run, run_demo, train_run
 from tidal.training.run import Run, load_run, save_run
+from tidal.training.run_directory import RunDirectory
 
-__all__ = ["FitResult", "ModelOptions", "Run", "TrainConfig", "fit", "load_run", "run_demo",
-           "save_run", "train_run"]
+__all__ = ["FitResult", "ModelOptions", "Run", "RunDirectory", "TrainConfig", "fit", "load_run",
+           "resume_run", "run_demo", "save_run", "train_run"]

@@ -1,4 +1,4 @@
-"""Checkpoints: training state saved atomically and loaded without executing code.
+"""Checkpoints and weights: saved atomically into a run and loaded without executing code.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts (model, optimizer and
 scheduler state_dicts, the RNG state, the loss history), written with `torch.save` to a
@@ -8,19 +8,24 @@ anything but those plain types: a checkpoint file cannot run code when loaded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import atomic_path
+from tidal.training.run_directory import RunDirectory
 
 CHECKPOINT = "checkpoint.pt"
+MAX_PARAMETERS = 10**8  # 800 MB in float64; far above what these models need
+
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
+def save_checkpoint(run: RunDirectory, name: str, state: dict[str, Any]) -> None:
+    """Write `state` as the run's file `name` (e.g. "checkpoint.pt", "model.pt")."""
+    with run.writing(name) as tmp:
         torch.save(state, tmp)
 
 
@@ -31,9 +36,65 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"No checkpoint at {path}; train without `resume` first, or give the run "
             "directory that holds checkpoint.pt.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged or unsafe files
         raise InvalidArgumentError(
-            f"Cannot load {path}: {str(error).splitlines()[0]}. It is not a tidal checkpoint "
-            "(or it holds objects other than tensors and plain values, which are refused).")\
-            from error
+            f"{path} cannot be loaded: it is empty, truncated or damaged, or it holds objects "
+            "other than tensors and plain values, which tidal refuses to load because loading "
+            "them could run code.") from error
+    if not isinstance(state, dict):
+        raise InvalidArgumentError(f"{path} holds a {type(state).__name__}, not the dict "
+                                   "tidal writes; the file was not written by tidal.")
+    return state
+
+
+def checked_weights(weights: Any, expected: dict[str, torch.Size], where: str) -> None:
+    """Check a state_dict against the shapes a model expects: the same names and shapes,
+    finite floating-point tensors of one dtype. `where` names the file in the message."""
+    def fail(problem: str) -> InvalidArgumentError:
+        return InvalidArgumentError(f"{where}: {problem}; the file does not match the run's "
+                                    "config.json (damaged or edited?).")
+
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise fail("expected a dict of named tensors")
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise fail(f"missing tensors {missing[:3]}, unexpected tensors {extra[:3]}")
+    for name, shape in expected.items():
+        if weights[name].shape != shape:
+            raise fail(f"tensor {name} has shape {tuple(weights[name].shape)}, the model "
+                       f"needs {tuple(shape)}")
+    dtypes = {tensor.dtype for tensor in weights.values()}
+    if len(dtypes) > 1 or not dtypes <= {torch.float32, torch.float64}:
+        raise fail(f"tensors of dtype {sorted(map(str, dtypes))}; expected all float32 or all "
+                   "float64")
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in weights.values()):
+        raise fail("some weights are NaN or infinite")
+
+
+def build_with_weights(build: Callable[[], Model], config_file: Path,
+                       weights: dict[str, Any] | None = None,
+                       weights_file: Path | None = None) -> Model:
+    """`build()` (a model described by `config_file`) with `weights` (read from
+    `weights_file`) loaded. The model is first built on the meta device, which allocates
+    nothing, to bound its size and to check the weights' names and shapes; only then is the
+    real model allocated."""
+    def damaged(problem: str) -> InvalidArgumentError:
+        return InvalidArgumentError(f"{config_file}: model: {problem}; the file was edited or "
+                                    "damaged.")
+
+    try:
+        with torch.device("meta"):
+            expected = build().state_dict()
+    except (TypeError, ValueError, KeyError) as error:
+        raise damaged(f"cannot be built ({str(error).splitlines()[0]})") from error
+    size = sum(tensor.numel() for tensor in expected.values())
+    if size > MAX_PARAMETERS:
+        raise damaged(f"{size:.3g} parameters, above the limit {MAX_PARAMETERS:.0e}")
+    if weights is not None:
+        checked_weights(weights, {k: v.shape for k, v in expected.items()}, str(weights_file))
+    model = build()
+    if weights:
+        model.to(next(iter(weights.values())).dtype).load_state_dict(weights)
+    return model

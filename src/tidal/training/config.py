@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,17 +63,39 @@ class TrainConfig:
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
-        def positive(name: str, value: Any) -> None:
-            if value is not None and not value > 0:
-                raise InvalidArgumentError(f"`TrainConfig({name}={value!r})`: must be > 0.")
+        def fail(name: str, problem: str) -> InvalidArgumentError:
+            return InvalidArgumentError(
+                f"`TrainConfig({name}={getattr(self, name)!r})`: {problem}.")
 
+        for name, kind in _TYPES.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if kind is bool and not isinstance(value, bool):
+                raise fail(name, "must be True or False")
+            if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise fail(name, "must be an integer")
+            if kind is float and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value)):
+                raise fail(name, "must be a finite number")
         for name in ("epochs", "batch_size", "lr", "patience", "eval_every",
                      "checkpoint_every", "grad_clip", "shooting_segments", "shooting_weight"):
-            positive(name, getattr(self, name))
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise fail(name, "must be > 0")
+        if self.weight_decay < 0:
+            raise fail("weight_decay", "must be >= 0")
+        if not 0 <= self.seed < 2**63:
+            raise fail("seed", "must be in [0, 2**63)")
         if self.schedule not in ("cosine", "constant"):
             raise InvalidArgumentError(
                 f"`TrainConfig(schedule={self.schedule!r})`: use 'cosine' or 'constant'.")
-        horizons = tuple(float(h) for h in self.horizons)
+        horizons = self.horizons
+        if isinstance(horizons, (list, tuple)) and all(
+                isinstance(h, (int, float)) and not isinstance(h, bool) for h in horizons):
+            horizons = tuple(float(h) for h in horizons)
+        else:
+            horizons = ()
         if (not horizons or any(not 0 < h <= 1 for h in horizons) or horizons[-1] != 1.0
                 or list(horizons) != sorted(horizons)):
             raise InvalidArgumentError(
@@ -82,10 +105,6 @@ class TrainConfig:
         if self.dtype not in ("float64", "float32"):
             raise InvalidArgumentError(
                 f"`TrainConfig(dtype={self.dtype!r})`: use 'float64' or 'float32'.")
-        if not isinstance(self.shooting_segments, int) or isinstance(self.shooting_segments,
-                                                                      bool):
-            raise InvalidArgumentError(f"`TrainConfig(shooting_segments="
-                                       f"{self.shooting_segments!r})`: must be an integer >= 1.")
         stages = len(horizons) + (self.shooting_segments > 1)
         if stages > self.epochs:
             raise InvalidArgumentError(
@@ -100,11 +119,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The inverse of `to_dict`; every value is checked (it may come from an edited
+        file)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidArgumentError(
                 f"Training config has unknown keys {unknown}; known: {sorted(known)}.")
-        if "horizons" in values:
-            values = {**values, "horizons": tuple(values["horizons"])}
         return cls(**values)
+
+
+_TYPES = {"epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
+          "patience": int, "eval_every": int, "checkpoint_every": int, "grad_clip": float,
+          "learn_initial_states": bool, "shooting_segments": int, "shooting_weight": float,
+          "seed": int}
+_OPTIONAL = {"batch_size", "patience", "grad_clip"}

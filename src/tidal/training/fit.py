@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError, SolveFailedError
-from tidal._files import atomic_path
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.training.batches import (
@@ -31,6 +30,14 @@ from tidal.training.batches import (
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.config import TrainConfig
 from tidal.training.progress import Progress
+from tidal.training.run_directory import RunDirectory
+
+#: The columns of `FitResult.history` and metrics.csv.
+HISTORY_COLUMNS = ("epoch", "stage", "horizon", "segments", "train_loss", "val_loss", "lr",
+                   "num_fevals", "seconds")
+#: The run directory's state for each way `fit` ends.
+FINAL_STATES = {"finished": "finished", "early-stopped": "finished",
+                "interrupted": "interrupted", "diverged": "diverged"}
 
 
 @dataclass
@@ -65,7 +72,7 @@ class _Diverged(Exception):
 
 def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = None,
         config: TrainConfig | None = None, scaling: Scaling | None = None,
-        run_dir: str | Path | None = None, resume: bool = False,
+        run_dir: str | Path | RunDirectory | None = None, resume: bool = False,
         progress: bool = True) -> FitResult:
     """Fit `model` so its trajectories from each training trajectory's first state pass
     through the observations (mean squared error over observed entries, in scaled units).
@@ -77,8 +84,9 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         config: a `TrainConfig` (epochs, lr, curriculum, patience, ...).
         scaling: the units the model works in; default `Scaling.fit(train)` (each state
             standardized by its observed mean and spread).
-        run_dir: where checkpoint.pt and metrics.csv are written (atomically); None writes
-            nothing.
+        run_dir: the run directory (a `RunDirectory`, or a folder: a new or empty one, or a
+            run) where checkpoint.pt and metrics.csv are written (atomically); None writes
+            nothing. When given a folder, `fit` records the run's final state in it.
         resume: continue from `run_dir`'s checkpoint.pt; the loss curve continues as if never
             stopped.
         progress: show a progress bar with the loss and the ETA.
@@ -94,12 +102,25 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     scaling = scaling or Scaling.fit(train)
+    run = run_dir
+    if run_dir is not None and not isinstance(run_dir, RunDirectory):
+        run = RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
+        run.take_over()
     trainer = _Trainer(model, train.scaled(scaling), val.scaled(scaling) if val else None,
-                       config, dtype, Path(run_dir) if run_dir is not None else None)
+                       config, dtype, run)
     if resume:
-        trainer.restore(load_checkpoint(trainer.run_dir / CHECKPOINT))
+        path = run.path / CHECKPOINT
+        snapshot = load_checkpoint(path)
+        try:
+            trainer.restore(snapshot)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+            raise InvalidArgumentError(
+                f"{path}: not a checkpoint of this run and model ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]}); the file was edited or damaged.") from error
     status, message = trainer.run(progress)
     model.load_state_dict(trainer.best_weights)
+    if run is not None and run is not run_dir:
+        run.set_state(FINAL_STATES[status])
     return FitResult(model, scaling, trainer.history, status, message, trainer.best_epoch,
                      trainer.best_val_loss, config)
 
@@ -108,7 +129,7 @@ class _Trainer:
     """The state of one training run: what a checkpoint holds."""
 
     def __init__(self, model: NeuralODE, train: Trajectories, val: Trajectories | None,
-                 config: TrainConfig, dtype: torch.dtype, run_dir: Path | None) -> None:
+                 config: TrainConfig, dtype: torch.dtype, run_dir: RunDirectory | None) -> None:
         self.model, self.train, self.val = model, train, val
         self.config, self.dtype, self.run_dir = config, dtype, run_dir
         self.batch_size = min(config.batch_size or len(train), len(train))
@@ -265,11 +286,9 @@ class _Trainer:
         return status, message
 
     def record(self, stage: int, train_loss: float, val_loss: float, fevals: int) -> None:
-        self.history.append({
-            "epoch": self.epoch, "stage": stage, "horizon": self.stages[stage][0],
-            "segments": self.stages[stage][1], "train_loss": train_loss, "val_loss": val_loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "num_fevals": fevals, "seconds": self.seconds})
+        row = (self.epoch, stage, *self.stages[stage], train_loss, val_loss,
+               self.optimizer.param_groups[0]["lr"], fevals, self.seconds)
+        self.history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
         if stage < len(self.stages) - 1 or math.isnan(val_loss):
             return
         if val_loss < self.best_val_loss:
@@ -292,7 +311,7 @@ class _Trainer:
 
     def save(self, snapshot: dict[str, Any]) -> None:
         if self.run_dir is not None:
-            save_checkpoint(self.run_dir / CHECKPOINT, snapshot)
+            save_checkpoint(self.run_dir, CHECKPOINT, snapshot)
             write_metrics(self.run_dir, snapshot["history"])
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -316,10 +335,10 @@ def _finite(loss: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+def write_metrics(run_dir: RunDirectory, history: list[dict[str, Any]]) -> None:
     """metrics.csv: one row per evaluation (written atomically)."""
-    with atomic_path(run_dir / "metrics.csv") as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
+    with run_dir.writing("metrics.csv") as tmp:  # the header even before the first row
+        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
 def _as_int(stats: Any) -> int:

@@ -1,5 +1,6 @@
 """A flow run directory: train a CNF on samples, save it, report its density and samples.
 
+    tidal-run.json the marker: kind, state, the files tidal wrote (see run_directory.py)
     config.json   the CNF's config and the data's standardization
     model.pt      weights (loaded with weights_only=True)
     history.csv   training NLL and NFE per step
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,17 @@ import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import atomic_path
 from tidal.controllers import PIDController
 from tidal.models import CNF
 from tidal.nn import ConcatSquashMLP
-from tidal.training.checkpoint import load_checkpoint, save_checkpoint
+from tidal.training.checkpoint import build_with_weights, load_checkpoint, save_checkpoint
 from tidal.training.flow import evaluate_nll, fit_flow
+from tidal.training.run_directory import RunDirectory
+from tidal.training.run_schema import FLOW_CONFIG, read_checked
 
 CONFIG = "config.json"
+WEIGHTS = "model.pt"
+KIND = "flow"
 
 
 @dataclass(frozen=True)
@@ -66,23 +68,22 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
                    options: FlowOptions | None = None, source: dict[str, Any] | None = None,
                    true_log_prob: Any = None, overwrite: bool = False,
                    progress: bool = True) -> dict[str, Any]:
-    """Standardize `samples` [N, d], hold out a validation part, train a CNF and write the run.
+    """Standardize `samples` [N, d], hold out a validation part, train a CNF and write the run
+    (a new or empty folder, or with `overwrite` an earlier run: only the files it lists are
+    deleted, never `source["path"]`).
 
     `true_log_prob(x) -> [N]` (user units), when known, adds the true density's held-out NLL to
     the metrics. Returns the metrics.
     """
     options = options or FlowOptions()
-    run_dir = Path(run_dir)
-    if (run_dir / CONFIG).exists():
-        if not overwrite:
-            raise InvalidArgumentError(f"{run_dir} already holds a run; pass --overwrite to "
-                                       "replace it.")
-        shutil.rmtree(run_dir)
+    source = source or {}
     samples = np.asarray(samples, dtype=float)
     if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
         raise InvalidArgumentError(
             f"Flow training needs at least 20 finite samples as rows of a table; got shape "
             f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
+    run = RunDirectory.create(run_dir, KIND, command="flow fit", overwrite=overwrite,
+                              keep=[source["path"]] if "path" in source else [])
     rng = np.random.default_rng(options.seed)
     order = rng.permutation(len(samples))
     n_val = max(1, round(options.val_fraction * len(samples)))
@@ -94,16 +95,15 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
                        steps=options.steps, batch_size=min(options.batch_size, len(train)),
                        lr=options.lr,
                        seed=options.seed, progress=progress)
-    config = {"type": "CNF", "options": dataclasses.asdict(options), "columns": columns,
-              "offset": offset.tolist(), "scale": scale.tolist(), "source": source or {}}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "model.pt", cnf.state_dict())
-    with atomic_path(run_dir / CONFIG) as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
-    with atomic_path(run_dir / "history.csv") as tmp:
+    save_checkpoint(run, WEIGHTS, cnf.state_dict())
+    run.write_json(CONFIG, {"type": "CNF", "options": dataclasses.asdict(options),
+                            "columns": columns, "offset": offset.tolist(),
+                            "scale": scale.tolist(), "source": source})
+    with run.writing("history.csv") as tmp:
         pd.DataFrame({"train_nll": history.train_nll,
                       "num_fevals": history.num_fevals}).to_csv(tmp, index_label="step")
-    flow = load_flow_run(run_dir)
+    run.set_state("finished" if history.status == "finished" else "diverged")
+    flow = load_flow_run(run.path)
     metrics = {"val_nll": flow.nll(val), "val_samples": len(val),
                "train_samples": len(train), "num_fevals_train_mean":
                float(np.mean(history.num_fevals)), "num_fevals_eval":
@@ -112,8 +112,7 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
     if true_log_prob is not None:
         metrics["true_val_nll"] = -float(true_log_prob(torch.as_tensor(val)).mean())
         metrics["gap"] = metrics["val_nll"] - metrics["true_val_nll"]
-    with atomic_path(run_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2))
+    run.write_json("metrics.json", metrics)
     flow.write_report(samples, metrics)
     return metrics
 
@@ -123,6 +122,8 @@ class FlowRun:
     path: Path
     cnf: CNF
     config: dict[str, Any]
+    directory: RunDirectory
+    notice: str | None = None  # set when training did not finish
 
     @property
     def offset(self) -> np.ndarray:
@@ -173,27 +174,35 @@ class FlowRun:
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tidal flow</title>"
                 f"</head><body><h1>tidal flow: {html.escape(self.path.name)}</h1>"
                 f"<table>{rows}</table>{body}</body></html>")
-        with atomic_path(self.path / "report.html") as tmp:
-            tmp.write_text(page)
+        self.directory.write_text("report.html", page)
 
     def _save(self, figure: Any, name: str) -> str:
-        with atomic_path(self.path / name) as tmp:
+        with self.directory.writing(name) as tmp:
             figure.savefig(tmp, dpi=100, format="png")
         return name
 
 
 def load_flow_run(path: str | Path) -> FlowRun:
-    """Rebuild a flow run's CNF from config.json and model.pt (no code from the files runs)."""
-    path = Path(path)
-    if not (path / CONFIG).is_file():
-        raise InvalidArgumentError(f"{path} is not a tidal flow run (no {CONFIG}); give the "
-                                   "folder written by `tidal flow fit -o RUN`.")
-    config = json.loads((path / CONFIG).read_text())
-    if config.get("type") != "CNF":
-        raise InvalidArgumentError(f"{path} holds a {config.get('type', 'NeuralODE')} run, not "
-                                   "a flow; use `tidal predict` for it.")
-    known = {f.name for f in dataclasses.fields(FlowOptions)}
-    options = FlowOptions(**{k: v for k, v in config["options"].items() if k in known})
-    cnf = build_cnf(len(config["columns"]), options, options.eval_tol)
-    cnf.load_state_dict(load_checkpoint(path / "model.pt"))
-    return FlowRun(path, cnf.eval(), config)
+    """Rebuild a flow run's CNF from config.json and model.pt (no code from the files runs;
+    config.json is checked against its schema before anything is built)."""
+    run = RunDirectory.open(path, KIND)
+    if run.state == "running":
+        status = ("was stopped before it finished" if run.was_killed()
+                  else "is still running")
+        raise InvalidArgumentError(f"{run.path}: training {status}, so there are no trained "
+                                   "weights; start it again with `tidal flow fit ... "
+                                   "--overwrite`.")
+    config_path = run.file(CONFIG)
+    config = read_checked(config_path, FLOW_CONFIG)
+    dim = len(config["columns"])
+    if not len(config["offset"]) == len(config["scale"]) == dim:
+        raise InvalidArgumentError(f"{config_path}: {dim} columns but {len(config['offset'])} "
+                                   f"offsets and {len(config['scale'])} scales (the file was "
+                                   "edited or damaged).")
+    options = FlowOptions(**config["options"])
+    weights_path = run.file(WEIGHTS)
+    cnf = build_with_weights(lambda: build_cnf(dim, options, options.eval_tol), config_path,
+                             load_checkpoint(weights_path), weights_path)
+    notice = (f"{run.path}: training diverged; these are its last good weights."
+              if run.state == "diverged" else None)
+    return FlowRun(run.path, cnf.double().eval(), config, run, notice)

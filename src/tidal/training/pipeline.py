@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,14 +11,25 @@ from typing import Any
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.data import Scaling, Trajectories
+from tidal.data import SYSTEMS, Scaling, Trajectories
 from tidal.models import HamiltonianNN, NeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 from tidal.solvers import SOLVERS
+from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
 from tidal.training.config import TrainConfig
-from tidal.training.fit import FitResult, fit
-from tidal.training.run import CONFIG, load_run, save_run
+from tidal.training.fit import FINAL_STATES, FitResult, fit
+from tidal.training.run import (
+    CONFIG,
+    KIND,
+    build_model,
+    read_config,
+    read_split,
+    save_run,
+    write_config,
+    write_splits,
+)
+from tidal.training.run_directory import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -110,62 +121,113 @@ MODEL_KINDS = {"neural-ode": _neural_ode, "hamiltonian": _hamiltonian, "ude": _u
 def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | None = None,
               config: TrainConfig | None = None, split: tuple[float, float] = (0.125, 0.125),
               source: dict[str, Any] | None = None, overwrite: bool = False,
-              resume: bool = False, progress: bool = True) -> FitResult:
+              command: str = "fit", progress: bool = True) -> FitResult:
     """Split `data` by trajectory into train / validation / test, fit a NeuralODE on the
     training part and write the run directory.
 
     Args:
         data: all trajectories.
-        run_dir: the run directory; an existing run is refused unless `overwrite` or `resume`.
+        run_dir: the run directory: a new or empty folder, or with `overwrite` an earlier run
+            (only the files it lists are deleted; see `RunDirectory`).
         model: the model to build (default `ModelOptions()`).
         config: training configuration (its seed also seeds the split and the weights).
         split: fractions of trajectories held out for validation and for testing.
-        source: what the data is, stored in config.json: e.g. {"path": ...} or
-            {"system": "toggle-switch"} (a built-in system enables checks against the truth).
-        resume: continue the run in `run_dir` from its checkpoint (its config.json decides the
-            model, the scaling and the split).
+        source: what the data is, stored in config.json: e.g. {"path": ...} (that file is
+            never deleted by `overwrite`) or {"system": "toggle-switch"} (a built-in system
+            enables checks against the truth; it must match the data's states).
+        command: the command that made the run, recorded in its marker.
     """
-    run_dir = Path(run_dir)
-    if resume:
-        return _resume(run_dir, config, progress)
-    if (run_dir / CONFIG).exists():
-        if not overwrite:
-            raise InvalidArgumentError(
-                f"{run_dir} already holds a run; pass --overwrite (overwrite=True) to replace "
-                "it, or --resume to continue it.")
-        shutil.rmtree(run_dir)
     model = model or ModelOptions()
     config = config or TrainConfig()
+    source = source or {}
+    if "system" in source:
+        check_system(data, source["system"])
     train, val, test = _split(data, split, config.seed)
     network = model.build(data.n_states, config.seed)
     scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
                if model.needs_identity_scaling() else Scaling.fit(train))
-    info = {"state_names": list(data.state_names), **(source or {})}
-    splits = {"train": train, "val": val, "test": test}
-    save_run(run_dir, network, scaling, data=info, train_config=config.to_dict(), splits=splits)
-    result = fit(network, train, val=val, config=config, scaling=scaling, run_dir=run_dir,
+    run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
+                              keep=[source["path"]] if "path" in source else [])
+    info = {"state_names": list(data.state_names), **source}
+    write_splits(run, {"train": train, "val": val, "test": test})
+    write_config(run, network, scaling, data=info, train_config=config.to_dict())
+    result = fit(network, train, val=val, config=config, scaling=scaling, run_dir=run,
                  progress=progress)
-    _save_result(run_dir, result, info)
+    _save_result(run, result, info)
     return result
 
 
-def _resume(run_dir: Path, config: TrainConfig | None, progress: bool) -> FitResult:
-    run = load_run(run_dir)
-    config = config or TrainConfig.from_dict(run.config["train"])
-    model = run.model.train()
-    result = fit(model, run.data("train"), val=run.data("val"), config=config,
-                 scaling=run.scaling, run_dir=run_dir, resume=True, progress=progress)
-    _save_result(run_dir, result, run.config["data"])
+def resume_run(run_dir: str | Path, *, epochs: int | None = None,
+               progress: bool = True) -> FitResult:
+    """Continue the run in `run_dir` from its checkpoint, with its own config, scaling and
+    data. `epochs` sets a new total (at least the epochs already trained); the learning-rate
+    schedule and the curriculum's stages stretch to it. A run stopped before its first
+    checkpoint starts over from epoch 0 with its own settings."""
+    run = RunDirectory.open(run_dir, KIND)
+    saved = read_config(run)
+    run.take_over()
+    config = TrainConfig.from_dict(saved["train"])
+    if epochs is not None:
+        try:
+            config = dataclasses.replace(config, epochs=epochs)
+        except InvalidArgumentError as error:
+            reason = str(error).partition("`: ")[2]
+            raise InvalidArgumentError(f"`--epochs {epochs}` (epochs={epochs}): {reason}"
+                                       ) from None
+    where = run.path / CONFIG
+    restart = not run.has(CHECKPOINT)
+    if not restart:
+        snapshot = load_checkpoint(run.file(CHECKPOINT))
+        trained = snapshot.get("epoch")
+        if isinstance(trained, int) and config.epochs < trained:
+            raise InvalidArgumentError(
+                f"`--epochs {config.epochs}` (epochs={config.epochs}): the run has already "
+                f"trained {trained} epochs; give at least that many.")
+        model = build_model(saved, where, weights=snapshot.get("model"),
+                            weights_file=run.path / CHECKPOINT)
+    else:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            model = build_model(saved, where)
+    names = saved["data"]["state_names"]
+    result = fit(model.train(), read_split(run, "train", names),
+                 val=read_split(run, "val", names), config=config,
+                 scaling=Scaling.from_dict(saved["scaling"]), run_dir=run,
+                 resume=not restart, progress=progress)
+    if restart:
+        result.message = ("no checkpoint had been saved, so training started over from "
+                          f"epoch 0; {result.message}")
+    _save_result(run, result, saved["data"])
     return result
 
 
-def _save_result(run_dir: Path, result: FitResult, info: dict[str, Any]) -> None:
+def check_system(data: Trajectories, system: str) -> None:
+    """The built-in `system` must describe `data`: as many states, and when the data's states
+    carry the system's names, in the system's order."""
+    if system not in SYSTEMS:
+        raise InvalidArgumentError(f"`--system {system}` is not known; choose one of "
+                                   f"{', '.join(SYSTEMS)}.")
+    names = list(SYSTEMS[system].state_names)
+    if data.n_states != len(names):
+        raise InvalidArgumentError(
+            f"`--system {system}` has {len(names)} states ({', '.join(names)}); the data has "
+            f"{data.n_states} ({', '.join(data.state_names)}). Give the system the data came "
+            "from, or leave --system out.")
+    if sorted(data.state_names) == sorted(names) and list(data.state_names) != names:
+        raise InvalidArgumentError(
+            f"`--system {system}`: the data's states ({', '.join(data.state_names)}) are the "
+            f"system's in another order; give them in its order with --states "
+            f"{','.join(names)}.")
+
+
+def _save_result(run: RunDirectory, result: FitResult, info: dict[str, Any]) -> None:
     outcome = {"status": result.status, "message": result.message,
                "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                "epochs": result.history[-1]["epoch"] if result.history else 0,
                "seconds": result.history[-1]["seconds"] if result.history else 0.0}
-    save_run(run_dir, result.model, result.scaling, data=info,
-             train_config=result.config.to_dict(), outcome=outcome)
+    save_run(run, result.model, result.scaling, data=info,
+             train_config=result.config.to_dict(), outcome=outcome,
+             state=FINAL_STATES[result.status])
 
 
 def _split(data: Trajectories, split: tuple[float, float], seed: int
@@ -189,16 +251,22 @@ def run_demo(run_dir: str | Path, *, epochs: int | None = None, progress: bool =
              seed: int = 0) -> FitResult:
     """The README's main job: simulate the genetic toggle switch (32 trajectories, 20-40
     irregular observations each on [0, 10], noise 5% of each state's range), fit a NeuralODE
-    on 24 of them and hold out 8 for testing. Replaces an earlier demo run in `run_dir`."""
+    on 24 of them and hold out 8 for testing. Replaces an earlier demo run in `run_dir`, and
+    nothing else: any other non-empty folder is refused."""
     from tidal.data import simulate
 
+    earlier = RunDirectory.find(Path(run_dir))
+    if earlier is not None and earlier.command != "demo":
+        raise InvalidArgumentError(
+            f"{run_dir} holds a run made by `tidal {earlier.command}`, not by `tidal demo`; "
+            "the demo replaces only an earlier demo: choose another -o.")
     data = simulate("toggle-switch", 32, n_obs=(20, 40), noise=0.05, irregular=True,
                     seed=seed)
     config = TrainConfig(epochs=epochs or DEMO_EPOCHS, lr=1e-2, horizons=(0.3, 0.6, 1.0),
                          patience=None, seed=seed)
     return train_run(data, run_dir, config=config, split=(0.0, 0.25),
                      source={"system": "toggle-switch", "simulated": True, "seed": seed},
-                     overwrite=True, progress=progress)
+                     overwrite=earlier is not None, command="demo", progress=progress)
 
 
 DEMO_EPOCHS = 300

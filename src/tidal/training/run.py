@@ -1,19 +1,20 @@
 """A run directory: everything needed to use, check and continue a trained model.
 
+    tidal-run.json   the marker: kind, state, the files tidal wrote (see run_directory.py)
     config.json      model config, scaling, training config, data description, version
-    model.pt         the kept weights (a state_dict; loaded with weights_only=True)
+    model.pt         the kept weights (a state_dict), written when training ends
     checkpoint.pt    the training state, for `fit(..., resume=True)`
     metrics.csv      the loss curve
     data/            the train, validation and test trajectories (CSV)
     report.html, *.png, metrics.json   written by `tidal.report`
 
 Every file is written to a temporary name and renamed. Loading reads JSON, CSV and
-`torch.load(weights_only=True)` only: nothing in a run directory can execute code.
+`torch.load(weights_only=True)` only: nothing in a run directory can execute code, and
+config.json is checked against a schema (run_schema.py) before anything is built from it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,28 +23,39 @@ import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import atomic_path
 from tidal.data import SYSTEMS, Scaling, System, Trajectories, read_table, write_table
 from tidal.models import NeuralODE
 from tidal.models.registry import model_from_config
-from tidal.training.checkpoint import load_checkpoint, save_checkpoint
+from tidal.training.checkpoint import (
+    CHECKPOINT,
+    build_with_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tidal.training.config import TrainConfig
+from tidal.training.run_directory import RunDirectory
+from tidal.training.run_schema import RUN_CONFIG, read_checked
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
 SPLITS = ("train", "val", "test")
+KIND = "neural-ode"
 
 
 @dataclass
 class Run:
     """A trained model with its scaling and the description of its data.
 
-    `predict` works in the user's units; `model` itself works in scaled units.
+    `predict` works in the user's units; `model` itself works in scaled units. `notice` says,
+    for a run whose training did not finish, which weights these are (None when it finished).
     """
 
     path: Path
     model: NeuralODE
     scaling: Scaling
     config: dict[str, Any]
+    directory: RunDirectory
+    notice: str | None = None
 
     @property
     def state_names(self) -> list[str]:
@@ -57,8 +69,7 @@ class Run:
 
     def data(self, split: str) -> Trajectories | None:
         """The run's "train", "val" or "test" trajectories (None when that split is empty)."""
-        path = self.path / "data" / f"{split}.csv"
-        return read_table(path, time="t", id="id") if path.is_file() else None
+        return read_split(self.directory, split, self.state_names)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -83,41 +94,143 @@ class Run:
         return self.scaling.unscale_values(scaled).numpy()
 
 
-def save_run(path: str | Path, model: NeuralODE, scaling: Scaling, *, data: dict[str, Any],
-             train_config: dict[str, Any],
+def save_run(path: str | Path | RunDirectory, model: NeuralODE, scaling: Scaling, *,
+             data: dict[str, Any], train_config: dict[str, Any],
              splits: dict[str, Trajectories | None] | None = None,
-             outcome: dict[str, Any] | None = None) -> None:
-    """Write config.json, model.pt and (when given) the data splits and the outcome of
-    training into the run directory."""
+             outcome: dict[str, Any] | None = None, state: str = "finished") -> RunDirectory:
+    """Write the data splits (when given), model.pt and config.json into a run directory (a
+    new or empty folder, or a run already there) and record its `state`."""
+    run = (path if isinstance(path, RunDirectory)
+           else RunDirectory.open_or_create(path, KIND, command="save_run"))
+    write_splits(run, splits or {})
+    save_checkpoint(run, WEIGHTS, model.state_dict())
+    write_config(run, model, scaling, data=data, train_config=train_config, outcome=outcome)
+    run.set_state(state)
+    return run
+
+
+def write_config(run: RunDirectory, model: NeuralODE, scaling: Scaling, *,
+                 data: dict[str, Any], train_config: dict[str, Any],
+                 outcome: dict[str, Any] | None = None) -> None:
     from tidal import __version__
 
-    path = Path(path)
-    config = {"tidal_version": __version__, "model": model.config(),
-              "scaling": scaling.to_dict(), "train": train_config, "data": data,
-              "fit": outcome or {}}
-    (path / "data").mkdir(parents=True, exist_ok=True)
-    for split, trajectories in (splits or {}).items():
+    run.write_json(CONFIG, {"tidal_version": __version__, "model": model.config(),
+                            "scaling": scaling.to_dict(), "train": train_config,
+                            "data": data, "fit": outcome or {}})
+
+
+def write_splits(run: RunDirectory, splits: dict[str, Trajectories | None]) -> None:
+    for split, trajectories in splits.items():
         if trajectories is not None:
-            write_table(trajectories, path / "data" / f"{split}.csv", time="t", id="id")
-    save_checkpoint(path / WEIGHTS, model.state_dict())
-    with atomic_path(path / CONFIG) as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
+            write_table(trajectories, run.claim(f"data/{split}.csv"), time="t", id="id")
+
+
+def read_split(run: RunDirectory, split: str, state_names: list[str]) -> Trajectories | None:
+    """The run's trajectories of `split` (None for an empty "val" or "test"; the training
+    split must be there)."""
+    name = f"data/{split}.csv"
+    if name not in run.files and split != "train":
+        return None
+    return read_table(run.file(name), time="t", id="id", states=state_names)
 
 
 def load_run(path: str | Path) -> Run:
-    """Rebuild a run's model from config.json and model.pt (no code from the files runs)."""
-    path = Path(path)
-    config_path = path / CONFIG
-    if not config_path.is_file():
-        raise InvalidArgumentError(
-            f"{path} is not a tidal run directory (no {CONFIG}); give the folder written by "
-            "`tidal fit -o RUN`.")
+    """Rebuild a run's model from config.json and its weights (no code from the files runs).
+
+    A run whose training did not finish (interrupted, diverged, killed or still running) loads
+    the weights it kept (model.pt, or the last checkpoint's when it was killed) and says which
+    in `Run.notice`; one killed before its first checkpoint has no trained weights and is
+    refused.
+    """
+    run = RunDirectory.open(path, KIND)
+    config = read_config(run)
+    weights, weights_file, notice = _kept_weights(run, config)
+    model = build_model(config, run.path / CONFIG, weights=weights, weights_file=weights_file)
+    if notice is not None:
+        config = {**config, "fit": {**config["fit"], "status": run.state, "message": notice}}
+    return Run(run.path, model.eval(), Scaling.from_dict(config["scaling"]), config, run,
+               notice)
+
+
+def read_config(run: RunDirectory) -> dict[str, Any]:
+    """config.json, checked against the schema and for consistency."""
+    path = run.file(CONFIG)
+    config = read_checked(path, RUN_CONFIG)
+    names = config["data"]["state_names"]
+    scaling = config["scaling"]
+    system = config["data"].get("system")
+    problems = []
+    if not len(scaling["state_offset"]) == len(scaling["state_scale"]) == len(names):
+        problems.append(f"scaling has {len(scaling['state_offset'])} offsets and "
+                        f"{len(scaling['state_scale'])} scales for {len(names)} states")
+    if system is not None and len(SYSTEMS[system].state_names) != len(names):
+        problems.append(f"system {system!r} has {len(SYSTEMS[system].state_names)} states, "
+                        f"the data {len(names)}")
     try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InvalidArgumentError(f"{config_path} is not valid JSON: {error}.") from error
-    model = model_from_config(config["model"])
-    weights = load_checkpoint(path / WEIGHTS)
-    dtype = next(iter(weights.values())).dtype
-    model.to(dtype).load_state_dict(weights)
-    return Run(path, model.eval(), Scaling.from_dict(config["scaling"]), config)
+        TrainConfig.from_dict(config["train"])
+    except InvalidArgumentError as error:
+        problems.append(f"train: {error}")
+    if problems:
+        raise InvalidArgumentError(f"{path}: {problems[0]} (the file was edited or damaged; "
+                                   "start the run again with --overwrite).")
+    return config
+
+
+def build_model(config: dict[str, Any], where: Path, *,
+                weights: dict[str, torch.Tensor] | None = None,
+                weights_file: Path | None = None) -> NeuralODE:
+    """The model config.json (`where`) describes, with `weights` (read from `weights_file`)
+    loaded, checked before allocation (`build_with_weights`) and after (it must take the data's
+    states)."""
+    model = build_with_weights(lambda: model_from_config(config["model"]), where, weights,
+                               weights_file)
+    _check_dimension(model, len(config["data"]["state_names"]), where)
+    return model
+
+
+def _check_dimension(model: NeuralODE, n_states: int, where: Path) -> None:
+    """The model maps a state of the data's size to a rate of the same size."""
+    dtype = next(model.parameters(), torch.zeros((), dtype=torch.float64)).dtype
+    y = torch.zeros(1, n_states, dtype=dtype)
+    try:
+        with torch.no_grad():
+            rate = model.vector_field(torch.zeros((), dtype=dtype), y)
+        ok = rate.shape == y.shape
+    except (RuntimeError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise InvalidArgumentError(f"{where}: model: it does not take the data's {n_states} "
+                                   "states (the file was edited or damaged).")
+
+
+def _kept_weights(run: RunDirectory, config: dict[str, Any]
+                  ) -> tuple[dict[str, torch.Tensor], Path, str | None]:
+    """The weights to use, their file, and a notice when training did not finish."""
+    path = run.path
+    resume = f"continue it with `tidal fit --resume -o {path}`"
+    if run.state != "running":
+        message = config["fit"].get("message", "")
+        notices = {"finished": None,
+                   "interrupted": f"{path}: training was interrupted ({message}); these are "
+                                  f"the weights kept so far; {resume}.",
+                   "diverged": f"{path}: training diverged ({message})."}
+        return load_checkpoint(run.file(WEIGHTS)), path / WEIGHTS, notices[run.state]
+    killed = run.was_killed()
+    if not run.has(CHECKPOINT):
+        if killed:
+            raise InvalidArgumentError(
+                f"{path}: training was stopped before its first checkpoint, so there are no "
+                f"trained weights; {resume} (it starts over with the run's settings).")
+        raise InvalidArgumentError(f"{path}: training is still running and has not written "
+                                   "its first checkpoint yet; try again later.")
+    snapshot = load_checkpoint(run.file(CHECKPOINT))
+    epoch, best = snapshot.get("epoch"), snapshot.get("best_epoch")
+    if not (isinstance(epoch, int) and isinstance(best, int)):
+        raise InvalidArgumentError(f"{path / CHECKPOINT}: no epoch numbers; the file was "
+                                   "edited or damaged.")
+    weights = snapshot.get("best_weights" if best >= 0 else "model")
+    status = "was stopped (killed) before it finished" if killed else "is still running"
+    kept = f"best validation loss at epoch {best}" if best >= 0 else f"weights of epoch {epoch}"
+    return weights, path / CHECKPOINT, (
+        f"{path}: training {status}; using its last checkpoint (epoch {epoch}: {kept}); "
+        f"{resume}.")
