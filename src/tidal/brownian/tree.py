@@ -45,6 +45,7 @@ from tidal.brownian import basis
 from tidal.brownian.random import gaussians, node_keys, sample_keys
 
 MAX_DEPTH = 48
+SHARED_CHUNK = 32  # intervals per matrix product in shared-time queries
 
 
 class Increment(NamedTuple):
@@ -156,8 +157,14 @@ class BrownianTree:
         return Increment(dw, (values[1] * root_span / hq).to(self.dtype))
 
     def _shared(self, taus: np.ndarray) -> torch.Tensor:
-        """Intervals shared by the batch, taus [N, 2] = (tau_t, tau_s): weights on the host,
-        one column per distinct node, one matrix product. Returns [C, N, B, m]."""
+        """Intervals shared by the batch, taus [N, 2] = (tau_t, tau_s). Returns [C, N, B, m]."""
+        chunks = [self._shared_chunk(taus[i:i + SHARED_CHUNK])
+                  for i in range(0, taus.shape[0], SHARED_CHUNK)]
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+    def _shared_chunk(self, taus: np.ndarray) -> torch.Tensor:
+        """Weights on the host, one column per distinct node with a nonzero weight, one matrix
+        product (dense: a chunk's intervals share most of their nodes)."""
         ids, weights = basis.interval_weights(taus, self._widths_host, self.levy_area, np)
         levels = len(self._widths_host)
         codes = ids.astype(np.int64) * levels + np.arange(levels)  # (node, level) -> one int
