@@ -22,9 +22,10 @@ Three ways to ask:
 * `increment(s, t)` with float64 tensors [B]: one interval per sample (per-sample grids and
   per-sample adaptive steps).
 
-Shared times are located in the tree on the host (numpy); each node's normals [J, B, m] are
-kept in an LRU cache of `cache_size` nodes, so stepping along a grid generates about two new
-nodes per step, and one matrix product combines them. Per-sample times are tensor work on the
+Shared times are located in the tree on the host (numpy); the nodes' normals [J, B, m] are
+kept in an LRU cache of `cache_size` nodes, filled a block of neighbouring nodes at a time, so
+stepping along a grid generates normals about once every 16 steps per level (for small
+batches), and one matrix product combines them. Per-sample times are tensor work on the
 seeds' device with no host synchronisation; the normals of all 2 (L + 2) nodes on the two
 branches are generated afresh for each query (which nodes a query needs is only known on the
 device, so there is no cache). All ways give the same values up to the order of float sums.
@@ -46,6 +47,7 @@ from tidal.brownian.random import gaussians, node_keys, sample_keys
 
 MAX_DEPTH = 48
 SHARED_CHUNK = 32  # intervals per matrix product in shared-time queries
+PREFETCH_VALUES = 2**16  # prefetch up to 16 neighbouring nodes while a node is this small
 
 
 class Increment(NamedTuple):
@@ -76,8 +78,9 @@ class BrownianTree:
         levy_area: also answer the space-time Lévy area H (needed by order-1.5 methods such as
             SRA1). The path depends on this flag: a tree with area is a different path.
         dtype: dtype of the answers (float32 or float64; default: torch's default dtype).
-        cache_size: how many nodes' normals shared-time queries keep (LRU); memory is at most
-            `cache_size * J * B * m` values of `dtype` (J = 2 with Lévy area, else 1).
+        cache_size: how many nodes' normals shared-time queries keep (LRU, in blocks of up to
+            16 neighbouring nodes while J B m <= 2^16); memory is at most
+            `max(cache_size, block) * J * B * m` values of `dtype` (J = 2 with Lévy area).
     """
 
     def __init__(self, t0: float, t1: float, seeds: torch.Tensor, channels: int, *,
@@ -98,11 +101,13 @@ class BrownianTree:
         self.levy_area, self.dtype, self.device = bool(levy_area), dtype, seeds.device
         self.cache_size = cache_size
         self._samples = sample_keys(seeds)
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        normals_per_node = 2 if self.levy_area else 1
+        node_size = normals_per_node * self.batch * channels
+        self._block = 1 << max(0, min(4, (PREFETCH_VALUES // node_size).bit_length() - 1))
         # Levels: the root, split levels 0 .. L-1, the leaf level L (see `basis`).
         widths = [1.0] + [2.0**-n for n in range(self.depth)] + [2.0**-self.depth]
         roles = [[0, 1]] + [[2, 3]] * self.depth + [[4, 5]]
-        normals_per_node = 2 if self.levy_area else 1
         self._widths_host = np.array(widths)
         self._widths = torch.tensor(widths, dtype=torch.float64, device=self.device)
         self._roles = torch.tensor([r[:normals_per_node] for r in roles], dtype=torch.int64,
@@ -115,7 +120,7 @@ class BrownianTree:
 
     @property
     def cached_bytes(self) -> int:
-        """Bytes held by the node cache (at most `cache_size` nodes)."""
+        """Bytes held by the node cache (at most `max(cache_size, block)` nodes)."""
         return sum(x.numel() * x.element_size() for x in self._cache.values())
 
     def increment(self, s: float | torch.Tensor, t: float | torch.Tensor) -> Increment:
@@ -196,25 +201,36 @@ class BrownianTree:
         return torch.matmul(w, normals.flatten(1, 3)).transpose(0, 1)
 
     def _node_normals(self, codes: list[int]) -> list[torch.Tensor]:
-        """Normals [J, B, m] of each node (code = id * levels + level), cached or generated in
-        one call."""
-        missing = [code for code in codes if code not in self._cache]
-        fresh = {}
-        if missing:
-            levels = len(self._widths_host)
-            level = torch.tensor([code % levels for code in missing], device=self.device)
-            ids = torch.tensor([[code // levels] for code in missing], device=self.device)
-            keys = node_keys(ids, self._roles[level]).unsqueeze(0)  # [1, n, J]
-            generated = gaussians(keys, self._samples, self.channels, self.dtype)
-            fresh = dict(zip(missing, generated.permute(1, 2, 0, 3).contiguous()))
-        out = [fresh[code] if code in fresh else self._cache[code] for code in codes]
-        if self.cache_size:
-            for code, normals in zip(codes, out):
-                self._cache[code] = normals
-                self._cache.move_to_end(code)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        """Normals [J, B, m] of each node (code = id * levels + level), from the cache.
+
+        The cache holds blocks of `self._block` consecutive nodes of one level: a missing node
+        brings its block in (all missing blocks in one call), so stepping along a grid
+        generates normals once every `block` steps per level instead of every step.
+        """
+        levels = len(self._widths_host)
+        where = [((code % levels, (code // levels) // self._block), (code // levels) % self._block)
+                 for code in codes]
+        missing = list(dict.fromkeys(key for key, _ in where if key not in self._cache))
+        fresh = dict(zip(missing, self._generate_blocks(missing))) if missing else {}
+        out = [(fresh[key] if key in fresh else self._cache[key])[offset]
+               for key, offset in where]
+        for key in dict.fromkeys(key for key, _ in where):
+            self._cache[key] = fresh[key] if key in fresh else self._cache[key]
+            self._cache.move_to_end(key)
+        while len(self._cache) > max(1, self.cache_size // self._block):
+            self._cache.popitem(last=False)
         return out
+
+    def _generate_blocks(self, blocks: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Normals [block, J, B, m] of each (level, block index), from one `gaussians` call."""
+        first = torch.tensor([index * self._block for _, index in blocks], device=self.device)
+        ids = (first.unsqueeze(-1) + torch.arange(self._block, device=self.device)).view(-1, 1)
+        roles = self._roles[torch.tensor([level for level, _ in blocks], device=self.device)]
+        keys = node_keys(ids, roles.repeat_interleave(self._block, dim=0))  # [n block, J]
+        normals = gaussians(keys.unsqueeze(0), self._samples, self.channels, self.dtype)
+        normals = normals.permute(1, 2, 0, 3).unflatten(0, (len(blocks), self._block))
+        # separate storage per block, so that evicting a block frees it
+        return [x.clone() for x in normals] if len(blocks) > 1 else [normals[0].contiguous()]
 
     # ---- argument checks -------------------------------------------------------------------------
 
