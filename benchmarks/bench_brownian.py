@@ -18,7 +18,7 @@ import argparse
 import math
 import os
 import statistics
-import time
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -26,15 +26,13 @@ import torch
 
 from tidal.brownian import BrownianTree, sample_seeds
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_solvers import _timed
 
-def _timed(run: Callable[[], None], repeats: int = 3) -> float:
+
+def _median_time(run: Callable[[], object], repeats: int = 3) -> float:
     run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_timed(run) for _ in range(repeats))
 
 
 def main() -> None:
@@ -100,7 +98,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'method':52s} {'us/step':>9s}")
     for name, run in rows:
-        print(f"{name:52s} {_timed(run) / n * 1e6:9.1f}")
+        print(f"{name:52s} {_median_time(run) / n * 1e6:9.1f}")
 
 
 if __name__ == "__main__":

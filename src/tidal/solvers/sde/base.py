@@ -13,6 +13,7 @@ sees the same path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -31,8 +32,9 @@ class SDEStep(NamedTuple):
     state: Any
 
 
+@dataclass(frozen=True)
 class SDEMethod:
-    """Base of the SDE step methods.
+    """Base of the SDE step methods: immutable values (equal when type and options are).
 
     Class attributes: `name` (the string used at the edges), `calculus` (the integral the
     method's limit solves; for additive noise both coincide and every method applies),
@@ -65,12 +67,3 @@ class SDEMethod:
     def step(self, sde: StepSDE, y0: torch.Tensor, dt: float | torch.Tensor, dw: Increment,
              state: Any) -> SDEStep:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(vars(self).items()))))

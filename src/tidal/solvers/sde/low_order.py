@@ -13,6 +13,7 @@ Burrage, Burrage & Tian, Proc. R. Soc. A 460 (2004) (Heun's method for Stratonov
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class EulerMaruyama(SDEMethod):
         return SDEStep(y1, None, None)
 
 
+@dataclass(frozen=True, repr=False)
 class Milstein(SDEMethod):
     r"""Derivative-free Milstein, Itô (default) or Stratonovich: strong order 1.0.
 
@@ -62,16 +64,16 @@ class Milstein(SDEMethod):
     supported.
     """
 
+    calculus: Calculus = Calculus.ITO  # type: ignore[misc]
     name = "milstein"
     strong_order = 1.0
     drift_evals = 1
     diffusion_evals = 2
 
-    def __init__(self, calculus: Calculus = Calculus.ITO):
-        if not isinstance(calculus, Calculus):
+    def __post_init__(self) -> None:
+        if not isinstance(self.calculus, Calculus):
             raise InvalidArgumentError(f"`Milstein(calculus=...)` must be a Calculus (ITO or "
-                                       f"STRATONOVICH); got {calculus!r}.")
-        self.calculus = calculus  # type: ignore[misc]
+                                       f"STRATONOVICH); got {self.calculus!r}.")
 
     def __repr__(self) -> str:
         return f"Milstein(calculus=Calculus.{self.calculus.name})"
