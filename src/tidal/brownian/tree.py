@@ -144,7 +144,7 @@ class BrownianTree:
         order (each interval is [ts[i], ts[i + 1]])."""
         (tau,) = self._tree_times_host("increments", {"ts": ts})
         values = self._shared(np.stack((tau[1:], tau[:-1]), axis=-1))  # [C, N, B, m]
-        hq = torch.from_numpy(tau[1:] - tau[:-1]).to(self.device).view(-1, 1, 1)
+        hq = self._to_device(tau[1:] - tau[:-1], torch.float64).view(-1, 1, 1)
         return self._finish(values, hq)
 
     # ---- shared and per-sample queries ----------------------------------------------------------
@@ -184,8 +184,7 @@ class BrownianTree:
             return torch.zeros(c, n, self.batch, self.channels, dtype=self.dtype,
                                device=self.device)
         normals = torch.stack(self._node_normals(nodes[used].tolist()))  # [nodes, J, B, m]
-        matrix_t = torch.from_numpy(matrix[:, :, used].reshape(n * c, -1)).to(self.device,
-                                                                                self.dtype)
+        matrix_t = self._to_device(matrix[:, :, used].reshape(n * c, -1), self.dtype)
         out = torch.matmul(matrix_t, normals.flatten(0, 1).flatten(1, 2))  # [N C, B m]
         return out.view(n, c, self.batch, self.channels).transpose(0, 1)
 
@@ -223,14 +222,25 @@ class BrownianTree:
 
     def _generate_blocks(self, blocks: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Normals [block, J, B, m] of each (level, block index), from one `gaussians` call."""
-        first = torch.tensor([index * self._block for _, index in blocks], device=self.device)
+        first = self._to_device(np.array([index * self._block for _, index in blocks]),
+                                torch.int64)
         ids = (first.unsqueeze(-1) + torch.arange(self._block, device=self.device)).view(-1, 1)
-        roles = self._roles[torch.tensor([level for level, _ in blocks], device=self.device)]
+        roles = self._roles[self._to_device(np.array([level for level, _ in blocks]),
+                                            torch.int64)]
         keys = node_keys(ids, roles.repeat_interleave(self._block, dim=0))  # [n block, J]
         normals = gaussians(keys.unsqueeze(0), self._samples, self.channels, self.dtype)
         normals = normals.permute(1, 2, 0, 3).unflatten(0, (len(blocks), self._block))
         # separate storage per block, so that evicting a block frees it
         return [x.clone() for x in normals] if len(blocks) > 1 else [normals[0].contiguous()]
+
+    def _to_device(self, x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        """A host array on the tree's device, without waiting for queued device work: a copy
+        from pageable memory would synchronise the stream first, so the array is staged in
+        pinned memory (kept alive by torch's caching host allocator until the copy is done)."""
+        host = torch.from_numpy(x).to(dtype)
+        if self.device.type == "cpu":
+            return host
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     # ---- argument checks -------------------------------------------------------------------------
 
@@ -260,7 +270,7 @@ class BrownianTree:
     def _tree_times_tensor(self, name: str, x: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             (tau,) = self._tree_times_host("increment", {name: x})
-            return torch.from_numpy(tau).to(self.device).expand(self.batch)
+            return self._to_device(tau, torch.float64).expand(self.batch)
         if x.shape != (self.batch,) or not x.is_floating_point():
             raise InvalidArgumentError(
                 f"`BrownianTree.increment({name}=...)` as a tensor must be a float tensor of "
