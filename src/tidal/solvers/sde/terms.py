@@ -59,12 +59,6 @@ class Noise:
             return torch.matmul(g, dw.unsqueeze(-1)).squeeze(-1)
         return g * dw
 
-    def channels(self, state_dim: int, g_shape: tuple[int, ...]) -> int:
-        """m, the Brownian dimension, for a state of `state_dim` components and g's shape."""
-        if self.shape == "diagonal":
-            return state_dim
-        return 1 if self.shape == "scalar" else g_shape[-1]
-
 
 DIAGONAL = Noise("diagonal")
 SCALAR = Noise("scalar")
