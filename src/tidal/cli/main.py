@@ -99,7 +99,8 @@ def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float
              noise: float, irregular: bool, missing: float, seed: int) -> None:
     """Simulate noisy, irregular observations of a built-in SYSTEM.
 
-    SYSTEM is one of: toggle-switch, lotka-volterra, pendulum, van-der-pol, lorenz.
+    SYSTEM is one of: toggle-switch, lotka-volterra, damped-pendulum (also: pendulum),
+    van-der-pol, lorenz; Hamiltonian: ideal-pendulum, mass-spring, two-body.
     """
     from tidal.data import SYSTEMS, write_table
     from tidal.data import simulate as simulate_system
@@ -181,10 +182,11 @@ def _configs(kw: dict):
 
 
 def _finish(result, run_dir: Path) -> None:
-    from tidal.report import write_report
+    from tidal.report import read_summary, write_report
 
     click.echo(f"{result.status}: {result.message}")
     report = write_report(run_dir)
+    click.echo(read_summary(run_dir))
     click.echo(f"report: {report}")
     if result.status == "interrupted":
         click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
@@ -267,9 +269,11 @@ def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Write figures, metrics.json and report.html into RUN_DIR."""
-    from tidal.report import write_report
+    from tidal.report import read_summary, write_report
 
-    click.echo(f"report: {write_report(run_dir)}")
+    report = write_report(run_dir)
+    click.echo(read_summary(run_dir))
+    click.echo(f"report: {report}")
 
 
 @main.command()
@@ -279,7 +283,7 @@ def report(run_dir: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
     """Simulate the genetic toggle switch (32 noisy, irregular trajectories), fit it, test on
-    held-out trajectories and write the report (a few minutes on 2 CPU cores)."""
+    held-out trajectories and write the report (about a minute on 2 CPU cores)."""
     from tidal.training import run_demo
 
     result = run_demo(run_dir, epochs=epochs, progress=not quiet)
