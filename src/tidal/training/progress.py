@@ -22,10 +22,14 @@ class Progress:
         self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="epoch",
                         dynamic_ncols=True, leave=True)
         self.position = initial
+        self.stage = ""
 
     def update(self, epoch: int, train_loss: float, val_loss: float, stage: str) -> None:
-        """Advance to `epoch`; `stage` (from `stage_label`) is shown before the bar."""
-        self.bar.set_description_str(stage, refresh=False)
+        """Advance to `epoch`; `stage` (from `stage_label`) is shown before the bar, at once
+        when it changes (tqdm otherwise redraws at most every 0.1 s)."""
+        if stage != self.stage:
+            self.stage = stage
+            self.bar.set_description_str(stage, refresh=True)
         postfix = {"loss": f"{train_loss:.4g}"}
         if not math.isnan(val_loss):
             postfix["val"] = f"{val_loss:.4g}"
