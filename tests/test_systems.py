@@ -11,6 +11,7 @@ import torch
 
 import tidal
 from tidal.data import SYSTEMS, System, Trajectories, simulate, toggle_switch_stable_states
+from tidal.data.systems import ALIASES
 
 scipy_integrate = pytest.importorskip("scipy.integrate")
 scipy_optimize = pytest.importorskip("scipy.optimize")
@@ -58,7 +59,8 @@ def _two_body(y):
 
 
 REFERENCES = {"toggle-switch": _toggle, "lotka-volterra": _lotka_volterra,
-              "pendulum": _pendulum, "van-der-pol": _van_der_pol, "lorenz": _lorenz,
+              "damped-pendulum": _pendulum, "pendulum": _pendulum,
+              "van-der-pol": _van_der_pol, "lorenz": _lorenz,
               "ideal-pendulum": _ideal_pendulum, "mass-spring": _mass_spring,
               "two-body": _two_body}
 
@@ -66,8 +68,25 @@ REFERENCES = {"toggle-switch": _toggle, "lotka-volterra": _lotka_volterra,
 def test_registry_holds_the_documented_systems():
     assert set(SYSTEMS) == set(REFERENCES)
     for name, system in SYSTEMS.items():
-        assert system.name == name and len(system.bounds) == system.n_states
+        assert system.name == ALIASES.get(name, name)
+        assert len(system.bounds) == system.n_states
         assert len(system.initial_box) == system.n_states
+
+
+def test_pendulum_keeps_its_meaning_and_the_undamped_one_is_hamiltonian():
+    """"pendulum" (tidal 0.1's name) is still the damped pendulum, so old scripts and run
+    directories keep their meaning; it has no energy. The ideal pendulum keeps its energy
+    H = p^2/2 - cos q along simulated (noise-free) trajectories."""
+    assert SYSTEMS["pendulum"] is SYSTEMS["damped-pendulum"]
+    assert SYSTEMS["damped-pendulum"].hamiltonian is None
+    with pytest.raises(tidal.InvalidArgumentError, match="ideal-pendulum"):
+        SYSTEMS["pendulum"].energy(torch.zeros(2))
+    data = simulate("ideal-pendulum", 4, n_obs=50, noise=0.0, seed=1)
+    energies = [0.5 * v[:, 1] ** 2 - np.cos(v[:, 0]) for v in data.values]
+    assert max(np.ptp(e) for e in energies) < 1e-7
+    damped = simulate("damped-pendulum", 4, n_obs=50, noise=0.0, seed=1)
+    assert all(e[-1] < e[0] - 0.1 for e in
+               (0.5 * v[:, 1] ** 2 - 9.81 * np.cos(v[:, 0]) for v in damped.values))
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))

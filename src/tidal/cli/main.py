@@ -249,10 +249,11 @@ def _configs(kw: dict):
 
 
 def _finish(result, run_dir: Path) -> None:
-    from tidal.report import write_report
+    from tidal.report import read_summary, write_report
 
     click.echo(f"{result.status}: {result.message}")
     report = write_report(run_dir)
+    click.echo(read_summary(run_dir))
     click.echo(f"report: {report}")
     if result.status == "interrupted":
         click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
@@ -373,11 +374,13 @@ def notify(notice: str | None) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
     """Write figures, metrics.json and report.html into RUN_DIR."""
-    from tidal.report import write_report
+    from tidal.report import read_summary, write_report
     from tidal.training import load_run
 
     notify(load_run(run_dir).notice)
-    click.echo(f"report: {write_report(run_dir)}")
+    report = write_report(run_dir)
+    click.echo(read_summary(run_dir))
+    click.echo(f"report: {report}")
 
 
 @main.command()
@@ -387,7 +390,7 @@ def report(run_dir: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
     """Simulate the genetic toggle switch (32 noisy, irregular trajectories), fit it, test on
-    held-out trajectories and write the report (a few minutes on 2 CPU cores). Replaces an
+    held-out trajectories and write the report (about a minute on 2 CPU cores). Replaces an
     earlier demo in -o; any other non-empty folder is refused."""
     from tidal.training import run_demo
 

@@ -93,7 +93,7 @@ def _lotka_volterra(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) ->
                         p["delta"] * x * z - p["gamma"] * z), -1)
 
 
-def _pendulum(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+def _damped_pendulum(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
     theta, omega = y[..., 0], y[..., 1]
     return torch.stack((omega, -(p["g"] / p["L"]) * torch.sin(theta) - p["c"] * omega), -1)
 
@@ -151,11 +151,12 @@ LOTKA_VOLTERRA = System(
     "dx/dt = alpha x - beta x y, dy/dt = delta x y - gamma y: predator-prey cycles whose "
     "period depends on their size; delta x - gamma ln x + beta y - alpha ln y is conserved.")
 
-PENDULUM = System(
-    "pendulum", ("theta", "omega"), {"g": 9.81, "L": 1.0, "c": 0.3}, _pendulum, (0.0, 10.0),
-    ((-2.0, 2.0), (-2.0, 2.0)), ((-math.pi, math.pi), (-6.0, 6.0)), None,
-    "dtheta/dt = omega, domega/dt = -(g/L) sin(theta) - c omega: a damped pendulum; the "
-    "initial box stays below the energy of a full turn.")
+DAMPED_PENDULUM = System(
+    "damped-pendulum", ("theta", "omega"), {"g": 9.81, "L": 1.0, "c": 0.3}, _damped_pendulum,
+    (0.0, 10.0), ((-2.0, 2.0), (-2.0, 2.0)), ((-math.pi, math.pi), (-6.0, 6.0)), None,
+    "dtheta/dt = omega, domega/dt = -(g/L) sin(theta) - c omega: a damped pendulum (not "
+    "Hamiltonian: it loses energy; the undamped one is ideal-pendulum); the initial box stays "
+    "below the energy of a full turn. Also called 'pendulum', its name in tidal 0.1.")
 
 VAN_DER_POL = System(
     "van-der-pol", ("x", "v"), {"mu": 1.0}, _van_der_pol, (0.0, 20.0),
@@ -192,10 +193,16 @@ TWO_BODY = System(
     "of period about 2 pi.",
     hamiltonian=_two_body_energy)
 
-#: The built-in systems by their command-line names.
+#: Older names still accepted, so that scripts and run directories that use them keep their
+#: meaning: "pendulum" was the damped pendulum's name.
+ALIASES: Mapping[str, str] = types.MappingProxyType({"pendulum": "damped-pendulum"})
+
+_BUILT_IN = {s.name: s for s in (TOGGLE_SWITCH, LOTKA_VOLTERRA, DAMPED_PENDULUM, VAN_DER_POL,
+                                  LORENZ, IDEAL_PENDULUM, MASS_SPRING, TWO_BODY)}
+
+#: The built-in systems by their command-line names, and by their `ALIASES`.
 SYSTEMS: Mapping[str, System] = types.MappingProxyType(
-    {s.name: s for s in (TOGGLE_SWITCH, LOTKA_VOLTERRA, PENDULUM, VAN_DER_POL, LORENZ,
-                         IDEAL_PENDULUM, MASS_SPRING, TWO_BODY)})
+    {**_BUILT_IN, **{alias: _BUILT_IN[name] for alias, name in ALIASES.items()}})
 
 
 def toggle_switch_stable_states(a: float = 4.0, n: float = 3.0) -> np.ndarray:

@@ -13,7 +13,8 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
               fitted: Sequence[tuple[np.ndarray, np.ndarray]], *, state_names: Sequence[str],
               titles: Sequence[str], truth: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-              shade_until: float | None = None, columns: int = 2) -> Any:
+              shade_until: float | None = None,
+              starts: Sequence[tuple[float, np.ndarray]] | None = None, columns: int = 2) -> Any:
     """One panel per trajectory: observations (points, NaN = missing) and the model (lines).
 
     Args:
@@ -23,6 +24,8 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         titles: a title per panel.
         truth: per trajectory, the true system's (times, values) as dashed lines.
         shade_until: grey out times after this (the forecast region).
+        starts: per trajectory, (t0, y0 [D]): the initial state the model starts from when it
+            is not the first observation (an estimated one), drawn as a cross.
     """
     from matplotlib.figure import Figure
 
@@ -41,6 +44,10 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
             ax.plot(t_fit, y_fit[:, state], color=color, lw=1.8, label=f"{name} model")
             ax.plot(t_obs, y_obs[:, state], "o", color=color, ms=3.5, alpha=0.7,
                     label=f"{name} observed")
+            if starts is not None:
+                t0, y0 = starts[index]
+                ax.plot([t0], [y0[state]], "x", color=color, ms=8, mew=2,
+                        label=f"{name} learned initial state")
             if truth is not None:
                 t_true, y_true = truth[index]
                 ax.plot(t_true, y_true[:, state], "--", color="black", lw=0.9, alpha=0.6,
@@ -49,5 +56,6 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
             ax.axvspan(shade_until, t_fit[-1], color="0.92", zorder=0)
         ax.set_title(titles[index], fontsize=10)
         ax.set_xlabel("t")
+        ax.set_ylabel(", ".join(state_names) if len(state_names) <= 3 else "state")
     axes[0].legend(fontsize=7, ncol=2)
     return figure

@@ -13,7 +13,8 @@ Field = Callable[[np.ndarray], np.ndarray]  # points [N, 2] -> derivatives [N, 2
 def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[tuple[float,
                        float]], axis_names: Sequence[str], points: np.ndarray | None = None,
                        resolution: int = 40) -> Any:
-    """Stream plots of 2-D vector fields side by side, on the same box.
+    """Stream plots of 2-D vector fields side by side, on the same box, coloured by speed on
+    one shared colour scale (the colour bar).
 
     Args:
         fields: (title, field) pairs; a field maps points [N, 2] to derivatives [N, 2].
@@ -28,19 +29,28 @@ def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[
     xs, ys = np.linspace(x_lo, x_hi, resolution), np.linspace(y_lo, y_hi, resolution)
     grid_x, grid_y = np.meshgrid(xs, ys)
     grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
-    figure = Figure(figsize=(5.0 * len(fields), 4.6), layout="constrained")
+    from matplotlib.colors import Normalize
+
+    figure = Figure(figsize=(5.0 * len(fields) + 1.0, 4.6), layout="constrained")
     axes = figure.subplots(1, len(fields), squeeze=False)[0]
-    for ax, (title, field) in zip(axes, fields):
-        derivative = field(grid)
+    derivatives = [field(grid) for _, field in fields]
+    speeds = [np.hypot(d[:, 0], d[:, 1]) for d in derivatives]
+    finite = np.concatenate(speeds)
+    finite = finite[np.isfinite(finite)]
+    norm = Normalize(0.0, float(finite.max()) if finite.size else 1.0)
+    for ax, (title, _), derivative, speed in zip(axes, fields, derivatives, speeds):
         u = derivative[:, 0].reshape(grid_x.shape)
         v = derivative[:, 1].reshape(grid_x.shape)
-        speed = np.hypot(u, v)
-        ax.streamplot(xs, ys, u, v, color=speed, cmap="viridis", density=1.2, linewidth=0.9)
+        lines = ax.streamplot(xs, ys, u, v, color=speed.reshape(grid_x.shape), cmap="viridis",
+                              norm=norm, density=1.2, linewidth=0.9).lines
         if points is not None:
-            ax.plot(points[:, 0], points[:, 1], ".", color="#d62728", ms=2, alpha=0.35)
+            ax.plot(points[:, 0], points[:, 1], ".", color="#d62728", ms=2, alpha=0.35,
+                    label="observations")
+            ax.legend(loc="upper right", fontsize=7, markerscale=4)
         ax.set_xlim(x_lo, x_hi)
         ax.set_ylim(y_lo, y_hi)
         ax.set_title(title)
         ax.set_xlabel(axis_names[0])
         ax.set_ylabel(axis_names[1])
+    figure.colorbar(lines, ax=list(axes), label="speed |dy/dt| (data units per unit time)")
     return figure

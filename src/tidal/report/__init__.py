@@ -1,6 +1,8 @@
-"""The run report: figures, metrics.json and report.html for a run directory."""
+"""The run report: figures, metrics.json with the checks, report.html, and the summary the
+command line prints."""
 
 from tidal.report.build import write_report
+from tidal.report.checks import read_summary
 from tidal.report.metrics import evaluate_run
 
-__all__ = ["evaluate_run", "write_report"]
+__all__ = ["evaluate_run", "read_summary", "write_report"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,20 @@ from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
 from tidal.plots.vector_field import plot_vector_fields
+from tidal.report.checks import (
+    STARTS,
+    Check,
+    checks_json,
+    run_checks,
+    run_facts,
+    significant,
+    verdict,
+)
 from tidal.report.metrics import (
     FORECAST_FACTOR,
     energy_along_forecasts,
     evaluate_run,
+    learned_initial_states,
     true_trajectories,
 )
 from tidal.training.run import Run, load_run
@@ -36,42 +45,64 @@ def write_report(run_dir: str | Path) -> Path:
     """
     run = load_run(run_dir)
     metrics = evaluate_run(run)
+    checks = run_checks(metrics, run.config)
+    metrics["checks"] = checks_json(checks)
     run.directory.write_json("metrics.json", metrics)
-    sections: list[tuple[str, list[str]]] = []
+    sections: list[tuple[str, str, list[str]]] = []
     for split in ("test", "train"):
         data = run.data(split)
         if data is not None:
+            starts = learned_initial_states(run, data) if split == "train" else None
             sections.append((f"Observed vs fitted: {split} trajectories",
-                             _fit_pages(run, data, split)))
+                             _fit_caption(starts is not None),
+                             _fit_pages(run, data, split, starts)))
     test = run.data("test") or run.data("train")
-    sections.append(("Forecast beyond the data", [_save(run, "forecast.png",
-                                                        _forecast(run, test))]))
+    sections.append(("Forecast beyond the data", "Dashed: the true system, when known.",
+                     [_save(run, "forecast.png", _forecast(run, test))]))
     if len(run.state_names) >= 2:
-        sections.append(("Vector field", [_save(run, "vector_field.png",
-                                                _vector_fields(run, test))]))
+        sections.append(("Vector field", "Streamlines coloured by speed |dy/dt|; other states "
+                         "at their mean.", [_save(run, "vector_field.png",
+                                                  _vector_fields(run, test))]))
     if isinstance(run.model, HamiltonianNN):
         ts, learned, true = energy_along_forecasts(run, test)
-        sections.append(("Energy along forecasts", [_save(run, "energy.png",
-                                                          plot_energy(ts, learned, true))]))
+        sections.append(("Energy along forecasts", "A Hamiltonian model keeps its own energy "
+                         "whether or not it fits the data: read it with the errors above.",
+                         [_save(run, "energy.png", plot_energy(ts, learned, true))]))
     history = _history(run)
     if history:
-        sections.append(("Loss", [_save(run, "loss.png", plot_losses(history))]))
-    run.directory.write_text("report.html", _html(run, metrics, sections))
+        sections.append(("Loss", "The loss rises where the curriculum lengthens the fitted "
+                         "window (dotted lines): a longer window is harder to fit, not a "
+                         "divergence.", [_save(run, "loss.png", plot_losses(history))]))
+    run.directory.write_text("report.html", _html(run, metrics, checks, sections))
     return run.path / "report.html"
 
 
-def _fit_pages(run: Run, data: Trajectories, split: str) -> list[str]:
+def _fit_caption(learned: bool) -> str:
+    if learned:
+        return ("Each curve starts from the initial state estimated in training (a cross), "
+                "not from the noisy first observation.")
+    return "Each curve starts from the trajectory's first (noisy) observation."
+
+
+def _fit_pages(run: Run, data: Trajectories, split: str, starts: np.ndarray | None
+               ) -> list[str]:
+    """Figures of up to PER_PAGE trajectories each, the model run from `starts` [N, D]
+    (marked on the figure) or from each trajectory's first observation."""
     names = []
     count = min(len(data), PER_PAGE * MAX_PAGES)
+    y0 = data.initial_states() if starts is None else starts
     for page, start in enumerate(range(0, count, PER_PAGE), start=1):
-        part = data[list(range(start, min(start + PER_PAGE, count)))]
+        picked = list(range(start, min(start + PER_PAGE, count)))
+        part = data[picked]
         t0, t1 = part.t_span
         ts = np.linspace(t0, t1, 200)
-        predictions = run.predict(part.initial_states(), ts)
+        predictions = run.predict(y0[picked], ts)
         figure = plot_fits(list(zip(part.times, part.values)),
                            [(ts, predictions[:, b]) for b in range(len(part))],
                            state_names=run.state_names,
-                           titles=[f"{split} trajectory {i}" for i in part.ids])
+                           titles=[f"{split} trajectory {i}" for i in part.ids],
+                           starts=None if starts is None else
+                           [(ts[0], y0[i]) for i in picked])
         names.append(_save(run, f"fit_{split}_{page}.png", figure))
     return names
 
@@ -141,29 +172,84 @@ def _save(run: Run, name: str, figure: Any) -> str:
     return name
 
 
-def _html(run: Run, metrics: dict[str, Any], sections: list[tuple[str, list[str]]]) -> str:
+def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
+          sections: list[tuple[str, str, list[str]]]) -> str:
+    body = [f"<h1>tidal run: {_e(run.path.name)}</h1>", _headline(run, metrics, checks)]
+    if "ude" in metrics:
+        body.append(_ude_section(metrics["ude"]))
+    for title, caption, images in sections:
+        body.append(f"<h2>{_e(title)}</h2><p class='caption'>{_e(caption)}</p>")
+        body += [f'<img src="{name}" alt="{_e(title)}">' for name in images]
+    body.append("<p class='caption'>Every number on this page, unrounded: "
+                "<a href='metrics.json'>metrics.json</a>.</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
+             "img{max-width:100%}td,th{padding:2px 10px;text-align:left}"
+             "td.n{text-align:right;white-space:nowrap}td.l{white-space:nowrap}"
+             "table{border-collapse:collapse;margin:.5em 0}"
+             "tr{border-bottom:1px solid #ddd}.pass{color:#1a7f37;font-weight:bold}"
+             ".fail{color:#cf222e;font-weight:bold}.caption{color:#555;font-size:90%}"
+             ".verdict{padding:.5em 1em;border-radius:4px;font-size:115%}"
+             ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>tidal report: {_e(run.path.name)}</title><style>{style}</style></head>"
+            f"<body>{''.join(body)}</body></html>")
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _headline(run: Run, metrics: dict[str, Any], checks: list[Check]) -> str:
+    """What was fitted, the error per state on each split and the checks, pass or fail."""
+    facts = run_facts(metrics, run.config)
+    failed = [c for c in checks if not c.passed]
+    css = "fail" if failed else "pass"
+    parts = [f"<p class='verdict {css}'>{_e(verdict(checks))}"
+             + "".join(f"<br>FAIL: {_e(c.name)} = {_e(c.shown(c.value))} (limit "
+                       f"{_e(c.requirement)})" for c in failed) + "</p>",
+             "<h2>What was fitted</h2><table>"
+             + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+             + "</table>"]
+    header = "".join(f"<th>{_e(name)}</th>" for name in run.state_names)
     rows = []
-    for split in ("train", "val", "test"):
+    for split in ("test", "val", "train"):
         if split in metrics:
-            cells = "".join(f"<td>{v:.4g} ({100 * r:.1f}%)</td>" for v, r in
-                            zip(metrics[split]["rmse"], metrics[split]["relative_rmse"]))
-            rows.append(f"<tr><th>{split} ({metrics[split]['trajectories']})</th>{cells}</tr>")
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in run.state_names)
-    fit = metrics.get("fit", {})
-    body = [f"<h1>tidal run: {html.escape(run.path.name)}</h1>",
-            f"<p>{html.escape(str(fit.get('message', '')))}</p>",
-            "<h2>Error against observations (RMSE, % of each state's range)</h2>",
-            f"<table><tr><th>split</th>{header}</tr>{''.join(rows)}</table>"]
-    for key, title in (("truth", "Against the true system"),
-                       ("ude", "Physical parameters and the recovered correction (SINDy)"),
-                       ("energy", "Energy along forecasts (Hamiltonian model)")):
-        if key in metrics:
-            body.append(f"<h2>{title}</h2><pre>"
-                        f"{html.escape(json.dumps(metrics[key], indent=2))}</pre>")
-    for title, images in sections:
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        body += [f'<img src="{name}" alt="{html.escape(title)}">' for name in images]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-             "td,th{padding:2px 10px;text-align:right}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tidal report</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+            cells = "".join(f"<td class='n'>{significant(100 * r)}% ({significant(v)})</td>"
+                            for v, r in zip(metrics[split]["rmse"],
+                                            metrics[split]["relative_rmse"]))
+            rows.append(f"<tr><th>{split} ({metrics[split]['trajectories']})</th>{cells}"
+                        f"<td>{_e(STARTS[metrics[split]['start']])}</td></tr>")
+    parts.append("<h2>Error against the observations</h2><p class='caption'>RMSE as % of "
+                 "each state's observed range (in the data's units in brackets). Observations "
+                 "are noisy, so the noise level is the floor.</p>"
+                 f"<table><tr><th>split</th>{header}<th>trajectories predicted</th></tr>"
+                 f"{''.join(rows)}</table>")
+    if checks:
+        rows = [f"<tr><td class='{'pass' if c.passed else 'fail'}'>"
+                f"{'pass' if c.passed else 'FAIL'}</td><td>{_e(c.name)}</td>"
+                f"<td class='n'>{_e(c.shown(c.value))}</td><td class='l'>{_e(c.requirement)}</td>"
+                f"<td class='caption'>{_e(c.note)}</td></tr>" for c in checks]
+        parts.append("<h2>Checks</h2><table><tr><th></th><th>check</th><th>value</th>"
+                     f"<th>limit</th><th>how</th></tr>{''.join(rows)}</table>")
+    return "".join(parts)
+
+
+def _ude_section(ude: dict[str, Any]) -> str:
+    true = ude.get("true_parameters", {})
+    rows = "".join(f"<tr><th>{_e(name)}</th><td class='n'>{significant(value)}</td>"
+                   f"<td class='n'>{significant(true[name]) if name in true else ''}</td></tr>"
+                   for name, value in ude["physical_parameters"].items())
+    parts = ["<h2>Physical parameters and recovered formulas (UDE)</h2>",
+             f"<table><tr><th>parameter</th><th>learned</th><th>true</th></tr>{rows}</table>"]
+    for key, title in (("field", "The whole learned field (known terms + correction)"),
+                       ("correction", "The correction alone")):
+        found = ude.get(key)
+        text = ("no formula of degree <= 2 explains it within 5% of its range" if found is None
+                else f"{found['formula']}\n(SINDy threshold {found['threshold']:g})")
+        parts.append(f"<h3>{_e(title)}</h3><pre>{_e(text)}</pre>")
+    parts.append("<p class='caption'>Only the whole field is determined by the data: a "
+                 "correction that can represent a known term (a network can represent c y) "
+                 "gives the same dynamics for any split of that term between the parameter and "
+                 "the network, so a parameter alone can be off while the whole field is "
+                 "right.</p>")
+    return "".join(parts)

@@ -2,6 +2,11 @@
 
 All errors are in the user's units. "relative" divides by each state's observed range (max -
 min over every split), so 0.1 means "10% of the range".
+
+Each trajectory is predicted from one initial state: a training trajectory from the initial
+state `fit` estimated for it (data/initial_states.csv), a held-out trajectory from its first
+observation, which carries the noise of every observation. The held-out error therefore
+includes the effect of a noisy start.
 """
 
 from __future__ import annotations
@@ -9,12 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from tidal._errors import InvalidArgumentError
 from tidal.controllers import PIDController
 from tidal.data import System, Trajectories
 from tidal.integrate import solve
 from tidal.models import UDE, HamiltonianNN
+from tidal.training.fit import INITIAL_STATES
 from tidal.training.run import SPLITS, Run
 
 FORECAST_FACTOR = 3.0  # forecasts run to this multiple of the data's span
@@ -30,36 +38,97 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     metrics: dict[str, Any] = {"states": run.state_names, "state_range": ranges.tolist(),
                                "fit": run.config.get("fit", {})}
     for name, data in splits.items():
-        rmse = observation_rmse(run, data)
+        starts = learned_initial_states(run, data) if name == "train" else None
+        rmse = observation_rmse(run, data, starts)
         metrics[name] = {"trajectories": len(data), "rmse": rmse.tolist(),
-                         "relative_rmse": (rmse / ranges).tolist()}
+                         "relative_rmse": (rmse / ranges).tolist(),
+                         "start": "first observation" if starts is None else "learned"}
     system = run.system
     if system is not None and "test" in splits:
         metrics["truth"] = truth_checks(run, system, splits["test"], ranges)
     if isinstance(run.model, UDE):
         metrics["ude"] = ude_summary(run, list(splits.values()))
     if isinstance(run.model, HamiltonianNN):
-        ts, learned, true = energy_along_forecasts(run, splits.get("test", splits["train"]))
-        metrics["energy"] = {"t_end": float(ts[-1]), "learned_relative_drift":
-                             _relative_drift(learned).tolist(), "learned_absolute_drift":
-                             np.abs(learned - learned[:1]).max(axis=0).tolist()}
-        if true is not None:
-            metrics["energy"]["true_absolute_drift"] = (
-                np.abs(true - true[:1]).max(axis=0).tolist())
+        metrics["energy"] = energy_summary(run, list(splits.values()),
+                                           splits.get("test", splits["train"]))
     return metrics
 
 
+def learned_initial_states(run: Run, data: Trajectories) -> np.ndarray | None:
+    """The initial states [N, D] that `fit` estimated for the trajectories of `data` (user
+    units, in `data`'s order), from the run's data/initial_states.csv; None for a run written
+    before that file existed.
+
+    Raises:
+        InvalidArgumentError: the file does not match the run's training trajectories.
+    """
+    path = run.path / INITIAL_STATES
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"id": str}).set_index("id")
+        states = table.loc[list(data.ids), run.state_names].to_numpy(dtype=np.float64)
+    except (KeyError, ValueError, pd.errors.ParserError) as error:
+        raise InvalidArgumentError(
+            f"{path} does not hold an initial state for every training trajectory (columns id, "
+            f"t, {', '.join(run.state_names)}): {str(error).splitlines()[0]}. Rerun `tidal fit` "
+            "to rewrite it.") from error
+    if not np.isfinite(states).all():
+        raise InvalidArgumentError(f"{path} holds non-finite initial states; rerun `tidal fit` "
+                                   "to rewrite it.")
+    return states
+
+
 def ude_summary(run: Run, datasets: list[Trajectories]) -> dict[str, Any]:
-    """The learned physical parameters and the sparsest formula (SINDy) that explains the
-    learned correction over the observed states."""
+    """The learned physical parameters (and the true ones, for data simulated from a built-in
+    system that has parameters of the same names), the sparsest formula (SINDy) that explains
+    the learned correction over the observed states, and the sparsest formula for the whole
+    learned field (known terms + correction).
+
+    Only the whole field is identifiable from data: a correction flexible enough to absorb
+    part of a known term (say c y) gives the same dynamics for any split between them."""
     from tidal.models.symbolic import sparsest
 
+    region = _observed_states(datasets)
+    summary: dict[str, Any] = {"physical_parameters": run.model.physical_parameters()}
+    system = run.system
+    if system is not None:
+        summary["true_parameters"] = {name: system.params[name]
+                                      for name in summary["physical_parameters"]
+                                      if name in system.params}
+    for key, function in (("correction", run.model.correction),
+                          ("field", run.model.vector_field)):
+        found = None if function is None else sparsest(function, region,
+                                                       state_names=run.state_names)
+        summary[key] = None if found is None else {
+            "threshold": found[0], "formula": found[1].formula, "terms": found[1].terms()}
+    return summary
+
+
+def energy_summary(run: Run, datasets: list[Trajectories], data: Trajectories
+                   ) -> dict[str, Any]:
+    """How well a Hamiltonian model keeps its learned energy along forecasts from `data`: the
+    largest |H(t) - H(0)| as a fraction of the learned energy's range over the observed states
+    (H is only defined up to a constant, so its own value is no scale), and the true energy's
+    drift along the same forecasts when the system is known."""
+    ts, learned, true = energy_along_forecasts(run, data)
+    region = torch.as_tensor(_observed_states(datasets), dtype=run.dtype)
+    with torch.enable_grad():
+        over_data = run.model.energy(run.scaling.scale_values(region)).detach().numpy()
+    spread = max(float(np.ptp(over_data)), 1e-12)
+    drift = np.abs(learned - learned[:1]).max(axis=0)
+    summary = {"t_end": float(ts[-1]), "learned_absolute_drift": drift.tolist(),
+               "learned_relative_drift": _relative_drift(learned).tolist(),
+               "learned_drift_of_range": (drift / spread).tolist()}
+    if true is not None:
+        summary["true_absolute_drift"] = np.abs(true - true[:1]).max(axis=0).tolist()
+    return summary
+
+
+def _observed_states(datasets: list[Trajectories]) -> np.ndarray:
+    """Every fully observed state of `datasets`, [N, D]."""
     region = np.concatenate([np.concatenate(data.values) for data in datasets])
-    region = region[~np.isnan(region).any(axis=1)]
-    found = sparsest(run.model, region, state_names=run.state_names)
-    formula = None if found is None else {"threshold": found[0], "formula": found[1].formula,
-                                          "terms": found[1].terms()}
-    return {"physical_parameters": run.model.physical_parameters(), "correction": formula}
+    return region[~np.isnan(region).any(axis=1)]
 
 
 def energy_along_forecasts(run: Run, data: Trajectories, *, count: int = 4
@@ -92,12 +161,13 @@ def state_ranges(datasets: list[Trajectories]) -> np.ndarray:
     return np.where(spread > 0, spread, 1.0)
 
 
-def observation_rmse(run: Run, data: Trajectories) -> np.ndarray:
-    """Per state RMSE between the model (from each trajectory's first state) and the observed
-    entries."""
+def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """Per state RMSE between the model and the observed entries, each trajectory predicted
+    from its row of `initial_states` [N, D] (default: its first observation)."""
     squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
-    for times, values, mask, y0 in zip(data.times, data.values, data.masks,
-                                       data.initial_states()):
+    starts = data.initial_states() if initial_states is None else initial_states
+    for times, values, mask, y0 in zip(data.times, data.values, data.masks, starts):
         prediction = run.predict(y0, times)
         squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
         counts += mask.sum(axis=0)

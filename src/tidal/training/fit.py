@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,7 +30,7 @@ from tidal.training.batches import (
 )
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.config import TrainConfig
-from tidal.training.progress import Progress
+from tidal.training.progress import Progress, stage_label
 from tidal.training.run_directory import RunDirectory
 
 #: The columns of `FitResult.history` and metrics.csv.
@@ -54,6 +55,9 @@ class FitResult:
         status: "finished", "early-stopped", "diverged" or "interrupted".
         message: one line saying why training stopped.
         best_epoch, best_val_loss: where the kept weights come from.
+        initial_states: [N, D], each training trajectory's initial state (at its first time)
+            in the user's units, as estimated with the kept weights (the first observations
+            when `learn_initial_states` is off).
     """
 
     model: NeuralODE
@@ -64,6 +68,12 @@ class FitResult:
     best_epoch: int
     best_val_loss: float
     config: TrainConfig = field(default_factory=TrainConfig)
+    initial_states: np.ndarray | None = None
+
+
+#: Where `fit` writes the training trajectories' estimated initial states in a run directory:
+#: columns id, t (the trajectory's first time) and one per state, in the user's units.
+INITIAL_STATES = "data/initial_states.csv"
 
 
 class _Diverged(Exception):
@@ -85,8 +95,9 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         scaling: the units the model works in; default `Scaling.fit(train)` (each state
             standardized by its observed mean and spread).
         run_dir: the run directory (a `RunDirectory`, or a folder: a new or empty one, or a
-            run) where checkpoint.pt and metrics.csv are written (atomically); None writes
-            nothing. When given a folder, `fit` records the run's final state in it.
+            run) where checkpoint.pt, metrics.csv and data/initial_states.csv (the estimated
+            initial states, `INITIAL_STATES`) are written (atomically); None writes nothing.
+            When given a folder, `fit` records the run's final state in it.
         resume: continue from `run_dir`'s checkpoint.pt; the loss curve continues as if never
             stopped.
         progress: show a progress bar with the loss and the ETA.
@@ -119,10 +130,13 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
                 f"{str(error).splitlines()[0]}); the file was edited or damaged.") from error
     status, message = trainer.run(progress)
     model.load_state_dict(trainer.best_weights)
+    initial_states = scaling.unscale_values(trainer.initial_states()).numpy()
+    if run is not None:
+        write_initial_states(run, train, initial_states)
     if run is not None and run is not run_dir:
         run.set_state(FINAL_STATES[status])
     return FitResult(model, scaling, trainer.history, status, message, trainer.best_epoch,
-                     trainer.best_val_loss, config)
+                     trainer.best_val_loss, config, initial_states)
 
 
 class _Trainer:
@@ -160,6 +174,7 @@ class _Trainer:
         self.best_val_loss = math.inf
         self.best_epoch = -1
         self.best_weights = copy.deepcopy(model.state_dict())
+        self.best_initial_offsets = self.initial_offsets.detach().clone()
         self.bad_epochs = 0
         self.seconds = 0.0
         self._cache: dict[Any, Batch] = {}
@@ -257,7 +272,8 @@ class _Trainer:
                 if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
                     val_loss = self.validation_loss()
                     self.record(stage, train_loss, val_loss, fevals)
-                    bar.update(self.epoch, train_loss, val_loss)
+                    bar.update(self.epoch, train_loss, val_loss,
+                               stage_label(stage, len(self.stages), *self.stages[stage]))
                     if self.bad_epochs >= (config.patience or math.inf):
                         status = "early-stopped"
                         message = (f"validation loss did not improve for {self.bad_epochs} "
@@ -274,12 +290,14 @@ class _Trainer:
             self.model.load_state_dict(last_good["model"])
             if self.best_epoch < 0:
                 self.best_weights = last_good["model"]
+                self.best_initial_offsets = last_good["initial_offsets"]
         except KeyboardInterrupt:
             status, message = "interrupted", f"interrupted at epoch {self.epoch}"
         finally:
             bar.close()
         if self.best_epoch < 0 and status != "diverged":
             self.best_weights = copy.deepcopy(self.model.state_dict())
+            self.best_initial_offsets = self.initial_offsets.detach().clone()
             self.best_epoch = self.epoch
         if status != "diverged":
             self.save(self.snapshot())
@@ -294,6 +312,7 @@ class _Trainer:
         if val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
             self.best_weights = copy.deepcopy(self.model.state_dict())
+            self.best_initial_offsets = self.initial_offsets.detach().clone()
         else:
             self.bad_epochs += self.config.eval_every
 
@@ -307,6 +326,7 @@ class _Trainer:
                 "segment_offsets": self.segment_offsets.detach().clone(),
                 "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
                 "best_weights": copy.deepcopy(self.best_weights),
+                "best_initial_offsets": self.best_initial_offsets.clone(),
                 "bad_epochs": self.bad_epochs, "seconds": self.seconds}
 
     def save(self, snapshot: dict[str, Any]) -> None:
@@ -326,13 +346,32 @@ class _Trainer:
         self.epoch, self.history = snapshot["epoch"], list(snapshot["history"])
         self.best_val_loss, self.best_epoch = snapshot["best_val_loss"], snapshot["best_epoch"]
         self.best_weights, self.bad_epochs = snapshot["best_weights"], snapshot["bad_epochs"]
+        # checkpoints written before the estimated initial states were kept with the weights
+        self.best_initial_offsets = snapshot.get("best_initial_offsets",
+                                                 snapshot["initial_offsets"]).clone()
         self.seconds = snapshot["seconds"]
+
+    def initial_states(self) -> torch.Tensor:
+        """The training trajectories' initial states [N, D] (float64, scaled units) that go
+        with the kept weights: the first observations plus the learned offsets."""
+        first = torch.as_tensor(self.train.initial_states(), dtype=torch.float64)
+        return first + self.best_initial_offsets.detach().to(torch.float64)
 
 
 def _finite(loss: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(loss):
         raise _Diverged(f"the loss became {loss.item()}")
     return loss
+
+
+def write_initial_states(run_dir: RunDirectory, train: Trajectories, states: np.ndarray) -> None:
+    """`INITIAL_STATES` in `run_dir`: id, first time and initial state [N, D] (user units) of
+    each training trajectory (written atomically)."""
+    table = pd.DataFrame(states, columns=list(train.state_names))
+    table.insert(0, "t", [float(t[0]) for t in train.times])
+    table.insert(0, "id", list(train.ids))
+    with run_dir.writing(INITIAL_STATES) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def write_metrics(run_dir: RunDirectory, history: list[dict[str, Any]]) -> None:
