@@ -302,7 +302,7 @@ def test_crlf_line_endings_count_lines(tmp_path):
 def _awkward() -> Trajectories:
     return Trajectories(
         times=[[0.1, 1 / 3, 2.0], [-1e-300, 0.0, 7.5e10]],
-        values=[[[0.1, NAN], [1 / 3, 2.0], [-0.0, 5e-324]], [[NAN, 1.0], [1e308, NAN], [3.0, 4.0]]],
+        values=[[[0.1, NAN], [1 / 3, 2.0], [-0.0, 5e-324]], [[NAN, 1.0], [1e150, NAN], [3.0, 4.0]]],
         ids=['x,"y"', "line\nbreak"], state_names=["first state", "s2"])
 
 
