@@ -102,6 +102,9 @@ def measure(script: str, limit_bytes: int, src: str | None) -> dict[str, Any]:
                 fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
             except (OSError, ValueError):
                 return
+            if "VmRSS" not in fields:  # starting or exiting
+                time.sleep(0.05)
+                continue
             watched_peak[0] = int(fields["VmHWM"].split()[0]) * 1024
             if int(fields["VmRSS"].split()[0]) * 1024 > limit_bytes:
                 killed.set()
@@ -154,6 +157,15 @@ def fit_row(path: Path, run_dir: Path, epochs: int, limit_bytes: int, extra: lis
     return {**run, "training": training}
 
 
+def print_reads(path: Path, args: argparse.Namespace, limit: int) -> None:
+    print(f"\n=== Reading {path.name} ({path.stat().st_size / 1e6:.1f} MB); median of "
+          f"{args.repeats} reads, each in a fresh process")
+    print(f"{'reader':<18} {'seconds':>8} {'peak MB':>8}")
+    for name, seconds, peak in read_rows(path, limit, args.repeats, args.src):
+        shown = "-" if np.isnan(seconds) else f"{seconds:.2f}"
+        print(f"{name:<18} {shown:>8} {peak:>8.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,300,1000",
@@ -164,6 +176,7 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=8.0,
                         help="kill a measured process whose resident set passes this")
     parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--skip-read", action="store_true")
     parser.add_argument("--workdir", default=None, help="where the files go (default: a "
                         "temporary folder, removed at the end)")
     parser.add_argument("--src", default=None, help="measure the tidal in this source folder "
@@ -185,14 +198,8 @@ def main() -> None:
             files[n] = work / f"table_{n}x{args.obs}.csv"
             generate(files[n], n, args.obs)
         largest = max(sizes)
-        size_mb = files[largest].stat().st_size / 1e6
-        print(f"\n=== Reading {largest} trajectories x {args.obs} observations "
-              f"({size_mb:.1f} MB CSV); median of {args.repeats} reads, each in a fresh "
-              "process")
-        print(f"{'reader':<18} {'seconds':>8} {'peak MB':>8}")
-        for name, seconds, peak in read_rows(files[largest], limit, args.repeats, args.src):
-            shown = "-" if np.isnan(seconds) else f"{seconds:.2f}"
-            print(f"{name:<18} {shown:>8} {peak:>8.0f}")
+        if not args.skip_read:
+            print_reads(files[largest], args, limit)
         if args.skip_fit:
             return
         print(f"\n=== tidal fit TABLE --id id --epochs {args.epochs} --quiet "

@@ -80,7 +80,7 @@ def read_table(path: str | os.PathLike[str], *, time: str = "t", id: str | None 
     try:
         table = _ArrowCsvTable(path)
         chosen = _state_columns(table, time, id, states)
-        table.load([time, *([] if id is None else [id]), *chosen])
+        table.load(time, id, chosen)
         return _trajectories(table, time, id, chosen)
     except _Rescan:
         table = _CsvTable(path)
@@ -140,22 +140,21 @@ class _ArrowCsvTable:
         _check_header(path, self.columns)
         self._table: Any = None
 
-    def load(self, needed: list[str]) -> None:
+    def load(self, time: str, id: str | None, states: list[str]) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        state_columns = [c for c in needed[1:] if c != needed[0]]
-        types = {name: pa.float64() for name in [needed[0], *state_columns]}
-        id_column = [c for c in needed[1:] if c not in types]
-        types.update({name: pa.string() for name in id_column})
+        types = {name: pa.float64() for name in [time, *states]}
+        if id is not None:
+            types[id] = pa.string()
         options = (
             pacsv.ReadOptions(column_names=self.columns),
             pacsv.ParseOptions(newlines_in_values=True),
-            pacsv.ConvertOptions(column_types=types, include_columns=needed,
+            pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                  null_values=_MISSING_VARIANTS, strings_can_be_null=False,
                                  quoted_strings_can_be_null=True))
         try:
-            with pa.memory_map(str(self.path)) as source:
+            with pa.OSFile(str(self.path)) as source:
                 source.seek(self._data_start)
                 self._table = pacsv.read_csv(source, *options)
         except (pa.ArrowException, OSError):
@@ -207,17 +206,15 @@ def _csv_header(path: Path) -> tuple[list[str], int]:
 
 
 def _arrow_ids(column: Any) -> tuple[np.ndarray, list[str]]:
-    """Trajectory ids as codes into a list of names (the cells as stripped text, "" for
-    nulls), by dictionary encoding: the cells are converted to text once per distinct value."""
-    import pyarrow as pa
-
+    """Trajectory ids as codes, numbered in order of first appearance, and the names they
+    stand for (the cells as stripped text; "" for nulls). Dictionary encoding numbers the
+    distinct cells in that order; each is converted to text once."""
     encoded = column.combine_chunks().dictionary_encode()
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
     texts = ["" if v is None else str(v).strip() for v in encoded.dictionary.to_pylist()]
     codes = encoded.indices.fill_null(len(texts)).to_numpy(zero_copy_only=False)
-    names, merged = np.unique(np.array([*texts, ""], dtype=object), return_inverse=True)
-    return merged[codes], names.tolist()
+    merged: dict[str, int] = {}
+    renumber = np.array([merged.setdefault(text, len(merged)) for text in [*texts, ""]])
+    return renumber[codes], list(merged)
 
 
 class _CsvTable:
@@ -275,6 +272,7 @@ class _CsvTable:
         return _parse_numbers(self, column, self.cells[column])
 
     def ids(self, column: str) -> tuple[np.ndarray, list[str]]:
+        """Codes numbered in order of first appearance, and the names (stripped cells)."""
         names: dict[str, int] = {}
         codes = [names.setdefault(cell.strip(), len(names)) for cell in self.cells[column]]
         return np.array(codes, dtype=np.int64), list(names)
@@ -355,23 +353,32 @@ def _separator_hint(columns: list[str]) -> str:
 
 
 def _headerless_hint(table: _Table) -> str:
-    """A hint when every column name is a number: the first row is data (else "")."""
-    try:
-        for name in table.columns:
-            float(name)
-    except ValueError:
+    """A hint when most column names are numbers: the first row is probably data (else "")."""
+    numbers = sum(_is_number(name) for name in table.columns)
+    if 2 * numbers <= len(table.columns):
         return ""
-    where = ("the column names look like numbers, not names" if isinstance(table, _ParquetTable)
-             else "the first row looks like data, not column names")
-    return (f" Hint: {where}: add a header row naming the columns (the time, the id if "
-            "several trajectories, one per state), e.g. t,id,x,y.")
+    if isinstance(table, _ParquetTable):
+        return (" Hint: the column names look like numbers; if the table was saved without "
+                "names, give its columns names (the time, the id if several trajectories, one "
+                "per state).")
+    return (" Hint: the first row looks like data, not column names; if the file has no header "
+            "row, add one naming the columns (the time, the id if several trajectories, one per "
+            "state), e.g. t,id,x,y.")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _state_columns(table: _Table, time: str, id: str | None,
                    states: Sequence[str] | None) -> list[str]:
     available = ", ".join(repr(c) for c in table.columns)
-    hint = _headerless_hint(table) or (" Hint: " + _separator_hint(table.columns)
-                                       if _separator_hint(table.columns) else "")
+    separator = _separator_hint(table.columns)
+    hint = _headerless_hint(table) or (f" Hint: {separator}" if separator else "")
     for role, name in (("time", time), ("id", id)):
         if name is not None and name not in table.columns:
             raise DataFormatError(f"{table.path}: no {role} column {name!r}; the columns are "
@@ -422,7 +429,8 @@ def _trajectories(table: _Table, time: str, id: str | None, states: list[str]
     _check_values(table, states, values)
     rank, names = _trajectory_ids(table, id)
     order = _row_order(times, rank)
-    times, values, rank = times[order], values[order], rank[order]
+    if order is not None:
+        times, values, rank = times[order], values[order], rank[order]
     starts = np.flatnonzero(np.diff(rank, prepend=-1))
     _check_trajectories(table, id, time, times, values, rank, names, order, starts)
     never = np.isnan(values).all(axis=0)
@@ -436,9 +444,9 @@ def _trajectories(table: _Table, time: str, id: str | None, states: list[str]
 
 def _check_times(table: _Table, time: str, times: np.ndarray) -> None:
     """Every time finite and within `MAX_MAGNITUDE`."""
-    bad = np.flatnonzero(~(np.abs(times) <= MAX_MAGNITUDE))
-    if not bad.size:
+    if np.abs(times).max() <= MAX_MAGNITUDE:
         return
+    bad = np.flatnonzero(~(np.abs(times) <= MAX_MAGNITUDE))
     value = float(times[bad[0]])
     if math.isfinite(value):
         raise DataFormatError(
@@ -452,9 +460,10 @@ def _check_times(table: _Table, time: str, times: np.ndarray) -> None:
 def _check_values(table: _Table, states: list[str], values: np.ndarray) -> None:
     """Every value NaN (not observed) or within `MAX_MAGNITUDE`: training standardizes each
     state by its mean and spread, and larger values would overflow them."""
-    bad = np.argwhere(np.abs(values) > MAX_MAGNITUDE)
-    if not bad.size:
+    if -MAX_MAGNITUDE <= np.fmin.reduce(values, axis=None) <= np.fmax.reduce(values, axis=None) \
+            <= MAX_MAGNITUDE or np.isnan(values).all():
         return
+    bad = np.argwhere(np.abs(values) > MAX_MAGNITUDE)
     row, j = bad[0]
     value = float(values[row, j])
     if math.isinf(value):
@@ -467,12 +476,12 @@ def _check_values(table: _Table, states: list[str], values: np.ndarray) -> None:
         "a power of ten).")
 
 
-def _row_order(times: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """The rows sorted by trajectory, then time (stable); a table already in that order (the
-    usual case, and what `write_table` writes) is recognized without sorting."""
+def _row_order(times: np.ndarray, rank: np.ndarray) -> np.ndarray | None:
+    """The rows sorted by trajectory, then time (stable), or None when they already are (the
+    usual case, and what `write_table` writes)."""
     step = np.diff(rank)
     if (step >= 0).all() and ((step > 0) | (np.diff(times) > 0)).all():
-        return np.arange(len(times))
+        return None
     return np.lexsort((times, rank))
 
 
@@ -482,27 +491,27 @@ def _trajectory_ids(table: _Table, id: str | None) -> tuple[np.ndarray, list[str
     if id is None:
         return np.zeros(len(table), dtype=np.int64), ["0"]
     codes, names = table.ids(id)
-    empty = np.flatnonzero(codes == names.index("")) if "" in names else []
-    if len(empty):
-        raise DataFormatError(f"{_at(table, empty[0], id)}: the trajectory id is missing; "
-                              "every row needs one.")
-    present, first, code = np.unique(codes, return_index=True, return_inverse=True)
-    by_appearance = np.argsort(first)
-    rank = np.empty_like(by_appearance)
-    rank[by_appearance] = np.arange(len(by_appearance))
-    return rank[code], [names[present[i]] for i in by_appearance]
+    if "" in names:
+        empty = np.flatnonzero(codes == names.index(""))
+        if empty.size:
+            raise DataFormatError(f"{_at(table, empty[0], id)}: the trajectory id is missing; "
+                                  "every row needs one.")
+        names = names[:names.index("")]  # only the nulls' code, which no row uses
+    return codes, names
 
 
 def _check_trajectories(table: _Table, id: str | None, time: str, times: np.ndarray,
                         values: np.ndarray, rank: np.ndarray, names: list[str],
-                        order: np.ndarray, starts: np.ndarray) -> None:
+                        order: np.ndarray | None, starts: np.ndarray) -> None:
     """The first trajectory with a repeated time or fewer than 2 observed times. The arrays are
-    sorted by trajectory and time; `order` holds each sorted row's row in the table."""
+    sorted by trajectory and time; `order` holds each sorted row's row in the table (None: the
+    table was in that order)."""
     repeated = np.flatnonzero((np.diff(rank) == 0) & (np.diff(times) == 0))
     observed = np.add.reduceat((~np.isnan(values)).any(axis=1).astype(np.int64), starts)
     few = np.flatnonzero(observed < 2)
     if repeated.size and (not few.size or rank[repeated[0]] <= few[0]):
-        pair = sorted(order[repeated[0]:repeated[0] + 2])
+        pair = [repeated[0], repeated[0] + 1]
+        pair = pair if order is None else sorted(order[pair])
         lines = " and ".join(table.where(r, time) for r in pair)
         hint = (" If the file holds several trajectories, name the id column with `id=...`."
                 if id is None else " Merge the two rows or correct one of the times.")

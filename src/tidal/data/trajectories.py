@@ -247,7 +247,8 @@ class Scaling:
         to that floor, so scaling never divides by zero. `time_scale` is kept as given.
 
         Raises:
-            InvalidArgumentError: a state that no trajectory observes.
+            InvalidArgumentError: a state that no trajectory observes, or one whose mean or
+                spread overflows float64.
         """
         never = ~np.concatenate(trajectories.masks).any(axis=0)
         if never.any():
@@ -256,9 +257,19 @@ class Scaling:
                 f"`Scaling.fit(trajectories)`: state '{name}' is never observed, so it has no "
                 "mean or spread; drop that state.")
         pooled = np.concatenate(trajectories.values)
-        mean = np.nanmean(pooled, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(pooled, axis=0)
+            spread = np.nanstd(pooled, axis=0)
+        overflow = ~np.isfinite(spread)
+        if overflow.any():
+            j = int(np.argmax(overflow))
+            raise InvalidArgumentError(
+                f"`Scaling.fit(trajectories)`: state '{trajectories.state_names[j]}' has values "
+                f"up to {np.nanmax(np.abs(pooled[:, j])):.3g} in magnitude, so its mean or "
+                "spread overflows float64; express it in a larger unit (values within 1e150 "
+                "always work).")
         floor = 1e-8 * np.maximum(1.0, np.abs(mean))
-        return cls(tuple(mean), tuple(np.maximum(np.nanstd(pooled, axis=0), floor)), time_scale)
+        return cls(tuple(mean), tuple(np.maximum(spread, floor)), time_scale)
 
     def scale_values(self, x: ArrayOrTensor) -> ArrayOrTensor:
         """States [..., D] in data units to scaled units (numpy array or tensor)."""
