@@ -525,23 +525,42 @@ def _check_trajectories(table: _Table, id: str | None, time: str, times: np.ndar
 
 
 def _write_csv(data: Trajectories, path: Path, names: list[str], with_id: bool) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(names)
-        for name, times, values in zip(data.ids, data.times, data.values):
-            for t, row in zip(times.tolist(), values.tolist()):
-                cells = ["" if math.isnan(x) else repr(x) for x in row]
-                writer.writerow([repr(t), *([name] if with_id else []), *cells])
+    """The header by Python's `csv` (quoted only where needed), the rows by pyarrow: floats
+    in their shortest round-trip form, NaN as blank cells; ids quoted when any needs it."""
+    import io as text_io
+
+    import pyarrow.csv as pacsv
+
+    header = text_io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(names)
+    plain = all(not _NEEDS_QUOTES.intersection(name) and name == name.strip()
+                for name in data.ids)
+    options = pacsv.WriteOptions(include_header=False,
+                                 quoting_style="none" if plain or not with_id else "needed")
+    with open(path, "wb") as file:
+        file.write(header.getvalue().encode("utf-8"))
+        pacsv.write_csv(_arrow_table(data, names, with_id), file, options)
+
+
+_NEEDS_QUOTES = frozenset(',"\n\r')
 
 
 def _write_parquet(data: Trajectories, path: Path, names: list[str], with_id: bool) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    pq.write_table(_arrow_table(data, names, with_id), path)
+
+
+def _arrow_table(data: Trajectories, names: list[str], with_id: bool) -> Any:
+    """The long table as a pyarrow Table: times, ids (strings), states (nulls where NaN)."""
+    import pyarrow as pa
 
     values = np.concatenate(data.values)
     columns = [pa.array(np.concatenate(data.times))]
     if with_id:
-        columns.append(pa.array(np.repeat(data.ids, [len(t) for t in data.times]).tolist(),
-                                type=pa.string()))
+        lengths = [len(t) for t in data.times]
+        columns.append(pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)),
+            pa.array(data.ids, type=pa.string())).cast(pa.string()))
     columns += [pa.array(np.ascontiguousarray(v), mask=np.isnan(v)) for v in values.T]
-    pq.write_table(pa.table(columns, names=names), path)
+    return pa.table(columns, names=names)
