@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -41,16 +42,19 @@ RATE = 0.1  # damping of the generated rotation
 NOISE = 0.05
 T_END = 10.0
 
-READERS = {
-    "import tidal": "import tidal",
-    "tidal.read_table": "import tidal\nstart = time.perf_counter()\n"
-                        "data = tidal.read_table(PATH, id='id')\n"
-                        "seconds = time.perf_counter() - start",
-    "import pandas": "import pandas",
-    "pandas.read_csv": "import pandas\nstart = time.perf_counter()\n"
-                       "frame = pandas.read_csv(PATH)\n"
-                       "seconds = time.perf_counter() - start",
+READERS = {  # each reads PATH between the two clock readings of READ_SCRIPT
+    "import tidal": ("import tidal", ""),
+    "tidal.read_table": ("import tidal", "tidal.read_table(PATH, id='id')"),
+    "import pandas": ("import pandas", ""),
+    "pandas.read_csv": ("import pandas", "pandas.read_csv(PATH)"),
 }
+READ_SCRIPT = """import json, time
+PATH = {path!r}
+{setup}
+wall, cpu = time.perf_counter(), time.process_time()
+{read}
+print(json.dumps({{"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}}))
+"""
 
 
 def generate(path: Path, n_trajectories: int, n_obs: int, seed: int = 0) -> None:
@@ -126,18 +130,20 @@ def measure(script: str, limit_bytes: int, src: str | None) -> dict[str, Any]:
 
 
 def read_rows(path: Path, limit_bytes: int, repeats: int, src: str | None
-              ) -> list[tuple[str, float, float]]:
-    """(reader, seconds (median over repeats), peak MB (largest)) for each of READERS."""
+              ) -> list[tuple[str, float, float, float]]:
+    """(reader, wall seconds and CPU seconds (medians over repeats), peak MB (largest)) for each
+    of READERS; the seconds are those of the read alone (nan for the bare imports)."""
     rows = []
-    for name, code in READERS.items():
-        script = (f"import json, time\nPATH = {str(path)!r}\nseconds = float('nan')\n{code}\n"
-                  "print(json.dumps({'seconds': seconds}))")
+    for name, (setup, read) in READERS.items():
+        script = READ_SCRIPT.format(path=str(path), setup=setup, read=read)
         runs = [measure(script, limit_bytes, src) for _ in range(repeats)]
         for run in runs:
             if run["code"] != 0:
                 raise SystemExit(f"{name} failed: {run['stderr'].strip().splitlines()[-1:]}")
-        seconds = float(np.median([json.loads(r["stdout"])["seconds"] for r in runs]))
-        rows.append((name, seconds, max(r["peak_mb"] for r in runs)))
+        times = [json.loads(r["stdout"]) for r in runs]
+        wall, cpu = (float(np.median([t[key] for t in times])) if read else math.nan
+                     for key in ("wall", "cpu"))
+        rows.append((name, wall, cpu, max(r["peak_mb"] for r in runs)))
     return rows
 
 
@@ -159,11 +165,11 @@ def fit_row(path: Path, run_dir: Path, epochs: int, limit_bytes: int, extra: lis
 
 def print_reads(path: Path, args: argparse.Namespace, limit: int) -> None:
     print(f"\n=== Reading {path.name} ({path.stat().st_size / 1e6:.1f} MB); median of "
-          f"{args.repeats} reads, each in a fresh process")
-    print(f"{'reader':<18} {'seconds':>8} {'peak MB':>8}")
-    for name, seconds, peak in read_rows(path, limit, args.repeats, args.src):
-        shown = "-" if np.isnan(seconds) else f"{seconds:.2f}"
-        print(f"{name:<18} {shown:>8} {peak:>8.0f}", flush=True)
+          f"{args.repeats} reads, each in a fresh process (CPU s: all threads)")
+    print(f"{'reader':<18} {'wall s':>7} {'CPU s':>7} {'peak MB':>8}")
+    for name, wall, cpu, peak in read_rows(path, limit, args.repeats, args.src):
+        shown = ["-" if math.isnan(x) else f"{x:.2f}" for x in (wall, cpu)]
+        print(f"{name:<18} {shown[0]:>7} {shown[1]:>7} {peak:>8.0f}", flush=True)
 
 
 def main() -> None:

@@ -61,6 +61,16 @@ def test_trajectories_defaults_and_properties():
     ([[0.0, 1.0]], [[[1.0], [NAN]]], r"Trajectory '0' has 1 observed time"),
     ([[0.0, 1.0]], [[[1.0], [math.inf]]], r"index \(1, 0\) is infinite"),
     ([[0.0, 1.0]], [np.zeros((2, 0))], r"D >= 1"),
+    # several trajectories: the first one at fault is named, with its own indices
+    ([[0.0, 1.0], [5.0, 6.0, 5.5], [0.0, NAN]], [[[1.0], [2.0]], [[1.0], [2.0], [3.0]],
+                                                 [[1.0], [2.0]]],
+     r"Trajectory '1'.*index 2 \(5.5\) is not after index 1 \(6.0\)"),
+    ([[0.0, 1.0], [], [2.0, 1.0]], [[[1.0], [2.0]], np.zeros((0, 1)), [[1.0], [2.0]]],
+     r"Trajectory '2'.*index 1 \(1.0\) is not after index 0"),
+    ([[0.0, 1.0], [0.0, 1.0, 2.0]], [[[1.0], [2.0]], [[1.0], [NAN], [-math.inf]]],
+     r"Trajectory '1': value at index \(2, 0\) is infinite"),
+    ([[0.0, 1.0], [], [0.0, 1.0]], [[[1.0], [2.0]], np.zeros((0, 1)), [[1.0], [2.0]]],
+     r"Trajectory '1' has 0 observed time"),
 ])
 def test_trajectories_validation(times, values, match):
     with pytest.raises(tidal.InvalidArgumentError, match=match):

@@ -11,7 +11,6 @@ the column. A valid file is read once, at pyarrow's speed and memory.
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from tidal._errors import InvalidArgumentError
 from tidal._files import atomic_path
-from tidal.data.trajectories import Trajectories
+from tidal.data.trajectories import Trajectories, any_per_row
 
 #: Cell texts that mean "not observed" (compared after stripping spaces, ignoring case).
 MISSING_TEXTS = frozenset({"", "nan", "na"})
@@ -141,14 +140,17 @@ class _ArrowCsvTable:
         self._table: Any = None
 
     def load(self, time: str, id: str | None, states: list[str]) -> None:
+        """Read the time, id and state columns (ids dictionary-encoded). One thread: on 10^6
+        rows pyarrow's threads cost more CPU and memory than they saved in wall time on the
+        2-core machine it was measured on (docs/benchmarks.md, "Large tables")."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         types = {name: pa.float64() for name in [time, *states]}
         if id is not None:
-            types[id] = pa.string()
+            types[id] = pa.dictionary(pa.int32(), pa.string())
         options = (
-            pacsv.ReadOptions(column_names=self.columns),
+            pacsv.ReadOptions(column_names=self.columns, use_threads=False),
             pacsv.ParseOptions(newlines_in_values=True),
             pacsv.ConvertOptions(column_types=types, include_columns=list(types),
                                  null_values=_MISSING_VARIANTS, strings_can_be_null=False,
@@ -209,12 +211,19 @@ def _arrow_ids(column: Any) -> tuple[np.ndarray, list[str]]:
     """Trajectory ids as codes, numbered in order of first appearance, and the names they
     stand for (the cells as stripped text; "" for nulls). Dictionary encoding numbers the
     distinct cells in that order; each is converted to text once."""
-    encoded = column.combine_chunks().dictionary_encode()
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        encoded = column.unify_dictionaries().combine_chunks()
+    else:
+        encoded = column.combine_chunks().dictionary_encode()
     texts = ["" if v is None else str(v).strip() for v in encoded.dictionary.to_pylist()]
-    codes = encoded.indices.fill_null(len(texts)).to_numpy(zero_copy_only=False)
+    indices = encoded.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(texts))
     merged: dict[str, int] = {}
     renumber = np.array([merged.setdefault(text, len(merged)) for text in [*texts, ""]])
-    return renumber[codes], list(merged)
+    return renumber[indices.to_numpy()], list(merged)
 
 
 class _CsvTable:
@@ -437,9 +446,8 @@ def _trajectories(table: _Table, time: str, id: str | None, states: list[str]
     if never.any():
         raise DataFormatError(f"{table.path}: column {states[int(np.argmax(never))]!r} has no "
                               "values; leave it out with `states=[...]`.")
-    bounds = [*starts.tolist(), len(times)]
-    return Trajectories([times[lo:hi] for lo, hi in itertools.pairwise(bounds)],
-                        [values[lo:hi] for lo, hi in itertools.pairwise(bounds)], names, states)
+    return Trajectories._from_flat(times, values, np.diff([*starts.tolist(), len(times)]),
+                                   names, states)
 
 
 def _check_times(table: _Table, time: str, times: np.ndarray) -> None:
@@ -507,7 +515,7 @@ def _check_trajectories(table: _Table, id: str | None, time: str, times: np.ndar
     sorted by trajectory and time; `order` holds each sorted row's row in the table (None: the
     table was in that order)."""
     repeated = np.flatnonzero((np.diff(rank) == 0) & (np.diff(times) == 0))
-    observed = np.add.reduceat((~np.isnan(values)).any(axis=1).astype(np.int64), starts)
+    observed = np.add.reduceat(any_per_row(~np.isnan(values)).astype(np.int64), starts)
     few = np.flatnonzero(observed < 2)
     if repeated.size and (not few.size or rank[repeated[0]] <= few[0]):
         pair = [repeated[0], repeated[0] + 1]
