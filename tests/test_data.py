@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tidal
-from tidal.data import DataFormatError, Scaling, Trajectories, read_table, write_table
+from tidal.data import DataFormatError, Scaling, Trajectories, io, read_table, write_table
 
 NAN = math.nan
 
@@ -58,6 +61,16 @@ def test_trajectories_defaults_and_properties():
     ([[0.0, 1.0]], [[[1.0], [NAN]]], r"Trajectory '0' has 1 observed time"),
     ([[0.0, 1.0]], [[[1.0], [math.inf]]], r"index \(1, 0\) is infinite"),
     ([[0.0, 1.0]], [np.zeros((2, 0))], r"D >= 1"),
+    # several trajectories: the first one at fault is named, with its own indices
+    ([[0.0, 1.0], [5.0, 6.0, 5.5], [0.0, NAN]], [[[1.0], [2.0]], [[1.0], [2.0], [3.0]],
+                                                 [[1.0], [2.0]]],
+     r"Trajectory '1'.*index 2 \(5.5\) is not after index 1 \(6.0\)"),
+    ([[0.0, 1.0], [], [2.0, 1.0]], [[[1.0], [2.0]], np.zeros((0, 1)), [[1.0], [2.0]]],
+     r"Trajectory '2'.*index 1 \(1.0\) is not after index 0"),
+    ([[0.0, 1.0], [0.0, 1.0, 2.0]], [[[1.0], [2.0]], [[1.0], [NAN], [-math.inf]]],
+     r"Trajectory '1': value at index \(2, 0\) is infinite"),
+    ([[0.0, 1.0], [], [0.0, 1.0]], [[[1.0], [2.0]], np.zeros((0, 1)), [[1.0], [2.0]]],
+     r"Trajectory '1' has 0 observed time"),
 ])
 def test_trajectories_validation(times, values, match):
     with pytest.raises(tidal.InvalidArgumentError, match=match):
@@ -187,6 +200,11 @@ def test_scaling_errors():
     never = Trajectories([[0.0, 1.0]], [[[1.0, NAN], [2.0, NAN]]])  # fine as data
     with pytest.raises(tidal.InvalidArgumentError, match="state 'x1' is never observed"):
         Scaling.fit(never)
+    huge = Trajectories([[0.0, 1.0, 2.0]], [[[1.0, 1.0], [2.0, 1e300], [3.0, -1e300]]])
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match="state 'x1' has values up to 1e\\+300 in magnitude, so its mean or "
+                             "spread overflows float64"):
+        Scaling.fit(huge)
 
 
 # --- read_table --------------------------------------------------------------------------------
@@ -270,6 +288,18 @@ def test_quoted_multiline_ids_read_fine(tmp_path):
     ("t,x,\n0,1,\n1,2,\n", {}, "column 3 of the header has no name"),
     ("t,x\n", {}, "header but no data rows"),
     ("", {}, "the file is empty"),
+    ("t,x\n0,1\n1,1e151\n", {}, "line 3, column 'x': the value 1e+151 is too large in magnitude"),
+    ("t,x\n0,1\n1,-2e300\n", {}, "line 3, column 'x': the value -2e+300 is too large"),
+    ("t,x\n0,1\n1e200,2\n", {}, "line 3, column 't': the time 1e+200 is too large in magnitude"),
+    ("t;x;y\n0;1;2\n1;2;3\n", {}, "the file seems to use ';' as separator"),
+    ("t;x\n0,5;1,2\n1,0;2,5\n", {}, "header has one column, 't;x'; the file seems to use ';'"),
+    ("t\tx\n0\t1\n1\t2\n", {}, "the file seems to use tabs as separator"),
+    ("t;id,x\n0;a,1\n", {"id": "id"}, "no time column 't'; the columns are 't;id', 'x'. Name "
+     "it with `time=...` (--time on the command line). Hint: the file seems to use ';'"),
+    ("0,1.5,2.5\n1,2.5,3.5\n", {}, "no time column 't'; the columns are '0', '1.5', '2.5'. "
+     "Name it with `time=...` (--time on the command line). Hint: the first row looks like "
+     "data, not column names"),
+    ("0,a,1\n1,a,2\n", {"id": "id"}, "the first row looks like data, not column names"),
 ])
 def test_read_errors_name_file_line_and_column(tmp_path, text, kwargs, expected):
     path = _write(tmp_path, text)
@@ -296,13 +326,118 @@ def test_crlf_line_endings_count_lines(tmp_path):
         read_table(path)
 
 
+# --- the fast CSV reader and the exact one ------------------------------------------------------
+# read_table parses CSV with pyarrow and re-reads the file row by row with Python's csv module
+# only at the first problem that needs a line number (or at a cell pyarrow does not take, such
+# as " NA " with spaces, which the exact reader reads). Both must give the same trajectories.
+
+VALID = [
+    "t,cell,P1,P2\n1.5,B,3,4\n0.5,A,1,\n0,B,,2\n2,A,NaN,7\n 1 , A , 2 ,Na\n",
+    "\ufefft,x\r\n0,1\r\n1,2.5e-3\r\n",
+    "\n\nt,x\n\n0,-0.0\n2,+4\n1,.5\n",
+    't,id,x\n0,"a,1",1\n1,"a,1",nA\n2,"a,1",3\n0,"two\nlines",5\n1,"two\nlines",6\n',
+    "t,id,x,notes\n0,a,1,anything\n1,a,2,\n0,b,inf0,x\n",
+]
+
+
+def _exact_reader_only(monkeypatch):
+    monkeypatch.setattr(io._ArrowCsvTable, "__init__", _refuse_fast)
+
+
+def _fast_reader_only(monkeypatch):
+    monkeypatch.setattr(io._CsvTable, "__init__", _refuse_exact)
+
+
+def _refuse_fast(self, path):
+    raise io._Rescan()
+
+
+def _refuse_exact(self, path):
+    raise AssertionError("the exact reader was used")
+
+
+@pytest.mark.parametrize("text", VALID[:4])
+def test_fast_and_exact_readers_agree_on_valid_files(tmp_path, monkeypatch, text):
+    path = _write(tmp_path, text)
+    kwargs = {"id": "cell"} if "cell" in text else {"id": "id"} if ",id," in text else {}
+    with monkeypatch.context() as patch:
+        _fast_reader_only(patch)
+        fast = read_table(path, **kwargs)
+    with monkeypatch.context() as patch:
+        _exact_reader_only(patch)
+        exact = read_table(path, **kwargs)
+    assert fast == exact
+
+
+def test_the_exact_reader_takes_over_at_a_bad_cell(tmp_path, monkeypatch):
+    path = _write(tmp_path, VALID[4])
+    with pytest.raises(DataFormatError, match="line 4, column 'x': 'inf0' is not a number"):
+        read_table(path, id="id")
+    _fast_reader_only(monkeypatch)
+    with pytest.raises(AssertionError, match="exact reader"):
+        read_table(path, id="id")
+
+
+_CELL_TEXT = st.text(alphabet="ab ,\"\n1", min_size=1, max_size=4).filter(str.strip)
+
+
+@st.composite
+def _tables(draw):
+    """A long table as rows of text cells, with the trajectories it should read as."""
+    n = draw(st.integers(1, 3))
+    ids = draw(st.lists(_CELL_TEXT, min_size=n, max_size=n, unique_by=str.strip))
+    number = st.floats(-1e150, 1e150, allow_nan=False, width=64)
+    missing = st.sampled_from(["", "NA", "nan", " NaN ", "na"])
+    rows, times, values = [], [], []
+    for name in ids:
+        t = draw(st.lists(number, min_size=2, max_size=5, unique=True))
+        v = draw(st.lists(st.lists(st.one_of(number, st.none()), min_size=2, max_size=2),
+                          min_size=len(t), max_size=len(t)))
+        v[0][0], v[1][0], v[0][1] = 1.0, 2.0, 3.0  # 2 observed times, every state seen
+        for ti, vi in zip(t, v):
+            cells = [draw(missing) if x is None else draw(st.sampled_from(["", " "])) + repr(x)
+                     for x in vi]
+            rows.append([repr(ti), name, *cells])
+        order = np.argsort(t)
+        times.append(np.array(t)[order])
+        values.append(np.array([[NAN if x is None else x for x in row] for row in v])[order])
+    shuffled = draw(st.permutations(rows))
+    first_seen = list(dict.fromkeys(row[1].strip() for row in shuffled))
+    which = [first_seen.index(name.strip()) for name in ids]
+    expected = Trajectories([times[which.index(i)] for i in range(n)],
+                            [values[which.index(i)] for i in range(n)],
+                            first_seen, ["x", "y"])
+    return shuffled, expected
+
+
+@given(_tables())
+def test_read_table_gives_back_the_table_written(table):
+    """Reference: the trajectories the rows were made from (sorted by hand), for random ids
+    (quotes, commas, line breaks, spaces), missing-value spellings and row orders; read by the
+    fast reader alone and by the exact reader alone."""
+    import csv
+    import tempfile
+
+    rows, expected = table
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        with open(path, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["t", "id", "x", "y"])
+            writer.writerows(rows)
+        with mock.patch.object(io._CsvTable, "__init__", _refuse_exact):
+            assert read_table(path, id="id") == expected
+        with mock.patch.object(io._ArrowCsvTable, "__init__", _refuse_fast):
+            assert read_table(path, id="id") == expected
+
+
 # --- write_table and Parquet -------------------------------------------------------------------
 
 
 def _awkward() -> Trajectories:
     return Trajectories(
         times=[[0.1, 1 / 3, 2.0], [-1e-300, 0.0, 7.5e10]],
-        values=[[[0.1, NAN], [1 / 3, 2.0], [-0.0, 5e-324]], [[NAN, 1.0], [1e308, NAN], [3.0, 4.0]]],
+        values=[[[0.1, NAN], [1 / 3, 2.0], [-0.0, 5e-324]], [[NAN, 1.0], [1e150, NAN], [3.0, 4.0]]],
         ids=['x,"y"', "line\nbreak"], state_names=["first state", "s2"])
 
 
@@ -355,6 +490,13 @@ def test_parquet_errors_name_the_row(tmp_path):
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"t": [0.0, 1.0, 2.0], "x": ["1", "2", "three"]}), path)
     with pytest.raises(DataFormatError, match=r"data\.parquet: row 3, column 'x': 'three'"):
+        read_table(path)
+    pq.write_table(pa.table({"t": [0.0, 1.0, 2.0], "x": [1.0, 1e200, 2.0]}), path)
+    with pytest.raises(DataFormatError, match=r"data\.parquet: row 2, column 'x': the value "
+                                              r"1e\+200 is too large in magnitude"):
+        read_table(path)
+    pq.write_table(pa.table({"0": [0.0, 1.0], "1": [1.0, 2.0]}), path)
+    with pytest.raises(DataFormatError, match="column names look like numbers"):
         read_table(path)
     pq.write_table(pa.table({"t": [0.0, 1.0], "x": [True, False]}), path)
     with pytest.raises(DataFormatError, match="column 'x' has type bool"):

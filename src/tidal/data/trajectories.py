@@ -50,20 +50,40 @@ class Trajectories:
         if len(times) == 0:
             raise InvalidArgumentError("`Trajectories(times=...)` is empty; give at least one "
                                        "trajectory.")
-        self._ids = _names("ids", ids, len(times), [str(i) for i in range(len(times))])
-        self._times = tuple(_time_array(t, name) for t, name in zip(times, self._ids))
-        n_states = _n_states(values[0], self._ids[0])
-        self._values = tuple(_value_array(v, t.shape[0], n_states, name)
-                             for v, t, name in zip(values, self._times, self._ids))
-        self._state_names = _names("state_names", state_names, n_states,
-                                   [f"x{j}" for j in range(n_states)])
-        self._masks = tuple(_read_only(~np.isnan(v)) for v in self._values)
-        for mask, name in zip(self._masks, self._ids):
-            if int(mask.any(axis=1).sum()) < 2:
-                raise InvalidArgumentError(
-                    f"Trajectory '{name}' has {int(mask.any(axis=1).sum())} observed time(s); "
-                    "each trajectory needs at least 2 times with an observed entry. Drop it or "
-                    "add observations.")
+        names = _names("ids", ids, len(times), [str(i) for i in range(len(times))])
+        times = [_time_array(t, name) for t, name in zip(times, names)]
+        n_states = _n_states(values[0], names[0])
+        values = [_value_array(v, t.shape[0], n_states, name)
+                  for v, t, name in zip(values, times, names)]
+        self._adopt(np.concatenate(times), np.concatenate(values), [len(t) for t in times],
+                    names, state_names)
+
+    @classmethod
+    def _from_flat(cls, times: np.ndarray, values: np.ndarray, lengths: Sequence[int],
+                   ids: Sequence[str], state_names: Sequence[str]) -> Trajectories:
+        """All trajectories' times [R] and values [R, D] (float64) one after another,
+        `lengths[i]` rows each, checked as `__init__` checks; the arrays are taken over (made
+        read-only), not copied. For readers that build them anyway."""
+        out = cls.__new__(cls)
+        out._adopt(times, values, lengths, _names("ids", ids, len(lengths), []), state_names)
+        return out
+
+    def _adopt(self, times: np.ndarray, values: np.ndarray, lengths: Sequence[int],
+               ids: tuple[str, ...], state_names: Sequence[str] | None) -> None:
+        """Check everything at once; each trajectory is a read-only view of the arrays."""
+        self._ids = ids
+        self._state_names = _names("state_names", state_names, values.shape[1],
+                                   [f"x{j}" for j in range(values.shape[1])])
+        ends = np.cumsum(lengths)
+        starts = ends - np.asarray(lengths)
+        all_times, all_values = _read_only(times), _read_only(values)
+        all_masks = _read_only(~np.isnan(all_values))
+        _check_times(all_times, starts, ends, ids)
+        _check_values(all_values, all_masks, starts, ends, ids)
+        pieces = list(zip(starts.tolist(), ends.tolist()))
+        self._times = tuple(all_times[a:b] for a, b in pieces)
+        self._values = tuple(all_values[a:b] for a, b in pieces)
+        self._masks = tuple(all_masks[a:b] for a, b in pieces)
 
     @property
     def n_trajectories(self) -> int:
@@ -247,7 +267,8 @@ class Scaling:
         to that floor, so scaling never divides by zero. `time_scale` is kept as given.
 
         Raises:
-            InvalidArgumentError: a state that no trajectory observes.
+            InvalidArgumentError: a state that no trajectory observes, or one whose mean or
+                spread overflows float64.
         """
         never = ~np.concatenate(trajectories.masks).any(axis=0)
         if never.any():
@@ -256,9 +277,19 @@ class Scaling:
                 f"`Scaling.fit(trajectories)`: state '{name}' is never observed, so it has no "
                 "mean or spread; drop that state.")
         pooled = np.concatenate(trajectories.values)
-        mean = np.nanmean(pooled, axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(pooled, axis=0)
+            spread = np.nanstd(pooled, axis=0)
+        overflow = ~np.isfinite(spread)
+        if overflow.any():
+            j = int(np.argmax(overflow))
+            raise InvalidArgumentError(
+                f"`Scaling.fit(trajectories)`: state '{trajectories.state_names[j]}' has values "
+                f"up to {np.nanmax(np.abs(pooled[:, j])):.3g} in magnitude, so its mean or "
+                "spread overflows float64; express it in a larger unit (values within 1e150 "
+                "always work).")
         floor = 1e-8 * np.maximum(1.0, np.abs(mean))
-        return cls(tuple(mean), tuple(np.maximum(np.nanstd(pooled, axis=0), floor)), time_scale)
+        return cls(tuple(mean), tuple(np.maximum(spread, floor)), time_scale)
 
     def scale_values(self, x: ArrayOrTensor) -> ArrayOrTensor:
         """States [..., D] in data units to scaled units (numpy array or tensor)."""
@@ -314,28 +345,23 @@ def _names(argument: str, names: Sequence[Any] | None, count: int,
     return out
 
 
+def any_per_row(mask: np.ndarray) -> np.ndarray:
+    """[R, D] bool -> [R]: True where the row has a True. Column by column: for a few columns
+    numpy's `mask.any(axis=1)` is about 50x slower (a strided reduction per row)."""
+    return np.logical_or.reduce([mask[:, j] for j in range(mask.shape[1])])
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
 
 
 def _time_array(t: Any, name: str) -> np.ndarray:
-    out = np.array(t, dtype=np.float64)
+    out = np.asarray(t, dtype=np.float64)
     if out.ndim != 1:
         raise InvalidArgumentError(f"Trajectory '{name}': times must be one-dimensional; got "
                                    f"shape {out.shape}.")
-    bad = np.flatnonzero(~np.isfinite(out))
-    if bad.size:
-        raise InvalidArgumentError(f"Trajectory '{name}': time at index {bad[0]} is "
-                                   f"{out[bad[0]]}; times must be finite.")
-    bad = np.flatnonzero(np.diff(out) <= 0)
-    if bad.size:
-        i = int(bad[0]) + 1
-        raise InvalidArgumentError(
-            f"Trajectory '{name}': times must be strictly increasing, but time at index {i} "
-            f"({out[i]}) is not after index {i - 1} ({out[i - 1]}). Sort the times and merge "
-            "duplicates.")
-    return _read_only(out)
+    return out
 
 
 def _n_states(values: Any, name: str) -> int:
@@ -347,17 +373,59 @@ def _n_states(values: Any, name: str) -> int:
 
 
 def _value_array(v: Any, length: int, n_states: int, name: str) -> np.ndarray:
-    out = np.array(v, dtype=np.float64)
+    out = np.asarray(v, dtype=np.float64)
     if out.shape != (length, n_states):
         raise InvalidArgumentError(
             f"Trajectory '{name}': values must have shape [{length}, {n_states}] (one row per "
             f"time, the same states as the first trajectory); got shape {out.shape}.")
-    bad = np.argwhere(np.isinf(out))
+    return out
+
+
+def _check_times(times: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 ids: tuple[str, ...]) -> None:
+    """All trajectories' times, concatenated: finite and strictly increasing within each. The
+    first trajectory at fault is named (a non-finite time before an unsorted one)."""
+    step_bad = np.diff(times) <= 0
+    inner = starts[(starts > 0) & (starts < len(times))]
+    step_bad[inner - 1] = False  # the step from one trajectory to the next
+    non_finite = np.flatnonzero(~np.isfinite(times))
+    unsorted = np.flatnonzero(step_bad) + 1
+    first = [np.searchsorted(ends, bad[0], side="right") if bad.size else len(ends)
+             for bad in (non_finite, unsorted)]
+    if min(first) == len(ends):
+        return
+    k = min(first)
+    name, start = ids[k], starts[k]
+    if first[0] == k:
+        i = non_finite[0] - start
+        raise InvalidArgumentError(f"Trajectory '{name}': time at index {i} is "
+                                   f"{times[start + i]}; times must be finite.")
+    i = unsorted[0] - start
+    raise InvalidArgumentError(
+        f"Trajectory '{name}': times must be strictly increasing, but time at index {i} "
+        f"({times[start + i]}) is not after index {i - 1} ({times[start + i - 1]}). Sort the "
+        "times and merge duplicates.")
+
+
+def _check_values(values: np.ndarray, masks: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  ids: tuple[str, ...]) -> None:
+    """All trajectories' values, concatenated: none infinite, and each trajectory with at
+    least 2 times that observe something."""
+    bad = np.argwhere(np.isinf(values))
     if bad.size:
         row, column = bad[0].tolist()
-        raise InvalidArgumentError(f"Trajectory '{name}': value at index ({row}, {column}) is "
-                                   "infinite; use NaN for entries that were not observed.")
-    return _read_only(out)
+        k = np.searchsorted(ends, row, side="right")
+        raise InvalidArgumentError(f"Trajectory '{ids[k]}': value at index ({row - starts[k]}, "
+                                   f"{column}) is infinite; use NaN for entries that were not "
+                                   "observed.")
+    observed_rows = np.concatenate([[0], np.cumsum(any_per_row(masks))])
+    counts = observed_rows[ends] - observed_rows[starts]
+    few = np.flatnonzero(counts < 2)
+    if few.size:
+        raise InvalidArgumentError(
+            f"Trajectory '{ids[few[0]]}' has {int(counts[few[0]])} observed time(s); each "
+            "trajectory needs at least 2 times with an observed entry. Drop it or add "
+            "observations.")
 
 
 def _split_counts(parts: Sequence[Any], total: int) -> list[int]:

@@ -9,6 +9,9 @@ from typing import Any
 
 from tidal._errors import InvalidArgumentError
 
+#: The most trajectories per optimizer step when `TrainConfig.batch_size` is None.
+AUTO_BATCH_LIMIT = 256
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -16,7 +19,10 @@ class TrainConfig:
 
     Args:
         epochs: passes over the training trajectories.
-        batch_size: trajectories per optimizer step; None uses all of them.
+        batch_size: trajectories per optimizer step; None uses all of them, in batches of at
+            most `AUTO_BATCH_LIMIT` (256): on 750 trajectories of 1000 observations, batches
+            of 256 take about as long per epoch as one of 750 and learn more per epoch. Also
+            the batch size of the validation loss.
         lr: Adam's learning rate (peak of the schedule).
         weight_decay: AdamW's decoupled weight decay.
         schedule: "cosine" (decay to lr / 100 over the run, after a short warm-up) or

@@ -7,6 +7,8 @@ import copy
 import itertools
 import math
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,13 @@ from tidal.training.batches import (
     continuity_mse,
     make_batch,
     masked_mse,
+    masked_sse,
     segment,
     segment_counts,
     window,
 )
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from tidal.training.config import TrainConfig
+from tidal.training.config import AUTO_BATCH_LIMIT, TrainConfig
 from tidal.training.progress import Progress, stage_label
 from tidal.training.run_directory import RunDirectory
 
@@ -78,6 +81,10 @@ INITIAL_STATES = "data/initial_states.csv"
 
 class _Diverged(Exception):
     pass
+
+
+#: Batches `_Trainer.batch` keeps (the most recently used).
+_CACHED_BATCHES = 8
 
 
 def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = None,
@@ -146,7 +153,7 @@ class _Trainer:
                  config: TrainConfig, dtype: torch.dtype, run_dir: RunDirectory | None) -> None:
         self.model, self.train, self.val = model, train, val
         self.config, self.dtype, self.run_dir = config, dtype, run_dir
-        self.batch_size = min(config.batch_size or len(train), len(train))
+        self.batch_size = min(config.batch_size or AUTO_BATCH_LIMIT, len(train))
         self.batches_per_epoch = math.ceil(len(train) / self.batch_size)
         # Estimated corrections to the training trajectories' first observations (noisy, like
         # every other observation); zero and frozen unless `learn_initial_states`.
@@ -177,7 +184,7 @@ class _Trainer:
         self.best_initial_offsets = self.initial_offsets.detach().clone()
         self.bad_epochs = 0
         self.seconds = 0.0
-        self._cache: dict[Any, Batch] = {}
+        self._cache: OrderedDict[Any, Any] = OrderedDict()
 
     def _lr_factor(self, step: int) -> float:
         if self.config.schedule == "constant":
@@ -194,26 +201,34 @@ class _Trainer:
         return min(epoch * stages // self.config.epochs, stages - 1)
 
     def batch(self, data: Trajectories, horizon: float, indices: tuple[int, ...]) -> Batch:
-        key = (id(data), horizon, indices)
-        if key not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = make_batch(window(data[list(indices)], horizon), self.dtype)
+        """Trajectories `indices` of `data`, cut to `horizon`, as a batch. The last few are
+        kept: full-batch training and validation reuse theirs every epoch, while random
+        mini-batches rarely repeat (a bounded cache keeps memory linear in the data)."""
+        return self._cached((id(data), horizon, indices),
+                            lambda: make_batch(window(data[list(indices)], horizon), self.dtype))
+
+    def _cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            self._cache[key] = build()
+            while len(self._cache) > _CACHED_BATCHES:
+                self._cache.popitem(last=False)
         return self._cache[key]
 
     def segments(self, indices: tuple[int, ...]) -> tuple[Segments, torch.Tensor]:
         """The training trajectories `indices` cut into shooting segments, and for each
         segment its row in cat(initial_offsets, segment_offsets)."""
-        key = ("segments", indices)
-        if key not in self._cache:
+        def build() -> tuple[Segments, torch.Tensor]:
             pieces = segment(self.train[list(indices)], self.config.shooting_segments,
                              self.dtype)
             trajectory = torch.tensor(indices)[pieces.owner]
             base = torch.tensor(self.segment_base)[trajectory]
             rows = torch.where(pieces.part == 0, trajectory,
                                len(self.train) + base + pieces.part - 1)
-            self._cache[key] = (pieces, rows)
-        return self._cache[key]
+            return pieces, rows
+
+        return self._cached(("segments", indices), build)
 
     def loss(self, batch: Batch, indices: tuple[int, ...] | None = None) -> torch.Tensor:
         y0 = batch.y0 if indices is None else batch.y0 + self.initial_offsets[list(indices)]
@@ -252,9 +267,16 @@ class _Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
+        """The masked MSE over every validation observation, in batches of `batch_size`."""
         if self.val is None:
             return math.nan
-        return self.loss(self.batch(self.val, 1.0, tuple(range(len(self.val))))).item()
+        total, count = torch.zeros((), dtype=self.dtype), torch.zeros((), dtype=torch.long)
+        for start in range(0, len(self.val), self.batch_size):
+            batch = self.batch(self.val, 1.0,
+                               tuple(range(start, min(start + self.batch_size, len(self.val)))))
+            errors, observed = masked_sse(self.model(batch.y0, batch.ts), batch)
+            total, count = total + errors, count + observed
+        return _finite(total / count.clamp_min(1)).item()
 
     def run(self, show_progress: bool) -> tuple[str, str]:
         config = self.config
