@@ -9,8 +9,9 @@ by Z <- Z - M^{-1} G(Z) from Z = 0, with the simplified Newton matrix M = I - h 
 ([B, mD, mD], J = f_y at the step start, one LU per step, `batched_lu`). A sample converges
 when its increment max_ij |dZ_ij| / (1 + |y0_j|) falls to `tol`; from then on it stays fixed,
 so its result does not depend on the rest of the batch. It fails (ok = False, never an
-exception) if its increments become non-finite, grow (the iteration diverges), or it has not
-converged after `max_iters` iterations; the caller retries it with a smaller step or reports it.
+exception) if its increments become non-finite, more than double (the iteration diverges), or
+it has not converged after `max_iters` iterations; the caller retries it with a smaller step or
+reports it.
 
 Gradients use the implicit function theorem, not the iterations: the iteration runs without a
 graph, and the converged Z* is attached to (y0, f0, h, the field's parameters) through
@@ -157,9 +158,10 @@ def _newton(field: Field, times: list[torch.Tensor], y0: torch.Tensor, f0: torch
         size = (delta.abs() / scale).amax((1, 2))
         Z = torch.where(active[:, None, None], Z - delta, Z)
         iterations = iterations + active
-        # Growing increments well above the tolerance mean divergence; near the tolerance
-        # round-off makes them noisy, so only a clear growth counts.
-        diverging = (size >= previous) & (size > 1e3 * tol)
+        # An increment more than twice the last, well above the tolerance, means divergence;
+        # slower growth can be a transient of a converging iteration (measured on ROBER:
+        # 1.9e-9, 3.4e-9, 5e-11, ...) and is left to `max_iters`.
+        diverging = (size > 2.0 * previous) & (size > 1e3 * tol)
         failed = failed | (active & (~torch.isfinite(size) | diverging))
         converged = converged | (active & (size <= tol))
         previous = torch.where(active, size, previous)
