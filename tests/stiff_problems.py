@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import scipy.integrate
 import scipy.linalg
 import torch
@@ -19,6 +20,15 @@ from tidal.solvers.implicit_step import implicit_step
 from tidal.solvers.jacobian import BatchedJacobian
 from tidal.solvers.rosenbrock import RosenbrockTableau
 from tidal.solvers.rosenbrock_step import rosenbrock_step
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Import into a test module to run its tests with float64 as torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def solve_fixed(field, y0: torch.Tensor, grid: torch.Tensor,
@@ -98,6 +108,17 @@ class Manufactured:
         return self.g(y) + self.dphi(t) - self.g(self.phi(t))
 
 
+def parametrized_field(theta: torch.Tensor):
+    """A small nonlinear, non-autonomous field with parameters theta [3] (theta_2 = 20 makes
+    it stiff), for gradient checks."""
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        a, b = y.unbind(-1)
+        return torch.stack([-theta[0] * a + theta[1] * a * b + torch.sin(t),
+                            -theta[2] * b * (1 + a ** 2)], -1)
+
+    return field
+
+
 ROBER_K = (0.04, 3e7, 1e4)
 
 
@@ -143,6 +164,24 @@ def radau_reference(f_numpy, y0: list[float], t_end: float) -> np.ndarray:
                                     atol=1e-14)
     assert sol.success
     return sol.y[:, -1]
+
+
+def rober_error(tableau: RosenbrockTableau | ImplicitTableau) -> np.ndarray:
+    """Componentwise relative error of ROBER at t = 40 after 100 log-spaced fixed steps from
+    t = 1e-6, against scipy's Radau at rtol 1e-12 (a few-step sanity check, no error control)."""
+    reference = radau_reference(rober_numpy(1.0), [1.0, 0.0, 0.0], 40.0)
+    field, _ = rober(torch.ones(1))
+    y = solve_fixed(field, torch.tensor([[1.0, 0.0, 0.0]]), log_grid(1e-6, 40.0, 100), tableau)
+    return np.abs(y[0].numpy() - reference) / np.abs(reference)
+
+
+def van_der_pol_error(tableau: RosenbrockTableau | ImplicitTableau) -> np.ndarray:
+    """The same for Van der Pol, mu = 1000, on its slow manifold to t = 100 (40 log-spaced
+    steps from t = 1e-4)."""
+    field, field_numpy = van_der_pol(1000.0)
+    reference = radau_reference(field_numpy, [2.0, 0.0], 100.0)
+    y = solve_fixed(field, torch.tensor([[2.0, 0.0]]), log_grid(1e-4, 100.0, 40), tableau)
+    return np.abs(y[0].numpy() - reference) / np.abs(reference)
 
 
 def log_grid(t_first: float, t_end: float, steps: int) -> torch.Tensor:

@@ -83,8 +83,9 @@ def test_a_wrong_user_jacobian_is_named() -> None:
 # Fields that rule out the faster modes. Each computes y^2 elementwise (J = diag(2 y)).
 
 
-class _VmapHostileBackward(torch.autograd.Function):
-    """A backward pass that reads its incoming gradient on the host: vmap cannot batch it."""
+class _Square(torch.autograd.Function):
+    """x^2 with the backward pass of reverse mode; subclasses change how it can be
+    differentiated."""
 
     @staticmethod
     def forward(x):
@@ -93,26 +94,34 @@ class _VmapHostileBackward(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
+        ctx.x = inputs[0]
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        assert float(grad.abs().sum()) >= 0.0
         return 2 * x * grad
 
 
-class _ForwardOnly(torch.autograd.Function):
-    """A function with a forward-mode rule only (its backward refuses)."""
+class _VmapHostileBackward(_Square):
+    """A backward pass that reads its incoming gradient on the host: vmap cannot batch it."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        assert float(grad.abs().sum()) >= 0.0
+        return _Square.backward(ctx, grad)
+
+
+class _OnceDifferentiable(_Square):
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return _Square.backward(ctx, grad)
+
+
+class _ForwardOnly(_Square):
+    """A forward-mode rule only (its backward refuses)."""
 
     generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return x ** 2
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.x = inputs[0]
 
     @staticmethod
     def jvp(ctx, tangent):
@@ -125,22 +134,6 @@ class _ForwardOnly(torch.autograd.Function):
 
 class _ForwardOnlyNoVmap(_ForwardOnly):
     generate_vmap_rule = False
-
-
-class _OnceDifferentiable(torch.autograd.Function):
-    @staticmethod
-    def forward(x):
-        return x ** 2
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return 2 * x * grad
 
 
 def _in_place(t, y):

@@ -4,16 +4,30 @@
 
 The Rodas coefficients are the published transformed form (a, C, c, d, H; b is the last row
 of a followed by 1, so y1 = the last stage's input + u_S: stiffly accurate, and the embedded
-solution drops u_S, so the error estimate is u_S). Values as printed in the papers and, to all
-16 digits, in the public tableau files of OrdinaryDiffEq.jl (lib/OrdinaryDiffEqRosenbrock,
-lib/OrdinaryDiffEqRosenbrockTableaus), which we read to check our transcription.
+solution drops u_S, so the error estimate is u_S). The 16-digit values were transcribed from
+the public tableau files of OrdinaryDiffEq.jl (lib/OrdinaryDiffEqRosenbrock and
+lib/OrdinaryDiffEqRosenbrockTableaus), which carry the papers' coefficients. The order
+conditions check every one of them except the interpolant's weights of u_S, which multiply an
+O(h^(p+1)) increment and so cannot affect the dense order (tests/test_rosenbrock.py).
 """
 
 from __future__ import annotations
 
 import math
 
-from tidal.solvers.rosenbrock import RosenbrockTableau, rodas_dense
+from tidal.solvers.rosenbrock import RosenbrockTableau, Row, rodas_dense
+
+
+def _rodas(*, name: str, gamma: float, a: tuple[Row, ...], C: tuple[Row, ...], c: Row, d: Row,
+           H: tuple[Row, ...], order: int, dense_order: int) -> RosenbrockTableau:
+    """A Rodas tableau from its published rows: b is the last row of a followed by 1, the
+    embedded solution drops the last increment, H are the interpolant's rows h_j."""
+    b = (*a[-1], 1.0)
+    rows, poly = rodas_dense(H, b)
+    return RosenbrockTableau(name=name, gamma=gamma, a=a, C=C, c=c, d=d, b=b,
+                             b_hat=(*a[-1], 0.0), order=order, embedded_order=order - 1,
+                             H=rows, H_poly=poly, dense_order=dense_order)
+
 
 # ---------------------------------------------------------------------------------------------
 # Rodas5P: G. Steinebach, "Construction of Rosenbrock–Wanner method Rodas5P and numerical
@@ -22,18 +36,8 @@ from tidal.solvers.rosenbrock import RosenbrockTableau, rodas_dense
 
 _RODAS5P_LAST = (-7.502846399306121, 2.561846144803919, -11.627539656261098,
                  -0.18268767659942256, 0.030198172008377946)
-_RODAS5P_B = (*_RODAS5P_LAST, 1.0, 1.0, 1.0)
-_RODAS5P_H = (
-    (25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
-     0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493),
-    (-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
-     20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372),
-    (11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
-     -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722),
-)
-_RODAS5P_DENSE = rodas_dense(_RODAS5P_H, _RODAS5P_B)
 
-RODAS5P = RosenbrockTableau(
+RODAS5P = _rodas(
     name="Rodas5P",
     gamma=0.21193756319429014,
     a=(
@@ -63,12 +67,15 @@ RODAS5P = RosenbrockTableau(
        1.0, 1.0, 1.0),
     d=(0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734,
        2.325825639765069, 0.0, 0.0, 0.0),
-    b=_RODAS5P_B,
-    b_hat=(*_RODAS5P_B[:-1], 0.0),
+    H=(
+        (25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
+         0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493),
+        (-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
+         20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372),
+        (11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
+         -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722),
+    ),
     order=5,
-    embedded_order=4,
-    H=_RODAS5P_DENSE[0],
-    H_poly=_RODAS5P_DENSE[1],
     dense_order=4,
 )
 
@@ -80,15 +87,8 @@ RODAS5P = RosenbrockTableau(
 
 _RODAS4P_LAST = (-7.170454962423024, -4.741636671481785, -16.31002631330971,
                  -1.062004044111401)
-_RODAS4P_B = (*_RODAS4P_LAST, 1.0, 1.0)
-_RODAS4P_H = (
-    (25.09876703708589, 11.62013104361867, 28.49148307714626, -5.664021568594133, 0.0, 0.0),
-    (1.638054557396973, -0.7373619806678748, 8.47791821923899, 15.9925314877952,
-     -1.882352941176471, 0.0),
-)
-_RODAS4P_DENSE = rodas_dense(_RODAS4P_H, _RODAS4P_B)
 
-RODAS4P = RosenbrockTableau(
+RODAS4P = _rodas(
     name="Rodas4P",
     gamma=0.25,
     a=(
@@ -110,12 +110,13 @@ RODAS4P = RosenbrockTableau(
     ),
     c=(0.0, 0.75, 0.21, 0.63, 1.0, 1.0),
     d=(0.25, -0.5, -0.023504, -0.0362, 0.0, 0.0),
-    b=_RODAS4P_B,
-    b_hat=(*_RODAS4P_B[:-1], 0.0),
+    H=(
+        (25.09876703708589, 11.62013104361867, 28.49148307714626, -5.664021568594133, 0.0,
+         0.0),
+        (1.638054557396973, -0.7373619806678748, 8.47791821923899, 15.9925314877952,
+         -1.882352941176471, 0.0),
+    ),
     order=4,
-    embedded_order=3,
-    H=_RODAS4P_DENSE[0],
-    H_poly=_RODAS4P_DENSE[1],
     dense_order=3,
 )
 
