@@ -271,6 +271,25 @@ def test_a_singular_sample_leaves_shared_gradients_finite() -> None:
     torch.testing.assert_close(grad, expected, rtol=1e-14, atol=0.0)
 
 
+def test_float32_follows_the_state() -> None:
+    """A float32 state gives float32 results that agree with the float64 step to float32
+    round-off (the coefficients are cast from float64 once)."""
+    problem = Manufactured()
+    t0 = torch.tensor([0.3, 0.5])
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        y0 = problem.phi(t0).to(dtype)
+        t = t0.to(dtype)
+        J, dfdt = BatchedJacobian(problem)(t, y0)
+        dt = torch.tensor([0.1, 0.2], dtype=dtype)
+        step = rosenbrock_step(problem, t, y0, problem(t, y0), dt, RODAS5P, J, dfdt)
+        middle = rosenbrock_interpolate(RODAS5P, y0, step.dense, torch.tensor([0.5, 0.25]))
+        assert step.y1.dtype == step.error.dtype == middle.dtype == dtype
+        results[dtype] = (step.y1, middle)
+    for low, high in zip(results[torch.float32], results[torch.float64]):
+        torch.testing.assert_close(low.double(), high, rtol=1e-5, atol=1e-6)
+
+
 def test_fsal_returns_f_at_the_end() -> None:
     problem = Manufactured()
     _, t0, _, step = _one_step(ROSENBROCK23, 0.1)

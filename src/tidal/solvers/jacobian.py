@@ -149,18 +149,19 @@ def _by_rows(field: Field, t: torch.Tensor, y: torch.Tensor, autonomous: bool,
         inputs = (y_in, t_in) if time_rows else (y_in,)
         cotangents = torch.eye(dim, dtype=y.dtype, device=y.device).unsqueeze(1).expand(
             dim, *out.shape)
+        grads: tuple[torch.Tensor | None, ...]
         if batched:
-            rows = torch.autograd.grad(out, inputs, cotangents, create_graph=create_graph,
-                                       allow_unused=True, is_grads_batched=True)
+            grads = torch.autograd.grad(out, inputs, cotangents, create_graph=create_graph,
+                                        allow_unused=True, is_grads_batched=True)
         else:
             per_row = [torch.autograd.grad(out, inputs, e, retain_graph=True,
                                            create_graph=create_graph, allow_unused=True)
                        for e in cotangents]
-            rows = tuple(None if parts[0] is None else torch.stack(parts)
-                         for parts in zip(*per_row))
+            grads = tuple(None if parts[0] is None else torch.stack(parts)
+                          for parts in zip(*per_row))
     # An input f does not use has a zero derivative.
-    rows = tuple(torch.zeros(dim, *x.shape, dtype=out.dtype, device=out.device) if r is None
-                 else r for r, x in zip(rows, inputs))
+    rows = [torch.zeros(dim, *x.shape, dtype=out.dtype, device=out.device) if r is None
+            else r for r, x in zip(grads, inputs)]
     J = rows[0].permute(1, 0, 2)  # [D (rows i), B, D (columns j)] -> [B, i, j]
     if autonomous:
         return Jacobian(J, None)
