@@ -6,8 +6,10 @@ A thin translation onto `tidal.solve`: method names become solver objects throug
 
 Differences, all deliberate: fixed-step methods interpolate between steps with cubic Hermite
 (torchdiffeq: linear by default), `dopri8` is Hairer's DOP853 with its 7th-order dense output,
-`max_num_steps` counts the steps of the whole solve, and the `dtype` option is accepted but
-time is always float64.
+`max_num_steps` counts the steps of the whole solve and defaults to `tidal.defaults.MAX_STEPS`
+(torchdiffeq: 2^31 - 1, which let a NaN field run for hours), a NaN or inf from `func` ends the
+solve at once with `SolveFailedError`, and the `dtype` option is accepted but time is always
+float64.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 
 import torch
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BacksolveAdjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.controllers.norms import rms
 from tidal.events import Event
 from tidal.integrate import solve
-from tidal.solvers import SOLVERS
+from tidal.registry import SOLVERS
 
 ADAPTIVE_OPTIONS = frozenset({"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
                               "step_t", "jump_t", "norm", "min_step", "max_step", "dtype"})
@@ -134,7 +137,7 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
     event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
     sol = solve(flat.wrap(func), flat.flatten(y0), t,
                 solver=solver, controller=controller, event=event, adjoint=adjoint,
-                max_steps=int(options.get("max_num_steps", 2**31 - 1)))
+                max_steps=int(options.get("max_num_steps", defaults.MAX_STEPS)))
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
     assert sol.event_y is not None and sol.event_t is not None

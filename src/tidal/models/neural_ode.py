@@ -8,15 +8,14 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
-from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint import BackpropAdjoint
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.integrate import solve
 from tidal.nn import MLP
+from tidal.registry import ADJOINTS, SOLVERS
 from tidal.solution import Solution
-from tidal.solvers import SOLVERS, Solver, Tsit5
+from tidal.solvers import Solver, Tsit5
 
-ADJOINTS = {"backprop": BackpropAdjoint, "checkpoint": CheckpointAdjoint,
-            "backsolve": BacksolveAdjoint}
 VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
 
 

@@ -15,7 +15,7 @@ from tidal.data import Scaling, Trajectories
 from tidal.models import HamiltonianNN, NeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
-from tidal.solvers import SOLVERS
+from tidal.registry import SOLVERS
 from tidal.training.config import TrainConfig
 from tidal.training.fit import FitResult, fit
 from tidal.training.run import CONFIG, load_run, save_run
