@@ -35,6 +35,7 @@ class Grid:
     direction: torch.Tensor
     taus: torch.Tensor
     batched: bool
+    forward: bool = True  # every group runs forward in time
 
     @classmethod
     def of(cls, times: torch.Tensor, device: torch.device) -> Grid:
@@ -42,12 +43,14 @@ class Grid:
         columns = times if times.dim() == 2 else times.unsqueeze(-1)  # [T, G]
         direction = torch.where(columns[-1] < columns[0], -1.0, 1.0).to(torch.float64)
         direction = direction.to(device)
-        return cls(times, direction, columns.to(device) * direction, times.dim() == 2)
+        return cls(times, direction, columns.to(device) * direction, times.dim() == 2,
+                   bool((direction > 0).all()))
 
     def with_taus(self, taus: torch.Tensor) -> Grid:
         """The same groups and directions with other output times (forward time, [T', G])."""
         times = (taus * self.direction).cpu()
-        return Grid(times if self.batched else times[:, 0], self.direction, taus, self.batched)
+        return Grid(times if self.batched else times[:, 0], self.direction, taus, self.batched,
+                    self.forward)
 
     @property
     def groups(self) -> int:
@@ -57,11 +60,6 @@ class Grid:
     def group_shape(self) -> tuple[int, ...]:
         """Shape of one value per group as the user sees it: () on a shared grid, (B,)."""
         return (self.groups,) if self.batched else ()
-
-    @property
-    def forward(self) -> bool:
-        """Every group runs forward in time."""
-        return bool((self.direction > 0).all())
 
     def loop_shape(self, shape: torch.Size) -> torch.Size:
         """The state's layout inside the loop: the user's shape on a shared grid (f is called
@@ -73,8 +71,8 @@ class Grid:
     def user_time(self, tau: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Forward times tau [..., G] (float64) as the user's times in the state's dtype, shaped
         [..., *group_shape] (a 0-d time on a shared grid, [B] on per-sample grids)."""
-        t = (tau * self.direction.to(tau.device)).to(dtype)
-        return t.reshape((*tau.shape[:-1], *self.group_shape))
+        t = (tau if self.forward else tau * self.direction.to(tau.device)).to(dtype)
+        return t if self.batched else t.reshape(tau.shape[:-1])
 
     def forward_time(self, t: torch.Tensor) -> torch.Tensor:
         """User times [..., *group_shape] as forward times [..., G] (float64)."""

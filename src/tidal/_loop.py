@@ -30,8 +30,9 @@ from tidal.interpolation import DenseSteps, interpolate_shared
 from tidal.solution import Stats
 from tidal.solvers.explicit_rk import BufferedStages, StackedStages, Stages, extra_stages
 
-EPS = torch.finfo(torch.float64).eps
 SLIVER = 1e-10  # relative length of a leftover step not worth taking
+#: a step at most this much of |t| is one float64 time cannot resolve (dt_underflow)
+TINY = 10 * torch.finfo(torch.float64).eps
 
 
 @dataclass
@@ -106,13 +107,13 @@ class SharedLoop:
         self.clock = _Clock(float(grid.direction[0]), y0.dtype, y0.device)
         self.step_field = _StepField(s.field, self.clock, s.field.shape[-1] if y0.dim() else 1)
         self.taus: list[float] = grid.taus[:, 0].tolist()
-        self.tau, self.tau_end = float(s.tau0[0]), float(s.tau_end[0])
+        self.tau, self.tau_end = s.tau0.item(), s.tau_end.item()
         self.boundaries = self._boundaries()
-        self.y, self.f0, self.dt = y0, s.f0, float(s.dt0[0])
-        self.status = Status(int(s.status[0]))
+        self.y, self.f0, self.dt = y0, s.f0, s.dt0.item()
+        self.status = Status(int(s.status.item()))
         self.fevals, self.steps, self.accepted, self.rejected = s.setup_fevals, 0, 0, 0
         self.nonfinite_streak = 0  # steps in a row that were not finite
-        self.next_out = int(s.next_out[0])
+        self.next_out = int(s.next_out.item())
         width = y0.numel()
         self.rows: list[torch.Tensor] = (
             [y0.reshape(1, -1)] if s.writes_start else
@@ -180,7 +181,7 @@ class SharedLoop:
         self.nonfinite_streak += not finite
         if self.nonfinite_streak > control.nonfinite_retries:
             self.status, self.dt = Status.NONFINITE, dt
-        elif 0.1 * self.dt <= EPS * abs(self.tau) or self.dt == 0.0:
+        elif self.dt <= TINY * abs(self.tau):
             self.status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
 
     def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
@@ -227,9 +228,10 @@ class SharedLoop:
     def _dense_stages(self, step: _Step) -> torch.Tensor:
         """The step's dense stages, evaluating the interpolant's extra stages on first use."""
         if step.stages is None:
-            times = [step.tau + c * step.dt for c in self.tableau.c_extra]
-            extra_stages(self.s.field, self.clock.times(times), self.stages, self.coef)
-            self.fevals += len(times)
+            if self.tableau.c_extra:
+                times = [step.tau + c * step.dt for c in self.tableau.c_extra]
+                extra_stages(self.s.field, self.clock.times(times), self.stages, self.coef)
+                self.fevals += len(times)
             step.stages = self.stages.matrix()
         return step.stages
 

@@ -89,7 +89,7 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     (checked), the controller bound to the solve, the first step, the event watcher."""
     grid, start = problem.grid, problem.start
     field = Field(problem.f, grid, y0.shape, y0.dtype)
-    y = y0.reshape(field.loop_shape)
+    y = y0.reshape(field.loop_shape) if field.unflatten else y0
     if start is None:
         tau0, tau_end = grid.taus[0], grid.taus[-1]
         next_out = torch.ones(grid.groups, dtype=torch.long, device=tau0.device)
@@ -104,10 +104,10 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     raw = problem.f(t0, y0)
     check_output(raw, y0)
     f0 = field.from_user(raw)
-    finite = torch.isfinite(grid.rows(f0)).all(-1)
+    rows, f0_rows = grid.rows(y), grid.rows(f0)
+    finite = torch.isfinite(f0_rows).all(-1)
     status = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
     control = problem.controller.bind(problem.solver, y, y0.shape, grid.groups)
-    rows, f0_rows = grid.rows(y), grid.rows(f0)
 
     def trial(h: torch.Tensor) -> torch.Tensor:
         """f(t0 + h, y0 + h f0) as group rows."""
@@ -115,8 +115,7 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
         return grid.rows(field(grid.user_time(tau0 + h, y0.dtype), y_h.view(y.shape)))
 
     dt0, setup_fevals = control.first_step(trial, rows, f0_rows)
-    span = tau_end - tau0
-    dt0 = torch.minimum(torch.where(finite, dt0, 0.0), span.where(torch.isfinite(span), math.inf))
+    dt0 = torch.minimum(dt0, tau_end - tau0)  # NaN where f0 is not finite (no step is taken)
     return LoopSetup(
         grid=grid, field=field, solver=problem.solver, control=control, y0=y, f0=f0,
         tau0=tau0, tau_end=tau_end, next_out=next_out, writes_start=start is None,

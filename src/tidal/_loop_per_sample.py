@@ -11,13 +11,13 @@ steps stay non-finite stops with `Status.NONFINITE` (see `tidal._loop`); the oth
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from tidal._errors import Status
-from tidal._loop import SLIVER
+from tidal._loop import SLIVER, TINY
 from tidal._loop_io import LoopResult, LoopSetup
 from tidal._vector_field import Field
 from tidal.events import bisection_steps
@@ -29,8 +29,6 @@ from tidal.solvers.explicit_rk import (
     Stages,
     extra_stages,
 )
-
-EPS = torch.finfo(torch.float64).eps
 
 
 @dataclass
@@ -51,7 +49,8 @@ class _Step:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`), per sample."""
 
-    def __init__(self, field: Field, user_time: object, last_dim: int, device: torch.device):
+    def __init__(self, field: Field, user_time: Callable[[torch.Tensor], torch.Tensor],
+                 last_dim: int, device: torch.device):
         self.field, self.last_dim, self.device = field, last_dim, device
         self.user_time = user_time
         self.nodes: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -75,12 +74,12 @@ class _StepField:
         taus = self.tau0 + column * self.h  # [S, B]
         if self.on_jump is not None:
             taus = torch.where(is_one & self.on_jump, self.near, taus)
-        return self.user_time(taus).unbind(0)  # type: ignore[operator]
+        return self.user_time(taus).unbind(0)
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         tau = (torch.where(self.on_jump, self.near, self.tau0 + self.h)
                if c == 1.0 and self.on_jump is not None else self.tau0 + c * self.h)
-        return self.field(self.user_time(tau), y)  # type: ignore[operator]
+        return self.field(self.user_time(tau), y)
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.field(t, y)
@@ -167,17 +166,23 @@ class PerSampleLoop:
         ratio = s.control.error_ratio(self.stages, self.y, y1, h)
         accept, dt_next = s.control.decide(ratio, h, self.dt)
         finite = torch.isfinite(ratio)
-        step.accept = accept = accept & running & finite
+        step.accept = accept = accept & running
         if s.recorder is not None:
             s.recorder.record(accept, tau1, y1)
         crossed = self._crossed(step)
         next_out = torch.where(accept, (s.grid.taus <= tau1).sum(0), self.next_out)
         inside = accept & ((s.grid.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
-        jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
         running_next = self._update_status(step, dt_next, finite, crossed)
-        flags = torch.stack([(next_out - self.next_out).max(), accept.any(), inside.any(),
-                             crossed.any(), jumped.any(), running_next.any()]).tolist()
-        most_outputs, any_accepted, any_inside, any_crossed, any_jumped, any_running = flags
+        flags = [(next_out - self.next_out).max(), accept.any(), inside.any(),
+                 running_next.any()]
+        if s.watcher is not None:
+            flags.append(crossed.any())
+        if s.boundaries is not None:
+            jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
+            flags.append(jumped.any())
+        most_outputs, any_accepted, any_inside, any_running, *more = torch.stack(flags).tolist()
+        any_crossed = more.pop(0) if s.watcher is not None else False
+        any_jumped = more.pop(0) if s.boundaries is not None else False
         f1 = self._end_derivative(step) if any_accepted else self.f0
         if any_crossed:
             stops = self._locate_events(step, crossed)
@@ -230,13 +235,11 @@ class PerSampleLoop:
         """Record failures and events; the samples still running after this step: a sample
         fails after more non-finite steps in a row than the controller retries, or when a
         rejected step's next size is one float64 time cannot resolve."""
-        rejected = self.running & ~step.accept
-        self.nonfinite_streak = torch.where(
-            step.accept, 0, self.nonfinite_streak + (self.running & ~finite))
-        tiny = (0.1 * dt_next <= EPS * step.tau.abs()) | (dt_next == 0)
-        nonfinite = (self.nonfinite_streak > self.s.control.nonfinite_retries) | (
-            rejected & tiny & ~finite)
-        underflow = rejected & tiny & finite
+        bad = self.running & ~finite
+        self.nonfinite_streak = (self.nonfinite_streak + 1) * bad
+        tiny = self.running & ~step.accept & (dt_next <= TINY * step.tau.abs())
+        nonfinite = (self.nonfinite_streak > self.s.control.nonfinite_retries) | (tiny & bad)
+        underflow = tiny & finite
         self.status = torch.where(underflow, int(Status.DT_UNDERFLOW), self.status)
         self.status = torch.where(nonfinite, int(Status.NONFINITE), self.status)
         self.status = torch.where(crossed, int(Status.EVENT), self.status)

@@ -54,7 +54,8 @@ class Field:
 
     def from_user(self, dy: torch.Tensor) -> torch.Tensor:
         """A value of f as the user returned it (the user's shape) in the loop's terms."""
-        dy = dy.reshape(self.loop_shape)
+        if self.unflatten:
+            dy = dy.reshape(self.loop_shape)
         return dy if self.sign is None else dy * self.sign
 
 

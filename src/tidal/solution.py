@@ -30,8 +30,8 @@ class Stats:
     def of(cls, num_fevals: Any, num_steps: Any, num_accepted: Any, num_rejected: Any,
            shape: tuple[int, ...]) -> Stats:
         """From counts (ints or tensors) reshaped to `shape` (() or (B,))."""
-        return cls(*(_count(n).reshape(shape)
-                     for n in (num_fevals, num_steps, num_accepted, num_rejected)))
+        counts = (_count(n) for n in (num_fevals, num_steps, num_accepted, num_rejected))
+        return cls(*(n if n.shape == shape else n.reshape(shape) for n in counts))
 
     def add(self, other: Stats) -> None:
         """Add another solve's counts into these (in place)."""

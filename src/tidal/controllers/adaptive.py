@@ -4,6 +4,7 @@ into a step-size factor."""
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -89,8 +90,18 @@ class AdaptiveControl(StepControl):
         return self.norm(errors, y0, y1, dt)
 
     def decide(self, ratio: Scalar, taken: Scalar, proposed: Scalar) -> tuple[Scalar, Scalar]:
-        """A rejected step at `dt_min` is accepted (torchdiffeq's `min_step` rule)."""
+        """A rejected step at `dt_min` is accepted if it is finite (torchdiffeq's `min_step`
+        rule)."""
         c = self.controller
         accept, factor, self.history = c.adapt(ratio, self.history, self.exponent)
-        return accept | (taken <= c.dt_min), clip(taken * factor, c.dt_min, c.dt_max)
+        dt = taken * factor
+        if c.dt_min > 0.0:
+            accept = accept | ((taken <= c.dt_min) & _finite(ratio))
+        if c.dt_min > 0.0 or c.dt_max < math.inf:
+            dt = clip(dt, c.dt_min, c.dt_max)
+        return accept, dt
+
+
+def _finite(x: Scalar) -> Scalar:
+    return torch.isfinite(x) if isinstance(x, torch.Tensor) else math.isfinite(x)
 

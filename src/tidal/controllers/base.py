@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from tidal.controllers._times import Times
+
 if TYPE_CHECKING:
     from tidal._grid import Grid
     from tidal.solvers.base import StepMethod
@@ -77,10 +79,10 @@ class StepSizeController(ABC):
 
     #: whether the step size follows an error estimate
     adaptive: ClassVar[bool]
-    #: times every step must land on (user time)
-    step_ts: tuple[float, ...]
+    #: times every step must land on (user time; a sorted tuple of floats once constructed)
+    step_ts: Times
     #: times where f is discontinuous: steps land there and f is evaluated afresh after them
-    jump_ts: tuple[float, ...]
+    jump_ts: Times
 
     @abstractmethod
     def bind(self, solver: StepMethod, y0: torch.Tensor, shape: torch.Size, groups: int

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.controllers._times import as_time_tuple
+from tidal.controllers._times import Times, as_time_tuple
 from tidal.controllers.base import (
     Boundaries,
     Scalar,
@@ -42,8 +42,8 @@ class ConstantStepSize(StepSizeController):
 
     adaptive = False
     dt: float
-    step_ts: tuple[float, ...] = field(default=(), kw_only=True)
-    jump_ts: tuple[float, ...] = field(default=(), kw_only=True)
+    step_ts: Times = field(default=(), kw_only=True)
+    jump_ts: Times = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         name = type(self).__name__

@@ -63,7 +63,8 @@ class ErrorNorm:
                  ) -> Scalar:
         """errors [R, numel] (before the factor dt), y0 and y1 in the loop's layout."""
         last_y1, last_abs = self._last
-        abs_y0 = last_abs if y0 is last_y1 else y0.abs()  # an accepted y1 is the next y0
+        # an accepted y1 is the next y0
+        abs_y0 = last_abs if y0 is last_y1 and last_abs is not None else y0.abs()
         abs_y1 = y1.abs()
         self._last = (y1, abs_y1)
         scale = torch.maximum(abs_y0, abs_y1).mul_(self.rtol).add_(self.atol)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.controllers._times import as_time_tuple
+from tidal.controllers._times import Times, as_time_tuple
 from tidal.controllers.adaptive import AdaptiveController, History
 from tidal.controllers.base import Scalar, clip
 
@@ -56,8 +56,8 @@ class PIDController(AdaptiveController):
     dt0: float | None = field(default=None, kw_only=True)
     dt_min: float = field(default=0.0, kw_only=True)
     dt_max: float = field(default=math.inf, kw_only=True)
-    step_ts: tuple[float, ...] = field(default=(), kw_only=True)
-    jump_ts: tuple[float, ...] = field(default=(), kw_only=True)
+    step_ts: Times = field(default=(), kw_only=True)
+    jump_ts: Times = field(default=(), kw_only=True)
     norm: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, kw_only=True)
 
     @property

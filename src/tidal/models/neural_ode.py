@@ -69,8 +69,8 @@ class NeuralODE(nn.Module):
 
         `options` override this model's solve configuration (see `tidal.solve`).
         """
-        settings = {"solver": self.solver, "controller": self.controller,
-                    "adjoint": self.adjoint, "max_steps": self.max_steps}
+        settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
+                                    "adjoint": self.adjoint, "max_steps": self.max_steps}
         if options.get("dense") or options.get("event") is not None:
             settings["adjoint"] = BackpropAdjoint()
         settings.update(options)

@@ -110,7 +110,9 @@ def splitting_step(method: Splitting, field: StepField, y0: torch.Tensor, f0: to
     where total adds up the coefficient-weighted halves of f so far (at the end: the step's
     mean slope)."""
     weights = _weighted_halves(method, y0.shape[-1], field.last_dim, y0.dtype, y0.device)
-    y, f, time, total, fevals = y0, f0, 0.0, None, 0
+    y, time, fevals = y0, 0.0, 0
+    f: torch.Tensor | None = f0
+    total: torch.Tensor | None = None
     for (kind, c), weight in zip(method.steps, weights):
         if f is None:  # the state moved since f was evaluated
             f = field.at(time, y)
