@@ -6,34 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidal import solvers as m
 from tidal._errors import InvalidArgumentError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.controllers.base import StepSizeController
-from tidal.solvers import (
-    RK4,
-    Bosh3,
-    Dopri5,
-    Dopri8,
-    Euler,
-    Fehlberg2,
-    Heun2,
-    Heun3,
-    HeunEuler,
-    ImplicitMidpoint,
-    Leapfrog,
-    Midpoint,
-    Tsit5,
-    Yoshida4,
-)
 from tidal.solvers.base import StepMethod
 
 #: Every method, by its `name`.
 SOLVERS: dict[str, type[StepMethod]] = {
     cls.name: cls
-    for cls in (Euler, Midpoint, Heun2, Heun3, RK4, HeunEuler, Fehlberg2, Bosh3, Dopri5, Tsit5,
-                Dopri8, Leapfrog, Yoshida4, ImplicitMidpoint)
+    for cls in (m.Euler, m.Midpoint, m.Heun2, m.Heun3, m.RK4, m.HeunEuler, m.Fehlberg2, m.Bosh3,
+                m.Dopri5, m.Tsit5, m.Dopri8, m.Leapfrog, m.Yoshida4, m.ImplicitMidpoint)
 }
 #: Every adjoint, by its `name`.
 ADJOINTS: dict[str, type[Adjoint]] = {

@@ -29,26 +29,14 @@ def flow_rate(f: VectorField, grid: Grid, t: torch.Tensor, y: torch.Tensor,
     return grid.dot(grad, f(t.to(dtype=y.dtype, device=y.device), y))
 
 
-class _InitialTime(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, f: VectorField, grid: Grid, y0: torch.Tensor, t0: torch.Tensor
-                ) -> torch.Tensor:
-        ctx.f, ctx.grid = f, grid
-        ctx.save_for_backward(y0, t0)
-        return y0.view_as(y0)
+class _FlowTimes(torch.autograd.Function):
+    """The identity on states [T, ...] at times [T], whose gradient with respect to time i is
+    sign * dL/dy_i . f(t_i, y_i) (rows not reached, NaN after an event, get none)."""
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        y0, t0 = ctx.saved_tensors
-        grad_t0 = -flow_rate(ctx.f, ctx.grid, t0, y0, grad).to(t0.dtype)
-        return None, None, grad, grad_t0
-
-
-class _OutputTimes(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, f: VectorField, grid: Grid, ts: torch.Tensor, ys: torch.Tensor
-                ) -> torch.Tensor:
-        ctx.f, ctx.grid = f, grid
+    def forward(ctx: Any, f: VectorField, grid: Grid, sign: float, ts: torch.Tensor,
+                ys: torch.Tensor) -> torch.Tensor:
+        ctx.f, ctx.grid, ctx.sign = f, grid, sign
         ctx.save_for_backward(ts, ys)
         return ys.view_as(ys)
 
@@ -57,20 +45,22 @@ class _OutputTimes(torch.autograd.Function):
         ts, ys = ctx.saved_tensors
         grad_ts = torch.zeros_like(ts)
         for i in range(ts.shape[0]):
-            if torch.isnan(ys[i]).any():  # not reached (after an event): no gradient
+            if torch.isnan(ys[i]).any():
                 continue
-            grad_ts[i] = flow_rate(ctx.f, ctx.grid, ts[i], ys[i], grad_ys[i]).to(ts.device)
-        return None, None, grad_ts, grad_ys
+            rate = flow_rate(ctx.f, ctx.grid, ts[i], ys[i], grad_ys[i])
+            grad_ts[i] = ctx.sign * rate.to(device=ts.device, dtype=ts.dtype)
+        return None, None, None, grad_ts, grad_ys
 
 
 def initial_time(problem: Problem) -> torch.Tensor:
     """y0, with dL/dt0 = -dL/dy0 . f(t0, y0) attached."""
-    out: torch.Tensor = _InitialTime.apply(problem.f, problem.grid, problem.y0, problem.ts[0])
-    return out
+    out: torch.Tensor = _FlowTimes.apply(problem.f, problem.grid, -1.0,
+                                         problem.ts[0].unsqueeze(0), problem.y0.unsqueeze(0))
+    return out[0]
 
 
 def output_times(problem: Problem, ys: torch.Tensor) -> torch.Tensor:
     """ys, with dL/dt_i = dL/dy_i . f(t_i, y_i) attached (including i = 0, which cancels the
     initial-time term's share of the output y(t_0) = y0)."""
-    out: torch.Tensor = _OutputTimes.apply(problem.f, problem.grid, problem.ts, ys)
+    out: torch.Tensor = _FlowTimes.apply(problem.f, problem.grid, 1.0, problem.ts, ys)
     return out
