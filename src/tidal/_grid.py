@@ -40,10 +40,14 @@ class Grid:
     @classmethod
     def of(cls, times: torch.Tensor, device: torch.device) -> Grid:
         """The grid of checked float64 output times [T] or [T, B]."""
-        columns = times if times.dim() == 2 else times.unsqueeze(-1)  # [T, G]
-        direction = torch.where(columns[-1] < columns[0], -1.0, 1.0).to(torch.float64)
-        direction = direction.to(device)
-        return cls(times, direction, columns.to(device) * direction, times.dim() == 2,
+        if times.dim() == 1:  # one group: decide the direction on the host
+            values = times.tolist()
+            sign = -1.0 if values[-1] < values[0] else 1.0
+            taus = times.unsqueeze(-1).to(device)
+            return cls(times, torch.full((1,), sign, dtype=torch.float64, device=device),
+                       taus if sign > 0 else -taus, False, sign > 0)
+        direction = torch.where(times[-1] < times[0], -1.0, 1.0).to(torch.float64).to(device)
+        return cls(times, direction, times.to(device) * direction, True,
                    bool((direction > 0).all()))
 
     def with_taus(self, taus: torch.Tensor) -> Grid:

@@ -27,7 +27,6 @@ from tidal._loop_io import LoopResult, LoopSetup
 from tidal._vector_field import Field
 from tidal.events import bisection_steps
 from tidal.interpolation import DenseSteps, interpolate_shared
-from tidal.solution import Stats
 from tidal.solvers.explicit_rk import BufferedStages, StackedStages, Stages, extra_stages
 
 SLIVER = 1e-10  # relative length of a leftover step not worth taking
@@ -68,10 +67,10 @@ class _Clock:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
-    __slots__ = ("clock", "dt", "field", "jump", "last_dim", "tau0")
+    __slots__ = ("clock", "dt", "f", "jump", "last_dim", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
-        self.field, self.clock, self.last_dim = field, clock, last_dim
+        self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
 
     def set(self, tau0: float, dt: float, jump: float) -> None:
@@ -89,10 +88,7 @@ class _StepField:
         return self.clock.times([self.tau0 + ci * self.dt for ci in c])
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
-        return self.field(self.clock.time(self._tau(c)), y)
-
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.field(t, y)
+        return self.f(self.clock.time(self._tau(c)), y)
 
 
 class SharedLoop:
@@ -104,19 +100,21 @@ class SharedLoop:
         records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
         self.stages: Stages = (StackedStages() if records_graph
                                else BufferedStages(self.tableau.num_dense_stages, y0))
-        self.clock = _Clock(float(grid.direction[0]), y0.dtype, y0.device)
+        direction = 1.0 if grid.forward else -1.0  # one group
+        self.clock = _Clock(direction, y0.dtype, y0.device)
         self.step_field = _StepField(s.field, self.clock, s.field.shape[-1] if y0.dim() else 1)
-        self.taus: list[float] = grid.taus[:, 0].tolist()
-        self.tau, self.tau_end = s.tau0.item(), s.tau_end.item()
+        self.taus: list[float] = [direction * t for t in grid.times.tolist()]
+        self.tau, self.tau_end = ((self.taus[0], self.taus[-1]) if s.start is None
+                                  else (s.tau0.item(), s.tau_end.item()))
         self.boundaries = self._boundaries()
         self.y, self.f0, self.dt = y0, s.f0, s.dt0.item()
-        self.status = Status(int(s.status.item()))
+        self.status = Status.SUCCESS if s.finite.item() else Status.NONFINITE
         self.fevals, self.steps, self.accepted, self.rejected = s.setup_fevals, 0, 0, 0
         self.nonfinite_streak = 0  # steps in a row that were not finite
-        self.next_out = int(s.next_out.item())
+        self.next_out = 1 if s.start is None else int(s.start.next_out.item())
         width = y0.numel()
         self.rows: list[torch.Tensor] = (
-            [y0.reshape(1, -1)] if s.writes_start else
+            [y0.reshape(1, -1)] if s.start is None else
             [torch.full((self.next_out, width), math.nan, dtype=y0.dtype, device=y0.device)])
         self.next_boundary = 0
         self.event_tau = math.nan
@@ -151,11 +149,11 @@ class SharedLoop:
                  f"({self.accepted} accepted, {self.rejected} rejected)")
         if self.steps == 0 and self.status is Status.NONFINITE:
             where = f"at the start (t={t:.17g}): f(t0, y0) is not finite"
-        stats = Stats.of(self.fevals, self.steps, self.accepted, self.rejected, (1,))
+        counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected])
         has_event = self.s.watcher is not None
         return LoopResult(
-            ys=self._outputs().view(len(self.taus), *y0.shape), stats=stats,
-            status=torch.tensor([int(self.status)]), where=where, y_end=self.y,
+            ys=self._outputs().view(len(self.taus), *y0.shape), counts=counts,
+            statuses=(self.status,), where=where, y_end=self.y,
             event_tau=(torch.tensor([self.event_tau], dtype=torch.float64, device=y0.device)
                        if has_event else None),
             event_y=self.event_y, event_signs=self.event_signs,

@@ -44,7 +44,7 @@ class Recorder(Protocol):
     def record(self, accept: torch.Tensor, tau1: torch.Tensor, y1: torch.Tensor) -> None: ...
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class LoopSetup:
     """Everything a loop needs, in the loop's layout and forward time."""
 
@@ -56,12 +56,11 @@ class LoopSetup:
     f0: torch.Tensor  # f(t0, y0) in forward time, loop layout
     tau0: torch.Tensor  # [G] where the run starts
     tau_end: torch.Tensor  # [G] where it ends (inf when only an event ends it)
-    next_out: torch.Tensor  # [G] the first output row this run may write after the start
-    writes_start: bool  # output row 0 is y0 (a fresh solve; not a replay)
+    start: Start | None  # a replay's start (None: a fresh solve, which writes y0 as row 0)
     boundaries: Boundaries | None
     dt0: torch.Tensor  # [G] float64 first step size
     setup_fevals: int  # calls of f made while setting up (f0, the initial-step trial)
-    status: torch.Tensor  # [G] int64: SUCCESS, or NONFINITE where f(t0, y0) is not finite
+    finite: torch.Tensor  # [G] bool: f(t0, y0) is finite (elsewhere the group fails at once)
     watcher: EventWatcher | None
     max_steps: int
     dense: bool
@@ -73,8 +72,8 @@ class LoopResult:
     """What a loop returns; `solution_of` turns it into the user's `Solution`."""
 
     ys: torch.Tensor  # [T, *loop layout]; rows not reached are NaN
-    stats: Stats  # counts [G]
-    status: torch.Tensor  # [G] int64 Status codes (on the CPU)
+    counts: torch.Tensor  # [4, *group shape] int64 on the CPU: f calls, steps, accepted, rejected
+    statuses: tuple[Status, ...]  # per group
     where: str  # where the first failure happened, for the error message
     y_end: torch.Tensor  # loop layout: where each group stopped
     event_tau: torch.Tensor | None  # [G] forward time of the event (NaN where none)
@@ -92,9 +91,8 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     y = y0.reshape(field.loop_shape) if field.unflatten else y0
     if start is None:
         tau0, tau_end = grid.taus[0], grid.taus[-1]
-        next_out = torch.ones(grid.groups, dtype=torch.long, device=tau0.device)
     else:
-        tau0, tau_end, next_out = start.tau, start.tau_end, start.next_out
+        tau0, tau_end = start.tau, start.tau_end
     boundaries = problem.controller.boundaries(grid)
     tau_f = tau0
     if start is not None and boundaries is not None:  # resuming on a jump: f from its far side
@@ -106,7 +104,6 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     f0 = field.from_user(raw)
     rows, f0_rows = grid.rows(y), grid.rows(f0)
     finite = torch.isfinite(f0_rows).all(-1)
-    status = torch.where(finite, int(Status.SUCCESS), int(Status.NONFINITE))
     control = problem.controller.bind(problem.solver, y, y0.shape, grid.groups)
 
     def trial(h: torch.Tensor) -> torch.Tensor:
@@ -118,8 +115,8 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     dt0 = torch.minimum(dt0, tau_end - tau0)  # NaN where f0 is not finite (no step is taken)
     return LoopSetup(
         grid=grid, field=field, solver=problem.solver, control=control, y0=y, f0=f0,
-        tau0=tau0, tau_end=tau_end, next_out=next_out, writes_start=start is None,
-        boundaries=boundaries, dt0=dt0, setup_fevals=setup_fevals, status=status,
+        tau0=tau0, tau_end=tau_end, start=start, boundaries=boundaries, dt0=dt0,
+        setup_fevals=setup_fevals, finite=finite,
         watcher=watch(problem.event, t0, y0, grid) if problem.event is not None else None,
         max_steps=problem.max_steps, dense=problem.dense, recorder=recorder)
 
@@ -128,7 +125,7 @@ def solution_of(problem: Problem, result: LoopResult) -> Solution:
     """The user's `Solution` of a loop's result (outputs, statistics, status, event, dense
     output), with the tensors as the loop made them (the adjoints attach gradients after)."""
     grid, shape = problem.grid, problem.y0.shape
-    status, statuses = _overall(result.status)
+    status = _overall(result.statuses)
     event_t = event_y = None
     if result.event_tau is not None and result.event_y is not None:
         event_t = grid.per_group(result.event_tau * grid.direction).cpu()
@@ -137,25 +134,22 @@ def solution_of(problem: Problem, result: LoopResult) -> Solution:
     if result.dense is not None:
         coefficients = problem.solver.coefficients(problem.y0.dtype, problem.y0.device)
         dense = DenseOutput(result.dense, grid, shape, coefficients.dense)
-    stats = Stats.of(result.stats.num_fevals, result.stats.num_steps,
-                     result.stats.num_accepted, result.stats.num_rejected, grid.group_shape)
+    stats = Stats(*result.counts.unbind(0))
     return Solution(ts=grid.times, ys=result.ys.reshape(len(grid.taus), *shape), stats=stats,
-                    status=status, sample_status=statuses if grid.batched else None,
+                    status=status, sample_status=result.statuses if grid.batched else None,
                     event_t=event_t, event_y=event_y, dense_output=dense)
 
 
 def raise_if_failed(problem: Problem, result: LoopResult) -> None:
     """With `throw=True`, a failed loop raises `SolveFailedError` with the partial solution."""
     if problem.throw:
-        status, _ = _overall(result.status)
+        status = _overall(result.statuses)
         if not status.ok:
             raise SolveFailedError(status, result.where, solution_of(problem, result))
 
 
-def _overall(codes: torch.Tensor) -> tuple[Status, tuple[Status, ...]]:
-    """(the solve's status: the first failure, else EVENT if any group stopped at one, else
-    SUCCESS; every group's status)."""
-    statuses = tuple(Status(int(s)) for s in codes.tolist())
+def _overall(statuses: tuple[Status, ...]) -> Status:
+    """The solve's status: the first failure, else EVENT if any group stopped at one, else
+    SUCCESS."""
     failed = [s for s in statuses if not s.ok]
-    return (failed[0] if failed else Status.EVENT if Status.EVENT in statuses
-            else Status.SUCCESS), statuses
+    return failed[0] if failed else Status.EVENT if Status.EVENT in statuses else Status.SUCCESS

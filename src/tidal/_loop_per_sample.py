@@ -22,7 +22,6 @@ from tidal._loop_io import LoopResult, LoopSetup
 from tidal._vector_field import Field
 from tidal.events import bisection_steps
 from tidal.interpolation import DenseSteps, interpolate_per_sample
-from tidal.solution import Stats
 from tidal.solvers.explicit_rk import (
     PerSampleBufferedStages,
     PerSampleStages,
@@ -51,7 +50,7 @@ class _StepField:
 
     def __init__(self, field: Field, user_time: Callable[[torch.Tensor], torch.Tensor],
                  last_dim: int, device: torch.device):
-        self.field, self.last_dim, self.device = field, last_dim, device
+        self.f, self.last_dim, self.device = field, last_dim, device
         self.user_time = user_time
         self.nodes: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.tau0 = self.h = self.near = torch.zeros(0)
@@ -79,10 +78,7 @@ class _StepField:
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         tau = (torch.where(self.on_jump, self.near, self.tau0 + self.h)
                if c == 1.0 and self.on_jump is not None else self.tau0 + c * self.h)
-        return self.field(self.user_time(tau), y)
-
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.field(t, y)
+        return self.f(self.user_time(tau), y)
 
 
 class PerSampleLoop:
@@ -98,16 +94,17 @@ class PerSampleLoop:
         self.step_field = _StepField(s.field, self._user_time, s.field.shape[-1], device)
         self.tau, self.tau_end = s.tau0.clone(), s.tau_end
         self.y, self.f0, self.dt = y0, s.f0, s.dt0
-        self.status = s.status.clone()
+        self.status = torch.where(s.finite, int(Status.SUCCESS), int(Status.NONFINITE))
         self.running = (self.tau < self.tau_end) & (self.status == int(Status.SUCCESS))
         self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
         zeros = torch.zeros(batch, dtype=torch.long, device=device)
         self.fevals = zeros + s.setup_fevals
         self.steps, self.accepted, self.rejected = zeros.clone(), zeros.clone(), zeros.clone()
         self.nonfinite_streak = zeros.clone()  # steps in a row that were not finite
-        self.next_out = s.next_out.clone()
+        self.next_out = (torch.ones(batch, dtype=torch.long, device=device) if s.start is None
+                         else s.start.next_out.clone())
         self.samples = torch.arange(batch, device=device)
-        self.chunks = [(self.samples, y0)] if s.writes_start else []
+        self.chunks = [(self.samples, y0)] if s.start is None else []
         self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
         self.event_y = torch.full_like(y0, math.nan)
         self.event_signs = (None if s.watcher is None
@@ -131,9 +128,9 @@ class PerSampleLoop:
         where = "at the start" if not bool(failed.any()) else self._where(int(failed.nonzero()[0]))
         has_event = self.s.watcher is not None
         return LoopResult(
-            ys=self._outputs(), stats=Stats.of(self.fevals, self.steps, self.accepted,
-                                               self.rejected, (len(self.tau),)),
-            status=self.status.cpu(), where=where, y_end=self.y,
+            ys=self._outputs(),
+            counts=torch.stack([self.fevals, self.steps, self.accepted, self.rejected]).cpu(),
+            statuses=tuple(Status(s) for s in self.status.tolist()), where=where, y_end=self.y,
             event_tau=self.event_tau if has_event else None,
             event_y=self.event_y if has_event else None, event_signs=self.event_signs,
             dense=self._dense_steps() if self.s.dense else None)

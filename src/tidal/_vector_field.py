@@ -41,9 +41,10 @@ class Field:
         self.f, self.shape = f, shape
         self.loop_shape = grid.loop_shape(shape)
         self.unflatten = self.loop_shape != shape
-        sign = grid.direction.to(dtype)
-        self.sign = (None if grid.forward
-                     else sign.unsqueeze(-1) if grid.batched else sign.reshape(()))
+        self.sign: torch.Tensor | None = None
+        if not grid.forward:
+            sign = grid.direction.to(dtype)
+            self.sign = sign.unsqueeze(-1) if grid.batched else sign.reshape(())
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.unflatten:

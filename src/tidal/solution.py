@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tidal._errors import InvalidArgumentError, Status
+
+if TYPE_CHECKING:
+    from tidal.interpolation import DenseOutput
 
 
 @dataclass
@@ -26,21 +29,14 @@ class Stats:
     num_accepted: torch.Tensor = field(default_factory=lambda: _count(0))
     num_rejected: torch.Tensor = field(default_factory=lambda: _count(0))
 
-    @classmethod
-    def of(cls, num_fevals: Any, num_steps: Any, num_accepted: Any, num_rejected: Any,
-           shape: tuple[int, ...]) -> Stats:
-        """From counts (ints or tensors) reshaped to `shape` (() or (B,))."""
-        counts = (_count(n) for n in (num_fevals, num_steps, num_accepted, num_rejected))
-        return cls(*(n if n.shape == shape else n.reshape(shape) for n in counts))
-
     def add(self, other: Stats) -> None:
         """Add another solve's counts into these (in place)."""
         for name in ("num_fevals", "num_steps", "num_accepted", "num_rejected"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _count(n: Any) -> torch.Tensor:
-    return torch.as_tensor(n, dtype=torch.int64).cpu()
+def _count(n: int) -> torch.Tensor:
+    return torch.tensor(n, dtype=torch.int64)
 
 
 @dataclass
@@ -71,7 +67,7 @@ class Solution:
     sample_status: tuple[Status, ...] | None = None
     event_t: torch.Tensor | None = None
     event_y: torch.Tensor | None = None
-    dense_output: Any = field(default=None, repr=False)
+    dense_output: DenseOutput | None = field(default=None, repr=False)
     backward_stats: Stats | None = None
 
     def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:

@@ -28,7 +28,7 @@ Families today:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
@@ -49,15 +49,15 @@ class StepField(Protocol):
     #: size of the user's state's last dimension (a method splitting the state into (q, p)
     #: halves works along it)
     last_dim: int
+    @property
+    def f(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """f(t, y) at a time made by `times`."""
 
     def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
         """The user times t0 + c_i dt of the current step, one per node."""
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         """f(t0 + c dt, y)."""
-
-    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """f(t, y) at a time made by `times`."""
 
 
 class StepMethod(ABC):
@@ -118,7 +118,7 @@ class ExplicitRungeKutta(StepMethod):
 
     def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
                 ) -> tuple[torch.Tensor, int]:
-        y1 = rk_stages(field, field.times(self.tableau.c), stages, self.tableau, coefficients)
+        y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
         return y1, self.tableau.num_stages - 1
 
 
