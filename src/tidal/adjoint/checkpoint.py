@@ -188,7 +188,8 @@ class CheckpointRecorder:
                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
         """([(start tau, end tau) per segment], [start state per segment]), each [G] or
         [G, N]. A group with fewer checkpoints sits still (start = end = its last step end)
-        in the segments after its own last one."""
+        in the segments after its own last one; a segment in which every group sits still (a
+        checkpoint at the last step) is left out."""
         slots = len(self.taus)
         filled = self.count.unsqueeze(0) >= self.stride * torch.arange(
             1, slots + 1, device=self.count.device).unsqueeze(-1)  # [C, G]
@@ -202,6 +203,8 @@ class CheckpointRecorder:
                 start_y = torch.where(filled[j - 1].unsqueeze(-1), self.states[j - 1], y0)
             end_tau = (torch.where(filled[j], self.taus[j], self.last_end) if j < slots
                        else self.last_end)
+            if j and bool((start_tau == end_tau).all()):
+                continue
             bounds.append((start_tau, end_tau))
             starts.append(start_y)
         return bounds, starts
