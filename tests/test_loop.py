@@ -210,8 +210,9 @@ def test_non_finite_steps_are_retried_then_end_the_solve(per_sample: bool) -> No
     assert len(method.attempts) == retries + 1
     # Each retry takes the smallest factor.
     assert method.steps() == pytest.approx([0.1 * 0.2**k for k in range(retries + 1)])
-    # A finite step in between resets the count.
-    method, sol = run([math.inf] * 5 + [0.5] + [math.inf] * 11, pid(), per_sample,
-                      max_steps=1000)
-    assert sol.status is tidal.Status.NONFINITE
-    assert len(method.attempts) == 5 + 1 + retries + 1
+    # A finite step in between, accepted or not, resets the count.
+    for finite in (0.5, 2.0):
+        method, sol = run([math.inf] * 5 + [finite] + [math.inf] * 11, pid(), per_sample,
+                          max_steps=1000)
+        assert sol.status is tidal.Status.NONFINITE
+        assert len(method.attempts) == 5 + 1 + retries + 1

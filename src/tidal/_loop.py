@@ -170,13 +170,12 @@ class SharedLoop:
         control = self.s.control
         ratio = control.error_ratio(self.stages, self.y, y1, dt)
         finite = math.isfinite(ratio)
+        self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
         accept, self.dt = control.decide(ratio, dt, self.dt)
         if accept and finite:
-            self.nonfinite_streak = 0
             self._accept(_Step(self.tau, dt, self.y, y1), tau1, boundary)
             return
         self.rejected += 1
-        self.nonfinite_streak += not finite
         if self.nonfinite_streak > control.nonfinite_retries:
             self.status, self.dt = Status.NONFINITE, dt
         elif self.dt <= TINY * abs(self.tau):
