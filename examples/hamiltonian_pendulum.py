@@ -103,7 +103,7 @@ def main() -> None:
         true = PENDULUM.energy(torch.as_tensor(ys)).numpy()  # [T, B]
         window = outputs // 100  # the first and the last 10 periods
         first, last = true[:window].mean(0), true[-window:].mean(0)
-        print(f"\n{name}: {result.model.last_stats.num_steps} steps in {seconds:.0f} s")
+        print(f"\n{name}: {int(result.model.last_stats.num_steps)} steps in {seconds:.0f} s")
         print(f"  true energy, mean over the first 10 periods -> the last 10: "
               f"{np.round(first, 4).tolist()} -> {np.round(last, 4).tolist()}; drift "
               f"(last - first) / (E(0) - E_min): "

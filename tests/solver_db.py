@@ -1,36 +1,228 @@
-"""One entry per solver: generic tests are parametrized over `SOLVER_DB`, so a new method is
-tested by adding one line here."""
+"""The test registries: one entry per solver, adjoint and controller, in the style of torch's
+`OptimizerInfo` (common_optimizers.py). Generic tests are parametrized over these lists, so a
+new method is tested by adding one entry here; `test_registry.py` checks that every name in
+`tidal.SOLVERS`, `tidal.ADJOINTS` and `tidal.CONTROLLERS` has an entry, and runs every entry's
+`error_inputs` (bad uses and the error each must raise, like torch's `ErrorOptimizerInput`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
 
 import tidal
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class ErrorInput:
+    """A bad use and the error it must raise: `call()` raises `error` with a message that
+    matches `match` (a regular expression naming the argument)."""
+
+    desc: str
+    call: Callable[[], object]
+    error: type[Exception]
+    match: str
+
+
+def _decay(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -y
+
+
+def _solve(**options: object) -> Callable[[], object]:
+    """A small solve with `options` (y' = -y on [0, 1], a [2, 2] state)."""
+    def call() -> object:
+        rest = {k: v for k, v in options.items() if k not in ("y0", "ts")}
+        y0 = options.get("y0", torch.ones(2, 2, dtype=F64))
+        ts = options.get("ts", torch.tensor([0.0, 1.0], dtype=F64))
+        return tidal.solve(_decay, y0, ts, **rest)
+    return call
 
 
 @dataclass(frozen=True)
 class SolverInfo:
-    cls: type[tidal.ExplicitRungeKutta]
+    cls: type[tidal.solvers.StepMethod]
     order: int
     adaptive: bool
     dense_order: int
+    #: works on any f and state layout (False: a splitting, for separable H on (q, p) halves)
+    general: bool = True
+    error_inputs: Callable[[], list[ErrorInput]] = field(default=lambda: [])
 
     @property
     def id(self) -> str:
         return self.cls.name
 
 
+def _fixed_step_errors(cls: type) -> Callable[[], list[ErrorInput]]:
+    return lambda: [
+        ErrorInput("no controller for a method without an error estimate",
+                   _solve(solver=cls()), tidal.InvalidArgumentError,
+                   r"ConstantStepSize\(dt\)"),
+        ErrorInput("an adaptive controller for a fixed-step method",
+                   _solve(solver=cls(), controller=tidal.PIDController(1e-6, 1e-8)),
+                   tidal.IncompatibleOptionsError, r"no error estimate"),
+    ]
+
+
+def _splitting_errors(cls: type) -> Callable[[], list[ErrorInput]]:
+    def inputs() -> list[ErrorInput]:
+        odd = _solve(solver=cls(), controller=tidal.ConstantStepSize(0.1),
+                     y0=torch.ones(3, dtype=F64))
+        return [*_fixed_step_errors(cls)(),
+                ErrorInput("a state without (q, p) halves", odd, tidal.InvalidArgumentError,
+                           r"last dimension"),
+                ErrorInput("the backsolve adjoint on [y, a, g]",
+                           _solve(solver=cls(), controller=tidal.ConstantStepSize(0.1),
+                                  adjoint=tidal.BacksolveAdjoint()),
+                           tidal.IncompatibleOptionsError, r"CheckpointAdjoint")]
+    return inputs
+
+
+def _implicit_midpoint_errors() -> list[ErrorInput]:
+    return [*_fixed_step_errors(tidal.ImplicitMidpoint)(),
+            ErrorInput("tol outside (0, 1)", lambda: tidal.ImplicitMidpoint(tol=0.0),
+                       tidal.InvalidArgumentError, r"ImplicitMidpoint\(tol=0.0\)"),
+            ErrorInput("max_iters not a positive integer",
+                       lambda: tidal.ImplicitMidpoint(max_iters=0),
+                       tidal.InvalidArgumentError, r"max_iters"),
+            ErrorInput("an iteration that cannot converge",
+                       _solve(solver=tidal.ImplicitMidpoint(max_iters=2),
+                              controller=tidal.ConstantStepSize(0.5)),
+                       tidal.SolveFailedError, r"NOT_CONVERGED")]
+
+
+def _adaptive_errors(cls: type) -> Callable[[], list[ErrorInput]]:
+    return lambda: [
+        ErrorInput("the class instead of an instance", _solve(solver=cls),
+                   tidal.InvalidArgumentError, rf"solver={cls.__name__}\(\)"),
+        ErrorInput("a name instead of an object", _solve(solver=cls.name),
+                   tidal.InvalidArgumentError, r"takes a solver object"),
+    ]
+
+
 SOLVER_DB = [
-    SolverInfo(tidal.Euler, 1, False, 3),
-    SolverInfo(tidal.Midpoint, 2, False, 3),
-    SolverInfo(tidal.Heun2, 2, False, 3),
-    SolverInfo(tidal.Heun3, 3, False, 3),
-    SolverInfo(tidal.RK4, 4, False, 3),
-    SolverInfo(tidal.HeunEuler, 2, True, 3),
-    SolverInfo(tidal.Fehlberg2, 2, True, 3),
-    SolverInfo(tidal.Bosh3, 3, True, 3),
-    SolverInfo(tidal.Dopri5, 5, True, 4),
-    SolverInfo(tidal.Tsit5, 5, True, 4),
-    SolverInfo(tidal.Dopri8, 8, True, 7),
+    SolverInfo(tidal.Euler, 1, False, 3, error_inputs=_fixed_step_errors(tidal.Euler)),
+    SolverInfo(tidal.Midpoint, 2, False, 3, error_inputs=_fixed_step_errors(tidal.Midpoint)),
+    SolverInfo(tidal.Heun2, 2, False, 3, error_inputs=_fixed_step_errors(tidal.Heun2)),
+    SolverInfo(tidal.Heun3, 3, False, 3, error_inputs=_fixed_step_errors(tidal.Heun3)),
+    SolverInfo(tidal.RK4, 4, False, 3, error_inputs=_fixed_step_errors(tidal.RK4)),
+    SolverInfo(tidal.HeunEuler, 2, True, 3, error_inputs=_adaptive_errors(tidal.HeunEuler)),
+    SolverInfo(tidal.Fehlberg2, 2, True, 3, error_inputs=_adaptive_errors(tidal.Fehlberg2)),
+    SolverInfo(tidal.Bosh3, 3, True, 3, error_inputs=_adaptive_errors(tidal.Bosh3)),
+    SolverInfo(tidal.Dopri5, 5, True, 4, error_inputs=_adaptive_errors(tidal.Dopri5)),
+    SolverInfo(tidal.Tsit5, 5, True, 4, error_inputs=_adaptive_errors(tidal.Tsit5)),
+    SolverInfo(tidal.Dopri8, 8, True, 7, error_inputs=_adaptive_errors(tidal.Dopri8)),
+    SolverInfo(tidal.Leapfrog, 2, False, 3, general=False,
+               error_inputs=_splitting_errors(tidal.Leapfrog)),
+    SolverInfo(tidal.Yoshida4, 4, False, 3, general=False,
+               error_inputs=_splitting_errors(tidal.Yoshida4)),
+    SolverInfo(tidal.ImplicitMidpoint, 2, False, 3, error_inputs=_implicit_midpoint_errors),
 ]
+#: methods for any f: what the generic accuracy, convergence and dense-output tests run
+GENERAL_DB = [info for info in SOLVER_DB if info.general]
 ADAPTIVE_DB = [info for info in SOLVER_DB if info.adaptive]
+#: the symplectic methods (test_symplectic.py)
+SYMPLECTIC_DB = [info for info in SOLVER_DB
+                 if info.cls in (tidal.Leapfrog, tidal.Yoshida4, tidal.ImplicitMidpoint)]
+
+
+@dataclass(frozen=True)
+class AdjointInfo:
+    cls: type[tidal.adjoint.Adjoint]
+    #: an instance that differentiates the given tensors
+    make: Callable[[list[torch.Tensor]], tidal.adjoint.Adjoint]
+    #: the gradient of the discrete solve (equal to backprop's to round-off)
+    exact: bool
+    events: bool
+    dense: bool
+    error_inputs: Callable[[], list[ErrorInput]] = field(default=lambda: [])
+
+    @property
+    def id(self) -> str:
+        return self.cls.name
+
+
+def _no_dense(cls: type) -> Callable[[], list[ErrorInput]]:
+    return lambda: [ErrorInput("dense output", _solve(adjoint=cls(), dense=True),
+                               tidal.IncompatibleOptionsError, r"dense=True")]
+
+
+def _checkpoint_errors() -> list[ErrorInput]:
+    return [*_no_dense(tidal.CheckpointAdjoint)(),
+            *(ErrorInput(f"checkpoints={n!r}", lambda n=n: tidal.CheckpointAdjoint(n),
+                         tidal.InvalidArgumentError, r"checkpoints") for n in (0, -1, 2.5, True))]
+
+
+def _backsolve_errors() -> list[ErrorInput]:
+    per_element = tidal.PIDController(rtol=torch.full((2, 2), 1e-6, dtype=F64), atol=1e-8)
+    return [*_no_dense(tidal.BacksolveAdjoint)(),
+            ErrorInput("a terminal event", _solve(adjoint=tidal.BacksolveAdjoint(),
+                                                  event=lambda t, y: y.sum() - 1.0),
+                       tidal.IncompatibleOptionsError, r"event"),
+            ErrorInput("per-element tolerances without its own controller",
+                       _solve(adjoint=tidal.BacksolveAdjoint(), controller=per_element),
+                       tidal.IncompatibleOptionsError, r"BacksolveAdjoint\(controller="),
+            ErrorInput("params that are not tensors",
+                       _solve(adjoint=tidal.BacksolveAdjoint(params=[1.0])),
+                       tidal.InvalidArgumentError, r"params")]
+
+
+ADJOINT_DB = [
+    AdjointInfo(tidal.BackpropAdjoint, lambda params: tidal.BackpropAdjoint(), exact=True,
+                events=True, dense=True),
+    AdjointInfo(tidal.CheckpointAdjoint, lambda params: tidal.CheckpointAdjoint(3), exact=True,
+                events=True, dense=False, error_inputs=_checkpoint_errors),
+    AdjointInfo(tidal.BacksolveAdjoint, lambda params: tidal.BacksolveAdjoint(params=params),
+                exact=False, events=False, dense=False, error_inputs=_backsolve_errors),
+]
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    name: str  # in tidal.CONTROLLERS
+    make: Callable[[], tidal.controllers.StepSizeController]
+    error_inputs: Callable[[], list[ErrorInput]] = field(default=lambda: [])
+
+
+def _pid_errors() -> list[ErrorInput]:
+    bad = [("rtol", -1.0), ("atol", float("nan")), ("safety", 0.0), ("factor_min", 1.5),
+           ("factor_max", 0.5), ("dt_min", -1.0), ("dt_max", 0.0), ("dt0", 0.0)]
+    inputs = [ErrorInput(f"{name}={value}",
+                         lambda name=name, value=value: tidal.PIDController(
+                             **{"rtol": 1e-6, "atol": 1e-8, name: value}),
+                         tidal.InvalidArgumentError, rf"PIDController\({name}=")
+              for name, value in bad]
+    return [*inputs,
+            ErrorInput("both tolerances zero", lambda: tidal.PIDController(0.0, 0.0),
+                       tidal.InvalidArgumentError, r"at least one tolerance"),
+            ErrorInput("dt_min above dt_max",
+                       lambda: tidal.PIDController(1e-6, 1e-8, dt_min=1.0, dt_max=0.5),
+                       tidal.InvalidArgumentError, r"dt_min"),
+            ErrorInput("tolerances that do not broadcast to the state",
+                       _solve(controller=tidal.PIDController(
+                           rtol=torch.ones(3, dtype=F64) * 1e-6, atol=1e-8)),
+                       tidal.InvalidArgumentError, r"does not broadcast"),
+            ErrorInput("infinite jump times",
+                       lambda: tidal.PIDController(1e-6, 1e-8, jump_ts=[float("inf")]),
+                       tidal.InvalidArgumentError, r"jump_ts")]
+
+
+def _constant_errors() -> list[ErrorInput]:
+    return [ErrorInput(f"dt={dt!r}", lambda dt=dt: tidal.ConstantStepSize(dt),
+                       tidal.InvalidArgumentError, r"ConstantStepSize\(dt=")
+            for dt in (0.0, -0.1, float("nan"), "0.1", None, True)]
+
+
+def _step_to_errors() -> list[ErrorInput]:
+    return [ErrorInput("no times", lambda: tidal.StepTo([]), tidal.InvalidArgumentError,
+                       r"StepTo\(ts=")]
+
+
+CONTROLLER_DB = [
+    ControllerInfo("pid", lambda: tidal.PIDController(rtol=1e-6, atol=1e-8), _pid_errors),
+    ControllerInfo("constant", lambda: tidal.ConstantStepSize(0.1), _constant_errors),
+    ControllerInfo("step_to", lambda: tidal.StepTo([0.0, 0.5, 1.0]), _step_to_errors),
+]

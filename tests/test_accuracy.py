@@ -24,7 +24,7 @@ import scipy.integrate
 import torch
 
 import tidal
-from solver_db import ADAPTIVE_DB, SOLVER_DB, SolverInfo
+from solver_db import ADAPTIVE_DB, GENERAL_DB, SolverInfo
 
 F64 = torch.float64
 F32 = torch.float32
@@ -114,7 +114,7 @@ def test_linear_system_is_modest() -> None:
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 @pytest.mark.parametrize("problem_name", sorted(ANALYTIC))
-@pytest.mark.parametrize("info", SOLVER_DB, ids=lambda i: i.id)
+@pytest.mark.parametrize("info", GENERAL_DB, ids=lambda i: i.id)
 def test_analytic(info: SolverInfo, problem_name: str, dtype: torch.dtype,
                   reverse: bool) -> None:
     problem = ANALYTIC[problem_name]

@@ -1,6 +1,6 @@
 """Observed convergence orders of every solver, through `tidal.solve` with constant steps.
 
-For each solver in `SOLVER_DB` (adaptive ones too, with `ConstantStepSize`, which ignores the
+For each solver in `GENERAL_DB` (adaptive ones too, with `ConstantStepSize`, which ignores the
 error estimate) the global error is measured against exact solutions for a geometric range of
 step sizes h, and the slope of log(error) against log(h) is fitted:
 
@@ -31,7 +31,7 @@ import pytest
 import torch
 
 import tidal
-from solver_db import SOLVER_DB, SolverInfo
+from solver_db import GENERAL_DB, SolverInfo
 
 F64 = torch.float64
 _gen = torch.Generator().manual_seed(1234)
@@ -119,7 +119,7 @@ def test_step_counts_are_geometric() -> None:
 # contains the global error) and by test_high_order_tableaus.py.
 FINAL_TIME_CASES = [
     pytest.param(info, name, id=f"{info.id}-{name}")
-    for name in sorted(PROBLEMS) for info in SOLVER_DB
+    for name in sorted(PROBLEMS) for info in GENERAL_DB
     if not (info.id == "dopri8" and name == "riccati")
 ]
 
@@ -149,7 +149,7 @@ def test_convergence_order(info: SolverInfo, problem_name: str) -> None:
 
 
 @pytest.mark.parametrize("problem_name", sorted(PROBLEMS))
-@pytest.mark.parametrize("info", SOLVER_DB, ids=lambda i: i.id)
+@pytest.mark.parametrize("info", GENERAL_DB, ids=lambda i: i.id)
 def test_dense_output_order(info: SolverInfo, problem_name: str) -> None:
     problem = PROBLEMS[problem_name]
     expected = min(info.order, info.dense_order + 1)

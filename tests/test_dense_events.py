@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import tidal
-from solver_db import ADAPTIVE_DB, SOLVER_DB, SolverInfo
+from solver_db import ADAPTIVE_DB, GENERAL_DB, SolverInfo
 
 F64 = torch.float64
 OMEGA = 1.5
@@ -61,7 +61,7 @@ def _max_error(values: torch.Tensor, times: torch.Tensor) -> float:
 # Dense output on a shared grid.
 
 
-@pytest.mark.parametrize("info", SOLVER_DB, ids=lambda i: i.id)
+@pytest.mark.parametrize("info", GENERAL_DB, ids=lambda i: i.id)
 def test_dense_matches_analytic_on_fine_grid(info: SolverInfo) -> None:
     controller, bound = _controller_and_bound(info)
     ts = torch.linspace(0.0, T_END, 4, dtype=F64)
@@ -78,7 +78,7 @@ def test_dense_matches_analytic_on_fine_grid(info: SolverInfo) -> None:
     assert error < 3 * _max_error(sol.ys, ts) + bound / 20
 
 
-@pytest.mark.parametrize("info", SOLVER_DB, ids=lambda i: i.id)
+@pytest.mark.parametrize("info", GENERAL_DB, ids=lambda i: i.id)
 def test_dense_continuous_across_constant_steps(info: SolverInfo) -> None:
     """With ConstantStepSize(h) the accepted steps end exactly at k h (h = 1/8 is exact in
     binary): the interpolants either side of each boundary must agree there."""
@@ -217,7 +217,7 @@ def test_per_sample_dense(info: SolverInfo) -> None:
 
 
 def test_per_sample_dense_outside_span_raises() -> None:
-    sol = _per_sample_solution(next(i for i in SOLVER_DB if i.id == "dopri5"))
+    sol = _per_sample_solution(next(i for i in GENERAL_DB if i.id == "dopri5"))
     with pytest.raises(tidal.InvalidArgumentError):
         sol.evaluate(torch.tensor([1.5, 1.0, -1.0], dtype=F64))  # sample 0 ends at 1.0
     with pytest.raises(tidal.InvalidArgumentError):
@@ -253,7 +253,7 @@ def height(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y[..., 0]
 
 
-EVENT_SOLVERS = [info for info in SOLVER_DB
+EVENT_SOLVERS = [info for info in GENERAL_DB
                  if info.id in ("midpoint", "heun3", "rk4", "bosh3", "dopri5", "tsit5",
                                 "dopri8")]
 

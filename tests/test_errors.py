@@ -7,6 +7,7 @@ partial solution and that the message says where the solve stopped and what to t
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -667,3 +668,83 @@ def test_odeint_max_num_steps_too_small() -> None:
     with pytest.raises(tidal.SolveFailedError, match=r"MAX_STEPS"):
         tidal.odeint(decay, y0_2(), torch.tensor([0.0, 50.0], dtype=F64),
                      options={"max_num_steps": 3})
+
+
+# ---------------------------------------------------------------------------------------------
+# A vector field that is NaN everywhere (issue 10: `odeint` used to run for minutes) ends the
+# solve at once, on both grids, with fixed and adaptive steps; the message speaks of the field.
+
+
+def _nan_everywhere(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return y * math.nan
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
+@pytest.mark.parametrize(("solver", "controller"), [
+    (tidal.Dopri5(), None),
+    (tidal.RK4(), tidal.ConstantStepSize(0.1)),
+], ids=["adaptive", "fixed"])
+def test_nan_field_ends_at_the_start(solver, controller, per_sample: bool) -> None:
+    ts = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    y0 = torch.ones(3, 2, dtype=F64)
+    if per_sample:
+        ts = ts.unsqueeze(-1).repeat(1, 3)
+    with pytest.raises(tidal.SolveFailedError, match=r"\(NONFINITE\)") as info:
+        tidal.solve(_nan_everywhere, y0, ts, solver=solver, controller=controller)
+    message = str(info.value)
+    assert "f(t0, y0) is not finite" in message and "vector field" in message
+    assert "max_steps" not in message
+    sol = info.value.solution
+    assert int(sol.stats.num_steps.max()) == 0  # no step was even tried
+    assert int(sol.stats.num_fevals.max()) <= 2  # f(t0, y0) and the first-step trial
+    assert torch.equal(sol.ys[0], y0) and torch.isnan(sol.ys[1:]).all()
+    if per_sample:
+        assert sol.sample_status == (tidal.Status.NONFINITE,) * 3
+
+
+def test_nan_in_one_sample_does_not_stop_the_others() -> None:
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.tensor([[False], [True]]), math.nan, -y)
+
+    ts = torch.linspace(0.0, 1.0, 3, dtype=F64).unsqueeze(-1).repeat(1, 2)
+    sol = tidal.solve(f, torch.ones(2, 1, dtype=F64), ts, throw=False)
+    assert sol.sample_status == (tidal.Status.SUCCESS, tidal.Status.NONFINITE)
+    assert int(sol.stats.num_steps[1]) == 0
+    assert torch.allclose(sol.ys[:, 0, 0], torch.exp(-ts[:, 0]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_odeint_nan_field_fails_at_once(method: str) -> None:
+    """The reproduction of issue 10: torchdiffeq fails fast here, tidal used to hang."""
+    options = {"step_size": 0.1} if method == "rk4" else None
+    with pytest.raises(tidal.SolveFailedError, match=r"\(NONFINITE\)") as info:
+        tidal.odeint(_nan_everywhere, torch.ones(2), torch.linspace(0.0, 1.0, 5),
+                     method=method, options=options)
+    assert int(info.value.solution.stats.num_steps) == 0
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
+def test_nan_after_a_while_ends_with_bounded_work(per_sample: bool) -> None:
+    """NaN for t > 0.5: the solve creeps up to 0.5 (a long step may just have overshot) and
+    ends there with NONFINITE after a bounded number of steps, far below max_steps."""
+    ts = torch.tensor([0.0, 0.25, 1.0], dtype=F64)
+    y0 = torch.ones(1, 2, dtype=F64) if per_sample else torch.ones(2, dtype=F64)
+    sol = tidal.solve(_nan_after_half, y0, ts.unsqueeze(-1) if per_sample else ts, throw=False)
+    assert sol.status is tidal.Status.NONFINITE
+    assert int(sol.stats.num_steps.max()) < 300  # max_steps is 10,000
+    assert torch.allclose(sol.ys[1].reshape(-1), torch.full((2,), math.exp(-0.25), dtype=F64))
+
+
+def test_default_max_steps_is_finite_and_shared_with_odeint() -> None:
+    assert inspect.signature(tidal.solve).parameters["max_steps"].default \
+        == tidal.defaults.MAX_STEPS == 10_000
+    # 1e5 Euler steps would be needed: both entry points stop at the default and say how to
+    # raise it.
+    y0, t = torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(tidal.SolveFailedError, match=r"max_steps=n.*max_num_steps") as info:
+        tidal.odeint(decay, y0, t, method="euler", options={"step_size": 1e-5})
+    assert int(info.value.solution.stats.num_steps) == tidal.defaults.MAX_STEPS
+    sol = tidal.solve(decay, y0, t, solver=tidal.Euler(), controller=tidal.ConstantStepSize(1e-5),
+                      throw=False)
+    assert sol.status is tidal.Status.MAX_STEPS
+    assert int(sol.stats.num_steps) == tidal.defaults.MAX_STEPS

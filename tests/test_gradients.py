@@ -29,6 +29,7 @@ from scipy.integrate import solve_ivp
 from torch.autograd import gradcheck
 
 import tidal
+from solver_db import ADJOINT_DB
 
 F64 = torch.float64
 
@@ -199,7 +200,7 @@ def finite_difference_reference(problem: Problem, h: float = 3e-6) -> Grads:
     return Grads(g[:m], g[m:m + n], g[m + n:])
 
 
-ADJOINTS = ["backprop", "checkpoint", "backsolve"]
+ADJOINTS = [info.id for info in ADJOINT_DB]
 
 
 def make_adjoint(name: str, params: list[torch.Tensor], checkpoints: int | None = 3,

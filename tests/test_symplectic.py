@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import tidal
+from solver_db import SYMPLECTIC_DB
 from tidal.solvers import ImplicitMidpoint, Leapfrog, Splitting, Yoshida4
 
 F64 = torch.float64
-SYMPLECTIC = [Leapfrog, Yoshida4, ImplicitMidpoint]
+SYMPLECTIC = [info.cls for info in SYMPLECTIC_DB]
 
 
 def oscillator(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

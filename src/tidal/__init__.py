@@ -3,7 +3,7 @@
 The public API is what this module exports; everything in `_private` modules may change.
 """
 
-from tidal import data, nn
+from tidal import data, defaults, nn, registry
 from tidal._errors import (
     IncompatibleOptionsError,
     InvalidArgumentError,
@@ -19,10 +19,10 @@ from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
 from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
+from tidal.registry import ADJOINTS, CONTROLLERS, SOLVERS
 from tidal.solution import Solution, Stats
 from tidal.solvers import (
     RK4,
-    SOLVERS,
     Bosh3,
     ButcherTableau,
     Dopri5,
@@ -44,7 +44,9 @@ from tidal.training import FitResult, TrainConfig, fit, load_run
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADJOINTS",
     "CNF",
+    "CONTROLLERS",
     "RK4",
     "SOLVERS",
     "UDE",
@@ -84,12 +86,14 @@ __all__ = [
     "UnknownOptionError",
     "Yoshida4",
     "data",
+    "defaults",
     "fit",
     "load_run",
     "nn",
     "odeint",
     "odeint_adjoint",
     "read_table",
+    "registry",
     "simulate",
     "solve",
     "write_table",

@@ -52,9 +52,10 @@ _STATUS_MESSAGES = {
     Status.SUCCESS: "The solve reached the last requested time.",
     Status.EVENT: "The solve stopped at a terminal event.",
     Status.MAX_STEPS: (
-        "The solve took `max_steps` steps without reaching the last requested time. Try a larger "
-        "`max_steps=`, a looser `rtol`/`atol`, or, if the problem is stiff (very different time "
-        "scales), an implicit solver."
+        "The solve took `max_steps` steps (default 10,000) without reaching the last requested "
+        "time. Raise the limit with `solve(..., max_steps=n)` (`odeint(..., options="
+        "{'max_num_steps': n})`), or loosen `rtol`/`atol`; if the problem is stiff (very "
+        "different time scales), an explicit method needs very many steps."
     ),
     Status.DT_UNDERFLOW: (
         "The step size fell below what float64 time can resolve: the solution is changing too "
@@ -63,9 +64,10 @@ _STATUS_MESSAGES = {
         "implicit solver for stiff problems."
     ),
     Status.NONFINITE: (
-        "The state or the vector field became NaN or infinite. Check the vector field for "
-        "divisions by zero or overflow near this time; a smaller step (tighter `rtol`, or a "
-        "smaller fixed `dt`) can help if the solver overshot into a region where f blows up."
+        "The vector field returned NaN or infinite values (or the state overflowed). Check "
+        "f(t, y) near this time for divisions by zero, logarithms or square roots of negative "
+        "numbers, overflow, or NaN in its parameters (a diverged training run); tidal stops "
+        "there rather than searching with ever smaller steps."
     ),
     Status.NOT_CONVERGED: (
         "An implicit method's iteration did not converge within its step. Take a smaller "

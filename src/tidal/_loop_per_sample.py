@@ -3,71 +3,31 @@
 The same sequence as the shared loop (`tidal._loop`), but time, step size, accept/reject,
 status and statistics are tensors [B], and every decision is a mask applied with
 `torch.where`, never a branch over samples: a sample's trajectory does not depend on the rest
-of its batch. One host synchronisation per step reads all the flags the loop needs (any sample
-still running, the most outputs any sample passed, any event, any jump).
+of its batch. One host synchronisation per iteration reads all the flags the loop needs (any
+sample still running, the most outputs any sample passed, any event, any jump). A sample whose
+steps stay non-finite stops with `Status.NONFINITE` (see `tidal._loop`); the others go on.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from tidal._errors import Status
-from tidal._loop import SLIVER
-from tidal._vector_field import PerSampleField
-from tidal.controllers.norms import error_scale, rms
-from tidal.events import EventWatcher, bisection_steps
-from tidal.interpolation import interpolate_per_sample
-from tidal.solution import Stats
-from tidal.solvers.base import FixedStepMethod, Solver, StepField, step_exponent
+from tidal._loop import SLIVER, TINY
+from tidal._loop_io import LoopResult, LoopSetup
+from tidal._vector_field import Field
+from tidal.events import bisection_steps
+from tidal.interpolation import DenseSteps, interpolate_per_sample
 from tidal.solvers.explicit_rk import (
     PerSampleBufferedStages,
     PerSampleStages,
+    Stages,
     extra_stages,
-    rk_coefficients,
-    rk_stages,
 )
-
-EPS = torch.finfo(torch.float64).eps
-
-
-@dataclass
-class PerSampleProblem:
-    field: PerSampleField
-    solver: Solver
-    controller: Any
-    y0: torch.Tensor  # [B, D]
-    f0: torch.Tensor  # [B, D]
-    taus: torch.Tensor  # [T, B] float64, forward time, increasing per sample
-    boundaries: tuple[torch.Tensor, torch.Tensor] | None  # ([B, J] taus, [B, J] is-jump)
-    dt0: torch.Tensor  # [B] float64
-    setup_fevals: int  # calls of f made while setting up (f0, and the initial-step trial)
-    rtol: Any
-    atol: Any
-    norm: Any
-    watcher: EventWatcher | None
-    max_steps: int
-    dense: bool
-    on_accept: Any = None  # optional callback (accept [B], tau1 [B], y1 [B, D]) after each step
-    start: tuple[torch.Tensor, torch.Tensor] | None = None  # resume at (tau [B], next output
-    #   index [B]) from y0, f0, without writing y0 as output row 0 (checkpoint replays)
-    tau_end: torch.Tensor | None = None  # [B] where to stop, if not at taus[-1]
-
-
-@dataclass
-class PerSampleResult:
-    ys: torch.Tensor  # [T, B, D]
-    stats: Stats
-    status: torch.Tensor  # [B] int64 Status codes
-    where: str
-    event_tau: torch.Tensor  # [B]
-    event_y: torch.Tensor  # [B, D]
-    dense_steps: list = field(default_factory=list)
-    event_signs: torch.Tensor | None = None  # [B, K]: sign of g before the event where crossed
-    y: torch.Tensor | None = None  # [B, D] the state where each sample stopped
 
 
 @dataclass
@@ -85,143 +45,172 @@ class _Step:
     dense_users: torch.Tensor | None = None  # samples counted for the extra stages
 
 
-class PerSampleLoop:
-    def __init__(self, p: PerSampleProblem):
-        self.p = p
-        self.tableau = p.solver.tableau
-        self.coef = rk_coefficients(self.tableau, p.y0.dtype, p.y0.device)
-        self.adaptive = p.controller.adaptive and p.solver.adaptive
-        self.exponent = step_exponent(p.solver)
-        records_graph = torch.is_grad_enabled() and (p.y0.requires_grad or p.f0.requires_grad)
-        self.stages = (PerSampleStages() if records_graph
-                       else PerSampleBufferedStages(self.tableau.num_dense_stages, p.y0))
-        batch, device = p.y0.shape[0], p.y0.device
-        self.c = torch.tensor(self.tableau.c, dtype=torch.float64, device=device).unsqueeze(-1)
-        self.c_is_one = self.c == 1.0  # [S, 1]
-        self.tau = (p.taus[0] if p.start is None else p.start[0]).clone()
-        self.tau_end = p.taus[-1] if p.tau_end is None else p.tau_end
-        self.y, self.f0, self.dt = p.y0, p.f0, p.dt0
-        self.running = self.tau < self.tau_end
-        self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
-        self.status = torch.zeros(batch, dtype=torch.long, device=device)
-        ones = torch.ones(batch, dtype=torch.long, device=device)
-        self.stats = Stats(p.setup_fevals * ones, 0 * ones, 0 * ones, 0 * ones)
-        self.history = (torch.ones(batch, dtype=torch.float64, device=device),) * 2
-        self.next_out = ones.clone() if p.start is None else p.start[1].clone()
-        self.samples = torch.arange(batch, device=device)
-        self.chunks = [(self.samples, p.y0)] if p.start is None else []
-        self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
-        self.event_y = torch.full_like(p.y0, math.nan)
-        self.event_signs = (None if p.watcher is None
-                            else torch.zeros_like(p.watcher.previous))
-        self.dense_steps: list[_Step] = []
-        self.method = p.solver if isinstance(p.solver, FixedStepMethod) else None
-        if self.method is not None:
-            self.step_field = StepField(self._field_in_step, p.field.shape[-1])
+class _StepField:
+    """The `StepField` of the current step (see `tidal.solvers.base`), per sample."""
 
-    def run(self) -> PerSampleResult:
+    def __init__(self, field: Field, user_time: Callable[[torch.Tensor], torch.Tensor],
+                 last_dim: int, device: torch.device):
+        self.f, self.last_dim, self.device = field, last_dim, device
+        self.user_time = user_time
+        self.nodes: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.tau0 = self.h = self.near = torch.zeros(0)
+        self.on_jump: torch.Tensor | None = None
+
+    def set(self, tau0: torch.Tensor, h: torch.Tensor, near: torch.Tensor,
+            on_jump: torch.Tensor | None) -> None:
+        """The step from tau0 [B] over h [B]; where `on_jump`, it ends on a jump and f at c = 1
+        is taken at `near` (just before the step's end)."""
+        self.tau0, self.h, self.near, self.on_jump = tau0, h, near, on_jump
+
+    def _nodes(self, c: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if c not in self.nodes:
+            column = torch.tensor(c, dtype=torch.float64, device=self.device).unsqueeze(-1)
+            self.nodes[c] = (column, column == 1.0)
+        return self.nodes[c]
+
+    def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
+        column, is_one = self._nodes(c)
+        taus = self.tau0 + column * self.h  # [S, B]
+        if self.on_jump is not None:
+            taus = torch.where(is_one & self.on_jump, self.near, taus)
+        return self.user_time(taus).unbind(0)
+
+    def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
+        tau = (torch.where(self.on_jump, self.near, self.tau0 + self.h)
+               if c == 1.0 and self.on_jump is not None else self.tau0 + c * self.h)
+        return self.f(self.user_time(tau), y)
+
+
+class PerSampleLoop:
+    def __init__(self, s: LoopSetup):
+        self.s = s
+        y0 = s.y0
+        self.tableau = s.solver.tableau
+        self.coef = s.solver.coefficients(y0.dtype, y0.device)
+        records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
+        self.stages: Stages = (PerSampleStages() if records_graph
+                               else PerSampleBufferedStages(self.tableau.num_dense_stages, y0))
+        batch, device = y0.shape[0], y0.device
+        self.step_field = _StepField(s.field, self._user_time, s.field.shape[-1], device)
+        self.tau, self.tau_end = s.tau0.clone(), s.tau_end
+        self.y, self.f0, self.dt = y0, s.f0, s.dt0
+        self.status = torch.where(s.finite, int(Status.SUCCESS), int(Status.NONFINITE))
+        self.running = (self.tau < self.tau_end) & (self.status == int(Status.SUCCESS))
+        self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
+        zeros = torch.zeros(batch, dtype=torch.long, device=device)
+        self.fevals = zeros + s.setup_fevals
+        self.steps, self.accepted, self.rejected = zeros.clone(), zeros.clone(), zeros.clone()
+        self.nonfinite_streak = zeros.clone()  # steps in a row that were not finite
+        self.next_out = (torch.ones(batch, dtype=torch.long, device=device) if s.start is None
+                         else s.start.next_out.clone())
+        self.samples = torch.arange(batch, device=device)
+        self.chunks = [(self.samples, y0)] if s.start is None else []
+        self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+        self.event_y = torch.full_like(y0, math.nan)
+        self.event_signs = (None if s.watcher is None
+                            else torch.zeros_like(s.watcher.previous))
+        self.crossing = self.g1 = torch.zeros(0)
+        self.dense_steps: list[_Step] = []
+
+    def _user_time(self, tau: torch.Tensor) -> torch.Tensor:
+        """Forward times [..., B] to the user's times in the state's dtype."""
+        return self.s.grid.user_time(tau, self.y.dtype)
+
+    def run(self) -> LoopResult:
         iterations, any_running = 0, bool(self.running.any())
         while any_running:
-            if iterations >= self.p.max_steps:
+            if iterations >= self.s.max_steps:
                 self.status = torch.where(self.running, int(Status.MAX_STEPS), self.status)
                 break
             any_running = self._iterate()
             iterations += 1
         failed = self.status >= int(Status.MAX_STEPS)
         where = "at the start" if not bool(failed.any()) else self._where(int(failed.nonzero()[0]))
-        return PerSampleResult(self._outputs(), self.stats, self.status, where, self.event_tau,
-                               self.event_y, self.dense_steps, self.event_signs, self.y)
+        has_event = self.s.watcher is not None
+        return LoopResult(
+            ys=self._outputs(),
+            counts=torch.stack([self.fevals, self.steps, self.accepted, self.rejected]).cpu(),
+            statuses=tuple(Status(s) for s in self.status.tolist()), where=where, y_end=self.y,
+            event_tau=self.event_tau if has_event else None,
+            event_y=self.event_y if has_event else None, event_signs=self.event_signs,
+            dense=self._dense_steps() if self.s.dense else None)
 
     def _where(self, b: int) -> str:
-        t = float(self.tau[b] * self.p.field.direction[b])
+        t = float(self.tau[b] * self.s.grid.direction[b])
+        if int(self.steps[b]) == 0 and int(self.status[b]) == Status.NONFINITE:
+            return f"for sample {b} at the start (t={t:.17g}): f(t0, y0) is not finite"
         return (f"for sample {b} at t={t:.17g} with step size {float(self.dt[b]):.3g} after "
-                f"{int(self.stats.num_steps[b])} steps ({int(self.stats.num_accepted[b])} "
-                f"accepted, {int(self.stats.num_rejected[b])} rejected)")
+                f"{int(self.steps[b])} steps ({int(self.accepted[b])} accepted, "
+                f"{int(self.rejected[b])} rejected)")
 
     def _iterate(self) -> bool:
-        p, running = self.p, self.running
+        s, running = self.s, self.running
         limit, jump_at_limit = self._limit()
         landing = self.tau + self.dt * (1.0 + SLIVER) >= limit
         tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
         h = (tau1 - self.tau) * running
         h_col = h.to(self.y.dtype).unsqueeze(-1)
         self.stages.begin(self.y, h_col, self.f0)
-        if self.method is not None:
-            y1 = self._method_step(h, h_col, tau1, landing & jump_at_limit)
-        else:
-            taus = self.tau + self.c * h  # [S, B]
-            if p.boundaries is not None:  # a step ending on a jump takes f from the near side
-                near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
-                taus = torch.where(self.c_is_one & (landing & jump_at_limit), near, taus)
-            times = p.field.user_time(taus).unbind(0)
-            y1 = rk_stages(p.field, times, self.stages, self.tableau, self.coef)
-            self.stats.num_fevals += running * (self.tableau.num_stages - 1)
-        self.stats.num_steps += running
+        ends_on_jump, near = None, tau1
+        if s.boundaries is not None:  # a step ending on a jump takes f from the near side
+            ends_on_jump = landing & jump_at_limit
+            near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
+        self.step_field.set(self.tau, h, near, ends_on_jump)
+        y1, fevals = s.solver.attempt(self.step_field, self.stages, self.coef)
+        self.fevals += running * fevals
+        self.steps += running
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
-        accept, dt_next, ratio = self._decide(step)
+        ratio = s.control.error_ratio(self.stages, self.y, y1, h)
+        accept, dt_next = s.control.decide(ratio, h, self.dt)
+        finite = torch.isfinite(ratio)
         step.accept = accept = accept & running
-        if p.on_accept is not None:
-            p.on_accept(accept, tau1, y1)
+        if s.recorder is not None:
+            s.recorder.record(accept, tau1, y1)
         crossed = self._crossed(step)
-        next_out = torch.where(accept, (p.taus <= tau1).sum(0), self.next_out)
-        inside = accept & ((p.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
-        jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
-        running_next = self._update_status(step, dt_next, ratio, crossed)
-        flags = torch.stack([(next_out - self.next_out).max(), accept.any(), inside.any(),
-                             crossed.any(), jumped.any(), running_next.any()]).tolist()
-        most_outputs, any_accepted, any_inside, any_crossed, any_jumped, any_running = flags
+        next_out = torch.where(accept, (s.grid.taus <= tau1).sum(0), self.next_out)
+        inside = accept & ((s.grid.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
+        running_next = self._update_status(step, dt_next, finite, crossed)
+        flags = [(next_out - self.next_out).max(), accept.any(), inside.any(),
+                 running_next.any()]
+        if s.watcher is not None:
+            flags.append(crossed.any())
+        if s.boundaries is not None:
+            jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
+            flags.append(jumped.any())
+        most_outputs, any_accepted, any_inside, any_running, *more = torch.stack(flags).tolist()
+        any_crossed = more.pop(0) if s.watcher is not None else False
+        any_jumped = more.pop(0) if s.boundaries is not None else False
         f1 = self._end_derivative(step) if any_accepted else self.f0
         if any_crossed:
             stops = self._locate_events(step, crossed)
-            next_out = torch.where(crossed, (p.taus <= stops).sum(0), next_out)
+            next_out = torch.where(crossed, (s.grid.taus <= stops).sum(0), next_out)
             most_outputs = int((next_out - self.next_out).max())
-        if p.watcher is not None:
-            p.watcher.advance(self.g1, accept)
+        if s.watcher is not None:
+            s.watcher.advance(self.g1, accept)
         if most_outputs > 0:
             self._emit_outputs(step, next_out, most_outputs, inside if any_inside else None)
-        if p.dense and any_accepted:
+        if s.dense and any_accepted:
             self._dense_stages(step, accept)
             self.dense_steps.append(step)
         if any_jumped:
             after = torch.nextafter(tau1, torch.full_like(tau1, math.inf))
-            fresh = p.field(p.field.user_time(after), y1)
+            fresh = s.field(self._user_time(after), y1)
             f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
-            self.stats.num_fevals += jumped
+            self.fevals += jumped
         column = accept.unsqueeze(-1)
         self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
         self.tau, self.next_out = torch.where(accept, tau1, self.tau), next_out
         self.dt = dt_next
-        self.stats.num_accepted += accept
-        self.stats.num_rejected += running & ~accept
+        self.accepted += accept
+        self.rejected += running & ~accept
         self.running = running_next
         return bool(any_running)
 
-    def _method_step(self, h: torch.Tensor, h_col: torch.Tensor, tau1: torch.Tensor,
-                     on_jump: torch.Tensor) -> torch.Tensor:
-        """A `FixedStepMethod`'s step for the batch (samples that do not step have h = 0);
-        its slope becomes the stage after f(t0, y0)."""
-        assert self.method is not None
-        near = None
-        if self.p.boundaries is not None:  # a step ending on a jump: f(t1) from the near side
-            near = torch.where(on_jump, torch.nextafter(tau1, torch.full_like(tau1, -math.inf)),
-                               self.tau + h)
-        self.step_span = (self.tau, h, near)
-        out = self.method.step(self.step_field, self.y, self.f0, h_col)
-        self.stages.append(out.slope)
-        self.stats.num_fevals += self.running * out.num_fevals
-        return out.y1
-
-    def _field_in_step(self, c: float, y: torch.Tensor) -> torch.Tensor:
-        """f at tau0 + c h of the current step, per sample."""
-        tau0, h, near = self.step_span
-        tau = near if c == 1.0 and near is not None else tau0 + c * h
-        return self.p.field(self.p.field.user_time(tau), y)
-
     def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample: where the step must stop (next boundary or the end), and is it a jump."""
-        if self.p.boundaries is None:
+        if self.s.boundaries is None:
             return self.tau_end, self.nowhere
-        bounds, jumps = self.p.boundaries
+        bounds, jumps = self.s.boundaries.taus, self.s.boundaries.jumps
         index = torch.searchsorted(bounds, self.tau.unsqueeze(-1), right=True)
         inside = index < bounds.shape[1]
         index = index.clamp(max=bounds.shape[1] - 1)
@@ -230,59 +219,36 @@ class PerSampleLoop:
         before_end = bound <= self.tau_end
         return torch.where(before_end, bound, self.tau_end), jump & before_end
 
-    def _decide(self, step: _Step) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(accept, next step size, error ratio) per sample. The history of samples that no
-        longer run changes too, which is harmless: they take no more steps."""
-        if not self.adaptive:
-            finite = torch.isfinite(step.y1).all(-1)
-            return finite, self.dt, torch.where(finite, 0.0, math.inf).double()
-        ratio = self._error_ratio(step)
-        controller = self.p.controller
-        accept, factor, self.history = controller.adapt(ratio, self.history, self.exponent)
-        dt_next = (step.h * factor).clamp(controller.dt_min, controller.dt_max)
-        return accept | (step.h <= controller.dt_min), dt_next, ratio
-
-    @torch.no_grad()
-    def _error_ratio(self, step: _Step) -> torch.Tensor:
-        errors = (self.coef.b_error @ self.stages.matrix()).view(-1, *step.y1.shape)  # [R, B, D]
-        errors = errors * step.h_col
-        scaled = errors / error_scale(self.y, step.y1, self.p.rtol, self.p.atol)
-        if self.p.norm is None:
-            norms = rms(scaled).double()
-        else:
-            norms = torch.stack([self.p.norm(row).reshape(-1).double() for row in scaled])
-        return self.p.solver.combine_error_norms(norms.unbind(0))
-
     def _end_derivative(self, step: _Step) -> torch.Tensor:
         if self.tableau.fsal:
             return self.stages.last()
-        f1 = self.p.field(self.p.field.user_time(step.tau1), step.y1)
-        self.stats.num_fevals += step.accept
+        f1 = self.s.field(self._user_time(step.tau1), step.y1)
+        self.fevals += step.accept
         self.stages.append(f1)
         return f1
 
-    def _update_status(self, step: _Step, dt_next: torch.Tensor, ratio: torch.Tensor,
+    def _update_status(self, step: _Step, dt_next: torch.Tensor, finite: torch.Tensor,
                        crossed: torch.Tensor) -> torch.Tensor:
-        """Record failures and events; the samples still running after this step."""
-        rejected = self.running & ~step.accept
-        finite = torch.isfinite(ratio)
-        if self.adaptive:
-            tiny = (0.1 * dt_next <= EPS * step.tau.abs()) | (dt_next == 0)
-            failed = rejected & tiny
-        else:
-            failed = rejected
-        code = torch.where(finite, int(Status.DT_UNDERFLOW), int(Status.NONFINITE))
-        self.status = torch.where(failed, code, self.status)
+        """Record failures and events; the samples still running after this step: a sample
+        fails after more non-finite steps in a row than the controller retries, or when a
+        rejected step's next size is one float64 time cannot resolve."""
+        bad = self.running & ~finite
+        self.nonfinite_streak = (self.nonfinite_streak + 1) * bad
+        tiny = self.running & ~step.accept & (dt_next <= TINY * step.tau.abs())
+        nonfinite = (self.nonfinite_streak > self.s.control.nonfinite_retries) | (tiny & bad)
+        underflow = tiny & finite
+        self.status = torch.where(underflow, int(Status.DT_UNDERFLOW), self.status)
+        self.status = torch.where(nonfinite, int(Status.NONFINITE), self.status)
         self.status = torch.where(crossed, int(Status.EVENT), self.status)
         finished = step.accept & (step.tau1 >= self.tau_end)
-        return self.running & ~finished & ~failed & ~crossed
+        return self.running & ~finished & ~underflow & ~nonfinite & ~crossed
 
     def _crossed(self, step: _Step) -> torch.Tensor:
         """Samples whose accepted step crossed the event; keeps which components crossed."""
-        watcher = self.p.watcher
+        watcher = self.s.watcher
         if watcher is None:
             return self.nowhere
-        g1 = watcher.values(self.p.field.user_time(step.tau1), step.y1.view(self.p.field.shape))
+        g1 = watcher.values(self._user_time(step.tau1), step.y1.view(self.s.field.shape))
         self.crossing = watcher.crossings(g1) & step.accept.unsqueeze(-1)
         self.g1 = g1
         return self.crossing.any(-1)
@@ -295,16 +261,16 @@ class PerSampleLoop:
         """
         if self.tableau.c_extra:
             new_users = users if step.dense_users is None else users & ~step.dense_users
-            self.stats.num_fevals += new_users * len(self.tableau.c_extra)
+            self.fevals += new_users * len(self.tableau.c_extra)
             step.dense_users = users if step.dense_users is None else users | step.dense_users
         if step.stages is None:
             if self.tableau.c_extra:
                 extra_c = torch.tensor(self.tableau.c_extra, dtype=torch.float64,
                                        device=step.h.device).unsqueeze(-1)
-                times = self.p.field.user_time(step.tau + extra_c * step.h).unbind(0)
-                extra_stages(self.p.field, times, self.stages, self.coef)
+                times = self._user_time(step.tau + extra_c * step.h).unbind(0)
+                extra_stages(self.s.field, times, self.stages, self.coef)
             step.stages = self.stages.matrix().view(-1, *step.y.shape)
-            if self.p.dense and isinstance(self.stages, PerSampleBufferedStages):
+            if self.s.dense and isinstance(self.stages, PerSampleBufferedStages):
                 step.stages = step.stages.clone()
         return step.stages
 
@@ -323,7 +289,8 @@ class PerSampleLoop:
                       inside: torch.Tensor | None) -> None:
         """Write the outputs each sample passed in this step; `inside` marks samples with an
         output strictly inside the step (None: every output lies on a step's end)."""
-        num_times, batch = self.p.taus.shape
+        taus = self.s.grid.taus
+        num_times, batch = taus.shape
         index = self.next_out + torch.arange(count, device=next_out.device).unsqueeze(-1)
         valid = index < next_out
         index = index.clamp(max=num_times - 1)
@@ -332,7 +299,7 @@ class PerSampleLoop:
         else:
             # slots past a sample's last output interpolate at theta = 0, not at a far (or
             # infinite) time whose weights would turn their zero gradient into NaN
-            times = torch.where(valid, self.p.taus.gather(0, index), step.tau)
+            times = torch.where(valid, taus.gather(0, index), step.tau)
             values = self._interpolate(step, self._theta(step, times), inside)
         flat = torch.where(valid, index * batch + self.samples, num_times * batch)
         self.chunks.append((flat.reshape(-1), values.reshape(-1, values.shape[-1])))
@@ -342,7 +309,7 @@ class PerSampleLoop:
 
         The bisection records no graph; the state at the event does (when the steps do), so
         `tidal.events.differentiable_event` can attach the event time's gradient."""
-        watcher, field_ = self.p.watcher, self.p.field
+        watcher, shape = self.s.watcher, self.s.field.shape
         assert watcher is not None
         widest = float(torch.where(crossed, step.h, 0.0).max())
         latest = float(torch.where(crossed, step.tau1.abs(), 0.0).max())
@@ -352,8 +319,8 @@ class PerSampleLoop:
             for _ in range(bisection_steps(widest, watcher.event.time_tol(latest))):
                 mid = 0.5 * (low + high)
                 y_mid = self._interpolate(step, mid.unsqueeze(0), crossed)[0]
-                g_mid = watcher.values(field_.user_time(step.tau + mid * step.h),
-                                       y_mid.view(field_.shape))
+                g_mid = watcher.values(self._user_time(step.tau + mid * step.h),
+                                       y_mid.view(shape))
                 before = watcher.margin(g_mid, self.crossing) > 0
                 low, high = torch.where(before, mid, low), torch.where(before, high, mid)
         event_tau = torch.where(high < 1.0, step.tau + high * step.h, step.tau1)
@@ -361,17 +328,32 @@ class PerSampleLoop:
         self.event_tau = torch.where(crossed, event_tau, self.event_tau)
         self.event_y = torch.where(crossed.unsqueeze(-1), event_y, self.event_y)
         signs = torch.sign(watcher.previous) * self.crossing
+        assert self.event_signs is not None
         self.event_signs = torch.where(crossed.unsqueeze(-1), signs, self.event_signs)
         return torch.where(crossed, event_tau, step.tau1)
 
     def _outputs(self) -> torch.Tensor:
-        num_times, batch = self.p.taus.shape
-        width = self.p.y0.shape[1]
+        num_times, batch = self.s.grid.taus.shape
+        y0 = self.s.y0
+        width = y0.shape[1]
         if not self.chunks:
-            return torch.full((num_times, batch, width), math.nan, dtype=self.p.y0.dtype,
-                              device=self.p.y0.device)
+            return torch.full((num_times, batch, width), math.nan, dtype=y0.dtype,
+                              device=y0.device)
         index = torch.cat([c[0] for c in self.chunks])
         values = torch.cat([c[1] for c in self.chunks])
         base = torch.full((num_times * batch + 1, width), math.nan, dtype=values.dtype,
                           device=values.device)
         return base.index_copy(0, index, values)[:-1].view(num_times, batch, width)
+
+    def _dense_steps(self) -> DenseSteps:
+        """The loop's iterations as group tensors."""
+        steps, y0 = self.dense_steps, self.s.y0
+        if not steps:
+            empty = torch.empty(0, len(self.tau), dtype=torch.float64, device=y0.device)
+            return DenseSteps(empty, empty, empty.bool(), y0.new_empty(0, *y0.shape),
+                              y0.new_empty(0, self.tableau.num_dense_stages, *y0.shape))
+        stages = [s.stages for s in steps if s.stages is not None]
+        return DenseSteps(
+            starts=torch.stack([s.tau for s in steps]), sizes=torch.stack([s.h for s in steps]),
+            accepted=torch.stack([s.accept for s in steps]),
+            ys=torch.stack([s.y for s in steps]), stages=torch.stack(stages))

@@ -1,9 +1,10 @@
-"""Wrappers that call the user's f(t, y[, args]) from the solver's internal layout.
+"""The user's vector field as the solver calls it.
 
-Inside the loop time runs forward: tau = direction * t. The state keeps the user's shape on a
-shared grid and is [B, D] on per-sample grids. These wrappers turn tau back into the user's
-time (a tensor of the state's dtype: 0-d on a shared grid, [B] on per-sample grids), restore
-the user's shape where needed, and flip the sign of f when integrating backwards in time.
+`bind_args` turns f(t, y, args) into f(t, y) once per solve. `Field` calls it from the loop:
+inside, time runs forward (tau = direction * t, see `tidal._grid`), and on per-sample grids the
+state is laid out [B, D]; `Field` takes the user's time (a tensor of the state's dtype: 0-d on a
+shared grid, [B] on per-sample grids, made by the loop), restores the user's shape and flips the
+sign of f where a group integrates backwards in time.
 """
 
 from __future__ import annotations
@@ -11,60 +12,68 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
+from tidal._errors import InvalidArgumentError
+from tidal._grid import Grid
+
 UserField = Callable[..., torch.Tensor]
+VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class SharedField:
-    """f for a state of the user's shape at a Python-float time tau."""
+def bind_args(f: UserField, args: Any) -> VectorField:
+    """f(t, y), with `args` passed as f's third argument when given."""
+    if args is None:
+        return f
 
-    def __init__(self, f: UserField, args: Any, shape: torch.Size, direction: float,
-                 dtype: torch.dtype, device: torch.device):
-        self.f, self.args, self.shape = f, args, shape
-        self.direction, self.dtype, self.device = direction, dtype, device
+    def with_args(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return f(t, y, args)
 
-        on_cpu = device.type == "cpu"
-        self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype if on_cpu else None
-
-    def user_time(self, tau: float) -> torch.Tensor:
-        return torch.full((), self.direction * tau, dtype=self.dtype, device=self.device)
-
-    def user_times(self, taus: list[float]) -> tuple[torch.Tensor, ...]:
-        """Many user times at once (one tensor per stage of a step)."""
-        if self.numpy_dtype is None:
-            return tuple(self.user_time(tau) for tau in taus)
-        values = np.array(taus, dtype=self.numpy_dtype)
-        return torch.from_numpy(values if self.direction > 0 else -values).unbind()
-
-    def __call__(self, tau: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """f at forward time tau (a float), or at a user time already made by `user_times`."""
-        t = self.user_time(tau) if type(tau) is float else tau
-        dy = self.f(t, y) if self.args is None else self.f(t, y, self.args)
-        return dy if self.direction > 0 else -dy
+    return with_args
 
 
-class PerSampleField:
-    """f for a state [B, D] at user times t [B] (one per sample; see `user_time`)."""
+class Field:
+    """dy/dtau in the loop's layout, at a user time t (0-d or [B]) and a loop-layout state."""
 
-    def __init__(self, f: UserField, args: Any, shape: torch.Size, direction: torch.Tensor,
-                 dtype: torch.dtype):
-        self.f, self.args, self.shape, self.dtype = f, args, shape, dtype
-        self.direction = direction  # [B] float64 of +-1
-        self.all_forward = bool((direction > 0).all())
-        self.sign = direction.to(dtype).unsqueeze(-1)  # [B, 1]
-        self.flat = len(shape) == 2
+    __slots__ = ("f", "loop_shape", "shape", "sign", "unflatten")
 
-    def user_time(self, tau: torch.Tensor) -> torch.Tensor:
-        """Forward times tau [...] (float64) to the user's times in the state's dtype."""
-        return (tau if self.all_forward else tau * self.direction).to(self.dtype)
+    def __init__(self, f: VectorField, grid: Grid, shape: torch.Size, dtype: torch.dtype):
+        self.f, self.shape = f, shape
+        self.loop_shape = grid.loop_shape(shape)
+        self.unflatten = self.loop_shape != shape
+        self.sign: torch.Tensor | None = None
+        if not grid.forward:
+            sign = grid.direction.to(dtype)
+            self.sign = sign.unsqueeze(-1) if grid.batched else sign.reshape(())
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """f at user times t [B] (from `user_time`) and state y [B, D]."""
-        if not self.flat:
-            y = y.view(self.shape)
-        dy = self.f(t, y) if self.args is None else self.f(t, y, self.args)
-        if not self.flat:
-            dy = dy.reshape(y.shape[0], -1)
-        return dy if self.all_forward else dy * self.sign
+        if self.unflatten:
+            dy = self.f(t, y.view(self.shape)).reshape(self.loop_shape)
+        else:
+            dy = self.f(t, y)
+        return dy if self.sign is None else dy * self.sign
+
+    def from_user(self, dy: torch.Tensor) -> torch.Tensor:
+        """A value of f as the user returned it (the user's shape) in the loop's terms."""
+        if self.unflatten:
+            dy = dy.reshape(self.loop_shape)
+        return dy if self.sign is None else dy * self.sign
+
+
+def check_output(f0: Any, y0: torch.Tensor) -> None:
+    if not isinstance(f0, torch.Tensor):
+        raise InvalidArgumentError(
+            f"The vector field f(t, y) must return a tensor shaped like y; it returned "
+            f"{type(f0).__name__}.")
+    if f0.shape != y0.shape:
+        raise InvalidArgumentError(
+            f"The vector field f(t, y) returned shape {tuple(f0.shape)} for y of shape "
+            f"{tuple(y0.shape)}; dy/dt must have the state's shape.")
+    if f0.dtype != y0.dtype:
+        raise InvalidArgumentError(
+            f"The vector field f(t, y) returned dtype {f0.dtype} for y of dtype {y0.dtype}; "
+            "cast its output (or the parameters it uses) to the state's dtype.")
+    if f0.device != y0.device:
+        raise InvalidArgumentError(
+            f"The vector field f(t, y) returned a tensor on {f0.device} for y on {y0.device}; "
+            "move its parameters to the state's device.")

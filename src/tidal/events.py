@@ -13,10 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from tidal._errors import InvalidArgumentError
+from tidal._grid import Grid
+from tidal._vector_field import VectorField
 
 EventFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,20 +63,20 @@ class EventWatcher:
     component at exactly zero at a step's start cannot cross in that step, so a zero at the
     start of the solve, or at a located event, does not trigger again. Inside the step,
     `margin` = min over crossing components of sign(g at the step's start) * g is positive
-    before the first crossing and <= 0 after it, which is what the bisection needs.
-    `batched=True` keeps one row per sample (the leading dimension of g's output).
+    before the first crossing and <= 0 after it, which is what the bisection needs. g is kept
+    as group rows [G, K] (see `tidal._grid`).
     """
 
-    def __init__(self, event: Event, g0: torch.Tensor, batched: bool):
-        self.event, self.batched = event, batched
+    def __init__(self, event: Event, g0: torch.Tensor, groups: int):
+        self.event, self.groups = event, groups
         self.previous = self._rows(g0.detach())
 
     def _rows(self, g: torch.Tensor) -> torch.Tensor:
-        return g.reshape(g.shape[0], -1) if self.batched else g.reshape(1, -1)
+        return g.reshape(self.groups, -1)
 
     @torch.no_grad()
     def values(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """g(t, y) as rows [B, K] (batched) or [1, K]."""
+        """g(t, y) as group rows [G, K]."""
         return self._rows(self.event.fn(t, y)).to(self.previous.dtype)
 
     def crossings(self, g: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,26 @@ class EventWatcher:
         if isinstance(accept, torch.Tensor):
             g = torch.where(accept.unsqueeze(-1), g, self.previous)
         self.previous = g
+
+
+def watch(event: Event, t0: torch.Tensor, y0: torch.Tensor, grid: Grid) -> EventWatcher:
+    """The watcher of a solve, after checking g's value at the start (user time and shape)."""
+    g0 = event.fn(t0, y0)
+    _check_output(g0, grid)
+    return EventWatcher(event, g0, grid.groups)
+
+
+def _check_output(g0: Any, grid: Grid) -> None:
+    """The event function's value at the start: a real tensor, [B] or [B, k] per sample."""
+    if not isinstance(g0, torch.Tensor) or not (g0.is_floating_point() or g0.dtype == torch.long
+                                                or g0.dtype == torch.int):
+        raise InvalidArgumentError(
+            f"`Event(fn=...)` must return a real tensor g(t, y); it returned "
+            f"{type(g0).__name__ if not isinstance(g0, torch.Tensor) else g0.dtype}.")
+    if grid.batched and (g0.dim() == 0 or g0.shape[0] != grid.groups):
+        raise InvalidArgumentError(
+            f"`Event(fn=...)` on per-sample grids must return one value per sample, shape [B] or "
+            f"[B, k] with B = {grid.groups}; it returned shape {tuple(g0.shape)}.")
 
 
 def bisection_steps(width: float, tol: float) -> int:
@@ -121,9 +144,9 @@ class _EventShift(torch.autograd.Function):
         return -grad * inverse_rate, None
 
 
-def differentiable_event(event: Event, call_f: Callable, t_event: torch.Tensor,
+def differentiable_event(event: Event, f: VectorField, t_event: torch.Tensor,
                          y_event: torch.Tensor, signs: torch.Tensor | None,
-                         fallback: tuple[torch.Tensor, torch.Tensor], batched: bool
+                         fallback: tuple[torch.Tensor, torch.Tensor], grid: Grid
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The event time and state with their gradients, by the implicit function theorem.
 
@@ -141,7 +164,7 @@ def differentiable_event(event: Event, call_f: Callable, t_event: torch.Tensor,
     before the step where it crossed, 0 elsewhere). Samples without an event (NaN time) get
     no gradient. On per-sample grids g and f must treat samples independently.
     """
-    rows = (lambda g: g.reshape(g.shape[0], -1)) if batched else (lambda g: g.reshape(1, -1))
+    rows, batched = grid.rows, grid.batched
     dtype, device = y_event.dtype, y_event.device
     found = torch.isfinite(t_event).to(device).reshape(-1)  # [rows]
     if signs is None or not bool(found.any()):
@@ -164,7 +187,7 @@ def differentiable_event(event: Event, call_f: Callable, t_event: torch.Tensor,
         dg_dt, dg_dy = torch.autograd.grad(g_leaf.sum(), (t_leaf, y_leaf), allow_unused=True,
                                            retain_graph=True)  # g's tensors may share a graph
     with torch.no_grad():
-        velocity = call_f(t_safe, y_safe.detach())
+        velocity = f(t_safe, y_safe.detach())
         rate = rows(dg_dy * velocity).sum(-1) if dg_dy is not None else torch.zeros_like(g_live)
         if dg_dt is not None:
             rate = rate + dg_dt.reshape(-1)

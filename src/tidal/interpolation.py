@@ -2,15 +2,18 @@
 
 The weights w_i are polynomials in theta stored in the tableau (see `ButcherTableau`); K are
 the step's dense stages. One matrix product evaluates any number of output times at once.
+`DenseOutput` keeps the interpolants of every step of a solve for `Solution.evaluate`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from tidal._errors import InvalidArgumentError
+from tidal._grid import Grid
 
 
 @lru_cache(maxsize=16)
@@ -42,93 +45,72 @@ def interpolate_per_sample(y0: torch.Tensor, dt: torch.Tensor, stages: torch.Ten
     return torch.addcmul(y0.unsqueeze(0), dt.unsqueeze(0), increments)
 
 
-def _as_times(t: torch.Tensor | float) -> torch.Tensor:
-    return torch.as_tensor(t, dtype=torch.float64).detach()
+@dataclass(frozen=True)
+class DenseSteps:
+    """The steps of a solve, as group tensors (I steps or loop iterations, G groups): each
+    loop stacks its own record of steps into this one form."""
+
+    starts: torch.Tensor  # [I, G] forward time where each step began
+    sizes: torch.Tensor  # [I, G] float64 step sizes (0 where a group did not step)
+    accepted: torch.Tensor  # [I, G] bool
+    ys: torch.Tensor  # [I, G, N] the states the steps began from
+    stages: torch.Tensor  # [I, S, G, N] their dense stages
 
 
-def _outside(name: str, low: float, high: float) -> Exception:
-    from tidal._errors import InvalidArgumentError
+class DenseOutput:
+    """The interpolants of every accepted step of a solve, evaluated at any time within it.
 
-    return InvalidArgumentError(
-        f"`Solution.evaluate(t)`: {name} lies outside the solved span [{low:.17g}, {high:.17g}]"
-        "; dense output only covers the times the solve went through.")
+    `evaluate(t)`: on a shared grid t has any shape and the result is [*t.shape, *state]; on
+    per-sample grids t is [B] or [M, B] and the result [B, *state] or [M, B, *state].
+    """
 
-
-class SharedDenseOutput:
-    """The interpolants of every accepted step of a shared-grid solve."""
-
-    def __init__(self, steps: Sequence, direction: float, shape: torch.Size,
-                 dtype: torch.dtype, tableau) -> None:
-        from tidal.solvers.explicit_rk import rk_coefficients
-
-        if not steps:
-            raise _outside("every time", math.nan, math.nan)
-        self.direction, self.shape = direction, shape
-        self.starts = torch.tensor([s.tau for s in steps], dtype=torch.float64)
-        self.dts = torch.tensor([s.dt for s in steps], dtype=torch.float64)
-        self.ends = self.starts + self.dts
-        self.ys = torch.stack([s.y.reshape(-1) for s in steps])  # [n, N]
-        self.stages = torch.stack([s.stages for s in steps])  # [n, S, N]
-        self.dense = rk_coefficients(tableau, dtype, self.ys.device).dense
-
-    def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:
-        times = _as_times(t)
-        tau = (self.direction * times).reshape(-1)
-        low, high = float(self.starts[0]), float(self.ends[-1])
-        if bool(((tau < low - 1e-12 * abs(low)) | (tau > high + 1e-12 * abs(high))).any()):
-            raise _outside(f"t={times.tolist()}", self.direction * low, self.direction * high)
-        index = torch.searchsorted(self.ends, tau).clamp(max=len(self.dts) - 1)
-        theta = (tau - self.starts[index]) / self.dts[index]
-        weights = dense_weights(theta, self.dense, self.ys.dtype)  # [Q, S]
-        dt = self.dts[index].to(self.ys.dtype).unsqueeze(-1)
-        index = index.to(self.ys.device)
-        increments = torch.einsum("qs,qsn->qn", weights.to(self.ys.device), self.stages[index])
-        values = torch.addcmul(self.ys[index], dt.to(self.ys.device), increments)
-        return values.reshape(*times.shape, *self.shape)
-
-
-class PerSampleDenseOutput:
-    """The interpolants of a per-sample solve: each sample's accepted steps."""
-
-    def __init__(self, steps: Sequence, direction: torch.Tensor, shape: torch.Size,
-                 tableau) -> None:
-        from tidal.solvers.explicit_rk import rk_coefficients
-
-        self.shape, self.steps = shape, steps
-        self.direction = direction
-        accepted = torch.stack([s.accept for s in steps])  # [I, B]
-        starts = torch.stack([s.tau for s in steps])
-        ends = torch.stack([s.tau1 for s in steps])
+    def __init__(self, steps: DenseSteps, grid: Grid, shape: torch.Size, dense: torch.Tensor):
+        self.steps, self.grid, self.shape, self.dense = steps, grid, shape, dense
+        ends = torch.where(steps.accepted, steps.starts + steps.sizes, steps.starts)
         # Rejected steps get an empty interval at the last accepted end, so searchsorted on the
         # running maximum lands on the accepted step that contains each time.
-        self.ends = torch.where(accepted, ends, starts).cummax(0).values.T.contiguous()  # [B, I]
-        self.first = starts[0]
-        self.dense = rk_coefficients(tableau, steps[0].y.dtype, steps[0].y.device).dense
+        self.ends = ends.cummax(0).values.T.contiguous()  # [G, I]
 
     def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:
-        times = _as_times(t).to(self.ends.device)
-        single = times.dim() <= 1
-        tau = (times.reshape(-1, self.ends.shape[0]) * self.direction.to(times.device))
-        high = self.ends[:, -1]
-        if bool(((tau < self.first - 1e-12) | (tau > high + 1e-12 * high.abs())).any()):
-            raise _outside("a time", float(self.first.min()), float(high.max()))
-        index = torch.searchsorted(self.ends, tau.T.contiguous()).clamp(
-            max=len(self.steps) - 1).T  # [M, B]
-        batch = torch.arange(tau.shape[1], device=tau.device)
-        out = []
-        for m in range(tau.shape[0]):
-            rows = []
-            for i in index[m].unique().tolist():
-                step = self.steps[i]
-                theta = torch.where(step.h > 0, (tau[m] - step.tau) / step.h.clamp(min=1e-300),
-                                    0.0)
-                values = interpolate_per_sample(step.y, step.h.to(step.y.dtype).unsqueeze(-1),
-                                                step.stages, self.dense, theta.unsqueeze(0))[0]
-                rows.append((index[m] == i, values))
-            result = rows[0][1]
-            for mask, values in rows[1:]:
-                result = torch.where(mask.unsqueeze(-1), values, result)
-            out.append(result)
-        del batch
-        stacked = torch.stack(out).reshape(tau.shape[0], *self.shape)
-        return stacked[0] if single else stacked
+        grid, steps = self.grid, self.steps
+        times = torch.as_tensor(t, dtype=torch.float64).detach()
+        if not len(steps.starts):
+            raise _outside("every time", grid, steps)
+        device = self.ends.device
+        if grid.batched:
+            queries = times.reshape(-1, grid.groups).to(device)
+        else:
+            queries = times.reshape(-1, 1).to(device)
+        tau = queries * grid.direction  # [M, G]
+        low, high = steps.starts[0], self.ends[:, -1]
+        if bool(((tau < low - 1e-12 * low.abs()) | (tau > high + 1e-12 * high.abs())).any()):
+            raise _outside(f"t={times.tolist()}" if times.numel() <= 8 else "a time", grid,
+                           steps)
+        index = torch.searchsorted(self.ends, tau.T.contiguous()).T.clamp(max=len(steps.starts)
+                                                                          - 1)  # [M, G]
+        start, size = steps.starts.gather(0, index), steps.sizes.gather(0, index)
+        theta = torch.where(size > 0, (tau - start) / size.clamp(min=1e-300), 0.0)
+        groups = torch.arange(grid.groups, device=device)
+        y0 = steps.ys[index, groups]  # [M, G, N]
+        stages = steps.stages.permute(0, 2, 1, 3)[index, groups]  # [M, G, S, N]
+        weights = dense_weights(theta, self.dense, y0.dtype).to(device)  # [M, G, S]
+        increments = torch.einsum("mgs,mgsn->mgn", weights, stages)
+        values = torch.addcmul(y0, size.to(y0.dtype).unsqueeze(-1), increments)
+        if grid.batched:
+            values = values.reshape(-1, *self.shape)
+            return values[0] if times.dim() <= 1 else values
+        return values.reshape((*times.shape, *self.shape))
+
+
+def _outside(name: str, grid: Grid, steps: DenseSteps) -> InvalidArgumentError:
+    if not len(steps.starts):
+        span = "the solve took no step"
+    else:
+        ends = (steps.starts + steps.sizes).amax(0) * grid.direction
+        starts = steps.starts[0] * grid.direction
+        low, high = torch.minimum(starts, ends), torch.maximum(starts, ends)
+        span = (f"the solved span is [{float(low.min()):.17g}, {float(high.max()):.17g}]"
+                if not grid.batched else "each sample's solved span ends at its own times")
+    return InvalidArgumentError(
+        f"`Solution.evaluate(t)`: {name} lies outside the solved span ({span}); dense output "
+        "only covers the times the solve went through.")

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tidal._errors import InvalidArgumentError, Status
 
+if TYPE_CHECKING:
+    from tidal.interpolation import DenseOutput
+
 
 @dataclass
 class Stats:
-    """Work done by a solve: ints on a shared grid, int64 tensors [B] on per-sample grids.
+    """Work done by a solve, as int64 tensors on the CPU: 0-d on a shared grid, [B] (one count
+    per sample) on per-sample grids.
 
     `num_fevals` counts calls of f per sample (a batched call counts once for each sample it
-    advanced); `num_steps` = `num_accepted` + `num_rejected`.
+    advanced); `num_steps` = `num_accepted` + `num_rejected`. Use `int(stats.num_steps)` for a
+    plain number on a shared grid. The loops count in Python ints (shared grid) or device
+    tensors (per-sample grids) and convert once, at the end.
     """
 
-    num_fevals: Any = 0
-    num_steps: Any = 0
-    num_accepted: Any = 0
-    num_rejected: Any = 0
+    num_fevals: torch.Tensor = field(default_factory=lambda: _count(0))
+    num_steps: torch.Tensor = field(default_factory=lambda: _count(0))
+    num_accepted: torch.Tensor = field(default_factory=lambda: _count(0))
+    num_rejected: torch.Tensor = field(default_factory=lambda: _count(0))
+
+    def add(self, other: Stats) -> None:
+        """Add another solve's counts into these (in place)."""
+        for name in ("num_fevals", "num_steps", "num_accepted", "num_rejected"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _count(n: int) -> torch.Tensor:
+    return torch.tensor(n, dtype=torch.int64)
 
 
 @dataclass
@@ -52,7 +67,7 @@ class Solution:
     sample_status: tuple[Status, ...] | None = None
     event_t: torch.Tensor | None = None
     event_y: torch.Tensor | None = None
-    dense_output: Any = field(default=None, repr=False)
+    dense_output: DenseOutput | None = field(default=None, repr=False)
     backward_stats: Stats | None = None
 
     def evaluate(self, t: torch.Tensor | float) -> torch.Tensor:

@@ -25,20 +25,31 @@ it converges to the discrete solve's gradient as both tolerances shrink, but is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import IncompatibleOptionsError
+from tidal._grid import Grid
+from tidal._loop_io import solution_of
+from tidal._vector_field import VectorField
+from tidal.adjoint.base import Adjoint, Loop, parameters_of
+from tidal.adjoint.times import flow_rate
+from tidal.controllers.adaptive import AdaptiveController
 from tidal.controllers.pid import PIDController
 from tidal.solution import Solution, Stats
+from tidal.solvers.base import FixedStepMethod, StepMethod
+
+if TYPE_CHECKING:
+    from tidal._problem import Problem
 
 
 @dataclass(frozen=True)
-class BacksolveAdjoint:
+class BacksolveAdjoint(Adjoint):
     """The continuous adjoint: constant memory in the number of steps.
 
     Args:
@@ -57,97 +68,104 @@ class BacksolveAdjoint:
     interval between outputs onto [0, 1] (see the module's docstring).
     """
 
-    solver: Any = None
+    name = "backsolve"
+    solver: StepMethod | None = None
     controller: PIDController | None = None
     params: Sequence[torch.Tensor] | None = field(default=None, hash=False)
     seminorm: bool = False
 
+    def check(self, problem: Problem) -> None:
+        super().check(problem)
+        if problem.event is not None:
+            raise IncompatibleOptionsError(
+                "`solve(event=..., adjoint=BacksolveAdjoint())`: gradients through a terminal "
+                "event are implemented for the discrete solve only; use "
+                "adjoint=tidal.CheckpointAdjoint() (bounded memory, the same gradient as "
+                "backprop) or tidal.BackpropAdjoint().")
+        c = problem.controller
+        tensor_tolerance = isinstance(c, AdaptiveController) and (
+            isinstance(c.rtol, torch.Tensor) or isinstance(c.atol, torch.Tensor))
+        if tensor_tolerance and self.controller is None:
+            raise IncompatibleOptionsError(
+                "`solve(controller=PIDController(per-element tolerances), adjoint="
+                "BacksolveAdjoint())`: the backward solve runs on [y, adjoint, gradient] and "
+                "needs its own tolerances; pass BacksolveAdjoint(controller=PIDController(rtol, "
+                "atol)).")
+        backward = self.solver if self.solver is not None else problem.solver
+        if isinstance(backward, FixedStepMethod) and backward.splits_state:
+            raise IncompatibleOptionsError(
+                f"`solve(solver={backward!r}, adjoint=BacksolveAdjoint())`: the backward solve "
+                "runs on [y, adjoint, gradient], which has no (q, p) halves for a symplectic "
+                "splitting. Use adjoint=tidal.CheckpointAdjoint() (the exact gradient of the "
+                "symplectic steps, bounded memory) or tidal.BackpropAdjoint(), or integrate the "
+                "backward ODE with another method: BacksolveAdjoint(solver=tidal.RK4()).")
 
-def parameters_of(adjoint: Any, call_f: Callable, t0: torch.Tensor, y0: torch.Tensor,
-                  args: Any = None) -> tuple[torch.Tensor, ...]:
-    """The tensors to differentiate: `params=` (plus the tensors in `args`) when given, else
-    every leaf tensor that requires grad and that f's value depends on, found by evaluating f
-    once and walking its graph: an nn.Module's parameters, tensors in a closure or in `args`."""
-    if adjoint.params is not None:
-        params = tuple(adjoint.params)
-        if not all(isinstance(p, torch.Tensor) for p in params):
-            raise InvalidArgumentError(f"`{type(adjoint).__name__}(params=...)` must be a "
-                                       "sequence of tensors.")
-        found = (*params, *_tensors_in(args))
-        return tuple({id(p): p for p in found if p.requires_grad}.values())
-    with torch.enable_grad():
-        y = y0.detach().requires_grad_(True)
-        out = call_f(t0, y)
-    return tuple(leaf for leaf in _leaves(out.grad_fn) if leaf is not y)
+    def run(self, problem: Problem, loop: Loop) -> Solution:
+        """Forward solve without a graph; gradients by the adjoint ODE."""
+        grid, y0 = problem.grid, problem.y0
+        t0 = grid.user_time(grid.taus[0], y0.dtype)
+        state = _BacksolveRun(
+            problem=problem, loop=loop, adjoint=self,
+            params=parameters_of(self.params, "BacksolveAdjoint", problem.f, t0, y0,
+                                 problem.args))
+        ts = problem.ts if problem.time_grad else grid.times
+        ys = _Backsolve.apply(state, y0, ts, *state.params)
+        assert state.solution is not None, "the forward solve ran; this is a bug in tidal"
+        state.solution.ys = ys
+        return state.solution
 
-
-def _tensors_in(args: Any) -> list[torch.Tensor]:
-    """Every tensor in `args`, looking inside (nested) tuples, lists and dicts."""
-    if isinstance(args, torch.Tensor):
-        return [args]
-    if isinstance(args, dict):
-        args = list(args.values())
-    if isinstance(args, (tuple, list)):
-        return [t for item in args for t in _tensors_in(item)]
-    return []
-
-
-def _leaves(root: Any) -> list[torch.Tensor]:
-    """Leaf tensors (those autograd accumulates into) reachable from a graph node."""
-    found: dict[int, torch.Tensor] = {}
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            found[id(variable)] = variable
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return list(found.values())
+    def backward_problem(self, problem: Problem, aug: VectorField, z0: torch.Tensor,
+                         ts: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor]
+                         ) -> Problem:
+        """The solve of the augmented system [y, a, g] over one output interval."""
+        controller = self.controller if self.controller is not None else problem.controller
+        if isinstance(controller, PIDController) and controller.norm is None:
+            controller = dataclasses.replace(controller, norm=norm)
+        # run by the loop directly: the problem's adjoint (this one) is not consulted
+        return problem.replace(
+            f=aug, args=None, y0=z0, ts=ts, grid=Grid.of(ts, z0.device),
+            solver=self.solver if self.solver is not None else problem.solver,
+            controller=controller, event=None, dense=False, throw=True, start=None)
 
 
 @dataclass
-class BacksolveProblem:
-    """What the backward pass needs besides the saved outputs."""
+class _BacksolveRun:
+    """One backsolve-differentiated solve: what the autograd function needs."""
 
-    forward: Callable[[torch.Tensor], Solution]  # y0 -> Solution of the forward solve
-    call_f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # f(t, y) with args bound
-    backward_solve: Callable[..., Solution]  # solve(aug, z0, ts) for the augmented system
-    times: torch.Tensor  # [T] float64
+    problem: Problem
+    loop: Loop
+    adjoint: BacksolveAdjoint
     params: tuple[torch.Tensor, ...]
-    seminorm: bool
     solution: Solution | None = None
 
 
 class _Backsolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, problem: BacksolveProblem, y0: torch.Tensor, ts: torch.Tensor,
+    def forward(ctx: Any, run: _BacksolveRun, y0: torch.Tensor, ts: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            problem.solution = problem.forward(y0.detach())
-        ctx.problem = problem
+            run.solution = solution_of(run.problem, run.loop(run.problem, y0.detach()))
+        ctx.run = run
         ctx.ts_dtype = ts.dtype
-        ys = problem.solution.ys
+        ys = run.solution.ys
         ctx.save_for_backward(ys)
         return ys.clone()
 
     @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
+    def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
         (ys,) = ctx.saved_tensors
-        problem: BacksolveProblem = ctx.problem
-        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(problem, ys, grad_ys)
-        if problem.solution is not None:
-            problem.solution.backward_stats = stats
+        run: _BacksolveRun = ctx.run
+        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(run, ys, grad_ys)
+        if run.solution is not None:
+            run.solution.backward_stats = stats
         return (None, grad_y0, grad_ts.to(ctx.ts_dtype), *grad_params)
 
 
-def _adjoint_pass(problem: BacksolveProblem, ys: torch.Tensor, grad_ys: torch.Tensor):
+def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Stats]:
     """Integrate [y, a, g] backwards over each output interval; returns the gradients."""
-    times, params = problem.times, problem.params
-    per_sample = times.dim() == 2
+    problem, params = run.problem, run.params
+    grid, f, times = problem.grid, problem.f, problem.grid.times
     shape, n = ys.shape[1:], ys[0].numel()
     sizes = [p.numel() for p in params]
     dtype, device = ys.dtype, ys.device
@@ -157,37 +175,29 @@ def _adjoint_pass(problem: BacksolveProblem, ys: torch.Tensor, grad_ys: torch.Te
     stats = Stats()
     unit = torch.tensor([0.0, 1.0], dtype=torch.float64)
     for i in range(len(times) - 1, 0, -1):
-        with torch.no_grad():
-            f_i = problem.call_f(times[i].to(dtype=dtype, device=device), ys[i])
-        grad_ts[i] = _dot(grad_ys[i], f_i, per_sample).cpu()
+        grad_ts[i] = flow_rate(f, grid, times[i], ys[i], grad_ys[i]).cpu()
         z = torch.cat([ys[i].reshape(-1), a, g])
-        if per_sample:  # each sample over its own interval, mapped onto s in [0, 1]
-            aug = _augmented_field(problem.call_f, shape, params, dtype,
+        if grid.batched:  # each sample over its own interval, mapped onto s in [0, 1]
+            aug = _augmented_field(f, shape, params, dtype,
                                    interval=(times[i], times[i - 1] - times[i]))
-            sol = problem.backward_solve(aug, z, unit, _norm(n, problem.seminorm, shape[0]))
+            backward = run.adjoint.backward_problem(problem, aug, z, unit,
+                                                    _norm(n, run.adjoint.seminorm, shape[0]))
         else:
-            aug = _augmented_field(problem.call_f, shape, params, dtype)
-            sol = problem.backward_solve(aug, z, times[i - 1:i + 1].flip(0),
-                                         _norm(n, problem.seminorm))
-        _add_stats(stats, sol.stats)
+            aug = _augmented_field(f, shape, params, dtype)
+            backward = run.adjoint.backward_problem(problem, aug, z, times[i - 1:i + 1].flip(0),
+                                                    _norm(n, run.adjoint.seminorm))
+        sol = solution_of(backward, run.loop(backward, z))
+        stats.add(sol.stats)
         z = sol.ys[-1]
         a = z[n:2 * n] + grad_ys[i - 1].reshape(-1)
         g = z[2 * n:]
-    with torch.no_grad():
-        f_0 = problem.call_f(times[0].to(dtype=dtype, device=device), ys[0])
-    grad_ts[0] = -_dot(a.view(shape) - grad_ys[0], f_0, per_sample).cpu()
+    grad_ts[0] = -flow_rate(f, grid, times[0], ys[0], a.view(shape) - grad_ys[0]).cpu()
     grad_params = [part.view_as(p).to(p.dtype)
                    for part, p in zip(torch.split(g, sizes), params)]
     return a.view(shape), grad_ts, grad_params, stats
 
 
-def _dot(u: torch.Tensor, v: torch.Tensor, per_sample: bool) -> torch.Tensor:
-    """u . v in float64: one number, or one per sample (the leading dimension)."""
-    product = (u * v).double()
-    return product.reshape(product.shape[0], -1).sum(-1) if per_sample else product.sum()
-
-
-def _augmented_field(call_f: Callable, shape: torch.Size, params: tuple[torch.Tensor, ...],
+def _augmented_field(f: VectorField, shape: torch.Size, params: tuple[torch.Tensor, ...],
                      dtype: torch.dtype,
                      interval: tuple[torch.Tensor, torch.Tensor] | None = None) -> Callable:
     """dz/dt for z = [y, a, g]: [f, -a^T df/dy, -a^T df/dtheta] (one vector-Jacobian product).
@@ -211,7 +221,7 @@ def _augmented_field(call_f: Callable, shape: torch.Size, params: tuple[torch.Te
         with torch.enable_grad():
             y = z[:n].view(shape).detach().requires_grad_(True)
             a = z[n:2 * n].view(shape)
-            dy = call_f(t, y)
+            dy = f(t, y)
             if interval is not None:
                 a = a * scale.to(z.device)
             vjps = torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True,
@@ -247,10 +257,3 @@ def _norm(n: int, seminorm: bool, batch: int | None = None
         return torch.stack(parts).max()
 
     return norm
-
-
-def _add_stats(total: Stats, more: Stats) -> None:
-    total.num_fevals += more.num_fevals
-    total.num_steps += more.num_steps
-    total.num_accepted += more.num_accepted
-    total.num_rejected += more.num_rejected

@@ -1,19 +1,19 @@
 """`CheckpointAdjoint`: the exact gradient of the discrete solve with bounded memory.
 
-The forward solve runs once without recording a graph, noting where its accepted steps ended
-and keeping the states at a few of them as checkpoints (`CheckpointRecorder`: every k-th
+The forward solve runs once without recording a graph while a `CheckpointRecorder` notes where
+every accepted step ended and keeps the states at a few of them as checkpoints: every k-th
 accepted step, k doubling whenever there are too many, so the segments stay about equal without
-knowing the number of steps in advance). The backward pass replays one segment at a time over
-exactly the accepted steps (no error control, no rejections) with autograd on, from its saved
-state, and pulls the gradient through it. The gradient is
-that of the same discrete solve `BackpropAdjoint` differentiates (equal to round-off), while
-memory holds the checkpointed states plus one segment's graph.
+knowing the number of steps in advance. Counts are per group (see `tidal._grid`): on per-sample
+grids every sample keeps its own checkpoints, counted in its own accepted steps.
 
-On per-sample grids (`PerSampleRecorder`) every sample keeps its own checkpoints, counted in its
-own accepted steps, and the replay is a per-sample loop whose step ends are each sample's
-recorded ones. After a terminal event the segment holding it replays the event's step whole
-and interpolates the event time as one more output, as the forward solve did; the event
-time's own gradient is then attached by `tidal.events.differentiable_event`.
+The backward pass replays one segment at a time from its saved state with autograd on, over
+exactly the accepted steps (the loop with `RecordedSteps`: each group steps from one recorded
+end to the next, no error control, no rejections), and pulls the gradient through it. The
+gradient is that of the same discrete solve `BackpropAdjoint` differentiates (equal to
+round-off), while memory holds the checkpointed states plus one segment's graph. After a
+terminal event the segment holding it replays the event's step whole and interpolates the event
+time as one more output row, as the forward solve did; the event time's own gradient is then
+attached by `tidal.events.differentiable_event`.
 """
 
 from __future__ import annotations
@@ -21,22 +21,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tidal._errors import InvalidArgumentError
+from tidal._grid import Grid
+from tidal._loop_io import Start, solution_of
+from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of
+from tidal.controllers.base import Boundaries
+from tidal.controllers.constant import RecordedSteps
+from tidal.solution import Solution
+
+if TYPE_CHECKING:
+    from tidal._problem import Problem
 
 
 @dataclass(frozen=True)
-class CheckpointAdjoint:
+class CheckpointAdjoint(DiscreteAdjoint):
     """Recompute segments of the solve in the backward pass instead of storing every step.
 
     Args:
         checkpoints: number of segments. Memory holds one state per segment plus one
             segment's graph; the backward pass replays every step once whatever the number.
             None keeps about sqrt(8 x steps): a step's graph holds several states' worth of
-            stages and f's intermediates, so segments a few times shorter than sqrt(steps)
-            balance the two. With a number k, between k/2 and k segments are kept.
+            stages and f's intermediates, so more, shorter segments pay off.
         params: the tensors to differentiate; None finds every tensor requiring grad that f
             depends on (a module's parameters, tensors in a closure or in `args`) by
             evaluating f once and walking its graph.
@@ -46,6 +55,7 @@ class CheckpointAdjoint:
     sample's accepted steps and their number follows the loop's iterations.
     """
 
+    name = "checkpoint"
     checkpoints: int | None = None
     params: Sequence[torch.Tensor] | None = field(default=None, hash=False)
 
@@ -60,168 +70,129 @@ class CheckpointAdjoint:
         n = self.checkpoints if self.checkpoints is not None else math.isqrt(8 * num_steps)
         return max(1, n)
 
+    def states(self, problem: Problem, loop: Loop, y0: torch.Tensor
+               ) -> tuple[Solution, torch.Tensor | None]:
+        grid = problem.grid
+        start = grid.rows(y0.detach())
+        recorder = CheckpointRecorder(self, grid.taus[0], start)
+        with torch.no_grad():
+            result = loop(problem, y0.detach(), recorder=recorder)
+        solution = solution_of(problem, result)
+        if not recorder.ends:  # no step: the only output reached is y0 itself
+            solution.ys = torch.cat([y0.unsqueeze(0), solution.ys[1:]])
+            return solution, result.event_signs
+        event_tau = (result.event_tau if result.event_tau is not None
+                     else torch.full_like(grid.taus[0], math.nan))
+        replay_taus, reached, event_row = _replay_rows(grid.taus, event_tau, recorder.last_end)
+        spans, starts = recorder.segments(grid.taus[0], start)
+        replay_grid = grid.with_taus(replay_taus)
+        controller = RecordedSteps(math.inf, recorded=Boundaries(
+            recorder.step_ends(), _jumps(problem, recorder.step_ends())))
+
+        def replay(j: int, y_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            tau_start, tau_end = spans[j]
+            segment = problem.replace(
+                grid=replay_grid, controller=controller, event=None, dense=False, throw=True,
+                start=Start(tau_start, (replay_taus <= tau_start).sum(0), tau_end))
+            out = loop(segment, y_start.view(y0.shape))
+            return out.ys.reshape(len(replay_taus), grid.groups, -1), grid.rows(out.y_end)
+
+        event_y = (solution.event_y if solution.event_y is not None
+                   else torch.full_like(y0, math.nan))
+        t0 = grid.user_time(grid.taus[0], y0.dtype)
+        state = _Replay(
+            replay=replay, segments=len(spans),
+            params=parameters_of(self.params, "CheckpointAdjoint", problem.f, t0, y0,
+                                 problem.args),
+            ys=solution.ys.detach(), event_y=event_y.detach(), starts=starts, grid=grid,
+            reached=reached, event_row=event_row)
+        solution.ys, event_y = CheckpointedSolve.apply(state, y0, *state.params)
+        if problem.event is not None:
+            solution.event_y = event_y
+        return solution, result.event_signs
+
+
+def _jumps(problem: Problem, ends: torch.Tensor) -> torch.Tensor:
+    """[G, J]: which recorded step ends are jump times of the problem's controller."""
+    bounds = problem.controller.boundaries(problem.grid)
+    if bounds is None:
+        return torch.zeros_like(ends, dtype=torch.bool)
+    jump_taus = torch.where(bounds.jumps, bounds.taus, math.nan)
+    return (ends.unsqueeze(-1) == jump_taus.unsqueeze(1)).any(-1)
+
+
+def _replay_rows(taus: torch.Tensor, event_tau: torch.Tensor, last_end: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The output grid a replay writes: each group's reached outputs, then its event time if
+    it had one (inf after). Returns (grid [T, G], reached outputs [G], the event's row [G],
+    -1 without an event); an event on the last output time shares its row."""
+    has_event = torch.isfinite(event_tau)
+    reached = (taus <= torch.where(has_event, event_tau, last_end)).sum(0)
+    index = torch.arange(len(taus), device=taus.device).unsqueeze(-1)
+    grid = torch.where(index < reached, taus, math.inf)
+    grid = torch.where((index == reached) & has_event, event_tau, grid)
+    event_row = torch.where(has_event, reached.clamp(max=len(taus) - 1), -1)
+    return grid, reached, event_row
+
 
 class CheckpointRecorder:
-    """Notes where every accepted step ended (user time) and keeps the state after every
-    `stride`-th one, halving the list and doubling the stride when it exceeds the adjoint's
-    limit. Jump times are skipped: a replay starting there would evaluate f on the wrong side
-    of the jump."""
+    """Checkpoints of a solve, fed by the loop (a `tidal._loop_io.Recorder`).
 
-    def __init__(self, adjoint: CheckpointAdjoint, direction: float, jumps: set[float]):
-        self.adjoint, self.direction, self.jumps = adjoint, direction, jumps
-        self.stride = 1
-        self.step_ends: list[float] = []
-        self.times: list[float] = []
-        self.states: list[torch.Tensor] = []
-
-    def record(self, tau: float, y: torch.Tensor) -> None:
-        t = self.direction * tau
-        self.step_ends.append(t)
-        if len(self.step_ends) % self.stride or t in self.jumps:
-            return
-        self.times.append(t)
-        self.states.append(y)
-        if len(self.times) >= self.adjoint.limit(len(self.step_ends)):
-            self.times, self.states = self.times[1::2], self.states[1::2]
-            self.stride *= 2
-
-    def segment_starts(self, y0: torch.Tensor) -> tuple[list[float], list[torch.Tensor]]:
-        """(where each segment ends, the state each one starts from); the last segment ends
-        at the last step, whether or not a checkpoint was kept there."""
-        end = self.step_ends[-1]
-        kept = [(t, y) for t, y in zip(self.times, self.states) if t != end]
-        return [t for t, _ in kept] + [end], [y0, *(y for _, y in kept)]
-
-
-@dataclass
-class Segment:
-    """Replay from `times[0]` over `times[1:]`: its first `outputs` rows are requested outputs,
-    its last row is the state where the next segment starts."""
-
-    times: list[float]
-    outputs: int
-
-
-@dataclass
-class CheckpointProblem:
-    replay: Callable[[torch.Tensor, list[float]], torch.Tensor]  # (y start, times) -> rows
-    segments: list[Segment]
-    params: tuple[torch.Tensor, ...]
-    ys: torch.Tensor  # the forward solve's outputs
-    starts: list[torch.Tensor]  # each segment's starting state
-    event_y: torch.Tensor  # the state at the event (NaN without one)
-    reached: int  # outputs the solve reached (all but those after an event or a failure)
-    event_row: int | None = None  # replayed row of the event state (after the reached ones)
-
-
-class CheckpointedSolve(torch.autograd.Function):
-    """(ys, event state) from y0 (and params), saving only the segments' starting states.
-
-    The replayed rows are the reached outputs and, after an event, the event state (one more
-    row unless an output falls on the event time)."""
-
-    @staticmethod
-    def forward(ctx, problem: CheckpointProblem, y0: torch.Tensor,
-                *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.problem = problem
-        ctx.save_for_backward(*problem.starts[:len(problem.segments)])
-        problem.starts = []  # saved above; do not keep them twice
-        return problem.ys.clone(), problem.event_y.clone()
-
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor, grad_event: torch.Tensor):
-        problem: CheckpointProblem = ctx.problem
-        params = problem.params
-        grad_params = [torch.zeros_like(p) for p in params]
-        grad_rows = grad_ys[:problem.reached]
-        if problem.event_row is not None:
-            if problem.event_row == len(grad_rows):
-                grad_rows = torch.cat([grad_rows, torch.zeros_like(grad_rows[:1])])
-            grad_rows = grad_rows.index_add(0, torch.tensor([problem.event_row],
-                                                            device=grad_rows.device),
-                                            grad_event.unsqueeze(0))
-        ends = [1]
-        for segment in problem.segments:
-            ends.append(ends[-1] + segment.outputs)
-        grad_state = torch.zeros_like(grad_ys[0])
-        for j in range(len(problem.segments) - 1, -1, -1):
-            segment = problem.segments[j]
-            with torch.enable_grad():
-                start = ctx.saved_tensors[j].detach().requires_grad_(True)
-                rows = problem.replay(start, segment.times)
-                grad_seg = torch.zeros_like(rows)
-                grad_seg[:segment.outputs] = grad_rows[ends[j]:ends[j + 1]]
-                grad_seg[-1] += grad_state
-                grads = torch.autograd.grad(rows, (start, *params), grad_outputs=grad_seg,
-                                            allow_unused=True, retain_graph=bool(params))
-            grad_state = grads[0] if grads[0] is not None else torch.zeros_like(grad_state)
-            for total, g in zip(grad_params, grads[1:]):
-                if g is not None:
-                    total += g
-        return (None, grad_state + grad_rows[0], *grad_params)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-sample time grids
-
-
-class PerSampleRecorder:
-    """Checkpoints on per-sample grids, fed by the per-sample loop after every iteration.
-
-    Every sample keeps its own count of accepted steps; slot c holds each sample's state (and
-    time) after its ((c + 1) x stride)-th accepted step. The number of slots follows the
-    number of loop iterations (an upper bound on every sample's count, known without asking
-    the device), and as on a shared grid the slots are halved and the stride doubled when
-    they reach the adjoint's limit; slot c is filled for sample b exactly when b took at least
-    (c + 1) x stride accepted steps. Also notes where every accepted step ended, per sample,
-    for the replay.
+    Every group keeps its own count of accepted steps; slot c holds each group's state (and
+    time) after its ((c + 1) x stride)-th accepted step. The number of slots follows the number
+    of calls (an upper bound on every group's count, known without asking the device); when
+    the slots reach the adjoint's limit they are halved and the stride doubled. Slot c is
+    filled for group g exactly when g took at least (c + 1) x stride accepted steps. Also
+    notes where every accepted step ended, per group, for the replay.
     """
 
     def __init__(self, adjoint: CheckpointAdjoint, tau0: torch.Tensor, y0: torch.Tensor):
-        self.adjoint, self.stride, self.iterations = adjoint, 1, 0
-        batch = y0.shape[0]
-        self.rows = torch.arange(batch, device=y0.device)
-        self.count = torch.zeros(batch, dtype=torch.long, device=y0.device)
+        self.adjoint, self.stride, self.calls = adjoint, 1, 0
+        groups = len(tau0)
+        self.groups = torch.arange(groups, device=y0.device)
+        self.count = torch.zeros(groups, dtype=torch.long, device=y0.device)
         self.ends: list[torch.Tensor] = []
         self.last_end = tau0.clone()
-        self.taus = torch.empty(0, batch, dtype=torch.float64, device=y0.device)
+        self.taus = torch.empty(0, groups, dtype=torch.float64, device=y0.device)
         self.states = torch.empty(0, *y0.shape, dtype=y0.dtype, device=y0.device)
 
     def record(self, accept: torch.Tensor, tau1: torch.Tensor, y1: torch.Tensor) -> None:
-        self.iterations += 1
+        y1 = y1.reshape(len(self.groups), -1)
+        self.calls += 1
         self.count += accept
         self.ends.append(torch.where(accept, tau1, math.inf))
         self.last_end = torch.where(accept, tau1, self.last_end)
-        if self.iterations // self.stride > len(self.taus):  # a slot some sample may reach
+        if self.calls // self.stride > len(self.taus):  # a slot some group may reach
             self.taus = torch.cat([self.taus, torch.full_like(tau1, math.nan)[None]])
             self.states = torch.cat([self.states, torch.full_like(y1, math.nan)[None]])
         if not len(self.taus):  # every count is still below the stride
             return
         due = accept & (self.count % self.stride == 0)
         slot = (self.count // self.stride - 1).clamp(0, len(self.taus) - 1)
-        self.taus[slot, self.rows] = torch.where(due, tau1, self.taus[slot, self.rows])
-        self.states[slot, self.rows] = torch.where(due.unsqueeze(-1), y1,
-                                                   self.states[slot, self.rows])
-        if len(self.taus) >= self.adjoint.limit(self.iterations):
+        self.taus[slot, self.groups] = torch.where(due, tau1, self.taus[slot, self.groups])
+        self.states[slot, self.groups] = torch.where(due.unsqueeze(-1), y1,
+                                                     self.states[slot, self.groups])
+        if len(self.taus) >= self.adjoint.limit(self.calls):
             self.taus, self.states = self.taus[1::2].clone(), self.states[1::2].clone()
             self.stride *= 2
 
     def step_ends(self) -> torch.Tensor:
-        """[B, J]: each sample's accepted step ends in order, padded with inf."""
+        """[G, J]: each group's accepted step ends in order, padded with inf."""
         if not self.ends:
-            return torch.full((len(self.rows), 1), math.inf, dtype=torch.float64,
-                              device=self.rows.device)
+            return torch.full((len(self.groups), 1), math.inf, dtype=torch.float64,
+                              device=self.groups.device)
         ends = torch.stack(self.ends).sort(0).values.T  # accepted ends first, inf after
         return ends[:, :max(1, int(self.count.max()))].contiguous()
 
     def segments(self, tau0: torch.Tensor, y0: torch.Tensor
                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
-        """([(start tau, end tau) per segment], [start state per segment]), each [B] or
-        [B, D]. A sample with fewer checkpoints sits still (start = end = its last step end)
-        in the segments after its own last one."""
+        """([(start tau, end tau) per segment], [start state per segment]), each [G] or
+        [G, N]. A group with fewer checkpoints sits still (start = end = its last step end)
+        in the segments after its own last one; a segment in which every group sits still (a
+        checkpoint at the last step) is left out."""
         slots = len(self.taus)
         filled = self.count.unsqueeze(0) >= self.stride * torch.arange(
-            1, slots + 1, device=self.count.device).unsqueeze(-1)  # [C, B]
+            1, slots + 1, device=self.count.device).unsqueeze(-1)  # [C, G]
         used = int(filled.sum(0).max()) if slots else 0
         bounds, starts = [], []
         for j in range(used + 1):
@@ -232,51 +203,57 @@ class PerSampleRecorder:
                 start_y = torch.where(filled[j - 1].unsqueeze(-1), self.states[j - 1], y0)
             end_tau = (torch.where(filled[j], self.taus[j], self.last_end) if j < slots
                        else self.last_end)
+            if j and bool((start_tau == end_tau).all()):
+                continue
             bounds.append((start_tau, end_tau))
             starts.append(start_y)
         return bounds, starts
 
 
 @dataclass
-class PerSampleCheckpointProblem:
-    replay: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
-    # (start state, segment) -> (outputs [T, B, D], NaN where the segment wrote none; end state)
-    num_segments: int
+class _Replay:
+    """What the backward pass needs: `replay(j, start rows)` reruns segment j from its saved
+    start and returns (output rows [T, G, N], NaN where the segment wrote none; end rows)."""
+
+    replay: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    segments: int
     params: tuple[torch.Tensor, ...]
-    ys: torch.Tensor  # [T, B, D] the forward solve's outputs
-    event_y: torch.Tensor  # [B, D] (NaN where no event)
-    starts: list[torch.Tensor]  # each segment's starting state [B, D]
-    reached: torch.Tensor  # [B] outputs each sample reached
-    event_row: torch.Tensor  # [B] replayed row of the event state, -1 without an event
+    ys: torch.Tensor  # [T, *shape] the forward solve's outputs
+    event_y: torch.Tensor  # [*shape] (NaN where no event)
+    starts: list[torch.Tensor]  # each segment's starting rows [G, N]
+    grid: Grid
+    reached: torch.Tensor  # [G] outputs each group reached
+    event_row: torch.Tensor  # [G] replayed row of the event state, -1 without an event
 
 
-class PerSampleCheckpointedSolve(torch.autograd.Function):
-    """(ys, event state) on per-sample grids, saving only the segments' starting states."""
-
-    @staticmethod
-    def forward(ctx, problem: PerSampleCheckpointProblem, y0: torch.Tensor,
-                *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.problem = problem
-        ctx.save_for_backward(*problem.starts)
-        problem.starts = []
-        return problem.ys.clone(), problem.event_y.clone()
+class CheckpointedSolve(torch.autograd.Function):
+    """(ys, event state) from y0 (and params), saving only the segments' starting states."""
 
     @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor, grad_event: torch.Tensor):
-        problem: PerSampleCheckpointProblem = ctx.problem
-        params = problem.params
+    def forward(ctx: Any, state: _Replay, y0: torch.Tensor, *params: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.state = state
+        ctx.save_for_backward(*state.starts)
+        state.starts = []  # saved above; do not keep them twice
+        return state.ys.clone(), state.event_y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_ys: torch.Tensor, grad_event: torch.Tensor) -> tuple[Any, ...]:
+        state: _Replay = ctx.state
+        grid, params = state.grid, state.params
+        rows = grad_ys.reshape(len(grad_ys), grid.groups, -1)  # [T, G, N]
+        index = torch.arange(len(rows), device=rows.device).unsqueeze(-1)  # [T, 1]
+        grad_rows = torch.where((index < state.reached).unsqueeze(-1), rows, 0.0)
+        event_hit = (index == state.event_row) & (state.event_row >= 0)  # [T, G]
+        event_rows = grid.rows(grad_event.nan_to_num())
+        grad_rows = grad_rows + event_hit.unsqueeze(-1) * event_rows.unsqueeze(0)
         grad_params = [torch.zeros_like(p) for p in params]
-        index = torch.arange(len(grad_ys), device=grad_ys.device).unsqueeze(-1)  # [T, 1]
-        grad_rows = torch.where((index < problem.reached).unsqueeze(-1), grad_ys, 0.0)
-        has_event = problem.event_row >= 0
-        event_hit = (index == problem.event_row) & has_event  # [T, B]
-        grad_rows = grad_rows + event_hit.unsqueeze(-1) * grad_event.nan_to_num().unsqueeze(0)
-        grad_state = torch.zeros_like(grad_ys[0])
-        for j in range(problem.num_segments - 1, -1, -1):
+        grad_state = torch.zeros_like(grad_rows[0])
+        for j in range(state.segments - 1, -1, -1):
             with torch.enable_grad():
                 start = ctx.saved_tensors[j].detach().requires_grad_(True)
-                rows, end = problem.replay(start, j)
-                pairs = [(out, grad) for out, grad in ((rows, grad_rows), (end, grad_state))
+                out_rows, end = state.replay(j, start)
+                pairs = [(out, grad) for out, grad in ((out_rows, grad_rows), (end, grad_state))
                          if out.requires_grad]
                 grads = torch.autograd.grad([out for out, _ in pairs], (start, *params),
                                             grad_outputs=[grad for _, grad in pairs],
@@ -285,4 +262,5 @@ class PerSampleCheckpointedSolve(torch.autograd.Function):
             for total, g in zip(grad_params, grads[1:]):
                 if g is not None:
                     total += g
-        return (None, grad_state + grad_rows[0], *grad_params)
+        grad_y0 = (grad_state + grad_rows[0]).view_as(grad_ys[0])
+        return (None, grad_y0, *grad_params)

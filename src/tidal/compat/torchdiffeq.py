@@ -6,8 +6,10 @@ A thin translation onto `tidal.solve`: method names become solver objects throug
 
 Differences, all deliberate: fixed-step methods interpolate between steps with cubic Hermite
 (torchdiffeq: linear by default), `dopri8` is Hairer's DOP853 with its 7th-order dense output,
-`max_num_steps` counts the steps of the whole solve, and the `dtype` option is accepted but
-time is always float64.
+`max_num_steps` counts the steps of the whole solve and defaults to `tidal.defaults.MAX_STEPS`
+(torchdiffeq: 2^31 - 1, which let a NaN field run for hours), a NaN or inf from `func` ends the
+solve at once with `SolveFailedError`, and the `dtype` option is accepted but time is always
+float64.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 
 import torch
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BacksolveAdjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.controllers.norms import rms
 from tidal.events import Event
 from tidal.integrate import solve
-from tidal.solvers import SOLVERS
+from tidal.registry import SOLVERS
 
 ADAPTIVE_OPTIONS = frozenset({"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
                               "step_t", "jump_t", "norm", "min_step", "max_step", "dtype"})
@@ -72,7 +75,11 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
     `adjoint_options` say otherwise; `adjoint_options={"norm": "seminorm"}` leaves the
     parameter gradient out of its step-size control.
     """
-    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+    if adjoint_params is not None:
+        params = tuple(adjoint_params)
+    elif isinstance(func, torch.nn.Module):
+        params = tuple(func.parameters())
+    else:
         raise InvalidArgumentError(
             "`odeint_adjoint(func=...)` must be an nn.Module so that its parameters can be "
             "found, or pass adjoint_params=(tensors func uses,).")
@@ -80,7 +87,6 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
         raise IncompatibleOptionsError(
             "`odeint_adjoint(..., event_fn=...)`: gradients through events with the adjoint "
             "are not supported yet; use tidal.odeint(..., event_fn=...) instead.")
-    params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
     adjoint_method = _method(adjoint_method if adjoint_method is not None else method)
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
@@ -93,10 +99,11 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
     controller = None
     if solver.adaptive:
         flat = _Flattener(y0)
-        controller = _controller(
+        forward = _controller(
             True, adjoint_options, rtol if adjoint_rtol is None else adjoint_rtol,
             atol if adjoint_atol is None else adjoint_atol, flat, torch.as_tensor(t))
-        controller = _scalar_tolerances(controller)
+        assert isinstance(forward, PIDController)
+        controller = _scalar_tolerances(forward)
     adjoint = BacksolveAdjoint(solver=solver, controller=controller, params=params,
                                seminorm=seminorm)
     return _odeint(func, y0, t, rtol, atol, method, options, None, adjoint=adjoint)
@@ -134,7 +141,7 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
     event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
     sol = solve(flat.wrap(func), flat.flatten(y0), t,
                 solver=solver, controller=controller, event=event, adjoint=adjoint,
-                max_steps=int(options.get("max_num_steps", 2**31 - 1)))
+                max_steps=int(options.get("max_num_steps", defaults.MAX_STEPS)))
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
     assert sol.event_y is not None and sol.event_t is not None
@@ -186,18 +193,27 @@ def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flat
         safety=float(options.get("safety", 0.9)), factor_max=float(options.get("ifactor", 10.0)),
         factor_min=float(options.get("dfactor", 0.2)), dt0=_float(options.get("first_step")),
         dt_min=float(options.get("min_step", 0.0)),
-        dt_max=float(options.get("max_step", math.inf)), step_ts=options.get("step_t"),
-        jump_ts=options.get("jump_t"), norm=norm)
+        dt_max=float(options.get("max_step", math.inf)), step_ts=_times(options.get("step_t")),
+        jump_ts=_times(options.get("jump_t")), norm=norm)
 
 
 def _float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+def _times(x: Any) -> Any:
+    """A time option as a controller takes it: None gives no times."""
+    return () if x is None else x
+
+
 class _Flattener:
     """Tuple states <-> one flat vector. A plain tensor passes through unchanged."""
 
+    shapes: list[torch.Size] | None
+    sizes: list[int]
+
     def __init__(self, y0: State):
+        self.sizes = []
         if isinstance(y0, torch.Tensor):
             self.shapes = None
             return
@@ -221,16 +237,17 @@ class _Flattener:
                      for part, shape in zip(parts, self.shapes))
 
     def wrap(self, func: Callable) -> Callable:
-        if self.shapes is None:
+        shapes = self.shapes
+        if shapes is None:
             return func
 
         def flat_func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             out = func(t, self.unflatten(y))
-            if not isinstance(out, tuple) or len(out) != len(self.shapes):
+            if not isinstance(out, tuple) or len(out) != len(shapes):
                 raise InvalidArgumentError(
-                    f"`odeint(func=...)` with a tuple state of {len(self.shapes)} tensors must "
-                    f"return a tuple of {len(self.shapes)} tensors; got {type(out).__name__}.")
-            for i, (part, shape) in enumerate(zip(out, self.shapes)):
+                    f"`odeint(func=...)` with a tuple state of {len(shapes)} tensors must "
+                    f"return a tuple of {len(shapes)} tensors; got {type(out).__name__}.")
+            for i, (part, shape) in enumerate(zip(out, shapes)):
                 if part.shape != shape:
                     raise InvalidArgumentError(
                         f"`odeint(func=...)` returned shape {tuple(part.shape)} for tuple "

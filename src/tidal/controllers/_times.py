@@ -9,9 +9,11 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 
+#: times as a controller takes them (kept as a sorted tuple of floats after construction)
+Times = Sequence[float] | torch.Tensor
 
-def as_time_tuple(name: str, owner: str, values: Sequence[float] | torch.Tensor | None
-                  ) -> tuple[float, ...]:
+
+def as_time_tuple(name: str, owner: str, values: Times | None) -> tuple[float, ...]:
     """Times as a sorted tuple of finite floats (float64); None gives ()."""
     if values is None:
         return ()

@@ -1,19 +1,33 @@
-"""Fixed step sizes: `ConstantStepSize(dt)` and `StepTo(ts)`."""
+"""Fixed step sizes: `ConstantStepSize(dt)`, `StepTo(ts)`, and `RecordedSteps` (each group's
+own step ends: how a checkpoint replay retakes exactly the steps of the forward solve)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.controllers._times import as_time_tuple
+from tidal.controllers._times import Times, as_time_tuple
+from tidal.controllers.base import (
+    Boundaries,
+    Scalar,
+    StepControl,
+    StepSizeController,
+    TrialField,
+)
+
+if TYPE_CHECKING:
+    from tidal._grid import Grid
+    from tidal.solvers.base import StepMethod
+    from tidal.solvers.explicit_rk import Stages
 
 
 @dataclass(frozen=True)
-class ConstantStepSize:
+class ConstantStepSize(StepSizeController):
     """Take steps of size `dt` (the last one is shortened to land on the final time).
 
     Steps also land exactly on `step_ts` and `jump_ts`; after a time in `jump_ts` the vector
@@ -26,13 +40,15 @@ class ConstantStepSize:
         jump_ts: times where f is discontinuous.
     """
 
+    adaptive = False
     dt: float
-    step_ts: tuple[float, ...] = field(default=(), kw_only=True)
-    jump_ts: tuple[float, ...] = field(default=(), kw_only=True)
+    step_ts: Times = field(default=(), kw_only=True)
+    jump_ts: Times = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if not isinstance(self.dt, (int, float)) or not self.dt > 0:
+        if (isinstance(self.dt, bool) or not isinstance(self.dt, (int, float))
+                or not self.dt > 0):
             raise InvalidArgumentError(
                 f"`{name}(dt={self.dt!r})`: dt must be a positive number of time units; give "
                 "its size, the direction of integration is taken from the time grid.")
@@ -40,7 +56,9 @@ class ConstantStepSize:
         object.__setattr__(self, "step_ts", as_time_tuple("step_ts", name, self.step_ts))
         object.__setattr__(self, "jump_ts", as_time_tuple("jump_ts", name, self.jump_ts))
 
-    adaptive = False
+    def bind(self, solver: StepMethod, y0: torch.Tensor, shape: torch.Size, groups: int
+             ) -> FixedControl:
+        return FixedControl(self.dt)
 
 
 class StepTo(ConstantStepSize):
@@ -54,3 +72,37 @@ class StepTo(ConstantStepSize):
 
     def __repr__(self) -> str:
         return f"StepTo(ts={self.step_ts})"
+
+
+@dataclass(frozen=True)
+class RecordedSteps(ConstantStepSize):
+    """Step exactly to each group's own step ends (`recorded`, in forward time, with the ends
+    at a discontinuity marked). Internal: a checkpoint replay retakes the accepted steps of the
+    forward solve with it, `RecordedSteps(math.inf, recorded=...)`."""
+
+    recorded: Boundaries = field(kw_only=True, compare=False)
+
+    def boundaries(self, grid: Grid) -> Boundaries:
+        return self.recorded
+
+
+class FixedControl(StepControl):
+    """A fixed step bound to one solve: no error estimate; a step is accepted when it stayed
+    finite (a non-finite one ends the solve, see `tidal._loop`)."""
+
+    def __init__(self, dt: float):
+        self.dt = dt
+
+    def first_step(self, trial: TrialField, y: torch.Tensor, f0: torch.Tensor
+                   ) -> tuple[torch.Tensor, int]:
+        return torch.full((len(y),), self.dt, dtype=torch.float64, device=y.device), 1
+
+    def error_ratio(self, stages: Stages, y0: torch.Tensor, y1: torch.Tensor, dt: Scalar
+                    ) -> Scalar:
+        if isinstance(dt, float):
+            return 0.0 if bool(torch.isfinite(y1).all()) else math.inf
+        finite = torch.isfinite(y1.reshape(len(dt), -1)).all(-1)
+        return torch.where(finite, 0.0, math.inf).double()
+
+    def decide(self, ratio: Scalar, taken: Scalar, proposed: Scalar) -> tuple[Scalar, Scalar]:
+        return ratio == 0.0, proposed

@@ -2,22 +2,91 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
+from tidal._errors import InvalidArgumentError
+
 Tolerance = float | torch.Tensor
-
-
-def error_scale(y0: torch.Tensor, y1: torch.Tensor, rtol: Tolerance, atol: Tolerance
-                ) -> torch.Tensor:
-    """atol + rtol * max(|y0|, |y1|), elementwise."""
-    return torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+Scalar = Any  # a Python float (shared grid) or a float64 tensor [G] (per-sample grids)
+Combine = Callable[[Sequence[Any]], Any]
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
     """Root mean square over the last dimension."""
     return torch.linalg.vector_norm(x, dim=-1).div_(x.shape[-1] ** 0.5)
+
+
+def tolerance(name: str, value: Tolerance, y0: torch.Tensor, shape: torch.Size) -> Tolerance:
+    """A tolerance as a float, or as a tensor of y0's dtype and device in y0's layout, from a
+    tensor that broadcasts to the user's state `shape`."""
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    try:
+        full = torch.broadcast_to(value.to(y0.dtype), shape)
+    except RuntimeError:
+        raise InvalidArgumentError(
+            f"`PIDController({name}=tensor of shape {tuple(value.shape)})` does not broadcast to "
+            f"the state's shape {tuple(shape)}.") from None
+    return full.to(y0.device).reshape(y0.shape)
+
+
+class ErrorNorm:
+    r"""The error ratio of a step: for each group, the RMS over its N entries of
+
+    $$ \frac{dt \, e_i}{\text{atol}_i + \text{rtol}_i \max(|y_{0,i}|, |y_{1,i}|)} $$
+
+    for every error estimate e (a row of the solver's estimates), combined by the solver
+    (most have one estimate; DOP853 combines two). A user `norm` replaces the RMS: it is called
+    on the scaled error in the state's own shape (dt included) and returns one value per group.
+
+    On a shared grid (a float dt) the norms come to the host in one synchronisation and the
+    rest is Python arithmetic; on per-sample grids everything stays a tensor [G].
+    """
+
+    def __init__(self, rtol: Tolerance, atol: Tolerance, y0: torch.Tensor, shape: torch.Size,
+                 groups: int, combine: Combine, norm: Callable | None = None):
+        self.rtol = tolerance("rtol", rtol, y0, shape)
+        self.atol = tolerance("atol", atol, y0, shape)
+        self.shape, self.groups, self.combine, self.user_norm = shape, groups, combine, norm
+        self.root_n = math.sqrt(y0.numel() // groups)
+        self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def rows(self, tol: Tolerance) -> Tolerance:
+        """A tolerance in group rows [G, N] (for the initial step)."""
+        return tol.reshape(self.groups, -1) if isinstance(tol, torch.Tensor) else tol
+
+    def __call__(self, errors: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, dt: Scalar
+                 ) -> Scalar:
+        """errors [R, numel] (before the factor dt), y0 and y1 in the loop's layout."""
+        last_y1, last_abs = self._last
+        # an accepted y1 is the next y0
+        abs_y0 = last_abs if y0 is last_y1 and last_abs is not None else y0.abs()
+        abs_y1 = y1.abs()
+        self._last = (y1, abs_y1)
+        scale = torch.maximum(abs_y0, abs_y1).mul_(self.rtol).add_(self.atol)
+        scaled = errors.div_(scale.view(-1))
+        if self.user_norm is not None:
+            return self._user(scaled, dt)
+        if isinstance(dt, float):  # one group: one host synchronisation
+            size = dt / self.root_n
+            return self.combine([size * n for n in torch.linalg.vector_norm(
+                scaled, dim=-1).tolist()])
+        norms = torch.linalg.vector_norm(scaled.view(len(scaled), self.groups, -1), dim=-1)
+        return self.combine((norms.double() * (dt / self.root_n)).unbind(0))
+
+    def _user(self, scaled: torch.Tensor, dt: Scalar) -> Scalar:
+        assert self.user_norm is not None
+        if isinstance(dt, float):
+            scaled.mul_(dt)
+            return self.combine([float(self.user_norm(row.view(self.shape))) for row in scaled])
+        rows = scaled.view(len(scaled), self.groups, -1)
+        rows = rows * dt.to(scaled.dtype).view(1, self.groups, 1)
+        norms = [self.user_norm(row.view(self.shape)).reshape(-1).double() for row in rows]
+        return self.combine(norms)
 
 
 @torch.no_grad()

@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.controllers._times import as_time_tuple
-
-Number = Any  # a Python float (shared time grid) or a float64 tensor [B] (per-sample grids)
+from tidal.controllers._times import Times, as_time_tuple
+from tidal.controllers.adaptive import AdaptiveController, History
+from tidal.controllers.base import Scalar, clip
 
 
 @dataclass(frozen=True)
-class PIDController:
+class PIDController(AdaptiveController):
     r"""Accept a step when its scaled error ratio r <= 1 and choose the next step size.
 
     The error ratio is the RMS norm of the error estimate scaled elementwise by
@@ -57,11 +56,9 @@ class PIDController:
     dt0: float | None = field(default=None, kw_only=True)
     dt_min: float = field(default=0.0, kw_only=True)
     dt_max: float = field(default=math.inf, kw_only=True)
-    step_ts: tuple[float, ...] = field(default=(), kw_only=True)
-    jump_ts: tuple[float, ...] = field(default=(), kw_only=True)
+    step_ts: Times = field(default=(), kw_only=True)
+    jump_ts: Times = field(default=(), kw_only=True)
     norm: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, kw_only=True)
-
-    adaptive = True
 
     @property
     def uses_history(self) -> bool:
@@ -104,8 +101,8 @@ class PIDController:
             raise InvalidArgumentError(
                 f"`PIDController({name}={value!r})`: {name} must lie in {bound}{low}, {high}].")
 
-    def adapt(self, ratio: Number, history: tuple[Number, Number], exponent: float
-              ) -> tuple[Number, Number, tuple[Number, Number]]:
+    def adapt(self, ratio: Scalar, history: History, exponent: float
+              ) -> tuple[Scalar, Scalar, History]:
         """From the error ratio of a step: (accept, factor for dt, updated history).
 
         Works on Python floats and on float64 tensors alike. A NaN or infinite ratio rejects
@@ -117,7 +114,7 @@ class PIDController:
         elif not math.isfinite(ratio):
             ratio = math.inf
         accept = ratio <= 1.0
-        r = _clip(ratio, 1e-10, math.inf)
+        r = clip(ratio, 1e-10, math.inf)
         b1 = self.pcoeff + self.icoeff + self.dcoeff
         b2 = -(self.pcoeff + 2.0 * self.dcoeff)
         factor = self.safety * r ** (-b1 * exponent)
@@ -125,7 +122,7 @@ class PIDController:
             factor = factor * history[0] ** (-b2 * exponent)
         if self.dcoeff != 0.0:
             factor = factor * history[1] ** (-self.dcoeff * exponent)
-        factor = _clip(factor, self.factor_min, self.factor_max)
+        factor = clip(factor, self.factor_min, self.factor_max)
         if tensor:
             factor = torch.where(accept, factor, torch.clamp(factor, max=1.0))
             if self.uses_history:
@@ -141,8 +138,3 @@ class PIDController:
 def _is_zero(x: float | torch.Tensor) -> bool:
     return bool((x == 0).all()) if isinstance(x, torch.Tensor) else x == 0
 
-
-def _clip(x: Number, low: float, high: float) -> Number:
-    if isinstance(x, torch.Tensor):
-        return torch.clamp(x, low, high)
-    return min(max(x, low), high)

@@ -8,15 +8,14 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
-from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint import BackpropAdjoint
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.integrate import solve
 from tidal.nn import MLP
+from tidal.registry import ADJOINTS, SOLVERS
 from tidal.solution import Solution
-from tidal.solvers import SOLVERS, Solver, Tsit5
+from tidal.solvers import Solver, Tsit5
 
-ADJOINTS = {"backprop": BackpropAdjoint, "checkpoint": CheckpointAdjoint,
-            "backsolve": BacksolveAdjoint}
 VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
 
 
@@ -70,8 +69,8 @@ class NeuralODE(nn.Module):
 
         `options` override this model's solve configuration (see `tidal.solve`).
         """
-        settings = {"solver": self.solver, "controller": self.controller,
-                    "adjoint": self.adjoint, "max_steps": self.max_steps}
+        settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
+                                    "adjoint": self.adjoint, "max_steps": self.max_steps}
         if options.get("dense") or options.get("event") is not None:
             settings["adjoint"] = BackpropAdjoint()
         settings.update(options)

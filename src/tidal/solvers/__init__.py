@@ -1,7 +1,7 @@
-"""Numerical methods as data. `SOLVERS` maps the names used at the edges (the torchdiffeq shim,
-the command line) to solver classes."""
+"""Numerical methods as data. Every method is a `StepMethod` (see `tidal.solvers.base` for the
+protocol); the names used at the edges map to the classes in `tidal.registry`."""
 
-from tidal.solvers.base import ExplicitRungeKutta, FixedStepMethod, Solver
+from tidal.solvers.base import ExplicitRungeKutta, FixedStepMethod, Solver, StepMethod
 from tidal.solvers.dopri5 import Dopri5
 from tidal.solvers.dopri8 import Dopri8
 from tidal.solvers.fixed_step import RK4, Euler, Heun2, Heun3, Midpoint
@@ -10,14 +10,9 @@ from tidal.solvers.symplectic import ImplicitMidpoint, Leapfrog, Splitting, Yosh
 from tidal.solvers.tableau import ButcherTableau
 from tidal.solvers.tsit5 import Tsit5
 
-SOLVERS: dict[str, type[ExplicitRungeKutta] | type[FixedStepMethod]] = {
-    cls.name: cls
-    for cls in (Euler, Midpoint, Heun2, Heun3, RK4, HeunEuler, Fehlberg2, Bosh3, Dopri5, Tsit5,
-                Dopri8, Leapfrog, Yoshida4, ImplicitMidpoint)
-}
-
 __all__ = [
-    "RK4", "SOLVERS", "Bosh3", "ButcherTableau", "Dopri5", "Dopri8", "Euler",
+    "RK4", "Bosh3", "ButcherTableau", "Dopri5", "Dopri8", "Euler",
     "ExplicitRungeKutta", "Fehlberg2", "FixedStepMethod", "Heun2", "Heun3", "HeunEuler",
-    "ImplicitMidpoint", "Leapfrog", "Midpoint", "Solver", "Splitting", "Tsit5", "Yoshida4",
+    "ImplicitMidpoint", "Leapfrog", "Midpoint", "Solver", "Splitting", "StepMethod", "Tsit5",
+    "Yoshida4",
 ]

@@ -1,82 +1,125 @@
-"""`ExplicitRungeKutta`: the base of every explicit RK method. A method is a tableau plus a
-docstring; the stepping code lives in `tidal.solvers.explicit_rk` and is shared by all.
+"""The step-method protocol: what a loop asks of a numerical method, and the two families that
+implement it today.
 
-`FixedStepMethod`: the base of fixed-step methods with their own step routine (symplectic
-splittings, implicit midpoint; `tidal.solvers.symplectic`), and the small protocol the loops
-call them through."""
+A loop keeps a `Stages` store from step to step (row 0 holds f(t0, y0)) and, for each attempted
+step, calls `attempt(field, stages, coefficients)`: the method fills in its stages and returns
+y1 and the calls of f it made. Everything else the loop does is described by the method's
+`tableau` as data:
+
+- `error_estimate(stages)`: the rows of error estimates (default: the tableau's `b_error`
+  weights over the stages), which the controller's norm turns into an error ratio;
+- the dense output y(t0 + theta dt) = y0 + dt sum_i w_i(theta) K_i over the "dense stages" K
+  (the stages, f(t1, y1) unless the method is FSAL, and any extra stages of the interpolant),
+  with polynomial weights w_i stored in the tableau.
+
+A new family (implicit, Rosenbrock, stochastic) is one new module with a `StepMethod` subclass:
+its `attempt` may evaluate Jacobians or draw Brownian increments through the `StepField` it is
+given, store whatever vectors its error estimate and interpolant are linear in as stages, and
+describe them with a tableau-like object (see docs/design.md).
+
+Families today:
+
+- `ExplicitRungeKutta`: a tableau and a docstring; the stages are `rk_stages`.
+- `FixedStepMethod`: a method with its own step routine (symplectic splittings, implicit
+  midpoint), `step(field, y0, f0, dt) -> StepResult`; its mean slope is stored as a stage so
+  that the cubic Hermite interpolant, dense output, events and replays work unchanged.
+"""
 
 from __future__ import annotations
 
-import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from tidal.solvers.explicit_rk import RKCoefficients, Stages, rk_coefficients, rk_stages
 from tidal.solvers.tableau import ButcherTableau
 
 
-class ExplicitRungeKutta:
-    """An explicit Runge–Kutta method described by `tableau`.
+class StepField(Protocol):
+    """f inside one step, as a method sees it (made by the loop for each attempted step).
 
-    Subclasses set `tableau` and `name` (the string used by `tidal.odeint(method=...)` and the
-    command line). Instances hold no state, so one can be shared between solves.
+    Times are the user's (a 0-d tensor on a shared grid, [B] on per-sample grids); states have
+    the loop's layout (the user's shape on a shared grid, [B, D] on per-sample grids); f comes
+    back in forward time. A step that ends on a jump (a declared discontinuity) takes f at
+    c = 1 from the near side.
     """
 
-    tableau: ClassVar[ButcherTableau]
+    #: size of the user's state's last dimension (a method splitting the state into (q, p)
+    #: halves works along it)
+    last_dim: int
+    @property
+    def f(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """f(t, y) at a time made by `times`."""
+
+    def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
+        """The user times t0 + c_i dt of the current step, one per node."""
+
+    def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
+        """f(t0 + c dt, y)."""
+
+
+class StepMethod(ABC):
+    """Base of every numerical method (see the module docstring). Instances hold no state
+    across solves, so one can be shared."""
+
+    #: the name used by `tidal.odeint(method=...)`, config files and the command line
     name: ClassVar[str]
+    #: its stages and dense output, as data
+    tableau: ClassVar[ButcherTableau]
+    order: ClassVar[int]
+    #: order of the embedded error estimate (sets the step-size exponent); None without one
+    error_order: ClassVar[int | None] = None
+    adaptive: ClassVar[bool] = False
 
-    @property
-    def order(self) -> int:
-        return self.tableau.order
+    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+        """The tableau as tensors (cached per dtype and device)."""
+        return rk_coefficients(self.tableau, dtype, device)
 
-    @property
-    def error_order(self) -> int | None:
-        return self.tableau.error_order
+    @abstractmethod
+    def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
+                ) -> tuple[torch.Tensor, int]:
+        """One step from `stages.y0` (with f(t0, y0) as stage 0) over `stages.dt`: fills the
+        stages and returns (y1, calls of f made)."""
 
-    @property
-    def adaptive(self) -> bool:
-        return self.tableau.adaptive
+    def error_estimate(self, stages: Stages, coefficients: RKCoefficients) -> torch.Tensor:
+        """The step's error estimates before the factor dt, [R, N] (one row per estimate)."""
+        return coefficients.b_error @ stages.matrix()
 
-    def combine_error_norms(self, norms: Sequence):
-        """Error ratio of a step from the norms of its error estimates (one per b_error row)."""
+    def combine_error_norms(self, norms: Sequence[Any]) -> Any:
+        """Error ratio of a step from the norms of its error estimates (one per b_error row),
+        floats or float64 tensors [G] alike."""
         return norms[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
+        return type(self) is type(other) and vars(self) == vars(other)
 
     def __hash__(self) -> int:
-        return hash(type(self))
+        return hash((type(self), tuple(sorted(vars(self).items()))))
 
 
-def step_exponent(solver: ExplicitRungeKutta | FixedStepMethod) -> float:
-    """Exponent 1/(q+1) of the error ratio in step-size control, q the embedded order."""
-    q = solver.error_order
-    return 1.0 / (q + 1) if q is not None else math.nan
+class ExplicitRungeKutta(StepMethod):
+    """An explicit Runge–Kutta method described by `tableau`.
 
-
-# ---------------------------------------------------------------------------------------------
-# Methods with their own step routine
-
-
-class StepField:
-    """f inside one step, as a `FixedStepMethod` sees it: `field(c, y)` is f(t0 + c dt, y).
-
-    `y` has the loop's layout (the user's shape on a shared grid, [B, D] on per-sample grids);
-    `last_dim` is the size of the user's state's last dimension, the one a method that splits
-    the state into (q, p) halves works along.
+    Subclasses set `tableau` and `name`; `order`, `error_order` and `adaptive` follow from the
+    tableau.
     """
 
-    __slots__ = ("at", "last_dim")
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tableau = cls.__dict__.get("tableau")
+        if tableau is not None:
+            cls.order, cls.error_order, cls.adaptive = (tableau.order, tableau.error_order,
+                                                        tableau.adaptive)
 
-    def __init__(self, at: Callable[[float, torch.Tensor], torch.Tensor], last_dim: int):
-        self.at, self.last_dim = at, last_dim
-
-    def __call__(self, c: float, y: torch.Tensor) -> torch.Tensor:
-        return self.at(c, y)
+    def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
+                ) -> tuple[torch.Tensor, int]:
+        y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
+        return y1, self.tableau.num_stages - 1
 
 
 class StepResult(NamedTuple):
@@ -100,7 +143,7 @@ class StepResult(NamedTuple):
 SLOPE_TABLEAU = ButcherTableau(c=(0.0, 1.0), a=((), (1.0,)), b=(0.0, 1.0), order=1)
 
 
-class FixedStepMethod:
+class FixedStepMethod(StepMethod):
     """A fixed-step method that is not an explicit Runge–Kutta tableau (symplectic splittings,
     implicit midpoint): it brings its own `step(field, y0, f0, dt) -> StepResult`.
 
@@ -112,30 +155,22 @@ class FixedStepMethod:
     step) on per-sample grids.
     """
 
-    name: ClassVar[str]
-    order: ClassVar[int]
-    tableau: ClassVar[ButcherTableau] = SLOPE_TABLEAU
-    adaptive: ClassVar[bool] = False
-    error_order: ClassVar[int | None] = None
+    tableau = SLOPE_TABLEAU
     #: the method splits the state into (q, p) halves and needs a separable H (see
     #: `tidal.solvers.symplectic`); the backsolve adjoint cannot use it on [y, a, g].
     splits_state: ClassVar[bool] = False
 
+    @abstractmethod
     def step(self, field: StepField, y0: torch.Tensor, f0: torch.Tensor,
              dt: float | torch.Tensor) -> StepResult:
-        raise NotImplementedError
+        """One step of size dt from y0, given f0 = f(t0, y0)."""
 
-    def combine_error_norms(self, norms: Sequence):
-        return norms[0]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
-
-    def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(vars(self).items()))))
+    def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
+                ) -> tuple[torch.Tensor, int]:
+        out = self.step(field, stages.y0, stages.first(), stages.dt)
+        stages.append(out.slope)
+        return out.y1, out.num_fevals
 
 
-Solver = ExplicitRungeKutta | FixedStepMethod
+#: Every method the loops can step with.
+Solver = StepMethod

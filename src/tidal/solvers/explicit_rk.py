@@ -26,7 +26,7 @@ import torch
 
 from tidal.solvers.tableau import ButcherTableau
 
-Field = Callable[[object, torch.Tensor], torch.Tensor]
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RKCoefficients:
 @lru_cache(maxsize=64)
 def rk_coefficients(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device
                     ) -> RKCoefficients:
-    def tensor(values, as_dtype: torch.dtype = dtype) -> torch.Tensor:
+    def tensor(values: object, as_dtype: torch.dtype = dtype) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64).to(dtype=as_dtype, device=device)
 
     s = tableau.num_stages
@@ -57,33 +57,68 @@ def rk_coefficients(tableau: ButcherTableau, dtype: torch.dtype, device: torch.d
     )
 
 
-class StackedStages:
+class Stages:
+    """The stages of the current step, kept by the loop from step to step (see the module
+    docstring). `dt` is a Python float on a shared grid and a tensor [B, 1] (the state's
+    dtype; 0 where a sample does not step) on per-sample grids."""
+
+    y0: torch.Tensor
+    dt: float | torch.Tensor
+
+    def begin(self, y0: torch.Tensor, dt: float | torch.Tensor, f0: torch.Tensor) -> None:
+        """Start a step from y0 with f(t0, y0) = f0 as stage 0."""
+        raise NotImplementedError
+
+    def combine(self, row: torch.Tensor) -> torch.Tensor:
+        """y0 + dt * sum_j row_j k_j over the stages so far, in y0's layout."""
+        raise NotImplementedError
+
+    def append(self, k: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def first(self) -> torch.Tensor:
+        """f(t0, y0)."""
+        raise NotImplementedError
+
+    def last(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matrix(self) -> torch.Tensor:
+        """The stages so far as flat rows, [count, N]."""
+        raise NotImplementedError
+
+    def hand_over(self, f1: torch.Tensor) -> torch.Tensor:
+        """f(t1, y1) becomes the next step's first stage; returns it as the loop keeps it."""
+        return f1
+
+
+class StackedStages(Stages):
     """Stages as a list, stacked for each combination (autograd-friendly)."""
 
-    def begin(self, y0: torch.Tensor, dt: float, f0: torch.Tensor) -> None:
+    ks: list[torch.Tensor]
+
+    def begin(self, y0: torch.Tensor, dt: float | torch.Tensor, f0: torch.Tensor) -> None:
         self.y0, self.y0_flat, self.dt, self.ks = y0, y0.reshape(-1), dt, [f0]
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
-        """y0 + dt * sum_j row_j k_j over the stages so far."""
+        assert isinstance(self.dt, float)
         y = torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt)
         return y if self.y0.dim() == 1 else y.view_as(self.y0)
 
     def append(self, k: torch.Tensor) -> None:
         self.ks.append(k)
 
+    def first(self) -> torch.Tensor:
+        return self.ks[0]
+
     def last(self) -> torch.Tensor:
         return self.ks[-1]
 
     def matrix(self) -> torch.Tensor:
-        """The stages so far as flat rows, [count, N]."""
         return torch.stack(self.ks).view(len(self.ks), -1)
 
-    def hand_over(self, f1: torch.Tensor) -> torch.Tensor:
-        """f(t1, y1) becomes the next step's first stage."""
-        return f1
 
-
-class BufferedStages:
+class BufferedStages(Stages):
     """Stages written into a reusable [S_dense, N] buffer (no autograd graph). Row 0 holds the
     current step's f(t0, y0) until `hand_over` replaces it after an accepted step, so it
     survives rejected attempts."""
@@ -93,19 +128,24 @@ class BufferedStages:
         self.rows = [row.view(like.shape) for row in self.buffer.unbind(0)]
         self.prefixes = [self.buffer[:i] for i in range(num_rows + 1)]
         self.prefixes_t = [prefix.T for prefix in self.prefixes]
+        self.count = 0
 
-    def begin(self, y0: torch.Tensor, dt: float, f0: torch.Tensor) -> None:
+    def begin(self, y0: torch.Tensor, dt: float | torch.Tensor, f0: torch.Tensor) -> None:
         self.y0, self.y0_flat, self.dt, self.count = y0, y0.reshape(-1), dt, 1
         if f0 is not self.rows[0]:
             self.rows[0].copy_(f0)
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
+        assert isinstance(self.dt, float)
         y = torch.addmv(self.y0_flat, self.prefixes_t[self.count], row, alpha=self.dt)
         return y if self.y0.dim() == 1 else y.view_as(self.y0)
 
     def append(self, k: torch.Tensor) -> None:
         self.rows[self.count].copy_(k)
         self.count += 1
+
+    def first(self) -> torch.Tensor:
+        return self.rows[0]
 
     def last(self) -> torch.Tensor:
         return self.rows[self.count - 1]
@@ -121,24 +161,16 @@ class BufferedStages:
 class PerSampleStages(StackedStages):
     """Stacked stages for a state [B, D] with step sizes dt [B, 1] (state dtype)."""
 
-    def begin(self, y0: torch.Tensor, dt: torch.Tensor,  # type: ignore[override]
-              f0: torch.Tensor) -> None:
-        self.y0, self.dt, self.ks = y0, dt, [f0]
-
     def combine(self, row: torch.Tensor) -> torch.Tensor:
+        assert isinstance(self.dt, torch.Tensor)
         return torch.addcmul(self.y0, self.dt, torch.mv(self.matrix().T, row).view_as(self.y0))
 
 
 class PerSampleBufferedStages(BufferedStages):
     """Buffered stages for a state [B, D] with step sizes dt [B, 1] (state dtype)."""
 
-    def begin(self, y0: torch.Tensor, dt: torch.Tensor,  # type: ignore[override]
-              f0: torch.Tensor) -> None:
-        self.y0, self.dt, self.count = y0, dt, 1
-        if f0 is not self.rows[0]:
-            self.rows[0].copy_(f0)
-
     def combine(self, row: torch.Tensor) -> torch.Tensor:
+        assert isinstance(self.dt, torch.Tensor)
         increment = torch.mv(self.prefixes_t[self.count], row).view_as(self.y0)
         return torch.addcmul(self.y0, self.dt, increment)
 
@@ -147,11 +179,8 @@ class PerSampleBufferedStages(BufferedStages):
         return f1
 
 
-Stages = StackedStages | BufferedStages
-
-
-def rk_stages(field: Field, stage_times: Sequence, stages: Stages, tableau: ButcherTableau,
-              coef: RKCoefficients) -> torch.Tensor:
+def rk_stages(field: Field, stage_times: Sequence[torch.Tensor], stages: Stages,
+              tableau: ButcherTableau, coef: RKCoefficients) -> torch.Tensor:
     """Compute stages k_1..k_{S-1} into `stages` (k_0 is there from `begin`); returns y1.
 
     `stage_times[i]` is t0 + c_i dt. For an FSAL method y1 is the last stage's input (its
@@ -164,7 +193,7 @@ def rk_stages(field: Field, stage_times: Sequence, stages: Stages, tableau: Butc
     return y_stage if tableau.fsal else stages.combine(coef.b)
 
 
-def extra_stages(field: Field, extra_times: Sequence, stages: Stages,
+def extra_stages(field: Field, extra_times: Sequence[torch.Tensor], stages: Stages,
                  coef: RKCoefficients) -> None:
     """Append the interpolant's extra stages (DOP853 has three) after f(t1, y1)."""
     for time, row in zip(extra_times, coef.extra_rows):

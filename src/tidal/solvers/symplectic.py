@@ -110,10 +110,12 @@ def splitting_step(method: Splitting, field: StepField, y0: torch.Tensor, f0: to
     where total adds up the coefficient-weighted halves of f so far (at the end: the step's
     mean slope)."""
     weights = _weighted_halves(method, y0.shape[-1], field.last_dim, y0.dtype, y0.device)
-    y, f, time, total, fevals = y0, f0, 0.0, None, 0
+    y, time, fevals = y0, 0.0, 0
+    f: torch.Tensor | None = f0
+    total: torch.Tensor | None = None
     for (kind, c), weight in zip(method.steps, weights):
         if f is None:  # the state moved since f was evaluated
-            f = field(time, y)
+            f = field.at(time, y)
             fevals += 1
         total = weight * f if total is None else torch.addcmul(total, weight, f)
         y = _advance(y0, dt, total)
@@ -217,7 +219,7 @@ class ImplicitMidpoint(FixedStepMethod):
         midpoint = y0 + half * f0
         change = math.inf
         for iteration in range(1, self.max_iters + 1):
-            slope = field(0.5, midpoint)
+            slope = field.at(0.5, midpoint)
             new = y0 + half * slope
             with torch.no_grad():
                 change = float(((new - midpoint).abs() / (1.0 + new.abs())).max())

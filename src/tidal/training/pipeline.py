@@ -15,7 +15,7 @@ from tidal.data import SYSTEMS, Scaling, Trajectories
 from tidal.models import HamiltonianNN, NeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
-from tidal.solvers import SOLVERS
+from tidal.registry import SOLVERS
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
 from tidal.training.config import TrainConfig
 from tidal.training.fit import FINAL_STATES, FitResult, fit

@@ -173,7 +173,7 @@ def _run_config() -> Schema:
     from tidal.models.neural_ode import ADJOINTS, VECTOR_FIELDS
     from tidal.models.ude import KNOWN_PHYSICS
     from tidal.nn import ACTIVATIONS
-    from tidal.solvers import SOLVERS
+    from tidal.registry import SOLVERS
 
     network = record({"type": text(VECTOR_FIELDS), "in_features": integer(1, MAX_STATES),
                       "out_features": integer(1, MAX_STATES), "width": integer(1, MAX_WIDTH),

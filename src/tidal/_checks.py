@@ -1,0 +1,147 @@
+"""Argument checks for `tidal.solve`. Each raises an error that names the argument, shows what
+arrived and says what to do. (Turning checked arguments into a problem is `tidal._problem`.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from tidal import defaults
+from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
+from tidal.adjoint.base import Adjoint
+from tidal.controllers.base import StepSizeController
+from tidal.solvers.base import StepMethod
+
+if TYPE_CHECKING:
+    from tidal.solvers.base import Solver
+
+
+def callable_field(f: Any) -> None:
+    if not callable(f):
+        raise InvalidArgumentError(f"`solve(f=...)` must be callable as f(t, y); got "
+                                   f"{type(f).__name__}.")
+
+
+def state(y0: Any) -> None:
+    if not isinstance(y0, torch.Tensor):
+        raise InvalidArgumentError(
+            f"`solve(y0=...)` must be a torch.Tensor; got {type(y0).__name__}. Use "
+            "torch.as_tensor(y0, dtype=torch.float64), or tidal.odeint for a tuple of tensors.")
+    if not y0.is_floating_point() or y0.is_complex():
+        raise InvalidArgumentError(f"`solve(y0=...)` must have a real floating dtype "
+                                   f"(float32 or float64); got {y0.dtype}. Use y0.double().")
+    if y0.numel() == 0:
+        raise InvalidArgumentError(
+            f"`solve(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing to "
+            "integrate.")
+    bad = ~torch.isfinite(y0)
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        raise InvalidArgumentError(
+            f"`solve(y0=...)` contains NaN or infinite values (first at index {index}: "
+            f"{y0[index].item()}). Every initial state must be finite.")
+
+
+def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool) -> torch.Tensor:
+    """`ts` as float64 [T] or [T, B], finite (but for an event-only end) and monotonic."""
+    try:
+        out = torch.as_tensor(ts).detach().to(torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InvalidArgumentError(f"`solve(ts=...)` must be a tensor or sequence of times; "
+                                   f"got {type(ts).__name__} ({error}).") from None
+    if out.dim() not in (1, 2) or out.shape[0] == 0:
+        raise InvalidArgumentError(
+            f"`solve(ts=...)` must have shape [T] (one grid for the batch) or [T, B] (one grid "
+            f"per sample), T >= 1; got shape {tuple(out.shape)}.")
+    if out.dim() == 2 and (y0.dim() == 0 or y0.shape[0] != out.shape[1]):
+        raise InvalidArgumentError(
+            f"`solve(ts=...)` of shape {tuple(out.shape)} gives one time grid per sample, so "
+            f"y0 must have B = {out.shape[1]} samples in its first dimension; got y0 of shape "
+            f"{tuple(y0.shape)}.")
+    if bool(out.isnan().any()):
+        raise InvalidArgumentError(f"`solve(ts=...)` contains NaN (at index "
+                                   f"{tuple(int(i) for i in out.isnan().nonzero()[0])}).")
+    finite_part = out[:-1] if allow_infinite_end else out
+    if not bool(torch.isfinite(finite_part).all()) or not bool(torch.isfinite(out[0]).all()):
+        raise InvalidArgumentError(
+            "`solve(ts=...)` contains infinite times. Only the last time may be +-inf, and only "
+            "together with `event=` (the event then ends the solve).")
+    _monotonic(out)
+    return out
+
+
+def _monotonic(ts: torch.Tensor) -> None:
+    if ts.shape[0] < 2:
+        return
+    steps = np.diff(ts.cpu().numpy(), axis=0)
+    if (steps == 0).any():
+        i = int(np.argwhere(steps == 0)[0][0])
+        raise InvalidArgumentError(
+            f"`solve(ts=...)` has duplicate times at indices {i} and {i + 1} "
+            f"(t={ts[i].tolist()}). Times must be strictly increasing or strictly decreasing; "
+            "drop the duplicate.")
+    monotonic = (steps > 0).all(0) | (steps < 0).all(0)
+    if not np.all(monotonic):
+        column = steps if ts.dim() == 1 else steps[:, int(np.argwhere(~monotonic)[0][0])]
+        i = int(np.argwhere(np.sign(column) != np.sign(column[0]))[0][0])
+        raise InvalidArgumentError(
+            f"`solve(ts=...)` is not monotonic: it changes direction at index {i + 1}. Times must "
+            "be strictly increasing (forward) or strictly decreasing (reverse time); sort them "
+            "first.")
+
+
+def solver(s: Any) -> Solver:
+    if s is None:
+        return defaults.solver()
+    if isinstance(s, StepMethod):
+        return s
+    from tidal.registry import SOLVERS
+
+    if isinstance(s, type) and issubclass(s, StepMethod):
+        raise InvalidArgumentError(f"`solve(solver={s.__name__})` needs an instance: "
+                                   f"solver={s.__name__}().")
+    if isinstance(s, str):
+        hint = (f"solver=tidal.SOLVERS[{s!r}]()" if s in SOLVERS
+                else f"one of {sorted(SOLVERS)}")
+        raise InvalidArgumentError(f"`solve(solver={s!r})` takes a solver object, not a name; "
+                                   f"use {hint}.")
+    raise InvalidArgumentError(f"`solve(solver=...)` must be a solver such as tidal.Dopri5(); "
+                               f"got {type(s).__name__}.")
+
+
+def controller(c: Any, s: Solver) -> StepSizeController:
+    if c is None:
+        if s.adaptive:
+            return defaults.controller()
+        raise InvalidArgumentError(
+            f"`solve(solver={s!r})` has no error estimate, so it needs a fixed step: pass "
+            "controller=tidal.ConstantStepSize(dt) or controller=tidal.StepTo(ts).")
+    if not isinstance(c, StepSizeController):
+        raise InvalidArgumentError(
+            f"`solve(controller=...)` must be tidal.PIDController(rtol, atol), "
+            f"tidal.ConstantStepSize(dt) or tidal.StepTo(ts); got {type(c).__name__}.")
+    if c.adaptive and not s.adaptive:
+        raise IncompatibleOptionsError(
+            f"`solve(solver={s!r}, controller={type(c).__name__}(...))`: {s!r} has no error "
+            "estimate to control. Use controller=tidal.ConstantStepSize(dt), or an adaptive "
+            "solver such as tidal.Dopri5().")
+    return c
+
+
+def adjoint(a: Any) -> Adjoint:
+    """The adjoint object (its own `check` then refuses what it cannot differentiate)."""
+    if a is None:
+        return defaults.adjoint()
+    if not isinstance(a, Adjoint):
+        raise InvalidArgumentError(
+            f"`solve(adjoint=...)` must be tidal.BackpropAdjoint(), tidal.CheckpointAdjoint() "
+            f"or tidal.BacksolveAdjoint(); got {type(a).__name__}.")
+    return a
+
+
+def max_steps(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidArgumentError(f"`solve(max_steps={n!r})` must be a positive integer.")
+    return n
