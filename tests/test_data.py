@@ -295,9 +295,9 @@ def test_quoted_multiline_ids_read_fine(tmp_path):
     ("t;x\n0,5;1,2\n1,0;2,5\n", {}, "header has one column, 't;x'; the file seems to use ';'"),
     ("t\tx\n0\t1\n1\t2\n", {}, "the file seems to use tabs as separator"),
     ("t;id,x\n0;a,1\n", {"id": "id"}, "no time column 't'; the columns are 't;id', 'x'. Name "
-     "it with `time=...` (--time on the command line). Hint: the file seems to use ';'"),
+     "it with `time=...`. Hint: the file seems to use ';'"),
     ("0,1.5,2.5\n1,2.5,3.5\n", {}, "no time column 't'; the columns are '0', '1.5', '2.5'. "
-     "Name it with `time=...` (--time on the command line). Hint: the first row looks like "
+     "Name it with `time=...`. Hint: the first row looks like "
      "data, not column names"),
     ("0,a,1\n1,a,2\n", {"id": "id"}, "the first row looks like data, not column names"),
 ])

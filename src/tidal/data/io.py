@@ -391,8 +391,7 @@ def _state_columns(table: _Table, time: str, id: str | None,
     for role, name in (("time", time), ("id", id)):
         if name is not None and name not in table.columns:
             raise DataFormatError(f"{table.path}: no {role} column {name!r}; the columns are "
-                                  f"{available}. Name it with `{role}=...` (--{role} on the "
-                                  f"command line).{hint}")
+                                  f"{available}. Name it with `{role}=...`.{hint}")
     if states is None:
         chosen = [c for c in table.columns if c not in (time, id)]
     else:
