@@ -46,7 +46,8 @@ from tidal.solvers import (
 )
 
 if TYPE_CHECKING:
-    from tidal.training import FitResult, TrainConfig, fit, load_run
+    from tidal.training import FitResult, TrainConfig, load_run
+    from tidal.training.fit import fit
 
 __version__ = "0.1.0"
 

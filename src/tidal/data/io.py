@@ -450,8 +450,8 @@ def _trajectories(table: _Table, time: str, id: str | None, states: list[str]
     if never.any():
         raise DataFormatError(f"{table.path}: column {states[int(np.argmax(never))]!r} has no "
                               "values; leave it out with `states=[...]`.")
-    return Trajectories._from_flat(times, values, np.diff([*starts.tolist(), len(times)]),
-                                   names, states)
+    lengths = np.diff([*starts.tolist(), len(times)]).tolist()
+    return Trajectories._from_flat(times, values, lengths, names, states)
 
 
 def _check_times(table: _Table, time: str, times: np.ndarray) -> None:
