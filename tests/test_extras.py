@@ -97,11 +97,14 @@ def test_the_solver_library_works_without_the_cli_extra():
 def cli_without(hidden: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
     """The installed `tidal` console script's entry point, called with `args`."""
     (entry,) = metadata.entry_points(group="console_scripts", name="tidal")
+    assert entry.value == "tidal.__main__:main", (
+        f"the console script runs {entry.value}, not the launcher that checks the extra "
+        "(pip install -e again after editing pyproject.toml)")
     return run_without(hidden, f"""
         import sys
-        from {entry.module} import {entry.attr}
+        from tidal.__main__ import main
         sys.argv = ["tidal", *{list(args)!r}]
-        {entry.attr}()
+        main()
         """)
 
 
