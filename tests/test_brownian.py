@@ -225,6 +225,8 @@ BAD = [
     (lambda: BrownianTree(0.0, 1.0, sample_seeds(0, 2), 1, tol=0.1).increment(
         torch.zeros(2, dtype=F64), torch.full((2,), 2.0, dtype=F64)), "t=..."),
     (lambda: BrownianTree(0.0, 1.0, sample_seeds(0, 2), 1, tol=0.1).increments([0.5]), "ts=..."),
+    (lambda: BrownianTree(0.0, 1.0, sample_seeds(0, 2), 1, tol=0.1).increments(
+        [[0.0, 0.5], [1.0]]), "ts=..."),
 ]
 
 

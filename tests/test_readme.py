@@ -32,12 +32,13 @@ def bash_blocks() -> list[list[str]]:
 
 
 def test_the_first_block_is_the_two_setup_commands():
-    """.ci/run executes the second line; the first sets up and runs `tidal demo`."""
+    """.ci/run executes the second line; the first sets up and runs `tidal demo`, which needs
+    the `cli` extra (the test extra includes it: tests/test_extras.py)."""
     first = bash_blocks()[0]
     assert len(first) == 2
     demo, tests = first
     assert demo.startswith("python3 -m venv .venv && .venv/bin/pip install")
-    assert demo.endswith("&& .venv/bin/tidal demo")
+    assert '-e ".[cli]"' in demo and demo.endswith("&& .venv/bin/tidal demo")
     assert tests.startswith("python3 -m venv .venv && .venv/bin/pip install")
     assert '-e ".[test]"' in tests and tests.endswith(".venv/bin/python -m pytest -n 2")
 

@@ -1,7 +1,11 @@
 """tidal: neural differential equations on PyTorch.
 
 The public API is what this module exports; everything in `_private` modules may change.
+Training (`fit`, `TrainConfig`, `FitResult`, `load_run`) needs the `cli` extra and is imported
+on first use, so `import tidal` needs only torch, numpy and scipy.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from tidal import data, defaults, nn, registry
 from tidal._errors import (
@@ -12,6 +16,7 @@ from tidal._errors import (
     TidalError,
     UnknownOptionError,
 )
+from tidal._extras import import_layer
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.compat import odeint, odeint_adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
@@ -39,7 +44,10 @@ from tidal.solvers import (
     Tsit5,
     Yoshida4,
 )
-from tidal.training import FitResult, TrainConfig, fit, load_run
+
+if TYPE_CHECKING:
+    from tidal.training import FitResult, TrainConfig, load_run
+    from tidal.training.fit import fit
 
 __version__ = "0.1.0"
 
@@ -98,3 +106,15 @@ __all__ = [
     "solve",
     "write_table",
 ]
+
+_TRAINING = ("FitResult", "TrainConfig", "fit", "load_run")
+
+
+def __getattr__(name: str) -> Any:
+    """The training layer's names, imported when first used (PEP 562)."""
+    if name not in _TRAINING:
+        raise AttributeError(f"module 'tidal' has no attribute {name!r}")
+    value = getattr(import_layer("tidal.training", f"tidal.{name}"), name)
+    globals()[name] = value
+    return value
+

@@ -89,3 +89,8 @@ class SolveFailedError(TidalError, RuntimeError):
 
 class UnknownOptionError(InvalidArgumentError, TypeError):
     """An option key that the function does not know (the message lists the valid keys)."""
+
+
+class MissingExtraError(TidalError, ModuleNotFoundError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    modules and the extra that brings them (e.g. `pip install "tidal[cli]"`)."""

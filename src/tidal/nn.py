@@ -120,9 +120,10 @@ class ConcatSquashMLP(nn.Module):
                         "width": width, "depth": depth, "activation": activation,
                         "final_scale": final_scale}
         sizes = [in_features] + [width] * depth + [out_features]
-        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in itertools.pairwise(sizes))
+        layers = [ConcatSquashLinear(a, b) for a, b in itertools.pairwise(sizes)]
+        self.layers = nn.ModuleList(layers)
         self.activation = ACTIVATIONS[activation]()
-        last = self.layers[-1]
+        last = layers[-1]
         with torch.no_grad():
             last.linear.weight.mul_(final_scale)
             last.linear.bias.zero_()

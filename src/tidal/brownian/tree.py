@@ -134,9 +134,9 @@ class BrownianTree:
             tau_s, tau_t = (self._tree_times_tensor(name, x) for name, x in (("s", s), ("t", t)))
             values = self._per_sample(tau_s, tau_t)  # [C, B, m]
             return self._finish(values, (tau_t - tau_s).unsqueeze(-1))
-        tau_s, tau_t = self._tree_times_host("increment", {"s": s, "t": t})
-        values = self._shared(np.stack((tau_t, tau_s), axis=-1))  # [C, 1, B, m]
-        return self._finish(values[:, 0], float(tau_t[0] - tau_s[0]))
+        host_s, host_t = self._tree_times_host("increment", {"s": s, "t": t})
+        values = self._shared(np.stack((host_t, host_s), axis=-1))  # [C, 1, B, m]
+        return self._finish(values[:, 0], float(host_t[0] - host_s[0]))
 
     def increments(self, ts: Sequence[float] | np.ndarray | torch.Tensor) -> Increment:
         """The increments (and areas) over the N consecutive intervals of a shared grid
@@ -177,8 +177,8 @@ class BrownianTree:
         n, c, j = taus.shape[0], weights.shape[-1], weights.shape[-2]
         matrix = np.zeros((n, c, len(nodes), j))
         rows = np.broadcast_to(np.arange(n)[:, None, None], column.shape)
-        np.add.at(matrix, (rows, slice(None), column.reshape(rows.shape)),
-                  weights.transpose(0, 1, 2, 4, 3))
+        by_node = matrix.transpose(0, 2, 1, 3)  # a view [n, nodes, c, j]
+        np.add.at(by_node, (rows, column.reshape(rows.shape)), weights.transpose(0, 1, 2, 4, 3))
         used = matrix.any(axis=(0, 1, 3))  # a point on a node's boundary needs no normals there
         if not used.any():  # only empty intervals
             return torch.zeros(c, n, self.batch, self.channels, dtype=self.dtype,
@@ -251,10 +251,11 @@ class BrownianTree:
             if isinstance(x, torch.Tensor):
                 x = x.detach().cpu()
             try:
-                arr = np.asarray(x, dtype=np.float64).reshape(-1)
+                given = np.asarray(x, dtype=np.float64)
             except (TypeError, ValueError):
-                arr = np.array([np.nan])
-            if name == "ts" and (np.ndim(x) != 1 or arr.size < 2):
+                given = np.array(np.nan)
+            arr = given.reshape(-1)
+            if name == "ts" and (given.ndim != 1 or arr.size < 2):
                 raise InvalidArgumentError(
                     f"`BrownianTree.increments(ts=...)` must be a 1-D sequence of at least two "
                     f"times; got {x!r}.")
@@ -269,8 +270,8 @@ class BrownianTree:
 
     def _tree_times_tensor(self, name: str, x: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            (tau,) = self._tree_times_host("increment", {name: x})
-            return self._to_device(tau, torch.float64).expand(self.batch)
+            (host,) = self._tree_times_host("increment", {name: x})
+            return self._to_device(host, torch.float64).expand(self.batch)
         if x.shape != (self.batch,) or not x.is_floating_point():
             raise InvalidArgumentError(
                 f"`BrownianTree.increment({name}=...)` as a tensor must be a float tensor of "

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tidal._errors import InvalidArgumentError
+from tidal._extras import require
 from tidal._files import atomic_path
 from tidal.data.trajectories import Trajectories, any_per_row
 
@@ -68,7 +69,9 @@ def read_table(path: str | os.PathLike[str], *, time: str = "t", id: str | None 
             fewer than 2 observed times, or a CSV row with the wrong number of fields. The
             message names the file, the line and the column, and hints at a file that uses
             another separator than ',' or has no header row.
+        MissingExtraError: pyarrow is not installed (it comes with the `cli` extra).
     """
+    require(["pyarrow"], "tidal.read_table")
     path = Path(path)
     kind = _kind(path, "read_table")
     if not path.is_file():
@@ -94,8 +97,9 @@ def write_table(trajectories: Trajectories, path: str | os.PathLike[str], *, tim
     Floats are written exactly (shortest round-trip form) and unobserved entries as blank
     cells (CSV) or nulls (Parquet), so `read_table(path, time=time, id=id)` gives back equal
     trajectories. The table goes to a temporary file in the same directory, then replaces
-    `path`.
+    `path`. Needs pyarrow (the `cli` extra).
     """
+    require(["pyarrow"], "tidal.write_table")
     path = Path(path)
     kind = _kind(path, "write_table")
     names = [time, *([] if id is None else [id]), *trajectories.state_names]
@@ -445,8 +449,8 @@ def _trajectories(table: _Table, time: str, id: str | None, states: list[str]
     if never.any():
         raise DataFormatError(f"{table.path}: column {states[int(np.argmax(never))]!r} has no "
                               "values; leave it out with `states=[...]`.")
-    return Trajectories._from_flat(times, values, np.diff([*starts.tolist(), len(times)]),
-                                   names, states)
+    lengths = np.diff([*starts.tolist(), len(times)]).tolist()
+    return Trajectories._from_flat(times, values, lengths, names, states)
 
 
 def _check_times(table: _Table, time: str, times: np.ndarray) -> None:

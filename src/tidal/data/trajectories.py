@@ -151,6 +151,7 @@ class Trajectories:
                 and all(np.array_equal(a, b, equal_nan=True)
                         for a, b in zip(self._values, other._values)))
 
+    # equal by value, so not hashable (typeshed types object.__hash__ as a method, not None)
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -432,12 +433,12 @@ def _split_counts(parts: Sequence[Any], total: int) -> list[int]:
     if not parts:
         raise InvalidArgumentError("`Trajectories.split()` needs at least one fraction or count.")
     if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in parts):
-        counts = [int(p) for p in parts]
-        if min(counts) < 1 or sum(counts) > total:
+        given = [int(p) for p in parts]
+        if min(given) < 1 or sum(given) > total:
             raise InvalidArgumentError(
-                f"`Trajectories.split{tuple(counts)}`: counts must be >= 1 and sum to at most "
+                f"`Trajectories.split{tuple(given)}`: counts must be >= 1 and sum to at most "
                 f"the {total} trajectories.")
-        return counts
+        return given
     if not all(isinstance(p, (float, np.floating)) for p in parts):
         raise InvalidArgumentError(
             f"`Trajectories.split{tuple(parts)}`: give all fractions (floats) or all counts "

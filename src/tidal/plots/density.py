@@ -106,4 +106,5 @@ def _check_bounds(bounds: Bounds) -> Bounds:
         raise InvalidArgumentError(
             f"`bounds={bounds!r}` must be (xmin, xmax, ymin, ymax) with xmin < xmax and "
             f"ymin < ymax.")
-    return tuple(float(b) for b in bounds)
+    xmin, xmax, ymin, ymax = (float(b) for b in bounds)
+    return xmin, xmax, ymin, ymax
