@@ -12,12 +12,13 @@ from tidal._errors import (
     TidalError,
     UnknownOptionError,
 )
-from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint, ReversibleAdjoint
 from tidal.compat import odeint, odeint_adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
+from tidal.integrate_sde import sdeint
 from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
 from tidal.registry import ADJOINTS, CONTROLLERS, SOLVERS
 from tidal.solution import Solution, Stats
@@ -39,6 +40,7 @@ from tidal.solvers import (
     Tsit5,
     Yoshida4,
 )
+from tidal.solvers.sde import SRA1, Calculus, EulerMaruyama, Heun, Milstein, Noise, ReversibleHeun
 from tidal.training import FitResult, TrainConfig, fit, load_run
 
 __version__ = "0.1.0"
@@ -49,21 +51,25 @@ __all__ = [
     "CONTROLLERS",
     "RK4",
     "SOLVERS",
+    "SRA1",
     "UDE",
     "BackpropAdjoint",
     "BacksolveAdjoint",
     "Bosh3",
     "ButcherTableau",
+    "Calculus",
     "CheckpointAdjoint",
     "ConstantStepSize",
     "Dopri5",
     "Dopri8",
     "Euler",
+    "EulerMaruyama",
     "Event",
     "ExplicitRungeKutta",
     "Fehlberg2",
     "FitResult",
     "HamiltonianNN",
+    "Heun",
     "Heun2",
     "Heun3",
     "HeunEuler",
@@ -72,8 +78,12 @@ __all__ = [
     "InvalidArgumentError",
     "Leapfrog",
     "Midpoint",
+    "Milstein",
     "NeuralODE",
+    "Noise",
     "PIDController",
+    "ReversibleAdjoint",
+    "ReversibleHeun",
     "Solution",
     "SolveFailedError",
     "Stats",
@@ -94,6 +104,7 @@ __all__ = [
     "odeint_adjoint",
     "read_table",
     "registry",
+    "sdeint",
     "simulate",
     "solve",
     "write_table",
