@@ -93,19 +93,36 @@ def bind_control(problem: SDEProblem, y: torch.Tensor, groups: int) -> StepContr
 
 class SharedEquation:
     """The `StepSDE` of the current step on a shared grid: f and g at t0 + c dt, as 0-d time
-    tensors in the state's dtype."""
+    tensors in the state's dtype (those of the step's start and end made once per step, or
+    handed in for a chunk of steps at once)."""
 
     def __init__(self, problem: SDEProblem, dtype: torch.dtype, device: torch.device):
         self.problem, self.dtype, self.device = problem, dtype, device
         self.tau0, self.dt = 0.0, 0.0
+        self.ends: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         self.sde = StepSDE(self.drift, self.diffusion, problem.noise)
 
-    def at(self, tau0: float, dt: float) -> StepSDE:
+    def at(self, tau0: float, dt: float, ends: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> StepSDE:
+        """The step [tau0, tau0 + dt]; `ends` are its start and end as time tensors."""
         self.tau0, self.dt = tau0, dt
+        self.ends = (None, None) if ends is None else ends
         return self.sde
 
     def time(self, c: float) -> torch.Tensor:
+        if c == 0.0 or c == 1.0:
+            known = self.ends[int(c)]
+            if known is None:
+                known = torch.full((), self.tau0 + c * self.dt, dtype=self.dtype,
+                                   device=self.device)
+                self.ends = (known, self.ends[1]) if c == 0.0 else (self.ends[0], known)
+            return known
         return torch.full((), self.tau0 + c * self.dt, dtype=self.dtype, device=self.device)
+
+    def times(self, taus: list[float]) -> list[torch.Tensor]:
+        """Many time tensors at once (one host-to-device copy)."""
+        return list(torch.tensor(taus, dtype=torch.float64).to(self.dtype).to(self.device)
+                    .unbind())
 
     def drift(self, c: float, y: torch.Tensor) -> torch.Tensor:
         return self.problem.drift(self.time(c), y)
@@ -176,10 +193,12 @@ class _SharedLoop:
         for first in range(0, len(ends), CHUNK):
             chunk = ends[first:first + CHUNK]
             incs = tree.increments([self.tau, *chunk])
+            times = self.equation.times([self.tau, *chunk])
             for i, tau1 in enumerate(chunk):
                 dt = tau1 - self.tau
                 inc = Increment(incs.dw[i], None if incs.area is None else incs.area[i])
-                out = method.step(self.equation.at(self.tau, dt), self.y, dt, inc, state)
+                sde = self.equation.at(self.tau, dt, (times[i], times[i + 1]))
+                out = method.step(sde, self.y, dt, inc, state)
                 state = out.state
                 self._accept(tau1, out.y1)
                 if self.status is Status.NONFINITE:
@@ -281,6 +300,10 @@ class _PerSampleLoop:
         self.bounds = None if bounds is None else bounds.taus.contiguous()
         self.control = bind_control(problem, y0, batch)
         self.dt = torch.full((batch,), problem.dt, dtype=torch.float64, device=device)
+        # fixed steps end at anchor + k dt (the last landing point plus k steps), computed as
+        # on a shared grid: the same step ends to the last bit (a Brownian path moves by
+        # sqrt(|dt|) when a time moves by dt, so rounding in accumulated time would show)
+        self.anchor, self.count = self.tau.clone(), torch.zeros_like(self.next_out)
         self.codes = torch.zeros(batch, dtype=torch.long, device=device)  # Status values
         self.counts = torch.zeros(4, batch, dtype=torch.long, device=device)
         self.streak = torch.zeros(batch, dtype=torch.long, device=device)
@@ -327,8 +350,14 @@ class _PerSampleLoop:
             self.codes = torch.where(over, Status.MAX_STEPS.value, self.codes)
             active = active & ~over
             limit = self._limit()
-            near = self.tau + self.dt * (1 + SLIVER) >= limit
-            tau1 = torch.where(active, torch.where(near, limit, self.tau + self.dt), self.tau)
+            if self.control is None:
+                ahead = self.anchor + (self.count + 1) * self.dt
+                need = torch.ceil((limit - self.anchor) / self.dt * (1 - SLIVER))
+                near = self.count + 1 >= need
+            else:
+                ahead = self.tau + self.dt
+                near = ahead + self.dt * SLIVER >= limit
+            tau1 = torch.where(active, torch.where(near, limit, ahead), self.tau)
             h = tau1 - self.tau
             out = method.step(self._equation(self.tau, h), self.y, h.to(self.y.dtype)[:, None],
                               tree.increment(self.tau, tau1), state)
@@ -358,6 +387,8 @@ class _PerSampleLoop:
             self.y = torch.where(accept.unsqueeze(-1), out.y1, self.y)
             state = select(accept, out.state, state)
             self.tau = torch.where(accept, tau1, self.tau)
+            self.anchor = torch.where(accept & near, tau1, self.anchor)
+            self.count = torch.where(accept, torch.where(near, 0, self.count + 1), self.count)
             out_next = self.taus.gather(
                 0, self.next_out.clamp(max=len(self.taus) - 1).unsqueeze(0))[0]
             landed = accept & (self.next_out < len(self.taus)) & (tau1 == out_next)
