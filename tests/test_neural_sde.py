@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,37 @@ def test_neural_sde_bad_input():
         model.transition_nll(torch.zeros(3, 2, dtype=F64), torch.arange(3.0))
     with pytest.raises(tidal.InvalidArgumentError, match="increasing"):
         model.transition_nll(torch.zeros(3, 2, 1, dtype=F64), torch.tensor([0.0, 1.0, 1.0]))
+
+
+def test_simulate_with_process_noise():
+    """sigma = 0 is the ODE simulation unchanged; with sigma > 0 the paths leave the ODE
+    trajectories by an amount that grows like sigma for small sigma (the linearised SDE)."""
+    from tidal.data import simulate
+
+    kw = dict(n_obs=10, noise=0.0, irregular=False, seed=4, t_span=(0.0, 2.0))
+    ode = simulate("damped-pendulum", 64, **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(
+        ode.values, simulate("damped-pendulum", 64, noise_process=0.0, **kw).values))
+    spread = []
+    for sigma in (1e-3, 2e-3):
+        sde = simulate("damped-pendulum", 64, noise_process=sigma, **kw)
+        spread.append(np.std([s[-1] - o[-1] for s, o in zip(sde.values, ode.values)]))
+    assert spread[0] > 0 and abs(spread[1] / spread[0] - 2) < 0.1
+    with pytest.raises(tidal.InvalidArgumentError, match=r"noise_process=-1"):
+        simulate("damped-pendulum", 4, noise_process=-1.0)
+
+
+def test_cli_simulate_noise_process(tmp_path):
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+
+    out = tmp_path / "d.csv"
+    done = CliRunner().invoke(main, ["simulate", "toggle-switch",
+                                     "--trajectories", "3", "--obs", "5",
+                                     "--noise-process", "0.05", "-o", str(out)])
+    assert done.exit_code == 0, done.output and out.exists()
+    bad = CliRunner().invoke(main, ["simulate", "toggle-switch", "--noise-process", "-1",
+                                    "-o", str(out)])
+    assert bad.exit_code == 2 and "--noise-process -1.0" in bad.output
+    assert "Traceback" not in bad.output
