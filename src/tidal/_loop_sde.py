@@ -223,7 +223,8 @@ class _SharedLoop:
             self.fevals += method.drift_evals
             self.steps += 1
             assert out.error is not None
-            ratio = control.error_ratio(out.error.reshape(1, -1).clone(), self.y, out.y1, 1.0)
+            rows = out.error.reshape(1, -1).clone()  # the ErrorSource's "stages"
+            ratio = control.error_ratio(rows, self.y, out.y1, 1.0)  # type: ignore[arg-type]
             finite = math.isfinite(ratio)
             streak = 0 if finite else streak + 1
             accept, dt = control.decide(ratio, taken, dt)
@@ -367,8 +368,9 @@ class _PerSampleLoop:
                 failed = active & ~finite
             else:
                 assert out.error is not None
-                ratio = self.control.error_ratio(out.error.reshape(1, -1).clone(), self.y,
-                                                 out.y1, torch.ones_like(h))
+                rows = out.error.reshape(1, -1).clone()  # the ErrorSource's "stages"
+                ratio = self.control.error_ratio(rows, self.y, out.y1,  # type: ignore[arg-type]
+                                                 torch.ones_like(h))
                 decided, dt_next = self.control.decide(ratio, h, self.dt)
                 self.dt = torch.where(active, dt_next, self.dt)
                 good = torch.isfinite(ratio)

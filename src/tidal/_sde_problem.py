@@ -135,7 +135,7 @@ def make_sde_problem(drift: Callable[..., torch.Tensor], diffusion: Callable[...
         args=args, y0=y0, ts=ts, grid=grid, solver=solver, controller=controller,
         adjoint=adjoint, brownian=tree, dt=dt, max_steps=check.max_steps(max_steps),
         throw=bool(throw))
-    adjoint.check(problem)  # type: ignore[arg-type]
+    adjoint.check(problem)
     return problem
 
 

@@ -23,9 +23,11 @@ import torch
 
 from tidal._errors import IncompatibleOptionsError
 from tidal._loop_io import solution_of
+from tidal._loop_sde import SharedEquation
 from tidal.adjoint.base import Adjoint, Loop, parameters_of
 from tidal.brownian import Increment
 from tidal.solution import Solution
+from tidal.solvers.sde import ReversibleHeun
 
 if TYPE_CHECKING:
     from tidal._loop_sde import SDELoopResult
@@ -52,8 +54,6 @@ class ReversibleAdjoint(Adjoint):
     params: Sequence[torch.Tensor] | None = field(default=None, hash=False)
 
     def check(self, problem: Any) -> None:
-        from tidal.solvers.sde import ReversibleHeun
-
         solver = getattr(problem, "solver", None)
         if not isinstance(solver, ReversibleHeun):
             raise IncompatibleOptionsError(
@@ -99,11 +99,10 @@ class ReversibleSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
-        from tidal._loop_sde import SharedEquation
-
         run: _Run = ctx.run
         problem, result, params = run.problem, run.result, run.params
         method, tree = problem.solver, problem.brownian
+        assert isinstance(method, ReversibleHeun)  # ReversibleAdjoint.check
         taus = problem.grid.taus[:, 0].tolist()
         ends = [taus[0], *result.step_ends]
         rows = {n: k for k, n in _output_steps(taus, ends).items()}
