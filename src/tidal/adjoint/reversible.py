@@ -1,16 +1,16 @@
 r"""`ReversibleAdjoint`: the exact gradient of a reversible Heun solve in O(1) memory.
 
 The forward solve keeps no states and no graph. The backward pass walks the steps from the
-last one: `ReversibleHeun.backward` rebuilds the step's start (y_n, yh_n, f(yh_n), g(yh_n)) from
-its end and the same increment (asked again from the Brownian tree), the step is retaken from
-the rebuilt start with autograd on, and the vector-Jacobian product of that one step carries
-the adjoints of (y, yh, f(yh), g(yh)) and of the parameters one step back. The result is the
-gradient of the discrete forward solve, the one `BackpropAdjoint` computes, up to the
-round-off of the reconstruction (Kidger, Foster, Li & Lyons, NeurIPS 2021); memory holds one
+last one, rebuilding each step's start (y_n, yh_n, f(yh_n), g(yh_n)) from its end and the same
+increment (asked again from the Brownian tree) by the algebra of `ReversibleHeun.backward`,
+and carrying the adjoints of (y, yh, f(yh), g(yh)) and of the parameters one step back through
+the step's transposed (linear) algebra plus one vector-Jacobian product of f and g at yh. The
+result is the gradient of the discrete forward solve, the one `BackpropAdjoint` computes, up
+to the round-off of the reconstruction (Kidger, Foster, Li & Lyons, NeurIPS 2021); memory holds one
 step's graph and a chunk of increments, plus the step ends (one float per step).
 
-Each backward step costs one drift and diffusion evaluation to rebuild and one to retake the
-step, plus its backward pass.
+Each backward step costs one drift and one diffusion evaluation (at the rebuilt yh, with a
+graph) and one vector-Jacobian product of them: the forward step's cost, plus its backward.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from tidal._errors import IncompatibleOptionsError
 from tidal._loop_io import solution_of
 from tidal._loop_sde import SharedEquation
 from tidal.adjoint.base import Adjoint, Loop, parameters_of
-from tidal.brownian import Increment
 from tidal.solution import Solution
 from tidal.solvers.sde import ReversibleHeun
 
@@ -99,49 +98,76 @@ class ReversibleSolve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
+        """Walk the steps back (module docstring). The adjoints carried are those of the
+        step end's (y, yh) and of the values fh = f(yh), gh = g(yh); f and g are evaluated once
+        per step, at the rebuilt yh with a graph, and pulled back by one vector-Jacobian
+        product in the next iteration."""
         run: _Run = ctx.run
         problem, result, params = run.problem, run.result, run.params
-        method, tree = problem.solver, problem.brownian
-        assert isinstance(method, ReversibleHeun)  # ReversibleAdjoint.check
+        tree, noise = problem.brownian, problem.noise
         taus = problem.grid.taus[:, 0].tolist()
         ends = [taus[0], *result.step_ends]
         rows = {n: k for k, n in _output_steps(taus, ends).items()}
         equation = SharedEquation(problem, grad_ys.dtype, grad_ys.device)
-        y, state = result.y_end, result.method_state
-        a_y = torch.zeros_like(y)
-        a_state = [torch.zeros_like(s) for s in state]
-        grad_params = [torch.zeros_like(p) for p in params]
         steps = len(ends) - 1
-        if steps in rows:
-            a_y = a_y + grad_ys[rows[steps]]
+        y = result.y_end
+        a_y = grad_ys[rows[steps]] if steps in rows else torch.zeros_like(y)
+        grad_params = [torch.zeros_like(p) for p in params]
+        if steps == 0:
+            return (None, a_y, *grad_params)
+        yh, fh, gh = _at(equation, ends[steps], result.method_state.yh)
+        a_yh, a_fh, a_gh = torch.zeros_like(y), torch.zeros_like(fh), torch.zeros_like(gh)
+
+        def outer(a: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+            """The adjoint of g from that of g dW."""
+            return a.unsqueeze(-1) * dw.unsqueeze(-2) if noise.shape == "general" else a * dw
+
         for high in range(steps, 0, -CHUNK):
             low = max(0, high - CHUNK)
             incs = tree.increments(ends[low:high + 1])
             for n in range(high - 1, low - 1, -1):  # step n: ends[n] -> ends[n + 1]
-                dt = ends[n + 1] - ends[n]
-                sde = equation.at(ends[n], dt)
-                inc = Increment(incs.dw[n - low], None)
+                dt, dw = ends[n + 1] - ends[n], incs.dw[n - low]
+                # y1 = y0 + (fh0 + fh1) dt/2 + (gh0 + gh1) dW/2, fh1 = f(yh1), gh1 = g(yh1)
+                grads = _vjp((fh, gh), (a_fh + a_y * (0.5 * dt), a_gh + 0.5 * outer(a_y, dw)),
+                             (yh, *params))
+                a_yh_total = a_yh + grads[0] if grads[0] is not None else a_yh
+                _accumulate(grad_params, grads[1:])
+                with torch.no_grad():  # rebuild the step's start
+                    yh_prev = 2 * y - yh - fh * dt - noise.product(gh, dw)
+                yh_prev, fh_prev, gh_prev = _at(equation, ends[n], yh_prev)
                 with torch.no_grad():
-                    y, state = method.backward(sde, y, dt, inc, state)
-                with torch.enable_grad():
-                    inputs = [x.detach().requires_grad_(True) for x in (y, *state)]
-                    out = method.step(sde, inputs[0], dt, inc, type(state)(*inputs[1:]))
-                    grads = torch.autograd.grad((out.y1, *out.state), (*inputs, *params),
-                                                (a_y, *a_state), allow_unused=True)
-                a_y, *a_state = (torch.zeros_like(x) if g is None else g
-                                 for x, g in zip(inputs, grads))
-                _accumulate(grad_params, grads[len(inputs):])
+                    y = y - (fh_prev + fh) * (0.5 * dt) - 0.5 * noise.product(gh_prev + gh, dw)
+                # yh1 = 2 y0 - yh0 + fh0 dt + gh0 dW
+                a_fh = a_y * (0.5 * dt) + a_yh_total * dt
+                a_gh = 0.5 * outer(a_y, dw) + outer(a_yh_total, dw)
+                a_y, a_yh = a_y + 2 * a_yh_total, -a_yh_total
                 if n in rows:
                     a_y = a_y + grad_ys[rows[n]]
-        with torch.enable_grad():  # the first state (y0, f(y0), g(y0)) from y0
-            y0 = problem.y0.detach().requires_grad_(True)
-            first = method.init(equation.at(ends[0], 0.0), y0)
-            grads = torch.autograd.grad(tuple(first), (y0, *params), tuple(a_state),
-                                        allow_unused=True)
-        if grads[0] is not None:
-            a_y = a_y + grads[0]
+                yh, fh, gh = yh_prev, fh_prev, gh_prev
+        # the first state is (y0, f(y0), g(y0)): yh0 is y0 (rebuilt to round-off)
+        grads = _vjp((fh, gh), (a_fh, a_gh), (yh, *params))
+        a_y = a_y + a_yh + (grads[0] if grads[0] is not None else 0.0)
         _accumulate(grad_params, grads[1:])
         return (None, a_y, *grad_params)
+
+
+def _at(equation: SharedEquation, tau: float, yh: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(yh as a leaf, f(tau, yh), g(tau, yh)) with a graph."""
+    with torch.enable_grad():
+        leaf = yh.detach().requires_grad_(True)
+        sde = equation.at(tau, 0.0)
+        return leaf, sde.drift(0.0, leaf), sde.diffusion(0.0, leaf)
+
+
+def _vjp(outputs: Sequence[torch.Tensor], adjoints: Sequence[torch.Tensor],
+         inputs: Sequence[torch.Tensor]) -> Sequence[torch.Tensor | None]:
+    """sum_i adjoints_i . d outputs_i / d inputs, None where an input is not reached."""
+    pairs = [(o, a) for o, a in zip(outputs, adjoints) if o.requires_grad]
+    if not pairs:
+        return [None] * len(inputs)
+    return torch.autograd.grad([o for o, _ in pairs], inputs, [a for _, a in pairs],
+                               allow_unused=True)
 
 
 def _output_steps(taus: list[float], ends: list[float]) -> dict[int, int]:
