@@ -17,12 +17,13 @@ from tidal._errors import (
     UnknownOptionError,
 )
 from tidal._extras import import_layer
-from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint, ReversibleAdjoint
 from tidal.compat import odeint, odeint_adjoint
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
 from tidal.integrate import solve
+from tidal.integrate_sde import sdeint
 from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
 from tidal.registry import ADJOINTS, CONTROLLERS, SOLVERS
 from tidal.solution import Solution, Stats
@@ -44,6 +45,7 @@ from tidal.solvers import (
     Tsit5,
     Yoshida4,
 )
+from tidal.solvers.sde import SRA1, Calculus, EulerMaruyama, Heun, Milstein, Noise, ReversibleHeun
 
 if TYPE_CHECKING:
     from tidal.training import FitResult, TrainConfig, load_run
@@ -57,21 +59,25 @@ __all__ = [
     "CONTROLLERS",
     "RK4",
     "SOLVERS",
+    "SRA1",
     "UDE",
     "BackpropAdjoint",
     "BacksolveAdjoint",
     "Bosh3",
     "ButcherTableau",
+    "Calculus",
     "CheckpointAdjoint",
     "ConstantStepSize",
     "Dopri5",
     "Dopri8",
     "Euler",
+    "EulerMaruyama",
     "Event",
     "ExplicitRungeKutta",
     "Fehlberg2",
     "FitResult",
     "HamiltonianNN",
+    "Heun",
     "Heun2",
     "Heun3",
     "HeunEuler",
@@ -80,8 +86,12 @@ __all__ = [
     "InvalidArgumentError",
     "Leapfrog",
     "Midpoint",
+    "Milstein",
     "NeuralODE",
+    "Noise",
     "PIDController",
+    "ReversibleAdjoint",
+    "ReversibleHeun",
     "Solution",
     "SolveFailedError",
     "Stats",
@@ -102,6 +112,7 @@ __all__ = [
     "odeint_adjoint",
     "read_table",
     "registry",
+    "sdeint",
     "simulate",
     "solve",
     "write_table",

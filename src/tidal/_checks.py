@@ -24,62 +24,63 @@ def callable_field(f: Any) -> None:
                                    f"{type(f).__name__}.")
 
 
-def state(y0: Any) -> None:
+def state(y0: Any, owner: str = "solve") -> None:
     if not isinstance(y0, torch.Tensor):
         raise InvalidArgumentError(
-            f"`solve(y0=...)` must be a torch.Tensor; got {type(y0).__name__}. Use "
+            f"`{owner}(y0=...)` must be a torch.Tensor; got {type(y0).__name__}. Use "
             "torch.as_tensor(y0, dtype=torch.float64), or tidal.odeint for a tuple of tensors.")
     if not y0.is_floating_point() or y0.is_complex():
-        raise InvalidArgumentError(f"`solve(y0=...)` must have a real floating dtype "
+        raise InvalidArgumentError(f"`{owner}(y0=...)` must have a real floating dtype "
                                    f"(float32 or float64); got {y0.dtype}. Use y0.double().")
     if y0.numel() == 0:
         raise InvalidArgumentError(
-            f"`solve(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing to "
-            "integrate.")
+            f"`{owner}(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing "
+            "to integrate.")
     bad = ~torch.isfinite(y0)
     if bool(bad.any()):
         index = tuple(int(i) for i in bad.nonzero()[0])
         raise InvalidArgumentError(
-            f"`solve(y0=...)` contains NaN or infinite values (first at index {index}: "
+            f"`{owner}(y0=...)` contains NaN or infinite values (first at index {index}: "
             f"{y0[index].item()}). Every initial state must be finite.")
 
 
-def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool) -> torch.Tensor:
+def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool, owner: str = "solve"
+          ) -> torch.Tensor:
     """`ts` as float64 [T] or [T, B], finite (but for an event-only end) and monotonic."""
     try:
         out = torch.as_tensor(ts).detach().to(torch.float64)
     except (TypeError, ValueError, RuntimeError) as error:
-        raise InvalidArgumentError(f"`solve(ts=...)` must be a tensor or sequence of times; "
+        raise InvalidArgumentError(f"`{owner}(ts=...)` must be a tensor or sequence of times; "
                                    f"got {type(ts).__name__} ({error}).") from None
     if out.dim() not in (1, 2) or out.shape[0] == 0:
         raise InvalidArgumentError(
-            f"`solve(ts=...)` must have shape [T] (one grid for the batch) or [T, B] (one grid "
-            f"per sample), T >= 1; got shape {tuple(out.shape)}.")
+            f"`{owner}(ts=...)` must have shape [T] (one grid for the batch) or [T, B] (one "
+            f"grid per sample), T >= 1; got shape {tuple(out.shape)}.")
     if out.dim() == 2 and (y0.dim() == 0 or y0.shape[0] != out.shape[1]):
         raise InvalidArgumentError(
-            f"`solve(ts=...)` of shape {tuple(out.shape)} gives one time grid per sample, so "
+            f"`{owner}(ts=...)` of shape {tuple(out.shape)} gives one time grid per sample, so "
             f"y0 must have B = {out.shape[1]} samples in its first dimension; got y0 of shape "
             f"{tuple(y0.shape)}.")
     if bool(out.isnan().any()):
-        raise InvalidArgumentError(f"`solve(ts=...)` contains NaN (at index "
+        raise InvalidArgumentError(f"`{owner}(ts=...)` contains NaN (at index "
                                    f"{tuple(int(i) for i in out.isnan().nonzero()[0])}).")
     finite_part = out[:-1] if allow_infinite_end else out
     if not bool(torch.isfinite(finite_part).all()) or not bool(torch.isfinite(out[0]).all()):
         raise InvalidArgumentError(
-            "`solve(ts=...)` contains infinite times. Only the last time may be +-inf, and only "
-            "together with `event=` (the event then ends the solve).")
-    _monotonic(out)
+            f"`{owner}(ts=...)` contains infinite times. Only the last time may be +-inf, and "
+            "only together with `event=` (the event then ends the solve).")
+    _monotonic(out, owner)
     return out
 
 
-def _monotonic(ts: torch.Tensor) -> None:
+def _monotonic(ts: torch.Tensor, owner: str) -> None:
     if ts.shape[0] < 2:
         return
     steps = np.diff(ts.cpu().numpy(), axis=0)
     if (steps == 0).any():
         i = int(np.argwhere(steps == 0)[0][0])
         raise InvalidArgumentError(
-            f"`solve(ts=...)` has duplicate times at indices {i} and {i + 1} "
+            f"`{owner}(ts=...)` has duplicate times at indices {i} and {i + 1} "
             f"(t={ts[i].tolist()}). Times must be strictly increasing or strictly decreasing; "
             "drop the duplicate.")
     monotonic = (steps > 0).all(0) | (steps < 0).all(0)
@@ -87,9 +88,9 @@ def _monotonic(ts: torch.Tensor) -> None:
         column = steps if ts.dim() == 1 else steps[:, int(np.argwhere(~monotonic)[0][0])]
         i = int(np.argwhere(np.sign(column) != np.sign(column[0]))[0][0])
         raise InvalidArgumentError(
-            f"`solve(ts=...)` is not monotonic: it changes direction at index {i + 1}. Times must "
-            "be strictly increasing (forward) or strictly decreasing (reverse time); sort them "
-            "first.")
+            f"`{owner}(ts=...)` is not monotonic: it changes direction at index {i + 1}. Times "
+            "must be strictly increasing (forward) or strictly decreasing (reverse time); sort "
+            "them first.")
 
 
 def solver(s: Any) -> Solver:

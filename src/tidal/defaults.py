@@ -4,7 +4,9 @@
 - controller: `PIDController(rtol=1e-6, atol=1e-8)` for adaptive solvers (a fixed-step solver
   has no default: it needs `ConstantStepSize(dt)` or `StepTo(ts)`);
 - adjoint: `BackpropAdjoint()`;
-- `MAX_STEPS = 10_000` steps (accepted and rejected) per solve.
+- `MAX_STEPS = 10_000` steps (accepted and rejected) per solve;
+- `tidal.sdeint`: Euler–Maruyama (Itô) or Heun (Stratonovich), `BackpropAdjoint()`; no
+  default step size (`dt` is required: no value fits every time scale).
 
 `MAX_STEPS` bounds a runaway solve, not a normal one. At rtol = 1e-6 an explicit method needs
 tens to a few thousand steps on a non-stiff problem (the examples and tests take at most ~3000);
@@ -24,6 +26,7 @@ from __future__ import annotations
 from tidal.adjoint.backprop import BackpropAdjoint
 from tidal.controllers.pid import PIDController
 from tidal.solvers.dopri5 import Dopri5
+from tidal.solvers.sde import Calculus, EulerMaruyama, Heun, SDEMethod
 
 RTOL = 1e-6
 ATOL = 1e-8
@@ -40,3 +43,9 @@ def controller() -> PIDController:
 
 def adjoint() -> BackpropAdjoint:
     return BackpropAdjoint()
+
+
+def sde_solver(calculus: Calculus) -> SDEMethod:
+    """`tidal.sdeint`'s default method: Euler–Maruyama for Itô SDEs, Heun for Stratonovich
+    (both solve every noise shape)."""
+    return EulerMaruyama() if calculus is Calculus.ITO else Heun()

@@ -4,6 +4,7 @@ weights), 130 interrupted (a checkpoint is saved)."""
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -156,16 +157,24 @@ def _obs(text: str) -> int | tuple[int, int]:
 @click.option("--missing", default=0.0, show_default=True,
               help="Fraction of entries left unobserved.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--noise-process", default=0.0, show_default=True,
+              help="Process noise sigma: simulate dy = f dt + sigma dW (state units per "
+                   "sqrt(time)) instead of the ODE; 0 for none.")
 def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float | None,
-             noise: float, irregular: bool, missing: float, seed: int) -> None:
+             noise: float, irregular: bool, missing: float, seed: int,
+             noise_process: float) -> None:
     from tidal.data import simulate as simulate_system
     from tidal.data import write_table
 
     if system not in SYSTEMS:
         raise BadInput(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+    if not 0 <= noise_process < math.inf:
+        raise BadInput(f"--noise-process {noise_process}: must be a finite number >= 0 (the "
+                       f"process noise sigma; 0 for none)")
     t_span = None if t_end is None else (SYSTEMS[system].default_t_span[0], t_end)
     data = simulate_system(system, trajectories, t_span=t_span, n_obs=_obs(obs), noise=noise,
-                           irregular=irregular, missing=missing, seed=seed)
+                           irregular=irregular, missing=missing, seed=seed,
+                           noise_process=noise_process)
     write_table(data, output_file(output))
     click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
 

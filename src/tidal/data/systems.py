@@ -241,7 +241,8 @@ def toggle_switch_stable_states(a: float = 4.0, n: float = 3.0) -> np.ndarray:
 
 def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] | None = None,
              n_obs: int | tuple[int, int] = (20, 40), noise: float = 0.05,
-             irregular: bool = True, missing: float = 0.0, seed: int = 0) -> Trajectories:
+             irregular: bool = True, missing: float = 0.0, seed: int = 0,
+             noise_process: float = 0.0) -> Trajectories:
     """Noisy observations of a system's trajectories, deterministic for a seed.
 
     Initial states come from `system.sample_initial_states`. The true system is integrated in
@@ -262,6 +263,11 @@ def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] 
             entry keeps one at random, so every observation time observes something (the
             expected fraction is missing - missing^D / D).
         seed: seed of every random draw.
+        noise_process: process noise: with sigma > 0 the trajectories solve the SDE
+            dy = f(t, y) dt + sigma dW (diagonal, additive; sigma in state units per square
+            root of time) instead of the ODE, with `tidal.sdeint` (SRA1, strong order 1.5,
+            1000 steps over the span plus every observation time; trajectory i's path is
+            sample i of the ensemble `seed`).
 
     Returns:
         Trajectories with ids "0" .. "N-1" and the system's state names.
@@ -270,12 +276,17 @@ def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] 
     t0, t1 = _t_span(system.default_t_span if t_span is None else t_span)
     low, high = _n_obs(n_obs)
     _check_scalars(n_trajectories, noise, missing)
+    if isinstance(noise_process, bool) or not isinstance(noise_process, (int, float)) or not (
+            0 <= noise_process < math.inf):
+        raise InvalidArgumentError(f"`simulate(noise_process={noise_process!r})` must be a "
+                                   f"finite number >= 0 (0: no process noise).")
     rng = np.random.default_rng(seed)
     y0 = system.sample_initial_states(n_trajectories, rng)
     counts = rng.integers(low, high + 1, size=n_trajectories)
     times = [np.concatenate(([t0], np.sort(rng.uniform(t0, t1, c - 1)))) if irregular
              else np.linspace(t0, t1, c) for c in counts]
-    clean = _integrate(system, y0, times)
+    clean = (_integrate(system, y0, times) if noise_process == 0 else
+             _integrate_sde(system, y0, times, float(noise_process), (t0, t1), seed))
     spread = np.ptp(np.concatenate(clean), axis=0)
     values = [_blank(c + rng.normal(0.0, noise * spread, c.shape), missing, rng)
               for c in clean]
@@ -287,6 +298,20 @@ def _integrate(system: System, y0: np.ndarray, times: list[np.ndarray]) -> list[
     controller = PIDController(rtol=1e-8, atol=1e-10, norm=_worst_trajectory_rms)
     solution = solve(system.vector_field, torch.from_numpy(y0), torch.from_numpy(grid),
                      solver=Dopri8(), controller=controller, max_steps=1_000_000)
+    ys = solution.ys.numpy()
+    return [ys[np.searchsorted(grid, t), i] for i, t in enumerate(times)]
+
+
+def _integrate_sde(system: System, y0: np.ndarray, times: list[np.ndarray], sigma: float,
+                   t_span: tuple[float, float], seed: int) -> list[np.ndarray]:
+    from tidal.integrate_sde import sdeint
+    from tidal.solvers.sde import SRA1, Noise
+
+    grid = np.unique(np.concatenate(times))
+    solution = sdeint(system.vector_field, lambda t, y: torch.full_like(y, sigma),
+                      torch.from_numpy(y0), torch.from_numpy(grid),
+                      dt=(t_span[1] - t_span[0]) / 1000, noise=Noise("diagonal", additive=True),
+                      solver=SRA1(), seed=seed, max_steps=1_000_000)
     ys = solution.ys.numpy()
     return [ys[np.searchsorted(grid, t), i] for i, t in enumerate(times)]
 

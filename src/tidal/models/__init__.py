@@ -3,6 +3,7 @@
 from tidal.models.cnf import CNF
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.neural_ode import NeuralODE
+from tidal.models.neural_sde import NeuralSDE, PositiveDiffusion
 from tidal.models.ude import UDE
 
-__all__ = ["CNF", "UDE", "HamiltonianNN", "NeuralODE"]
+__all__ = ["CNF", "UDE", "HamiltonianNN", "NeuralODE", "NeuralSDE", "PositiveDiffusion"]

@@ -39,8 +39,9 @@ class SDEMethod:
     Class attributes: `name` (the string used at the edges), `calculus` (the integral the
     method's limit solves; for additive noise both coincide and every method applies),
     `strong_order` (on the noise it supports, see each method), `needs_area` (the step reads
-    `Increment.area`), `error_order` (strong order of the embedded solution behind `error`,
-    None if the method has none), and the number of drift and diffusion evaluations per step.
+    `Increment.area`), `stateful` (see below), `error_order` (strong order of the embedded
+    solution behind `error`, None if the method has none), and the number of drift and
+    diffusion evaluations per step.
     """
 
     name: ClassVar[str]
@@ -48,6 +49,9 @@ class SDEMethod:
     strong_order: ClassVar[float]
     needs_area: ClassVar[bool] = False
     error_order: ClassVar[float | None] = None
+    #: the method carries a state from step to step (`init`); a checkpoint replay, which
+    #: restarts from saved states y alone, cannot retake its steps
+    stateful: ClassVar[bool] = False
     drift_evals: ClassVar[int]
     diffusion_evals: ClassVar[int]
 

@@ -45,6 +45,7 @@ class ReversibleHeun(SDEMethod):
     name = "reversible_heun"
     calculus = Calculus.STRATONOVICH
     strong_order = 0.5
+    stateful = True
     drift_evals = diffusion_evals = 1
 
     def init(self, sde: StepSDE, y0: torch.Tensor) -> ReversibleHeunState:
