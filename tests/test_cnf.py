@@ -238,7 +238,7 @@ def test_fit_flow_stops_cleanly_on_a_nan_loss() -> None:
     before = {k: v.clone() for k, v in cnf.state_dict().items()}
     history = fit_flow(cnf, torch.randn(32, 2), steps=3, batch_size=16, progress=False)
     assert history.status == "diverged"
-    assert re.search(r"stopped at step 0: the loss became nan.*lr=", history.message)
+    assert re.search(r"diverged at step 1 \(the loss became nan\).*lr=", history.message)
     for name, value in cnf.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
