@@ -1,7 +1,7 @@
 """The name registries (`tidal.registry`) and the test registries (`solver_db.py`): every
-solver, adjoint, controller and model kind a name can reach has a test entry, names map to objects in one
-place with a clear error for unknown ones, and every entry's bad inputs raise the error they
-must (name the argument, say what to do)."""
+solver, adjoint, controller and model kind a name can reach has a test entry, names map to
+objects in one place with a clear error for unknown ones, and every entry's bad inputs raise
+the error they must (name the argument, say what to do)."""
 
 from __future__ import annotations
 

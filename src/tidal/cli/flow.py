@@ -69,6 +69,7 @@ def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int
         points = sample_toy(toy, samples, seed=seed, dtype=torch.float64).numpy()
         names, source = ["x", "y"], {"toy": toy, "samples": samples}
     else:
+        assert data is not None  # one of the two, checked above
         names, points = _read_samples(Path(data), columns)
         source = {"path": str(data)}
     history = train_flow_run(np.asarray(points), run_dir, columns=names,

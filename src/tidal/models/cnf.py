@@ -237,12 +237,13 @@ class _AugmentedField:
             if self.trace == "exact":
                 terms = divergence.exact(self.f, t, y, frobenius=frobenius, create_graph=graph)
             else:
+                assert self.eps is not None  # drawn for every Hutchinson solve
                 terms = divergence.hutchinson(self.f, t, y, self.eps, frobenius=frobenius,
                                               create_graph=graph)
         columns = [terms.dy, -terms.divergence.unsqueeze(-1)]
         if "kinetic" in self.extras:
             columns.append(self.sign * terms.dy.square().sum(-1, keepdim=True))
-        if frobenius:
+        if terms.frobenius is not None:
             columns.append(self.sign * terms.frobenius.unsqueeze(-1))
         out = torch.cat(columns, dim=-1)
         return out if graph else out.detach()

@@ -110,6 +110,8 @@ class HamiltonianNN(NeuralODE):
         >>> ys = model(torch.tensor([[1.0, 0.0]]), torch.linspace(0, 10, 101))
     """
 
+    vector_field: HamiltonianField
+
     def __init__(self, hamiltonian: nn.Module | None = None, *,
                  kinetic: nn.Module | None = None, potential: nn.Module | None = None,
                  solver: StepMethod | None = None,
@@ -161,6 +163,7 @@ class HamiltonianNN(NeuralODE):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HamiltonianNN:
         """Rebuild a model from `config()`; only registered classes are constructed."""
-        nets = {part: build_network(config[part])
-                for part in ("hamiltonian", "kinetic", "potential") if part in config}
-        return cls(**nets, **solve_options(config))
+        nets = {part: build_network(config[part]) if part in config else None
+                for part in ("hamiltonian", "kinetic", "potential")}
+        return cls(nets["hamiltonian"], kinetic=nets["kinetic"], potential=nets["potential"],
+                   **solve_options(config))

@@ -129,6 +129,8 @@ class UDE(NeuralODE):
         {'alpha': 1.0, 'gamma': 2.0}
     """
 
+    vector_field: UDEField
+
     def __init__(self, known: Known, correction: nn.Module | None,
                  params: Mapping[str, float], *, solver: StepMethod | None = None,
                  controller: StepSizeController | None = None, adjoint: Adjoint | None = None,

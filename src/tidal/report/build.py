@@ -49,7 +49,7 @@ def write_report(run_dir: str | Path) -> Path:
             sections.append((f"Observed vs fitted: {split} trajectories",
                              _fit_caption(starts is not None),
                              _fit_pages(run, data, split, starts)))
-    test = run.data("test") or run.data("train")
+    test = run.data("test") or run.training_data()
     sections.append(("Forecast beyond the data", "Dashed: the true system, when known.",
                      [_save(run, "forecast.png", _forecast(run, test))]))
     if len(run.state_names) >= 2:
@@ -123,7 +123,7 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
     mean = np.nanmean(observed, axis=0)
     system = run.system
     if system is not None:
-        bounds = [tuple(b) for b in system.bounds[:2]]
+        bounds = [(float(b[0]), float(b[1])) for b in system.bounds[:2]]
     else:
         lo, hi = np.nanmin(observed, axis=0), np.nanmax(observed, axis=0)
         pad = 0.1 * (hi - lo)

@@ -143,8 +143,8 @@ class TrajectoryObjective:
     first when asked); the estimated initial states are trained with the model."""
 
     unit = "epoch"
-    columns = ("stage", "horizon", "segments", "train_loss", "val_loss", "lr", "num_fevals",
-               "seconds")
+    columns: tuple[str, ...] = ("stage", "horizon", "segments", "train_loss", "val_loss", "lr",
+                                "num_fevals", "seconds")
 
     def __init__(self, model: NeuralODE, train: Trajectories, val: Trajectories | None,
                  config: TrainConfig, dtype: torch.dtype) -> None:

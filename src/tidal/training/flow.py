@@ -67,8 +67,8 @@ class LikelihoodObjective:
     """Maximum likelihood of a `CNF`, for the shared loop: one round is one minibatch step."""
 
     unit = "step"
-    columns = ("train_loss", "nll", "regularization", "val_loss", "lr", "num_fevals",
-               "seconds")
+    columns: tuple[str, ...] = ("train_loss", "nll", "regularization", "val_loss", "lr",
+                                "num_fevals", "seconds")
     steps_per_round = 1
 
     def __init__(self, cnf: CNF, samples: torch.Tensor, val_samples: torch.Tensor | None,

@@ -28,6 +28,7 @@ from tidal.training.run import (
     build_model,
     read_config,
     read_split,
+    read_train,
     save_run,
     write_config,
     write_splits,
@@ -105,7 +106,7 @@ def _hamiltonian(options: ModelOptions, n_states: int) -> NeuralODE:
 
 
 def _ude(options: ModelOptions, n_states: int) -> NeuralODE:
-    if options.known not in KNOWN_PHYSICS:
+    if options.known is None or options.known not in KNOWN_PHYSICS:
         raise InvalidArgumentError(
             f"`--model ude` needs `--known NAME` with one of {sorted(KNOWN_PHYSICS)}; got "
             f"{options.known!r}.")
@@ -196,7 +197,7 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
             torch.manual_seed(config.seed)
             model = build_model(saved, where)
     names = saved["data"]["state_names"]
-    result = fit(model.train(), read_split(run, "train", names),
+    result = fit(model.train(), read_train(run, names),
                  val=read_split(run, "val", names), config=config,
                  scaling=Scaling.from_dict(saved["scaling"]), run_dir=run,
                  resume=not restart, progress=progress)

@@ -66,6 +66,10 @@ class Run:
         """The run's "train", "val" or "test" trajectories (None when that split is empty)."""
         return read_split(self.directory, split, self.state_names)
 
+    def training_data(self) -> Trajectories:
+        """The run's training trajectories."""
+        return read_train(self.directory, self.state_names)
+
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the model's weights (and so its states) are in."""
@@ -123,10 +127,18 @@ def write_splits(run: RunDirectory, splits: dict[str, Trajectories | None]) -> N
 def read_split(run: RunDirectory, split: str, state_names: list[str]) -> Trajectories | None:
     """The run's trajectories of `split` (None for an empty "val" or "test"; the training
     split must be there)."""
-    name = f"data/{split}.csv"
-    if name not in run.files and split != "train":
+    if f"data/{split}.csv" not in run.files and split != "train":
         return None
-    return read_table(run.file(name), time="t", id="id", states=state_names)
+    return read_train(run, state_names) if split == "train" else _read(run, split, state_names)
+
+
+def read_train(run: RunDirectory, state_names: list[str]) -> Trajectories:
+    """The run's training trajectories (every run has them)."""
+    return _read(run, "train", state_names)
+
+
+def _read(run: RunDirectory, split: str, state_names: list[str]) -> Trajectories:
+    return read_table(run.file(f"data/{split}.csv"), time="t", id="id", states=state_names)
 
 
 def load_run(path: str | Path) -> Run:

@@ -91,10 +91,17 @@ class Objective(Protocol):
         steps_per_round: optimizer steps per round (the schedule's length is rounds times it).
     """
 
-    model: nn.Module
-    unit: str
-    columns: tuple[str, ...]
-    steps_per_round: int
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def steps_per_round(self) -> int: ...
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW's parameter groups: the model's and the objective's own (e.g. estimated
