@@ -315,11 +315,12 @@ class Trainer:
         self.round, self.history = snapshot["epoch"], list(snapshot["history"])
         self.best_val_loss, self.best_round = snapshot["best_val_loss"], snapshot["best_epoch"]
         self.bad_rounds, self.seconds = snapshot["bad_epochs"], snapshot["seconds"]
-        # checkpoints written before the objective's state was kept with the weights hold
-        # only its current value
+        # older checkpoints may lack the kept (or any) value of a part of the objective's
+        # state: then its current value stands in
+        current = self._current()
         self.kept = {"model": snapshot["best_weights"],
-                     **{name: snapshot.get(f"best_{name}", snapshot[name]).clone()
-                        for name in self.objective.state()}}
+                     **{name: snapshot.get(f"best_{name}", snapshot.get(name, value)).clone()
+                        for name, value in current.items() if name != "model"}}
 
     def resume(self, run_dir: RunDirectory) -> None:
         """Continue from `run_dir`'s checkpoint.pt."""
