@@ -28,8 +28,9 @@ RUNS = {"regularized": 0.05, "unregularized": 0.0}  # weight of both regularizer
 def build(weight: float, args: argparse.Namespace) -> CNF:
     torch.manual_seed(args.seed)
     field = ConcatSquashMLP(2, width=args.width, depth=args.depth, activation="tanh")
-    return CNF(field, trace="exact", kinetic=weight, jacobian=weight,
-               controller=tidal.PIDController(rtol=args.train_tol, atol=args.train_tol))
+    return CNF(field, trace="exact", kinetic=weight, jacobian=weight, solver=tidal.Dopri5(),
+               controller=tidal.PIDController(rtol=args.train_tol, atol=args.train_tol),
+               adjoint=tidal.BackpropAdjoint())
 
 
 def run(name: str, weight: float, train: torch.Tensor, val: torch.Tensor, true_nll: float,

@@ -78,8 +78,10 @@ def main() -> None:
     # Short noisy trajectories: 2.5 time units (a period is 6.3 to 7.5 here), noise 1% of
     # each state's range.
     data = simulate(PENDULUM, 24, t_span=(0.0, 2.5), n_obs=25, noise=0.01, seed=0)
-    hnn = HamiltonianNN.mlp(1, separable=True, width=48, depth=2, dt=0.05)
-    node = tidal.NeuralODE(MLP(2, width=64, depth=2), rtol=1e-6, atol=1e-8)
+    hnn = HamiltonianNN.mlp(1, separable=True, width=48, depth=2,
+                            controller=tidal.ConstantStepSize(0.05))
+    node = tidal.NeuralODE(MLP(2, width=64, depth=2),
+                           controller=tidal.PIDController(rtol=1e-6, atol=1e-8))
     results = {}
     for name, model in (("HamiltonianNN", hnn), ("NeuralODE", node)):
         start = time.perf_counter()

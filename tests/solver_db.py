@@ -226,3 +226,123 @@ CONTROLLER_DB = [
     ControllerInfo("constant", lambda: tidal.ConstantStepSize(0.1), _constant_errors),
     ControllerInfo("step_to", lambda: tidal.StepTo([0.0, 0.5, 1.0]), _step_to_errors),
 ]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model kind (a class of `tidal.models`): `make()` builds a small one with the models'
+    defaults, `call(model)` runs it once and returns a tensor; `saveable`: its `config()`
+    rebuilds it through `tidal.models.registry`."""
+
+    cls: type[torch.nn.Module]
+    make: Callable[[], torch.nn.Module]
+    call: Callable[[torch.nn.Module], torch.Tensor]
+    saveable: bool = True
+    error_inputs: Callable[[], list[ErrorInput]] = field(default=lambda: [])
+
+    @property
+    def id(self) -> str:
+        return self.cls.__name__
+
+
+def _linear_known(t: torch.Tensor, y: torch.Tensor, p: dict) -> torch.Tensor:
+    return -p["k"] * y
+
+
+def _lotka_known() -> Callable:
+    from tidal.models.ude import KNOWN_PHYSICS
+
+    return KNOWN_PHYSICS["lotka-volterra-linear"].equations
+
+
+def _trajectory(model: torch.nn.Module) -> torch.Tensor:
+    return model(torch.full((3, 2), 0.5), torch.linspace(0.0, 0.5, 4))
+
+
+def _object_errors(make: Callable[..., object], name: str) -> list[ErrorInput]:
+    """Names where the Python API takes objects, and a fixed-step solver without a step."""
+    return [ErrorInput(f"{argument} given by name", lambda argument=argument, value=value:
+                       make(**{argument: value}), tidal.InvalidArgumentError,
+                       rf"{name}\({argument}='{value}'\).*tidal\.registry\.{argument}")
+            for argument, value in (("solver", "tsit5"), ("controller", "pid"),
+                                    ("adjoint", "checkpoint"))] + [
+        ErrorInput("a fixed-step solver without a controller",
+                   lambda: make(solver=tidal.RK4()), tidal.InvalidArgumentError,
+                   rf"{name}\(solver=.*ConstantStepSize")]
+
+
+def _neural_ode_errors() -> list[ErrorInput]:
+    def make(**options: object) -> object:
+        return tidal.NeuralODE(tidal.nn.MLP(2, width=4), **options)
+
+    class Field(torch.nn.Module):
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return -y
+
+    tuned = tidal.PIDController(rtol=1e-4, atol=1e-6, pcoeff=0.1, icoeff=0.3)
+    return [*_object_errors(make, "NeuralODE"),
+            ErrorInput("config() of an unregistered field",
+                       lambda: tidal.NeuralODE(Field()).config(), tidal.InvalidArgumentError,
+                       r"NeuralODE.config\(\)`: the vector field Field cannot be described"),
+            ErrorInput("config() of a controller that is not plain data",
+                       lambda: make(controller=tuned).config(), tidal.InvalidArgumentError,
+                       r"NeuralODE.config\(\)`: the controller .* cannot be saved")]
+
+
+def _hamiltonian_errors() -> list[ErrorInput]:
+    from tidal.models import HamiltonianNN
+
+    def make(**options: object) -> object:
+        return HamiltonianNN.mlp(1, width=4, **options)
+
+    return [*_object_errors(make, "HamiltonianNN")[:3],
+            ErrorInput("a splitting with a non-separable H",
+                       lambda: make(solver=tidal.Leapfrog()), tidal.IncompatibleOptionsError,
+                       r"separable")]
+
+
+def _ude_errors() -> list[ErrorInput]:
+    from tidal.models import UDE
+
+    def make(**options: object) -> object:
+        return UDE(_linear_known, None, {"k": 1.0}, **options)
+
+    return [*_object_errors(make, "UDE"),
+            ErrorInput("a parameter name that is not an identifier",
+                       lambda: UDE(_linear_known, None, {"1k": 1.0}),
+                       tidal.InvalidArgumentError, r"parameter names"),
+            ErrorInput("a non-finite initial value",
+                       lambda: UDE(_linear_known, None, {"k": float("nan")}),
+                       tidal.InvalidArgumentError, r"params=\{'k': nan\}"),
+            ErrorInput("config() of unregistered known terms", lambda: make().config(),
+                       tidal.InvalidArgumentError, r"known terms are Python code")]
+
+
+def _cnf_errors() -> list[ErrorInput]:
+    def make(**options: object) -> object:
+        return tidal.CNF(tidal.nn.MLP(2, width=4, time_input=True), **options)
+
+    return [*_object_errors(make, "CNF"),
+            ErrorInput("an unknown trace", lambda: make(trace="trace"),
+                       tidal.InvalidArgumentError, r"trace='trace'"),
+            ErrorInput("t1 = 0", lambda: make(t1=0), tidal.InvalidArgumentError, r"t1=0")]
+
+
+def _models() -> list[ModelInfo]:
+    from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
+
+    return [
+        ModelInfo(NeuralODE, lambda: NeuralODE(tidal.nn.MLP(2, width=4)), _trajectory,
+                  error_inputs=_neural_ode_errors),
+        ModelInfo(HamiltonianNN, lambda: HamiltonianNN.mlp(1, separable=True, width=4),
+                  _trajectory, error_inputs=_hamiltonian_errors),
+        ModelInfo(UDE, lambda: UDE(_lotka_known(), tidal.nn.MLP(2, width=4),
+                                   {"alpha": 1.0, "gamma": 1.0}), _trajectory,
+                  error_inputs=_ude_errors),
+        ModelInfo(CNF, lambda: CNF(tidal.nn.MLP(2, width=4, time_input=True)),
+                  lambda cnf: cnf.log_prob(torch.full((3, 2), 0.5)), saveable=False,
+                  error_inputs=_cnf_errors),
+    ]
+
+
+MODEL_DB = _models()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tidal.controllers import PIDController
 from tidal.data import Trajectories
 from tidal.models import NeuralODE
 from tidal.nn import MLP
@@ -26,9 +27,11 @@ from tidal.training.batches import (
     masked_sse,
 )
 from tidal.training.config import AUTO_BATCH_LIMIT
-from tidal.training.fit import _CACHED_BATCHES, _Trainer
+from tidal.training.fit import _CACHED_BATCHES, TrajectoryObjective
 
 F64 = torch.float64
+
+LOOSE = PIDController(rtol=1e-3, atol=1e-5)
 
 
 def irregular(n: int, lengths: tuple[int, int], seed: int = 0, start: float = 0.0
@@ -50,7 +53,8 @@ def irregular(n: int, lengths: tuple[int, int], seed: int = 0, start: float = 0.
 
 def small_model() -> NeuralODE:
     torch.manual_seed(0)
-    return NeuralODE(MLP(2, width=8, depth=1), rtol=1e-9, atol=1e-11).double()
+    return NeuralODE(MLP(2, width=8, depth=1),
+                     controller=PIDController(rtol=1e-9, atol=1e-11)).double()
 
 
 def test_a_small_union_is_one_grid():
@@ -137,9 +141,9 @@ def test_an_epoch_never_builds_a_union_grid_of_many_irregular_trajectories(monke
 
     monkeypatch.setattr(sys.modules["tidal.training.fit"], "make_batch", recording)
     train, val = irregular(60, (150, 200)), irregular(20, (150, 200), seed=2)
-    model = NeuralODE(MLP(2, width=8, depth=1), rtol=1e-3, atol=1e-5).double()
-    trainer = _Trainer(model, train, val, TrainConfig(epochs=2, horizons=(1.0,)), F64, None)
-    trainer.train_epoch(1.0)
+    model = NeuralODE(MLP(2, width=8, depth=1), controller=LOOSE).double()
+    trainer = TrajectoryObjective(model, train, val, TrainConfig(epochs=2, horizons=(1.0,)), F64)
+    trainer.train_round(0, lambda loss: loss.backward(), torch.Generator())
     trainer.validation_loss()
     assert [count for _, _, count in sizes] == [60, 20]
     for entries, longest, count in sizes:
@@ -148,11 +152,11 @@ def test_an_epoch_never_builds_a_union_grid_of_many_irregular_trajectories(monke
 
 
 def test_the_batch_cache_stays_bounded():
-    model = NeuralODE(MLP(2, width=8, depth=1), rtol=1e-3, atol=1e-5).double()
-    trainer = _Trainer(model, irregular(40, (5, 8)), None,
-                       TrainConfig(epochs=2, batch_size=2, horizons=(1.0,)), F64, None)
+    model = NeuralODE(MLP(2, width=8, depth=1), controller=LOOSE).double()
+    trainer = TrajectoryObjective(model, irregular(40, (5, 8)), None,
+                       TrainConfig(epochs=2, batch_size=2, horizons=(1.0,)), F64)
     for _ in range(2):
-        trainer.train_epoch(1.0)
+        trainer.train_round(0, lambda loss: loss.backward(), torch.Generator())
     assert len(trainer._cache) == _CACHED_BATCHES
 
 
@@ -161,7 +165,7 @@ def test_validation_loss_in_batches_is_the_mean_over_every_observation():
     observed entries and divided by their number."""
     train, val = irregular(4, (6, 10)), irregular(7, (6, 12), seed=3)
     model = small_model()
-    trainer = _Trainer(model, train, val, TrainConfig(epochs=3, batch_size=3), F64, None)
+    trainer = TrajectoryObjective(model, train, val, TrainConfig(epochs=3, batch_size=3), F64)
     errors, count = 0.0, 0
     with torch.no_grad():
         for i in range(len(val)):
@@ -174,9 +178,9 @@ def test_validation_loss_in_batches_is_the_mean_over_every_observation():
 def test_the_default_batch_size_is_all_trajectories_up_to_a_limit():
     many = irregular(AUTO_BATCH_LIMIT + 44, (3, 4))
     model = small_model()
-    trainer = _Trainer(model, many, None, TrainConfig(epochs=3), F64, None)
+    trainer = TrajectoryObjective(model, many, None, TrainConfig(epochs=3), F64)
     assert (trainer.batch_size, trainer.batches_per_epoch) == (AUTO_BATCH_LIMIT, 2)
-    few = _Trainer(model, many[:10], None, TrainConfig(epochs=3), F64, None)
+    few = TrajectoryObjective(model, many[:10], None, TrainConfig(epochs=3), F64)
     assert (few.batch_size, few.batches_per_epoch) == (10, 1)
-    chosen = _Trainer(model, many, None, TrainConfig(epochs=3, batch_size=1000), F64, None)
+    chosen = TrajectoryObjective(model, many, None, TrainConfig(epochs=3, batch_size=1000), F64)
     assert (chosen.batch_size, chosen.batches_per_epoch) == (len(many), 1)

@@ -104,7 +104,7 @@ def test_flow_fit_and_sample_end_to_end(tmp_path):
                     "--width", "8", "--depth", "1", "-o", str(run), "--quiet")
     assert result.exit_code == 0, result.output
     for name in ("config.json", "model.pt", "metrics.json", "report.html", "density.png",
-                 "samples.png", "history.csv"):
+                 "samples.png", "metrics.csv", "checkpoint.pt", "data/train.csv"):
         assert (run / name).is_file(), name
     out = tmp_path / "samples.csv"
     assert invoke("flow", "sample", str(run), "-n", "50", "-o", str(out)).exit_code == 0

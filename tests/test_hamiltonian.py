@@ -77,7 +77,8 @@ def test_field_is_j_grad_h() -> None:
 def test_exact_energy_is_conserved_by_the_model() -> None:
     """A HamiltonianNN with an exact separable energy (the oscillator): its leapfrog
     trajectories keep the energy in an O(dt^2) band for 1,000 steps (about 16 periods)."""
-    model = HamiltonianNN(kinetic=Quadratic(1.0), potential=Quadratic(1.0), dt=0.1)
+    model = HamiltonianNN(kinetic=Quadratic(1.0), potential=Quadratic(1.0),
+                          controller=tidal.ConstantStepSize(0.1))
     y0 = torch.tensor([[1.0, 0.0], [0.0, 0.5]], dtype=F64)
     ts = torch.linspace(0.0, 100.0, 201, dtype=F64)
     with torch.no_grad():
@@ -99,8 +100,9 @@ def test_gradcheck_through_the_integrator(separable: bool, solver, adjoint: str)
     """d(trajectory)/d(y0, network weights), float64, a tiny network: autograd's second-order
     graph through H's gradient and the symplectic steps against finite differences."""
     torch.manual_seed(1)
-    model = HamiltonianNN.mlp(1, separable=separable, width=3, depth=1, solver=solver, dt=0.2,
-                              adjoint=adjoint).double()
+    model = HamiltonianNN.mlp(1, separable=separable, width=3, depth=1, solver=solver,
+                              controller=tidal.ConstantStepSize(0.2),
+                              adjoint=tidal.registry.adjoint(adjoint)).double()
     ts = torch.tensor([0.0, 0.3, 0.8], dtype=F64)
 
     def run(y0, *params):  # gradcheck perturbs the model's own parameters in place
@@ -114,7 +116,7 @@ def test_fit_lowers_the_loss_and_the_model_reloads(tmp_path) -> None:
     data = simulate("ideal-pendulum", 6, t_span=(0.0, 2.0), n_obs=12, noise=0.01,
                     irregular=False, seed=0)
     torch.manual_seed(0)
-    model = HamiltonianNN.mlp(1, separable=True, width=16, depth=1, dt=0.1)
+    model = HamiltonianNN.mlp(1, separable=True, width=16, depth=1)  # dt = 0.1 by default
     config = tidal.TrainConfig(epochs=12, lr=5e-2, horizons=(1.0,), patience=None,
                                eval_every=4)
     result = tidal.fit(model, data, config=config, progress=False)
@@ -127,7 +129,8 @@ def test_fit_lowers_the_loss_and_the_model_reloads(tmp_path) -> None:
     y0, ts = torch.tensor([[0.3, 0.1]], dtype=F64), torch.linspace(0, 1, 5, dtype=F64)
     with torch.no_grad():
         assert torch.equal(rebuilt(y0, ts), model(y0, ts))
-    assert isinstance(rebuilt, HamiltonianNN) and rebuilt.separable and rebuilt.dt == 0.1
+    assert isinstance(rebuilt, HamiltonianNN) and rebuilt.separable
+    assert rebuilt.controller == tidal.ConstantStepSize(0.1)
     tidal.training.run.save_run(tmp_path, model, result.scaling, data={"state_names": ["q", "p"]},
                                 train_config=config.to_dict())
     run = tidal.load_run(tmp_path)
@@ -137,7 +140,8 @@ def test_fit_lowers_the_loss_and_the_model_reloads(tmp_path) -> None:
 
 def test_config_round_trip_of_a_general_hamiltonian() -> None:
     model = HamiltonianNN(MLP(4, 1, width=8), solver=ImplicitMidpoint(tol=1e-10, max_iters=20),
-                          dt=0.05, adjoint="backprop")
+                          controller=tidal.ConstantStepSize(0.05),
+                          adjoint=tidal.BackpropAdjoint())
     config = model.config()
     assert config["type"] == "HamiltonianNN" and config["solver"] == "implicit_midpoint"
     assert config["solver_options"] == {"tol": 1e-10, "max_iters": 20}
@@ -165,7 +169,8 @@ def test_defaults_and_errors() -> None:
 def test_energy_of_a_trained_network_is_conserved_to_its_step() -> None:
     """Any smooth separable network (here random weights): leapfrog keeps its own energy."""
     torch.manual_seed(3)
-    model = HamiltonianNN.mlp(1, separable=True, width=16, dt=0.05).double()
+    model = HamiltonianNN.mlp(1, separable=True, width=16,
+                              controller=tidal.ConstantStepSize(0.05)).double()
     y0 = torch.tensor([[0.8, 0.0]], dtype=F64)
     with torch.no_grad():
         ys = model(y0, torch.linspace(0.0, 25.0, 101, dtype=F64))

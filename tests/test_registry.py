@@ -1,7 +1,7 @@
 """The name registries (`tidal.registry`) and the test registries (`solver_db.py`): every
-solver, adjoint and controller a name can reach has a test entry, names map to objects in one
-place with a clear error for unknown ones, and every entry's bad inputs raise the error they
-must (name the argument, say what to do)."""
+solver, adjoint, controller and model kind a name can reach has a test entry, names map to
+objects in one place with a clear error for unknown ones, and every entry's bad inputs raise
+the error they must (name the argument, say what to do)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from solver_db import (
     ADJOINT_DB,
     CONTROLLER_DB,
     GENERAL_DB,
+    MODEL_DB,
     SOLVER_DB,
     SYMPLECTIC_DB,
     ErrorInput,
@@ -91,10 +92,54 @@ def test_names_take_options() -> None:
     assert (controller.rtol, controller.atol) == (1e-3, 1e-5)
 
 
+def test_every_model_kind_has_a_test_entry() -> None:
+    """Every model class `tidal.models` exports, and every kind `tidal fit --model` builds."""
+    import tidal.models
+    from tidal.models.registry import MODELS
+    from tidal.training.pipeline import MODEL_KINDS, ModelOptions
+
+    exported = {name for name in tidal.models.__all__
+                if isinstance(getattr(tidal.models, name), type)
+                and issubclass(getattr(tidal.models, name), torch.nn.Module)}
+    assert sorted(info.id for info in MODEL_DB) == sorted(exported)
+    assert set(MODELS) <= {info.id for info in MODEL_DB if info.saveable}
+    built = {type(ModelOptions(kind=kind, known="lotka-volterra-linear").build(2, 0)).__name__
+             for kind in MODEL_KINDS}
+    assert built <= {info.id for info in MODEL_DB}
+
+
+@pytest.mark.parametrize("info", MODEL_DB, ids=lambda i: i.id)
+def test_model_entry_uses_the_shared_defaults_and_round_trips(info) -> None:
+    """One set of defaults (`tidal.defaults`) for every model kind; a saveable model's config
+    is plain JSON and rebuilds a model that gives the same output."""
+    import json
+
+    from tidal import defaults
+    from tidal.models.registry import model_from_config
+
+    torch.manual_seed(0)
+    model = info.make()
+    assert type(model.adjoint) is type(defaults.model_adjoint())
+    assert model.max_steps == defaults.MAX_STEPS
+    if model.solver.adaptive:
+        assert model.controller == defaults.model_controller()
+        assert type(model.solver) is type(defaults.model_solver())
+    else:  # the Hamiltonian model's symplectic default
+        assert model.controller == tidal.ConstantStepSize(defaults.HAMILTONIAN_DT)
+    out = info.call(model)
+    assert torch.isfinite(out).all()
+    if info.saveable:
+        config = json.loads(json.dumps(model.config()))
+        rebuilt = model_from_config(config)
+        rebuilt.load_state_dict(model.state_dict())
+        assert type(rebuilt) is type(model) and rebuilt.config() == config
+        assert torch.equal(info.call(rebuilt), out)
+
+
 def _error_inputs() -> list:
     cases = []
     for kind, db, key in (("solver", SOLVER_DB, "id"), ("adjoint", ADJOINT_DB, "id"),
-                          ("controller", CONTROLLER_DB, "name")):
+                          ("controller", CONTROLLER_DB, "name"), ("model", MODEL_DB, "id")):
         for info in db:
             for error_input in info.error_inputs():
                 cases.append(pytest.param(error_input,

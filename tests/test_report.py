@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from tidal.cli.main import main
+from tidal.controllers import PIDController
 from tidal.data import Scaling, Trajectories, simulate
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.report import evaluate_run, read_summary, write_report
@@ -53,8 +54,8 @@ def exact_run(path: Path) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray
     noise = [rng.normal(0, NOISE, (10, 2)) for _ in range(6)]
     values = [exact(y, t) + n for y, t, n in zip(y0, times, noise)]
     data = Trajectories(times, values, ids=[f"c{i}" for i in range(6)], state_names=("x", "y"))
-    model = UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, None, RATES, rtol=1e-10,
-                atol=1e-12).to(torch.float64)
+    model = UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, None, RATES,
+                controller=PIDController(rtol=1e-10, atol=1e-12)).to(torch.float64)
     save_run(path, model, Scaling((0.0, 0.0), (1.0, 1.0)), data={"state_names": ["x", "y"]},
              train_config=TrainConfig().to_dict(), splits={"train": data[[0, 1, 2]],
                                                            "test": data[[3, 4, 5]]})

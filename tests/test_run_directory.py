@@ -330,16 +330,17 @@ def test_a_run_killed_before_its_first_checkpoint_points_to_resume_which_works(t
 
 def test_a_diverged_run_exits_3_and_keeps_its_last_good_weights(tmp_path, data_csv,
                                                                  monkeypatch):
-    from tidal.training.fit import _Diverged, _Trainer
+    from tidal.training.fit import TrajectoryObjective
+    from tidal.training.trainer import Diverged
 
-    original = _Trainer.train_epoch
+    original = TrajectoryObjective.train_round
 
-    def diverge_at_epoch_4(self, *stage):
-        if self.epoch >= 4:
-            raise _Diverged("the loss became nan")
-        return original(self, *stage)
+    def diverge_at_epoch_4(self, epoch, *args):
+        if epoch >= 4:
+            raise Diverged("the loss became nan")
+        return original(self, epoch, *args)
 
-    monkeypatch.setattr(_Trainer, "train_epoch", diverge_at_epoch_4)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", diverge_at_epoch_4)
     run = tmp_path / "run"
     result = run_cli("fit", str(data_csv), "--id", "id", "-o", str(run), "--epochs", "10",
                      "--checkpoint-every", "2", "--horizons", "1.0", "--width", "8",
@@ -372,16 +373,16 @@ def test_a_diverged_flow_exits_3(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_run_exits_130_says_so_and_resumes(tmp_path, data_csv, monkeypatch):
-    from tidal.training.fit import _Trainer
+    from tidal.training.fit import TrajectoryObjective
 
-    original = _Trainer.train_epoch
+    original = TrajectoryObjective.train_round
 
-    def ctrl_c_at_epoch_5(self, *stage):
-        if self.epoch == 5:
+    def ctrl_c_at_epoch_5(self, epoch, *args):
+        if epoch == 5:
             raise KeyboardInterrupt
-        return original(self, *stage)
+        return original(self, epoch, *args)
 
-    monkeypatch.setattr(_Trainer, "train_epoch", ctrl_c_at_epoch_5)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", ctrl_c_at_epoch_5)
     run = tmp_path / "run"
     result = run_cli("fit", str(data_csv), "--id", "id", "-o", str(run), "--epochs", "8",
                      "--horizons", "1.0", "--width", "8", "--depth", "1", "--quiet")
@@ -389,7 +390,7 @@ def test_an_interrupted_run_exits_130_says_so_and_resumes(tmp_path, data_csv, mo
     assert _marker(run)["state"] == "interrupted"
     result = run_cli("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5")
     assert result.exit_code == 0 and "training was interrupted" in result.stderr
-    monkeypatch.setattr(_Trainer, "train_epoch", original)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", original)
     assert run_cli("fit", "--resume", "-o", str(run), "--quiet").exit_code == 0
     assert _marker(run)["state"] == "finished"
     assert run_cli("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5").stderr == ""

@@ -20,7 +20,7 @@ from tidal.models import NeuralODE
 from tidal.nn import MLP
 from tidal.training import TrainConfig, fit, load_run, save_run
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
-from tidal.training.fit import _Trainer
+from tidal.training.fit import TrajectoryObjective
 
 A = np.array([[-0.1, 1.0], [-1.0, -0.1]])  # a damped rotation
 
@@ -45,7 +45,8 @@ def spiral_data(n: int = 6, seed: int = 0, irregular: bool = True) -> Trajectori
 
 def small_model(seed: int = 0) -> NeuralODE:
     torch.manual_seed(seed)
-    return NeuralODE(MLP(2, width=16, depth=1), rtol=1e-5, atol=1e-7)
+    return NeuralODE(MLP(2, width=16, depth=1),
+                     controller=tidal.PIDController(rtol=1e-5, atol=1e-7))
 
 
 def quiet(**kw) -> TrainConfig:
@@ -71,8 +72,8 @@ def test_short_fit_lowers_the_loss_tenfold():
     least 10x (measured: about 50x)."""
     data = spiral_data()
     model = small_model()
-    initial = _Trainer(model.double(), data.scaled(tidal.data.Scaling.fit(data)), None,
-                       quiet(), torch.float64, None)
+    initial = TrajectoryObjective(model.double(), data.scaled(tidal.data.Scaling.fit(data)),
+                                  None, quiet(), torch.float64)
     with torch.no_grad():
         batch = initial.batch(initial.train, 1.0, tuple(range(len(data))))
         before = initial.loss(batch).item()
@@ -100,19 +101,19 @@ def test_resume_continues_the_same_loss_curve(tmp_path, monkeypatch, segments, s
     straight = fit(small_model(), data, val=val, config=config, run_dir=tmp_path / "a",
                    progress=False)
 
-    original = _Trainer.train_epoch
+    original = TrajectoryObjective.train_round
 
-    def interrupt(self, *stage):
-        if self.epoch == stop:
+    def interrupt(self, epoch, *args):
+        if epoch == stop:
             raise KeyboardInterrupt
-        return original(self, *stage)
+        return original(self, epoch, *args)
 
-    monkeypatch.setattr(_Trainer, "train_epoch", interrupt)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", interrupt)
     stopped = fit(small_model(), data, val=val, config=config, run_dir=tmp_path / "b",
                   progress=False)
     assert stopped.status == "interrupted"
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["epoch"] == stop
-    monkeypatch.setattr(_Trainer, "train_epoch", original)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", original)
     resumed = fit(small_model(seed=5), data, val=val, config=config, run_dir=tmp_path / "b",
                   resume=True, progress=False)
     losses = [(r["epoch"], r["train_loss"], r["val_loss"]) for r in straight.history]
@@ -161,8 +162,8 @@ def test_multiple_shooting_stage_comes_first_and_lowers_the_loss():
     data = spiral_data()
     model = small_model()
     config = quiet(epochs=45, shooting_segments=3)
-    initial = _Trainer(model.double(), data.scaled(tidal.data.Scaling.fit(data)), None,
-                       config, torch.float64, None)
+    initial = TrajectoryObjective(model.double(), data.scaled(tidal.data.Scaling.fit(data)),
+                                  None, config, torch.float64)
     with torch.no_grad():
         batch = initial.batch(initial.train, 1.0, tuple(range(len(data))))
         before = initial.loss(batch).item()
@@ -190,14 +191,14 @@ class Exploding(torch.nn.Module):
 
 def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     field = Exploding()
-    model = NeuralODE(field, adjoint="backprop")
-    original = _Trainer.train_epoch
+    model = NeuralODE(field, adjoint=tidal.BackpropAdjoint())
+    original = TrajectoryObjective.train_round
 
-    def arm_at_epoch_13(self, *stage):
-        field.armed = self.epoch >= 13
-        return original(self, *stage)
+    def arm_at_epoch_13(self, epoch, *args):
+        field.armed = epoch >= 13
+        return original(self, epoch, *args)
 
-    monkeypatch.setattr(_Trainer, "train_epoch", arm_at_epoch_13)
+    monkeypatch.setattr(TrajectoryObjective, "train_round", arm_at_epoch_13)
     result = fit(model, spiral_data(4), config=quiet(epochs=30, checkpoint_every=5),
                  run_dir=tmp_path, progress=False)
     assert result.status == "diverged"
@@ -250,7 +251,7 @@ def test_train_config_errors_name_the_argument():
         TrainConfig(epochs=2, horizons=(0.5, 1.0), shooting_segments=2)
     with pytest.raises(InvalidArgumentError, match="unknown keys"):
         TrainConfig.from_dict({"epochz": 3})
-    with pytest.raises(InvalidArgumentError, match="adjoint"):
+    with pytest.raises(InvalidArgumentError, match=r"adjoint='magic'.*Adjoint object.*registry"):
         NeuralODE(MLP(2), adjoint="magic")
 
 
@@ -267,9 +268,9 @@ def test_run_and_checkpoint_error_paths_name_what_is_wrong(tmp_path):
     with pytest.raises(InvalidArgumentError, match="cannot be described as data"):
         NeuralODE(torch.nn.Linear(2, 2)).config()
     config = small_model().config()
-    with pytest.raises(InvalidArgumentError, match="solver 'magic'"):
+    with pytest.raises(InvalidArgumentError, match="Solver 'magic' is not known"):
         NeuralODE.from_config({**config, "solver": "magic"})
-    with pytest.raises(InvalidArgumentError, match="vector field 'Evil'"):
+    with pytest.raises(InvalidArgumentError, match="network 'Evil'"):
         NeuralODE.from_config({**config, "vector_field": {"type": "Evil"}})
 
 
@@ -293,3 +294,46 @@ def test_pipeline_error_paths(tmp_path):
              train_config=result.config.to_dict())
     with pytest.raises(InvalidArgumentError, match=r"expected 2 states \(x, y\)"):
         load_run(tmp_path / "b").predict([1.0, 2.0, 3.0], [0.0, 1.0])
+
+
+class Decay(torch.nn.Module):
+    """dy/dt = -k y with a learned rate k."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -self.k * y
+
+
+def test_a_model_solves_events_with_its_own_checkpoint_adjoint(monkeypatch):
+    """`NeuralODE.solve(event=...)` keeps the model's CheckpointAdjoint (it used to swap in
+    Backprop silently). Reference: y = y0 exp(-k t) crosses 1/2 at t* = ln(2 y0) / k, so
+    dt*/dk = -ln(2 y0) / k^2."""
+    from tidal.adjoint import CheckpointAdjoint
+
+    runs = []
+    original = CheckpointAdjoint.run
+
+    def counted(self, *args, **kwargs):
+        runs.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointAdjoint, "run", counted)
+    model = NeuralODE(Decay(), controller=tidal.PIDController(rtol=1e-10, atol=1e-12))
+    assert isinstance(model.adjoint, CheckpointAdjoint)
+    y0 = torch.tensor([2.0], dtype=torch.float64)
+    sol = model.solve(y0, torch.tensor([0.0, 10.0], dtype=torch.float64),
+                      event=lambda t, y: y.sum() - 0.5)
+    assert runs == [model.adjoint]
+    k = model.vector_field.k
+    (grad,) = torch.autograd.grad(sol.event_t, k)
+    assert sol.event_t.item() == pytest.approx(math.log(4.0) / 0.7, rel=1e-9)
+    assert grad.item() == pytest.approx(-math.log(4.0) / 0.7**2, rel=1e-7)
+    with pytest.raises(tidal.IncompatibleOptionsError, match="dense"):
+        model.solve(y0, torch.tensor([0.0, 1.0], dtype=torch.float64), dense=True)
+    dense = model.solve(y0, torch.tensor([0.0, 1.0], dtype=torch.float64), dense=True,
+                        adjoint=tidal.BackpropAdjoint())
+    assert dense.evaluate(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
+        2.0 * math.exp(-0.35), rel=1e-8)

@@ -76,7 +76,8 @@ def test_fit_with_a_correction_lowers_the_loss() -> None:
 
 
 def test_config_round_trip() -> None:
-    model = UDE(LINEAR, MLP(2, width=8), {"alpha": 1.1, "gamma": 2.9}, adjoint="backprop")
+    model = UDE(LINEAR, MLP(2, width=8), {"alpha": 1.1, "gamma": 2.9},
+                adjoint=tidal.BackpropAdjoint())
     config = model.config()
     assert config["type"] == "UDE" and config["known"] == "lotka-volterra-linear"
     rebuilt = model_from_config(config)

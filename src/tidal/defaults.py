@@ -1,4 +1,4 @@
-"""The defaults of `tidal.solve`, in one place (and so of everything built on it).
+"""The defaults of `tidal.solve` and of the models built on it, in one place.
 
 - solver: `Dopri5()`, the Dormand–Prince 5(4) pair (scipy's RK45, MATLAB's ode45);
 - controller: `PIDController(rtol=1e-6, atol=1e-8)` for adaptive solvers (a fixed-step solver
@@ -16,6 +16,18 @@ a tolerance far below what the data need, and 10^4 Dopri5 steps cost 6 x 10^4 ca
 non-finite or stiff field could run for hours. The failure says how to raise the limit:
 `solve(..., max_steps=n)`, `odeint(..., options={"max_num_steps": n})`.
 
+**Models** (`NeuralODE`, `UDE`, `HamiltonianNN`, `CNF`) all take solver, controller and
+adjoint objects and share one set of training defaults, looser and cheaper in memory than
+`solve`'s because a model is solved thousands of times while it learns from noisy data:
+
+- solver: `Tsit5()` (`HamiltonianNN`: `Leapfrog()` for a separable energy, else
+  `ImplicitMidpoint()`, with `ConstantStepSize(HAMILTONIAN_DT)`);
+- controller: `PIDController(rtol=MODEL_RTOL, atol=MODEL_ATOL)` = 1e-4 / 1e-6: training rarely
+  needs a tighter solve than the noise in the data (a fixed-step solver has no default; give
+  `ConstantStepSize(dt)`);
+- adjoint: `CheckpointAdjoint()`, the exact gradient in memory that grows as sqrt(steps);
+- `MAX_STEPS` per solve, as for `solve`.
+
 `tidal.odeint` keeps torchdiffeq's own defaults (rtol 1e-7, atol 1e-9, dopri5), the documented
 exception, so that code moved from torchdiffeq behaves the same; its `max_num_steps` defaults
 to `MAX_STEPS` too.
@@ -24,13 +36,20 @@ to `MAX_STEPS` too.
 from __future__ import annotations
 
 from tidal.adjoint.backprop import BackpropAdjoint
+from tidal.adjoint.checkpoint import CheckpointAdjoint
 from tidal.controllers.pid import PIDController
 from tidal.solvers.dopri5 import Dopri5
 from tidal.solvers.sde import Calculus, EulerMaruyama, Heun, SDEMethod
+from tidal.solvers.tsit5 import Tsit5
 
 RTOL = 1e-6
 ATOL = 1e-8
 MAX_STEPS = 10_000
+MODEL_RTOL = 1e-4
+MODEL_ATOL = 1e-6
+#: The step of `HamiltonianNN`'s default symplectic solver, in the model's time units: about
+#: 60 steps per period of an oscillation of period 2 pi.
+HAMILTONIAN_DT = 0.1
 
 
 def solver() -> Dopri5:
@@ -49,3 +68,15 @@ def sde_solver(calculus: Calculus) -> SDEMethod:
     """`tidal.sdeint`'s default method: Euler–Maruyama for Itô SDEs, Heun for Stratonovich
     (both solve every noise shape)."""
     return EulerMaruyama() if calculus is Calculus.ITO else Heun()
+
+
+def model_solver() -> Tsit5:
+    return Tsit5()
+
+
+def model_controller() -> PIDController:
+    return PIDController(rtol=MODEL_RTOL, atol=MODEL_ATOL)
+
+
+def model_adjoint() -> CheckpointAdjoint:
+    return CheckpointAdjoint()

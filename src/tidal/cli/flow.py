@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +21,8 @@ def flow() -> None:
 @click.option("--samples", default=4000, show_default=True, help="Samples drawn from --toy.")
 @click.option("--columns", default=None, help="Columns of DATA to model (default: all).")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=800, show_default=True)
+@click.option("--steps", default=800, show_default=True,
+              help="Optimizer steps; with --resume, a new total (at least those trained).")
 @click.option("--batch-size", default=512, show_default=True)
 @click.option("--lr", default=5e-3, show_default=True)
 @click.option("--width", default=64, show_default=True)
@@ -29,49 +31,70 @@ def flow() -> None:
               type=click.Choice(["exact", "hutchinson"]))
 @click.option("--kinetic", default=0.05, show_default=True, help="Kinetic-energy weight.")
 @click.option("--jacobian", default=0.05, show_default=True, help="Jacobian-norm weight.")
+@click.option("--checkpoint-every", default=100, show_default=True,
+              help="Steps between checkpoints (for --resume).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the flow run in -o from its checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own.")
 @click.option("--quiet", is_flag=True)
-def flow_fit(data: str | None, toy: str | None, samples: int, columns: str | None,
-             run_dir: str, seed: int, overwrite: bool, quiet: bool, **options) -> None:
-    """Fit a flow to the rows of DATA (CSV or Parquet, one column per dimension) or to --toy."""
-    import functools
+@click.pass_context
+def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int,
+             columns: str | None, run_dir: str, seed: int, resume: bool, overwrite: bool,
+             quiet: bool, **options: Any) -> None:
+    """Fit a flow to the rows of DATA (CSV or Parquet, one column per dimension) or to --toy.
 
+    --resume continues the run in -o with its own data and settings (only --steps may change:
+    a new total); the result equals an uninterrupted run."""
     import numpy as np
     import torch
 
-    from tidal.cli.main import BadInput
-    from tidal.data.toys import TOYS, sample_toy, toy_log_prob
-    from tidal.training.flow_run import FlowOptions, train_flow_run
+    from tidal.cli.main import BadInput, refuse_changes_on_resume
+    from tidal.data.toys import TOYS, sample_toy
+    from tidal.training.flow_run import FlowOptions, resume_flow_run, train_flow_run
 
+    if resume:
+        refuse_changes_on_resume(ctx, run_dir, frozenset({"run_dir", "resume", "steps",
+                                                          "quiet"}), "--steps")
+        given = ctx.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT
+        history = resume_flow_run(run_dir, steps=options["steps"] if given else None,
+                                  progress=not quiet)
+        _finish(history.status, history.message, Path(run_dir))
+        return
     if (data is None) == (toy is None):
         raise BadInput("give either DATA or --toy NAME")
-    true_log_prob = None
     if toy is not None:
         if toy not in TOYS:
             raise BadInput(f"--toy {toy!r} is not known; choose one of {', '.join(TOYS)}")
         points = sample_toy(toy, samples, seed=seed, dtype=torch.float64).numpy()
         names, source = ["x", "y"], {"toy": toy, "samples": samples}
-        if toy == "eight-gaussians":
-            true_log_prob = functools.partial(toy_log_prob, toy)
     else:
+        assert data is not None  # one of the two, checked above
         names, points = _read_samples(Path(data), columns)
         source = {"path": str(data)}
-    metrics = train_flow_run(np.asarray(points), run_dir, columns=names,
+    history = train_flow_run(np.asarray(points), run_dir, columns=names,
                              options=FlowOptions(seed=seed, **options), source=source,
-                             true_log_prob=true_log_prob, overwrite=overwrite,
-                             progress=not quiet)
-    if metrics["status"] != "finished":
-        click.echo(metrics["message"], err=True)
-    line = f"held-out NLL {metrics['val_nll']:.4f} nats"
-    if "gap" in metrics:
-        line += f" (true density {metrics['true_val_nll']:.4f}, gap {metrics['gap']:+.4f})"
-    click.echo(line)
-    click.echo(f"report: {Path(run_dir) / 'report.html'}")
-    if metrics["status"] == "diverged":
-        from tidal.cli.main import EXIT_DIVERGED
+                             overwrite=overwrite, progress=not quiet)
+    _finish(history.status, history.message, Path(run_dir))
 
+
+def _finish(status: str, message: str, run_dir: Path) -> None:
+    """The report and the verdict; exit 3 when training diverged, 130 when interrupted."""
+    from tidal.cli.main import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from tidal.report.flow import flow_summary, write_flow_report
+
+    click.echo(f"{status}: {message}")
+    report = write_flow_report(run_dir)
+    click.echo(flow_summary(run_dir))
+    click.echo(f"report: {report}")
+    if status == "interrupted":
+        click.echo(f"checkpoint saved; continue with: tidal flow fit --resume -o {run_dir}",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if status == "diverged":
+        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
+                   "lower --lr or stronger --kinetic/--jacobian, then fit again with "
+                   "--overwrite.", err=True)
         sys.exit(EXIT_DIVERGED)
 
 
@@ -100,7 +123,7 @@ def flow_sample(run_dir: str, count: int, output: str | None, seed: int) -> None
     click.echo(f"wrote {count} samples to {output}")
 
 
-def _read_samples(path: Path, columns: str | None):
+def _read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
     """A table of samples: every chosen column numeric and complete; errors name the line."""
     import numpy as np
     import pandas as pd

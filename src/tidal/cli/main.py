@@ -278,17 +278,22 @@ def _finish(result, run_dir: Path) -> None:
 _RESUME_OPTIONS = {"run_dir", "resume", "epochs", "quiet"}
 
 
-def _refuse_changes_on_resume(ctx: click.Context, run_dir: str) -> None:
+def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
+                            allowed: frozenset[str] = frozenset(_RESUME_OPTIONS),
+                            total: str = "--epochs") -> None:
+    """Refuse every parameter given on the command line with --resume except `allowed`
+    (`total` is the flag that may set a new total)."""
     from click.core import ParameterSource
 
-    given = [param for param in ctx.command.params if param.name not in _RESUME_OPTIONS
+    given = [param for param in ctx.command.params if param.name not in allowed
+             and param.name is not None
              and ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE,
                                                           ParameterSource.ENVIRONMENT)]
     if given:
         names = ", ".join(param.opts[-1] if param.opts[-1].startswith("-") else
                           param.name.upper() for param in given)
         raise BadInput(f"--resume continues {run_dir} with its own data and the settings in "
-                       f"its config.json, so {names} cannot be given (only --epochs may "
+                       f"its config.json, so {names} cannot be given (only {total} may "
                        "change); to change them, start a new run with --overwrite")
 
 
@@ -323,7 +328,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     from tidal.training import resume_run, train_run
 
     if resume:
-        _refuse_changes_on_resume(ctx, run_dir)
+        refuse_changes_on_resume(ctx, run_dir)
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
         result = resume_run(run_dir, epochs=kw["epochs"] if given else None,
                             progress=not kw["quiet"])
@@ -382,13 +387,21 @@ def notify(notice: str | None) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
-    """Write figures, metrics.json and report.html into RUN_DIR."""
+    """Write figures, metrics.json and report.html into RUN_DIR (a fit or a flow run)."""
     from tidal.report import read_summary, write_report
-    from tidal.training import load_run
+    from tidal.report.flow import flow_summary, write_flow_report
+    from tidal.training import RunDirectory, load_run
+    from tidal.training.flow_run import load_flow_run
 
-    notify(load_run(run_dir).notice)
-    report = write_report(run_dir)
-    click.echo(read_summary(run_dir))
+    found = RunDirectory.find(Path(run_dir))
+    if found is not None and found.kind == "flow":
+        notify(load_flow_run(run_dir).notice)
+        report = write_flow_report(run_dir)
+        click.echo(flow_summary(run_dir))
+    else:
+        notify(load_run(run_dir).notice)
+        report = write_report(run_dir)
+        click.echo(read_summary(run_dir))
     click.echo(f"report: {report}")
 
 

@@ -21,13 +21,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from tidal import defaults
 from tidal._errors import InvalidArgumentError
-from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint.base import Adjoint
 from tidal.controllers import PIDController
+from tidal.controllers.base import StepSizeController
 from tidal.integrate import solve
 from tidal.models import divergence
+from tidal.models.neural_ode import solve_objects
 from tidal.solution import Stats
-from tidal.solvers import Dopri5, ExplicitRungeKutta
+from tidal.solvers.base import StepMethod
 
 TRACES = ("exact", "hutchinson")
 NOISES = ("rademacher", "gaussian")
@@ -65,11 +68,11 @@ class CNF(nn.Module):
         dim: d, needed by `sample` with the default base when the vector field does not say
             (a `tidal.nn` network does).
         t1: the time of the data, > 0.
-        solver: default `Dopri5()`; `Tsit5()` is the other sensible choice.
-        controller: default `PIDController(rtol=1e-5, atol=1e-5)`. Unless it has its own
-            `norm`, the error norm covers [y, Δ] only, so the regularizers do not set the
-            step size.
-        adjoint: `BackpropAdjoint()` (default) or `CheckpointAdjoint()` (less memory).
+        solver, controller, adjoint: objects, with the models' defaults (`tidal.defaults`:
+            `Tsit5()`, `PIDController(rtol=1e-4, atol=1e-6)`, `CheckpointAdjoint()`). Unless
+            the controller has its own `norm`, the error norm covers [y, Δ] only, so the
+            regularizers do not set the step size. Evaluate densities at a tighter tolerance
+            than you train with (`tidal flow fit` trains at 1e-3 and evaluates at 1e-5).
         kinetic: weight λ_K of the kinetic energy ∫ ||f||^2 dt in `forward`'s regularization.
         jacobian: weight λ_J of ∫ ||∂f/∂y||_F^2 dt (Hutchinson's estimate ||eps^T J||^2 with
             the Hutchinson trace).
@@ -88,10 +91,10 @@ class CNF(nn.Module):
 
     def __init__(self, vector_field: nn.Module, *, trace: str = "exact",
                  noise: str = "rademacher", base: Any = None, dim: int | None = None,
-                 t1: float = 1.0, solver: ExplicitRungeKutta | None = None,
-                 controller: PIDController | None = None,
-                 adjoint: BackpropAdjoint | CheckpointAdjoint | BacksolveAdjoint | None = None,
-                 kinetic: float = 0.0, jacobian: float = 0.0, max_steps: int = 10_000) -> None:
+                 t1: float = 1.0, solver: StepMethod | None = None,
+                 controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
+                 kinetic: float = 0.0, jacobian: float = 0.0,
+                 max_steps: int = defaults.MAX_STEPS) -> None:
         super().__init__()
         _check_choice("trace", trace, TRACES)
         _check_choice("noise", noise, NOISES)
@@ -112,10 +115,9 @@ class CNF(nn.Module):
         self.vector_field = vector_field
         self.trace, self.noise, self.base, self.t1 = trace, noise, base, float(t1)
         self.dim = dim if dim is not None else _features(vector_field)
-        self.solver = solver if solver is not None else Dopri5()
-        self.controller = (controller if controller is not None
-                           else PIDController(rtol=1e-5, atol=1e-5))
-        self.adjoint = adjoint if adjoint is not None else BackpropAdjoint()
+        self.solver, self.controller, self.adjoint = solve_objects(
+            "CNF", solver if solver is not None else defaults.model_solver(), controller,
+            adjoint)
         self.kinetic, self.jacobian, self.max_steps = float(kinetic), float(jacobian), max_steps
         self.last_stats: Stats | None = None
 
@@ -235,12 +237,13 @@ class _AugmentedField:
             if self.trace == "exact":
                 terms = divergence.exact(self.f, t, y, frobenius=frobenius, create_graph=graph)
             else:
+                assert self.eps is not None  # drawn for every Hutchinson solve
                 terms = divergence.hutchinson(self.f, t, y, self.eps, frobenius=frobenius,
                                               create_graph=graph)
         columns = [terms.dy, -terms.divergence.unsqueeze(-1)]
         if "kinetic" in self.extras:
             columns.append(self.sign * terms.dy.square().sum(-1, keepdim=True))
-        if frobenius:
+        if terms.frobenius is not None:
             columns.append(self.sign * terms.frobenius.unsqueeze(-1))
         out = torch.cat(columns, dim=-1)
         return out if graph else out.detach()

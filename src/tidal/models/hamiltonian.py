@@ -20,10 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
-from tidal.models.neural_ode import VECTOR_FIELDS, NeuralODE, solve_options
+from tidal.adjoint.base import Adjoint
+from tidal.controllers import ConstantStepSize
+from tidal.controllers.base import StepSizeController
+from tidal.models.neural_ode import NeuralODE, build_network, network_config, solve_options
 from tidal.nn import MLP
-from tidal.solvers import FixedStepMethod, ImplicitMidpoint, Leapfrog, Solver
+from tidal.solvers import FixedStepMethod, ImplicitMidpoint, Leapfrog
+from tidal.solvers.base import StepMethod
 
 
 class HamiltonianField(nn.Module):
@@ -88,14 +93,15 @@ class HamiltonianNN(NeuralODE):
             separable energy, which the explicit symplectic methods need.
         solver: default `Leapfrog()` for a separable H (two calls of the field per step),
             `ImplicitMidpoint()` otherwise (symplectic for every H, but about ten calls per
-            step). An adaptive method such as `tidal.Dopri5()` also works (then `rtol`, `atol`
-            apply and `dt` is ignored); it does not conserve energy over long runs.
-        dt: the fixed step of a fixed-step solver, in the model's time units; the energy is
-            conserved to O(dt^2) (Leapfrog) or O(dt^4) (Yoshida4). Default 0.1: about 60 steps
-            per period of an oscillation of period 2 pi. Take dt well below the shortest period.
-        rtol, atol, adjoint, max_steps: as for `NeuralODE`. "checkpoint" and "backprop" give
-            the exact gradient of the symplectic steps; "backsolve" cannot integrate its
-            backward ODE with a splitting (an error says so).
+            step). An adaptive method such as `tidal.Dopri5()` also works (with the models'
+            default `PIDController`); it does not conserve energy over long runs.
+        controller: for a fixed-step solver, default `ConstantStepSize(0.1)`
+            (`tidal.defaults.HAMILTONIAN_DT`, in the model's time units); the energy is
+            conserved to O(dt^2) (Leapfrog) or O(dt^4) (Yoshida4). 0.1 is about 60 steps per
+            period of an oscillation of period 2 pi; take dt well below the shortest period.
+        adjoint, max_steps: as for `NeuralODE`. `CheckpointAdjoint` and `BackpropAdjoint`
+            give the exact gradient of the symplectic steps; `BacksolveAdjoint` cannot
+            integrate its backward ODE with a splitting (an error says so).
 
     `model(y0, ts)` returns trajectories [T, *y0.shape]; `model.energy(y)` the learned H.
 
@@ -104,11 +110,13 @@ class HamiltonianNN(NeuralODE):
         >>> ys = model(torch.tensor([[1.0, 0.0]]), torch.linspace(0, 10, 101))
     """
 
+    vector_field: HamiltonianField
+
     def __init__(self, hamiltonian: nn.Module | None = None, *,
                  kinetic: nn.Module | None = None, potential: nn.Module | None = None,
-                 solver: Solver | None = None, dt: float = 0.1, rtol: float = 1e-4,
-                 atol: float = 1e-6, adjoint: str | Any = "checkpoint",
-                 max_steps: int = 1_000_000) -> None:
+                 solver: StepMethod | None = None,
+                 controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
+                 max_steps: int = defaults.MAX_STEPS) -> None:
         field = HamiltonianField(hamiltonian, kinetic=kinetic, potential=potential)
         if solver is None:
             solver = Leapfrog() if field.separable else ImplicitMidpoint()
@@ -117,8 +125,9 @@ class HamiltonianNN(NeuralODE):
                 f"`HamiltonianNN(hamiltonian=..., solver={solver!r})`: an explicit splitting "
                 "needs a separable H = T(p) + V(q); pass kinetic= and potential= instead, or "
                 "use solver=tidal.ImplicitMidpoint() (symplectic for every H).")
-        super().__init__(field, solver=solver, rtol=rtol, atol=atol,
-                         dt=None if solver.adaptive else dt, adjoint=adjoint,
+        if controller is None and isinstance(solver, StepMethod) and not solver.adaptive:
+            controller = ConstantStepSize(defaults.HAMILTONIAN_DT)
+        super().__init__(field, solver=solver, controller=controller, adjoint=adjoint,
                          max_steps=max_steps)
 
     @classmethod
@@ -126,7 +135,7 @@ class HamiltonianNN(NeuralODE):
             depth: int = 2, activation: str = "tanh", **options: Any) -> HamiltonianNN:
         """A HamiltonianNN whose energy networks are `tidal.nn.MLP`s: one on the 2n-dimensional
         state, or with `separable=True` one for T(p) and one for V(q) on n dimensions each.
-        `options` go to the constructor (solver, dt, adjoint, ...)."""
+        `options` go to the constructor (solver, controller, adjoint, ...)."""
         def net(size: int) -> MLP:
             return MLP(size, 1, width=width, depth=depth, activation=activation)
 
@@ -146,32 +155,15 @@ class HamiltonianNN(NeuralODE):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (with `from_config`), as plain JSON values.
         The energy networks must be registered vector fields (`tidal.nn.MLP`)."""
-        parts = {}
-        for part in ("hamiltonian", "kinetic", "potential"):
-            net = getattr(self.vector_field, part)
-            if net is None:
-                continue
-            name = type(net).__name__
-            if VECTOR_FIELDS.get(name) is not type(net) or not hasattr(net, "config"):
-                raise InvalidArgumentError(
-                    f"`HamiltonianNN.config()`: the {part} network {name} cannot be described "
-                    f"as data; use one of {sorted(VECTOR_FIELDS)}, or save its state_dict "
-                    "yourself.")
-            parts[part] = {"type": name, **net.config()}
+        parts = {part: network_config(net, f"`HamiltonianNN.config()`: the {part} network")
+                 for part in ("hamiltonian", "kinetic", "potential")
+                 if (net := getattr(self.vector_field, part)) is not None}
         return {"type": "HamiltonianNN", **parts, **self._solve_config()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HamiltonianNN:
         """Rebuild a model from `config()`; only registered classes are constructed."""
-        nets = {}
-        for part in ("hamiltonian", "kinetic", "potential"):
-            if part in config:
-                spec = dict(config[part])
-                kind = spec.pop("type")
-                if kind not in VECTOR_FIELDS:
-                    raise InvalidArgumentError(f"Model config names network {kind!r}; known: "
-                                               f"{sorted(VECTOR_FIELDS)}.")
-                nets[part] = VECTOR_FIELDS[kind](**spec)
-        options = solve_options(config)
-        options["dt"] = options["dt"] if options["dt"] is not None else 0.1
-        return cls(**nets, **options)
+        nets = {part: build_network(config[part]) if part in config else None
+                for part in ("hamiltonian", "kinetic", "potential")}
+        return cls(nets["hamiltonian"], kinetic=nets["kinetic"], potential=nets["potential"],
+                   **solve_options(config))

@@ -1,20 +1,24 @@
-"""`NeuralODE`: a learned vector field together with the configuration of its solve."""
+"""`NeuralODE`: a learned vector field together with the configuration of its solve, and what
+every model kind shares: solver/controller/adjoint objects with the models' defaults
+(`tidal.defaults`), and their config as plain values (names through `tidal.registry`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from tidal import defaults, registry
 from tidal._errors import InvalidArgumentError
-from tidal.adjoint import BackpropAdjoint
+from tidal.adjoint.base import Adjoint
 from tidal.controllers import ConstantStepSize, PIDController
+from tidal.controllers.base import StepSizeController
 from tidal.integrate import solve
 from tidal.nn import MLP
-from tidal.registry import ADJOINTS, SOLVERS
-from tidal.solution import Solution
-from tidal.solvers import Solver, Tsit5
+from tidal.solution import Solution, Stats
+from tidal.solvers.base import StepMethod
 
 VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
 
@@ -24,80 +28,75 @@ class NeuralODE(nn.Module):
 
     Args:
         vector_field: an `nn.Module` called as `f(t, y)`, e.g. `tidal.nn.MLP(d)`.
-        solver: default `Tsit5()`.
-        rtol, atol: tolerances of the adaptive step (`PIDController`). Training rarely needs
-            tighter than the noise in the data; 1e-4 / 1e-6 by default.
-        dt: a fixed step size (`ConstantStepSize(dt)`) instead of the adaptive step; needed by
-            fixed-step solvers (`RK4`, `Leapfrog`, ...), which have no error estimate.
-        adjoint: "checkpoint" (default: the exact gradient with bounded memory), "backprop" or
-            "backsolve" (constant memory, approximate gradient), or an adjoint object.
+        solver: a solver object; default `Tsit5()`.
+        controller: a step-size controller; default `PIDController(rtol=1e-4, atol=1e-6)`
+            (`tidal.defaults`). A fixed-step solver (`RK4`, `Leapfrog`, ...) has no error
+            estimate and needs `ConstantStepSize(dt)`.
+        adjoint: an adjoint object; default `CheckpointAdjoint()` (the exact gradient with
+            bounded memory); `BackpropAdjoint()` or `BacksolveAdjoint()` (constant memory,
+            approximate gradient).
         max_steps: most solver steps per solve.
 
-    `model(y0, ts)` returns the states [T, *y0.shape]; ts is [T] (one grid for the batch) or
-    [T, B] (every trajectory its own grid).
+    Strings name these objects only in config files and on the command line
+    (`tidal.registry`). `model(y0, ts)` returns the states [T, *y0.shape]; ts is [T] (one grid
+    for the batch) or [T, B] (every trajectory its own grid).
     """
 
-    def __init__(self, vector_field: nn.Module, *, solver: Solver | None = None,
-                 rtol: float = 1e-4, atol: float = 1e-6, dt: float | None = None,
-                 adjoint: str | Any = "checkpoint", max_steps: int = 10_000) -> None:
+    def __init__(self, vector_field: nn.Module, *, solver: StepMethod | None = None,
+                 controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
+                 max_steps: int = defaults.MAX_STEPS) -> None:
         super().__init__()
-        if isinstance(adjoint, str):
-            if adjoint not in ADJOINTS:
-                raise InvalidArgumentError(
-                    f"`NeuralODE(adjoint={adjoint!r})` is not known; choose one of "
-                    f"{sorted(ADJOINTS)} or pass an adjoint object.")
-            adjoint = ADJOINTS[adjoint]()
         self.vector_field = vector_field
-        self.solver = solver if solver is not None else Tsit5()
-        if dt is None and not self.solver.adaptive:
-            name = type(self).__name__
-            raise InvalidArgumentError(
-                f"`{name}(solver={self.solver!r})` has no error estimate to adapt its step; "
-                f"give a fixed step: {name}(..., dt=0.05) (in the model's time units).")
-        self.rtol, self.atol, self.dt = rtol, atol, dt
-        self.controller: PIDController | ConstantStepSize = (
-            PIDController(rtol=rtol, atol=atol) if dt is None else ConstantStepSize(dt))
-        self.adjoint = adjoint
+        self.solver, self.controller, self.adjoint = solve_objects(
+            type(self).__name__, solver if solver is not None else defaults.model_solver(),
+            controller, adjoint)
         self.max_steps = max_steps
-        self.last_stats = None
+        self.last_stats: Stats | None = None
 
     def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.solve(y0, ts).ys
 
     def solve(self, y0: torch.Tensor, ts: torch.Tensor, **options: Any) -> Solution:
-        """The full `Solution` (statistics, status, dense output with `dense=True`).
+        """The full `Solution` (statistics, status, events, dense output with `dense=True`).
 
-        `options` override this model's solve configuration (see `tidal.solve`).
+        `options` override this model's solve configuration (see `tidal.solve`); the model's
+        adjoint is used unless `adjoint=` is given (`CheckpointAdjoint` handles events, not
+        dense output: pass `adjoint=BackpropAdjoint()` with `dense=True`).
         """
         settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
-                                    "adjoint": self.adjoint, "max_steps": self.max_steps}
-        if options.get("dense") or options.get("event") is not None:
-            settings["adjoint"] = BackpropAdjoint()
-        settings.update(options)
+                                    "adjoint": self.adjoint, "max_steps": self.max_steps,
+                                    **options}
         solution = solve(self.vector_field, y0, ts, **settings)
         self.last_stats = solution.stats
         return solution
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (with `from_config`), as plain JSON values."""
-        field_config = getattr(self.vector_field, "config", None)
-        name = type(self.vector_field).__name__
-        if field_config is None or VECTOR_FIELDS.get(name) is not type(self.vector_field):
-            raise InvalidArgumentError(
-                f"`NeuralODE.config()`: the vector field {name} cannot be described as data; "
-                f"use one of {sorted(VECTOR_FIELDS)}, or save its state_dict yourself.")
-        return {"type": "NeuralODE", "vector_field": {"type": name, **field_config()},
+        return {"type": "NeuralODE",
+                "vector_field": network_config(
+                    self.vector_field, f"`{type(self).__name__}.config()`: the vector field"),
                 **self._solve_config()}
 
     def _solve_config(self) -> dict[str, Any]:
-        """The solve configuration as plain values (shared by the models built on this one)."""
-        adjoint = next((key for key, cls in ADJOINTS.items() if isinstance(self.adjoint, cls)),
-                       "checkpoint")
-        config = {"solver": self.solver.name, "rtol": self.rtol, "atol": self.atol,
-                  "adjoint": adjoint, "max_steps": self.max_steps}
+        """The solve configuration as plain values (shared by the models built on this one):
+        the solver's and adjoint's names (`tidal.registry`), the solver's options, rtol and
+        atol of a `PIDController` or dt of a `ConstantStepSize`."""
+        name = type(self).__name__
+        controller = self.controller
+        config: dict[str, Any] = {"solver": self.solver.name, "adjoint": self.adjoint.name,
+                                  "max_steps": self.max_steps}
+        if type(controller) is PIDController and _plain(controller, "rtol", "atol") \
+                and all(isinstance(getattr(controller, k), float | int)
+                        for k in ("rtol", "atol")):
+            config.update(rtol=controller.rtol, atol=controller.atol)
+        elif type(controller) is ConstantStepSize and _plain(controller, "dt"):
+            config["dt"] = controller.dt
+        else:
+            raise InvalidArgumentError(
+                f"`{name}.config()`: the controller {controller!r} cannot be saved as data; "
+                "use PIDController(rtol=..., atol=...) or ConstantStepSize(dt) with their "
+                "other options at their defaults, or save the state_dict yourself.")
         options = getattr(self.solver, "__dict__", {})
-        if self.dt is not None:
-            config["dt"] = self.dt
         if options:
             config["solver_options"] = dict(options)
         return config
@@ -105,20 +104,69 @@ class NeuralODE(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> NeuralODE:
         """Rebuild a model from `config()`; only registered classes are constructed."""
-        field = dict(config["vector_field"])
-        field_type = field.pop("type")
-        if field_type not in VECTOR_FIELDS:
+        return cls(build_network(config["vector_field"]), **solve_options(config))
+
+
+def solve_objects(name: str, solver: StepMethod, controller: StepSizeController | None,
+                  adjoint: Adjoint | None) -> tuple[StepMethod, StepSizeController, Adjoint]:
+    """A model's solver, controller and adjoint, checked, with the models' defaults
+    (`tidal.defaults`) filled in. `name` is the model class, for messages."""
+    for argument, value, base, example in (
+            ("solver", solver, StepMethod, "tidal.Tsit5()"),
+            ("controller", controller, StepSizeController, "tidal.PIDController(1e-4, 1e-6)"),
+            ("adjoint", adjoint, Adjoint, "tidal.CheckpointAdjoint()")):
+        if value is not None and not isinstance(value, base):
+            hint = (f"; names are for config files and the command line: "
+                    f"tidal.registry.{argument}({value!r})" if isinstance(value, str) else "")
             raise InvalidArgumentError(
-                f"Model config names vector field {field_type!r}; known: {sorted(VECTOR_FIELDS)}.")
-        return cls(VECTOR_FIELDS[field_type](**field), **solve_options(config))
+                f"`{name}({argument}={value!r})` must be a {base.__name__} object such as "
+                f"{example}{hint}.")
+    if controller is None:
+        if not solver.adaptive:
+            raise InvalidArgumentError(
+                f"`{name}(solver={solver!r})` has no error estimate to adapt its step; give a "
+                f"fixed step: {name}(..., controller=tidal.ConstantStepSize(0.05)) (in the "
+                "model's time units).")
+        controller = defaults.model_controller()
+    return solver, controller, adjoint if adjoint is not None else defaults.model_adjoint()
+
+
+def _plain(controller: Any, *kept: str) -> bool:
+    """Whether every field of the (dataclass) controller but `kept` has its default."""
+    return all(getattr(controller, f.name) == f.default for f in dataclasses.fields(controller)
+               if f.name not in kept)
+
+
+def network_config(network: nn.Module, what: str) -> dict[str, Any]:
+    """A registered network's config with its "type" (`VECTOR_FIELDS`); `what` (e.g.
+    "`UDE.config()`: the correction") names it in the error when it is not registered."""
+    name = type(network).__name__
+    config = getattr(network, "config", None)
+    if config is None or VECTOR_FIELDS.get(name) is not type(network):
+        raise InvalidArgumentError(
+            f"{what} {name} cannot be described as data; use one of "
+            f"{sorted(VECTOR_FIELDS)}, or save its state_dict yourself.")
+    return {"type": name, **config()}
+
+
+def build_network(spec: dict[str, Any]) -> nn.Module:
+    """The network `network_config` described; only registered classes are built."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind not in VECTOR_FIELDS:
+        raise InvalidArgumentError(f"Model config names network {kind!r}; known: "
+                                   f"{sorted(VECTOR_FIELDS)}.")
+    return VECTOR_FIELDS[kind](**spec)
 
 
 def solve_options(config: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a model's solve configuration, from its `config()`."""
-    if config["solver"] not in SOLVERS:
-        raise InvalidArgumentError(
-            f"Model config names solver {config['solver']!r}; known: {sorted(SOLVERS)}.")
-    solver = SOLVERS[config["solver"]](**config.get("solver_options", {}))
-    return {"solver": solver, "rtol": config["rtol"], "atol": config["atol"],
-            "dt": config.get("dt"), "adjoint": config["adjoint"],
-            "max_steps": config["max_steps"]}
+    """The solver, controller, adjoint and max_steps of a model's `config()`, as objects
+    (through `tidal.registry`, the one place names become objects)."""
+    solver = registry.solver(config["solver"], **config.get("solver_options", {}))
+    if config.get("dt") is not None:
+        controller: StepSizeController = ConstantStepSize(config["dt"])
+    else:
+        controller = PIDController(rtol=config.get("rtol", defaults.MODEL_RTOL),
+                                   atol=config.get("atol", defaults.MODEL_ATOL))
+    return {"solver": solver, "controller": controller,
+            "adjoint": registry.adjoint(config["adjoint"]), "max_steps": config["max_steps"]}

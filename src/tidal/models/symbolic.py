@@ -197,11 +197,12 @@ def recover(correction: Callable[..., Any], region_samples: Any, *,
     # PySINDy models dx/dt: it needs one output per state
     use_pysindy = _backend(backend) and target.shape[1] == x.shape[1]
     if use_pysindy:
-        features, coefficients = _pysindy_fit(x, target, degree, threshold, alpha, names)
+        found, coefficients = _pysindy_fit(x, target, degree, threshold, alpha, names)
+        features = tuple(found)
     else:
         theta, features = polynomial_library(x, degree, names)
         coefficients = stlsq(theta, target, threshold, alpha)
-    return SymbolicFit(names, outputs, tuple(features), coefficients,
+    return SymbolicFit(names, outputs, features, coefficients,
                        "pysindy" if use_pysindy else "numpy", degree)
 
 
@@ -215,8 +216,11 @@ def sparsest(correction: Callable[..., Any], region_samples: Any, *, tolerance: 
     `THRESHOLDS` whose formula's RMSE on `region_samples` is within `tolerance` times the
     correction's range, for every output. None when no threshold does."""
     x = _samples(region_samples)
-    target = _evaluate(correction.correction if isinstance(correction, UDE) else correction,
-                       x, 0.0)
+    function = correction.correction if isinstance(correction, UDE) else correction
+    if function is None:
+        raise InvalidArgumentError("`sparsest(correction=...)`: the UDE has no correction "
+                                   "network to explain.")
+    target = _evaluate(function, x, 0.0)
     spread = target.max(0) - target.min(0)
     best = None
     for threshold in THRESHOLDS:

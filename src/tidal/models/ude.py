@@ -21,9 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidal import defaults
 from tidal._errors import InvalidArgumentError
-from tidal.models.neural_ode import VECTOR_FIELDS, NeuralODE, solve_options
-from tidal.solvers import Solver
+from tidal.adjoint.base import Adjoint
+from tidal.controllers.base import StepSizeController
+from tidal.models.neural_ode import NeuralODE, build_network, network_config, solve_options
+from tidal.solvers.base import StepMethod
 
 Known = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -107,8 +110,8 @@ class UDE(NeuralODE):
         params: the physical parameters' names and initial values; each becomes a learned
             `nn.Parameter`. Freeze one with `model.vector_field.physical[name]
             .requires_grad_(False)`.
-        solver, rtol, atol, dt, adjoint, max_steps: as for `NeuralODE` (default `Tsit5()`,
-            adaptive).
+        solver, controller, adjoint, max_steps: as for `NeuralODE` (the models' defaults,
+            `tidal.defaults`).
 
     Known terms are written in the data's units, so train with an identity scaling:
     `tidal.fit(model, data, scaling=Scaling((0.0,) * D, (1.0,) * D))`; `fit`'s default
@@ -126,12 +129,14 @@ class UDE(NeuralODE):
         {'alpha': 1.0, 'gamma': 2.0}
     """
 
+    vector_field: UDEField
+
     def __init__(self, known: Known, correction: nn.Module | None,
-                 params: Mapping[str, float], *, solver: Solver | None = None,
-                 rtol: float = 1e-4, atol: float = 1e-6, dt: float | None = None,
-                 adjoint: str | Any = "checkpoint", max_steps: int = 10_000) -> None:
-        super().__init__(UDEField(known, correction, params), solver=solver, rtol=rtol,
-                         atol=atol, dt=dt, adjoint=adjoint, max_steps=max_steps)
+                 params: Mapping[str, float], *, solver: StepMethod | None = None,
+                 controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
+                 max_steps: int = defaults.MAX_STEPS) -> None:
+        super().__init__(UDEField(known, correction, params), solver=solver,
+                         controller=controller, adjoint=adjoint, max_steps=max_steps)
 
     @property
     def correction(self) -> nn.Module | None:
@@ -159,14 +164,8 @@ class UDE(NeuralODE):
                 "not store (it holds data only); use known terms from "
                 f"tidal.models.ude.KNOWN_PHYSICS ({sorted(KNOWN_PHYSICS)}), or save "
                 "`model.state_dict()` and rebuild the UDE with the same known function.")
-        correction = None
-        if field.correction is not None:
-            kind = type(field.correction).__name__
-            if VECTOR_FIELDS.get(kind) is not type(field.correction):
-                raise InvalidArgumentError(
-                    f"`UDE.config()`: the correction {kind} cannot be described as data; use "
-                    f"one of {sorted(VECTOR_FIELDS)}, or save its state_dict yourself.")
-            correction = {"type": kind, **field.correction.config()}
+        correction = (None if field.correction is None
+                      else network_config(field.correction, "`UDE.config()`: the correction"))
         return {"type": "UDE", "known": name, "params": self.physical_parameters(),
                 "correction": correction, **self._solve_config()}
 
@@ -176,13 +175,7 @@ class UDE(NeuralODE):
         if config["known"] not in KNOWN_PHYSICS:
             raise InvalidArgumentError(f"Model config names known terms {config['known']!r}; "
                                        f"known: {sorted(KNOWN_PHYSICS)}.")
-        correction = None
-        if config.get("correction") is not None:
-            spec = dict(config["correction"])
-            kind = spec.pop("type")
-            if kind not in VECTOR_FIELDS:
-                raise InvalidArgumentError(f"Model config names network {kind!r}; known: "
-                                           f"{sorted(VECTOR_FIELDS)}.")
-            correction = VECTOR_FIELDS[kind](**spec)
+        correction = (None if config.get("correction") is None
+                      else build_network(config["correction"]))
         return cls(KNOWN_PHYSICS[config["known"]].equations, correction, config["params"],
                    **solve_options(config))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,7 @@ from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
 from tidal.plots.vector_field import plot_vector_fields
-from tidal.report.checks import (
-    STARTS,
-    Check,
-    checks_json,
-    run_checks,
-    run_facts,
-    significant,
-    verdict,
-)
+from tidal.report.checks import STARTS, Check, checks_json, run_checks, run_facts, significant
 from tidal.report.metrics import (
     FORECAST_FACTOR,
     energy_along_forecasts,
@@ -32,6 +23,8 @@ from tidal.report.metrics import (
     learned_initial_states,
     true_trajectories,
 )
+from tidal.report.page import Section, report_page
+from tidal.report.page import escape as _e
 from tidal.training.run import Run, load_run
 
 PER_PAGE = 4
@@ -56,7 +49,7 @@ def write_report(run_dir: str | Path) -> Path:
             sections.append((f"Observed vs fitted: {split} trajectories",
                              _fit_caption(starts is not None),
                              _fit_pages(run, data, split, starts)))
-    test = run.data("test") or run.data("train")
+    test = run.data("test") or run.training_data()
     sections.append(("Forecast beyond the data", "Dashed: the true system, when known.",
                      [_save(run, "forecast.png", _forecast(run, test))]))
     if len(run.state_names) >= 2:
@@ -130,7 +123,7 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
     mean = np.nanmean(observed, axis=0)
     system = run.system
     if system is not None:
-        bounds = [tuple(b) for b in system.bounds[:2]]
+        bounds = [(float(b[0]), float(b[1])) for b in system.bounds[:2]]
     else:
         lo, hi = np.nanmin(observed, axis=0), np.nanmax(observed, axis=0)
         pad = 0.1 * (hi - lo)
@@ -174,42 +167,15 @@ def _save(run: Run, name: str, figure: Any) -> str:
 
 def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
           sections: list[tuple[str, str, list[str]]]) -> str:
-    body = [f"<h1>tidal run: {_e(run.path.name)}</h1>", _headline(run, metrics, checks)]
-    if "ude" in metrics:
-        body.append(_ude_section(metrics["ude"]))
-    for title, caption, images in sections:
-        body.append(f"<h2>{_e(title)}</h2><p class='caption'>{_e(caption)}</p>")
-        body += [f'<img src="{name}" alt="{_e(title)}">' for name in images]
-    body.append("<p class='caption'>Every number on this page, unrounded: "
-                "<a href='metrics.json'>metrics.json</a>.</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
-             "img{max-width:100%}td,th{padding:2px 10px;text-align:left}"
-             "td.n{text-align:right;white-space:nowrap}td.l{white-space:nowrap}"
-             "table{border-collapse:collapse;margin:.5em 0}"
-             "tr{border-bottom:1px solid #ddd}.pass{color:#1a7f37;font-weight:bold}"
-             ".fail{color:#cf222e;font-weight:bold}.caption{color:#555;font-size:90%}"
-             ".verdict{padding:.5em 1em;border-radius:4px;font-size:115%}"
-             ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>tidal report: {_e(run.path.name)}</title><style>{style}</style></head>"
-            f"<body>{''.join(body)}</body></html>")
+    after = [_ude_section(metrics["ude"])] if "ude" in metrics else []
+    return report_page(f"tidal report: {run.path.name}", checks,
+                       run_facts(metrics, run.config), tables=[_errors(run, metrics)],
+                       sections=[Section(*section) for section in sections],
+                       after_checks=after)
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text))
-
-
-def _headline(run: Run, metrics: dict[str, Any], checks: list[Check]) -> str:
-    """What was fitted, the error per state on each split and the checks, pass or fail."""
-    facts = run_facts(metrics, run.config)
-    failed = [c for c in checks if not c.passed]
-    css = "fail" if failed else "pass"
-    parts = [f"<p class='verdict {css}'>{_e(verdict(checks))}"
-             + "".join(f"<br>FAIL: {_e(c.name)} = {_e(c.shown(c.value))} (limit "
-                       f"{_e(c.requirement)})" for c in failed) + "</p>",
-             "<h2>What was fitted</h2><table>"
-             + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
-             + "</table>"]
+def _errors(run: Run, metrics: dict[str, Any]) -> str:
+    """The error per state on each split."""
     header = "".join(f"<th>{_e(name)}</th>" for name in run.state_names)
     rows = []
     for split in ("test", "val", "train"):
@@ -219,19 +185,11 @@ def _headline(run: Run, metrics: dict[str, Any], checks: list[Check]) -> str:
                                             metrics[split]["relative_rmse"]))
             rows.append(f"<tr><th>{split} ({metrics[split]['trajectories']})</th>{cells}"
                         f"<td>{_e(STARTS[metrics[split]['start']])}</td></tr>")
-    parts.append("<h2>Error against the observations</h2><p class='caption'>RMSE as % of "
-                 "each state's observed range (in the data's units in brackets). Observations "
-                 "are noisy, so the noise level is the floor.</p>"
-                 f"<table><tr><th>split</th>{header}<th>trajectories predicted</th></tr>"
-                 f"{''.join(rows)}</table>")
-    if checks:
-        rows = [f"<tr><td class='{'pass' if c.passed else 'fail'}'>"
-                f"{'pass' if c.passed else 'FAIL'}</td><td>{_e(c.name)}</td>"
-                f"<td class='n'>{_e(c.shown(c.value))}</td><td class='l'>{_e(c.requirement)}</td>"
-                f"<td class='caption'>{_e(c.note)}</td></tr>" for c in checks]
-        parts.append("<h2>Checks</h2><table><tr><th></th><th>check</th><th>value</th>"
-                     f"<th>limit</th><th>how</th></tr>{''.join(rows)}</table>")
-    return "".join(parts)
+    return ("<h2>Error against the observations</h2><p class='caption'>RMSE as % of "
+            "each state's observed range (in the data's units in brackets). Observations "
+            "are noisy, so the noise level is the floor.</p>"
+            f"<table><tr><th>split</th>{header}<th>trajectories predicted</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def _ude_section(ude: dict[str, Any]) -> str:

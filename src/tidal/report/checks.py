@@ -175,18 +175,16 @@ def run_facts(metrics: dict[str, Any], config: dict[str, Any]) -> list[tuple[str
 def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The run in a few lines of plain text: what was fitted, the error per state on each
     split and each check, pass or fail, against its limit."""
-    lines = [f"{label}: {text}" for label, text in run_facts(metrics, config)]
+    from tidal.report.page import summary_text
+
+    lines = []
     for split in ("test", "val", "train"):
         if split in metrics:
             errors = ", ".join(f"{name} {significant(100 * r)}%" for name, r in
                                zip(metrics["states"], metrics[split]["relative_rmse"]))
             how = STARTS[metrics[split]["start"]]
             lines.append(f"{split} error, % of range ({how}): {errors}")
-    checks = run_checks(metrics, config)
-    lines.append(verdict(checks))
-    lines += [f"  {'pass' if c.passed else 'FAIL'}  {c.name}: {c.shown(c.value)} "
-              f"(limit {c.requirement})" for c in checks]
-    return lines
+    return summary_text(run_facts(metrics, config), lines, run_checks(metrics, config))
 
 
 def verdict(checks: list[Check]) -> str:

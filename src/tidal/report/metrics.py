@@ -32,8 +32,7 @@ PERIOD_STARTS = 16  # initial states for the period check
 def evaluate_run(run: Run) -> dict[str, Any]:
     """metrics.json's content: per split RMSE (absolute and relative), the fit's outcome and,
     for built-in systems, how the learned dynamics compare with the true ones."""
-    splits = {name: run.data(name) for name in SPLITS}
-    splits = {name: data for name, data in splits.items() if data is not None}
+    splits = {name: data for name in SPLITS if (data := run.data(name)) is not None}
     ranges = state_ranges(list(splits.values()))
     metrics: dict[str, Any] = {"states": run.state_names, "state_range": ranges.tolist(),
                                "fit": run.config.get("fit", {})}
@@ -89,15 +88,16 @@ def ude_summary(run: Run, datasets: list[Trajectories]) -> dict[str, Any]:
     part of a known term (say c y) gives the same dynamics for any split between them."""
     from tidal.models.symbolic import sparsest
 
+    model = run.model
+    assert isinstance(model, UDE)
     region = _observed_states(datasets)
-    summary: dict[str, Any] = {"physical_parameters": run.model.physical_parameters()}
+    summary: dict[str, Any] = {"physical_parameters": model.physical_parameters()}
     system = run.system
     if system is not None:
         summary["true_parameters"] = {name: system.params[name]
                                       for name in summary["physical_parameters"]
                                       if name in system.params}
-    for key, function in (("correction", run.model.correction),
-                          ("field", run.model.vector_field)):
+    for key, function in (("correction", model.correction), ("field", model.vector_field)):
         found = None if function is None else sparsest(function, region,
                                                        state_names=run.state_names)
         summary[key] = None if found is None else {
@@ -112,9 +112,11 @@ def energy_summary(run: Run, datasets: list[Trajectories], data: Trajectories
     (H is only defined up to a constant, so its own value is no scale), and the true energy's
     drift along the same forecasts when the system is known."""
     ts, learned, true = energy_along_forecasts(run, data)
+    model = run.model
+    assert isinstance(model, HamiltonianNN)
     region = torch.as_tensor(_observed_states(datasets), dtype=run.dtype)
     with torch.enable_grad():
-        over_data = run.model.energy(run.scaling.scale_values(region)).detach().numpy()
+        over_data = model.energy(run.scaling.scale_values(region)).detach().numpy()
     spread = max(float(np.ptp(over_data)), 1e-12)
     drift = np.abs(learned - learned[:1]).max(axis=0)
     summary = {"t_end": float(ts[-1]), "learned_absolute_drift": drift.tolist(),
@@ -141,8 +143,10 @@ def energy_along_forecasts(run: Run, data: Trajectories, *, count: int = 4
     states = run.predict(y0, ts)
     dtype = run.dtype
     scaled = run.scaling.scale_values(torch.as_tensor(states, dtype=dtype))
+    model = run.model
+    assert isinstance(model, HamiltonianNN)
     with torch.enable_grad():
-        learned = run.model.energy(scaled).detach().numpy()
+        learned = model.energy(scaled).detach().numpy()
     system = run.system
     true = None
     if system is not None and system.hamiltonian is not None:

@@ -47,18 +47,18 @@ def make_batch(trajectories: Trajectories, dtype: torch.dtype, *, per_sample: bo
     lengths = [len(times) for times in trajectories.times]
     length, count = max(lengths), len(lengths)
     span = trajectories.t_span[1] - trajectories.t_span[0]
-    ts = np.empty((length, count))
-    ys = np.zeros((length, count, trajectories.n_states))
-    mask = np.zeros(ys.shape, dtype=bool)
+    grid = np.empty((length, count))
+    states = np.zeros((length, count, trajectories.n_states))
+    observed_entries = np.zeros(states.shape, dtype=bool)
     for b, (times, values, observed) in enumerate(zip(trajectories.times, trajectories.values,
                                                       trajectories.masks)):
         n = len(times)
-        ts[:n, b] = times
-        ts[n:, b] = times[-1] + span * 1e-6 * np.arange(1, length - n + 1)
-        ys[:n, b] = np.where(observed, values, 0.0)
-        mask[:n, b] = observed
-    return Batch(y0, torch.as_tensor(ts, dtype=torch.float64), torch.as_tensor(ys, dtype=dtype),
-                 torch.as_tensor(mask))
+        grid[:n, b] = times
+        grid[n:, b] = times[-1] + span * 1e-6 * np.arange(1, length - n + 1)
+        states[:n, b] = np.where(observed, values, 0.0)
+        observed_entries[:n, b] = observed
+    return Batch(y0, torch.as_tensor(grid, dtype=torch.float64),
+                 torch.as_tensor(states, dtype=dtype), torch.as_tensor(observed_entries))
 
 
 def _union_is_small(trajectories: Trajectories) -> bool:
@@ -125,7 +125,11 @@ def segment_counts(trajectories: Trajectories, segments: int) -> list[int]:
 def segment(trajectories: Trajectories, segments: int, dtype: torch.dtype) -> Segments:
     """Cut each trajectory into `segment_counts` contiguous segments with (nearly) equal
     numbers of observed times; a segment starts at an observed time."""
-    times, values, owner, part, links = [], [], [], [], []
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    owner: list[int] = []
+    part: list[int] = []
+    links: list[tuple[int, int, int]] = []
     counts = segment_counts(trajectories, segments)
     for i, (t, v, m, count) in enumerate(zip(trajectories.times, trajectories.values,
                                              trajectories.masks, counts)):

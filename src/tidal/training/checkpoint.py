@@ -98,3 +98,43 @@ def build_with_weights(build: Callable[[], Model], config_file: Path,
     if weights:
         model.to(next(iter(weights.values())).dtype).load_state_dict(weights)
     return model
+
+
+def kept_weights(run: RunDirectory, weights_name: str, message: str, resume: str,
+                 unit: str = "epoch") -> tuple[dict[str, torch.Tensor], Path, str | None]:
+    """The weights a run's model should use, their file, and a notice when training did not
+    finish: `weights_name` (model.pt) unless the run is still "running" (killed, or live),
+    then its last checkpoint's kept weights (`best_weights` when a validation loss chose
+    them, else the current ones). `message` is the fit's own message, `resume` the command
+    that continues the run, `unit` what the checkpoint counts ("epoch" or "step")."""
+    path = run.path
+    advice = f"continue it with `{resume}`"
+    if run.state != "running":
+        notices = {"finished": None,
+                   "interrupted": f"{path}: training was interrupted ({message}); these are "
+                                  f"the weights kept so far; {advice}.",
+                   "diverged": f"{path}: training diverged ({message})."}
+        return load_checkpoint(run.file(weights_name)), path / weights_name, notices[run.state]
+    killed = run.was_killed()
+    if not run.has(CHECKPOINT):
+        if killed:
+            raise InvalidArgumentError(
+                f"{path}: training was stopped before its first checkpoint, so there are no "
+                f"trained weights; {advice} (it starts over with the run's settings).")
+        raise InvalidArgumentError(f"{path}: training is still running and has not written "
+                                   "its first checkpoint yet; try again later.")
+    snapshot = load_checkpoint(run.file(CHECKPOINT))
+    epoch, best = snapshot.get("epoch"), snapshot.get("best_epoch")
+    if not (isinstance(epoch, int) and isinstance(best, int)):
+        raise InvalidArgumentError(f"{path / CHECKPOINT}: no epoch numbers; the file was "
+                                   "edited or damaged.")
+    weights = snapshot.get("best_weights" if best >= 0 else "model")
+    if not isinstance(weights, dict):
+        raise InvalidArgumentError(f"{path / CHECKPOINT}: no weights; the file was edited or "
+                                   "damaged.")
+    status = "was stopped (killed) before it finished" if killed else "is still running"
+    kept = (f"best validation loss at {unit} {best}" if best >= 0
+            else f"weights of {unit} {epoch}")
+    return weights, path / CHECKPOINT, (
+        f"{path}: training {status}; using its last checkpoint ({unit} {epoch}: {kept}); "
+        f"{advice}.")

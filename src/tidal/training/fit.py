@@ -1,12 +1,11 @@
-"""`fit`: train a `NeuralODE` on trajectories, with a horizon curriculum, early stopping,
-checkpoints that resume exactly, and a clean stop on divergence or Ctrl-C."""
+"""`fit`: train a `NeuralODE` on trajectories with a horizon curriculum (and optionally a
+multiple-shooting stage), through the shared training loop (`trainer.py`: early stopping,
+checkpoints that resume exactly, a clean stop on divergence or Ctrl-C)."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tidal._errors import InvalidArgumentError, SolveFailedError
+from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.training.batches import (
@@ -31,17 +30,11 @@ from tidal.training.batches import (
     segment_counts,
     window,
 )
-from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.config import AUTO_BATCH_LIMIT, TrainConfig
-from tidal.training.progress import Progress, stage_label
+from tidal.training.progress import stage_label
 from tidal.training.run_directory import RunDirectory
-
-#: The columns of `FitResult.history` and metrics.csv.
-HISTORY_COLUMNS = ("epoch", "stage", "horizon", "segments", "train_loss", "val_loss", "lr",
-                   "num_fevals", "seconds")
-#: The run directory's state for each way `fit` ends.
-FINAL_STATES = {"finished": "finished", "early-stopped": "finished",
-                "interrupted": "interrupted", "diverged": "diverged"}
+from tidal.training.trainer import FINAL_STATES, LoopSettings, finite
+from tidal.training.trainer import train as train_loop
 
 
 @dataclass
@@ -79,11 +72,7 @@ class FitResult:
 INITIAL_STATES = "data/initial_states.csv"
 
 
-class _Diverged(Exception):
-    pass
-
-
-#: Batches `_Trainer.batch` keeps (the most recently used).
+#: Batches `TrajectoryObjective.batch` keeps (the most recently used).
 _CACHED_BATCHES = 8
 
 
@@ -95,7 +84,7 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     through the observations (mean squared error over observed entries, in scaled units).
 
     Args:
-        model: a `NeuralODE`; trained in place.
+        model: a `NeuralODE` (or `HamiltonianNN`, `UDE`); trained in place.
         train: training trajectories (irregular times and missing entries are fine).
         val: validation trajectories for early stopping and the choice of the kept weights.
         config: a `TrainConfig` (epochs, lr, curriculum, patience, ...).
@@ -120,41 +109,49 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     scaling = scaling or Scaling.fit(train)
-    run = run_dir
-    if run_dir is not None and not isinstance(run_dir, RunDirectory):
-        run = RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
+    run = (RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
+           if run_dir is not None and not isinstance(run_dir, RunDirectory) else run_dir)
+    if run is not None and run is not run_dir:
         run.take_over()
-    trainer = _Trainer(model, train.scaled(scaling), val.scaled(scaling) if val else None,
-                       config, dtype, run)
-    if resume:
-        path = run.path / CHECKPOINT
-        snapshot = load_checkpoint(path)
-        try:
-            trainer.restore(snapshot)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-            raise InvalidArgumentError(
-                f"{path}: not a checkpoint of this run and model ({type(error).__name__}: "
-                f"{str(error).splitlines()[0]}); the file was edited or damaged.") from error
-    status, message = trainer.run(progress)
-    model.load_state_dict(trainer.best_weights)
-    initial_states = scaling.unscale_values(trainer.initial_states()).numpy()
+    objective = TrajectoryObjective(model, train.scaled(scaling),
+                                    val.scaled(scaling) if val else None, config, dtype)
+    outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
+                         progress=progress)
+    model.load_state_dict(outcome.kept["model"])
+    initial_states = scaling.unscale_values(
+        objective.initial_states(outcome.kept["initial_offsets"])).numpy()
     if run is not None:
         write_initial_states(run, train, initial_states)
     if run is not None and run is not run_dir:
-        run.set_state(FINAL_STATES[status])
-    return FitResult(model, scaling, trainer.history, status, message, trainer.best_epoch,
-                     trainer.best_val_loss, config, initial_states)
+        run.set_state(FINAL_STATES[outcome.status])
+    return FitResult(model, scaling, outcome.history, outcome.status, outcome.message,
+                     outcome.best_round, outcome.best_val_loss, config, initial_states)
 
 
-class _Trainer:
-    """The state of one training run: what a checkpoint holds."""
+def loop_settings(config: TrainConfig) -> LoopSettings:
+    """The shared loop's settings for `config`: a cosine decay to lr / 100 after a warm-up."""
+    return LoopSettings(rounds=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                        schedule=config.schedule, warmup=True, floor=0.01,
+                        eval_every=config.eval_every, record_every=config.eval_every,
+                        checkpoint_every=config.checkpoint_every, patience=config.patience,
+                        grad_clip=config.grad_clip, seed=config.seed)
+
+
+class TrajectoryObjective:
+    """Fitting trajectories, for the shared loop: one round is an epoch over the training
+    trajectories in mini-batches, through the curriculum's stages (a multiple-shooting stage
+    first when asked); the estimated initial states are trained with the model."""
+
+    unit = "epoch"
+    columns: tuple[str, ...] = ("stage", "horizon", "segments", "train_loss", "val_loss", "lr",
+                                "num_fevals", "seconds")
 
     def __init__(self, model: NeuralODE, train: Trajectories, val: Trajectories | None,
-                 config: TrainConfig, dtype: torch.dtype, run_dir: RunDirectory | None) -> None:
+                 config: TrainConfig, dtype: torch.dtype) -> None:
         self.model, self.train, self.val = model, train, val
-        self.config, self.dtype, self.run_dir = config, dtype, run_dir
+        self.config, self.dtype = config, dtype
         self.batch_size = min(config.batch_size or AUTO_BATCH_LIMIT, len(train))
-        self.batches_per_epoch = math.ceil(len(train) / self.batch_size)
+        self.batches_per_epoch = self.steps_per_round = math.ceil(len(train) / self.batch_size)
         # Estimated corrections to the training trajectories' first observations (noisy, like
         # every other observation); zero and frozen unless `learn_initial_states`.
         self.initial_offsets = torch.zeros(len(train), train.n_states, dtype=dtype,
@@ -168,37 +165,36 @@ class _Trainer:
             self.stages.insert(0, (1.0, config.shooting_segments))
         self.segment_offsets = torch.zeros(self.segment_base[-1], train.n_states, dtype=dtype,
                                            requires_grad=config.shooting_segments > 1)
-        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
-        if config.learn_initial_states:
-            groups.append({"params": [self.initial_offsets], "weight_decay": 0.0})
-        if config.shooting_segments > 1:
-            groups.append({"params": [self.segment_offsets], "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
-        self.best_val_loss = math.inf
-        self.best_epoch = -1
-        self.best_weights = copy.deepcopy(model.state_dict())
-        self.best_initial_offsets = self.initial_offsets.detach().clone()
-        self.bad_epochs = 0
-        self.seconds = 0.0
         self._cache: OrderedDict[Any, Any] = OrderedDict()
 
-    def _lr_factor(self, step: int) -> float:
-        if self.config.schedule == "constant":
-            return 1.0
-        total = self.config.epochs * self.batches_per_epoch
-        warmup = max(1, total // 50)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+        if self.config.learn_initial_states:
+            groups.append({"params": [self.initial_offsets], "weight_decay": 0.0})
+        if self.config.shooting_segments > 1:
+            groups.append({"params": [self.segment_offsets], "weight_decay": 0.0})
+        return groups
 
     def stage(self, epoch: int) -> int:
         stages = len(self.stages)
         return min(epoch * stages // self.config.epochs, stages - 1)
+
+    def counts_for_best(self, index: int) -> bool:
+        return self.stage(index) == len(self.stages) - 1
+
+    def label(self, index: int) -> str:
+        stage = self.stage(index)
+        return stage_label(stage, len(self.stages), *self.stages[stage])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"initial_offsets": self.initial_offsets,
+                "segment_offsets": self.segment_offsets}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.initial_offsets.copy_(state["initial_offsets"])
+            if "segment_offsets" in state:
+                self.segment_offsets.copy_(state["segment_offsets"])
 
     def batch(self, data: Trajectories, horizon: float, indices: tuple[int, ...]) -> Batch:
         """Trajectories `indices` of `data`, cut to `horizon`, as a batch. The last few are
@@ -228,11 +224,12 @@ class _Trainer:
                                len(self.train) + base + pieces.part - 1)
             return pieces, rows
 
-        return self._cached(("segments", indices), build)
+        result: tuple[Segments, torch.Tensor] = self._cached(("segments", indices), build)
+        return result
 
     def loss(self, batch: Batch, indices: tuple[int, ...] | None = None) -> torch.Tensor:
         y0 = batch.y0 if indices is None else batch.y0 + self.initial_offsets[list(indices)]
-        return _finite(masked_mse(self.model(y0, batch.ts), batch))
+        return finite(masked_mse(self.model(y0, batch.ts), batch))
 
     def shooting_loss(self, indices: tuple[int, ...]) -> torch.Tensor:
         """The observations' MSE over all segments plus the weighted continuity gaps."""
@@ -240,30 +237,27 @@ class _Trainer:
         y0 = pieces.batch.y0 + torch.cat([self.initial_offsets, self.segment_offsets])[rows]
         prediction = self.model(y0, pieces.batch.ts)
         gaps = continuity_mse(prediction, y0, pieces)
-        return _finite(masked_mse(prediction, pieces.batch) + self.config.shooting_weight * gaps)
+        return finite(masked_mse(prediction, pieces.batch) + self.config.shooting_weight * gaps)
 
-    def train_epoch(self, horizon: float, segments: int = 1) -> float:
-        order = torch.randperm(len(self.train), generator=self.generator).tolist()
+    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+                    generator: torch.Generator) -> dict[str, float]:
+        stage = self.stage(index)
+        horizon, segments = self.stages[stage]
+        order = torch.randperm(len(self.train), generator=generator).tolist()
         if self.batch_size == len(self.train):
             order = sorted(order)
         total = 0.0
         for start in range(0, len(order), self.batch_size):
             indices = tuple(sorted(order[start:start + self.batch_size]))
-            self.optimizer.zero_grad()
             if segments > 1:
                 loss = self.shooting_loss(indices)
             else:
                 loss = self.loss(self.batch(self.train, horizon, indices), indices)
-            loss.backward()
-            if self.config.grad_clip is not None:
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                      self.config.grad_clip)
-                if not torch.isfinite(norm):
-                    raise _Diverged("the gradient became non-finite")
-            self.optimizer.step()
-            self.scheduler.step()
+            step(loss)
             total += loss.item() * len(indices)
-        return total / len(self.train)
+        return {"stage": stage, "horizon": horizon, "segments": segments,
+                "train_loss": total / len(self.train),
+                "num_fevals": _as_int(self.model.last_stats)}
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -276,114 +270,13 @@ class _Trainer:
                                tuple(range(start, min(start + self.batch_size, len(self.val)))))
             errors, observed = masked_sse(self.model(batch.y0, batch.ts), batch)
             total, count = total + errors, count + observed
-        return _finite(total / count.clamp_min(1)).item()
+        return float(finite(total / count.clamp_min(1)).item())
 
-    def run(self, show_progress: bool) -> tuple[str, str]:
-        config = self.config
-        bar = Progress(config.epochs, initial=self.epoch, enabled=show_progress)
-        last_good = self.snapshot()
-        status, message = "finished", f"trained for {config.epochs} epochs"
-        started = time.perf_counter() - self.seconds
-        try:
-            while self.epoch < config.epochs:
-                stage = self.stage(self.epoch)
-                train_loss = self.train_epoch(*self.stages[stage])
-                fevals = _as_int(self.model.last_stats)
-                self.epoch += 1
-                self.seconds = time.perf_counter() - started
-                if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
-                    val_loss = self.validation_loss()
-                    self.record(stage, train_loss, val_loss, fevals)
-                    bar.update(self.epoch, train_loss, val_loss,
-                               stage_label(stage, len(self.stages), *self.stages[stage]))
-                    if self.bad_epochs >= (config.patience or math.inf):
-                        status = "early-stopped"
-                        message = (f"validation loss did not improve for {self.bad_epochs} "
-                                   f"epochs; best at epoch {self.best_epoch}")
-                        break
-                if self.epoch % config.checkpoint_every == 0:
-                    last_good = self.snapshot()
-                    self.save(last_good)
-        except (_Diverged, SolveFailedError) as error:
-            reason = str(error).splitlines()[0]
-            status = "diverged"
-            message = (f"training diverged at epoch {self.epoch + 1} ({reason}); kept the "
-                       f"weights of epoch {last_good['epoch']}")
-            self.model.load_state_dict(last_good["model"])
-            if self.best_epoch < 0:
-                self.best_weights = last_good["model"]
-                self.best_initial_offsets = last_good["initial_offsets"]
-        except KeyboardInterrupt:
-            status, message = "interrupted", f"interrupted at epoch {self.epoch}"
-        finally:
-            bar.close()
-        if self.best_epoch < 0 and status != "diverged":
-            self.best_weights = copy.deepcopy(self.model.state_dict())
-            self.best_initial_offsets = self.initial_offsets.detach().clone()
-            self.best_epoch = self.epoch
-        if status != "diverged":
-            self.save(self.snapshot())
-        return status, message
-
-    def record(self, stage: int, train_loss: float, val_loss: float, fevals: int) -> None:
-        row = (self.epoch, stage, *self.stages[stage], train_loss, val_loss,
-               self.optimizer.param_groups[0]["lr"], fevals, self.seconds)
-        self.history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
-        if stage < len(self.stages) - 1 or math.isnan(val_loss):
-            return
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
-            self.best_weights = copy.deepcopy(self.model.state_dict())
-            self.best_initial_offsets = self.initial_offsets.detach().clone()
-        else:
-            self.bad_epochs += self.config.eval_every
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"format": 1, "epoch": self.epoch,
-                "model": copy.deepcopy(self.model.state_dict()),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "history": list(self.history),
-                "initial_offsets": self.initial_offsets.detach().clone(),
-                "segment_offsets": self.segment_offsets.detach().clone(),
-                "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-                "best_weights": copy.deepcopy(self.best_weights),
-                "best_initial_offsets": self.best_initial_offsets.clone(),
-                "bad_epochs": self.bad_epochs, "seconds": self.seconds}
-
-    def save(self, snapshot: dict[str, Any]) -> None:
-        if self.run_dir is not None:
-            save_checkpoint(self.run_dir, CHECKPOINT, snapshot)
-            write_metrics(self.run_dir, snapshot["history"])
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        self.model.load_state_dict(snapshot["model"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
-        self.scheduler.load_state_dict(snapshot["scheduler"])
-        self.generator.set_state(snapshot["generator"])
-        with torch.no_grad():
-            self.initial_offsets.copy_(snapshot["initial_offsets"])
-            if "segment_offsets" in snapshot:
-                self.segment_offsets.copy_(snapshot["segment_offsets"])
-        self.epoch, self.history = snapshot["epoch"], list(snapshot["history"])
-        self.best_val_loss, self.best_epoch = snapshot["best_val_loss"], snapshot["best_epoch"]
-        self.best_weights, self.bad_epochs = snapshot["best_weights"], snapshot["bad_epochs"]
-        # checkpoints written before the estimated initial states were kept with the weights
-        self.best_initial_offsets = snapshot.get("best_initial_offsets",
-                                                 snapshot["initial_offsets"]).clone()
-        self.seconds = snapshot["seconds"]
-
-    def initial_states(self) -> torch.Tensor:
-        """The training trajectories' initial states [N, D] (float64, scaled units) that go
-        with the kept weights: the first observations plus the learned offsets."""
+    def initial_states(self, offsets: torch.Tensor) -> torch.Tensor:
+        """The training trajectories' initial states [N, D] (float64, scaled units) for the
+        kept `offsets`: the first observations plus the learned offsets."""
         first = torch.as_tensor(self.train.initial_states(), dtype=torch.float64)
-        return first + self.best_initial_offsets.detach().to(torch.float64)
-
-
-def _finite(loss: torch.Tensor) -> torch.Tensor:
-    if not torch.isfinite(loss):
-        raise _Diverged(f"the loss became {loss.item()}")
-    return loss
+        return first + offsets.detach().to(torch.float64)
 
 
 def write_initial_states(run_dir: RunDirectory, train: Trajectories, states: np.ndarray) -> None:
@@ -394,12 +287,6 @@ def write_initial_states(run_dir: RunDirectory, train: Trajectories, states: np.
     table.insert(0, "id", list(train.ids))
     with run_dir.writing(INITIAL_STATES) as tmp:
         table.to_csv(tmp, index=False)
-
-
-def write_metrics(run_dir: RunDirectory, history: list[dict[str, Any]]) -> None:
-    """metrics.csv: one row per evaluation (written atomically)."""
-    with run_dir.writing("metrics.csv") as tmp:  # the header even before the first row
-        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
 def _as_int(stats: Any) -> int:

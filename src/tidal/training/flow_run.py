@@ -1,11 +1,13 @@
-"""A flow run directory: train a CNF on samples, save it, report its density and samples.
+"""A flow run directory: train a CNF on samples, save it, continue it (`--resume`).
 
-    tidal-run.json the marker: kind, state, the files tidal wrote (see run_directory.py)
-    config.json   the CNF's config and the data's standardization
-    model.pt      weights (loaded with weights_only=True)
-    history.csv   training NLL and NFE per step
-    metrics.json  held-out NLL (and the true density's, for a toy that has one), NFE
-    density.png, samples.png, report.html
+    tidal-run.json  the marker: kind "flow", state, the files tidal wrote (run_directory.py)
+    config.json     the CNF's options, the columns, the data's standardization, the source
+                    and the outcome of training
+    data/train.csv, data/val.csv   the samples trained on and held out (user units)
+    checkpoint.pt   the training state (the shared loop's, trainer.py)
+    metrics.csv     one row per step: loss, NLL, regularization, validation NLL, NFE
+    model.pt        the kept weights (loaded with weights_only=True), written when training ends
+    metrics.json, density.png, samples.png, report.html   written by `tidal.report`
 
 Samples are standardized per column before training; log-densities are reported in the user's
 units (the standardization's log-Jacobian is added back).
@@ -14,7 +16,6 @@ units (the standardization's log-Jacobian is added back).
 from __future__ import annotations
 
 import dataclasses
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,27 @@ import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError
+from tidal.adjoint import BackpropAdjoint
 from tidal.controllers import PIDController
 from tidal.models import CNF
 from tidal.nn import ConcatSquashMLP
-from tidal.training.checkpoint import build_with_weights, load_checkpoint, save_checkpoint
-from tidal.training.flow import evaluate_nll, fit_flow
+from tidal.solvers import Dopri5
+from tidal.training.checkpoint import (
+    CHECKPOINT,
+    build_with_weights,
+    kept_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
+from tidal.training.flow import FlowHistory, evaluate_nll, fit_flow
 from tidal.training.run_directory import RunDirectory
 from tidal.training.run_schema import FLOW_CONFIG, read_checked
+from tidal.training.trainer import FINAL_STATES
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
 KIND = "flow"
+SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -55,26 +66,23 @@ class FlowOptions:
     lr: float = 5e-3
     val_fraction: float = 0.1
     seed: int = 0
+    checkpoint_every: int = 100
 
 
 def build_cnf(dim: int, options: FlowOptions, tol: float) -> CNF:
     field = ConcatSquashMLP(dim, width=options.width, depth=options.depth,
                             activation=options.activation)
     return CNF(field, trace=options.trace, kinetic=options.kinetic, jacobian=options.jacobian,
-               controller=PIDController(rtol=tol, atol=tol)).double()
+               solver=Dopri5(), controller=PIDController(rtol=tol, atol=tol),
+               adjoint=BackpropAdjoint()).double()
 
 
 def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[str],
                    options: FlowOptions | None = None, source: dict[str, Any] | None = None,
-                   true_log_prob: Any = None, overwrite: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+                   overwrite: bool = False, progress: bool = True) -> FlowHistory:
     """Standardize `samples` [N, d], hold out a validation part, train a CNF and write the run
     (a new or empty folder, or with `overwrite` an earlier run: only the files it lists are
-    deleted, never `source["path"]`).
-
-    `true_log_prob(x) -> [N]` (user units), when known, adds the true density's held-out NLL to
-    the metrics. Returns the metrics.
-    """
+    deleted, never `source["path"]`). The report is `tidal.report.write_flow_report`'s."""
     options = options or FlowOptions()
     source = source or {}
     samples = np.asarray(samples, dtype=float)
@@ -84,37 +92,93 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
             f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
     run = RunDirectory.create(run_dir, KIND, command="flow fit", overwrite=overwrite,
                               keep=[source["path"]] if "path" in source else [])
-    rng = np.random.default_rng(options.seed)
-    order = rng.permutation(len(samples))
+    order = np.random.default_rng(options.seed).permutation(len(samples))
     n_val = max(1, round(options.val_fraction * len(samples)))
     val, train = samples[order[:n_val]], samples[order[n_val:]]
     offset, scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-12)
+    for split, values in zip(SPLITS, (train, val)):
+        with run.writing(f"data/{split}.csv") as tmp:
+            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+    config = {"type": "CNF", "options": dataclasses.asdict(options), "columns": columns,
+              "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
+    run.write_json(CONFIG, config)
     torch.manual_seed(options.seed)
     cnf = build_cnf(samples.shape[1], options, options.train_tol)
-    history = fit_flow(cnf, torch.as_tensor((train - offset) / scale),
-                       steps=options.steps, batch_size=min(options.batch_size, len(train)),
-                       lr=options.lr,
-                       seed=options.seed, progress=progress)
+    return _train(run, cnf, config, resume=False, progress=progress)
+
+
+def resume_flow_run(run_dir: str | Path, *, steps: int | None = None,
+                    progress: bool = True) -> FlowHistory:
+    """Continue the flow run in `run_dir` from its checkpoint, with its own data and options;
+    the result equals an uninterrupted run. `steps` sets a new total (at least the steps
+    already trained; the schedule stretches to it). A run stopped before its first checkpoint
+    starts over."""
+    run = RunDirectory.open(run_dir, KIND)
+    config = read_config(run)
+    run.take_over()
+    options = FlowOptions(**config["options"])
+    if steps is not None:
+        if not isinstance(steps, int) or steps < 1:
+            raise InvalidArgumentError(f"`--steps {steps}`: must be a positive integer.")
+        config["options"]["steps"] = steps
+    restart = not run.has(CHECKPOINT)
+    if not restart:
+        trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
+        if isinstance(trained, int) and config["options"]["steps"] < trained:
+            raise InvalidArgumentError(
+                f"`--steps {steps}`: the run has already trained {trained} steps; give at "
+                "least that many.")
+    torch.manual_seed(options.seed)
+    cnf = build_cnf(len(config["columns"]), options, options.train_tol)
+    history = _train(run, cnf, config, resume=not restart, progress=progress)
+    if restart:
+        history.message = ("no checkpoint had been saved, so training started over; "
+                           f"{history.message}")
+        _write_outcome(run, config, history)
+    return history
+
+
+def _train(run: RunDirectory, cnf: CNF, config: dict[str, Any], *, resume: bool,
+           progress: bool) -> FlowHistory:
+    """Fit `cnf` on the run's standardized splits through the shared loop, then write model.pt
+    (the kept weights), the outcome in config.json and the final state."""
+    options = FlowOptions(**config["options"])
+    train, val = (_standardized(config, read_samples(run, split, config["columns"]))
+                  for split in SPLITS)
+    history = fit_flow(cnf, train, val_samples=val, steps=options.steps,
+                       batch_size=min(options.batch_size, len(train)), lr=options.lr,
+                       seed=options.seed, checkpoint_every=options.checkpoint_every,
+                       val_every=min(100, options.steps), progress=progress, run_dir=run,
+                       resume=resume)
     save_checkpoint(run, WEIGHTS, cnf.state_dict())
-    run.write_json(CONFIG, {"type": "CNF", "options": dataclasses.asdict(options),
-                            "columns": columns, "offset": offset.tolist(),
-                            "scale": scale.tolist(), "source": source})
-    with run.writing("history.csv") as tmp:
-        pd.DataFrame({"train_nll": history.train_nll,
-                      "num_fevals": history.num_fevals}).to_csv(tmp, index_label="step")
-    run.set_state("finished" if history.status == "finished" else "diverged")
-    flow = load_flow_run(run.path)
-    metrics = {"val_nll": flow.nll(val), "val_samples": len(val),
-               "train_samples": len(train), "num_fevals_train_mean":
-               float(np.mean(history.num_fevals)), "num_fevals_eval":
-               int(flow.cnf.last_stats.num_fevals), "seconds": history.wall_time,
-               "status": history.status, "message": history.message}
-    if true_log_prob is not None:
-        metrics["true_val_nll"] = -float(true_log_prob(torch.as_tensor(val)).mean())
-        metrics["gap"] = metrics["val_nll"] - metrics["true_val_nll"]
-    run.write_json("metrics.json", metrics)
-    flow.write_report(samples, metrics)
-    return metrics
+    _write_outcome(run, config, history)
+    run.set_state(FINAL_STATES[history.status])
+    return history
+
+
+def _write_outcome(run: RunDirectory, config: dict[str, Any], history: FlowHistory) -> None:
+    config["fit"] = {"status": history.status, "message": history.message,
+                     "steps": history.rows[-1]["step"] if history.rows else 0,
+                     "seconds": history.wall_time}
+    run.write_json(CONFIG, config)
+
+
+def _standardized(config: dict[str, Any], values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor((values - np.asarray(config["offset"])) / np.asarray(config["scale"]))
+
+
+def read_samples(run: RunDirectory, split: str, columns: list[str]) -> np.ndarray:
+    """The run's "train" or "val" samples [N, d] in the user's units."""
+    path = run.file(f"data/{split}.csv")
+    try:
+        values = pd.read_csv(path)[columns].to_numpy(dtype=float)
+    except (KeyError, ValueError, pd.errors.ParserError) as error:
+        raise InvalidArgumentError(f"{path}: not the run's samples ({error}); the file was "
+                                   "edited or damaged.") from error
+    if not np.isfinite(values).all() or len(values) == 0:
+        raise InvalidArgumentError(f"{path}: empty or non-finite samples; the file was edited "
+                                   "or damaged.")
+    return values
 
 
 @dataclass
@@ -133,6 +197,12 @@ class FlowRun:
     def scale(self) -> np.ndarray:
         return np.asarray(self.config["scale"])
 
+    def data(self, split: str) -> np.ndarray | None:
+        """The run's "train" or "val" samples (None for a run written before they were kept)."""
+        if f"data/{split}.csv" not in self.directory.files:
+            return None
+        return read_samples(self.directory, split, self.config["columns"])
+
     @torch.no_grad()
     def log_prob(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """log-density in the user's units: log p_std((x - offset) / scale) - sum log scale."""
@@ -147,62 +217,33 @@ class FlowRun:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         z = self.cnf.sample(n, generator=torch.Generator().manual_seed(seed))
-        return z.numpy() * self.scale + self.offset
+        return np.asarray(z.numpy() * self.scale + self.offset)
 
-    def write_report(self, data: np.ndarray, metrics: dict[str, Any]) -> None:
-        from matplotlib.figure import Figure
 
-        from tidal.plots.density import plot_density, plot_samples
-
-        lo, hi = data.min(axis=0), data.max(axis=0)
-        pad = 0.15 * (hi - lo)
-        bounds = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-        images = []
-        if data.shape[1] == 2:
-            figure = Figure(figsize=(5, 4.6), layout="constrained")
-            plot_density(self.log_prob, bounds, ax=figure.subplots(), resolution=80,
-                         title="learned density")
-            images.append(self._save(figure, "density.png"))
-        figure = Figure(figsize=(5, 4.6), layout="constrained")
-        plot_samples(self.sample(2000)[:, :2], reference=data[:2000, :2],
-                     bounds=bounds if data.shape[1] == 2 else None, ax=figure.subplots(),
-                     title="samples (model vs data)")
-        images.append(self._save(figure, "samples.png"))
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>"
-                       for k, v in metrics.items() if isinstance(v, (int, float)))
-        body = "".join(f'<img src="{name}" alt="{name}">' for name in images)
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tidal flow</title>"
-                f"</head><body><h1>tidal flow: {html.escape(self.path.name)}</h1>"
-                f"<table>{rows}</table>{body}</body></html>")
-        self.directory.write_text("report.html", page)
-
-    def _save(self, figure: Any, name: str) -> str:
-        with self.directory.writing(name) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-        return name
+def read_config(run: RunDirectory) -> dict[str, Any]:
+    """config.json, checked against the schema and for consistency."""
+    path = run.file(CONFIG)
+    config: dict[str, Any] = read_checked(path, FLOW_CONFIG)
+    dim = len(config["columns"])
+    if not len(config["offset"]) == len(config["scale"]) == dim:
+        raise InvalidArgumentError(f"{path}: {dim} columns but {len(config['offset'])} "
+                                   f"offsets and {len(config['scale'])} scales (the file was "
+                                   "edited or damaged).")
+    return config
 
 
 def load_flow_run(path: str | Path) -> FlowRun:
-    """Rebuild a flow run's CNF from config.json and model.pt (no code from the files runs;
-    config.json is checked against its schema before anything is built)."""
+    """Rebuild a flow run's CNF from config.json and its weights (no code from the files runs;
+    config.json is checked against its schema before anything is built). A run whose training
+    did not finish uses the weights it kept (model.pt, or a killed run's last checkpoint) and
+    says which in `FlowRun.notice`."""
     run = RunDirectory.open(path, KIND)
-    if run.state == "running":
-        status = ("was stopped before it finished" if run.was_killed()
-                  else "is still running")
-        raise InvalidArgumentError(f"{run.path}: training {status}, so there are no trained "
-                                   "weights; start it again with `tidal flow fit ... "
-                                   "--overwrite`.")
-    config_path = run.file(CONFIG)
-    config = read_checked(config_path, FLOW_CONFIG)
-    dim = len(config["columns"])
-    if not len(config["offset"]) == len(config["scale"]) == dim:
-        raise InvalidArgumentError(f"{config_path}: {dim} columns but {len(config['offset'])} "
-                                   f"offsets and {len(config['scale'])} scales (the file was "
-                                   "edited or damaged).")
+    config = read_config(run)
     options = FlowOptions(**config["options"])
-    weights_path = run.file(WEIGHTS)
-    cnf = build_with_weights(lambda: build_cnf(dim, options, options.eval_tol), config_path,
-                             load_checkpoint(weights_path), weights_path)
-    notice = (f"{run.path}: training diverged; these are its last good weights."
-              if run.state == "diverged" else None)
+    weights, weights_file, notice = kept_weights(
+        run, WEIGHTS, config.get("fit", {}).get("message", ""),
+        f"tidal flow fit --resume -o {run.path}", unit="step")
+    cnf = build_with_weights(lambda: build_cnf(len(config["columns"]), options,
+                                               options.eval_tol),
+                             run.path / CONFIG, weights, weights_file)
     return FlowRun(run.path, cnf.double().eval(), config, run, notice)

@@ -10,7 +10,10 @@ from typing import Any
 
 import torch
 
+from tidal import registry
 from tidal._errors import InvalidArgumentError
+from tidal.controllers import ConstantStepSize, PIDController
+from tidal.controllers.base import StepSizeController
 from tidal.data import SYSTEMS, Scaling, Trajectories
 from tidal.models import HamiltonianNN, NeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
@@ -18,18 +21,20 @@ from tidal.nn import MLP
 from tidal.registry import SOLVERS
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
 from tidal.training.config import TrainConfig
-from tidal.training.fit import FINAL_STATES, FitResult, fit
+from tidal.training.fit import FitResult, fit
 from tidal.training.run import (
     CONFIG,
     KIND,
     build_model,
     read_config,
     read_split,
+    read_train,
     save_run,
     write_config,
     write_splits,
 )
 from tidal.training.run_directory import RunDirectory
+from tidal.training.trainer import FINAL_STATES
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,17 @@ class ModelOptions:
             torch.manual_seed(seed)
             return MODEL_KINDS[self.kind](self, n_states)
 
-    def solver_or(self, default: str | None) -> Any:
-        name = default if self.solver == "auto" else self.solver
-        return None if name is None else SOLVERS[name]()
+    def solve_objects(self, default_solver: str | None) -> dict[str, Any]:
+        """The solver (None: the model's own default), controller and adjoint objects these
+        names and numbers describe (`tidal.registry`): a `PIDController(rtol, atol)` for an
+        adaptive solver, else `ConstantStepSize(dt)`."""
+        name = default_solver if self.solver == "auto" else self.solver
+        solver = None if name is None else registry.solver(name)
+        adaptive = solver is not None and solver.adaptive
+        controller: StepSizeController = (PIDController(rtol=self.rtol, atol=self.atol)
+                                          if adaptive else ConstantStepSize(self.dt))
+        return {"solver": solver, "controller": controller,
+                "adjoint": registry.adjoint(self.adjoint)}
 
     def needs_identity_scaling(self) -> bool:
         return self.kind == "ude"
@@ -79,9 +92,7 @@ class ModelOptions:
 def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
     field = MLP(n_states, width=options.width, depth=options.depth,
                 activation=options.activation, time_input=options.time_input)
-    solver = options.solver_or("tsit5")
-    return NeuralODE(field, solver=solver, rtol=options.rtol, atol=options.atol,
-                     dt=None if solver.adaptive else options.dt, adjoint=options.adjoint)
+    return NeuralODE(field, **options.solve_objects("tsit5"))
 
 
 def _hamiltonian(options: ModelOptions, n_states: int) -> NeuralODE:
@@ -91,12 +102,11 @@ def _hamiltonian(options: ModelOptions, n_states: int) -> NeuralODE:
             f"{n_states} states. Give an even number of state columns, positions first.")
     return HamiltonianNN.mlp(n_states // 2, separable=options.separable, width=options.width,
                              depth=options.depth, activation=options.activation,
-                             solver=options.solver_or(None), dt=options.dt, rtol=options.rtol,
-                             atol=options.atol, adjoint=options.adjoint)
+                             **options.solve_objects(None))
 
 
 def _ude(options: ModelOptions, n_states: int) -> NeuralODE:
-    if options.known not in KNOWN_PHYSICS:
+    if options.known is None or options.known not in KNOWN_PHYSICS:
         raise InvalidArgumentError(
             f"`--model ude` needs `--known NAME` with one of {sorted(KNOWN_PHYSICS)}; got "
             f"{options.known!r}.")
@@ -109,10 +119,7 @@ def _ude(options: ModelOptions, n_states: int) -> NeuralODE:
             f"(it has {sorted(known.params)}).")
     correction = MLP(n_states, width=options.width, depth=options.depth,
                      activation=options.activation, time_input=options.time_input)
-    solver = options.solver_or("tsit5")
-    return UDE(known.equations, correction, params, solver=solver, rtol=options.rtol,
-               atol=options.atol, dt=None if solver.adaptive else options.dt,
-               adjoint=options.adjoint)
+    return UDE(known.equations, correction, params, **options.solve_objects("tsit5"))
 
 
 MODEL_KINDS = {"neural-ode": _neural_ode, "hamiltonian": _hamiltonian, "ude": _ude}
@@ -190,7 +197,7 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
             torch.manual_seed(config.seed)
             model = build_model(saved, where)
     names = saved["data"]["state_names"]
-    result = fit(model.train(), read_split(run, "train", names),
+    result = fit(model.train(), read_train(run, names),
                  val=read_split(run, "val", names), config=config,
                  scaling=Scaling.from_dict(saved["scaling"]), run_dir=run,
                  resume=not restart, progress=progress)

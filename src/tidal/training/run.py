@@ -26,12 +26,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.data import SYSTEMS, Scaling, System, Trajectories, read_table, write_table
 from tidal.models import NeuralODE
 from tidal.models.registry import model_from_config
-from tidal.training.checkpoint import (
-    CHECKPOINT,
-    build_with_weights,
-    load_checkpoint,
-    save_checkpoint,
-)
+from tidal.training.checkpoint import build_with_weights, kept_weights, save_checkpoint
 from tidal.training.config import TrainConfig
 from tidal.training.run_directory import RunDirectory
 from tidal.training.run_schema import RUN_CONFIG, read_checked
@@ -70,6 +65,10 @@ class Run:
     def data(self, split: str) -> Trajectories | None:
         """The run's "train", "val" or "test" trajectories (None when that split is empty)."""
         return read_split(self.directory, split, self.state_names)
+
+    def training_data(self) -> Trajectories:
+        """The run's training trajectories."""
+        return read_train(self.directory, self.state_names)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -128,10 +127,18 @@ def write_splits(run: RunDirectory, splits: dict[str, Trajectories | None]) -> N
 def read_split(run: RunDirectory, split: str, state_names: list[str]) -> Trajectories | None:
     """The run's trajectories of `split` (None for an empty "val" or "test"; the training
     split must be there)."""
-    name = f"data/{split}.csv"
-    if name not in run.files and split != "train":
+    if f"data/{split}.csv" not in run.files and split != "train":
         return None
-    return read_table(run.file(name), time="t", id="id", states=state_names)
+    return read_train(run, state_names) if split == "train" else _read(run, split, state_names)
+
+
+def read_train(run: RunDirectory, state_names: list[str]) -> Trajectories:
+    """The run's training trajectories (every run has them)."""
+    return _read(run, "train", state_names)
+
+
+def _read(run: RunDirectory, split: str, state_names: list[str]) -> Trajectories:
+    return read_table(run.file(f"data/{split}.csv"), time="t", id="id", states=state_names)
 
 
 def load_run(path: str | Path) -> Run:
@@ -144,7 +151,8 @@ def load_run(path: str | Path) -> Run:
     """
     run = RunDirectory.open(path, KIND)
     config = read_config(run)
-    weights, weights_file, notice = _kept_weights(run, config)
+    weights, weights_file, notice = kept_weights(
+        run, WEIGHTS, config["fit"].get("message", ""), f"tidal fit --resume -o {run.path}")
     model = build_model(config, run.path / CONFIG, weights=weights, weights_file=weights_file)
     if notice is not None:
         config = {**config, "fit": {**config["fit"], "status": run.state, "message": notice}}
@@ -201,36 +209,3 @@ def _check_dimension(model: NeuralODE, n_states: int, where: Path) -> None:
     if not ok:
         raise InvalidArgumentError(f"{where}: model: it does not take the data's {n_states} "
                                    "states (the file was edited or damaged).")
-
-
-def _kept_weights(run: RunDirectory, config: dict[str, Any]
-                  ) -> tuple[dict[str, torch.Tensor], Path, str | None]:
-    """The weights to use, their file, and a notice when training did not finish."""
-    path = run.path
-    resume = f"continue it with `tidal fit --resume -o {path}`"
-    if run.state != "running":
-        message = config["fit"].get("message", "")
-        notices = {"finished": None,
-                   "interrupted": f"{path}: training was interrupted ({message}); these are "
-                                  f"the weights kept so far; {resume}.",
-                   "diverged": f"{path}: training diverged ({message})."}
-        return load_checkpoint(run.file(WEIGHTS)), path / WEIGHTS, notices[run.state]
-    killed = run.was_killed()
-    if not run.has(CHECKPOINT):
-        if killed:
-            raise InvalidArgumentError(
-                f"{path}: training was stopped before its first checkpoint, so there are no "
-                f"trained weights; {resume} (it starts over with the run's settings).")
-        raise InvalidArgumentError(f"{path}: training is still running and has not written "
-                                   "its first checkpoint yet; try again later.")
-    snapshot = load_checkpoint(run.file(CHECKPOINT))
-    epoch, best = snapshot.get("epoch"), snapshot.get("best_epoch")
-    if not (isinstance(epoch, int) and isinstance(best, int)):
-        raise InvalidArgumentError(f"{path / CHECKPOINT}: no epoch numbers; the file was "
-                                   "edited or damaged.")
-    weights = snapshot.get("best_weights" if best >= 0 else "model")
-    status = "was stopped (killed) before it finished" if killed else "is still running"
-    kept = f"best validation loss at epoch {best}" if best >= 0 else f"weights of epoch {epoch}"
-    return weights, path / CHECKPOINT, (
-        f"{path}: training {status}; using its last checkpoint (epoch {epoch}: {kept}); "
-        f"{resume}.")

@@ -170,19 +170,21 @@ def _join(key: str, name: str) -> str:
 def _run_config() -> Schema:
     """config.json of a NeuralODE-family run (`tidal fit`, `tidal demo`)."""
     from tidal.data import SYSTEMS
-    from tidal.models.neural_ode import ADJOINTS, VECTOR_FIELDS
+    from tidal.models.neural_ode import VECTOR_FIELDS
     from tidal.models.ude import KNOWN_PHYSICS
     from tidal.nn import ACTIVATIONS
-    from tidal.registry import SOLVERS
+    from tidal.registry import ADJOINTS, SOLVERS
 
     network = record({"type": text(VECTOR_FIELDS), "in_features": integer(1, MAX_STATES),
                       "out_features": integer(1, MAX_STATES), "width": integer(1, MAX_WIDTH),
                       "depth": integer(1, MAX_DEPTH), "activation": text(ACTIVATIONS),
                       "time_input": boolean, "final_scale": number(-1e6, 1e6)})
-    solve = {"solver": text(SOLVERS), "rtol": number(1e-13, 1.0),
-             "atol": number(0.0, 1e6), "adjoint": text(ADJOINTS),
+    solve = {"solver": text(SOLVERS), "adjoint": text(ADJOINTS),
              "max_steps": integer(1, MAX_STEPS)}
-    solve_optional = {"dt": number(0.0, 1e6, positive=True),
+    # rtol and atol for a PIDController, dt for a ConstantStepSize (runs written before
+    # issue 11 hold all three; dt wins)
+    solve_optional = {"rtol": number(1e-13, 1.0), "atol": number(0.0, 1e6),
+                      "dt": number(0.0, 1e6, positive=True),
                       "solver_options": mapping(number(0.0, 1e9))}
     models = {
         "NeuralODE": record({"type": text(), "vector_field": network, **solve},
@@ -218,11 +220,11 @@ def _flow_config() -> Schema:
         "train_tol": number(1e-13, 1.0), "eval_tol": number(1e-13, 1.0),
         "steps": integer(1, 10**9), "batch_size": integer(1, 10**9),
         "lr": number(0.0, 1e3, positive=True), "val_fraction": number(0.0, 1.0, positive=True),
-        "seed": integer(0, 2**63 - 1)})
+        "seed": integer(0, 2**63 - 1)}, {"checkpoint_every": integer(1, 10**9)})
     return record({"type": text(("CNF",)), "options": options,
                    "columns": list_of(text(), 1, MAX_STATES, unique=True),
                    "offset": list_of(number(), 1), "scale": list_of(number(positive=True), 1),
-                   "source": mapping(anything)})
+                   "source": mapping(anything)}, {"fit": mapping(anything)})
 
 
 RUN_CONFIG = _run_config()
