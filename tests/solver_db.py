@@ -232,12 +232,15 @@ CONTROLLER_DB = [
 class ModelInfo:
     """A model kind (a class of `tidal.models`): `make()` builds a small one with the models'
     defaults, `call(model)` runs it once and returns a tensor; `saveable`: its `config()`
-    rebuilds it through `tidal.models.registry`."""
+    rebuilds it through `tidal.models.registry`; `solves_odes`: it holds a solver, controller
+    and adjoint and so takes the models' shared defaults (an SDE model or a building block
+    does not)."""
 
     cls: type[torch.nn.Module]
     make: Callable[[], torch.nn.Module]
     call: Callable[[torch.nn.Module], torch.Tensor]
     saveable: bool = True
+    solves_odes: bool = True
     error_inputs: Callable[[], list[ErrorInput]] = field(default=lambda: [])
 
     @property
@@ -328,8 +331,26 @@ def _cnf_errors() -> list[ErrorInput]:
             ErrorInput("t1 = 0", lambda: make(t1=0), tidal.InvalidArgumentError, r"t1=0")]
 
 
+def _neural_sde() -> torch.nn.Module:
+    from tidal.models import NeuralSDE, PositiveDiffusion
+
+    return NeuralSDE(tidal.nn.MLP(2, width=4), PositiveDiffusion(tidal.nn.MLP(2, width=4)),
+                     dt=0.1)
+
+
+def _neural_sde_errors() -> list[ErrorInput]:
+    from tidal.models import NeuralSDE
+
+    return [ErrorInput("dt = 0", lambda: NeuralSDE(tidal.nn.MLP(2), tidal.nn.MLP(2), dt=0),
+                       tidal.InvalidArgumentError, r"NeuralSDE\(dt=0\)"),
+            ErrorInput("ys without a batch axis",
+                       lambda: _neural_sde().transition_nll(torch.zeros(4, 2),
+                                                            torch.arange(4.0)),
+                       tidal.InvalidArgumentError, r"needs ys \[T, B, d\]")]
+
+
 def _models() -> list[ModelInfo]:
-    from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE
+    from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE, NeuralSDE, PositiveDiffusion
 
     return [
         ModelInfo(NeuralODE, lambda: NeuralODE(tidal.nn.MLP(2, width=4)), _trajectory,
@@ -342,6 +363,13 @@ def _models() -> list[ModelInfo]:
         ModelInfo(CNF, lambda: CNF(tidal.nn.MLP(2, width=4, time_input=True)),
                   lambda cnf: cnf.log_prob(torch.full((3, 2), 0.5)), saveable=False,
                   error_inputs=_cnf_errors),
+        ModelInfo(NeuralSDE, _neural_sde,
+                  lambda sde: sde.sample(torch.full((3, 2), 0.5), torch.linspace(0, 0.5, 4),
+                                         seed=0),
+                  saveable=False, solves_odes=False, error_inputs=_neural_sde_errors),
+        ModelInfo(PositiveDiffusion, lambda: PositiveDiffusion(tidal.nn.MLP(2, width=4)),
+                  lambda g: g(torch.zeros(()), torch.full((3, 2), 0.5)), saveable=False,
+                  solves_odes=False),
     ]
 
 

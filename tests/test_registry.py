@@ -119,13 +119,14 @@ def test_model_entry_uses_the_shared_defaults_and_round_trips(info) -> None:
 
     torch.manual_seed(0)
     model = info.make()
-    assert type(model.adjoint) is type(defaults.model_adjoint())
-    assert model.max_steps == defaults.MAX_STEPS
-    if model.solver.adaptive:
-        assert model.controller == defaults.model_controller()
-        assert type(model.solver) is type(defaults.model_solver())
-    else:  # the Hamiltonian model's symplectic default
-        assert model.controller == tidal.ConstantStepSize(defaults.HAMILTONIAN_DT)
+    if info.solves_odes:
+        assert type(model.adjoint) is type(defaults.model_adjoint())
+        assert model.max_steps == defaults.MAX_STEPS
+        if model.solver.adaptive:
+            assert model.controller == defaults.model_controller()
+            assert type(model.solver) is type(defaults.model_solver())
+        else:  # the Hamiltonian model's symplectic default
+            assert model.controller == tidal.ConstantStepSize(defaults.HAMILTONIAN_DT)
     out = info.call(model)
     assert torch.isfinite(out).all()
     if info.saveable:
