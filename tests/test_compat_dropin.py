@@ -183,8 +183,8 @@ def test_perturb_never_evaluates_on_the_grid(dtype: torch.dtype, adjoint: bool) 
     tiny = float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
     after_half = float(torch.nextafter(torch.tensor(0.5, dtype=dtype),
                                        torch.tensor(1.0, dtype=dtype)))
-    if not adjoint:  # the forward solve takes f just after 0 and just after 0.5
-        assert tiny in seen and after_half in seen
+    if not adjoint:  # just after 0 and just after 0.5, exactly as torchdiffeq
+        assert seen == [tiny, after_half]
 
 
 def jump_field(nfe: list[int]):
@@ -212,6 +212,16 @@ def test_jump_t_float32(method: str) -> None:
                        atol=1e-6, method=method, options={"jump_t": torch.tensor([0.5])})
     if method in ("bosh3", "dopri5"):  # FSAL: torchdiffeq's step reuse is then exact too
         assert len(seen) <= 1.05 * len(theirs)
+
+
+def test_default_max_num_steps_is_torchdiffeqs() -> None:
+    """More than tidal.defaults.MAX_STEPS steps: torchdiffeq's default does not stop them."""
+    t = torch.tensor([0.0, 1.2], dtype=F64)
+    options = {"step_size": 1e-4}
+    ours = odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
+    theirs = torchdiffeq.odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
+    assert tidal.defaults.MAX_STEPS < 1.2 / 1e-4
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,13 +418,18 @@ def test_scipy_lsoda_min_and_max_step(min_step: float, max_step: float) -> None:
 
 
 def test_scipy_solver_adjoint_gradient() -> None:
-    """y' = a y: y(T) = y0 exp(a T); d/da sum y(T) = T y0 exp(a T)."""
+    """y' = a y: y(T) = y0 exp(a (T - t0)); d/da sum y(T) = (T - t0) sum y0 exp(a (T - t0)),
+    d/dT = a sum y(T) = -d/dt0."""
     a = torch.tensor(-0.7, dtype=F64, requires_grad=True)
     y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
-    ys = odeint_adjoint(lambda t, y: a * y, y0, torch.tensor([0.0, 1.5], dtype=F64),
-                        method="scipy_solver", options={"solver": "DOP853"}, rtol=1e-10,
-                        atol=1e-12, adjoint_params=(a,))
+    t = torch.tensor([0.0, 1.5], dtype=F64, requires_grad=True)
+    ys = odeint_adjoint(lambda t, y: a * y, y0, t, method="scipy_solver",
+                        options={"solver": "DOP853"}, rtol=1e-10, atol=1e-12,
+                        adjoint_params=(a,))
     ys[-1].sum().backward()
-    assert a.grad is not None and y0.grad is not None
-    assert float(a.grad) == pytest.approx(1.5 * 3.0 * math.exp(-0.7 * 1.5), rel=1e-7)
-    torch.testing.assert_close(y0.grad, torch.full((2,), math.exp(-0.7 * 1.5), dtype=F64))
+    assert a.grad is not None and y0.grad is not None and t.grad is not None
+    decay = math.exp(-0.7 * 1.5)
+    assert float(a.grad) == pytest.approx(1.5 * 3.0 * decay, rel=1e-7)
+    torch.testing.assert_close(y0.grad, torch.full((2,), decay, dtype=F64))
+    rate = -0.7 * 3.0 * decay
+    torch.testing.assert_close(t.grad, torch.tensor([-rate, rate], dtype=F64))

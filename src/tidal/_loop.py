@@ -106,6 +106,10 @@ class SharedLoop:
         records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
         self.stages: Stages = (StackedStages() if records_graph
                                else BufferedStages(self.tableau.num_dense_stages, y0))
+        # f(t1, y1) that nothing reads at a jump: the interpolant gives it no weight (linear
+        # interpolation) and the next step takes f afresh from the jump's far side
+        self.end_unused = (not self.tableau.fsal and not self.tableau.c_extra
+                           and not any(self.tableau.dense_weights()[self.tableau.end_index]))
         direction = 1.0 if grid.forward else -1.0  # one group
         self.clock = _Clock(direction, y0.dtype, y0.device)
         self.step_field = _StepField(s.field, self.clock, s.field.shape[-1] if y0.dim() else 1)
@@ -208,10 +212,13 @@ class SharedLoop:
         on_jump = boundary is not None and boundary[1]
         if self.tableau.fsal:
             f1 = self.stages.last()
-        else:  # f(t1, y1), from the near side of a jump
-            f1 = s.field(self.clock.beside(tau1, -1.0) if on_jump else self.clock.time(tau1),
-                         step.y1)
-            self.fevals += 1
+        else:
+            if on_jump and self.end_unused:
+                f1 = torch.zeros_like(step.y1)  # a place holder, never read
+            else:  # f(t1, y1), from the near side of a jump
+                f1 = s.field(self.clock.beside(tau1, -1.0) if on_jump
+                             else self.clock.time(tau1), step.y1)
+                self.fevals += 1
             self.stages.append(f1)
         self.accepted += 1
         if s.recorder is not None:

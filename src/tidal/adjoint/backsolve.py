@@ -156,15 +156,17 @@ class _Backsolve(torch.autograd.Function):
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
         (ys,) = ctx.saved_tensors
         run: _BacksolveRun = ctx.run
-        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(run, ys, grad_ys)
+        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(run, ys, grad_ys,
+                                                             ctx.needs_input_grad[2])
         if run.solution is not None:
             run.solution.backward_stats = stats
         return (None, grad_y0, grad_ts.to(ctx.ts_dtype), *grad_params)
 
 
-def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Stats]:
-    """Integrate [y, a, g] backwards over each output interval; returns the gradients."""
+def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor,
+                  time_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Stats]:
+    """Integrate [y, a, g] backwards over each output interval; returns the gradients (the
+    times' only with `time_grad`: f is then also called at the output times)."""
     problem, params = run.problem, run.params
     grid, f, times = problem.grid, problem.f, problem.grid.times
     shape, n = ys.shape[1:], ys[0].numel()
@@ -176,7 +178,7 @@ def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
     stats = Stats()
     unit = torch.tensor([0.0, 1.0], dtype=torch.float64)
     for i in range(len(times) - 1, 0, -1):
-        if problem.time_grad:  # f at the output times only when they are differentiated
+        if time_grad:
             grad_ts[i] = flow_rate(f, grid, times[i], ys[i], grad_ys[i]).cpu()
         z = torch.cat([ys[i].reshape(-1), a, g])
         if grid.batched:  # each sample over its own interval, mapped onto s in [0, 1]
@@ -193,7 +195,7 @@ def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
         z = sol.ys[-1]
         a = z[n:2 * n] + grad_ys[i - 1].reshape(-1)
         g = z[2 * n:]
-    if problem.time_grad:
+    if time_grad:
         grad_ts[0] = -flow_rate(f, grid, times[0], ys[0], a.view(shape) - grad_ys[0]).cpu()
     grad_params = [part.view_as(p).to(p.dtype)
                    for part, p in zip(torch.split(g, sizes), params)]

@@ -32,7 +32,7 @@ def scipy_solve(func: Callable, y0: torch.Tensor, t: torch.Tensor, rtol: float, 
     settings = _settings(options, rtol, atol)
     if params is None:
         return _forward(func, y0.detach(), t.detach(), settings)
-    return _ScipyAdjoint.apply(func, settings, y0, t.detach(), *params)
+    return _ScipyAdjoint.apply(func, settings, y0, t, *params)
 
 
 def _settings(options: dict, rtol: Any, atol: Any) -> dict:
@@ -90,7 +90,7 @@ class _ScipyAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, func: Callable, settings: dict, y0: torch.Tensor, t: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
-        ys = _forward(func, y0, t, settings)
+        ys = _forward(func, y0.detach(), t.detach(), settings)
         ctx.func, ctx.settings, ctx.params = func, settings, params
         ctx.save_for_backward(ys, t)
         return ys
@@ -110,4 +110,12 @@ class _ScipyAdjoint(torch.autograd.Function):
             a, g = z[n:2 * n] + grad_ys[i - 1].reshape(-1), z[2 * n:]
         grads = [part.view_as(p).to(p.dtype)
                  for part, p in zip(torch.split(g, [p.numel() for p in params]), params)]
-        return (None, None, a.view(shape), None, *grads)
+        grad_t = None
+        if ctx.needs_input_grad[3]:  # dL/dt_i = dL/dy_i . f(t_i, y_i); t_0: -a(t_0+) . f
+            with torch.no_grad():
+                rates = torch.stack([ctx.func(ti.to(ys.dtype), y).reshape(-1)
+                                     for ti, y in zip(t, ys)])
+            grad_t = (grad_ys.reshape(len(t), -1) * rates).sum(-1)
+            grad_t[0] = -((a - grad_ys[0].reshape(-1)) * rates[0]).sum()
+            grad_t = grad_t.to(t.dtype)
+        return (None, None, a.view(shape), grad_t, *grads)

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
@@ -47,6 +46,9 @@ FIXED_OPTIONS = frozenset({"step_size", "grid_constructor", "interp", "perturb",
                            "max_num_steps", "norm"})
 ADAMS_OPTIONS = FIXED_OPTIONS | {"max_order", "max_iters"}
 INTERPOLATIONS = ("linear", "cubic")
+#: torchdiffeq's default `max_num_steps` (no bound in practice; a NaN or inf from f still ends
+#: the solve at once)
+MAX_NUM_STEPS = 2**31 - 1
 
 
 def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
@@ -191,7 +193,7 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
     adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
     sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
                 adjoint=adjoint, dense=dense,
-                max_steps=int(options.get("max_num_steps", defaults.MAX_STEPS)))
+                max_steps=int(options.get("max_num_steps", MAX_NUM_STEPS)))
     return sol, flat, t
 
 
