@@ -18,7 +18,7 @@ from tidal._errors import (
 )
 from tidal._extras import import_layer
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint, ReversibleAdjoint
-from tidal.compat import odeint, odeint_adjoint
+from tidal.compat import odeint, odeint_adjoint, odeint_dense, odeint_event
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.data import Trajectories, read_table, simulate, write_table
 from tidal.events import Event
@@ -110,6 +110,8 @@ __all__ = [
     "nn",
     "odeint",
     "odeint_adjoint",
+    "odeint_dense",
+    "odeint_event",
     "read_table",
     "registry",
     "sdeint",

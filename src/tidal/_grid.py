@@ -78,6 +78,15 @@ class Grid:
         t = (tau if self.forward else tau * self.direction.to(tau.device)).to(dtype)
         return t if self.batched else t.reshape(tau.shape[:-1])
 
+    def user_time_beside(self, tau: torch.Tensor, dtype: torch.dtype, side: float
+                         ) -> torch.Tensor:
+        """`user_time(tau)`'s neighbour in the state's dtype just after (side = +1) or just
+        before (side = -1) tau in forward time: f from one side of a jump. Taken in the state's
+        dtype, so that it is not rounded back onto the jump (as a float64 neighbour would be
+        in float32)."""
+        toward = self.user_time(torch.full_like(tau, side * math.inf), dtype)
+        return torch.nextafter(self.user_time(tau, dtype), toward)
+
     def forward_time(self, t: torch.Tensor) -> torch.Tensor:
         """User times [..., *group_shape] as forward times [..., G] (float64)."""
         t = t.to(dtype=torch.float64, device=self.direction.device)

@@ -56,6 +56,13 @@ class _Clock:
     def time(self, tau: float) -> torch.Tensor:
         return torch.full((), self.direction * tau, dtype=self.dtype, device=self.device)
 
+    def beside(self, tau: float, side: float) -> torch.Tensor:
+        """The user time just after (side = +1) or before (side = -1) tau in forward time, as
+        the neighbour in the state's dtype (a float64 one would round back onto tau)."""
+        toward = torch.full((), side * self.direction * math.inf, dtype=self.dtype,
+                            device=self.device)
+        return torch.nextafter(self.time(tau), toward)
+
     def times(self, taus: list[float]) -> Sequence[torch.Tensor]:
         """Many user times at once (one tensor per stage of a step)."""
         if self.numpy_dtype is None:
@@ -77,18 +84,17 @@ class _StepField:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
         self.tau0, self.dt, self.jump = tau0, dt, jump
 
-    def _tau(self, c: float) -> float:
-        if c == 1.0 and self.jump < math.inf:  # f from the near side of a jump
-            return math.nextafter(self.jump, -math.inf)
-        return self.tau0 + c * self.dt
-
     def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
-        if self.jump < math.inf:
-            return self.clock.times([self._tau(ci) for ci in c])
-        return self.clock.times([self.tau0 + ci * self.dt for ci in c])
+        times = self.clock.times([self.tau0 + ci * self.dt for ci in c])
+        if self.jump < math.inf:  # f at c = 1 from the near side of the jump
+            near = self.clock.beside(self.jump, -1.0)
+            times = tuple(near if ci == 1.0 else t for ci, t in zip(c, times))
+        return times
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
-        return self.f(self.clock.time(self._tau(c)), y)
+        if c == 1.0 and self.jump < math.inf:
+            return self.f(self.clock.beside(self.jump, -1.0), y)
+        return self.f(self.clock.time(self.tau0 + c * self.dt), y)
 
 
 class SharedLoop:
@@ -100,6 +106,10 @@ class SharedLoop:
         records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
         self.stages: Stages = (StackedStages() if records_graph
                                else BufferedStages(self.tableau.num_dense_stages, y0))
+        # f(t1, y1) that nothing reads at a jump: the interpolant gives it no weight (linear
+        # interpolation) and the next step takes f afresh from the jump's far side
+        self.end_unused = (not self.tableau.fsal and not self.tableau.c_extra
+                           and not any(self.tableau.dense_weights()[self.tableau.end_index]))
         direction = 1.0 if grid.forward else -1.0  # one group
         self.clock = _Clock(direction, y0.dtype, y0.device)
         self.step_field = _StepField(s.field, self.clock, s.field.shape[-1] if y0.dim() else 1)
@@ -161,13 +171,15 @@ class SharedLoop:
 
     def _attempt_step(self) -> None:
         tau1, dt, boundary = self._clip(self.dt)
+        control = self.s.control
+        if control.observes_steps:
+            control.before_step(self.clock.time(self.tau), dt, self.y)
         self.stages.begin(self.y, dt, self.f0)
         self.step_field.set(self.tau, dt, tau1 if boundary is not None and boundary[1]
                             else math.inf)
         y1, fevals = self.s.solver.attempt(self.step_field, self.stages, self.coef)
         self.fevals += fevals
         self.steps += 1
-        control = self.s.control
         ratio = control.error_ratio(self.stages, self.y, y1, dt)
         finite = math.isfinite(ratio)
         self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
@@ -197,11 +209,16 @@ class SharedLoop:
 
     def _accept(self, step: _Step, tau1: float, boundary: tuple[float, bool] | None) -> None:
         s = self.s
+        on_jump = boundary is not None and boundary[1]
         if self.tableau.fsal:
             f1 = self.stages.last()
         else:
-            f1 = s.field(self.clock.time(tau1), step.y1)
-            self.fevals += 1
+            if on_jump and self.end_unused:
+                f1 = torch.zeros_like(step.y1)  # a place holder, never read
+            else:  # f(t1, y1), from the near side of a jump
+                f1 = s.field(self.clock.beside(tau1, -1.0) if on_jump
+                             else self.clock.time(tau1), step.y1)
+                self.fevals += 1
             self.stages.append(f1)
         self.accepted += 1
         if s.recorder is not None:
@@ -217,8 +234,8 @@ class SharedLoop:
             self.dense_steps.append(step)
         if boundary is not None:
             self.next_boundary += 1
-            if boundary[1] and tau1 < self.tau_end:  # a jump: f(t1, y1) from its far side
-                f1 = s.field(self.clock.time(math.nextafter(tau1, math.inf)), step.y1)
+            if on_jump and tau1 < self.tau_end:  # a jump: f(t1, y1) from its far side
+                f1 = s.field(self.clock.beside(tau1, 1.0), step.y1)
                 self.fevals += 1
         self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)
 

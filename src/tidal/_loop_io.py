@@ -6,7 +6,6 @@ per group are tensors [G] (see `tidal._grid`), whatever the loop uses inside.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -94,12 +93,12 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     else:
         tau0, tau_end = start.tau, start.tau_end
     boundaries = problem.controller.boundaries(grid)
-    tau_f = tau0
-    if start is not None and boundaries is not None:  # resuming on a jump: f from its far side
-        tau_f = torch.where(boundaries.contains_jump(tau0),
-                            torch.nextafter(tau0, torch.full_like(tau0, math.inf)), tau0)
-    t0 = grid.user_time(tau_f, y0.dtype)
-    raw = problem.f(t0, y0)
+    t0 = grid.user_time(tau0, y0.dtype)
+    t_f = t0
+    if boundaries is not None:  # starting on a jump: f from its far side (inside the solve)
+        after = grid.user_time_beside(tau0, y0.dtype, 1.0)
+        t_f = torch.where(boundaries.contains_jump(tau0).reshape(t0.shape), after, t0)
+    raw = problem.f(t_f, y0)
     check_output(raw, y0)
     f0 = field.from_user(raw)
     rows, f0_rows = grid.rows(y), grid.rows(f0)
@@ -117,7 +116,7 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
         grid=grid, field=field, solver=problem.solver, control=control, y0=y, f0=f0,
         tau0=tau0, tau_end=tau_end, start=start, boundaries=boundaries, dt0=dt0,
         setup_fevals=setup_fevals, finite=finite,
-        watcher=watch(problem.event, t0, y0, grid) if problem.event is not None else None,
+        watcher=watch(problem.event, t_f, y0, grid) if problem.event is not None else None,
         max_steps=problem.max_steps, dense=problem.dense, recorder=recorder)
 
 

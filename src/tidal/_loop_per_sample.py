@@ -59,7 +59,7 @@ class _StepField:
     def set(self, tau0: torch.Tensor, h: torch.Tensor, near: torch.Tensor,
             on_jump: torch.Tensor | None) -> None:
         """The step from tau0 [B] over h [B]; where `on_jump`, it ends on a jump and f at c = 1
-        is taken at `near` (just before the step's end)."""
+        is taken at the user time `near` (just before the step's end, in the state's dtype)."""
         self.tau0, self.h, self.near, self.on_jump = tau0, h, near, on_jump
 
     def _nodes(self, c: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,15 +70,16 @@ class _StepField:
 
     def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
         column, is_one = self._nodes(c)
-        taus = self.tau0 + column * self.h  # [S, B]
+        times = self.user_time(self.tau0 + column * self.h)  # [S, B]
         if self.on_jump is not None:
-            taus = torch.where(is_one & self.on_jump, self.near, taus)
-        return self.user_time(taus).unbind(0)
+            times = torch.where(is_one & self.on_jump, self.near, times)
+        return times.unbind(0)
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
-        tau = (torch.where(self.on_jump, self.near, self.tau0 + self.h)
-               if c == 1.0 and self.on_jump is not None else self.tau0 + c * self.h)
-        return self.f(self.user_time(tau), y)
+        t = self.user_time(self.tau0 + c * self.h)
+        if c == 1.0 and self.on_jump is not None:
+            t = torch.where(self.on_jump, self.near, t)
+        return self.f(t, y)
 
 
 class PerSampleLoop:
@@ -150,11 +151,13 @@ class PerSampleLoop:
         tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
         h = (tau1 - self.tau) * running
         h_col = h.to(self.y.dtype).unsqueeze(-1)
+        if s.control.observes_steps:
+            s.control.before_step(self._user_time(self.tau), h, self.y)
         self.stages.begin(self.y, h_col, self.f0)
         ends_on_jump, near = None, tau1
         if s.boundaries is not None:  # a step ending on a jump takes f from the near side
             ends_on_jump = landing & jump_at_limit
-            near = torch.nextafter(tau1, torch.full_like(tau1, -math.inf))
+            near = s.grid.user_time_beside(tau1, self.y.dtype, -1.0)
         self.step_field.set(self.tau, h, near, ends_on_jump)
         y1, fevals = s.solver.attempt(self.step_field, self.stages, self.coef)
         self.fevals += running * fevals
@@ -180,7 +183,7 @@ class PerSampleLoop:
         most_outputs, any_accepted, any_inside, any_running, *more = torch.stack(flags).tolist()
         any_crossed = more.pop(0) if s.watcher is not None else False
         any_jumped = more.pop(0) if s.boundaries is not None else False
-        f1 = self._end_derivative(step) if any_accepted else self.f0
+        f1 = self._end_derivative(step, near, ends_on_jump) if any_accepted else self.f0
         if any_crossed:
             stops = self._locate_events(step, crossed)
             next_out = torch.where(crossed, (s.grid.taus <= stops).sum(0), next_out)
@@ -193,8 +196,7 @@ class PerSampleLoop:
             self._dense_stages(step, accept)
             self.dense_steps.append(step)
         if any_jumped:
-            after = torch.nextafter(tau1, torch.full_like(tau1, math.inf))
-            fresh = s.field(self._user_time(after), y1)
+            fresh = s.field(s.grid.user_time_beside(tau1, self.y.dtype, 1.0), y1)
             f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
             self.fevals += jumped
         column = accept.unsqueeze(-1)
@@ -219,10 +221,16 @@ class PerSampleLoop:
         before_end = bound <= self.tau_end
         return torch.where(before_end, bound, self.tau_end), jump & before_end
 
-    def _end_derivative(self, step: _Step) -> torch.Tensor:
+    def _end_derivative(self, step: _Step, near: torch.Tensor, on_jump: torch.Tensor | None
+                        ) -> torch.Tensor:
+        """f(t1, y1): the last stage of an FSAL method, else a call of f (from the near side
+        of a jump)."""
         if self.tableau.fsal:
             return self.stages.last()
-        f1 = self.s.field(self._user_time(step.tau1), step.y1)
+        t1 = self._user_time(step.tau1)
+        if on_jump is not None:
+            t1 = torch.where(on_jump, near, t1)
+        f1 = self.s.field(t1, step.y1)
         self.fevals += step.accept
         self.stages.append(f1)
         return f1

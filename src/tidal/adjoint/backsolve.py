@@ -40,6 +40,7 @@ from tidal._vector_field import VectorField
 from tidal.adjoint.base import Adjoint, Loop, parameters_of
 from tidal.adjoint.times import flow_rate
 from tidal.controllers.adaptive import AdaptiveController
+from tidal.controllers.base import StepSizeController
 from tidal.controllers.pid import PIDController
 from tidal.solution import Solution, Stats
 from tidal.solvers.base import FixedStepMethod, StepMethod
@@ -54,8 +55,8 @@ class BacksolveAdjoint(Adjoint):
 
     Args:
         solver: method of the backward solve; None uses the forward solve's.
-        controller: `PIDController` of the backward solve; None uses the forward one's
-            tolerances.
+        controller: the backward solve's controller (a `PIDController`, or a fixed step for
+            a fixed-step solver); None uses the forward one's.
         params: the tensors to differentiate; None finds every tensor requiring grad that f
             depends on (a module's parameters, tensors in a closure or in `args`) by
             evaluating f once and walking its graph.
@@ -70,7 +71,7 @@ class BacksolveAdjoint(Adjoint):
 
     name = "backsolve"
     solver: StepMethod | None = None
-    controller: PIDController | None = None
+    controller: StepSizeController | None = None
     params: Sequence[torch.Tensor] | None = field(default=None, hash=False)
     seminorm: bool = False
 
@@ -155,15 +156,17 @@ class _Backsolve(torch.autograd.Function):
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
         (ys,) = ctx.saved_tensors
         run: _BacksolveRun = ctx.run
-        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(run, ys, grad_ys)
+        grad_y0, grad_ts, grad_params, stats = _adjoint_pass(run, ys, grad_ys,
+                                                             ctx.needs_input_grad[2])
         if run.solution is not None:
             run.solution.backward_stats = stats
         return (None, grad_y0, grad_ts.to(ctx.ts_dtype), *grad_params)
 
 
-def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Stats]:
-    """Integrate [y, a, g] backwards over each output interval; returns the gradients."""
+def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor,
+                  time_grad: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Stats]:
+    """Integrate [y, a, g] backwards over each output interval; returns the gradients (the
+    times' only with `time_grad`: f is then also called at the output times)."""
     problem, params = run.problem, run.params
     grid, f, times = problem.grid, problem.f, problem.grid.times
     shape, n = ys.shape[1:], ys[0].numel()
@@ -175,7 +178,8 @@ def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
     stats = Stats()
     unit = torch.tensor([0.0, 1.0], dtype=torch.float64)
     for i in range(len(times) - 1, 0, -1):
-        grad_ts[i] = flow_rate(f, grid, times[i], ys[i], grad_ys[i]).cpu()
+        if time_grad:
+            grad_ts[i] = flow_rate(f, grid, times[i], ys[i], grad_ys[i]).cpu()
         z = torch.cat([ys[i].reshape(-1), a, g])
         if grid.batched:  # each sample over its own interval, mapped onto s in [0, 1]
             aug = _augmented_field(f, shape, params, dtype,
@@ -191,7 +195,8 @@ def _adjoint_pass(run: _BacksolveRun, ys: torch.Tensor, grad_ys: torch.Tensor
         z = sol.ys[-1]
         a = z[n:2 * n] + grad_ys[i - 1].reshape(-1)
         g = z[2 * n:]
-    grad_ts[0] = -flow_rate(f, grid, times[0], ys[0], a.view(shape) - grad_ys[0]).cpu()
+    if time_grad:
+        grad_ts[0] = -flow_rate(f, grid, times[0], ys[0], a.view(shape) - grad_ys[0]).cpu()
     grad_params = [part.view_as(p).to(p.dtype)
                    for part, p in zip(torch.split(g, sizes), params)]
     return a.view(shape), grad_ts, grad_params, stats
@@ -224,8 +229,10 @@ def _augmented_field(f: VectorField, shape: torch.Size, params: tuple[torch.Tens
             dy = f(t, y)
             if interval is not None:
                 a = a * scale.to(z.device)
-            vjps = torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True,
-                                       retain_graph=bool(params))
+            vjps: Sequence[torch.Tensor | None] = (
+                torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True,
+                                    retain_graph=bool(params))
+                if dy.requires_grad else [None] * (1 + len(params)))  # f depends on neither
         dy = dy.detach() if interval is None else dy.detach() * scale.to(z.device)
         vjp_y = vjps[0] if vjps[0] is not None else torch.zeros_like(y)
         parts = [dy.reshape(-1), -vjp_y.reshape(-1)]

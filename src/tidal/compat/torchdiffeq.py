@@ -1,41 +1,54 @@
-"""`odeint` with torchdiffeq's signature, defaults and output: change the import, keep the code.
+"""torchdiffeq's entry points with its signatures, defaults, options and output: change the
+import, keep the code. `odeint`, `odeint_adjoint`, `odeint_event`, `odeint_dense`.
 
-A thin translation onto `tidal.solve`: method names become solver objects through the
-`SOLVERS` registry, `options` become a controller, tuple states are flattened into one vector
-(with torchdiffeq's mixed norm: the largest RMS over the tuple's components).
-
-Differences, all deliberate: fixed-step methods interpolate between steps with cubic Hermite
-(torchdiffeq: linear by default), `dopri8` is Hairer's DOP853 with its 7th-order dense output,
-`max_num_steps` counts the steps of the whole solve and defaults to `tidal.defaults.MAX_STEPS`
-(torchdiffeq: 2^31 - 1, which let a NaN field run for hours), a NaN or inf from `func` ends the
-solve at once with `SolveFailedError`, and the `dtype` option is accepted but time is always
-float64.
+A thin translation onto `tidal.solve`: method names become solver objects (`tidal.SOLVERS`
+plus torchdiffeq's fixed-grid Adams methods, `tidal.solvers.adams`), `options` a controller,
+tuple states one flat vector (`_tuples`), callbacks on `func` a controller wrapper
+(`_callbacks`); `scipy_solver` runs scipy's `solve_ivp` (`_scipy`). The deliberate
+differences from torchdiffeq are listed in docs/design.md ("Known departures").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
-from tidal.adjoint import BacksolveAdjoint
+from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
+from tidal.adjoint.base import Adjoint
+from tidal.compat import _callbacks, _scipy
+from tidal.compat._tuples import Flattener, State
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
+from tidal.controllers.base import StepSizeController
 from tidal.controllers.norms import rms
 from tidal.events import Event
 from tidal.integrate import solve
 from tidal.registry import SOLVERS
+from tidal.solution import Solution
+from tidal.solvers.adams import AdamsBashforth, AdamsBashforthMoulton
+from tidal.solvers.base import StepMethod
 
+#: torchdiffeq's fixed-grid multistep methods, on top of `tidal.SOLVERS`
+ADAMS: dict[str, type[AdamsBashforthMoulton]] = {
+    "explicit_adams": AdamsBashforth, "implicit_adams": AdamsBashforthMoulton,
+    "fixed_adams": AdamsBashforthMoulton,
+}
+SCIPY = "scipy_solver"
 ADAPTIVE_OPTIONS = frozenset({"first_step", "safety", "ifactor", "dfactor", "max_num_steps",
                               "step_t", "jump_t", "norm", "min_step", "max_step", "dtype"})
-FIXED_OPTIONS = frozenset({"step_size", "perturb", "max_num_steps"})
-UNSUPPORTED = {"explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver"}
-
-State = torch.Tensor | tuple[torch.Tensor, ...]
+#: `norm` is accepted (torchdiffeq ignores it for fixed steps: there is no error to measure)
+FIXED_OPTIONS = frozenset({"step_size", "grid_constructor", "interp", "perturb",
+                           "max_num_steps", "norm"})
+ADAMS_OPTIONS = FIXED_OPTIONS | {"max_order", "max_iters"}
+INTERPOLATIONS = ("linear", "cubic")
+#: torchdiffeq's default `max_num_steps` (no bound in practice; a NaN or inf from f still ends
+#: the solve at once)
+MAX_NUM_STEPS = 2**31 - 1
 
 
 def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
@@ -44,12 +57,16 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
     """Integrate dy/dt = func(t, y) and return y at the times `t` (torchdiffeq's `odeint`).
 
     Args:
-        func: f(t, y) returning dy/dt; y is a tensor or a tuple of tensors.
+        func: f(t, y) returning dy/dt; y is a tensor or a tuple of tensors. Its attributes
+            `callback_step`, `callback_accept_step`, `callback_reject_step` (t0, y0, dt), if
+            any, are called around every step.
         y0: initial state at t[0]; a tensor or a tuple of tensors.
         t: 1-D increasing or decreasing times.
         rtol, atol: tolerances; floats, per-element tensors, or tuples matching a tuple y0.
-        method: one of `tidal.SOLVERS` (default "dopri5").
-        options: torchdiffeq's options; an unknown key is an error listing the valid ones.
+        method: one of `tidal.SOLVERS`, "explicit_adams", "implicit_adams" or "scipy_solver"
+            (default "dopri5").
+        options: torchdiffeq's options (README, "From torchdiffeq"); an unknown key is an
+            error listing the valid ones.
         event_fn: g(t, y); the solve runs from t[0] in the direction of t[1] until g changes
             sign. Returns (event_t, solution at [t0, event_t]).
 
@@ -57,7 +74,7 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
         A tensor (or tuple of tensors) of shape (len(t), *y0.shape); with `event_fn`, the pair
         (event_t, solution).
     """
-    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint=None)
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, None)
 
 
 def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
@@ -69,11 +86,14 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
     """`odeint` whose gradients come from the continuous adjoint (torchdiffeq's
     `odeint_adjoint`): memory does not grow with the number of steps.
 
-    `func` must be an `nn.Module` unless `adjoint_params` lists the tensors it uses; parameters
-    that do not require grad are skipped, unused ones get zero gradients. The backward solve
-    takes the forward settings unless `adjoint_rtol`, `adjoint_atol`, `adjoint_method` or
-    `adjoint_options` say otherwise; `adjoint_options={"norm": "seminorm"}` leaves the
-    parameter gradient out of its step-size control.
+    `func` must be an `nn.Module` unless `adjoint_params` lists the tensors it uses (`()` for
+    none); parameters that do not require grad are left out. The backward solve takes the
+    forward settings unless `adjoint_rtol`, `adjoint_atol`, `adjoint_method` or
+    `adjoint_options` say otherwise; its error norm is torchdiffeq's (the largest of the
+    state's, the adjoint's and each parameter's), `adjoint_options={"norm": "seminorm"}`
+    leaves the parameters out, a callable gets the tuple (t, *y, *adj_y, *adj_params).
+    `func.callback_*_adjoint` are called around the backward steps. With `event_fn`, the
+    gradient is that of the discrete solve, by `CheckpointAdjoint` (memory bounded likewise).
     """
     if adjoint_params is not None:
         params = tuple(adjoint_params)
@@ -82,66 +102,70 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
     else:
         raise InvalidArgumentError(
             "`odeint_adjoint(func=...)` must be an nn.Module so that its parameters can be "
-            "found, or pass adjoint_params=(tensors func uses,).")
-    if event_fn is not None:
-        raise IncompatibleOptionsError(
-            "`odeint_adjoint(..., event_fn=...)`: gradients through events with the adjoint "
-            "are not supported yet; use tidal.odeint(..., event_fn=...) instead.")
-    adjoint_method = _method(adjoint_method if adjoint_method is not None else method)
-    if adjoint_options is None:
-        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
-    adjoint_options = dict(adjoint_options)
-    seminorm = adjoint_options.get("norm") == "seminorm"
-    if seminorm:
-        del adjoint_options["norm"]
-    solver = SOLVERS[adjoint_method]()
-    _check_options(adjoint_method, solver.adaptive, adjoint_options)
-    controller = None
-    if solver.adaptive:
-        flat = _Flattener(y0)
-        forward = _controller(
-            True, adjoint_options, rtol if adjoint_rtol is None else adjoint_rtol,
-            atol if adjoint_atol is None else adjoint_atol, flat, torch.as_tensor(t))
-        assert isinstance(forward, PIDController)
-        controller = _scalar_tolerances(forward)
-    adjoint = BacksolveAdjoint(solver=solver, controller=controller, params=params,
-                               seminorm=seminorm)
-    return _odeint(func, y0, t, rtol, atol, method, options, None, adjoint=adjoint)
+            "found, or pass adjoint_params=(tensors func uses,), () for none.")
+    params = tuple(p for p in params if p.requires_grad)
+    if adjoint_method is not None and adjoint_method != method and options is not None \
+            and adjoint_options is None:
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(method={method!r}, adjoint_method={adjoint_method!r}, "
+            "options=...)`: the forward options may not fit the backward method; pass "
+            "adjoint_options too.")
+    backward = _Backward(
+        method=adjoint_method if adjoint_method is not None else method,
+        options=(dict(adjoint_options) if adjoint_options is not None else
+                 {k: v for k, v in (options or {}).items() if k != "norm"}),
+        rtol=rtol if adjoint_rtol is None else adjoint_rtol,
+        atol=atol if adjoint_atol is None else adjoint_atol, params=params, func=func)
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, backward)
 
 
-def _scalar_tolerances(c: PIDController) -> PIDController:
-    """The backward state is [y, adjoint, gradient]: per-element tolerances become scalars
-    (their smallest value)."""
-    rtol = float(c.rtol.min()) if isinstance(c.rtol, torch.Tensor) else c.rtol
-    atol = float(c.atol.min()) if isinstance(c.atol, torch.Tensor) else c.atol
-    return dataclasses.replace(c, rtol=rtol, atol=atol, norm=None)
+def odeint_event(func: Callable[..., State], y0: State, t0: Any, *, event_fn: Callable,
+                 reverse_time: bool = False, odeint_interface: Callable = odeint,
+                 **kwargs: Any) -> Any:
+    """Solve from t0 until `event_fn(t, y)` changes sign (torchdiffeq's `odeint_event`):
+    returns (event_t, solution at [t0, event_t]). Gradients reach event_t and the state at
+    it (implicit function theorem); `reverse_time` solves towards earlier times;
+    `odeint_interface` is `odeint` or `odeint_adjoint`, `kwargs` go to it."""
+    t0 = torch.as_tensor(t0).reshape(-1)
+    t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+
+
+def odeint_dense(func: Callable[..., State], y0: State, t0: Any, t1: Any, *,
+                 rtol: Any = 1e-7, atol: Any = 1e-9, method: str | None = None,
+                 options: dict | None = None) -> Callable[[torch.Tensor], State]:
+    """Solve from t0 to t1 and return the solution as a function of time (torchdiffeq's
+    `odeint_dense`): `fn(t)` for times t of any shape in [t0, t1] gives [*t.shape,
+    *y0.shape] from the steps' own interpolants. Any method; tensor or tuple states."""
+    t = torch.stack([torch.as_tensor(t0), torch.as_tensor(t1)]).reshape(2)
+    sol, flat, _ = _solve(func, y0, t, rtol, atol, method, options, None, None, dense=True)
+
+    def dense_output(t_eval: torch.Tensor) -> State:
+        t_eval = torch.as_tensor(t_eval)
+        return flat.unflatten(sol.evaluate(t_eval), leading=t_eval.dim())
+
+    return dense_output
+
+
+@dataclasses.dataclass(frozen=True)
+class _Backward:
+    """What `odeint_adjoint` says about the backward solve."""
+
+    method: str | None
+    options: dict
+    rtol: Any
+    atol: Any
+    params: tuple[torch.Tensor, ...]
+    func: Any
 
 
 def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str | None,
-            options: dict | None, event_fn: Callable | None,
-            adjoint: BacksolveAdjoint | None) -> Any:
-    method = _method(method)
-    solver = SOLVERS[method]()
-    flat = _Flattener(y0)
-    options = dict(options or {})
-    _check_options(method, solver.adaptive, options)
+            options: dict | None, event_fn: Callable | None, backward: _Backward | None
+            ) -> Any:
     t = torch.as_tensor(t)
-    if event_fn is not None:
-        if t.dim() != 1 or len(t) != 2:
-            raise InvalidArgumentError(
-                f"`odeint(..., event_fn=...)` needs t = [t0, t1] (two times: the start and any "
-                f"later or earlier time giving the direction); got t of shape {tuple(t.shape)}.")
-        if not solver.adaptive and "step_size" not in options:
-            raise InvalidArgumentError(
-                f"`odeint(method={method!r}, event_fn=...)`: a fixed-step method needs "
-                "options={'step_size': dt} to search for an event (there is no grid to step "
-                "along).")
-        t = torch.stack([t[0], t[0] + math.copysign(math.inf, float(t[1] - t[0]))])
-    controller = _controller(solver.adaptive, options, rtol, atol, flat, t)
-    event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
-    sol = solve(flat.wrap(func), flat.flatten(y0), t,
-                solver=solver, controller=controller, event=event, adjoint=adjoint,
-                max_steps=int(options.get("max_num_steps", defaults.MAX_STEPS)))
+    if _method(method) == SCIPY:
+        return _scipy_odeint(func, y0, t, rtol, atol, options, event_fn, backward)
+    sol, flat, t = _solve(func, y0, t, rtol, atol, method, options, event_fn, backward)
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
     assert sol.event_y is not None and sol.event_t is not None
@@ -149,20 +173,93 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
     return sol.event_t.to(t), flat.unflatten(solution, leading=1)
 
 
+def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
+           method: str | None, options: dict | None, event_fn: Callable | None,
+           backward: _Backward | None, dense: bool = False
+           ) -> tuple[Solution, Flattener, torch.Tensor]:
+    method = _method(method)
+    options = dict(options or {})
+    flat = Flattener(y0)
+    y0_flat = flat.flatten(y0)
+    solver = _solver(method, options, rtol, atol)
+    _check_options(method, solver.adaptive, options)
+    t = torch.as_tensor(t)
+    if event_fn is not None:
+        t = _event_times(t, method, solver.adaptive, options)
+    controller = _controller(method, solver.adaptive, options, rtol, atol, flat, t,
+                             flat.wrap(func), y0_flat)
+    controller = _with_callbacks(controller, func, method, solver.adaptive)
+    event = Event(lambda s, y: event_fn(s, flat.unflatten(y))) if event_fn is not None else None
+    adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
+    sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
+                adjoint=adjoint, dense=dense,
+                max_steps=int(options.get("max_num_steps", MAX_NUM_STEPS)))
+    return sol, flat, t
+
+
+def _event_times(t: torch.Tensor, method: str, adaptive: bool, options: dict) -> torch.Tensor:
+    """[t0, +-inf]: an event search runs from t[0] in the direction of t[1]."""
+    if t.dim() != 1 or len(t) != 2:
+        raise InvalidArgumentError(
+            f"`odeint(..., event_fn=...)` needs t = [t0, t1] (two times: the start and any "
+            f"later or earlier time giving the direction); got t of shape {tuple(t.shape)}.")
+    if not adaptive and "step_size" not in options:
+        raise InvalidArgumentError(
+            f"`odeint(method={method!r}, event_fn=...)`: a fixed-step method needs "
+            "options={'step_size': dt} to search for an event (there is no grid to step "
+            "along).")
+    direction = math.copysign(math.inf, float((t[1] - t[0]).detach()))
+    return torch.stack([t[0], t[0] + direction])
+
+
 def _method(method: str | None) -> str:
     method = "dopri5" if method is None else method
-    if method in UNSUPPORTED:
+    if method not in SOLVERS and method not in ADAMS and method != SCIPY:
         raise InvalidArgumentError(
-            f"`odeint(method={method!r})` is a torchdiffeq method tidal does not provide; use "
-            f"one of {sorted(SOLVERS)} (e.g. 'dopri5' or 'tsit5').")
-    if method not in SOLVERS:
-        raise InvalidArgumentError(f"`odeint(method={method!r})` is not a known method; valid "
-                                   f"methods: {sorted(SOLVERS)}.")
+            f"`odeint(method={method!r})` is not a known method; valid methods: "
+            f"{sorted([*SOLVERS, *ADAMS, SCIPY])}.")
     return method
 
 
+def _solver(method: str, options: dict, rtol: Any, atol: Any) -> StepMethod:
+    """The method, with linear interpolation between fixed steps unless `interp="cubic"`."""
+    cls: type[StepMethod] = ADAMS.get(method) or SOLVERS[method]
+    if cls.adaptive:
+        return cls()
+    interp = options.get("interp", "linear")
+    if interp not in INTERPOLATIONS:
+        raise InvalidArgumentError(f"`odeint(options={{'interp': {interp!r}}})`: choose one "
+                                   f"of {list(INTERPOLATIONS)}.")
+    if interp == "linear":
+        cls = _linear_interpolation(cls)
+    if method in ADAMS:
+        return cls(max_order=options.get("max_order", 12),  # type: ignore[call-arg]
+                   max_iters=options.get("max_iters", 4), rtol=_smallest(rtol),
+                   atol=_smallest(atol))
+    return cls()
+
+
+@functools.cache
+def _linear_interpolation(cls: type[StepMethod]) -> type[StepMethod]:
+    """`cls` interpolating linearly between y0 and y1 (torchdiffeq's default for fixed
+    steps): the dense weights w_i(theta) = b_i theta."""
+    tableau = cls.tableau
+    rows = tuple((b,) for b in tableau.b)
+    rows += ((0.0,),) * (tableau.num_dense_stages - len(rows))
+    linear = dataclasses.replace(tableau, dense=rows, dense_order=1)
+    return type(cls.__name__, (cls,), {"tableau": linear, "__doc__": cls.__doc__,
+                                        "__module__": __name__})
+
+
+def _smallest(tol: Any) -> float:
+    if isinstance(tol, (tuple, list)):
+        return min(_smallest(x) for x in tol)
+    return float(torch.as_tensor(tol).min())
+
+
 def _check_options(method: str, adaptive: bool, options: dict) -> None:
-    valid = ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS
+    valid = (_scipy.OPTIONS if method == SCIPY else ADAMS_OPTIONS if method in ADAMS
+             else ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS)
     unknown = sorted(set(options) - valid)
     if unknown:
         raise UnknownOptionError(
@@ -170,19 +267,11 @@ def _check_options(method: str, adaptive: bool, options: dict) -> None:
             f"options for {method!r} are {sorted(valid)}.")
 
 
-def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flattener,
-                t: torch.Tensor) -> PIDController | ConstantStepSize:
+def _controller(method: str, adaptive: bool, options: dict, rtol: Any, atol: Any,
+                flat: Flattener, t: torch.Tensor, func: Callable, y0: torch.Tensor
+                ) -> StepSizeController:
     if not adaptive:
-        step_size = options.get("step_size")
-        if step_size is None:
-            return StepTo(t[torch.isfinite(t)])
-        step_size = float(step_size)
-        if not options.get("perturb", False):
-            return ConstantStepSize(step_size)
-        step = math.copysign(step_size, float(t[-1] - t[0]))
-        grid = torch.arange(float(t[0]), float(t[-1]), step, dtype=torch.float64)
-        # torchdiffeq's perturb: every step takes f from inside itself (t0+ and t1-)
-        return ConstantStepSize(step_size, jump_ts=[*grid[1:].tolist(), float(t[-1])])
+        return _fixed_controller(options, t, func, y0)
     norm = options.get("norm")
     if norm is not None:
         norm = flat.wrap_norm(norm)
@@ -197,6 +286,36 @@ def _controller(adaptive: bool, options: dict, rtol: Any, atol: Any, flat: _Flat
         jump_ts=_times(options.get("jump_t")), norm=norm)
 
 
+def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.Tensor
+                      ) -> StepSizeController:
+    """Steps of `step_size`, or along `grid_constructor(func, y0, t)`, or from one time of t
+    to the next; `perturb` makes every step end a jump (f from inside each step)."""
+    step_size, constructor = options.get("step_size"), options.get("grid_constructor")
+    if step_size is not None and constructor is not None:
+        raise IncompatibleOptionsError(
+            "`odeint(options={'step_size': ..., 'grid_constructor': ...})`: give one of them "
+            "(both say where the steps go).")
+    finite = t[torch.isfinite(t)].detach()
+    if constructor is not None:
+        grid = torch.as_tensor(constructor(func, y0, t.detach())).detach()
+        if grid.dim() != 1 or len(grid) < 1 or grid[0] != t[0] or grid[-1] != t[-1]:
+            raise InvalidArgumentError(
+                "`odeint(options={'grid_constructor': g})`: g(func, y0, t) must return a 1-D "
+                f"grid from t[0] = {float(t[0])} to t[-1] = {float(t[-1])}.")
+        finite = grid
+    if step_size is None:
+        times = finite.double().tolist()
+        return (ConstantStepSize(math.inf, jump_ts=times) if options.get("perturb")
+                else StepTo(times))
+    step = float(step_size)
+    if not options.get("perturb", False) or not torch.isfinite(t).all():
+        return ConstantStepSize(step)
+    span = float(t[-1] - t[0])
+    ends = [float(t[0]) + math.copysign(k * step, span)
+            for k in range(math.ceil(abs(span) / step))]
+    return ConstantStepSize(step, jump_ts=[*ends, float(t[-1])])
+
+
 def _float(x: Any) -> float | None:
     return None if x is None else float(x)
 
@@ -206,73 +325,98 @@ def _times(x: Any) -> Any:
     return () if x is None else x
 
 
-class _Flattener:
-    """Tuple states <-> one flat vector. A plain tensor passes through unchanged."""
+def _with_callbacks(controller: StepSizeController, func: Any, method: str, adaptive: bool,
+                    adjoint: bool = False) -> StepSizeController:
+    supported = _callbacks.NAMES if adaptive else _callbacks.FIXED_NAMES
+    callbacks = _callbacks.Callbacks.of(func, method, supported, adjoint)
+    return _callbacks.WithCallbacks(controller, callbacks) if callbacks else controller
 
-    shapes: list[torch.Size] | None
-    sizes: list[int]
 
-    def __init__(self, y0: State):
-        self.sizes = []
-        if isinstance(y0, torch.Tensor):
-            self.shapes = None
-            return
-        if not isinstance(y0, tuple) or not all(isinstance(y, torch.Tensor) for y in y0):
-            raise InvalidArgumentError(f"`odeint(y0=...)` must be a tensor or a tuple of "
-                                       f"tensors; got {type(y0).__name__}.")
-        self.shapes = [y.shape for y in y0]
-        self.sizes = [y.numel() for y in y0]
+def _adjoint(backward: _Backward | None, flat: Flattener, y0: torch.Tensor, t: torch.Tensor,
+             options: dict, event: bool) -> Adjoint:
+    if backward is None:
+        return BackpropAdjoint()
+    if event:  # the discrete gradient through the event, with bounded memory
+        return CheckpointAdjoint(params=backward.params)
+    method = _method(backward.method)
+    if method == SCIPY:
+        raise IncompatibleOptionsError(
+            f"`odeint_adjoint(adjoint_method={method!r})` with a tidal forward method: give a "
+            "tidal method for the backward solve, or method='scipy_solver' for both.")
+    solver = _solver(method, backward.options, backward.rtol, backward.atol)
+    _check_options(method, solver.adaptive, backward.options)
+    # the backward solve runs from t[-1] to t[0]: fixed steps and grids start from there
+    controller = _controller(method, solver.adaptive, backward.options, backward.rtol,
+                             backward.atol, flat, t.flip(0), flat.wrap(backward.func), y0)
+    if isinstance(controller, PIDController):
+        controller = dataclasses.replace(
+            controller, rtol=_smallest(controller.rtol), atol=_smallest(controller.atol),
+            norm=_adjoint_norm(backward.options.get("norm"), _state_norm(options, flat),
+                               flat, backward.params))
+    controller = _with_callbacks(controller, backward.func, method, solver.adaptive, True)
+    return BacksolveAdjoint(solver=solver, controller=controller, params=backward.params)
 
-    def flatten(self, y: State) -> torch.Tensor:
-        if self.shapes is None:
-            assert isinstance(y, torch.Tensor)
-            return y
-        return torch.cat([part.reshape(-1) for part in y])
 
-    def unflatten(self, y: torch.Tensor, leading: int = 0) -> State:
-        if self.shapes is None:
-            return y
-        parts = torch.split(y, self.sizes, dim=leading)
-        return tuple(part.reshape(y.shape[:leading] + shape)
-                     for part, shape in zip(parts, self.shapes))
+def _state_norm(options: dict, flat: Flattener) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward solve's norm of a flat scaled state: the user's, the tuple's mixed norm,
+    or the RMS."""
+    norm = options.get("norm")
+    if norm is not None:
+        wrapped = flat.wrap_norm(norm)
+        return lambda part: torch.as_tensor(wrapped(part.view(flat.shape_of_flat())))
+    return flat.mixed_norm if flat.shapes is not None else rms
 
-    def wrap(self, func: Callable) -> Callable:
-        shapes = self.shapes
-        if shapes is None:
-            return func
 
-        def flat_func(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            out = func(t, self.unflatten(y))
-            if not isinstance(out, tuple) or len(out) != len(shapes):
-                raise InvalidArgumentError(
-                    f"`odeint(func=...)` with a tuple state of {len(shapes)} tensors must "
-                    f"return a tuple of {len(shapes)} tensors; got {type(out).__name__}.")
-            for i, (part, shape) in enumerate(zip(out, shapes)):
-                if part.shape != shape:
-                    raise InvalidArgumentError(
-                        f"`odeint(func=...)` returned shape {tuple(part.shape)} for tuple "
-                        f"element {i} of shape {tuple(shape)}.")
-            return self.flatten(out)
+def _adjoint_norm(choice: Any, state_norm: Callable, flat: Flattener,
+                  params: tuple[torch.Tensor, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """torchdiffeq's norm of the backward state [y, adjoint, parameter gradient] (scaled):
+    by default the largest of the state's norm, the adjoint's and each parameter's RMS;
+    "seminorm" leaves the parameters out; a callable gets (t, *y, *adj_y, *adj_params) as
+    torchdiffeq gives it (t: a zero, tidal integrates no time adjoint)."""
+    n, sizes = flat.size, [p.numel() for p in params]
 
-        return flat_func
+    def parts(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        return scaled[:n], scaled[n:2 * n], list(torch.split(scaled[2 * n:], sizes))
 
-    def tolerance(self, name: str, tol: Any) -> Any:
-        if isinstance(tol, (tuple, list)):
-            if self.shapes is None or len(tol) != len(self.shapes):
-                raise InvalidArgumentError(
-                    f"`odeint({name}=tuple)` needs one tolerance per tuple element of y0.")
-            return torch.cat([torch.as_tensor(v, dtype=torch.float64).expand(size)
-                              for v, size in zip(tol, self.sizes)])
-        if isinstance(tol, torch.Tensor) and tol.numel() == 1:
-            return float(tol)
-        if isinstance(tol, torch.Tensor) and self.shapes is not None:
-            return tol.reshape(-1)
-        return tol
+    if choice is None or choice == "seminorm":
+        seminorm = choice == "seminorm"
 
-    def mixed_norm(self, scaled: torch.Tensor) -> torch.Tensor:
-        return torch.stack([rms(part) for part in torch.split(scaled, self.sizes)]).max()
+        def norm(scaled: torch.Tensor) -> torch.Tensor:
+            y, a, gs = parts(scaled)
+            norms = [state_norm(y), state_norm(a)]
+            if not seminorm:
+                norms += [rms(g) for g in gs]
+            return torch.stack([torch.as_tensor(x).to(scaled.dtype) for x in norms]).max()
 
-    def wrap_norm(self, norm: Callable) -> Callable:
-        if self.shapes is None:
-            return norm
-        return lambda scaled: norm(self.unflatten(scaled))
+        return norm
+    if not callable(choice):
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(adjoint_options={{'norm': {choice!r}}})`: give 'seminorm' or a "
+            "callable of the tuple (t, *y, *adj_y, *adj_params).")
+
+    def user_norm(scaled: torch.Tensor) -> torch.Tensor:
+        y, a, gs = parts(scaled)
+        return choice((scaled.new_zeros(()), *flat.parts(y), *flat.parts(a),
+                       *(g.view_as(p) for g, p in zip(gs, params))))
+
+    return user_norm
+
+
+def _scipy_odeint(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
+                  options: dict | None, event_fn: Callable | None,
+                  backward: _Backward | None) -> Any:
+    options = dict(options or {})
+    _check_options(SCIPY, False, options)
+    _callbacks.Callbacks.of(func, SCIPY, ())
+    if event_fn is not None:
+        raise IncompatibleOptionsError(
+            "`odeint(method='scipy_solver', event_fn=...)`: events need one of tidal's "
+            "methods (e.g. method='dopri5'), as in torchdiffeq.")
+    flat = Flattener(y0)
+    if backward is not None and _method(backward.method) != SCIPY:
+        raise IncompatibleOptionsError(
+            f"`odeint_adjoint(method='scipy_solver', adjoint_method={backward.method!r})`: "
+            "the backward solve of scipy_solver is scipy_solver too.")
+    ys = _scipy.scipy_solve(flat.wrap(func), flat.flatten(y0), t, rtol, atol, options,
+                            None if backward is None else backward.params)
+    return flat.unflatten(ys, leading=1)

@@ -55,6 +55,13 @@ class StepControl(ABC):
     #: how many steps in a row that are not finite (a NaN or inf in a stage) are retried with
     #: a smaller step before the solve ends with `Status.NONFINITE`
     nonfinite_retries: ClassVar[int] = 0
+    #: whether the loops call `before_step` (off by default: nothing extra on the hot path)
+    observes_steps: ClassVar[bool] = False
+
+    def before_step(self, t0: torch.Tensor, dt: Scalar, y0: torch.Tensor) -> None:  # noqa: B027
+        """Called before each attempted step when `observes_steps`: the step's user start
+        time(s) t0, its forward size dt and start state y0 in the loop's layout (a hook, e.g.
+        for torchdiffeq's `callback_step`)."""
 
     @abstractmethod
     def first_step(self, trial: TrialField, y: torch.Tensor, f0: torch.Tensor

@@ -1,0 +1,435 @@
+"""The torchdiffeq drop-in, complete (issue 18): callbacks, interpolation and grid options,
+perturb and jump times in the state's dtype, the adjoint's edge cases and norms, the extra entry
+points, Adams methods and scipy_solver. Each against torchdiffeq (installed by the test extra)
+or an exact answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchdiffeq  # a test-time reference, installed by the test extra
+from torchdiffeq._impl.adjoint import handle_adjoint_norm_
+from torchdiffeq._impl.misc import _mixed_norm, _rms_norm
+
+import tidal
+from tidal.compat import odeint, odeint_adjoint, odeint_dense, odeint_event
+
+F64 = torch.float64
+
+
+def pendulum(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.stack([y[1], -torch.sin(y[0]) + 0.3 * torch.cos(t)])
+
+
+Y0 = torch.tensor([1.0, 0.0], dtype=F64)
+
+
+class Net(torch.nn.Module):
+    """A small field with parameters, counting calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(2, 2).double()
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return torch.tanh(self.linear(y))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Callbacks
+
+
+class Recording(Net):
+    """Net recording every callback as (name, t0, dt)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, float, float]] = []
+        for name in names:
+            setattr(self, name, self._recorder(name))
+
+    def _recorder(self, name: str):
+        def record(t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+            self.calls.append((name, float(t0), float(dt)))
+        return record
+
+    def of(self, name: str) -> list[tuple[float, float]]:
+        return [(t0, dt) for n, t0, dt in self.calls if n == name]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_callback_step_fixed_matches_torchdiffeq(reverse: bool) -> None:
+    t = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=F64)
+    runs = []
+    for library in (tidal, torchdiffeq):
+        f = Recording(("callback_step", "callback_step_adjoint"))
+        ys = library.odeint_adjoint(f, Y0.clone().requires_grad_(), t, method="rk4",
+                                    options={"step_size": 0.1})
+        ys.sum().backward()
+        runs.append(f)
+    ours, theirs = runs
+    for name in ("callback_step", "callback_step_adjoint"):
+        expected = theirs.of(name)
+        if reverse and name.endswith("_adjoint"):  # torchdiffeq's internal, negated time
+            expected = [(-t0, dt) for t0, dt in expected]
+        assert len(ours.of(name)) == len(expected) == 10
+        np.testing.assert_allclose(ours.of(name), expected, atol=1e-12)
+
+
+def test_adaptive_callbacks_chain_the_steps() -> None:
+    names = ("callback_step", "callback_accept_step", "callback_reject_step")
+    f = Recording(names + tuple(n + "_adjoint" for n in names))
+    y0 = torch.tensor([3.0, -2.0], dtype=F64, requires_grad=True)
+    ys = odeint_adjoint(f, y0, torch.tensor([0.0, 5.0], dtype=F64), rtol=1e-3, atol=1e-3)
+    ys.sum().backward()
+    for suffix, start, end in (("", 0.0, 5.0), ("_adjoint", 5.0, 0.0)):
+        steps = f.of("callback_step" + suffix)
+        accepted = f.of("callback_accept_step" + suffix)
+        rejected = f.of("callback_reject_step" + suffix)
+        assert steps and len(accepted) + len(rejected) == len(steps)
+        assert accepted[0][0] == start
+        direction = math.copysign(1.0, end - start)
+        for (t0, dt), (t1, _) in itertools.pairwise(accepted):  # each starts where one ended
+            assert t1 == pytest.approx(t0 + direction * dt, abs=1e-12)
+        assert accepted[-1][0] + direction * accepted[-1][1] == pytest.approx(end, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["callback_accept_step", "callback_reject_step"])
+def test_accept_callback_on_fixed_method_warns(name: str) -> None:
+    f = Recording((name,))
+    with pytest.warns(UserWarning, match=name):
+        odeint(f, Y0, torch.tensor([0.0, 1.0], dtype=F64), method="euler")
+    assert f.calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. interp and grid_constructor
+
+
+@pytest.mark.parametrize("interp", [None, "linear", "cubic"])
+@pytest.mark.parametrize("method", ["euler", "rk4", "implicit_adams"])
+def test_interp_matches_torchdiffeq(interp: str | None, method: str) -> None:
+    t = torch.linspace(0.0, 3.0, 8, dtype=F64)  # off the grid of steps
+    options = {"step_size": 0.25} | ({"interp": interp} if interp else {})
+    tolerances = {"rtol": 1e-4, "atol": 1e-6}  # the Adams corrector's, reached at this step
+    ours = odeint(pendulum, Y0, t, method=method, options=options, **tolerances)
+    theirs = torchdiffeq.odeint(pendulum, Y0, t, method=method, options=options, **tolerances)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_linear_and_cubic_differ_off_the_grid() -> None:
+    t = torch.linspace(0.0, 3.0, 8, dtype=F64)
+    linear, cubic = (odeint(pendulum, Y0, t, method="rk4",
+                            options={"step_size": 0.25, "interp": i}) for i in ("linear", "cubic"))
+    assert (linear - cubic).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_grid_constructor_matches_torchdiffeq(reverse: bool) -> None:
+    t = torch.tensor([3.0, 1.0, 0.0] if reverse else [0.0, 1.0, 3.0], dtype=F64)
+    def grid(func, y0, t):
+        return torch.linspace(float(t[0]), float(t[-1]), 13, dtype=t.dtype)
+
+    ours = odeint(pendulum, Y0, t, method="heun3", options={"grid_constructor": grid})
+    theirs = torchdiffeq.odeint(pendulum, Y0, t, method="heun3",
+                                options={"grid_constructor": grid})
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_grid_constructor_with_step_size_is_an_error() -> None:
+    with pytest.raises(tidal.IncompatibleOptionsError, match="grid_constructor"):
+        odeint(pendulum, Y0, torch.tensor([0.0, 1.0], dtype=F64), method="rk4",
+               options={"step_size": 0.1, "grid_constructor": lambda f, y, t: t})
+
+
+def test_bad_interp_is_an_error() -> None:
+    with pytest.raises(tidal.InvalidArgumentError, match="interp"):
+        odeint(pendulum, Y0, torch.tensor([0.0, 1.0], dtype=F64), method="rk4",
+               options={"interp": "quadratic"})
+
+
+# ---------------------------------------------------------------------------------------------
+# 3, 4. perturb and jump_t in the state's dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_perturb_never_evaluates_on_the_grid(dtype: torch.dtype, adjoint: bool) -> None:
+    seen: list[float] = []
+
+    def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert t.dtype == dtype
+        seen.append(t.item())
+        return -y
+
+    y0 = torch.tensor([1.0, 2.0], dtype=dtype, requires_grad=True)
+    solve = odeint_adjoint if adjoint else odeint
+    extra = {"adjoint_params": ()} if adjoint else {}
+    ys = solve(f, y0, torch.tensor([0.0, 1.0]), method="euler",
+               options={"step_size": 0.5, "perturb": True}, **extra)
+    if adjoint:
+        seen.clear()
+        ys.sum().backward()
+    assert not {0.0, 0.5, 1.0} & set(seen)
+    tiny = float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
+    after_half = float(torch.nextafter(torch.tensor(0.5, dtype=dtype),
+                                       torch.tensor(1.0, dtype=dtype)))
+    if not adjoint:  # just after 0 and just after 0.5, exactly as torchdiffeq
+        assert seen == [tiny, after_half]
+
+
+def jump_field(nfe: list[int]):
+    def f(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        nfe.append(t.item())
+        return -0.5 * x if t < 0.5 else x**2
+    return f
+
+
+def jump_exact(x0: torch.Tensor, t: float) -> torch.Tensor:
+    half = x0 * math.exp(-0.25)
+    return 1 / (1 / half - (t - 0.5))
+
+
+@pytest.mark.parametrize("method", ["adaptive_heun", "fehlberg2", "bosh3", "dopri5"])
+def test_jump_t_float32(method: str) -> None:
+    x0 = torch.tensor([1.0, 1.2])
+    seen: list[float] = []
+    ys = odeint(jump_field(seen), x0, torch.tensor([0.0, 1.0]), rtol=1e-6, atol=1e-6,
+                method=method, options={"jump_t": torch.tensor([0.5])})
+    assert 0.5 not in seen  # f on either side of the jump, never on it
+    torch.testing.assert_close(ys[-1], jump_exact(x0, 1.0), rtol=1e-3, atol=0)
+    theirs: list[float] = []
+    torchdiffeq.odeint(jump_field(theirs), x0, torch.tensor([0.0, 1.0]), rtol=1e-6,
+                       atol=1e-6, method=method, options={"jump_t": torch.tensor([0.5])})
+    if method in ("bosh3", "dopri5"):  # FSAL: torchdiffeq's step reuse is then exact too
+        assert len(seen) <= 1.05 * len(theirs)
+
+
+def test_default_max_num_steps_is_torchdiffeqs() -> None:
+    """More than tidal.defaults.MAX_STEPS steps: torchdiffeq's default does not stop them."""
+    t = torch.tensor([0.0, 1.2], dtype=F64)
+    options = {"step_size": 1e-4}
+    ours = odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
+    theirs = torchdiffeq.odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
+    assert tidal.defaults.MAX_STEPS < 1.2 / 1e-4
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5, 6, 10. The adjoint: f without y, its norms
+
+
+def test_adjoint_with_f_independent_of_y() -> None:
+    y0 = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    t = torch.linspace(1.0, 8.0, 10, dtype=F64)
+    ys = odeint_adjoint(lambda t, y: -0.1 * torch.exp(-0.1 * t), y0, t, adjoint_params=())
+    torch.testing.assert_close(ys, torch.exp(-0.1 * t) - math.exp(-0.1) + 1.0, rtol=0,
+                               atol=1e-6)
+    ys.sum().backward()
+    assert y0.grad is not None and float(y0.grad) == pytest.approx(10.0, abs=1e-12)
+
+
+def _norm_recorder(record: list) -> object:
+    def norm(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        record.append([tuple(p.shape) for p in parts])
+        return torch.stack([p.abs().max() for p in parts]).max()
+    return norm
+
+
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_adjoint_norm_callable_gets_torchdiffeq_tuple(tuple_state: bool) -> None:
+    def run(library) -> list:
+        record: list = []
+        f = Net()
+        if tuple_state:
+            y0 = (torch.tensor([0.5, 1.0], dtype=F64, requires_grad=True),
+                  torch.tensor([[0.3]], dtype=F64, requires_grad=True))
+            func = TupleNet(f)
+        else:
+            y0, func = torch.tensor([0.5, 1.0], dtype=F64, requires_grad=True), f
+        ys = library.odeint_adjoint(func, y0, torch.tensor([0.0, 1.0], dtype=F64),
+                                    adjoint_options={"norm": _norm_recorder(record)})
+        sum(y.sum() for y in (ys if tuple_state else (ys,))).backward()
+        return record
+
+    ours, theirs = run(tidal), run(torchdiffeq)
+    assert ours and ours[0] == theirs[0]
+
+
+class TupleNet(torch.nn.Module):
+    def __init__(self, net: Net) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, t: torch.Tensor, y: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return self.net(t, y[0]), -y[1]
+
+
+@pytest.mark.parametrize("choice", [None, "seminorm"])
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_adjoint_norms_are_torchdiffeqs(choice: str | None, tuple_state: bool) -> None:
+    """Our backward norm on [y, adjoint, parameter gradients] against torchdiffeq's own
+    function on the same scaled errors (it has one more component, the time adjoint: 0)."""
+    from tidal.compat._tuples import Flattener
+    from tidal.compat.torchdiffeq import _adjoint_norm, _state_norm
+
+    y0 = ((torch.zeros(2, dtype=F64), torch.zeros(3, dtype=F64)) if tuple_state
+          else torch.zeros(5, dtype=F64))
+    params = (torch.zeros(4, dtype=F64), torch.zeros(2, 3, dtype=F64))
+    flat = Flattener(y0)
+    ours = _adjoint_norm(choice, _state_norm({}, flat), flat, params)
+    options = {} if choice is None else {"norm": choice}
+    shapes = [y.shape for y in y0] if tuple_state else None
+    handle_adjoint_norm_(options, shapes, _mixed_norm_of(shapes) if tuple_state else _rms_norm)
+    torch.manual_seed(1)
+    for _ in range(5):
+        scaled = torch.randn(5 + 5 + 10, dtype=F64) * torch.rand(20, dtype=F64) * 3
+        y, a, g = scaled[:5], scaled[5:10], scaled[10:]
+        theirs = options["norm"]((torch.zeros((), dtype=F64), y, a, g[:4], g[4:].view(2, 3)))
+        torch.testing.assert_close(ours(scaled), torch.as_tensor(theirs, dtype=F64))
+
+
+def _mixed_norm_of(shapes: list) -> object:
+    sizes = [math.prod(s) for s in shapes]
+    return lambda y: _mixed_norm(tuple(torch.split(y, sizes)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 7, 9. odeint_event, odeint_dense, odeint_adjoint(event_fn)
+
+
+@pytest.mark.parametrize("interface", [odeint, odeint_adjoint])
+def test_odeint_event_time_and_gradient(interface) -> None:
+    """y' = -y from y0 reaches 1/2 at t* = t0 + log(2 y0): dt*/dy0 = 1/y0, dt*/dt0 = 1."""
+    y0 = torch.tensor([1.5], dtype=F64, requires_grad=True)
+    t0 = torch.tensor(0.25, dtype=F64, requires_grad=True)
+    kwargs = {"adjoint_params": ()} if interface is odeint_adjoint else {}
+    event_t, ys = odeint_event(lambda t, y: -y, y0, t0,
+                               event_fn=lambda t, y: y.sum() - 0.5, odeint_interface=interface,
+                               rtol=1e-10, atol=1e-12, **kwargs)
+    assert float(event_t.detach()) == pytest.approx(0.25 + math.log(3.0), abs=1e-8)
+    assert ys.shape == (2, 1) and float(ys[-1].detach()) == pytest.approx(0.5, abs=1e-8)
+    grad_y0, grad_t0 = torch.autograd.grad(event_t, (y0, t0))
+    assert float(grad_y0) == pytest.approx(1 / 1.5, abs=1e-6)
+    assert float(grad_t0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_odeint_event_reverse_time() -> None:
+    y0 = torch.tensor([1.5], dtype=F64)
+    event_t, _ = odeint_event(lambda t, y: -y, y0, torch.tensor(0.0, dtype=F64),
+                              event_fn=lambda t, y: y.sum() - 3.0, reverse_time=True,
+                              rtol=1e-10, atol=1e-12)
+    assert float(event_t) == pytest.approx(-math.log(2.0), abs=1e-8)
+
+
+def test_odeint_with_event_and_t_requiring_grad_does_not_warn() -> None:
+    t = torch.tensor([0.0, 1.0], dtype=F64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        event_t, _ = odeint(lambda t, y: -y, torch.tensor([1.0], dtype=F64), t,
+                            event_fn=lambda t, y: y.sum() - 0.5)
+    assert float(event_t.detach()) == pytest.approx(math.log(2.0), abs=1e-6)
+
+
+def test_odeint_dense_matches_exact_and_torchdiffeq() -> None:
+    y0 = torch.tensor([1.0, -2.0], dtype=F64)
+    t0, t1 = torch.tensor(0.0, dtype=F64), torch.tensor(2.0, dtype=F64)
+    ours = odeint_dense(lambda t, y: -y, y0, t0, t1, rtol=1e-9, atol=1e-11)
+    theirs = torchdiffeq.odeint_dense(lambda t, y: -y, y0, t0, t1, rtol=1e-9, atol=1e-11)
+    times = torch.linspace(0.0, 2.0, 7, dtype=F64)
+    exact = torch.exp(-times)[:, None] * y0
+    torch.testing.assert_close(ours(times), exact, rtol=0, atol=1e-8)
+    for time, row in zip(times[1:-1], exact[1:-1]):
+        torch.testing.assert_close(theirs(time), row, rtol=0, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Adams methods and scipy_solver
+
+
+@pytest.mark.parametrize(("method", "max_order"), [
+    ("explicit_adams", 4), ("explicit_adams", 6), ("implicit_adams", 4), ("implicit_adams", 6),
+    ("implicit_adams", 12)])  # explicit order 12 is unstable: round-off grows, in both
+def test_adams_matches_torchdiffeq(method: str, max_order: int) -> None:
+    t = torch.linspace(0.0, 2.0, 9, dtype=F64)
+    options = {"step_size": 0.05, "max_order": max_order}
+    ours = odeint(pendulum, Y0, t, method=method, options=options, rtol=1e-8, atol=1e-10)
+    theirs = torchdiffeq.odeint(pendulum, Y0, t, method=method, options=options, rtol=1e-8,
+                                atol=1e-10)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_adams_weights_are_exact() -> None:
+    """AB4 = (55, -59, 37, -9)/24, AM4 = (9, 19, -5, 1)/24 (Hairer, Nørsett and Wanner)."""
+    from tidal.solvers.adams import bashforth, moulton
+
+    assert bashforth(4) == pytest.approx([55 / 24, -59 / 24, 37 / 24, -9 / 24], abs=1e-15)
+    assert moulton(4) == pytest.approx([9 / 24, 19 / 24, -5 / 24, 1 / 24], abs=1e-15)
+
+
+def test_adams_gradient_matches_torchdiffeq() -> None:
+    grads = []
+    for library in (tidal, torchdiffeq):
+        y0 = Y0.clone().requires_grad_()
+        library.odeint(pendulum, y0, torch.tensor([0.0, 1.0], dtype=F64),
+                       method="implicit_adams", options={"step_size": 0.1}).sum().backward()
+        grads.append(y0.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["RK45", "DOP853", "Radau", "BDF", "LSODA"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scipy_solver_matches_torchdiffeq(solver: str, reverse: bool) -> None:
+    t = torch.linspace(0.0, 2.0, 5, dtype=F64)
+    t = t.flip(0) if reverse else t
+    options = {"solver": solver}
+    ours = odeint(pendulum, Y0, t, method="scipy_solver", options=options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchdiffeq passes min_step to every method
+        theirs = torchdiffeq.odeint(pendulum, Y0, t, method="scipy_solver", options=options)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("min_step", "max_step"), [(0.0, math.inf), (2.0, math.inf),
+                                                    (0.0, 0.05)])
+def test_scipy_lsoda_min_and_max_step(min_step: float, max_step: float) -> None:
+    counts = []
+    for library in (tidal, torchdiffeq):
+        f = Net()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LSODA on convergence with a large min_step
+            library.odeint(f, torch.tensor([1.0, 0.5], dtype=F64),
+                           torch.linspace(1.0, 8.0, 10, dtype=F64), method="scipy_solver",
+                           options={"solver": "LSODA", "min_step": min_step,
+                                    "max_step": max_step})
+        counts.append(f.nfe)
+    assert counts[0] == counts[1]
+    if max_step < math.inf:
+        assert counts[0] >= 7.0 / max_step  # at least one call per step
+
+
+def test_scipy_solver_adjoint_gradient() -> None:
+    """y' = a y: y(T) = y0 exp(a (T - t0)); d/da sum y(T) = (T - t0) sum y0 exp(a (T - t0)),
+    d/dT = a sum y(T) = -d/dt0."""
+    a = torch.tensor(-0.7, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 1.5], dtype=F64, requires_grad=True)
+    ys = odeint_adjoint(lambda t, y: a * y, y0, t, method="scipy_solver",
+                        options={"solver": "DOP853"}, rtol=1e-10, atol=1e-12,
+                        adjoint_params=(a,))
+    ys[-1].sum().backward()
+    assert a.grad is not None and y0.grad is not None and t.grad is not None
+    decay = math.exp(-0.7 * 1.5)
+    assert float(a.grad) == pytest.approx(1.5 * 3.0 * decay, rel=1e-7)
+    torch.testing.assert_close(y0.grad, torch.full((2,), decay, dtype=F64))
+    rate = -0.7 * 3.0 * decay
+    torch.testing.assert_close(t.grad, torch.tensor([-rate, rate], dtype=F64))
