@@ -120,6 +120,10 @@ SOLVER_DB = [
     SolverInfo(tidal.Yoshida4, 4, False, 3, general=False,
                error_inputs=_splitting_errors(tidal.Yoshida4)),
     SolverInfo(tidal.ImplicitMidpoint, 2, False, 3, error_inputs=_implicit_midpoint_errors),
+    SolverInfo(tidal.Rodas5P, 5, True, 4, error_inputs=_adaptive_errors(tidal.Rodas5P)),
+    SolverInfo(tidal.Rodas4P, 4, True, 3, error_inputs=_adaptive_errors(tidal.Rodas4P)),
+    SolverInfo(tidal.Rosenbrock23, 2, True, 2,
+               error_inputs=_adaptive_errors(tidal.Rosenbrock23)),
 ]
 #: methods for any f: what the generic accuracy, convergence and dense-output tests run
 GENERAL_DB = [info for info in SOLVER_DB if info.general]

@@ -28,6 +28,7 @@ from tidal._vector_field import Field
 from tidal.events import bisection_steps
 from tidal.interpolation import DenseSteps, interpolate_shared
 from tidal.solvers.explicit_rk import BufferedStages, StackedStages, Stages, extra_stages
+from tidal.solvers.jacobian import Jacobian, StepJacobian
 
 SLIVER = 1e-10  # relative length of a leftover step not worth taking
 #: a step at most this much of |t| is one float64 time cannot resolve (dt_underflow)
@@ -67,11 +68,14 @@ class _Clock:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
-    __slots__ = ("clock", "dt", "f", "jump", "last_dim", "tau0")
+    __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "jacobians", "jump",
+                 "last_dim", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
+        self._jacobian: StepJacobian | None = None
+        self.jacobians = self.factorizations = 0
 
     def set(self, tau0: float, dt: float, jump: float) -> None:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
@@ -89,6 +93,25 @@ class _StepField:
 
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         return self.f(self.clock.time(self._tau(c)), y)
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """The whole state is one group: [1, N]."""
+        return y.reshape(1, -1)
+
+    def jacobian(self, y0: torch.Tensor) -> Jacobian:
+        """df/dy [1, N, N] and df/dt [1, N] of the flat state at the step's start."""
+        if self._jacobian is None:
+            f, shape = self.f, y0.shape
+            direction = None if self.clock.direction > 0 else torch.full(
+                (1, 1), -1.0, dtype=y0.dtype, device=y0.device)
+            self._jacobian = StepJacobian(lambda t, y: f(t, y.view(shape)).reshape(1, -1),
+                                          direction)
+        value, fresh = self._jacobian.at(self.clock.time(self.tau0), y0, self.rows(y0))
+        self.jacobians += fresh
+        return value
+
+    def count_factorization(self) -> None:
+        self.factorizations += 1
 
 
 class SharedLoop:
@@ -149,7 +172,9 @@ class SharedLoop:
                  f"({self.accepted} accepted, {self.rejected} rejected)")
         if self.steps == 0 and self.status is Status.NONFINITE:
             where = f"at the start (t={t:.17g}): f(t0, y0) is not finite"
-        counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected])
+        field = self.step_field
+        counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected,
+                               field.jacobians, field.factorizations])
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs().view(len(self.taus), *y0.shape), counts=counts,

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import torch
 
 from tidal.solvers.explicit_rk import RKCoefficients, Stages, rk_coefficients, rk_stages
+from tidal.solvers.jacobian import Jacobian
 from tidal.solvers.tableau import ButcherTableau
 
 
@@ -59,6 +60,31 @@ class StepField(Protocol):
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         """f(t0 + c dt, y)."""
 
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """A state in the loop's layout as group rows [G, N] (the layout of `jacobian`)."""
+
+    def jacobian(self, y0: torch.Tensor) -> Jacobian:
+        """df/dy [G, N, N] and df/dt [G, N] at the step's start (t0, y0): computed once per
+        step start, reused by rejected attempts from the same point, counted in the stats."""
+
+    def count_factorization(self) -> None:
+        """Count one factorization of the step's matrix (for the stats)."""
+
+
+class StageLayout(Protocol):
+    """What a loop reads of a method's `tableau`: how many dense stages it stores, whether
+    its last stage is f(t1, y1), and the nodes of extra interpolation stages (a
+    `ButcherTableau` is one)."""
+
+    @property
+    def num_dense_stages(self) -> int: ...
+
+    @property
+    def fsal(self) -> bool: ...
+
+    @property
+    def c_extra(self) -> tuple[float, ...]: ...
+
 
 class StepMethod(ABC):
     """Base of every numerical method (see the module docstring). Instances hold no state
@@ -67,15 +93,16 @@ class StepMethod(ABC):
     #: the name used by `tidal.odeint(method=...)`, config files and the command line
     name: ClassVar[str]
     #: its stages and dense output, as data
-    tableau: ClassVar[ButcherTableau]
+    tableau: ClassVar[StageLayout]
     order: ClassVar[int]
     #: order of the embedded error estimate (sets the step-size exponent); None without one
     error_order: ClassVar[int | None] = None
     adaptive: ClassVar[bool] = False
 
+    @abstractmethod
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
-        """The tableau as tensors (cached per dtype and device)."""
-        return rk_coefficients(self.tableau, dtype, device)
+        """The tableau as tensors (cached per dtype and device): what the loop, the error
+        estimate and dense output read."""
 
     @abstractmethod
     def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
@@ -108,6 +135,11 @@ class ExplicitRungeKutta(StepMethod):
     Subclasses set `tableau` and `name`; `order`, `error_order` and `adaptive` follow from the
     tableau.
     """
+
+    tableau: ClassVar[ButcherTableau]
+
+    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+        return rk_coefficients(self.tableau, dtype, device)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -156,6 +188,10 @@ class FixedStepMethod(StepMethod):
     """
 
     tableau = SLOPE_TABLEAU
+
+    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+        return rk_coefficients(SLOPE_TABLEAU, dtype, device)
+
     #: the method splits the state into (q, p) halves and needs a separable H (see
     #: `tidal.solvers.symplectic`); the backsolve adjoint cannot use it on [y, a, g].
     splits_state: ClassVar[bool] = False
