@@ -68,14 +68,15 @@ class _Clock:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
-    __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "jacobians", "jump",
-                 "last_dim", "tau0")
+    __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "failure", "jacobians",
+                 "jump", "last_dim", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
         self._jacobian: StepJacobian | None = None
         self.jacobians = self.factorizations = 0
+        self.failure: torch.Tensor | None = None
 
     def set(self, tau0: float, dt: float, jump: float) -> None:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
@@ -112,6 +113,13 @@ class _StepField:
 
     def count_factorization(self) -> None:
         self.factorizations += 1
+
+    def report(self, statuses: torch.Tensor) -> None:
+        self.failure = statuses
+
+    def failure_status(self) -> Status:
+        """Why the steps failed, as the method last reported it (else NONFINITE)."""
+        return Status.NONFINITE if self.failure is None else Status(int(self.failure[0]))
 
 
 class SharedLoop:
@@ -202,9 +210,9 @@ class SharedLoop:
             return
         self.rejected += 1
         if self.nonfinite_streak > control.nonfinite_retries:
-            self.status, self.dt = Status.NONFINITE, dt
+            self.status, self.dt = self.step_field.failure_status(), dt
         elif self.dt <= TINY * abs(self.tau):
-            self.status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
+            self.status = Status.DT_UNDERFLOW if finite else self.step_field.failure_status()
 
     def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
         """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary).

@@ -59,6 +59,7 @@ class _StepField:
         self._jacobian: StepJacobian | None = None
         self.jacobian_tau = torch.zeros(0)  # [B] where each sample's last Jacobian was taken
         self.jacobians = self.factorizations = torch.zeros(0, dtype=torch.long, device=device)
+        self.failure: torch.Tensor | int = int(Status.NONFINITE)
 
     def set(self, tau0: torch.Tensor, h: torch.Tensor, near: torch.Tensor,
             on_jump: torch.Tensor | None) -> None:
@@ -102,6 +103,10 @@ class _StepField:
             self.jacobians = self.jacobians + ((self.tau0 != self.jacobian_tau) & (self.h > 0))
             self.jacobian_tau = self.tau0
         return value
+
+    def report(self, statuses: torch.Tensor) -> None:
+        """Per sample, the Status its step failed with (if it did: read only when it ends)."""
+        self.failure = statuses
 
     def count_factorization(self) -> None:
         step = (self.h > 0).long()
@@ -273,7 +278,7 @@ class PerSampleLoop:
         nonfinite = (self.nonfinite_streak > self.s.control.nonfinite_retries) | (tiny & bad)
         underflow = tiny & finite
         self.status = torch.where(underflow, int(Status.DT_UNDERFLOW), self.status)
-        self.status = torch.where(nonfinite, int(Status.NONFINITE), self.status)
+        self.status = torch.where(nonfinite, self.step_field.failure, self.status)
         self.status = torch.where(crossed, int(Status.EVENT), self.status)
         finished = step.accept & (step.tau1 >= self.tau_end)
         return self.running & ~finished & ~underflow & ~nonfinite & ~crossed

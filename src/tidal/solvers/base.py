@@ -70,6 +70,10 @@ class StepField(Protocol):
     def count_factorization(self) -> None:
         """Count one factorization of the step's matrix (for the stats)."""
 
+    def report(self, statuses: torch.Tensor) -> None:
+        """Per group [G], the `Status` to end with if this attempt's failure ends the solve
+        (a non-finite step otherwise ends it with NONFINITE)."""
+
 
 class StageLayout(Protocol):
     """What a loop reads of a method's `tableau`: how many dense stages it stores, whether

@@ -12,8 +12,9 @@ so that, like every method, the error estimate is h sum_i e_i K_i (e = b - b_hat
 increments u_i) and the dense output y0 + h sum_i w_i(theta) K_i with w = the tableau's own
 interpolant (`RosenbrockTableau.dense_weights`); f(t0, y0) and f(t1, y1) have weight 0 and are
 only handed from step to step. A group (the whole state on a shared grid, a sample on
-per-sample grids) whose W is singular or whose stages are not finite gets NaN stages: the
-controller rejects that group's step and retries it smaller, like any non-finite step.
+per-sample grids) whose W is singular or whose stages are not finite gets NaN stages and y1: the
+controller rejects that group's step and retries it smaller, like any non-finite step; if that
+ends the solve, a singular W ends it with `Status.SINGULAR` (with a hint about float32).
 
 On a shared grid the Jacobian is that of the whole flattened state (N x N: no assumption
 that rows are independent); on per-sample grids it is one D x D block per sample.
@@ -28,6 +29,7 @@ from typing import ClassVar
 
 import torch
 
+from tidal._errors import Status
 from tidal.solvers.base import StepField, StepMethod
 from tidal.solvers.explicit_rk import RKCoefficients, Stages
 from tidal.solvers.rosenbrock import RosenbrockTableau
@@ -108,6 +110,7 @@ class Rosenbrock(StepMethod):
         step = rosenbrock_step(f_rows, times[0], rows, field.rows(stages.first()), h,
                                self.rosenbrock, J, dfdt, times=times)
         field.count_factorization()
+        field.report(torch.where(step.regular, int(Status.NONFINITE), int(Status.SINGULAR)))
         # K_i = u_i / h (0 where a sample does not step); NaN where the step failed, so that
         # the controller rejects it.
         scale = torch.where(h > 0, 1.0 / torch.where(h > 0, h, 1.0), 0.0)
@@ -116,7 +119,8 @@ class Rosenbrock(StepMethod):
             stages.append(k.view(shape))
         if step.f1 is not None:
             stages.append(step.f1.view(shape))
-        return step.y1.view(shape), step.num_fevals
+        y1 = torch.where(step.ok.unsqueeze(-1), step.y1, math.nan)
+        return y1.view(shape), step.num_fevals
 
     def error_estimate(self, stages: Stages, coefficients: RKCoefficients) -> torch.Tensor:
         count = self.rosenbrock.num_stages + 1

@@ -43,6 +43,7 @@ class RosenbrockStep(NamedTuple):
         f1: f(t0 + dt, y1) when the tableau is FSAL (its last stage), else None.
         num_fevals: calls of the field the step made (f0 is given and not counted).
         increments: [B, S, D] the increments u_i (y1 = y0 + sum b_i u_i).
+        regular: [B] false where W itself was singular or not finite (part of `ok`).
     """
 
     y1: torch.Tensor
@@ -52,6 +53,7 @@ class RosenbrockStep(NamedTuple):
     f1: torch.Tensor | None
     num_fevals: int
     increments: torch.Tensor
+    regular: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def rosenbrock_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.
     dense = torch.einsum("rs,bsd->brd", coef.H, stages)
     ok = factors.ok & torch.isfinite(stages).all(-1).all(-1) & torch.isfinite(y1).all(-1)
     return RosenbrockStep(y1, error, dense, ok, f_stage if tableau.fsal else None,
-                          tableau.num_stages - 1, stages)
+                          tableau.num_stages - 1, stages, factors.ok)
 
 
 def rosenbrock_interpolate(tableau: RosenbrockTableau, y0: torch.Tensor, dense: torch.Tensor,
