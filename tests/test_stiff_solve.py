@@ -221,7 +221,7 @@ def _rober_loss(log_rates: torch.Tensor, rtol: float, adjoint=None, t_end: float
         return torch.stack([-k1 * y1 + k3 * y2 * y3, k1 * y1 - k3 * y2 * y3 - k2 * y2 ** 2,
                             k2 * y2 ** 2], -1)
 
-    ts = ROBER_TS[ROBER_TS <= t_end]
+    ts = ROBER_TS[t_end >= ROBER_TS]
     y0 = torch.tensor([1.0, 0.0, 0.0])
     if per_sample:
         y0, ts = y0[None], ts[:, None]
@@ -236,7 +236,7 @@ ROBER_K_TUPLE = (0.04, 3e7, 1e4)
 def _radau_loss(log_rates: np.ndarray, t_end: float) -> float:
     """The loss of `_rober_loss` from scipy's Radau at rtol 1e-12."""
     k1, k2, k3 = np.asarray(ROBER_K_TUPLE) * np.exp(log_rates)
-    ts = ROBER_TS[ROBER_TS <= t_end].numpy()
+    ts = ROBER_TS[t_end >= ROBER_TS].numpy()
     ys = scipy.integrate.solve_ivp(
         lambda t, y: [-k1 * y[0] + k3 * y[1] * y[2], k1 * y[0] - k3 * y[1] * y[2]
                       - k2 * y[1] ** 2, k2 * y[1] ** 2], (0.0, ts[-1]), [1.0, 0.0, 0.0],
