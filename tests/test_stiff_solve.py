@@ -279,3 +279,17 @@ def test_rober_log_rate_gradient_to_t10() -> None:
     (grad,) = torch.autograd.grad(_rober_loss(p, 1e-6), p)
     reference = _finite_differences(10.0)
     assert float((grad - reference).abs().max() / reference.abs().max()) < 1e-5
+
+
+def test_odeint_names_the_rosenbrock_methods() -> None:
+    """torchdiffeq-style code reaches the stiff methods by name."""
+    field, _ = rober(torch.ones(()))
+    ys = tidal.odeint(field, torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 40.0]),
+                      method="rodas5p", rtol=1e-8, atol=1e-10)
+    reference = radau_reference(rober_numpy(1.0), [1.0, 0.0, 0.0], 40.0)
+    assert np.abs(ys[-1].numpy() - reference).max() < 1e-7
+
+
+def test_stiffness_messages_name_the_stiff_solver() -> None:
+    for status in (tidal.Status.MAX_STEPS, tidal.Status.DT_UNDERFLOW):
+        assert "tidal.Rodas5P()" in status.message and "rodas5p" in status.message
