@@ -103,10 +103,12 @@ class StepMethod(ABC):
     error_order: ClassVar[int | None] = None
     adaptive: ClassVar[bool] = False
 
-    @abstractmethod
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
         """The tableau as tensors (cached per dtype and device): what the loop, the error
-        estimate and dense output read."""
+        estimate and dense output read. The default reads a `ButcherTableau`; a family with
+        another kind of tableau overrides it."""
+        assert isinstance(self.tableau, ButcherTableau)
+        return rk_coefficients(self.tableau, dtype, device)
 
     @abstractmethod
     def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
@@ -141,9 +143,6 @@ class ExplicitRungeKutta(StepMethod):
     """
 
     tableau: ClassVar[ButcherTableau]
-
-    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
-        return rk_coefficients(self.tableau, dtype, device)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -192,9 +191,6 @@ class FixedStepMethod(StepMethod):
     """
 
     tableau = SLOPE_TABLEAU
-
-    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
-        return rk_coefficients(SLOPE_TABLEAU, dtype, device)
 
     #: the method splits the state into (q, p) halves and needs a separable H (see
     #: `tidal.solvers.symplectic`); the backsolve adjoint cannot use it on [y, a, g].
