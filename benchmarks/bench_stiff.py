@@ -7,10 +7,10 @@ Run from the repository root:
 
 For each problem, float64, rtol 1e-6 and atol = 1e-6 times each component's scale: the error
 at the final time against scipy's Radau at rtol 1e-12 (max over components of
-|y - ref| / (scale + |ref|)), calls of f (tidal: f evaluations of the stages, Jacobians
-separately; scipy: `nfev`, which includes its finite-difference Jacobians), Jacobian
-evaluations, steps and wall time (one thread). An explicit method (Tsit5) is run with
-`max_steps` 20,000 to show where it fails.
+|y - ref| / (scale + |ref|)), calls of f (tidal: the stages' calls, not the autodiff
+Jacobians'; scipy: `nfev`, which does not count the calls of its finite-difference
+Jacobians either), Jacobian evaluations, steps and wall time (one thread). An explicit
+method (Tsit5) is run with `max_steps` 20,000 to show where it fails.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from tidal._errors import InvalidArgumentError
 from tidal.solvers.explicit_rk import RKCoefficients, Stages, rk_coefficients, rk_stages
 from tidal.solvers.jacobian import Jacobian
 from tidal.solvers.tableau import ButcherTableau
@@ -155,6 +156,34 @@ class ExplicitRungeKutta(StepMethod):
                 ) -> tuple[torch.Tensor, int]:
         y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
         return y1, self.tableau.num_stages - 1
+
+
+class IterativeStep:
+    """Options of a fixed-step method that solves its step iteratively (`ImplicitMidpoint` by
+    fixed-point iteration, `ImplicitRungeKutta` by Newton), checked on construction.
+
+    Args:
+        tol: tolerance on the iteration's increment, relative to 1 + |y|; default 100 machine
+            epsilons of the state's dtype.
+        max_iters: the most iterations per step.
+    """
+
+    default_max_iters: ClassVar[int] = 100
+
+    def __init__(self, tol: float | None = None, max_iters: int | None = None) -> None:
+        name = type(self).__name__
+        max_iters = self.default_max_iters if max_iters is None else max_iters
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+            raise InvalidArgumentError(f"`{name}(tol={tol!r})`: must be in (0, 1), or None "
+                                       "for 100 machine epsilons of the state's dtype.")
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise InvalidArgumentError(f"`{name}(max_iters={max_iters!r})`: must be a "
+                                       "positive integer.")
+        self.tol = None if tol is None else float(tol)
+        self.max_iters = max_iters
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tol={self.tol}, max_iters={self.max_iters})"
 
 
 class StepResult(NamedTuple):

@@ -21,8 +21,8 @@ from typing import ClassVar
 
 import torch
 
-from tidal._errors import InvalidArgumentError, Status
-from tidal.solvers.base import FixedStepMethod, StepField, StepResult
+from tidal._errors import Status
+from tidal.solvers.base import FixedStepMethod, IterativeStep, StepField, StepResult
 from tidal.solvers.implicit import (
     GL4 as GL4_TABLEAU,
 )
@@ -46,7 +46,7 @@ from tidal.solvers.implicit_step import implicit_step
 from tidal.solvers.jacobian import BatchedJacobian
 
 
-class ImplicitRungeKutta(FixedStepMethod):
+class ImplicitRungeKutta(IterativeStep, FixedStepMethod):
     """A fixed-step implicit Runge–Kutta method described by `implicit`; subclasses set it and
     `name`.
 
@@ -57,25 +57,12 @@ class ImplicitRungeKutta(FixedStepMethod):
     """
 
     implicit: ClassVar[ImplicitTableau]
+    default_max_iters = 50
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "implicit" in cls.__dict__:
             cls.order = cls.implicit.order
-
-    def __init__(self, tol: float | None = None, max_iters: int = 50) -> None:
-        name = type(self).__name__
-        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
-            raise InvalidArgumentError(f"`{name}(tol={tol!r})`: must be in (0, 1), or None "
-                                       "for 100 machine epsilons of the state's dtype.")
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise InvalidArgumentError(f"`{name}(max_iters={max_iters!r})`: must be a "
-                                       "positive integer.")
-        self.tol = None if tol is None else float(tol)
-        self.max_iters = max_iters
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(tol={self.tol}, max_iters={self.max_iters})"
 
     def step(self, field: StepField, y0: torch.Tensor, f0: torch.Tensor,
              dt: float | torch.Tensor) -> StepResult:
