@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 import tidal
+from tidal import solvers as S
 
 F64 = torch.float64
 
@@ -94,6 +95,20 @@ def _implicit_midpoint_errors() -> list[ErrorInput]:
                        tidal.SolveFailedError, r"NOT_CONVERGED")]
 
 
+def _newton_errors(cls: type) -> Callable[[], list[ErrorInput]]:
+    name = cls.__name__
+    return lambda: [
+        *_fixed_step_errors(cls)(),
+        ErrorInput("tol outside (0, 1)", lambda: cls(tol=1.5), tidal.InvalidArgumentError,
+                   rf"{name}\(tol=1.5\)"),
+        ErrorInput("max_iters not a positive integer", lambda: cls(max_iters=0),
+                   tidal.InvalidArgumentError, rf"{name}\(max_iters=0\)"),
+        ErrorInput("a Newton iteration that cannot converge in one iteration",
+                   _solve(solver=cls(max_iters=1), controller=tidal.ConstantStepSize(0.5)),
+                   tidal.SolveFailedError, r"NOT_CONVERGED"),
+    ]
+
+
 def _adaptive_errors(cls: type) -> Callable[[], list[ErrorInput]]:
     return lambda: [
         ErrorInput("the class instead of an instance", _solve(solver=cls),
@@ -120,6 +135,13 @@ SOLVER_DB = [
     SolverInfo(tidal.Yoshida4, 4, False, 3, general=False,
                error_inputs=_splitting_errors(tidal.Yoshida4)),
     SolverInfo(tidal.ImplicitMidpoint, 2, False, 3, error_inputs=_implicit_midpoint_errors),
+    SolverInfo(tidal.Rodas5P, 5, True, 4, error_inputs=_adaptive_errors(tidal.Rodas5P)),
+    SolverInfo(tidal.Rodas4P, 4, True, 3, error_inputs=_adaptive_errors(tidal.Rodas4P)),
+    SolverInfo(tidal.Rosenbrock23, 2, True, 2,
+               error_inputs=_adaptive_errors(tidal.Rosenbrock23)),
+    *(SolverInfo(cls, cls.implicit.order, False, 3, error_inputs=_newton_errors(cls))
+      for cls in (S.ImplicitEuler, S.Trapezoid, S.RadauIIA3, S.RadauIIA5, S.GL4, S.GL6,
+                  S.SDIRK2, S.TRBDF2)),
 ]
 #: methods for any f: what the generic accuracy, convergence and dense-output tests run
 GENERAL_DB = [info for info in SOLVER_DB if info.general]

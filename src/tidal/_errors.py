@@ -38,6 +38,7 @@ class Status(enum.IntEnum):
     DT_UNDERFLOW = 3
     NONFINITE = 4
     NOT_CONVERGED = 5
+    SINGULAR = 6
 
     @property
     def ok(self) -> bool:
@@ -55,13 +56,15 @@ _STATUS_MESSAGES = {
         "The solve took `max_steps` steps (default 10,000) without reaching the last requested "
         "time. Raise the limit with `solve(..., max_steps=n)` (`odeint(..., options="
         "{'max_num_steps': n})`), or loosen `rtol`/`atol`; if the problem is stiff (very "
-        "different time scales), an explicit method needs very many steps."
+        "different time scales), an explicit method needs very many steps: use the stiff "
+        "solver `solver=tidal.Rodas5P()` (`odeint(method='rodas5p')`)."
     ),
     Status.DT_UNDERFLOW: (
         "The step size fell below what float64 time can resolve: the solution is changing too "
         "fast to follow (a singularity, a discontinuity not declared in `jump_ts=`, or a stiff "
-        "problem). Try declaring discontinuities with `jump_ts=`, a looser `rtol`/`atol`, or an "
-        "implicit solver for stiff problems."
+        "problem). Try declaring discontinuities with `jump_ts=`, a looser `rtol`/`atol`, or, "
+        "for a stiff problem, the stiff solver `solver=tidal.Rodas5P()` (`odeint(method="
+        "'rodas5p')`)."
     ),
     Status.NONFINITE: (
         "The vector field returned NaN or infinite values (or the state overflowed). Check "
@@ -72,7 +75,15 @@ _STATUS_MESSAGES = {
     Status.NOT_CONVERGED: (
         "An implicit method's iteration did not converge within its step. Take a smaller "
         "`dt` (fixed-point iteration converges when dt times the Lipschitz constant of f is "
-        "below 2), or allow more iterations (e.g. `ImplicitMidpoint(max_iters=...)`)."
+        "below 2; Newton iteration when the step's linearisation is good), or allow more "
+        "iterations (e.g. `ImplicitMidpoint(max_iters=...)`)."
+    ),
+    Status.SINGULAR: (
+        "The linear system of a stiff step (I - gamma h J, J = df/dy) was singular or not "
+        "finite at every step size tried. In float32 this happens when J's entries span more "
+        "than float32's ~7 digits (ROBER's rates 0.04 to 3e7): solve in float64 "
+        "(`y0.double()` and a float64 f), which is recommended for stiff problems; otherwise "
+        "check df/dy near this time for NaN or inf."
     ),
 }
 

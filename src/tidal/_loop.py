@@ -28,6 +28,7 @@ from tidal._vector_field import Field
 from tidal.events import bisection_steps
 from tidal.interpolation import DenseSteps, interpolate_shared
 from tidal.solvers.explicit_rk import BufferedStages, StackedStages, Stages, extra_stages
+from tidal.solvers.jacobian import Jacobian, StepJacobian
 
 SLIVER = 1e-10  # relative length of a leftover step not worth taking
 #: a step at most this much of |t| is one float64 time cannot resolve (dt_underflow)
@@ -74,11 +75,15 @@ class _Clock:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
-    __slots__ = ("clock", "dt", "f", "jump", "last_dim", "tau0")
+    __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "failure", "jacobians",
+                 "jump", "last_dim", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
+        self._jacobian: StepJacobian | None = None
+        self.jacobians = self.factorizations = 0
+        self.failure: torch.Tensor | None = None
 
     def set(self, tau0: float, dt: float, jump: float) -> None:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
@@ -95,6 +100,32 @@ class _StepField:
         if c == 1.0 and self.jump < math.inf:
             return self.f(self.clock.beside(self.jump, -1.0), y)
         return self.f(self.clock.time(self.tau0 + c * self.dt), y)
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """The whole state is one group: [1, N]."""
+        return y.reshape(1, -1)
+
+    def jacobian(self, y0: torch.Tensor) -> Jacobian:
+        """df/dy [1, N, N] and df/dt [1, N] of the flat state at the step's start."""
+        if self._jacobian is None:
+            f, shape = self.f, y0.shape
+            direction = None if self.clock.direction > 0 else torch.full(
+                (1, 1), -1.0, dtype=y0.dtype, device=y0.device)
+            self._jacobian = StepJacobian(lambda t, y: f(t, y.view(shape)).reshape(1, -1),
+                                          direction)
+        value, fresh = self._jacobian.at(self.clock.time(self.tau0), y0, self.rows(y0))
+        self.jacobians += fresh
+        return value
+
+    def count_factorization(self) -> None:
+        self.factorizations += 1
+
+    def report(self, statuses: torch.Tensor) -> None:
+        self.failure = statuses
+
+    def failure_status(self) -> Status:
+        """Why the steps failed, as the method last reported it (else NONFINITE)."""
+        return Status.NONFINITE if self.failure is None else Status(int(self.failure[0]))
 
 
 class SharedLoop:
@@ -159,7 +190,9 @@ class SharedLoop:
                  f"({self.accepted} accepted, {self.rejected} rejected)")
         if self.steps == 0 and self.status is Status.NONFINITE:
             where = f"at the start (t={t:.17g}): f(t0, y0) is not finite"
-        counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected])
+        field = self.step_field
+        counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected,
+                               field.jacobians, field.factorizations])
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs().view(len(self.taus), *y0.shape), counts=counts,
@@ -189,9 +222,9 @@ class SharedLoop:
             return
         self.rejected += 1
         if self.nonfinite_streak > control.nonfinite_retries:
-            self.status, self.dt = Status.NONFINITE, dt
+            self.status, self.dt = self.step_field.failure_status(), dt
         elif self.dt <= TINY * abs(self.tau):
-            self.status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
+            self.status = Status.DT_UNDERFLOW if finite else self.step_field.failure_status()
 
     def _clip(self, dt: float) -> tuple[float, float, tuple[float, bool] | None]:
         """Shorten the step to land on the next boundary or the end: (tau1, dt, boundary).

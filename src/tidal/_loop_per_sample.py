@@ -28,6 +28,7 @@ from tidal.solvers.explicit_rk import (
     Stages,
     extra_stages,
 )
+from tidal.solvers.jacobian import Jacobian, StepJacobian
 
 
 @dataclass
@@ -55,6 +56,10 @@ class _StepField:
         self.nodes: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self.tau0 = self.h = self.near = torch.zeros(0)
         self.on_jump: torch.Tensor | None = None
+        self._jacobian: StepJacobian | None = None
+        self.jacobian_tau = torch.zeros(0)  # [B] where each sample's last Jacobian was taken
+        self.jacobians = self.factorizations = torch.zeros(0, dtype=torch.long, device=device)
+        self.failure: torch.Tensor | int = int(Status.NONFINITE)
 
     def set(self, tau0: torch.Tensor, h: torch.Tensor, near: torch.Tensor,
             on_jump: torch.Tensor | None) -> None:
@@ -80,6 +85,33 @@ class _StepField:
         if c == 1.0 and self.on_jump is not None:
             t = torch.where(self.on_jump, self.near, t)
         return self.f(t, y)
+
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """Each sample is a group: y [B, D] as it is."""
+        return y
+
+    def jacobian(self, y0: torch.Tensor) -> Jacobian:
+        """df/dy [B, D, D] and df/dt [B, D] at each sample's step start. Computed for the
+        whole batch when any sample moved, counted for the samples that step from a new
+        point (as each sample's solo solve would count it)."""
+        if self._jacobian is None:
+            direction = self.f.sign  # the field's sign per sample [B, 1], None if all forward
+            self._jacobian = StepJacobian(self.f, direction)
+            self.jacobian_tau = torch.full_like(self.tau0, math.nan)
+            self.jacobians = torch.zeros(len(self.tau0), dtype=torch.long, device=self.device)
+        value, fresh = self._jacobian.at(self.user_time(self.tau0), y0, y0)
+        if fresh:
+            self.jacobians = self.jacobians + ((self.tau0 != self.jacobian_tau) & (self.h > 0))
+            self.jacobian_tau = self.tau0
+        return value
+
+    def report(self, statuses: torch.Tensor) -> None:
+        """Per sample, the Status its step failed with (if it did: read only when it ends)."""
+        self.failure = statuses
+
+    def count_factorization(self) -> None:
+        step = (self.h > 0).long()
+        self.factorizations = step if not len(self.factorizations) else self.factorizations + step
 
 
 class PerSampleLoop:
@@ -130,11 +162,18 @@ class PerSampleLoop:
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs(),
-            counts=torch.stack([self.fevals, self.steps, self.accepted, self.rejected]).cpu(),
+            counts=torch.stack([self.fevals, self.steps, self.accepted, self.rejected,
+                                *self._linear_algebra_counts()]).cpu(),
             statuses=tuple(Status(s) for s in self.status.tolist()), where=where, y_end=self.y,
             event_tau=self.event_tau if has_event else None,
             event_y=self.event_y if has_event else None, event_signs=self.event_signs,
             dense=self._dense_steps() if self.s.dense else None)
+
+    def _linear_algebra_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Jacobians and factorizations per sample (zeros for methods that use none)."""
+        field = self.step_field
+        return tuple(count if len(count) else torch.zeros_like(self.steps)  # type: ignore
+                     for count in (field.jacobians, field.factorizations))
 
     def _where(self, b: int) -> str:
         t = float(self.tau[b] * self.s.grid.direction[b])
@@ -199,8 +238,9 @@ class PerSampleLoop:
             fresh = s.field(s.grid.user_time_beside(tau1, self.y.dtype, 1.0), y1)
             f1 = torch.where(jumped.unsqueeze(-1), fresh, f1)
             self.fevals += jumped
-        column = accept.unsqueeze(-1)
-        self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
+        if any_accepted:  # else y stays the same object (a method may reuse its Jacobian)
+            column = accept.unsqueeze(-1)
+            self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
         self.tau, self.next_out = torch.where(accept, tau1, self.tau), next_out
         self.dt = dt_next
         self.accepted += accept
@@ -246,7 +286,7 @@ class PerSampleLoop:
         nonfinite = (self.nonfinite_streak > self.s.control.nonfinite_retries) | (tiny & bad)
         underflow = tiny & finite
         self.status = torch.where(underflow, int(Status.DT_UNDERFLOW), self.status)
-        self.status = torch.where(nonfinite, int(Status.NONFINITE), self.status)
+        self.status = torch.where(nonfinite, self.step_field.failure, self.status)
         self.status = torch.where(crossed, int(Status.EVENT), self.status)
         finished = step.accept & (step.tau1 >= self.tau_end)
         return self.running & ~finished & ~underflow & ~nonfinite & ~crossed

@@ -47,7 +47,11 @@ def solve(
             accept/reject decisions and statistics. Held in float64 whatever y0's dtype.
         solver: the method, e.g. `tidal.Tsit5()`; default `tidal.Dopri5()`. For Hamiltonian
             systems: `tidal.Leapfrog()`, `tidal.Yoshida4()` (separable H, state (q, p)) or
-            `tidal.ImplicitMidpoint()`, with a fixed step.
+            `tidal.ImplicitMidpoint()`, with a fixed step. For stiff problems (very different
+            time scales: chemical kinetics, Van der Pol with large mu): `tidal.Rodas5P()`
+            (adaptive; `Rodas4P()`, `Rosenbrock23()` for loose tolerances; float64
+            recommended), or the fixed-step implicit methods of `tidal.solvers` (`RadauIIA5`,
+            `GL4`, ...).
         controller: `PIDController(rtol, atol)` for adaptive methods (default rtol=1e-6,
             atol=1e-8), `ConstantStepSize(dt)` or `StepTo(ts)` for fixed steps.
         adjoint: how gradients pass through the solve: `BackpropAdjoint()` (default; autograd

@@ -15,7 +15,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.controllers import PIDController
 from tidal.data.trajectories import Trajectories
 from tidal.integrate import solve
-from tidal.solvers import Dopri8
+from tidal.solvers import Dopri8, Rodas5P
 
 Equations = Callable[[torch.Tensor, torch.Tensor, Mapping[str, float]], torch.Tensor]
 Hamiltonian = Callable[[torch.Tensor, Mapping[str, float]], torch.Tensor]
@@ -39,6 +39,9 @@ class System:
         description: the equations in one line.
         hamiltonian: for a Hamiltonian system, H(y, params) on y [..., 2n] = (q, p), returning
             [...]; the equations are then (dH/dp, -dH/dq). None otherwise.
+        first_obs: for a stiff system with a fast transient: `simulate` observes at t0 and at
+            log-spaced times from t0 + first_obs (and integrates with `Rodas5P`); None:
+            uniform times and `Dopri8`.
     """
 
     name: str
@@ -51,6 +54,7 @@ class System:
     period: float | None
     description: str
     hamiltonian: Hamiltonian | None = None
+    first_obs: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", types.MappingProxyType(dict(self.params)))
@@ -132,6 +136,12 @@ def _two_body(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch
     return torch.cat((mom, -p["mu"] * q / r3), -1)
 
 
+def _rober(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    a, b, c = y.unbind(-1)
+    return torch.stack([-p["k1"] * a + p["k3"] * b * c,
+                        p["k1"] * a - p["k3"] * b * c - p["k2"] * b ** 2, p["k2"] * b ** 2], -1)
+
+
 def _two_body_energy(y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
     q, mom = y[..., :2], y[..., 2:]
     return 0.5 * (mom * mom).sum(-1) - p["mu"] / torch.linalg.vector_norm(q, dim=-1)
@@ -193,12 +203,22 @@ TWO_BODY = System(
     "of period about 2 pi.",
     hamiltonian=_two_body_energy)
 
+# Robertson's chemical kinetics (1966): stiff (rates 0.04 to 3e7), B stays below 4e-5; the
+# standard stiff benchmark, and the one of Kim et al., "Stiff neural ordinary differential
+# equations" (Chaos 31, 2021), with log-spaced observation times.
+ROBER = System(
+    "rober", ("A", "B", "C"), {"k1": 0.04, "k2": 3e7, "k3": 1e4}, _rober, (0.0, 1e5),
+    ((0.5, 1.5), (0.0, 0.0), (0.0, 0.0)), ((0.0, 1.5), (0.0, 4e-5), (0.0, 1.5)), None,
+    "dA/dt = -k1 A + k3 B C, dB/dt = k1 A - k3 B C - k2 B^2, dC/dt = k2 B^2: stiff "
+    "chemical kinetics (k = 0.04, 3e7, 1e4); A + B + C is conserved. Simulated with Rodas5P "
+    "at log-spaced times from 1e-5.", first_obs=1e-5)
+
 #: Older names still accepted, so that scripts and run directories that use them keep their
 #: meaning: "pendulum" was the damped pendulum's name.
 ALIASES: Mapping[str, str] = types.MappingProxyType({"pendulum": "damped-pendulum"})
 
 _BUILT_IN = {s.name: s for s in (TOGGLE_SWITCH, LOTKA_VOLTERRA, DAMPED_PENDULUM, VAN_DER_POL,
-                                  LORENZ, IDEAL_PENDULUM, MASS_SPRING, TWO_BODY)}
+                                  LORENZ, IDEAL_PENDULUM, MASS_SPRING, TWO_BODY, ROBER)}
 
 #: The built-in systems by their command-line names, and by their `ALIASES`.
 SYSTEMS: Mapping[str, System] = types.MappingProxyType(
@@ -283,8 +303,7 @@ def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] 
     rng = np.random.default_rng(seed)
     y0 = system.sample_initial_states(n_trajectories, rng)
     counts = rng.integers(low, high + 1, size=n_trajectories)
-    times = [np.concatenate(([t0], np.sort(rng.uniform(t0, t1, c - 1)))) if irregular
-             else np.linspace(t0, t1, c) for c in counts]
+    times = [_observation_times(system, t0, t1, c, irregular, rng) for c in counts]
     clean = (_integrate(system, y0, times) if noise_process == 0 else
              _integrate_sde(system, y0, times, float(noise_process), (t0, t1), seed))
     spread = np.ptp(np.concatenate(clean), axis=0)
@@ -293,11 +312,26 @@ def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] 
     return Trajectories(times, values, state_names=system.state_names)
 
 
+def _observation_times(system: System, t0: float, t1: float, count: int, irregular: bool,
+                       rng: np.random.Generator) -> np.ndarray:
+    """t0, then count - 1 times in (t0, t1]: uniform, or log-spaced from t0 + first_obs."""
+    if system.first_obs is None:
+        inside = (np.sort(rng.uniform(t0, t1, count - 1)) if irregular
+                  else np.linspace(t0, t1, count)[1:])
+    else:
+        low, high = math.log10(system.first_obs), math.log10(t1 - t0)
+        exponents = (np.sort(rng.uniform(low, high, count - 1)) if irregular
+                     else np.linspace(low, high, count - 1))
+        inside = t0 + 10.0 ** exponents
+    return np.concatenate(([t0], inside))
+
+
 def _integrate(system: System, y0: np.ndarray, times: list[np.ndarray]) -> list[np.ndarray]:
     grid = np.unique(np.concatenate(times))
     controller = PIDController(rtol=1e-8, atol=1e-10, norm=_worst_trajectory_rms)
+    solver = Dopri8() if system.first_obs is None else Rodas5P()
     solution = solve(system.vector_field, torch.from_numpy(y0), torch.from_numpy(grid),
-                     solver=Dopri8(), controller=controller, max_steps=1_000_000)
+                     solver=solver, controller=controller, max_steps=1_000_000)
     ys = solution.ys.numpy()
     return [ys[np.searchsorted(grid, t), i] for i, t in enumerate(times)]
 

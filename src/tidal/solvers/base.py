@@ -33,7 +33,9 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from tidal._errors import InvalidArgumentError
 from tidal.solvers.explicit_rk import RKCoefficients, Stages, rk_coefficients, rk_stages
+from tidal.solvers.jacobian import Jacobian
 from tidal.solvers.tableau import ButcherTableau
 
 
@@ -59,6 +61,35 @@ class StepField(Protocol):
     def at(self, c: float, y: torch.Tensor) -> torch.Tensor:
         """f(t0 + c dt, y)."""
 
+    def rows(self, y: torch.Tensor) -> torch.Tensor:
+        """A state in the loop's layout as group rows [G, N] (the layout of `jacobian`)."""
+
+    def jacobian(self, y0: torch.Tensor) -> Jacobian:
+        """df/dy [G, N, N] and df/dt [G, N] at the step's start (t0, y0): computed once per
+        step start, reused by rejected attempts from the same point, counted in the stats."""
+
+    def count_factorization(self) -> None:
+        """Count one factorization of the step's matrix (for the stats)."""
+
+    def report(self, statuses: torch.Tensor) -> None:
+        """Per group [G], the `Status` to end with if this attempt's failure ends the solve
+        (a non-finite step otherwise ends it with NONFINITE)."""
+
+
+class StageLayout(Protocol):
+    """What a loop reads of a method's `tableau`: how many dense stages it stores, whether
+    its last stage is f(t1, y1), and the nodes of extra interpolation stages (a
+    `ButcherTableau` is one)."""
+
+    @property
+    def num_dense_stages(self) -> int: ...
+
+    @property
+    def fsal(self) -> bool: ...
+
+    @property
+    def c_extra(self) -> tuple[float, ...]: ...
+
 
 class StepMethod(ABC):
     """Base of every numerical method (see the module docstring). Instances hold no state
@@ -67,14 +98,17 @@ class StepMethod(ABC):
     #: the name used by `tidal.odeint(method=...)`, config files and the command line
     name: ClassVar[str]
     #: its stages and dense output, as data
-    tableau: ClassVar[ButcherTableau]
+    tableau: ClassVar[StageLayout]
     order: ClassVar[int]
     #: order of the embedded error estimate (sets the step-size exponent); None without one
     error_order: ClassVar[int | None] = None
     adaptive: ClassVar[bool] = False
 
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
-        """The tableau as tensors (cached per dtype and device)."""
+        """The tableau as tensors (cached per dtype and device): what the loop, the error
+        estimate and dense output read. The default reads a `ButcherTableau`; a family with
+        another kind of tableau overrides it."""
+        assert isinstance(self.tableau, ButcherTableau)
         return rk_coefficients(self.tableau, dtype, device)
 
     @abstractmethod
@@ -109,6 +143,8 @@ class ExplicitRungeKutta(StepMethod):
     tableau.
     """
 
+    tableau: ClassVar[ButcherTableau]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         tableau = cls.__dict__.get("tableau")
@@ -120,6 +156,34 @@ class ExplicitRungeKutta(StepMethod):
                 ) -> tuple[torch.Tensor, int]:
         y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
         return y1, self.tableau.num_stages - 1
+
+
+class IterativeStep:
+    """Options of a fixed-step method that solves its step iteratively (`ImplicitMidpoint` by
+    fixed-point iteration, `ImplicitRungeKutta` by Newton), checked on construction.
+
+    Args:
+        tol: tolerance on the iteration's increment, relative to 1 + |y|; default 100 machine
+            epsilons of the state's dtype.
+        max_iters: the most iterations per step.
+    """
+
+    default_max_iters: ClassVar[int] = 100
+
+    def __init__(self, tol: float | None = None, max_iters: int | None = None) -> None:
+        name = type(self).__name__
+        max_iters = self.default_max_iters if max_iters is None else max_iters
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+            raise InvalidArgumentError(f"`{name}(tol={tol!r})`: must be in (0, 1), or None "
+                                       "for 100 machine epsilons of the state's dtype.")
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise InvalidArgumentError(f"`{name}(max_iters={max_iters!r})`: must be a "
+                                       "positive integer.")
+        self.tol = None if tol is None else float(tol)
+        self.max_iters = max_iters
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tol={self.tol}, max_iters={self.max_iters})"
 
 
 class StepResult(NamedTuple):
@@ -156,6 +220,7 @@ class FixedStepMethod(StepMethod):
     """
 
     tableau = SLOPE_TABLEAU
+
     #: the method splits the state into (q, p) halves and needs a separable H (see
     #: `tidal.solvers.symplectic`); the backsolve adjoint cannot use it on [y, a, g].
     splits_state: ClassVar[bool] = False

@@ -102,7 +102,7 @@ def _stage_matrix(a_implicit: torch.Tensor, h: torch.Tensor, jacobians: torch.Te
 def implicit_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
                   dt: torch.Tensor, tableau: ImplicitTableau, J: torch.Tensor,
                   jacobian: JacobianFn, tol: float | None = None,
-                  max_iters: int = 50) -> ImplicitStep:
+                  max_iters: int = 50, times: list[torch.Tensor] | None = None) -> ImplicitStep:
     """One implicit Runge–Kutta step of every sample.
 
     Args:
@@ -114,11 +114,14 @@ def implicit_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Te
         jacobian: (t, y) -> Jacobian at the converged stages, used only by the backward pass.
         tol: Newton tolerance (default: 100 machine epsilons of the state's dtype).
         max_iters: the most Newton iterations per step.
+        times: the implicit stages' times t0 + c_j dt as the caller computes them (a loop
+            keeps time in float64, forward or backward); default: from t0 and dt.
     """
     coef = _coefficients(tableau, y0.dtype, y0.device)
     tol = 100.0 * torch.finfo(y0.dtype).eps if tol is None else tol
     h = _per_sample(dt)
-    times = [t0 + tableau.c[i] * dt for i in tableau.implicit]
+    if times is None:
+        times = [t0 + tableau.c[i] * dt for i in tableau.implicit]
     m = len(times)
     with torch.no_grad():
         factors = lu_factor(_stage_matrix(coef.a_implicit, h.detach(), J.detach()[:, None]))

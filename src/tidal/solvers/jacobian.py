@@ -242,3 +242,33 @@ _MODES = {
     "forward_vmap": functools.partial(_by_columns, batched=True),
     "jvp": functools.partial(_by_columns, batched=False),
 }
+
+
+class StepJacobian:
+    """The Jacobian at the start of the current step, for a loop's `StepField`: computed once
+    per step start and reused by every rejected attempt from the same point (only W = I -
+    gamma h J changes with h). The loop keeps the same state object while no group moves, so
+    the state's identity says whether the point changed.
+
+    Args:
+        field: f(t, y) on group rows [G, N] (rows independent), f in forward time, t the
+            user's time.
+        direction: +1 or -1 per group ([G, 1], the state's dtype), None when all run forward:
+            the loop steps in forward time tau = direction t, so df/dtau = direction df/dt.
+    """
+
+    def __init__(self, field: Field, direction: torch.Tensor | None):
+        self.jacobian = BatchedJacobian(field)
+        self.direction = direction
+        self.y: torch.Tensor | None = None
+        self.value: Jacobian | None = None
+
+    def at(self, t: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[Jacobian, bool]:
+        """(the Jacobian at (t, y), whether it was computed now); `rows` is y as group rows."""
+        if self.value is not None and y is self.y:
+            return self.value, False
+        J, dfdt = self.jacobian(t, rows)
+        if dfdt is not None and self.direction is not None:
+            dfdt = dfdt * self.direction
+        self.y, self.value = y, Jacobian(J, dfdt)
+        return self.value, True

@@ -19,6 +19,7 @@ gradient (the step's result depends on J at every order above one).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -41,6 +42,8 @@ class RosenbrockStep(NamedTuple):
             loop must reject that sample's step (retry with a smaller dt), whatever its error.
         f1: f(t0 + dt, y1) when the tableau is FSAL (its last stage), else None.
         num_fevals: calls of the field the step made (f0 is given and not counted).
+        increments: [B, S, D] the increments u_i (y1 = y0 + sum b_i u_i).
+        regular: [B] false where W itself was singular or not finite (part of `ok`).
     """
 
     y1: torch.Tensor
@@ -49,6 +52,8 @@ class RosenbrockStep(NamedTuple):
     ok: torch.Tensor
     f1: torch.Tensor | None
     num_fevals: int
+    increments: torch.Tensor
+    regular: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ def _per_sample(dt: torch.Tensor) -> torch.Tensor:
 
 def rosenbrock_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor,
                     dt: torch.Tensor, tableau: RosenbrockTableau, J: torch.Tensor,
-                    dfdt: torch.Tensor | None) -> RosenbrockStep:
+                    dfdt: torch.Tensor | None,
+                    times: Sequence[torch.Tensor] | None = None) -> RosenbrockStep:
     """One Rosenbrock step of every sample.
 
     Args:
@@ -94,6 +100,8 @@ def rosenbrock_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.
         tableau: the method.
         J: [B, D, D] df/dy at (t0, y0); dfdt: [B, D] df/dt there, or None (autonomous).
             Computed once per step start and reused for every attempt at the same point.
+        times: the stage times t0 + c_i dt as the caller computes them (a loop keeps time in
+            float64 and takes f at a jump from its near side); default: from t0 and dt.
     """
     coef = _coefficients(tableau, y0.dtype, y0.device)
     h = _per_sample(dt)  # [B, 1] or 0-d
@@ -109,7 +117,8 @@ def rosenbrock_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.
         if i > 0:
             stacked = torch.stack(increments, dim=1)  # [B, i, D]
             y_stage = y0 + coef.a_rows[i] @ stacked
-            f_stage = field(t0 + tableau.c[i] * dt, y_stage)
+            t_stage = t0 + tableau.c[i] * dt if times is None else times[i]
+            f_stage = field(t_stage, y_stage)
         rhs = gamma_h * f_stage
         if i > 0:
             rhs = rhs + coef.gamma_c_rows[i] @ stacked
@@ -123,7 +132,7 @@ def rosenbrock_step(field: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.
     dense = torch.einsum("rs,bsd->brd", coef.H, stages)
     ok = factors.ok & torch.isfinite(stages).all(-1).all(-1) & torch.isfinite(y1).all(-1)
     return RosenbrockStep(y1, error, dense, ok, f_stage if tableau.fsal else None,
-                          tableau.num_stages - 1)
+                          tableau.num_stages - 1, stages, factors.ok)
 
 
 def rosenbrock_interpolate(tableau: RosenbrockTableau, y0: torch.Tensor, dense: torch.Tensor,

@@ -39,7 +39,7 @@ from functools import lru_cache
 import torch
 
 from tidal._errors import InvalidArgumentError, SolveFailedError, Status
-from tidal.solvers.base import FixedStepMethod, StepField, StepResult
+from tidal.solvers.base import FixedStepMethod, IterativeStep, StepField, StepResult
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Yoshida4(FixedStepMethod):
         return splitting_step(self.splitting, field, y0, f0, dt)
 
 
-class ImplicitMidpoint(FixedStepMethod):
+class ImplicitMidpoint(IterativeStep, FixedStepMethod):
     """The implicit midpoint rule: order 2, symplectic for every H, conserves quadratic
     invariants exactly (up to the iteration's tolerance). Works on any state layout.
 
@@ -198,19 +198,6 @@ class ImplicitMidpoint(FixedStepMethod):
 
     name = "implicit_midpoint"
     order = 2
-
-    def __init__(self, tol: float | None = None, max_iters: int = 100) -> None:
-        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
-            raise InvalidArgumentError(f"`ImplicitMidpoint(tol={tol!r})`: must be in (0, 1), "
-                                       "or None for 100 machine epsilons of the state's dtype.")
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise InvalidArgumentError(f"`ImplicitMidpoint(max_iters={max_iters!r})`: must be a "
-                                       "positive integer.")
-        self.tol = None if tol is None else float(tol)
-        self.max_iters = max_iters
-
-    def __repr__(self) -> str:
-        return f"ImplicitMidpoint(tol={self.tol}, max_iters={self.max_iters})"
 
     def step(self, field: StepField, y0: torch.Tensor, f0: torch.Tensor,
              dt: float | torch.Tensor) -> StepResult:

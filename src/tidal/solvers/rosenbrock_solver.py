@@ -1,0 +1,153 @@
+r"""Rosenbrock methods as adaptive solvers of `tidal.solve`: `Rodas5P` (the default stiff
+method), `Rodas4P` and `Rosenbrock23`.
+
+Each step takes the Jacobian J = df/dy (and df/dt) at its start from the loop's `StepField`
+(once per step start: rejected attempts from the same point reuse it), factors
+W = I - gamma h J once (`batched_lu`) and computes the stages with `rosenbrock_step`. The loop
+sees the step through the usual stage store, laid out as
+
+    K = [f(t0, y0), u_1 / h, ..., u_S / h, f(t1, y1)]
+
+so that, like every method, the error estimate is h sum_i e_i K_i (e = b - b_hat over the
+increments u_i) and the dense output y0 + h sum_i w_i(theta) K_i with w = the tableau's own
+interpolant (`RosenbrockTableau.dense_weights`); f(t0, y0) and f(t1, y1) have weight 0 and are
+only handed from step to step. A group (the whole state on a shared grid, a sample on
+per-sample grids) whose W is singular or whose stages are not finite gets NaN stages and y1: the
+controller rejects that group's step and retries it smaller, like any non-finite step; if that
+ends the solve, a singular W ends it with `Status.SINGULAR` (with a hint about float32).
+
+On a shared grid the Jacobian is that of the whole flattened state (N x N: no assumption
+that rows are independent); on per-sample grids it is one D x D block per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import torch
+
+from tidal._errors import Status
+from tidal.solvers.base import StepField, StepMethod
+from tidal.solvers.explicit_rk import RKCoefficients, Stages
+from tidal.solvers.rosenbrock import RosenbrockTableau
+from tidal.solvers.rosenbrock_methods import RODAS4P, RODAS5P, ROSENBROCK23
+from tidal.solvers.rosenbrock_step import rosenbrock_step
+
+
+@dataclass(frozen=True)
+class RosenbrockLayout:
+    """The loop's view of a Rosenbrock method's stages (see the module docstring)."""
+
+    tableau: RosenbrockTableau
+
+    @property
+    def num_dense_stages(self) -> int:
+        return self.tableau.num_stages + 2
+
+    @property
+    def fsal(self) -> bool:
+        """The method's own last stage is f(t1, y1) (Rosenbrock23): it stores it itself."""
+        return self.tableau.fsal
+
+    @property
+    def c_extra(self) -> tuple[float, ...]:
+        return ()
+
+
+@lru_cache(maxsize=32)
+def _coefficients(tableau: RosenbrockTableau, dtype: torch.dtype, device: torch.device
+                  ) -> RKCoefficients:
+    s = tableau.num_stages
+    weights = tableau.dense_weights  # [S, degree] over the increments
+    degree = weights.shape[1]
+    dense = torch.zeros(s + 2, degree, dtype=torch.float64)
+    dense[1:s + 1] = torch.as_tensor(weights, dtype=torch.float64)
+    error = [0.0, *(b - b_hat for b, b_hat in zip(tableau.b, tableau.b_hat))]
+    return RKCoefficients(
+        a_rows=(),
+        b=torch.tensor([0.0, *tableau.b], dtype=dtype, device=device),
+        b_error=torch.tensor([error], dtype=dtype, device=device),
+        dense=dense.to(device),
+        extra_rows=(),
+    )
+
+
+class Rosenbrock(StepMethod):
+    """A Rosenbrock–Wanner method described by `rosenbrock` (a `RosenbrockTableau`); the
+    subclasses set it and `name`. Adaptive: use with `PIDController`."""
+
+    rosenbrock: ClassVar[RosenbrockTableau]
+    tableau: ClassVar[RosenbrockLayout]
+    adaptive = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "rosenbrock" in cls.__dict__:
+            cls.tableau = RosenbrockLayout(cls.rosenbrock)
+            cls.order = cls.rosenbrock.order
+            cls.error_order = min(cls.rosenbrock.order, cls.rosenbrock.embedded_order)
+
+    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+        return _coefficients(self.rosenbrock, dtype, device)
+
+    def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
+                ) -> tuple[torch.Tensor, int]:
+        y0 = stages.y0
+        rows = field.rows(y0)
+        J, dfdt = field.jacobian(y0)
+        h = torch.as_tensor(stages.dt, dtype=y0.dtype, device=y0.device).reshape(-1)
+        if len(h) != len(rows):  # a shared grid: one step size for the one group
+            h = h.expand(len(rows))
+        times = field.times(self.rosenbrock.c)
+        shape = y0.shape
+
+        def f_rows(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return field.rows(field.f(t, y.view(shape)))
+
+        step = rosenbrock_step(f_rows, times[0], rows, field.rows(stages.first()), h,
+                               self.rosenbrock, J, dfdt, times=times)
+        field.count_factorization()
+        field.report(torch.where(step.regular, int(Status.NONFINITE), int(Status.SINGULAR)))
+        # K_i = u_i / h (0 where a sample does not step); NaN where the step failed, so that
+        # the controller rejects it.
+        scale = torch.where(h > 0, 1.0 / torch.where(h > 0, h, 1.0), 0.0)
+        scale = torch.where(step.ok, scale, math.nan)[:, None, None]
+        for k in (step.increments * scale).unbind(1):
+            stages.append(k.view(shape))
+        if step.f1 is not None:
+            stages.append(step.f1.view(shape))
+        y1 = torch.where(step.ok.unsqueeze(-1), step.y1, math.nan)
+        return y1.view(shape), step.num_fevals
+
+    def error_estimate(self, stages: Stages, coefficients: RKCoefficients) -> torch.Tensor:
+        count = self.rosenbrock.num_stages + 1
+        return coefficients.b_error @ stages.matrix()[:count]
+
+
+class Rodas5P(Rosenbrock):
+    """Rodas5P (Steinebach 2023): 8 stages, order 5 with an embedded order-4 estimate,
+    L-stable and stiffly accurate, dense output of order 4. The default stiff method: use it
+    at rtol 1e-3 to 1e-10 on stiff problems (chemical kinetics, Van der Pol with large mu)."""
+
+    name = "rodas5p"
+    rosenbrock = RODAS5P
+
+
+class Rodas4P(Rosenbrock):
+    """Rodas4P (Steinebach 1995): 6 stages, order 4 (also on linear parabolic problems),
+    embedded order 3, L-stable, stiffly accurate, dense output of order 3."""
+
+    name = "rodas4p"
+    rosenbrock = RODAS4P
+
+
+class Rosenbrock23(Rosenbrock):
+    """Rosenbrock23 (Shampine–Reichelt, MATLAB's ode23s): 3 stages, order 2 (also with an
+    inexact Jacobian), order-3 error estimate, L-stable; for loose tolerances (rtol ~1e-2 to
+    1e-4)."""
+
+    name = "rosenbrock23"
+    rosenbrock = ROSENBROCK23
