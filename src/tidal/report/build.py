@@ -32,6 +32,7 @@ from tidal.report.metrics import (
     learned_initial_states,
     true_trajectories,
 )
+from tidal.report.warnings import FitWarning, fit_warnings, warnings_json
 from tidal.training.run import Run, load_run
 
 PER_PAGE = 4
@@ -47,6 +48,8 @@ def write_report(run_dir: str | Path) -> Path:
     metrics = evaluate_run(run)
     checks = run_checks(metrics, run.config)
     metrics["checks"] = checks_json(checks)
+    warned = fit_warnings(run, metrics)
+    metrics["warnings"] = warnings_json(warned)
     run.directory.write_json("metrics.json", metrics)
     sections: list[tuple[str, str, list[str]]] = []
     for split in ("test", "train"):
@@ -73,7 +76,7 @@ def write_report(run_dir: str | Path) -> Path:
         sections.append(("Loss", "The loss rises where the curriculum lengthens the fitted "
                          "window (dotted lines): a longer window is harder to fit, not a "
                          "divergence.", [_save(run, "loss.png", plot_losses(history))]))
-    run.directory.write_text("report.html", _html(run, metrics, checks, sections))
+    run.directory.write_text("report.html", _html(run, metrics, checks, sections, warned))
     return run.path / "report.html"
 
 
@@ -173,8 +176,10 @@ def _save(run: Run, name: str, figure: Any) -> str:
 
 
 def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
-          sections: list[tuple[str, str, list[str]]]) -> str:
-    body = [f"<h1>tidal run: {_e(run.path.name)}</h1>", _headline(run, metrics, checks)]
+          sections: list[tuple[str, str, list[str]]], warned: list[FitWarning]) -> str:
+    body = [f"<h1>tidal run: {_e(run.path.name)}</h1>"]
+    body += [f"<p class='warning'>{_e(w.line)}</p>" for w in warned]
+    body.append(_headline(run, metrics, checks))
     if "ude" in metrics:
         body.append(_ude_section(metrics["ude"]))
     for title, caption, images in sections:
@@ -189,7 +194,8 @@ def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
              "tr{border-bottom:1px solid #ddd}.pass{color:#1a7f37;font-weight:bold}"
              ".fail{color:#cf222e;font-weight:bold}.caption{color:#555;font-size:90%}"
              ".verdict{padding:.5em 1em;border-radius:4px;font-size:115%}"
-             ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}")
+             ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}"
+             ".warning{background:#fff8c5;padding:.4em 1em;border-radius:4px}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>tidal report: {_e(run.path.name)}</title><style>{style}</style></head>"
             f"<body>{''.join(body)}</body></html>")

@@ -186,6 +186,7 @@ def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
     lines.append(verdict(checks))
     lines += [f"  {'pass' if c.passed else 'FAIL'}  {c.name}: {c.shown(c.value)} "
               f"(limit {c.requirement})" for c in checks]
+    lines += [w["line"] for w in metrics.get("warnings", [])]  # tidal.report.warnings
     return lines
 
 
