@@ -1,8 +1,9 @@
 """Models: `nn.Module`s that own a vector field and the configuration of its solve."""
 
 from tidal.models.cnf import CNF
+from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.neural_ode import NeuralODE
 from tidal.models.ude import UDE
 
-__all__ = ["CNF", "UDE", "HamiltonianNN", "NeuralODE"]
+__all__ = ["CNF", "UDE", "Ensemble", "HamiltonianNN", "NeuralODE"]

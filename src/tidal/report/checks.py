@@ -163,6 +163,11 @@ def run_facts(metrics: dict[str, Any], config: dict[str, Any]) -> list[tuple[str
     counts = ", ".join(f"{metrics[split]['trajectories']} {name}" for split, name in
                        (("train", "training"), ("val", "validation"), ("test", "test"))
                        if split in metrics)
+    data = config.get("data", {})
+    if data.get("split") == "time":
+        val, test = data.get("held_out", ("?", "?"))
+        counts += (f"; held out in time, not by trajectory: the last {_percent(test)} of each "
+                   f"series' observations test and the {_percent(val)} before them validate")
     seconds = fit.get("seconds")
     took = "" if seconds is None else f", {significant(float(seconds))} s"
     return [("model", describe_model(config.get("model", {}))),
@@ -170,6 +175,10 @@ def run_facts(metrics: dict[str, Any], config: dict[str, Any]) -> list[tuple[str
             ("states", ", ".join(metrics["states"])), ("trajectories", counts),
             ("training", f"{fit.get('epochs', '?')} of {train.get('epochs', '?')} epochs"
                          f"{took}: {fit.get('status', 'unknown')} ({fit.get('message', '')})")]
+
+
+def _percent(fraction: Any) -> str:
+    return f"{significant(100 * fraction)}%" if isinstance(fraction, (int, float)) else "?"
 
 
 def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:

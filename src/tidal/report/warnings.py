@@ -13,7 +13,7 @@ known; warnings need no truth and are about the user's own data:
   model, run from the same starts over the same spans, oscillates at a frequency more than
   `FREQUENCY_TOLERANCE` (or half the periodogram's resolution) away, or not at all;
 - a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
-  held-out (else training) starts go non-finite or further than `FORECAST_REACH` ranges
+  training trajectories' (estimated) starts go non-finite or further than `FORECAST_REACH` ranges
   beyond the observed values.
 """
 
@@ -62,8 +62,7 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     noise = _relative_noise(present, ranges)
     found = _error_against_noise(metrics, noise)
     found += _spectral(run, splits["train"], present)
-    found += _forecast(run, splits["test"] or splits["val"] or splits["train"], present,
-                       ranges)
+    found += _forecast(run, splits["train"], present, ranges)
     return found
 
 
@@ -108,7 +107,8 @@ def _spectral(run: Run, train: Trajectories | None, datasets: list[Trajectories]
     counts = [m.any(axis=1).sum() for d in datasets for m in d.masks]
     highest = np.pi * float(np.median(counts)) / span  # the typical sampling's Nyquist
     starts = learned_initial_states(run, train)
-    starts = train.initial_states() if starts is None else starts
+    # contiguous rows: the solver's error norm needs them (a non-contiguous y0 fails there)
+    starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
     grids = [np.linspace(t[0], t[-1], MODEL_POINTS) for t in train.times]
     predicted = [run.predict(y0, ts) for y0, ts in zip(starts, grids)]
     found = []
@@ -145,7 +145,9 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
     data = data[list(range(min(len(data), MAX_TRAJECTORIES)))]
     t0, t1 = data.t_span
     ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
-    forecast = run.predict(data.initial_states(), ts)
+    starts = learned_initial_states(run, data)
+    forecast = run.predict(data.initial_states() if starts is None
+                           else np.ascontiguousarray(starts), ts)
     observed = np.concatenate([np.concatenate(d.values) for d in datasets])
     low = np.nanmin(observed, axis=0) - FORECAST_REACH * ranges
     high = np.nanmax(observed, axis=0) + FORECAST_REACH * ranges
