@@ -25,6 +25,12 @@ Cases (issue 19's acceptance):
   Reported: in-sample RMSE (against the 16 observations) and forecast RMSE (against the true
   trajectory on [10, 13]) of both, and their ratios (acceptance: <= 1.5x and <= 2x).
 
+- coverage (with --ensemble K): the oscillator's 6 trajectories and 6 of the toggle switch
+  (same sampling and noise), an ensemble of K; on 20 fresh noisy trajectories predicted from
+  their first observations, the fraction of the later observations inside the 5-95%
+  predictive band (target 80-98%), and the band's mean width as a fraction of the range.
+
+Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
 """
 
@@ -45,6 +51,7 @@ import torch
 from tidal.data import SYSTEMS, System, Trajectories, simulate
 from tidal.report.metrics import state_ranges, true_trajectories
 from tidal.training import TrainConfig, train_run
+from tidal.training.ensemble import EnsembleOptions
 from tidal.training.run import load_run
 
 W, ZETA = 2.0, 0.1
@@ -87,7 +94,7 @@ def heldout_rmse(run: Any, data: Trajectories) -> np.ndarray:
     """Per state RMSE / range of `data` predicted from each first observation."""
     squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
     for times, values, mask in zip(data.times, data.values, data.masks):
-        prediction = run.predict(values[0], times)
+        prediction = run.predict(np.array(values[0]), times)
         squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
         counts += mask.sum(axis=0)
     return np.sqrt(squared / counts) / state_ranges([data])
@@ -189,8 +196,32 @@ def _warnings(run_dir: str) -> list[str]:
     return [w["kind"] for w in metrics.get("warnings", [])]
 
 
+def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+    from tidal.training.ensemble import predictive_quantiles
+
+    row: dict[str, Any] = {"seed": seed}
+    for name, system in (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"])):
+        data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
+        fresh = simulate(system, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
+        with tempfile.TemporaryDirectory() as folder:
+            train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
+                      progress=False, **fit_options)
+            run = load_run(f"{folder}/run")
+            inside, total, widths = 0, 0, []
+            for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
+                low, high = predictive_quantiles(run, np.array(values[0]), times, (0.05, 0.95))
+                later = mask[1:]
+                inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later].sum())
+                total += int(later.sum())
+                widths.append(((high - low)[1:] / state_ranges([fresh]))[later])
+        row[f"{name}_coverage"] = inside / total
+        row[f"{name}_width"] = float(np.mean(np.concatenate(widths)))
+    return row
+
+
 CASES: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {
-    "oscillator": oscillator_case, "lotka-volterra": lotka_volterra_case}
+    "oscillator": oscillator_case, "lotka-volterra": lotka_volterra_case,
+    "coverage": coverage_case}
 COLUMNS = {
     "oscillator": [("seed", "{}"), ("status", "{}"), ("frequency", "{:.3f}"),
                    ("frequency_error", "{:.1%}"), ("heldout", "{:.1%}"), ("seconds", "{:.0f}"),
@@ -199,25 +230,35 @@ COLUMNS = {
                        ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
                        ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
                        ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
-                       ("warnings", "{}")]}
+                       ("warnings", "{}")],
+    "coverage": [("seed", "{}"), ("oscillator_coverage", "{:.1%}"),
+                 ("oscillator_width", "{:.1%}"), ("toggle_coverage", "{:.1%}"),
+                 ("toggle_width", "{:.1%}")]}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=[*CASES, "all"], default="all")
+    parser.add_argument("--case", choices=[*CASES, "all"], default="all",
+                        help="all: oscillator and lotka-volterra")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--prefit", action="store_true")
+    parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
+    parser.add_argument("--ensemble", type=int, default=1)
     args = parser.parse_args(argv)
+    options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
+    if args.ensemble > 1:
+        options["ensemble"] = EnsembleOptions(args.ensemble)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
-    for case in (CASES if args.case == "all" else [args.case]):
+    for case in (["oscillator", "lotka-volterra"] if args.case == "all" else [args.case]):
         print(f"\n{case} (true frequency {TRUE_FREQUENCY:.3f})" if case == "oscillator"
               else f"\n{case}")
         header = [name for name, _ in COLUMNS[case]]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for seed in seeds:
-            row = CASES[case](seed, args.epochs, {})
+            row = CASES[case](seed, args.epochs, options)
             print("| " + " | ".join(fmt.format(row[name]) for name, fmt in COLUMNS[case])
                   + " |", flush=True)
 

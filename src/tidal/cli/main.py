@@ -306,6 +306,9 @@ def _refuse_changes_on_resume(ctx: click.Context, run_dir: str) -> None:
               help="With --ensemble: train each member on a resample of the trajectories.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ensemble: members trained at once, in separate processes.")
+@click.option("--prefit", is_flag=True,
+              help="Pre-train the vector field on derivatives estimated by smoothing splines "
+                   "(collocation) before fitting trajectories.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
@@ -315,7 +318,7 @@ def _refuse_changes_on_resume(ctx: click.Context, run_dir: str) -> None:
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
         test: float, split_by: str, ensemble: int, bootstrap: bool, workers: int,
-        resume: bool, overwrite: bool, **kw) -> None:
+        prefit: bool, resume: bool, overwrite: bool, **kw) -> None:
     """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
     column, an optional id column, one column per state; blank = not observed).
 
@@ -346,7 +349,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     source = {"path": str(data), **({"system": system} if system else {})}
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"],
-                       split_by=split_by, ensemble=members)
+                       split_by=split_by, ensemble=members, prefit=prefit)
     _finish(result, Path(run_dir))
 
 

@@ -18,6 +18,7 @@ from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 from tidal.registry import SOLVERS
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
+from tidal.training.collocation import build_prefitted
 from tidal.training.config import TrainConfig
 from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FINAL_STATES, FitResult, fit
@@ -125,7 +126,7 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
               config: TrainConfig | None = None, split: tuple[float, float] = (0.125, 0.125),
               source: dict[str, Any] | None = None, overwrite: bool = False,
               command: str = "fit", progress: bool = True, split_by: str = "auto",
-              ensemble: EnsembleOptions | None = None) -> FitResult:
+              ensemble: EnsembleOptions | None = None, prefit: bool = False) -> FitResult:
     """Split `data` by trajectory into train / validation / test, fit a NeuralODE on the
     training part and write the run directory.
 
@@ -141,6 +142,9 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
             of each trajectory, `tidal.training.time_split`) or "auto": "time" for fewer than
             `TIME_SPLIT_BELOW` trajectories. config.json's data.split records which.
         ensemble: train an `Ensemble` (`tidal.training.ensemble`) instead of one model.
+        prefit: pre-train the vector field on smoothing-spline derivative estimates
+            (`tidal.training.collocation`) before fitting trajectories; recorded in
+            config.json's data.prefit.
         source: what the data is, stored in config.json: e.g. {"path": ...} (that file is
             never deleted by `overwrite`) or {"system": "toggle-switch"} (a built-in system
             enables checks against the truth; it must match the data's states).
@@ -160,16 +164,18 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
                               keep=[source["path"]] if "path" in source else [])
     info = {"state_names": list(data.state_names), **source, "split": kind,
-            "held_out": list(split)}
+            "held_out": list(split), "prefit": prefit}
     write_splits(run, {"train": train, "val": val, "test": test})
     write_config(run, network, scaling, data=info, train_config=config.to_dict())
+    build = functools.partial(model.build, data.n_states)
+    if prefit:
+        build = functools.partial(build_prefitted, build, train, scaling)
     if ensemble is None:
-        result = fit(network, train, val=val, config=config, scaling=scaling, run_dir=run,
-                     progress=progress)
+        result = fit(build(config.seed) if prefit else network, train, val=val, config=config,
+                     scaling=scaling, run_dir=run, progress=progress)
     else:
-        result = fit_ensemble(functools.partial(model.build, data.n_states), train, val=val,
-                              config=config, scaling=scaling, options=ensemble, run_dir=run,
-                              progress=progress)
+        result = fit_ensemble(build, train, val=val, config=config, scaling=scaling,
+                              options=ensemble, run_dir=run, progress=progress)
     _save_result(run, result, info)
     return result
 
