@@ -15,7 +15,7 @@ import torch
 from tidal.data import Scaling, System, Trajectories, simulate
 from tidal.data.noise import noise_level
 from tidal.data.spectrum import dominant_frequency
-from tidal.models import NeuralODE
+from tidal.models import Ensemble, NeuralODE
 from tidal.nn import MLP
 from tidal.report import evaluate_run
 from tidal.report.checks import summary_lines
@@ -113,3 +113,20 @@ def test_the_periodogram_peak_is_at_a_sinusoid_frequency():
     assert abs(peak.frequency - 1.7) < 0.05 and peak.power > 0.8
     # below 1.5 cycles per span nothing counts as an oscillation
     assert dominant_frequency([(t, np.sin(1.7 * t))], 20.0, 1.5 * 2 * math.pi / 20) is None
+
+
+def ensemble_warnings(tmp_path, members: list[tuple[float, float]]):
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+    model = Ensemble([linear_model(w, zeta) for w, zeta in members],
+                     observation_noise=[0.05, 0.1])
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
+    run = load_run(tmp_path)
+    return [w.kind for w in fit_warnings(run, evaluate_run(run))]
+
+
+def test_agreeing_members_raise_no_warning_and_disagreeing_ones_do(tmp_path):
+    assert ensemble_warnings(tmp_path / "same", [(W, ZETA), (W, ZETA)]) == []
+    kinds = ensemble_warnings(tmp_path / "apart", [(W, ZETA), (W, -0.1)])
+    assert "members-disagree" in kinds and "band-explodes" in kinds

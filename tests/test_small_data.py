@@ -98,7 +98,8 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert config["model"]["type"] == "Ensemble" and config["model"]["members"] == 3
     assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
     assert "held out in time, not by trajectory" in output
-    assert "ensemble of 3 members" in output
+    assert "ensemble of 3 members (3 finished)" in output
+    assert "model: ensemble of 3 members (mean and 5-95% band): neural ODE (MLP 8 x 1" in output
 
 
 def test_predict_gives_the_band_of_an_ensemble(ensemble_run):

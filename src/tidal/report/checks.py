@@ -135,6 +135,10 @@ def _conservative(system: str) -> bool:
 def describe_model(model: dict[str, Any]) -> str:
     """A model's config.json entry in words, e.g. "neural ODE (MLP 64 x 2, tanh), tsit5"."""
     kind = model.get("type", "NeuralODE")
+    if kind == "Ensemble":  # tidal.models.ensemble
+        sampled = ", each on a bootstrap resample" if model.get("bootstrap") else ""
+        return (f"ensemble of {model.get('members')} members (mean and 5-95% band){sampled}: "
+                f"{describe_model(model.get('member', {}))}")
     network = model.get("vector_field") or model.get("correction") or \
         model.get("hamiltonian") or model.get("potential") or {}
     net = (f"{network.get('type', 'network')} {network.get('width', '?')} x "

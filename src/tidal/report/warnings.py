@@ -14,7 +14,10 @@ known; warnings need no truth and are about the user's own data:
   `FREQUENCY_TOLERANCE` (or half the periodogram's resolution) away, or not at all;
 - a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
   training trajectories' (estimated) starts go non-finite or further than `FORECAST_REACH` ranges
-  beyond the observed values.
+  beyond the observed values;
+- for an ensemble: members that disagree within the data (their standard deviation, averaged
+  over the training spans, above `SPREAD_FACTOR` times the noise), and a band of the
+  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from tidal.data import Trajectories
 from tidal.data.noise import noise_level
 from tidal.data.spectrum import Peak, dominant_frequency
+from tidal.models.ensemble import Ensemble
 from tidal.report.checks import significant
 from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states
+from tidal.training.ensemble import predictive_quantiles
 from tidal.training.run import SPLITS, Run
 
 NOISE_FACTOR = 2.5
@@ -37,6 +43,8 @@ OSCILLATION_POWER = 0.4
 MODEL_OSCILLATION_POWER = 0.2
 FREQUENCY_TOLERANCE = 0.2
 FORECAST_REACH = 1.0
+SPREAD_FACTOR = 1.0
+BAND_REACH = 1.0
 MODEL_POINTS = 400  # per trajectory, for the model's periodogram
 MAX_TRAJECTORIES = 16  # of each split, for the spectral and forecast checks
 
@@ -63,6 +71,8 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     found = _error_against_noise(metrics, noise)
     found += _spectral(run, splits["train"], present)
     found += _forecast(run, splits["train"], present, ranges)
+    if isinstance(run.model, Ensemble):
+        found += _members(run, splits["train"], ranges, noise)
     return found
 
 
@@ -163,3 +173,37 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
         f"(observed {significant(low[j] + ranges[j])} to {significant(high[j] - ranges[j])})",
         "to trust the model only within the data, --ensemble 5 to see the spread, or data "
         "that cover the region")]
+
+
+def _members(run: Run, train: Trajectories, ranges: np.ndarray, noise: np.ndarray
+             ) -> list[FitWarning]:
+    train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
+    starts = learned_initial_states(run, train)
+    starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
+    t0, t1 = train.t_span
+    found = []
+    inside = np.linspace(t0, t1, 100)
+    with torch.no_grad():
+        members = run.scaling.unscale_values(run.model.member_predictions(
+            run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
+            torch.as_tensor(inside))).numpy()
+    spread = members.std(axis=0).mean(axis=(0, 1)) / ranges
+    j = int(np.argmax(spread / noise))
+    if spread[j] > SPREAD_FACTOR * noise[j]:
+        found.append(FitWarning(
+            "members-disagree", f"the ensemble's members disagree within the data: their "
+            f"spread in {run.state_names[j]} is {significant(100 * spread[j])}% of its range, "
+            f"above the noise ({significant(100 * noise[j])}%)",
+            "more data, or read the forecasts with their bands"))
+    ahead = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 100)
+    low, high = predictive_quantiles(run, starts, ahead, (0.05, 0.95), noise=False)
+    width = (high - low) / ranges
+    j = int(np.argmax(width.max(axis=(0, 1))))
+    if not width[..., j].max() <= BAND_REACH:
+        row = int(np.argmax(width[..., j].max(axis=1)))
+        found.append(FitWarning(
+            "band-explodes", f"the members' 5-95% band of {run.state_names[j]} grows to "
+            f"{significant(100 * width[row, :, j].max())}% of its range by t = "
+            f"{significant(ahead[row])} in the forecast: the forecast is not determined by "
+            "the data", "to trust the model only within the data, or data that reach further"))
+    return found
