@@ -100,15 +100,20 @@ def heldout_rmse(run: Any, data: Trajectories) -> np.ndarray:
     return np.sqrt(squared / counts) / state_ranges([data])
 
 
+def fitted_run(data: Trajectories, folder: str, seed: int, epochs: int,
+               fit_options: dict[str, Any]) -> tuple[Any, Any, float]:
+    """`train_run` into folder/run: the result, the loaded run and the seconds it took."""
+    started = time.perf_counter()
+    result = train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
+                       progress=False, **fit_options)
+    return result, load_run(f"{folder}/run"), time.perf_counter() - started
+
+
 def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
     data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=seed)
     fresh = simulate(OSCILLATOR, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
     with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        result = train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
-                           progress=False, **fit_options)
-        seconds = time.perf_counter() - started
-        run = load_run(f"{folder}/run")
+        result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
         frequency = learned_frequency(run, np.zeros(2))
         rmse = heldout_rmse(run, fresh)
         warnings = _warnings(f"{folder}/run")
@@ -167,11 +172,7 @@ def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> 
     baseline_in = float(np.sqrt(np.mean((fitted - values) ** 2)))
     baseline_out = float(np.sqrt(np.mean((forecast - truth) ** 2)))
     with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        result = train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
-                           progress=False, **fit_options)
-        seconds = time.perf_counter() - started
-        run = load_run(f"{folder}/run")
+        result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
         y0 = result.initial_states[0]
         inside = run.predict(y0, data.times[0])
         ahead = run.predict(y0, np.concatenate(([data.times[0][0]], future)))[1:]
@@ -204,9 +205,7 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
         data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
         fresh = simulate(system, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
         with tempfile.TemporaryDirectory() as folder:
-            train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
-                      progress=False, **fit_options)
-            run = load_run(f"{folder}/run")
+            _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
             inside, total, widths = 0, 0, []
             for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
                 low, high = predictive_quantiles(run, np.array(values[0]), times, (0.05, 0.95))

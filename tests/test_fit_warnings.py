@@ -130,3 +130,17 @@ def test_agreeing_members_raise_no_warning_and_disagreeing_ones_do(tmp_path):
     assert ensemble_warnings(tmp_path / "same", [(W, ZETA), (W, ZETA)]) == []
     kinds = ensemble_warnings(tmp_path / "apart", [(W, ZETA), (W, -0.1)])
     assert "members-disagree" in kinds and "band-explodes" in kinds
+
+
+def test_a_ude_parameter_the_members_disagree_on_is_flagged():
+    from tidal.models.ude import KNOWN_PHYSICS, UDE
+    from tidal.report.warnings import _identifiability
+
+    def member(alpha: float) -> UDE:
+        return UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, None,
+                   {"alpha": alpha, "gamma": 0.5})
+
+    assert _identifiability(Ensemble([member(0.3), member(0.31)])) == []
+    found = _identifiability(Ensemble([member(0.3), member(0.6)]))
+    assert [w.kind for w in found] == ["identifiability"]
+    assert "alpha differs between members by 33.3% of its mean (0.300 to 0.600)" in found[0].line

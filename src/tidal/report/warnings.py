@@ -17,7 +17,9 @@ known; warnings need no truth and are about the user's own data:
   beyond the observed values;
 - for an ensemble: members that disagree within the data (their standard deviation, averaged
   over the training spans, above `SPREAD_FACTOR` times the noise), and a band of the
-  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast.
+  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast; for an ensemble
+  of UDEs, a physical parameter whose members' values spread by more than
+  `PARAMETER_SPREAD` of their mean (not identifiable: the correction can absorb it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from tidal.data import Trajectories
 from tidal.data.noise import noise_level
 from tidal.data.spectrum import Peak, dominant_frequency
+from tidal.models import UDE
 from tidal.models.ensemble import Ensemble
 from tidal.report.checks import significant
 from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states
@@ -45,6 +48,7 @@ FREQUENCY_TOLERANCE = 0.2
 FORECAST_REACH = 1.0
 SPREAD_FACTOR = 1.0
 BAND_REACH = 1.0
+PARAMETER_SPREAD = 0.1
 MODEL_POINTS = 400  # per trajectory, for the model's periodogram
 MAX_TRAJECTORIES = 16  # of each split, for the spectral and forecast checks
 
@@ -73,6 +77,7 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     found += _forecast(run, splits["train"], present, ranges)
     if isinstance(run.model, Ensemble):
         found += _members(run, splits["train"], ranges, noise)
+        found += _identifiability(run.model)
     return found
 
 
@@ -206,4 +211,20 @@ def _members(run: Run, train: Trajectories, ranges: np.ndarray, noise: np.ndarra
             f"{significant(100 * width[row, :, j].max())}% of its range by t = "
             f"{significant(ahead[row])} in the forecast: the forecast is not determined by "
             "the data", "to trust the model only within the data, or data that reach further"))
+    return found
+
+
+def _identifiability(model: Ensemble) -> list[FitWarning]:
+    values = [m.physical_parameters() for m in model.members if isinstance(m, UDE)]
+    found = []
+    for name in (values[0] if len(values) > 1 else {}):
+        each = np.array([v[name] for v in values])
+        spread = each.std() / max(abs(each.mean()), 1e-12)
+        if spread > PARAMETER_SPREAD:
+            found.append(FitWarning(
+                "identifiability", f"the physical parameter {name} differs between members "
+                f"by {significant(100 * spread)}% of its mean ({significant(each.min())} to "
+                f"{significant(each.max())}): the data do not determine it, the correction "
+                "can absorb it", "a correction that cannot represent that term (fewer "
+                "inputs, a smaller --width), or fix the parameter"))
     return found
