@@ -8,8 +8,8 @@ known; warnings need no truth and are about the user's own data:
   `NOISE_FACTOR` times the observation noise estimated from the data alone
   (`tidal.data.noise.noise_level`); without held-out data, the same test on the training
   error (the model underfits);
-- a spectral mismatch: the data oscillate (the Lomb-Scargle periodogram, averaged over the
-  trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance) but the
+- a spectral mismatch: the training data oscillate (the Lomb-Scargle periodogram, averaged
+  over the trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance) but the
   model, run from the same starts over the same spans, oscillates at a frequency more than
   `FREQUENCY_TOLERANCE` (or half the periodogram's resolution) away, or not at all;
 - a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
@@ -73,7 +73,7 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     ranges = np.asarray(metrics["state_range"])
     noise = _relative_noise(present, ranges)
     found = _error_against_noise(metrics, noise)
-    found += _spectral(run, splits["train"], present)
+    found += _spectral(run, splits["train"])
     found += _forecast(run, splits["train"], present, ranges)
     if isinstance(run.model, Ensemble):
         found += _members(run, splits["train"], ranges, noise)
@@ -112,14 +112,15 @@ def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[Fit
                        "more --epochs, a higher --lr or --shooting-segments 4")]
 
 
-def _spectral(run: Run, train: Trajectories | None, datasets: list[Trajectories]
-              ) -> list[FitWarning]:
+def _spectral(run: Run, train: Trajectories | None) -> list[FitWarning]:
+    """The training series' dominant frequencies against the model's from the same starts
+    over the same spans (the held-out parts of a split in time are too short to show one)."""
     if train is None:
         return []
     train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
-    t0, t1 = min(d.t_span[0] for d in datasets), max(d.t_span[1] for d in datasets)
+    t0, t1 = train.t_span
     span = t1 - t0
-    counts = [m.any(axis=1).sum() for d in datasets for m in d.masks]
+    counts = [m.any(axis=1).sum() for m in train.masks]
     highest = np.pi * float(np.median(counts)) / span  # the typical sampling's Nyquist
     starts = learned_initial_states(run, train)
     # contiguous rows: the solver's error norm needs them (a non-contiguous y0 fails there)
@@ -128,8 +129,8 @@ def _spectral(run: Run, train: Trajectories | None, datasets: list[Trajectories]
     predicted = [run.predict(y0, ts) for y0, ts in zip(starts, grids)]
     found = []
     for j, name in enumerate(run.state_names):
-        observed = [(t[m[:, j]], v[m[:, j], j]) for d in datasets
-                    for t, v, m in zip(d.times, d.values, d.masks)]
+        observed = [(t[m[:, j]], v[m[:, j], j])
+                    for t, v, m in zip(train.times, train.values, train.masks)]
         data_peak = dominant_frequency(observed, span, highest)
         if data_peak is None or data_peak.power < OSCILLATION_POWER:
             continue
