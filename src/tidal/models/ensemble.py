@@ -11,7 +11,7 @@ t is the mixture (1/K) sum_k N(y_k(t), sigma^2): `predictive_quantiles` gives it
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.special
@@ -79,8 +79,8 @@ class Ensemble(NeuralODE):
 
     def config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"type": "Ensemble", "members": len(self.members),
-                                  "member": self.members[0].config(), "seeds": self.seeds,
-                                  "bootstrap": self.bootstrap}
+                                  "member": cast(NeuralODE, self.members[0]).config(),
+                                  "seeds": self.seeds, "bootstrap": self.bootstrap}
         if self.observation_noise is not None:
             config["observation_noise"] = self.observation_noise
         return config

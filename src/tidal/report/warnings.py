@@ -72,11 +72,13 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     present = [data for data in splits.values() if data is not None]
     ranges = np.asarray(metrics["state_range"])
     noise = _relative_noise(present, ranges)
+    train = splits["train"]
+    assert train is not None  # a run always has training data (read_split refuses otherwise)
     found = _error_against_noise(metrics, noise)
-    found += _spectral(run, splits["train"])
-    found += _forecast(run, splits["train"], present, ranges)
+    found += _spectral(run, train)
+    found += _forecast(run, train, present, ranges)
     if isinstance(run.model, Ensemble):
-        found += _members(run, splits["train"], ranges, noise)
+        found += _members(run, run.model, train, ranges, noise)
         found += _identifiability(run.model)
     return found
 
@@ -112,11 +114,9 @@ def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[Fit
                        "more --epochs, a higher --lr or --shooting-segments 4")]
 
 
-def _spectral(run: Run, train: Trajectories | None) -> list[FitWarning]:
+def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
     """The training series' dominant frequencies against the model's from the same starts
     over the same spans (the held-out parts of a split in time are too short to show one)."""
-    if train is None:
-        return []
     train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
     t0, t1 = train.t_span
     span = t1 - t0
@@ -181,8 +181,8 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
         "that cover the region")]
 
 
-def _members(run: Run, train: Trajectories, ranges: np.ndarray, noise: np.ndarray
-             ) -> list[FitWarning]:
+def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
+             noise: np.ndarray) -> list[FitWarning]:
     train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
     starts = learned_initial_states(run, train)
     starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
@@ -190,7 +190,7 @@ def _members(run: Run, train: Trajectories, ranges: np.ndarray, noise: np.ndarra
     found = []
     inside = np.linspace(t0, t1, 100)
     with torch.no_grad():
-        members = run.scaling.unscale_values(run.model.member_predictions(
+        members = run.scaling.unscale_values(model.member_predictions(
             run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
             torch.as_tensor(inside))).numpy()
     spread = members.std(axis=0).mean(axis=(0, 1)) / ranges

@@ -80,7 +80,7 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     noise = noise_level(train)
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
-    initial = (np.mean([r.initial_states for r in results], axis=0)
+    initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
                if not options.bootstrap else train.initial_states())
     if run_dir is not None:
         write_metrics(run_dir, results[0].history)

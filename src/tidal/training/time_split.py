@@ -64,4 +64,6 @@ def split_in_time(data: Trajectories, val: float, test: float
             parts[k].append((times[first:end], values[first:end]))
     out = [Trajectories([t for t, _ in part], [v for _, v in part], ids=data.ids,
                         state_names=data.state_names) if part else None for part in parts]
-    return out[0], out[1], out[2]
+    train = out[0]
+    assert train is not None  # every trajectory keeps its first observations
+    return train, out[1], out[2]
