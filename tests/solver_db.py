@@ -372,7 +372,15 @@ def _neural_sde_errors() -> list[ErrorInput]:
 
 
 def _models() -> list[ModelInfo]:
-    from tidal.models import CNF, UDE, HamiltonianNN, NeuralODE, NeuralSDE, PositiveDiffusion
+    from tidal.models import (
+        CNF,
+        UDE,
+        Ensemble,
+        HamiltonianNN,
+        NeuralODE,
+        NeuralSDE,
+        PositiveDiffusion,
+    )
 
     return [
         ModelInfo(NeuralODE, lambda: NeuralODE(tidal.nn.MLP(2, width=4)), _trajectory,
@@ -385,6 +393,11 @@ def _models() -> list[ModelInfo]:
         ModelInfo(CNF, lambda: CNF(tidal.nn.MLP(2, width=4, time_input=True)),
                   lambda cnf: cnf.log_prob(torch.full((3, 2), 0.5)), saveable=False,
                   error_inputs=_cnf_errors),
+        ModelInfo(Ensemble, lambda: Ensemble([NeuralODE(tidal.nn.MLP(2, width=4))
+                                              for _ in range(2)]), _trajectory,
+                  error_inputs=lambda: [ErrorInput(
+                      "no members", lambda: Ensemble([]), tidal.InvalidArgumentError,
+                      r"Ensemble\(members=...\)` needs 1 to")]),
         ModelInfo(NeuralSDE, _neural_sde,
                   lambda sde: sde.sample(torch.full((3, 2), 0.5), torch.linspace(0, 0.5, 4),
                                          seed=0),

@@ -279,6 +279,9 @@ def test_pipeline_error_paths(tmp_path):
 
     data = spiral_data(3)
     with pytest.raises(InvalidArgumentError, match="leaves none to train on"):
+        train_run(data, tmp_path / "a", split=(0.5, 0.5), progress=False,
+                  split_by="trajectory")
+    with pytest.raises(InvalidArgumentError, match="fewer than 2"):  # in time (3 trajectories)
         train_run(data, tmp_path / "a", split=(0.5, 0.5), progress=False)
     with pytest.raises(InvalidArgumentError, match="--solver magic"):
         ModelOptions(solver="magic").build(2, 0)

@@ -309,6 +309,20 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               "the learned dynamics with the true ones in the report.")
 @click.option("--val", default=0.125, show_default=True, help="Fraction held out to validate.")
 @click.option("--test", default=0.125, show_default=True, help="Fraction held out to test.")
+@click.option("--split-by", default="auto", show_default=True,
+              type=click.Choice(["auto", "trajectory", "time"]),
+              help="Hold out whole trajectories, or the last part of each series in time "
+                   "(auto: in time below 12 trajectories).")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train this many models from different seeds; predict and the report give "
+                   "their mean and 5-95% bands (1: one model).")
+@click.option("--bootstrap", is_flag=True,
+              help="With --ensemble: train each member on a resample of the trajectories.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --ensemble: members trained at once, in separate processes.")
+@click.option("--prefit", is_flag=True,
+              help="Pre-train the vector field on derivatives estimated by smoothing splines "
+                   "(collocation) before fitting trajectories.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
@@ -317,7 +331,8 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
-        test: float, resume: bool, overwrite: bool, **kw) -> None:
+        test: float, split_by: str, ensemble: int, bootstrap: bool, workers: int,
+        prefit: bool, resume: bool, overwrite: bool, **kw) -> None:
     """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
     column, an optional id column, one column per state; blank = not observed).
 
@@ -326,6 +341,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     total); a run killed before its first checkpoint starts over."""
     from tidal.data import read_table
     from tidal.training import resume_run, train_run
+    from tidal.training.ensemble import EnsembleOptions
 
     if resume:
         refuse_changes_on_resume(ctx, run_dir)
@@ -338,11 +354,16 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         raise BadInput("give the DATA file to fit (or --resume to continue a run)")
     with _flags_named():
         model, config = _configs(kw)
+        if ensemble == 1 and (bootstrap or workers > 1):
+            raise BadInput("--bootstrap and --workers apply to an ensemble: add --ensemble K "
+                           "(K >= 2)")
+        members = EnsembleOptions(ensemble, bootstrap, workers) if ensemble > 1 else None
         names = None if states is None else [s.strip() for s in states.split(",")]
         trajectories = read_table(data, time=time_column, id=id_column, states=names)
     source = {"path": str(data), **({"system": system} if system else {})}
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
-                       source=source, overwrite=overwrite, progress=not kw["quiet"])
+                       source=source, overwrite=overwrite, progress=not kw["quiet"],
+                       split_by=split_by, ensemble=members, prefit=prefit)
     _finish(result, Path(run_dir))
 
 
@@ -353,11 +374,15 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="CSV or Parquet file (default: print CSV).")
 def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
-    """Forecast from an initial state with the model in RUN_DIR."""
+    """Forecast from an initial state with the model in RUN_DIR. For an ensemble (fit
+    --ensemble K): the members' mean and, as columns NAME_q05 and NAME_q95, the 90% predictive
+    band of an observation (members' spread and observation noise)."""
     import numpy as np
 
     from tidal.data import Trajectories, write_table
+    from tidal.models import Ensemble
     from tidal.training import load_run
+    from tidal.training.ensemble import predictive_quantiles
 
     run = load_run(run_dir)
     notify(run.notice)
@@ -367,10 +392,14 @@ def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
         raise BadInput(f"--y0 has {len(state)} values; the model has {len(run.state_names)} "
                        f"states ({', '.join(run.state_names)})")
     values = run.predict(np.array(state), np.array(ts))
-    table = Trajectories([np.array(ts)], [values], ids=["forecast"],
-                         state_names=run.state_names)
+    names = run.state_names
+    if isinstance(run.model, Ensemble):  # the members' mean, and the 5-95% predictive band
+        low, high = predictive_quantiles(run, np.array(state), np.array(ts), (0.05, 0.95))
+        values = np.concatenate([values, low, high], axis=1)
+        names = [*names, *(f"{n}_q05" for n in names), *(f"{n}_q95" for n in names)]
+    table = Trajectories([np.array(ts)], [values], ids=["forecast"], state_names=names)
     if output is None:
-        click.echo("t," + ",".join(run.state_names))
+        click.echo("t," + ",".join(names))
         for t, row in zip(ts, values):
             click.echo(",".join(repr(float(x)) for x in (t, *row)))
         return

@@ -1,9 +1,11 @@
 """Models: `nn.Module`s that own a vector field and the configuration of its solve."""
 
 from tidal.models.cnf import CNF
+from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.neural_ode import NeuralODE
 from tidal.models.neural_sde import NeuralSDE, PositiveDiffusion
 from tidal.models.ude import UDE
 
-__all__ = ["CNF", "UDE", "HamiltonianNN", "NeuralODE", "NeuralSDE", "PositiveDiffusion"]
+__all__ = ["CNF", "UDE", "Ensemble", "HamiltonianNN", "NeuralODE", "NeuralSDE",
+           "PositiveDiffusion"]

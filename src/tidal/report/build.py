@@ -25,6 +25,7 @@ from tidal.report.metrics import (
 )
 from tidal.report.page import Section, report_page
 from tidal.report.page import escape as _e
+from tidal.report.warnings import FitWarning, fit_warnings, warnings_json
 from tidal.training.run import Run, load_run
 
 PER_PAGE = 4
@@ -40,6 +41,8 @@ def write_report(run_dir: str | Path) -> Path:
     metrics = evaluate_run(run)
     checks = run_checks(metrics, run.config)
     metrics["checks"] = checks_json(checks)
+    warned = fit_warnings(run, metrics)
+    metrics["warnings"] = warnings_json(warned)
     run.directory.write_json("metrics.json", metrics)
     sections: list[tuple[str, str, list[str]]] = []
     for split in ("test", "train"):
@@ -66,7 +69,7 @@ def write_report(run_dir: str | Path) -> Path:
         sections.append(("Loss", "The loss rises where the curriculum lengthens the fitted "
                          "window (dotted lines): a longer window is harder to fit, not a "
                          "divergence.", [_save(run, "loss.png", plot_losses(history))]))
-    run.directory.write_text("report.html", _html(run, metrics, checks, sections))
+    run.directory.write_text("report.html", _html(run, metrics, checks, sections, warned))
     return run.path / "report.html"
 
 
@@ -166,12 +169,12 @@ def _save(run: Run, name: str, figure: Any) -> str:
 
 
 def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
-          sections: list[tuple[str, str, list[str]]]) -> str:
+          sections: list[tuple[str, str, list[str]]], warned: list[FitWarning]) -> str:
     after = [_ude_section(metrics["ude"])] if "ude" in metrics else []
     return report_page(f"tidal report: {run.path.name}", checks,
                        run_facts(metrics, run.config), tables=[_errors(run, metrics)],
                        sections=[Section(*section) for section in sections],
-                       after_checks=after)
+                       after_checks=after, warnings=[w.line for w in warned])
 
 
 def _errors(run: Run, metrics: dict[str, Any]) -> str:

@@ -135,6 +135,10 @@ def _conservative(system: str) -> bool:
 def describe_model(model: dict[str, Any]) -> str:
     """A model's config.json entry in words, e.g. "neural ODE (MLP 64 x 2, tanh), tsit5"."""
     kind = model.get("type", "NeuralODE")
+    if kind == "Ensemble":  # tidal.models.ensemble
+        sampled = ", each on a bootstrap resample" if model.get("bootstrap") else ""
+        return (f"ensemble of {model.get('members')} members (mean and 5-95% band){sampled}: "
+                f"{describe_model(model.get('member', {}))}")
     network = model.get("vector_field") or model.get("correction") or \
         model.get("hamiltonian") or model.get("potential") or {}
     net = (f"{network.get('type', 'network')} {network.get('width', '?')} x "
@@ -163,6 +167,11 @@ def run_facts(metrics: dict[str, Any], config: dict[str, Any]) -> list[tuple[str
     counts = ", ".join(f"{metrics[split]['trajectories']} {name}" for split, name in
                        (("train", "training"), ("val", "validation"), ("test", "test"))
                        if split in metrics)
+    data = config.get("data", {})
+    if data.get("split") == "time":
+        val, test = data.get("held_out", ("?", "?"))
+        counts += (f"; held out in time, not by trajectory: the last {_percent(test)} of each "
+                   f"series' observations test and the {_percent(val)} before them validate")
     seconds = fit.get("seconds")
     took = "" if seconds is None else f", {significant(float(seconds))} s"
     return [("model", describe_model(config.get("model", {}))),
@@ -170,6 +179,10 @@ def run_facts(metrics: dict[str, Any], config: dict[str, Any]) -> list[tuple[str
             ("states", ", ".join(metrics["states"])), ("trajectories", counts),
             ("training", f"{fit.get('epochs', '?')} of {train.get('epochs', '?')} epochs"
                          f"{took}: {fit.get('status', 'unknown')} ({fit.get('message', '')})")]
+
+
+def _percent(fraction: Any) -> str:
+    return f"{significant(100 * fraction)}%" if isinstance(fraction, (int, float)) else "?"
 
 
 def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -184,7 +197,8 @@ def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
                                zip(metrics["states"], metrics[split]["relative_rmse"]))
             how = STARTS[metrics[split]["start"]]
             lines.append(f"{split} error, % of range ({how}): {errors}")
-    return summary_text(run_facts(metrics, config), lines, run_checks(metrics, config))
+    lines = summary_text(run_facts(metrics, config), lines, run_checks(metrics, config))
+    return lines + [w["line"] for w in metrics.get("warnings", [])]  # tidal.report.warnings
 
 
 def verdict(checks: list[Check]) -> str:

@@ -36,9 +36,10 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     ranges = state_ranges(list(splits.values()))
     metrics: dict[str, Any] = {"states": run.state_names, "state_range": ranges.tolist(),
                                "fit": run.config.get("fit", {})}
+    in_time = run.config["data"].get("split") == "time"  # tidal.training.time_split
     for name, data in splits.items():
         starts = learned_initial_states(run, data) if name == "train" else None
-        rmse = observation_rmse(run, data, starts)
+        rmse = observation_rmse(run, data, starts, skip_start=in_time and name != "train")
         metrics[name] = {"trajectories": len(data), "rmse": rmse.tolist(),
                          "relative_rmse": (rmse / ranges).tolist(),
                          "start": "first observation" if starts is None else "learned"}
@@ -165,13 +166,17 @@ def state_ranges(datasets: list[Trajectories]) -> np.ndarray:
     return np.where(spread > 0, spread, 1.0)
 
 
-def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | None = None
-                     ) -> np.ndarray:
+def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | None = None,
+                     *, skip_start: bool = False) -> np.ndarray:
     """Per state RMSE between the model and the observed entries, each trajectory predicted
-    from its row of `initial_states` [N, D] (default: its first observation)."""
+    from its row of `initial_states` [N, D] (default: its first observation). `skip_start`
+    leaves each trajectory's first row out (a part held out in time starts from a training
+    observation)."""
     squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
     starts = data.initial_states() if initial_states is None else initial_states
     for times, values, mask, y0 in zip(data.times, data.values, data.masks, starts):
+        if skip_start:
+            mask = np.concatenate([np.zeros_like(mask[:1]), mask[1:]])
         prediction = run.predict(y0, times)
         squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
         counts += mask.sum(axis=0)

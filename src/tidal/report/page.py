@@ -18,7 +18,8 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em
          "tr{border-bottom:1px solid #ddd}.pass{color:#1a7f37;font-weight:bold}"
          ".fail{color:#cf222e;font-weight:bold}.caption{color:#555;font-size:90%}"
          ".verdict{padding:.5em 1em;border-radius:4px;font-size:115%}"
-         ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}")
+         ".verdict.pass{background:#dafbe1}.verdict.fail{background:#ffebe9}"
+         ".warning{background:#fff8c5;padding:.4em 1em;border-radius:4px}")
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,14 @@ def escape(text: Any) -> str:
 
 def report_page(title: str, checks: Sequence[Check], facts: Sequence[tuple[str, str]], *,
                 tables: Sequence[str] = (), sections: Sequence[Section] = (),
-                after_checks: Sequence[str] = ()) -> str:
-    """report.html: `title`, the verdict and failed checks, the facts ("What was fitted"),
+                after_checks: Sequence[str] = (), warnings: Sequence[str] = ()) -> str:
+    """report.html: `title`, the `warnings` (one line each, tidal.report.warnings), the
+    verdict and failed checks, the facts ("What was fitted"),
     `tables` (HTML the model kind adds, e.g. errors per state), the checks, `after_checks`
     (more HTML), the `sections` of figures and a link to metrics.json."""
     failed = [c for c in checks if not c.passed]
     body = [f"<h1>{escape(title)}</h1>",
+            *(f"<p class='warning'>{escape(line)}</p>" for line in warnings),
             f"<p class='verdict {'fail' if failed else 'pass'}'>{escape(verdict(list(checks)))}"
             + "".join(f"<br>FAIL: {escape(c.name)} = {escape(c.shown(c.value))} (limit "
                       f"{escape(c.requirement)})" for c in failed) + "</p>",

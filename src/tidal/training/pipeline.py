@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 from tidal.registry import SOLVERS
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
+from tidal.training.collocation import build_prefitted
 from tidal.training.config import TrainConfig
+from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FitResult, fit
 from tidal.training.run import (
     CONFIG,
@@ -34,6 +37,7 @@ from tidal.training.run import (
     write_splits,
 )
 from tidal.training.run_directory import RunDirectory
+from tidal.training.time_split import split_in_time, split_kind
 from tidal.training.trainer import FINAL_STATES
 
 
@@ -128,7 +132,8 @@ MODEL_KINDS = {"neural-ode": _neural_ode, "hamiltonian": _hamiltonian, "ude": _u
 def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | None = None,
               config: TrainConfig | None = None, split: tuple[float, float] = (0.125, 0.125),
               source: dict[str, Any] | None = None, overwrite: bool = False,
-              command: str = "fit", progress: bool = True) -> FitResult:
+              command: str = "fit", progress: bool = True, split_by: str = "auto",
+              ensemble: EnsembleOptions | None = None, prefit: bool = False) -> FitResult:
     """Split `data` by trajectory into train / validation / test, fit a NeuralODE on the
     training part and write the run directory.
 
@@ -138,7 +143,15 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
             (only the files it lists are deleted; see `RunDirectory`).
         model: the model to build (default `ModelOptions()`).
         config: training configuration (its seed also seeds the split and the weights).
-        split: fractions of trajectories held out for validation and for testing.
+        split: fractions held out for validation and for testing: of the trajectories, or of
+            each trajectory's observations when split in time.
+        split_by: "trajectory" (hold out whole trajectories), "time" (hold out the last part
+            of each trajectory, `tidal.training.time_split`) or "auto": "time" for fewer than
+            `TIME_SPLIT_BELOW` trajectories. config.json's data.split records which.
+        ensemble: train an `Ensemble` (`tidal.training.ensemble`) instead of one model.
+        prefit: pre-train the vector field on smoothing-spline derivative estimates
+            (`tidal.training.collocation`) before fitting trajectories; recorded in
+            config.json's data.prefit.
         source: what the data is, stored in config.json: e.g. {"path": ...} (that file is
             never deleted by `overwrite`) or {"system": "toggle-switch"} (a built-in system
             enables checks against the truth; it must match the data's states).
@@ -149,17 +162,27 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     source = source or {}
     if "system" in source:
         check_system(data, source["system"])
-    train, val, test = _split(data, split, config.seed)
+    kind = split_kind(len(data), split_by)
+    train, val, test = (split_in_time(data, *split) if kind == "time"
+                        else _split(data, split, config.seed))
     network = model.build(data.n_states, config.seed)
     scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
                if model.needs_identity_scaling() else Scaling.fit(train))
     run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
                               keep=[source["path"]] if "path" in source else [])
-    info = {"state_names": list(data.state_names), **source}
+    info = {"state_names": list(data.state_names), **source, "split": kind,
+            "held_out": list(split), "prefit": prefit}
     write_splits(run, {"train": train, "val": val, "test": test})
     write_config(run, network, scaling, data=info, train_config=config.to_dict())
-    result = fit(network, train, val=val, config=config, scaling=scaling, run_dir=run,
-                 progress=progress)
+    build = functools.partial(model.build, data.n_states)
+    if prefit:
+        build = functools.partial(build_prefitted, build, train, scaling)
+    if ensemble is None:
+        result = fit(build(config.seed) if prefit else network, train, val=val, config=config,
+                     scaling=scaling, run_dir=run, progress=progress)
+    else:
+        result = fit_ensemble(build, train, val=val, config=config, scaling=scaling,
+                              options=ensemble, run_dir=run, progress=progress)
     _save_result(run, result, info)
     return result
 
@@ -172,6 +195,9 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
     checkpoint starts over from epoch 0 with its own settings."""
     run = RunDirectory.open(run_dir, KIND)
     saved = read_config(run)
+    if saved["model"]["type"] == "Ensemble":
+        raise InvalidArgumentError(f"{run_dir} holds an ensemble, which keeps no checkpoints and "
+                                   "cannot be resumed; fit it again with --overwrite.")
     run.take_over()
     config = TrainConfig.from_dict(saved["train"])
     if epochs is not None:

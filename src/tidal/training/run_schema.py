@@ -170,6 +170,7 @@ def _join(key: str, name: str) -> str:
 def _run_config() -> Schema:
     """config.json of a NeuralODE-family run (`tidal fit`, `tidal demo`)."""
     from tidal.data import SYSTEMS
+    from tidal.models.ensemble import MAX_MEMBERS
     from tidal.models.neural_ode import VECTOR_FIELDS
     from tidal.models.ude import KNOWN_PHYSICS
     from tidal.nn import ACTIVATIONS
@@ -196,6 +197,10 @@ def _run_config() -> Schema:
                        "params": mapping(number(-1e12, 1e12)),
                        "correction": optional(network), **solve}, solve_optional),
     }
+    models["Ensemble"] = record(  # tidal.models.ensemble: K members of one of the kinds above
+        {"type": text(), "members": integer(1, MAX_MEMBERS), "member": tagged("type", dict(models)),
+         "seeds": list_of(integer(0, 2**63 - 1), 1, MAX_MEMBERS), "bootstrap": boolean},
+        {"observation_noise": list_of(number(0.0, 1e300), 1)})
     states = list_of(text(), 1, MAX_STATES, unique=True)
     return record({
         "tidal_version": text(),

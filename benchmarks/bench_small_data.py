@@ -1,0 +1,266 @@
+"""Learning from small, noisy data: how far off is a fit with default options?
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_small_data.py                  # both cases, seeds 0-2
+    .venv/bin/python benchmarks/bench_small_data.py --case oscillator --seeds 0
+    .venv/bin/python benchmarks/bench_small_data.py --epochs 150     # quicker
+
+Cases (issue 19's acceptance):
+
+- oscillator: 6 trajectories of the linear damped oscillator x'' + 2 zeta w x' + w^2 x = 0
+  (w = 2, zeta = 0.1: angular frequency w sqrt(1 - zeta^2) = 1.990, period 3.16) on [0, 10],
+  20-40 irregular observations each, noise sd 5% of each state's range, initial states
+  uniform in [-1, 1]^2. Fitted with `train_run` and default options (as `tidal fit` does).
+  Reported: the learned frequency (the imaginary part of the eigenvalues of the learned
+  field's Jacobian at its fixed point: the linearization, exact for a linear system) against
+  the true one; the held-out RMSE as a fraction of each state's range on 20 fresh noisy
+  trajectories (each predicted from its first, noisy observation; the noise floor is about
+  5-7%); and the warnings the report would show.
+- lotka-volterra: one trajectory of Lotka-Volterra from (x, y) = (1.5, 1.0) observed at 16
+  irregular times on [0, 10], noise 5% of range; the next 30% of the span, [10, 13], is the
+  forecast window (truth compared at 50 times). Baseline: scipy least squares over the true
+  model's 4 parameters and the initial state (`least_squares`, started from the truth
+  perturbed by 30%, best of 5 starts), which is the best a method can expect to do.
+  Reported: in-sample RMSE (against the 16 observations) and forecast RMSE (against the true
+  trajectory on [10, 13]) of both, and their ratios (acceptance: <= 1.5x and <= 2x).
+
+- coverage (with --ensemble K): the oscillator's 6 trajectories and 6 of the toggle switch
+  (same sampling and noise), an ensemble of K; on 20 fresh noisy trajectories predicted from
+  their first observations, the fraction of the later observations inside the 5-95%
+  predictive band (target 80-98%), and the band's mean width as a fraction of the range.
+
+Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags).
+Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import torch
+
+from tidal.data import SYSTEMS, System, Trajectories, simulate
+from tidal.report.metrics import state_ranges, true_trajectories
+from tidal.training import TrainConfig, train_run
+from tidal.training.ensemble import EnsembleOptions
+from tidal.training.run import load_run
+
+W, ZETA = 2.0, 0.1
+TRUE_FREQUENCY = W * np.sqrt(1 - ZETA**2)
+
+
+def _oscillator(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    x, v = y[..., 0], y[..., 1]
+    return torch.stack((v, -p["w"] ** 2 * x - 2 * p["zeta"] * p["w"] * v), -1)
+
+
+OSCILLATOR = System(
+    "damped-oscillator", ("x", "v"), {"w": W, "zeta": ZETA}, _oscillator, (0.0, 10.0),
+    ((-1.0, 1.0), (-1.0, 1.0)), ((-1.5, 1.5), (-3.0, 3.0)), 2 * np.pi / TRUE_FREQUENCY,
+    "x'' + 2 zeta w x' + w^2 x = 0")
+
+
+def learned_frequency(run: Any, guess: np.ndarray) -> float:
+    """max |Im(eigenvalue)| of the learned field's Jacobian (user units) at its fixed point
+    nearest `guess` (found by scipy's root finder); NaN when no fixed point is found."""
+    def field(y: np.ndarray) -> np.ndarray:
+        scaled = run.scaling.scale_values(torch.as_tensor(y[None], dtype=run.dtype))
+        with torch.no_grad():
+            rate = run.model.vector_field(torch.zeros((), dtype=run.dtype), scaled)
+        return (rate.numpy() * run.scaling.state_scale / run.scaling.time_scale)[0]
+
+    root = scipy.optimize.root(field, guess)
+    if not root.success:
+        return float("nan")
+    y = torch.as_tensor(run.scaling.scale_values(root.x), dtype=run.dtype)
+    jac = torch.autograd.functional.jacobian(
+        lambda s: run.model.vector_field(torch.zeros((), dtype=run.dtype), s[None])[0], y)
+    scale = np.asarray(run.scaling.state_scale)
+    # chain rule: J_user = S J_scaled S^-1 / time_scale (similar matrices, same eigenvalues)
+    user = scale[:, None] * jac.numpy() / scale[None, :] / run.scaling.time_scale
+    return float(np.abs(np.linalg.eigvals(user).imag).max())
+
+
+def heldout_rmse(run: Any, data: Trajectories) -> np.ndarray:
+    """Per state RMSE / range of `data` predicted from each first observation."""
+    squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
+    for times, values, mask in zip(data.times, data.values, data.masks):
+        prediction = run.predict(np.array(values[0]), times)
+        squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
+        counts += mask.sum(axis=0)
+    return np.sqrt(squared / counts) / state_ranges([data])
+
+
+def fitted_run(data: Trajectories, folder: str, seed: int, epochs: int,
+               fit_options: dict[str, Any]) -> tuple[Any, Any, float]:
+    """`train_run` into folder/run: the result, the loaded run and the seconds it took."""
+    started = time.perf_counter()
+    result = train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
+                       progress=False, **fit_options)
+    return result, load_run(f"{folder}/run"), time.perf_counter() - started
+
+
+def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=seed)
+    fresh = simulate(OSCILLATOR, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
+    with tempfile.TemporaryDirectory() as folder:
+        result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
+        frequency = learned_frequency(run, np.zeros(2))
+        rmse = heldout_rmse(run, fresh)
+        warnings = _warnings(f"{folder}/run")
+    return {"seed": seed, "status": result.status, "seconds": seconds,
+            "frequency": frequency,
+            "frequency_error": abs(frequency - TRUE_FREQUENCY) / TRUE_FREQUENCY,
+            "heldout": float(rmse.max()), "warnings": warnings}
+
+
+def lotka_volterra_data(seed: int) -> tuple[Trajectories, np.ndarray, np.ndarray]:
+    """16 noisy observations on [0, 10] and the true trajectory at 50 times on [10, 13]."""
+    system = SYSTEMS["lotka-volterra"]
+    rng = np.random.default_rng(seed)
+    times = np.concatenate(([0.0], np.sort(rng.uniform(0.0, 10.0, 15))))
+    y0 = np.array([[1.5, 1.0]])
+    clean = true_trajectories(system, y0, times)[:, 0]
+    spread = np.ptp(true_trajectories(system, y0, np.linspace(0, 10, 400))[:, 0], axis=0)
+    noisy = clean + rng.normal(0.0, 0.05 * spread, clean.shape)
+    future = np.linspace(10.0, 13.0, 50)
+    truth = true_trajectories(system, y0, np.concatenate(([0.0], future)))[1:, 0]
+    return Trajectories([times], [noisy], state_names=system.state_names), future, truth
+
+
+def least_squares_baseline(data: Trajectories, future: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fit (alpha, beta, gamma, delta, x0, y0) of the true model by least squares; returns its
+    predictions at the observation times and at `future`."""
+    system = SYSTEMS["lotka-volterra"]
+    times, values = data.times[0], data.values[0]
+    names = ("alpha", "beta", "gamma", "delta")
+
+    def simulate_with(theta: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        variant = dataclasses.replace(system, params=dict(zip(names, theta[:4])))
+        return true_trajectories(variant, theta[None, 4:], ts)[:, 0]
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        if np.any(theta <= 0):
+            return np.full(values.size, 1e3)
+        return (simulate_with(theta, times) - values).ravel()
+
+    truth = np.array([*(system.params[n] for n in names), *values[0]])
+    rng = np.random.default_rng(0)
+    best = None
+    for _ in range(5):
+        start = truth * rng.uniform(0.7, 1.3, truth.shape)
+        fitted = scipy.optimize.least_squares(residuals, start, method="lm")
+        if best is None or fitted.cost < best.cost:
+            best = fitted
+    return simulate_with(best.x, times), simulate_with(best.x, np.concatenate(([0.0], future))
+                                                       )[1:]
+
+
+def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+    data, future, truth = lotka_volterra_data(seed)
+    values = data.values[0]
+    fitted, forecast = least_squares_baseline(data, future)
+    baseline_in = float(np.sqrt(np.mean((fitted - values) ** 2)))
+    baseline_out = float(np.sqrt(np.mean((forecast - truth) ** 2)))
+    with tempfile.TemporaryDirectory() as folder:
+        result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
+        y0 = result.initial_states[0]
+        inside = run.predict(y0, data.times[0])
+        ahead = run.predict(y0, np.concatenate(([data.times[0][0]], future)))[1:]
+        warnings = _warnings(f"{folder}/run")
+    model_in = float(np.sqrt(np.mean((inside - values) ** 2)))
+    model_out = float(np.sqrt(np.mean((ahead - truth) ** 2)))
+    return {"seed": seed, "status": result.status, "seconds": seconds,
+            "baseline_in": baseline_in, "model_in": model_in, "in_ratio": model_in / baseline_in,
+            "baseline_forecast": baseline_out, "model_forecast": model_out,
+            "forecast_ratio": model_out / baseline_out, "warnings": warnings}
+
+
+def _warnings(run_dir: str) -> list[str]:
+    """The report's warnings (none when the report has no warnings yet)."""
+    import json
+    from pathlib import Path
+
+    from tidal.report import write_report
+
+    write_report(run_dir)
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return [w["kind"] for w in metrics.get("warnings", [])]
+
+
+def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+    from tidal.training.ensemble import predictive_quantiles
+
+    row: dict[str, Any] = {"seed": seed}
+    for name, system in (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"])):
+        data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
+        fresh = simulate(system, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
+        with tempfile.TemporaryDirectory() as folder:
+            _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
+            inside, total, widths = 0, 0, []
+            for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
+                low, high = predictive_quantiles(run, np.array(values[0]), times, (0.05, 0.95))
+                later = mask[1:]
+                inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later].sum())
+                total += int(later.sum())
+                widths.append(((high - low)[1:] / state_ranges([fresh]))[later])
+        row[f"{name}_coverage"] = inside / total
+        row[f"{name}_width"] = float(np.mean(np.concatenate(widths)))
+    return row
+
+
+CASES: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {
+    "oscillator": oscillator_case, "lotka-volterra": lotka_volterra_case,
+    "coverage": coverage_case}
+COLUMNS = {
+    "oscillator": [("seed", "{}"), ("status", "{}"), ("frequency", "{:.3f}"),
+                   ("frequency_error", "{:.1%}"), ("heldout", "{:.1%}"), ("seconds", "{:.0f}"),
+                   ("warnings", "{}")],
+    "lotka-volterra": [("seed", "{}"), ("status", "{}"), ("baseline_in", "{:.3f}"),
+                       ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
+                       ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
+                       ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
+                       ("warnings", "{}")],
+    "coverage": [("seed", "{}"), ("oscillator_coverage", "{:.1%}"),
+                 ("oscillator_width", "{:.1%}"), ("toggle_coverage", "{:.1%}"),
+                 ("toggle_width", "{:.1%}")]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=[*CASES, "all"], default="all",
+                        help="all: oscillator and lotka-volterra")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--prefit", action="store_true")
+    parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
+    parser.add_argument("--ensemble", type=int, default=1)
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
+    if args.ensemble > 1:
+        options["ensemble"] = EnsembleOptions(args.ensemble)
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for case in (["oscillator", "lotka-volterra"] if args.case == "all" else [args.case]):
+        print(f"\n{case} (true frequency {TRUE_FREQUENCY:.3f})" if case == "oscillator"
+              else f"\n{case}")
+        header = [name for name, _ in COLUMNS[case]]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for seed in seeds:
+            row = CASES[case](seed, args.epochs, options)
+            print("| " + " | ".join(fmt.format(row[name]) for name, fmt in COLUMNS[case])
+                  + " |", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`Ensemble`: K models of the same kind trained from different seeds (and optionally
+bootstrap resamples), predicting their mean, with predictive quantile bands.
+
+The spread of the members is the uncertainty that comes from the fit (the model and its
+training); observations add their own noise, which the ensemble carries as
+`observation_noise` (one standard deviation per state, in the data's units, estimated from the
+data by `tidal.data.noise.noise_level`). The predictive distribution of an observation at time
+t is the mixture (1/K) sum_k N(y_k(t), sigma^2): `predictive_quantiles` gives its quantiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import scipy.special
+import torch
+from torch import nn
+
+from tidal._errors import InvalidArgumentError
+from tidal.models.neural_ode import NeuralODE
+
+#: The most members an ensemble may have (also the bound config.json is checked against).
+MAX_MEMBERS = 256
+
+
+class _MeanField(nn.Module):
+    """The members' mean vector field, for plots and checks of the field (the ensemble's
+    trajectories are the mean of the members' trajectories, not the flow of this field).
+    Holds no parameters of its own."""
+
+    def __init__(self, members: Sequence[NeuralODE]) -> None:
+        super().__init__()
+        self._members = tuple(members)  # a tuple: the ensemble registers the members
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.vector_field(t, y) for m in self._members]).mean(0)
+
+
+class Ensemble(NeuralODE):
+    """K members; `model(y0, ts)` is the mean of their trajectories [T, *y0.shape].
+
+    Args:
+        members: models of the same configuration (e.g. from `model_from_config`).
+        seeds: the seed each member was trained with (recorded in `config()`).
+        bootstrap: whether each member was trained on a bootstrap resample of the
+            trajectories (recorded).
+        observation_noise: the observations' noise sd per state, in the data's units (used
+            by `tidal.training.ensemble.predictive_quantiles`); None: not known.
+    """
+
+    def __init__(self, members: Sequence[NeuralODE], *, seeds: Sequence[int] | None = None,
+                 bootstrap: bool = False, observation_noise: Sequence[float] | None = None
+                 ) -> None:
+        if not 1 <= len(members) <= MAX_MEMBERS:
+            raise InvalidArgumentError(f"`Ensemble(members=...)` needs 1 to {MAX_MEMBERS} "
+                                       f"models; got {len(members)}.")
+        first = members[0]
+        super().__init__(_MeanField(members), solver=first.solver,
+                         controller=first.controller, adjoint=first.adjoint,
+                         max_steps=first.max_steps)
+        self.members = nn.ModuleList(members)
+        self.seeds = list(range(len(members))) if seeds is None else [int(s) for s in seeds]
+        self.bootstrap = bool(bootstrap)
+        self.observation_noise = (None if observation_noise is None
+                                  else [float(s) for s in observation_noise])
+
+    def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        return self.member_predictions(y0, ts).mean(0)
+
+    def member_predictions(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """Every member's trajectories, [K, T, *y0.shape]."""
+        return torch.stack([member(y0, ts) for member in self.members])
+
+    def solve(self, y0: torch.Tensor, ts: torch.Tensor, **options: Any) -> Any:
+        raise InvalidArgumentError("An `Ensemble` has no single solve (its prediction is the "
+                                   "members' mean); solve `ensemble.members[k]`.")
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"type": "Ensemble", "members": len(self.members),
+                                  "member": cast(NeuralODE, self.members[0]).config(),
+                                  "seeds": self.seeds, "bootstrap": self.bootstrap}
+        if self.observation_noise is not None:
+            config["observation_noise"] = self.observation_noise
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Ensemble:
+        from tidal.models.registry import model_from_config
+
+        if config["member"].get("type") == "Ensemble":
+            raise InvalidArgumentError("Model config: an ensemble's member cannot be an "
+                                       "ensemble.")
+        members = [model_from_config(config["member"]) for _ in range(config["members"])]
+        return cls(members, seeds=config.get("seeds"), bootstrap=config.get("bootstrap", False),
+                   observation_noise=config.get("observation_noise"))
+
+
+def mixture_quantiles(centres: np.ndarray, sd: np.ndarray, quantiles: Sequence[float]
+                      ) -> np.ndarray:
+    """Quantiles of the equal-weight mixture of N(centres[k], sd^2) over the first axis.
+
+    centres [K, ...]; sd broadcasts against centres[0] (0 gives the members' empirical
+    quantiles, `np.quantile`'s linear rule). Returns [len(quantiles), ...]. Found by
+    bisection of the mixture's CDF (60 halvings of a bracket of the centres +- 10 sd: to
+    1e-18 of the bracket)."""
+    sd = np.broadcast_to(np.asarray(sd, dtype=float), centres.shape[1:])
+    if not np.any(sd > 0):
+        return np.quantile(centres, quantiles, axis=0)
+    safe = np.where(sd > 0, sd, 1.0)
+    out = []
+    for q in quantiles:
+        low = centres.min(0) - 10 * safe
+        high = centres.max(0) + 10 * safe
+        for _ in range(60):
+            middle = 0.5 * (low + high)
+            cdf = scipy.special.ndtr((middle - centres) / safe).mean(0)
+            below = cdf < q
+            low, high = np.where(below, middle, low), np.where(below, high, middle)
+        mixed = 0.5 * (low + high)
+        out.append(np.where(sd > 0, mixed, np.quantile(centres, q, axis=0)))
+    return np.stack(out)

@@ -1,0 +1,231 @@
+"""Warnings about a fit that may look finished but should not be trusted, one line each with
+what to try. They head report.html, end the terminal's summary and are kept in metrics.json.
+
+Checks (`tidal.report.checks`) compare a run with fixed limits, and with the truth when it is
+known; warnings need no truth and are about the user's own data:
+
+- held-out error well above the noise: the held-out RMSE of a state is more than
+  `NOISE_FACTOR` times the observation noise estimated from the data alone
+  (`tidal.data.noise.noise_level`); without held-out data, the same test on the training
+  error (the model underfits);
+- a spectral mismatch: the training data oscillate (the Lomb-Scargle periodogram, averaged
+  over the trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance) but the
+  model, run from the same starts over the same spans, oscillates at a frequency more than
+  `FREQUENCY_TOLERANCE` (or half the periodogram's resolution) away, or not at all;
+- a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
+  training trajectories' (estimated) starts go non-finite or further than `FORECAST_REACH` ranges
+  beyond the observed values;
+- for an ensemble: members that disagree within the data (their standard deviation, averaged
+  over the training spans, above `SPREAD_FACTOR` times the noise), and a band of the
+  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast; for an ensemble
+  of UDEs, a physical parameter whose members' values spread by more than
+  `PARAMETER_SPREAD` of their mean (not identifiable: the correction can absorb it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tidal.data import Trajectories
+from tidal.data.noise import noise_level
+from tidal.data.spectrum import Peak, dominant_frequency
+from tidal.models import UDE
+from tidal.models.ensemble import Ensemble
+from tidal.report.checks import significant
+from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states
+from tidal.training.ensemble import predictive_quantiles
+from tidal.training.run import SPLITS, Run
+
+NOISE_FACTOR = 2.5
+NOISE_FLOOR = 0.01  # of the range: below this, noise estimates are not trusted
+OSCILLATION_POWER = 0.4
+MODEL_OSCILLATION_POWER = 0.2
+FREQUENCY_TOLERANCE = 0.2
+FORECAST_REACH = 1.0
+SPREAD_FACTOR = 1.0
+BAND_REACH = 1.0
+PARAMETER_SPREAD = 0.1
+MODEL_POINTS = 400  # per trajectory, for the model's periodogram
+MAX_TRAJECTORIES = 16  # of each split, for the spectral and forecast checks
+
+
+@dataclass(frozen=True)
+class FitWarning:
+    """One warning: its `kind` (a stable name), what was seen and what to try."""
+
+    kind: str
+    message: str
+    advice: str
+
+    @property
+    def line(self) -> str:
+        return f"warning: {self.message}; try {self.advice}"
+
+
+def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
+    """Every warning that applies to `run`, given its metrics (`evaluate_run`'s result)."""
+    splits = {name: run.data(name) for name in SPLITS}
+    present = [data for data in splits.values() if data is not None]
+    ranges = np.asarray(metrics["state_range"])
+    noise = _relative_noise(present, ranges)
+    train = splits["train"]
+    assert train is not None  # a run always has training data (read_split refuses otherwise)
+    found = _error_against_noise(metrics, noise)
+    found += _spectral(run, train)
+    found += _forecast(run, train, present, ranges)
+    if isinstance(run.model, Ensemble):
+        found += _members(run, run.model, train, ranges, noise)
+        found += _identifiability(run.model)
+    return found
+
+
+def warnings_json(found: list[FitWarning]) -> list[dict[str, str]]:
+    return [{**asdict(w), "line": w.line} for w in found]
+
+
+def _relative_noise(datasets: list[Trajectories], ranges: np.ndarray) -> np.ndarray:
+    pooled = Trajectories([t for d in datasets for t in d.times],
+                          [v for d in datasets for v in d.values],
+                          state_names=datasets[0].state_names)
+    return np.maximum(noise_level(pooled) / ranges, NOISE_FLOOR)
+
+
+def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[FitWarning]:
+    held_out = next((split for split in ("test", "val") if split in metrics), None)
+    split = held_out or "train"
+    errors = np.asarray(metrics[split]["relative_rmse"])
+    ratio = errors / np.where(np.isnan(noise), np.inf, noise)
+    worst = int(np.argmax(ratio))
+    if not ratio[worst] > NOISE_FACTOR:
+        return []
+    name = metrics["states"][worst]
+    seen = (f"{'held-out' if held_out else 'in-sample'} error of {name} is "
+            f"{significant(100 * errors[worst])}% of its range, {significant(ratio[worst])}x "
+            f"the noise estimated from the data ({significant(100 * noise[worst])}%)")
+    if held_out:
+        return [FitWarning("held-out-error", f"{seen}: the model does not generalize",
+                           "more trajectories, --ensemble 5 to see how much the fit varies, "
+                           "or a smaller --width")]
+    return [FitWarning("underfit", f"{seen}: the model underfits",
+                       "more --epochs, a higher --lr or --shooting-segments 4")]
+
+
+def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
+    """The training series' dominant frequencies against the model's from the same starts
+    over the same spans (the held-out parts of a split in time are too short to show one)."""
+    train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
+    t0, t1 = train.t_span
+    span = t1 - t0
+    counts = [m.any(axis=1).sum() for m in train.masks]
+    highest = np.pi * float(np.median(counts)) / span  # the typical sampling's Nyquist
+    starts = learned_initial_states(run, train)
+    # contiguous rows: the solver's error norm needs them (a non-contiguous y0 fails there)
+    starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
+    grids = [np.linspace(t[0], t[-1], MODEL_POINTS) for t in train.times]
+    predicted = [run.predict(y0, ts) for y0, ts in zip(starts, grids)]
+    found = []
+    for j, name in enumerate(run.state_names):
+        observed = [(t[m[:, j]], v[m[:, j], j])
+                    for t, v, m in zip(train.times, train.values, train.masks)]
+        data_peak = dominant_frequency(observed, span, highest)
+        if data_peak is None or data_peak.power < OSCILLATION_POWER:
+            continue
+        model_peak = dominant_frequency([(ts, p[:, j]) for ts, p in zip(grids, predicted)],
+                                        span, 4 * highest)
+        if _mismatch(data_peak, model_peak):
+            learned = ("does not oscillate" if model_peak is None
+                       or model_peak.power < MODEL_OSCILLATION_POWER
+                       else f"oscillates at {significant(model_peak.frequency)}")
+            found.append(FitWarning(
+                "frequency", f"{name} oscillates at angular frequency "
+                f"{significant(data_peak.frequency)} in the data (period "
+                f"{significant(2 * np.pi / data_peak.frequency)}, Lomb-Scargle periodogram) "
+                f"but the model {learned}: its period is wrong",
+                "--shooting-segments 4, more --epochs, or --horizons 0.1,0.3,0.6,1.0"))
+    return found
+
+
+def _mismatch(data: Peak, model: Peak | None) -> bool:
+    if model is None or model.power < MODEL_OSCILLATION_POWER:
+        return True
+    tolerance = max(FREQUENCY_TOLERANCE * data.frequency, data.resolution / 2)
+    return abs(model.frequency - data.frequency) > tolerance
+
+
+def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges: np.ndarray
+              ) -> list[FitWarning]:
+    data = data[list(range(min(len(data), MAX_TRAJECTORIES)))]
+    t0, t1 = data.t_span
+    ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
+    starts = learned_initial_states(run, data)
+    forecast = run.predict(data.initial_states() if starts is None
+                           else np.ascontiguousarray(starts), ts)
+    observed = np.concatenate([np.concatenate(d.values) for d in datasets])
+    low = np.nanmin(observed, axis=0) - FORECAST_REACH * ranges
+    high = np.nanmax(observed, axis=0) + FORECAST_REACH * ranges
+    outside = ~np.isfinite(forecast) | (forecast < low) | (forecast > high)
+    if not outside.any():
+        return []
+    j = int(np.argmax(outside.any(axis=(0, 1))))
+    row = int(np.argmax(outside[..., j].any(axis=1)))
+    value = forecast[row][outside[row, :, j], j][0]
+    return [FitWarning(
+        "forecast", f"the forecast to {FORECAST_FACTOR:g}x the data's span leaves the data: "
+        f"{run.state_names[j]} reaches {significant(value)} at t = {significant(ts[row])} "
+        f"(observed {significant(low[j] + ranges[j])} to {significant(high[j] - ranges[j])})",
+        "to trust the model only within the data, --ensemble 5 to see the spread, or data "
+        "that cover the region")]
+
+
+def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
+             noise: np.ndarray) -> list[FitWarning]:
+    train = train[list(range(min(len(train), MAX_TRAJECTORIES)))]
+    starts = learned_initial_states(run, train)
+    starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
+    t0, t1 = train.t_span
+    found = []
+    inside = np.linspace(t0, t1, 100)
+    with torch.no_grad():
+        members = run.scaling.unscale_values(model.member_predictions(
+            run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
+            torch.as_tensor(inside))).numpy()
+    spread = members.std(axis=0).mean(axis=(0, 1)) / ranges
+    j = int(np.argmax(spread / noise))
+    if spread[j] > SPREAD_FACTOR * noise[j]:
+        found.append(FitWarning(
+            "members-disagree", f"the ensemble's members disagree within the data: their "
+            f"spread in {run.state_names[j]} is {significant(100 * spread[j])}% of its range, "
+            f"above the noise ({significant(100 * noise[j])}%)",
+            "more data, or read the forecasts with their bands"))
+    ahead = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 100)
+    low, high = predictive_quantiles(run, starts, ahead, (0.05, 0.95), noise=False)
+    width = (high - low) / ranges
+    j = int(np.argmax(width.max(axis=(0, 1))))
+    if not width[..., j].max() <= BAND_REACH:
+        row = int(np.argmax(width[..., j].max(axis=1)))
+        found.append(FitWarning(
+            "band-explodes", f"the members' 5-95% band of {run.state_names[j]} grows to "
+            f"{significant(100 * width[row, :, j].max())}% of its range by t = "
+            f"{significant(ahead[row])} in the forecast: the forecast is not determined by "
+            "the data", "to trust the model only within the data, or data that reach further"))
+    return found
+
+
+def _identifiability(model: Ensemble) -> list[FitWarning]:
+    values = [m.physical_parameters() for m in model.members if isinstance(m, UDE)]
+    found = []
+    for name in (values[0] if len(values) > 1 else {}):
+        each = np.array([v[name] for v in values])
+        spread = each.std() / max(abs(each.mean()), 1e-12)
+        if spread > PARAMETER_SPREAD:
+            found.append(FitWarning(
+                "identifiability", f"the physical parameter {name} differs between members "
+                f"by {significant(100 * spread)}% of its mean ({significant(each.min())} to "
+                f"{significant(each.max())}): the data do not determine it, the correction "
+                "can absorb it", "a correction that cannot represent that term (fewer "
+                "inputs, a smaller --width), or fix the parameter"))
+    return found

@@ -1,0 +1,143 @@
+"""Training an `Ensemble`: K members from different seeds (optionally on bootstrap resamples
+of the trajectories), each fitted by `fit` exactly as a single model would be; and the
+predictive bands of a run whose model is an ensemble."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+import torch
+
+from tidal._errors import InvalidArgumentError
+from tidal.data import Scaling, Trajectories
+from tidal.data.noise import noise_level
+from tidal.models import NeuralODE
+from tidal.models.ensemble import MAX_MEMBERS, Ensemble, mixture_quantiles
+from tidal.training.config import TrainConfig
+from tidal.training.fit import FitResult, TrajectoryObjective, fit, write_initial_states
+from tidal.training.run_directory import RunDirectory
+from tidal.training.trainer import write_history
+
+#: The seed of member k is `config.seed + SEED_STRIDE * k`.
+SEED_STRIDE = 1000
+
+
+@dataclass(frozen=True)
+class EnsembleOptions:
+    """members: how many models (>= 2); bootstrap: train each on a resample, with
+    replacement, of the training trajectories (needs >= 2 of them); workers: processes that
+    train members at once (1: one after another in this process)."""
+
+    members: int = 5
+    bootstrap: bool = False
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.members, bool) or not isinstance(self.members, int) \
+                or not 2 <= self.members <= MAX_MEMBERS:
+            raise InvalidArgumentError(f"`ensemble={self.members!r}`: give 2 to {MAX_MEMBERS} "
+                                       "members.")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
+                or self.workers < 1:
+            raise InvalidArgumentError(f"`workers={self.workers!r}`: must be an integer >= 1.")
+
+
+def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
+                 val: Trajectories | None = None, config: TrainConfig | None = None,
+                 scaling: Scaling | None = None, options: EnsembleOptions | None = None,
+                 run_dir: RunDirectory | None = None, progress: bool = True) -> FitResult:
+    """Train `options.members` models, `build(seed)` each, and return them as one `Ensemble`.
+
+    Member k trains with seed `config.seed + 1000 k` (its initial weights, when `build` seeds
+    them, and its batch order) on `train`, or on a bootstrap resample of `train`'s
+    trajectories. Members write nothing; with `run_dir`, the ensemble writes metrics.csv (the
+    first member's loss curve) and the initial states (the members' mean). The result's
+    status is the worst member's ("diverged" before "interrupted" before "finished"), its
+    message counts the members' outcomes, and `initial_states` is the members' mean (with
+    bootstrap, the first observations: members saw different trajectories).
+    """
+    config = config or TrainConfig()
+    options = options or EnsembleOptions()
+    scaling = scaling or Scaling.fit(train)
+    if options.bootstrap and len(train) < 2:
+        raise InvalidArgumentError("`bootstrap=True` resamples training trajectories; there is "
+                                   "only one. Train without bootstrap (members differ by seed).")
+    seeds = [config.seed + SEED_STRIDE * k for k in range(options.members)]
+    jobs = [(build, _resample(train, seed) if options.bootstrap else train, val,
+             dataclasses.replace(config, seed=seed), scaling, progress and k == 0)
+            for k, seed in enumerate(seeds)]
+    if options.workers > 1:
+        with ProcessPoolExecutor(min(options.workers, len(jobs)), mp_context=get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            results = list(pool.map(_fit_member, jobs))
+    else:
+        results = [_fit_member(job) for job in jobs]
+    noise = noise_level(train)
+    ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
+                        observation_noise=np.nan_to_num(noise).tolist())
+    initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
+               if not options.bootstrap else train.initial_states())
+    if run_dir is not None:
+        write_history(run_dir, results[0].history, TrajectoryObjective.columns)
+        write_initial_states(run_dir, train, initial)
+    return FitResult(ensemble, scaling, results[0].history, _worst(results),
+                     _summary(results), results[0].best_epoch,
+                     float(np.mean([r.best_val_loss for r in results])), config, initial)
+
+
+def _fit_member(job: tuple[Any, ...]) -> FitResult:
+    build, train, val, config, scaling, progress = job
+    return fit(build(config.seed), train, val=val, config=config, scaling=scaling,
+               progress=progress)
+
+
+def _resample(train: Trajectories, seed: int) -> Trajectories:
+    """A bootstrap resample of the trajectories (with replacement; repeated ones renamed)."""
+    picks = np.random.default_rng(seed).integers(0, len(train), len(train))
+    chosen = train[picks]
+    return Trajectories(chosen.times, chosen.values,
+                        ids=[f"{name}#{k}" for k, name in enumerate(chosen.ids)],
+                        state_names=train.state_names)
+
+
+_SEVERITY = ("finished", "early-stopped", "interrupted", "diverged")
+
+
+def _worst(results: Sequence[FitResult]) -> str:
+    return max((r.status for r in results), key=_SEVERITY.index)
+
+
+def _summary(results: Sequence[FitResult]) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    told = ", ".join(f"{n} {status}" for status, n in counts.items())
+    worst = next(r for r in results if r.status == _worst(results))
+    return f"ensemble of {len(results)} members ({told}); e.g. {worst.message}"
+
+
+def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
+                         quantiles: Sequence[float] = (0.05, 0.5, 0.95), *,
+                         noise: bool = True) -> np.ndarray:
+    """Quantiles [Q, T, (B,) D] of the ensemble's predictive distribution of the states
+    (user units) from initial states `y0` [D] or [B, D] at times `ts`: the mixture over
+    members of normals around each member's trajectory with the run's observation noise
+    (`noise=False`: the members' spread alone, the uncertainty of the model)."""
+    model = run.model
+    if not isinstance(model, Ensemble):
+        raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
+                                   "with --ensemble K to get predictive bands.")
+    y = torch.as_tensor(np.array(y0, dtype=float), dtype=run.dtype)
+    with torch.no_grad():
+        scaled = model.member_predictions(run.scaling.scale_values(y),
+                                          torch.as_tensor(run.scaling.scale_times(
+                                              np.asarray(ts, dtype=float))))
+    members = run.scaling.unscale_values(scaled).numpy()
+    sd = np.asarray(model.observation_noise or 0.0) if noise else np.zeros(members.shape[-1])
+    return mixture_quantiles(members, sd, quantiles)

@@ -1,0 +1,161 @@
+"""Warnings on a poor fit (tidal.report.warnings), the data-only noise estimate and the
+periodogram's peak they rest on. Models here are the exact linear dynamics or deliberately
+wrong ones (a tanh network made linear: tanh(eps y) / eps = y to O(eps^2)), so which warnings
+must appear is known without training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+import torch
+
+from tidal.data import Scaling, System, Trajectories, simulate
+from tidal.data.noise import noise_level
+from tidal.data.spectrum import dominant_frequency
+from tidal.models import Ensemble, NeuralODE
+from tidal.nn import MLP
+from tidal.report import evaluate_run
+from tidal.report.checks import summary_lines
+from tidal.report.warnings import fit_warnings, warnings_json
+from tidal.training import TrainConfig, load_run, save_run
+
+W, ZETA = 2.0, 0.1
+EPS = 1e-5
+
+
+def _oscillator(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    return torch.stack((y[..., 1], -p["w"] ** 2 * y[..., 0] - 2 * p["zeta"] * p["w"] * y[..., 1]),
+                       -1)
+
+
+OSCILLATOR = System("damped-oscillator", ("x", "v"), {"w": W, "zeta": ZETA}, _oscillator,
+                    (0.0, 10.0), ((-1.0, 1.0), (-1.0, 1.0)), ((-1.5, 1.5), (-3.0, 3.0)), None,
+                    "x'' + 2 zeta w x' + w^2 x = 0")
+
+
+def linear_model(w: float, zeta: float) -> NeuralODE:
+    """A NeuralODE whose field is (v, -w^2 x - 2 zeta w v) up to O(EPS^2)."""
+    field = MLP(2, width=2, depth=1).to(torch.float64)
+    a = torch.tensor([[0.0, 1.0], [-w * w, -2 * zeta * w]], dtype=torch.float64)
+    with torch.no_grad():
+        first, last = field.net[0], field.net[2]
+        first.weight.copy_(EPS * torch.eye(2))
+        first.bias.zero_()
+        last.weight.copy_(a / EPS)
+        last.bias.zero_()
+    return NeuralODE(field, rtol=1e-6, atol=1e-8)
+
+
+def saved(tmp_path, w: float, zeta: float):
+    """The warnings on a run of the linear model (w, zeta) fitted to noisy observations of the
+    damped oscillator (w = 2, zeta = 0.1)."""
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+    save_run(tmp_path, linear_model(w, zeta), Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
+    run = load_run(tmp_path)
+    return fit_warnings(run, evaluate_run(run))
+
+
+def test_the_exact_model_raises_no_warning(tmp_path):
+    assert saved(tmp_path, W, ZETA) == []
+
+
+def test_a_wrong_frequency_warns_by_the_spectral_check_and_the_held_out_error(tmp_path):
+    found = saved(tmp_path, 4 * W, ZETA)
+    kinds = [w.kind for w in found]
+    assert kinds.count("frequency") == 2 and "held-out-error" in kinds
+    # (and "forecast": at 4x the frequency, v's amplitude is 4x the data's)
+    message = next(w for w in found if w.kind == "frequency").line
+    assert message.startswith("warning: x oscillates at angular frequency 2.0")
+    assert "try --shooting-segments" in message
+    # and they end the terminal's summary
+    run = load_run(tmp_path)
+    metrics = {**evaluate_run(run), "warnings": warnings_json(found)}
+    assert summary_lines(metrics, run.config)[-len(found):] == [w.line for w in found]
+
+
+def test_a_growing_forecast_warns(tmp_path):
+    kinds = [w.kind for w in saved(tmp_path, W, -0.15)]
+    assert "forecast" in kinds
+
+
+def test_a_model_that_stopped_oscillating_warns(tmp_path):
+    found = saved(tmp_path, W, 3.0)  # overdamped: decays without oscillating
+    assert any(w.kind == "frequency" and "does not oscillate" in w.message for w in found)
+
+
+@pytest.mark.parametrize("sd", [0.02, 0.1])
+def test_the_noise_estimate_finds_white_noise_on_a_line(sd):
+    """On a straight line the pseudo-residuals are exactly the noise's: the estimate is
+    unbiased (mean of e^2 is sd^2), here within 5% with 8000 triples."""
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.uniform(0, 10, 400)) for _ in range(20)]
+    values = [np.stack([2 * t + 1, -t], 1) + rng.normal(0, sd, (400, 2)) for t in times]
+    found = noise_level(Trajectories(times, values))
+    np.testing.assert_allclose(found, sd, rtol=0.05)
+
+
+def test_the_noise_estimate_is_nan_without_three_observations():
+    data = Trajectories([[0.0, 1.0]], [[[1.0, np.nan], [2.0, 3.0]]])
+    assert np.isnan(noise_level(data)).all()
+
+
+def test_the_periodogram_peak_is_at_a_sinusoid_frequency():
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 20, 60))
+    peak = dominant_frequency([(t, np.sin(1.7 * t + 0.3) + 0.1 * rng.normal(size=60))], 20.0,
+                              math.pi * 3)
+    assert peak is not None
+    assert abs(peak.frequency - 1.7) < 0.05 and peak.power > 0.8
+    # below 1.5 cycles per span nothing counts as an oscillation
+    assert dominant_frequency([(t, np.sin(1.7 * t))], 20.0, 1.5 * 2 * math.pi / 20) is None
+
+
+def ensemble_warnings(tmp_path, members: list[tuple[float, float]]):
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+    model = Ensemble([linear_model(w, zeta) for w, zeta in members],
+                     observation_noise=[0.05, 0.1])
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
+    run = load_run(tmp_path)
+    return [w.kind for w in fit_warnings(run, evaluate_run(run))]
+
+
+def test_agreeing_members_raise_no_warning_and_disagreeing_ones_do(tmp_path):
+    assert ensemble_warnings(tmp_path / "same", [(W, ZETA), (W, ZETA)]) == []
+    kinds = ensemble_warnings(tmp_path / "apart", [(W, ZETA), (W, -0.1)])
+    assert "members-disagree" in kinds and "band-explodes" in kinds
+
+
+def test_a_ude_parameter_the_members_disagree_on_is_flagged():
+    from tidal.models.ude import KNOWN_PHYSICS, UDE
+    from tidal.report.warnings import _identifiability
+
+    def member(alpha: float) -> UDE:
+        return UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, None,
+                   {"alpha": alpha, "gamma": 0.5})
+
+    assert _identifiability(Ensemble([member(0.3), member(0.31)])) == []
+    found = _identifiability(Ensemble([member(0.3), member(0.6)]))
+    assert [w.kind for w in found] == ["identifiability"]
+    assert "alpha differs between members by 33.3% of its mean (0.300 to 0.600)" in found[0].line
+
+
+def test_the_exact_model_held_out_in_time_raises_no_warning(tmp_path):
+    """The short held-out tails of a split in time do not enter the spectral check (they
+    once made the data's peak 1.51 instead of 2)."""
+    from tidal.training.time_split import split_in_time
+
+    train, val, test = split_in_time(simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05,
+                                              seed=0), 0.125, 0.125)
+    save_run(tmp_path, linear_model(W, ZETA), Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "v"], "split": "time", "held_out": [0.125, 0.125]},
+             train_config=TrainConfig().to_dict(),
+             splits={"train": train, "val": val, "test": test})
+    run = load_run(tmp_path)
+    assert fit_warnings(run, evaluate_run(run)) == []

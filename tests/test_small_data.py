@@ -1,0 +1,181 @@
+"""Small data (issue 19): holding out in time, ensembles and their predictive bands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from click.testing import CliRunner
+
+from tidal.cli.main import main
+from tidal.data import Scaling, Trajectories, simulate
+from tidal.data.collocation import derivative_estimates
+from tidal.models import Ensemble
+from tidal.models.ensemble import mixture_quantiles
+from tidal.training import load_run
+from tidal.training.time_split import TIME_SPLIT_BELOW, split_in_time, split_kind
+
+TINY = ["--epochs", "4", "--horizons", "0.5,1.0", "--width", "8", "--depth", "1", "--quiet"]
+
+
+def test_split_in_time_cuts_each_series_and_starts_held_out_parts_before_them():
+    t = np.arange(16.0)
+    values = np.stack([t, -t], 1)
+    values[5, 1] = np.nan  # a partly observed row still counts as observed
+    data = Trajectories([t, t[:8]], [values, values[:8]], ids=["a", "b"])
+    train, val, test = split_in_time(data, 0.125, 0.25)
+    # a: 16 rows -> 2 validate, 4 test, 10 train; b: 8 rows -> 1, 2, 5
+    assert [list(x) for x in train.times] == [list(range(10)), list(range(5))]
+    assert [list(x) for x in val.times] == [[9, 10, 11], [4, 5]]
+    assert [list(x) for x in test.times] == [[11, 12, 13, 14, 15], [5, 6, 7]]
+    assert val.ids == test.ids == ("a", "b")
+    np.testing.assert_array_equal(test.values[0], values[11:])
+
+
+def test_split_in_time_refuses_series_too_short_to_train_on():
+    data = Trajectories([np.arange(3.0)], [np.ones((3, 1))], ids=["short"])
+    with pytest.raises(ValueError, match="Trajectory 'short' has 3 observed times"):
+        split_in_time(data, 0.25, 0.25)
+    assert split_in_time(data, 0.0, 0.25)[1] is None
+
+
+def test_auto_splits_in_time_below_the_threshold():
+    assert split_kind(TIME_SPLIT_BELOW - 1, "auto") == "time"
+    assert split_kind(TIME_SPLIT_BELOW, "auto") == "trajectory"
+    assert split_kind(3, "trajectory") == "trajectory"
+    with pytest.raises(ValueError, match="split_by='rows'"):
+        split_kind(3, "rows")
+
+
+@pytest.mark.parametrize("q", [0.05, 0.5, 0.95])
+def test_mixture_quantiles_match_the_normal_and_the_mixture_cdf(q):
+    centres = np.array([[0.0, 1.0], [2.0, 1.0]])  # [K = 2, 2 points]
+    sd = np.array([0.5, 2.0])
+    found = mixture_quantiles(centres, sd, [q])[0]
+    cdf = np.mean([scipy.stats.norm.cdf(found, c, sd) for c in centres], axis=0)
+    np.testing.assert_allclose(cdf, q, atol=1e-12)
+    # one member: the normal's own quantile
+    np.testing.assert_allclose(mixture_quantiles(centres[:1], sd, [q])[0],
+                               scipy.stats.norm.ppf(q, centres[0], sd), rtol=1e-12, atol=1e-12)
+    # no noise: the members' empirical quantiles
+    np.testing.assert_allclose(mixture_quantiles(centres, 0.0, [q])[0],
+                               np.quantile(centres, q, axis=0))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ensemble")
+    data = folder / "data.csv"
+    assert invoke("simulate", "lotka-volterra", "--trajectories", "4", "--obs", "10", "-o",
+                  str(data)).exit_code == 0
+    result = invoke("fit", str(data), "--id", "id", "-o", str(folder / "run"), "--ensemble", "3",
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    return folder / "run", result.output
+
+
+def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
+    path, output = ensemble_run
+    run = load_run(path)
+    assert isinstance(run.model, Ensemble) and len(run.model.members) == 3
+    assert run.model.seeds == [0, 1000, 2000]
+    first = [m.vector_field.net[0].weight for m in run.model.members]
+    assert not torch.equal(first[0], first[1])  # different seeds, different members
+    y0, ts = np.array([1.5, 1.0]), np.linspace(0, 5, 7)
+    scaled = run.scaling.scale_values(torch.as_tensor(y0, dtype=run.dtype))
+    with torch.no_grad():
+        each = [run.scaling.unscale_values(m(scaled, torch.as_tensor(ts))).numpy()
+                for m in run.model.members]
+    np.testing.assert_allclose(run.predict(y0, ts), np.mean(each, axis=0), rtol=1e-12)
+    config = json.loads((path / "config.json").read_text())
+    assert config["model"]["type"] == "Ensemble" and config["model"]["members"] == 3
+    assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
+    assert "held out in time, not by trajectory" in output
+    assert "ensemble of 3 members (3 finished)" in output
+    assert "model: ensemble of 3 members (mean and 5-95% band): neural ODE (MLP 8 x 1" in output
+
+
+def test_predict_gives_the_band_of_an_ensemble(ensemble_run):
+    path, _ = ensemble_run
+    result = invoke("predict", str(path), "--y0", "1.5,1.0", "--t", "0:4:1")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "t,x,y,x_q05,y_q05,x_q95,y_q95"
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    assert (rows[:, 3:5] < rows[:, 1:3]).all() and (rows[:, 1:3] < rows[:, 5:7]).all()
+
+
+def test_an_ensemble_cannot_be_resumed_and_bootstrap_needs_an_ensemble(ensemble_run, tmp_path):
+    path, _ = ensemble_run
+    result = invoke("fit", "--resume", "-o", str(path))
+    assert result.exit_code == 2 and "cannot be resumed" in result.output
+    data = tmp_path / "d.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "8", "-o", str(data))
+    result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "r"), "--bootstrap",
+                    *TINY)
+    assert result.exit_code == 2 and "add --ensemble K" in result.output
+
+
+def test_a_run_of_one_trajectory_validates_on_its_last_part(tmp_path):
+    data = simulate("lotka-volterra", 1, n_obs=16, seed=0)
+    from tidal.training import TrainConfig, train_run
+
+    train_run(data, tmp_path / "run", config=TrainConfig(epochs=2, horizons=(1.0,)),
+              progress=False)
+    run = load_run(tmp_path / "run")
+    assert [len(run.data(s).times[0]) for s in ("train", "val", "test")] == [12, 3, 3]
+
+
+def test_spline_derivatives_of_a_sampled_sine_are_its_cosine():
+    """Noise-free observations: GCV picks little smoothing, and the spline's derivative is
+    the analytic one to within 1% of its amplitude away from the ends."""
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.uniform(0, 10, 80)) for _ in range(2)]
+    values = [np.stack([np.sin(t), 2 * np.cos(t)], 1) for t in times]
+    states, rates = derivative_estimates(Trajectories(times, values))
+    # on the orbit, d/dt (sin t, 2 cos t) = (cos t, -2 sin t) = (y / 2, -2 x)
+    expected = np.stack([states[:, 1] / 2, -2 * states[:, 0]], 1)
+    middle = np.concatenate([np.abs(np.linspace(-1, 1, 4 * 80)) < 0.9] * 2)  # not the ends
+    np.testing.assert_allclose(rates[middle], expected[middle], atol=0.02)
+
+
+def test_series_too_short_for_a_spline_give_no_pairs():
+    data = Trajectories([np.arange(4.0)], [np.ones((4, 1))])
+    states, rates = derivative_estimates(data)
+    assert states.shape == rates.shape == (0, 1)
+
+
+def test_prefit_moves_the_field_to_the_estimated_rates():
+    """Prefitting takes the network's field on the oscillator's data from a random one (error
+    ~100% of the true field's size) to within 20% of the true field (x' = v, v' = -4 x -
+    0.4 v): spline derivatives from 30-40 samples over three periods are good to ~10%, worse
+    at the series' ends."""
+    from test_fit_warnings import OSCILLATOR
+    from tidal.models import NeuralODE
+    from tidal.nn import MLP
+    from tidal.training.collocation import prefit
+
+    data = simulate(OSCILLATOR, 6, n_obs=(30, 40), noise=0.01, seed=0)
+    scaling = Scaling.fit(data)
+    torch.manual_seed(0)
+    model = NeuralODE(MLP(2, width=32, depth=2)).to(torch.float64)
+    states, _ = derivative_estimates(data)
+    y = torch.as_tensor(states)
+
+    def field_error() -> float:
+        with torch.no_grad():
+            learned = model.vector_field(torch.zeros(()), scaling.scale_values(y))
+        learned = learned.numpy() * np.asarray(scaling.state_scale)
+        true = OSCILLATOR.vector_field(torch.zeros(()), y).numpy()
+        return float(np.sqrt(np.mean((learned - true) ** 2)) / np.sqrt(np.mean(true ** 2)))
+
+    before = field_error()
+    prefit(model, data, scaling)
+    assert before > 0.5 and field_error() < 0.2
