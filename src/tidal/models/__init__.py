@@ -2,7 +2,12 @@
 
 from tidal.models.cnf import CNF
 from tidal.models.hamiltonian import HamiltonianNN
+from tidal.models.latent_ode import LatentODE
+from tidal.models.neural_cde import NeuralCDE
 from tidal.models.neural_ode import NeuralODE
+from tidal.models.ode_block import ODEBlock
+from tidal.models.recurrent import ODERNN, GRUDelta
 from tidal.models.ude import UDE
 
-__all__ = ["CNF", "UDE", "HamiltonianNN", "NeuralODE"]
+__all__ = ["CNF", "ODERNN", "UDE", "GRUDelta", "HamiltonianNN", "LatentODE", "NeuralCDE",
+           "NeuralODE", "ODEBlock"]
