@@ -1,7 +1,7 @@
 """Neural CDE on the spiral toy: classify the turning direction of spirals observed at
 irregular, per-sample times, with all values and with 30% of them dropped at random.
 
-    .venv/bin/python examples/cde_spirals.py [--epochs 40] [--seed 0] [--path natural_cubic]
+    .venv/bin/python examples/cde_spirals.py [--epochs 30] [--seed 0] [--path natural_cubic]
 
 Prints the held-out accuracy and the calls of F per forward pass for both settings.
 """
@@ -41,7 +41,7 @@ def train_and_test(train: IrregularSeries, test: IrregularSeries, args: argparse
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--path", default="natural_cubic")
     args = parser.parse_args()

@@ -99,7 +99,8 @@ def test_fill_forward_and_observation_channels():
                                                      [4.0, 3.0]]))
     channels = observation_channels(torch.arange(4.0), values, mask)[:, 0]
     torch.testing.assert_close(channels[:, 0], torch.arange(4.0))
-    torch.testing.assert_close(channels[:, 3:], torch.tensor([[0.0, 1], [1, 1], [1, 1], [2, 2]]))
+    torch.testing.assert_close(channels[:, 3:],
+                               torch.tensor([[0.0, 1], [1, 1], [1, 1], [2, 2]]) / 4)
     never = fill_forward(torch.full((3, 1, 1), nan), torch.zeros(3, 1, 1, dtype=torch.bool))
     assert (never == 0).all()
 
@@ -240,7 +241,7 @@ def test_cde_with_linear_field_matches_the_closed_form():
     """F(z) = z e_0^T (only the time channel drives z): dz = z dt, so z(K-1) = z(0) e^{t_K - t_0}
     on any path through the same times."""
     model = NeuralCDE(1, 2, 1, path="hermite_cubic",
-                      controller=tidal.PIDController(rtol=1e-10, atol=1e-12)).double()
+                      controller=tidal.PIDController(rtol=1e-11, atol=1e-13)).double()
     channels = model.channels
 
     def matrix(z):
@@ -252,7 +253,7 @@ def test_cde_with_linear_field_matches_the_closed_form():
     times, values, mask = tiny_batch(d=1)
     z = model.hidden(times, values, mask)
     growth = torch.exp(times[-1] - times[0]).unsqueeze(-1)
-    torch.testing.assert_close(z[-1], z[0] * growth, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(z[-1], z[0] * growth, rtol=1e-7, atol=1e-9)
 
 
 def test_bad_series_are_named():
@@ -288,3 +289,27 @@ def test_spirals_turn_in_the_labelled_direction():
     turn = (torch.diff(angle, dim=0) + math.pi) % (2 * math.pi) - math.pi
     direction = torch.sign(turn.sum(0))
     assert torch.equal(direction, 2.0 * data.labels - 1)
+
+
+def test_compacted_per_sample_grid_gives_the_union_grid_encoding():
+    """The ODE flow through unobserved rows is the flow over the whole interval, so the
+    ODE-RNN's states after each observation on the union grid and on the compacted per-sample
+    grids agree to solver accuracy."""
+    torch.manual_seed(9)
+    data = periodic_signals(3, num_points=12, observed=0.4, seed=4)
+    data.mask[0] = True  # both grids then start at t = 0 (h = 0 there)
+    compact = data.compacted()
+    assert compact.values.shape[0] == int(data.mask.any(-1).sum(0).max())
+    for b in range(3):
+        rows = data.mask[:, b, 0]
+        count = int(rows.sum())
+        torch.testing.assert_close(compact.times[:count, b], data.times[rows])
+        torch.testing.assert_close(compact.values[:count, b], data.values[rows, b])
+        assert not compact.mask[count:, b].any()
+    model = ODERNN(1, 4, controller=tidal.PIDController(rtol=1e-10, atol=1e-12)).double()
+    union = model.run(data.times, data.values.double(), data.mask)[1]
+    per_sample = model.run(compact.times, compact.values.double(), compact.mask)[1]
+    for b in range(3):  # the states after each observation
+        rows = data.mask[:, b, 0]
+        torch.testing.assert_close(per_sample[:int(rows.sum()), b], union[rows, b],
+                                   rtol=1e-7, atol=1e-8)

@@ -42,6 +42,26 @@ class IrregularSeries:
         labels = None if self.labels is None else self.labels[index]
         return IrregularSeries(times, self.values[:, index], self.mask[:, index], labels)
 
+    def compacted(self) -> IrregularSeries:
+        """Per-sample grids [K', B] of each sample's observed rows only (K' the most any sample
+        has); a shorter sample is padded by repeating its last time with an empty mask. The
+        alternative to the union grid: fewer rows to step through when samples are observed at
+        different times."""
+        times = self.times if self.times.dim() == 2 else self.times[:, None].expand(
+            self.values.shape[:2])
+        seen = self.mask.any(-1)  # [K, B]
+        counts = seen.sum(0)
+        k = int(counts.max())
+        # Stable order: observed rows first, in time order, then the rest.
+        order = torch.sort((~seen).to(torch.int8), dim=0, stable=True).indices[:k]
+        padding = torch.arange(k)[:, None] >= counts[None, :]
+        last = (counts - 1).clamp(min=0)
+        order = torch.where(padding, order.gather(0, last[None, :].expand(k, -1)), order)
+        gathered_times = times.gather(0, order)
+        rows = order.unsqueeze(-1).expand(-1, -1, self.values.shape[-1])
+        mask = self.mask.gather(0, rows) & ~padding.unsqueeze(-1)
+        return IrregularSeries(gathered_times, self.values.gather(0, rows), mask, self.labels)
+
 
 def _fraction(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:

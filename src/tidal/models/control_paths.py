@@ -133,14 +133,15 @@ def fill_forward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def observation_channels(times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                          ) -> torch.Tensor:
     """The channels a CDE path goes through, [K, B, 1 + 2C]: time, the values filled
-    forward, and per channel the number of observations so far (the observational intensity,
-    which tells the CDE where values were seen and where they were only carried forward).
+    forward, and per channel the number of observations so far divided by K (the
+    observational intensity, which tells the CDE where values were seen and where they were
+    only carried forward; divided by K so that its increments stay small).
 
     `times` is [K] or [K, B] (per-sample, non-decreasing: padding repeats the last time);
     `values` [K, B, C]; `mask` [K, B, C], True where observed (values elsewhere are ignored).
     """
     if times.dim() == 1:
         times = times.unsqueeze(1).expand(values.shape[:2])
-    counts = mask.to(values.dtype).cumsum(dim=0)
+    counts = mask.to(values.dtype).cumsum(dim=0) / values.shape[0]
     return torch.cat([times.to(values.dtype).unsqueeze(-1), fill_forward(values, mask),
                       counts], dim=-1)
