@@ -1,0 +1,162 @@
+"""Interpolation and extrapolation on the irregular periodic signals of the latent ODE paper
+(Rubanova et al. 2019, section 4.1), for GRUDelta, ODERNN, LatentODE and NeuralCDE, over
+several seeds; and the cost of an ODE-RNN pass on the union grid against per-sample grids.
+
+    .venv/bin/python benchmarks/bench_sequences.py [--seeds 0 1 2] [--epochs 6] [--train 96]
+
+Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], half of the
+points observed). Interpolation: the models see the observed points of the whole span; MSE on
+the points not observed. Extrapolation: they see the observed points of the first half; MSE on
+every point of the second half. Each model trains on its own natural objective: one-step-ahead
+prediction (GRUDelta, ODERNN: the readout before each update), the negative ELBO (LatentODE),
+and for NeuralCDE (whose readout at an observed point could copy it) the prediction of 30% of
+the observed points hidden from its input. Prints mean and spread (min-max / 2) over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import tidal
+from tidal.data.sequences import IrregularSeries, periodic_signals
+from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE
+
+HIDDEN, WIDTH, LATENT = 16, 32, 4
+ONE_RK4_STEP = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(1.0)}
+
+
+def make_models() -> dict[str, torch.nn.Module]:
+    return {
+        "GRUDelta": GRUDelta(1, HIDDEN),
+        "ODERNN": ODERNN(1, HIDDEN, width=WIDTH, **ONE_RK4_STEP),
+        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=0.1,
+                               **ONE_RK4_STEP),
+        "NeuralCDE": NeuralCDE(1, HIDDEN, 1, width=WIDTH, solver=tidal.Midpoint(),
+                               controller=tidal.ConstantStepSize(1.0)),
+    }
+
+
+def visible(data: IrregularSeries, task: str) -> torch.Tensor:
+    """The mask of what the model may read."""
+    if task == "interpolation":
+        return data.mask
+    return data.mask & (torch.arange(data.mask.shape[0]) < data.mask.shape[0] // 2)[:, None,
+                                                                                    None]
+
+
+def scored(data: IrregularSeries, task: str) -> torch.Tensor:
+    """Where the MSE is measured."""
+    if task == "interpolation":
+        return ~data.mask
+    return ~visible(data, task) & (torch.arange(data.mask.shape[0]) >= data.mask.shape[0] // 2
+                                   )[:, None, None]
+
+
+def masked_mse(predicted: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+               ) -> torch.Tensor:
+    return torch.where(mask, predicted - values, 0.0).square().sum() / mask.sum().clamp(min=1)
+
+
+def predict(name: str, model: torch.nn.Module, data: IrregularSeries, seen: torch.Tensor
+            ) -> torch.Tensor:
+    if name == "LatentODE":
+        prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
+        return model(data.times[:prefix], data.values[:prefix], seen[:prefix], data.times)
+    return model(data.times, data.values, seen)
+
+
+def loss_of(name: str, model: torch.nn.Module, data: IrregularSeries, task: str,
+            generator: torch.Generator, progress: float) -> torch.Tensor:
+    seen = visible(data, task)
+    target = data.mask if task == "interpolation" else data.mask | scored(data, task) & data.mask
+    if name == "LatentODE":
+        prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
+        return model.loss(data.times[:prefix], data.values[:prefix], seen[:prefix],
+                          data.times, data.values, target, kl_weight=min(1.0, progress))
+    if name == "NeuralCDE":
+        hidden = seen & (torch.rand(seen.shape, generator=generator) < 0.3)
+        return masked_mse(model(data.times, data.values, seen & ~hidden), data.values,
+                          target & ~(seen & ~hidden))
+    return masked_mse(model(data.times, data.values, seen), data.values, target)
+
+
+def run(name: str, task: str, seed: int, args: argparse.Namespace
+        ) -> tuple[float, float]:
+    torch.manual_seed(seed)
+    data = periodic_signals(args.train + args.test, observed=0.5, seed=seed)
+    train, test = data[:args.train], data[args.train:]
+    model = make_models()[name]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    steps = args.epochs * -(-args.train // args.batch)
+    step = 0
+    for _ in range(args.epochs):
+        for index in torch.randperm(args.train, generator=generator).split(args.batch):
+            optimizer.zero_grad()
+            loss_of(name, model, train[index], task, generator, step / (0.5 * steps)).backward()
+            optimizer.step()
+            step += 1
+    with torch.no_grad():
+        mse = masked_mse(predict(name, model, test, visible(test, task)), test.values,
+                         scored(test, task)).item()
+    return mse, time.perf_counter() - start
+
+
+def grid_costs() -> None:
+    """One ODE-RNN forward and backward pass on the union grid and on per-sample grids."""
+    torch.manual_seed(0)
+    data = periodic_signals(64, observed=0.3, seed=0)
+    model = ODERNN(1, HIDDEN, width=WIDTH)
+    print("\nODE-RNN encoder, 64 series, 30% of 100 points observed, dopri5 rtol 1e-3:")
+    print(f"{'grid':28s} {'rows':>5s} {'NFE':>6s} {'seconds':>8s}")
+    for label, series in (("union of times [100]", data), ("per-sample [K', 64]",
+                                                           data.compacted())):
+        start = time.perf_counter()
+        model.encode(series.times, series.values, series.mask).square().sum().backward()
+        print(f"{label:28s} {series.values.shape[0]:5d} {model.nfe:6d} "
+              f"{time.perf_counter() - start:8.2f}")
+
+
+def table(results: dict[tuple[str, str], list[float]], seeds: list[int]) -> None:
+    print(f"\nMSE on held-out points, mean +- spread over seeds {seeds}:")
+    print(f"{'model':12s} {'interpolation':>24s} {'extrapolation':>24s}")
+    for name in make_models():
+        cells = []
+        for task in ("interpolation", "extrapolation"):
+            values = results[name, task]
+            spread = (max(values) - min(values)) / 2
+            cells.append(f"{statistics.mean(values):.4f} +- {spread:.4f}")
+        print(f"{name:12s} {cells[0]:>24s} {cells[1]:>24s}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train", type=int, default=96)
+    parser.add_argument("--test", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--models", nargs="+", default=list(make_models()))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, tidal {tidal.__version__}; {args}")
+    results: dict[tuple[str, str], list[float]] = {}
+    report: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
+    for seed in args.seeds:
+        for name in args.models:
+            for task in ("interpolation", "extrapolation"):
+                mse, seconds = run(name, task, seed, args)
+                results.setdefault((name, task), []).append(mse)
+                report(f"seed {seed} {name:10s} {task:13s} MSE {mse:.4f} ({seconds:.0f} s)")
+    table({key: value for key, value in results.items()}, args.seeds)
+    grid_costs()
+
+
+if __name__ == "__main__":
+    main()

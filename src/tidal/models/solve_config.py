@@ -1,0 +1,52 @@
+"""`SolveConfig`: the solver, step control and adjoint a sequence model or layer solves with.
+
+The sequence models (`ODEBlock`, `ODERNN`, `LatentODE`, `NeuralCDE`) make many short solves;
+their defaults are looser than `tidal.solve`'s (rtol 1e-3, atol 1e-4), as training on noisy
+data needs, and gradients are taken by backprop through the steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from tidal.adjoint import BackpropAdjoint
+from tidal.adjoint.base import Adjoint
+from tidal.controllers import PIDController
+from tidal.controllers.base import StepSizeController
+from tidal.integrate import solve
+from tidal.solution import Solution
+from tidal.solvers import Dopri5
+from tidal.solvers.base import StepMethod
+
+
+@dataclass
+class SolveConfig:
+    """Objects handed to `tidal.solve` (see there); `max_steps` bounds each solve."""
+
+    solver: StepMethod = field(default_factory=Dopri5)
+    controller: StepSizeController = field(
+        default_factory=lambda: PIDController(rtol=1e-3, atol=1e-4))
+    adjoint: Adjoint = field(default_factory=BackpropAdjoint)
+    max_steps: int = 10_000
+    num_fevals: int = field(default=0, init=False)
+
+    def solve(self, f: Callable[..., torch.Tensor], y0: torch.Tensor,
+              ts: torch.Tensor) -> Solution:
+        """`tidal.solve` with this configuration; adds its calls of f to `num_fevals` (the
+        most over the samples on per-sample grids)."""
+        solution = solve(f, y0, ts, solver=self.solver, controller=self.controller,
+                         adjoint=self.adjoint, max_steps=self.max_steps)
+        self.num_fevals += int(solution.stats.num_fevals.max())
+        return solution
+
+    def advance(self, f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                y0: torch.Tensor) -> torch.Tensor:
+        """y(1) for dy/ds = f(s, y), y(0) = y0: one interval of a sequence model, its own
+        time span mapped onto [0, 1] by the caller (so one shared grid serves every sample)."""
+        return self.solve(f, y0, _UNIT).ys[-1]
+
+
+_UNIT = torch.tensor([0.0, 1.0], dtype=torch.float64)

@@ -1,0 +1,315 @@
+"""Sequence models on irregular data: ODERNN, GRUDelta, LatentODE, NeuralCDE and their paths.
+
+References: scipy's natural cubic spline, closed-form ODE flows, identities of the models'
+definitions (an empty mask changes nothing, zero elapsed time changes nothing, per-sample
+grids equal one solve per sample), finite-difference gradients (gradcheck, float64).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import CubicSpline
+
+import tidal
+from tidal.data.sequences import periodic_signals, spirals
+from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE
+from tidal.models.control_paths import (
+    fill_forward,
+    hermite_cubic,
+    linear,
+    natural_cubic,
+    observation_channels,
+    rectilinear,
+)
+from tidal.models.latent_ode import negative_elbo
+
+
+class LinearField(torch.nn.Module):
+    """f(t, h) = A h."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.linear = torch.nn.Linear(d, d, bias=False)
+
+    def forward(self, t, h):
+        return self.linear(h)
+
+
+RK4 = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(0.5)}
+
+
+def tiny_batch(k=4, b=2, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    times = torch.rand(k, b, generator=g, dtype=torch.float64).cumsum(0)
+    values = torch.randn(k, b, d, generator=g, dtype=torch.float64)
+    mask = torch.rand(k, b, d, generator=g) < 0.7
+    mask[0] = True
+    return times, values, mask
+
+
+# ---- control paths -------------------------------------------------------------------------
+
+def test_natural_cubic_matches_scipy():
+    x = torch.randn(9, 3, 2, dtype=torch.float64)
+    path = natural_cubic(x)
+    spline = CubicSpline(np.arange(9), x.numpy(), bc_type="natural", axis=0)
+    for s in (0.0, 0.4, 3.0, 5.7, 8.0):
+        np.testing.assert_allclose(path.evaluate(s).numpy(), spline(s), atol=1e-12)
+        np.testing.assert_allclose(path.derivative(s).numpy(), spline(s, 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("build", [natural_cubic, hermite_cubic, linear])
+def test_paths_interpolate_the_knots_and_are_continuous(build):
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    path = build(x)
+    for i in range(6):
+        torch.testing.assert_close(path.evaluate(float(i)), x[i], rtol=0, atol=1e-12)
+    torch.testing.assert_close(path.increments(), x[1:] - x[:-1], rtol=0, atol=1e-12)
+
+
+def test_hermite_is_c1_and_causal():
+    x = torch.randn(6, 1, 2, dtype=torch.float64)
+    path = hermite_cubic(x)
+    eps = 1e-7
+    for i in range(1, 5):  # the derivative is continuous at interior knots
+        left = (path.evaluate(i - 1e-9) - path.evaluate(i - 1e-9 - eps)) / eps
+        torch.testing.assert_close(left, path.derivative(float(i)), rtol=0, atol=1e-5)
+    changed = x.clone()
+    changed[4:] += 1.0  # the path on [0, 3] does not see knots 4 and later
+    for s in (0.5, 1.5, 2.9):
+        torch.testing.assert_close(hermite_cubic(changed).evaluate(s), path.evaluate(s))
+
+
+def test_rectilinear_moves_time_first_then_values():
+    x = torch.tensor([[[0.0, 1.0]], [[2.0, 5.0]], [[3.0, -1.0]]], dtype=torch.float64)
+    path = rectilinear(x)
+    knots = torch.stack([path.evaluate(float(i)) for i in range(5)])[:, 0]
+    expected = torch.tensor([[0, 1], [2, 1], [2, 5], [3, 5], [3, -1]], dtype=torch.float64)
+    torch.testing.assert_close(knots, expected)
+
+
+def test_fill_forward_and_observation_channels():
+    nan = math.nan
+    values = torch.tensor([[nan, 1.0], [2.0, nan], [nan, nan], [4.0, 3.0]]).reshape(4, 1, 2)
+    mask = ~values.isnan()
+    filled = fill_forward(values, mask)[:, 0]
+    torch.testing.assert_close(filled, torch.tensor([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0],
+                                                     [4.0, 3.0]]))
+    channels = observation_channels(torch.arange(4.0), values, mask)[:, 0]
+    torch.testing.assert_close(channels[:, 0], torch.arange(4.0))
+    torch.testing.assert_close(channels[:, 3:],
+                               torch.tensor([[0.0, 1], [1, 1], [1, 1], [2, 2]]) / 4)
+    never = fill_forward(torch.full((3, 1, 1), nan), torch.zeros(3, 1, 1, dtype=torch.bool))
+    assert (never == 0).all()
+
+
+# ---- ODE-RNN and GRU-delta -----------------------------------------------------------------
+
+def test_odernn_advance_is_the_exact_flow():
+    """With f(h) = A h the advance over [t0, t1] is expm((t1 - t0) A) h, per sample."""
+    model = ODERNN(1, 3, vector_field=LinearField(3),
+                   controller=tidal.PIDController(rtol=1e-10, atol=1e-12)).double()
+    linear_field = model.vector_field.linear
+    h = torch.randn(2, 3, dtype=torch.float64)
+    t0, t1 = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.2])
+    out = model.advance(h, t0, t1.double())
+    for b in range(2):
+        flow = torch.linalg.matrix_exp((t1[b] - t0[b]).double() * linear_field.weight)
+        torch.testing.assert_close(out[b], flow @ h[b], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("model_class", [ODERNN, GRUDelta])
+def test_empty_rows_with_no_elapsed_time_change_nothing(model_class):
+    """Padding (repeated time, empty mask) leaves the hidden state as it was."""
+    torch.manual_seed(0)
+    model = model_class(2, 4).double()
+    times, values, mask = tiny_batch()
+    padded_times = torch.cat([times, times[-1:].expand(2, -1)])
+    padded_values = torch.cat([values, torch.randn(2, 2, 2, dtype=torch.float64)])
+    padded_mask = torch.cat([mask, torch.zeros(2, 2, 2, dtype=torch.bool)])
+    torch.testing.assert_close(model.encode(padded_times, padded_values, padded_mask),
+                               model.encode(times, values, mask), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_class", [ODERNN, GRUDelta])
+def test_per_sample_grid_equals_running_each_sample_alone(model_class):
+    torch.manual_seed(1)
+    model = model_class(2, 4, **(RK4 if model_class is ODERNN else {})).double()
+    times, values, mask = tiny_batch(b=3)
+    together = model(times, values, mask)
+    for b in range(3):
+        alone = model(times[:, b], values[:, b:b + 1], mask[:, b:b + 1])
+        torch.testing.assert_close(together[:, b:b + 1], alone, rtol=1e-12, atol=1e-12)
+
+
+def test_masked_feature_values_are_ignored():
+    torch.manual_seed(2)
+    model = ODERNN(2, 4, **RK4).double()
+    times, values, mask = tiny_batch()
+    other = torch.where(mask, values, values + 100.0)
+    torch.testing.assert_close(model(times, values, mask), model(times, other, mask))
+
+
+@pytest.mark.parametrize("model_class", [ODERNN, GRUDelta])
+def test_recurrent_gradcheck(model_class):
+    torch.manual_seed(3)
+    model = model_class(2, 3, **(RK4 if model_class is ODERNN else {})).double()
+    times, values, mask = tiny_batch(k=3)
+    values.requires_grad_(True)
+    weight = model.update_cell.weight_hh
+    assert torch.autograd.gradcheck(lambda v, w: model(times, v, mask), (values, weight))
+
+
+def test_odernn_time_gradient_matches_finite_differences():
+    torch.manual_seed(4)
+    model = ODERNN(2, 3, **RK4).double()
+    times, values, mask = tiny_batch(k=3)
+    times.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: model(t, values, mask), (times,))
+
+
+# ---- latent ODE ----------------------------------------------------------------------------
+
+def test_negative_elbo_matches_the_formula():
+    torch.manual_seed(5)
+    pred, values = torch.randn(3, 2, 1, dtype=torch.float64), torch.randn(3, 2, 1).double()
+    mask = torch.tensor([[True, False], [True, True], [False, True]]).unsqueeze(-1)
+    mean, std = torch.randn(2, 2).double(), torch.rand(2, 2).double() + 0.5
+    sigma = 0.3
+    expected = 0.0
+    for b in range(2):
+        normal = torch.distributions.Normal(pred[:, b, 0], sigma)
+        ll = (normal.log_prob(values[:, b, 0]) * mask[:, b, 0]).sum()
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mean[b], std[b]), torch.distributions.Normal(0.0, 1.0)
+        ).sum()
+        expected += (kl - ll) / 2
+    torch.testing.assert_close(negative_elbo(pred, values, mask, mean, std, sigma), expected)
+
+
+def test_latent_ode_gradcheck_and_shapes():
+    torch.manual_seed(6)
+    model = LatentODE(2, 2, 3, width=4, obs_std=0.5, **RK4).double()
+    times, values, mask = tiny_batch(k=3, b=2)
+    shared = times[:, 0]
+    out = model(shared, values, mask, torch.cat([shared, shared[-1:] + 1]))
+    assert out.shape == (4, 2, 2)
+    targets = values.clone()
+    values.requires_grad_(True)
+    weight = model.vector_field.net[0].weight
+
+    def loss(v, w):
+        torch.manual_seed(0)  # the same posterior sample in every evaluation
+        return model.loss(shared, v, mask, shared, targets, mask)
+
+    assert torch.autograd.gradcheck(loss, (values, weight))
+
+
+def test_latent_ode_per_sample_targets_equal_shared_ones():
+    torch.manual_seed(7)
+    model = LatentODE(2, 2, 3, width=4, **RK4).double()
+    times, values, mask = tiny_batch(k=3, b=2)
+    shared = times[:, 0]
+    targets = torch.stack([shared, shared + torch.tensor([0.0, 0.3, 0.6]).double()])[0]
+    per_sample = targets.unsqueeze(1).expand(-1, 2).contiguous()
+    torch.testing.assert_close(model(shared, values, mask, targets),
+                               model(shared, values, mask, per_sample), rtol=1e-10, atol=1e-12)
+
+
+def test_latent_ode_targets_must_start_at_the_first_time():
+    model = LatentODE(2, 2, 3)
+    times, values, mask = tiny_batch()
+    with pytest.raises(tidal.InvalidArgumentError, match="target_times"):
+        model(times[:, 0], values.float(), mask, times[1:, 0])
+
+
+# ---- neural CDE ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["natural_cubic", "hermite_cubic", "linear", "rectilinear"])
+def test_cde_gradcheck(path):
+    torch.manual_seed(8)
+    model = NeuralCDE(2, 3, 2, width=4, depth=1, path=path, **RK4).double()
+    times, values, mask = tiny_batch(k=3)
+    values.requires_grad_(True)
+    weight = model.field.net[0].weight
+    assert torch.autograd.gradcheck(lambda v, w: model(times, v, mask)[-1], (values, weight))
+
+
+def test_cde_with_linear_field_matches_the_closed_form():
+    """F(z) = z e_0^T (only the time channel drives z): dz = z dt, so z(K-1) = z(0) e^{t_K - t_0}
+    on any path through the same times."""
+    model = NeuralCDE(1, 2, 1, path="hermite_cubic",
+                      controller=tidal.PIDController(rtol=1e-11, atol=1e-13)).double()
+    channels = model.channels
+
+    def matrix(z):
+        out = torch.zeros(*z.shape, channels, dtype=z.dtype)
+        out[..., 0] = z
+        return out
+
+    model.matrix = matrix
+    times, values, mask = tiny_batch(d=1)
+    z = model.hidden(times, values, mask)
+    growth = torch.exp(times[-1] - times[0]).unsqueeze(-1)
+    torch.testing.assert_close(z[-1], z[0] * growth, rtol=1e-7, atol=1e-9)
+
+
+def test_bad_series_are_named():
+    model = NeuralCDE(2, 3, 2)
+    times, values, mask = tiny_batch()
+    with pytest.raises(tidal.InvalidArgumentError, match="mask"):
+        model(times, values.float(), mask.float())
+    with pytest.raises(tidal.InvalidArgumentError, match="times"):
+        model(times.flip(0), values.float(), mask)
+    with pytest.raises(tidal.InvalidArgumentError, match="values"):
+        model(times, values[..., :1].float(), mask[..., :1])
+    with pytest.raises(tidal.InvalidArgumentError, match="path"):
+        NeuralCDE(2, 3, 2, path="quintic")
+
+
+# ---- generated data ------------------------------------------------------------------------
+
+def test_periodic_signals_are_the_documented_sines():
+    data = periodic_signals(5, observed=0.4, noise=0.0, seed=3)
+    assert data.times[0] == 0 and bool((data.times.diff() > 0).all())
+    assert data.mask.any(0).all()
+    observed = data.mask.double().mean().item()
+    assert 0.25 < observed < 0.55
+    x = data.values[:, :, 0].double()
+    assert x.abs().max() <= 1.5 + 1e-6
+    spectrum = torch.fft.rfft(x - x.mean(0), dim=0)  # irregular grid: a rough check only
+    assert spectrum.abs().sum() > 0
+
+
+def test_spirals_turn_in_the_labelled_direction():
+    data = spirals(20, noise=0.0)
+    angle = torch.atan2(data.values[..., 1], data.values[..., 0]).double()
+    turn = (torch.diff(angle, dim=0) + math.pi) % (2 * math.pi) - math.pi
+    direction = torch.sign(turn.sum(0))
+    assert torch.equal(direction, 2.0 * data.labels - 1)
+
+
+def test_compacted_per_sample_grid_gives_the_union_grid_encoding():
+    """The ODE flow through unobserved rows is the flow over the whole interval, so the
+    ODE-RNN's states after each observation on the union grid and on the compacted per-sample
+    grids agree to solver accuracy."""
+    torch.manual_seed(9)
+    data = periodic_signals(3, num_points=12, observed=0.4, seed=4)
+    data.mask[0] = True  # both grids then start at t = 0 (h = 0 there)
+    compact = data.compacted()
+    assert compact.values.shape[0] == int(data.mask.any(-1).sum(0).max())
+    for b in range(3):
+        rows = data.mask[:, b, 0]
+        count = int(rows.sum())
+        torch.testing.assert_close(compact.times[:count, b], data.times[rows])
+        torch.testing.assert_close(compact.values[:count, b], data.values[rows, b])
+        assert not compact.mask[count:, b].any()
+    model = ODERNN(1, 4, controller=tidal.PIDController(rtol=1e-10, atol=1e-12)).double()
+    union = model.run(data.times, data.values.double(), data.mask)[1]
+    per_sample = model.run(compact.times, compact.values.double(), compact.mask)[1]
+    for b in range(3):  # the states after each observation
+        rows = data.mask[:, b, 0]
+        torch.testing.assert_close(per_sample[:int(rows.sum()), b], union[rows, b],
+                                   rtol=1e-7, atol=1e-8)
