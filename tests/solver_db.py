@@ -371,6 +371,44 @@ def _neural_sde_errors() -> list[ErrorInput]:
                        tidal.InvalidArgumentError, r"needs ys \[T, B, d\]")]
 
 
+def _sequences() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Times [4, 2], values and mask [4, 2, 2] of two irregular, partly observed series."""
+    g = torch.Generator().manual_seed(0)
+    times = torch.rand(4, 2, generator=g).cumsum(0)
+    return times, torch.randn(4, 2, 2, generator=g), torch.rand(4, 2, 2, generator=g) < 0.7
+
+
+def _sequence_models() -> list[ModelInfo]:
+    from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE, ODEBlock
+
+    def on_sequences(model: torch.nn.Module) -> torch.Tensor:
+        return model(*_sequences())
+
+    def latent(model: torch.nn.Module) -> torch.Tensor:
+        times, values, mask = _sequences()
+        return model(times, values, mask, times)
+
+    return [
+        ModelInfo(ODEBlock, lambda: ODEBlock(tidal.nn.MLP(4, width=4), augment=1),
+                  lambda block: block(torch.full((5, 3), 0.5)), saveable=False,
+                  solves_odes=False, error_inputs=lambda: [ErrorInput(
+                      "negative augment", lambda: ODEBlock(tidal.nn.MLP(3), augment=-1),
+                      tidal.InvalidArgumentError, r"augment")]),
+        ModelInfo(ODERNN, lambda: ODERNN(2, 3, width=4), on_sequences, saveable=False,
+                  solves_odes=False),
+        ModelInfo(GRUDelta, lambda: GRUDelta(2, 3), on_sequences, saveable=False,
+                  solves_odes=False),
+        ModelInfo(LatentODE, lambda: LatentODE(2, 2, 3, width=4), latent, saveable=False,
+                  solves_odes=False, error_inputs=lambda: [ErrorInput(
+                      "obs_std = 0", lambda: LatentODE(2, 2, 3, obs_std=0.0),
+                      tidal.InvalidArgumentError, r"LatentODE\(obs_std=0.0\)")]),
+        ModelInfo(NeuralCDE, lambda: NeuralCDE(2, 3, 2, width=4, depth=1), on_sequences,
+                  saveable=False, solves_odes=False, error_inputs=lambda: [ErrorInput(
+                      "an unknown path", lambda: NeuralCDE(2, 3, 2, path="quintic"),
+                      tidal.InvalidArgumentError, r"quintic")]),
+    ]
+
+
 def _models() -> list[ModelInfo]:
     from tidal.models import (
         CNF,
@@ -405,6 +443,7 @@ def _models() -> list[ModelInfo]:
         ModelInfo(PositiveDiffusion, lambda: PositiveDiffusion(tidal.nn.MLP(2, width=4)),
                   lambda g: g(torch.zeros(()), torch.full((3, 2), 0.5)), saveable=False,
                   solves_odes=False),
+        *_sequence_models(),
     ]
 
 

@@ -47,6 +47,10 @@ ATOL = 1e-8
 MAX_STEPS = 10_000
 MODEL_RTOL = 1e-4
 MODEL_ATOL = 1e-6
+#: The sequence models and layers (`ODEBlock`, `ODERNN`, `LatentODE`, `NeuralCDE`): many short
+#: solves inside a network trained on noisy data; Dopri5 with backprop, at these tolerances.
+SEQUENCE_RTOL = 1e-3
+SEQUENCE_ATOL = 1e-4
 #: The step of `HamiltonianNN`'s default symplectic solver, in the model's time units: about
 #: 60 steps per period of an oscillation of period 2 pi.
 HAMILTONIAN_DT = 0.1
@@ -80,3 +84,7 @@ def model_controller() -> PIDController:
 
 def model_adjoint() -> CheckpointAdjoint:
     return CheckpointAdjoint()
+
+
+def sequence_controller() -> PIDController:
+    return PIDController(rtol=SEQUENCE_RTOL, atol=SEQUENCE_ATOL)

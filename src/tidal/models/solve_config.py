@@ -1,8 +1,9 @@
 """`SolveConfig`: the solver, step control and adjoint a sequence model or layer solves with.
 
 The sequence models (`ODEBlock`, `ODERNN`, `LatentODE`, `NeuralCDE`) make many short solves;
-their defaults are looser than `tidal.solve`'s (rtol 1e-3, atol 1e-4), as training on noisy
-data needs, and gradients are taken by backprop through the steps.
+their defaults (`tidal.defaults.sequence_controller` and neighbours) are looser than
+`tidal.solve`'s (rtol 1e-3, atol 1e-4), as training on noisy data needs, and gradients are taken
+by backprop through the steps.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tidal.adjoint import BackpropAdjoint
+from tidal import defaults
 from tidal.adjoint.base import Adjoint
-from tidal.controllers import PIDController
 from tidal.controllers.base import StepSizeController
 from tidal.integrate import solve
 from tidal.solution import Solution
-from tidal.solvers import Dopri5
 from tidal.solvers.base import StepMethod
 
 
@@ -26,11 +25,10 @@ from tidal.solvers.base import StepMethod
 class SolveConfig:
     """Objects handed to `tidal.solve` (see there); `max_steps` bounds each solve."""
 
-    solver: StepMethod = field(default_factory=Dopri5)
-    controller: StepSizeController = field(
-        default_factory=lambda: PIDController(rtol=1e-3, atol=1e-4))
-    adjoint: Adjoint = field(default_factory=BackpropAdjoint)
-    max_steps: int = 10_000
+    solver: StepMethod = field(default_factory=defaults.solver)
+    controller: StepSizeController = field(default_factory=defaults.sequence_controller)
+    adjoint: Adjoint = field(default_factory=defaults.adjoint)
+    max_steps: int = defaults.MAX_STEPS
     num_fevals: int = field(default=0, init=False)
 
     def solve(self, f: Callable[..., torch.Tensor], y0: torch.Tensor,
