@@ -310,3 +310,26 @@ def test_rober_system_simulates_log_spaced_observations() -> None:
         scale = np.array([1.0, 1e-5, 1.0])
         # simulate's atol 1e-10 is 1e-5 of B's scale
         assert np.abs((values - reference) / scale).max() < 5e-5
+
+
+@pytest.mark.parametrize("cls", ROSENBROCKS, ids=IDS)
+def test_shared_grid_with_a_jump_matches_the_exact_solution(cls) -> None:
+    """A stiff linear system on a shared [T] grid (one step size for the whole state), with a
+    jump time where the field switches: y' = A y before t = 0.5, y' = -y after, exactly
+    y(t) = exp(-(t - 0.5)) expm(0.5 A) y0."""
+    from scipy.linalg import expm
+
+    a = torch.tensor([[-1000.0, 1.0], [0.0, -2.0]])
+
+    def f(t, y):
+        return y @ a.T if t < 0.5 else -y
+
+    y0 = torch.tensor([[1.0, 1.0], [2.0, -1.0]])
+    ts = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    solution = tidal.solve(f, y0, ts, solver=cls(),
+                           controller=tidal.PIDController(rtol=1e-8, atol=1e-10, jump_ts=[0.5]))
+    half = expm(0.5 * a.numpy())
+    exact = (y0.numpy() @ half.T) * np.exp(-0.5)
+    np.testing.assert_allclose(solution.ys[-1].numpy(), exact, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(solution.ys[1].numpy(), y0.numpy() @ expm(0.25 * a.numpy()).T,
+                               rtol=1e-5, atol=1e-9)

@@ -68,15 +68,15 @@ class WithCallbacks(StepSizeController):
     inner: StepSizeController
     callbacks: Callbacks
 
-    @property  # type: ignore[misc]
+    @property
     def adaptive(self) -> bool:  # type: ignore[override]
         return self.inner.adaptive
 
-    @property  # type: ignore[misc]
+    @property
     def step_ts(self) -> Any:  # type: ignore[override]
         return self.inner.step_ts
 
-    @property  # type: ignore[misc]
+    @property
     def jump_ts(self) -> Any:  # type: ignore[override]
         return self.inner.jump_ts
 

@@ -32,6 +32,7 @@ from tidal.registry import SOLVERS
 from tidal.solution import Solution
 from tidal.solvers.adams import AdamsBashforth, AdamsBashforthMoulton
 from tidal.solvers.base import StepMethod
+from tidal.solvers.tableau import ButcherTableau
 
 #: torchdiffeq's fixed-grid multistep methods, on top of `tidal.SOLVERS`
 ADAMS: dict[str, type[AdamsBashforthMoulton]] = {
@@ -244,6 +245,7 @@ def _linear_interpolation(cls: type[StepMethod]) -> type[StepMethod]:
     """`cls` interpolating linearly between y0 and y1 (torchdiffeq's default for fixed
     steps): the dense weights w_i(theta) = b_i theta."""
     tableau = cls.tableau
+    assert isinstance(tableau, ButcherTableau)  # fixed-step explicit methods only
     rows = tuple((b,) for b in tableau.b)
     rows += ((0.0,),) * (tableau.num_dense_stages - len(rows))
     linear = dataclasses.replace(tableau, dense=rows, dense_order=1)
