@@ -87,7 +87,7 @@ ERROR_PER_RTOL_OVERRIDE = {"fehlberg2": 1000.0, "rosenbrock23": 100.0}
 FLOAT32_FLOOR = 1e-4  # float32 errors below this are not asked for
 
 # Fixed steps: dt per order, error allowed = FIXED_CONSTANT * dt^order.
-FIXED_DT = {1: 1e-3, 2: 2e-3, 3: 1e-2, 4: 2e-2}
+FIXED_DT = {1: 1e-3, 2: 2e-3, 3: 1e-2, 4: 2e-2, 5: 5e-2, 6: 1e-1}
 FIXED_CONSTANT = 10.0
 
 

@@ -214,13 +214,17 @@ def test_jump_t_float32(method: str) -> None:
         assert len(seen) <= 1.05 * len(theirs)
 
 
-def test_default_max_num_steps_is_torchdiffeqs() -> None:
-    """More than tidal.defaults.MAX_STEPS steps: torchdiffeq's default does not stop them."""
+def test_default_max_num_steps_is_finite_and_can_be_raised() -> None:
+    """A deliberate departure (docs/design.md): more than tidal.defaults.MAX_STEPS steps stop
+    with a message naming `max_num_steps`; raised, the result is torchdiffeq's."""
     t = torch.tensor([0.0, 1.2], dtype=F64)
     options = {"step_size": 1e-4}
-    ours = odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
-    theirs = torchdiffeq.odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
     assert tidal.defaults.MAX_STEPS < 1.2 / 1e-4
+    with pytest.raises(tidal.SolveFailedError, match="max_num_steps"):
+        odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
+    ours = odeint(lambda t, y: -y, Y0, t, method="euler",
+                  options={**options, "max_num_steps": 20_000})
+    theirs = torchdiffeq.odeint(lambda t, y: -y, Y0, t, method="euler", options=options)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 

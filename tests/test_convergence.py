@@ -72,9 +72,9 @@ PROBLEMS = {
         exact=_linear_exact,
         t_end=4.0,
         steps={1: (100, 800), 2: (24, 400), 3: (16, 200), 4: (12, 140), 5: (8, 64),
-               8: (2, 8)},
+               6: (8, 40), 8: (2, 8)},
         dense_steps={1: (100, 800), 2: (24, 400), 3: (24, 256), 4: (32, 256), 5: (24, 180),
-                     8: (4, 16)},
+                     6: (24, 180), 8: (4, 16)},
         # Rodas5P's error on this linear problem reaches 1e-12 from 64 steps on: its
         # stability function matches exp(z) to O(z^7) (1.3e-12 at z = 0.1, 8.9e-15 at 0.05),
         # so on a linear constant-coefficient problem it converges with order 6.
@@ -86,8 +86,10 @@ PROBLEMS = {
         f=lambda t, y: -2.0 * t * y**2,
         exact=lambda t: 1.0 / (1.0 / Y0_RICCATI + t[:, None] ** 2),
         t_end=1.0,
-        steps={1: (32, 400), 2: (24, 400), 3: (16, 256), 4: (23, 180), 5: (11, 64)},
+        steps={1: (32, 400), 2: (24, 400), 3: (16, 256), 4: (23, 180), 5: (11, 64),
+               6: (4, 24)},
         dense_steps={1: (32, 400), 2: (24, 400), 3: (23, 256), 4: (16, 128), 5: (16, 90),
+                     6: (16, 90),
                      8: (4, 11)},
         # The fifth-order pairs reach the asymptotic regime here only at errors near round-off:
         # over the usable range the local slopes fall steadily (about 5.8, 5.6, 5.4, 5.3, 5.2)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import tidal
 from tidal.data import Scaling, System, Trajectories, simulate
 from tidal.data.noise import noise_level
 from tidal.data.spectrum import dominant_frequency
@@ -46,7 +47,7 @@ def linear_model(w: float, zeta: float) -> NeuralODE:
         first.bias.zero_()
         last.weight.copy_(a / EPS)
         last.bias.zero_()
-    return NeuralODE(field, rtol=1e-6, atol=1e-8)
+    return NeuralODE(field, controller=tidal.PIDController(rtol=1e-6, atol=1e-8))
 
 
 def saved(tmp_path, w: float, zeta: float):

@@ -16,10 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tidal
+from tidal.solvers.tableau import ButcherTableau
 
 F64 = torch.float64
 ADAPTIVE = sorted(name for name, cls in tidal.SOLVERS.items() if cls().adaptive)
 FIXED = sorted(name for name, cls in tidal.SOLVERS.items() if not cls().adaptive)
+#: the methods given by a Butcher tableau (Rosenbrock tableaus have their own checks in
+#: tests/test_rosenbrock.py)
+BUTCHER = sorted(name for name, cls in tidal.SOLVERS.items()
+                 if isinstance(cls.tableau, ButcherTableau))
 
 
 def close(x: float, y: float, scale: float = 1.0) -> bool:
@@ -30,7 +35,7 @@ def close(x: float, y: float, scale: float = 1.0) -> bool:
 # Tableaus
 
 
-@pytest.mark.parametrize("name", sorted(tidal.SOLVERS))
+@pytest.mark.parametrize("name", BUTCHER)
 def test_tableau_consistency(name: str) -> None:
     tab = tidal.SOLVERS[name].tableau
     s = len(tab.c)
@@ -92,7 +97,7 @@ def _order_conditions(weights: list[float], nodes: list[float], rows: list[list[
     return [(value, expected) for p, value, expected in conditions if p <= min(order, 4)]
 
 
-@pytest.mark.parametrize("name", sorted(tidal.SOLVERS))
+@pytest.mark.parametrize("name", BUTCHER)
 def test_tableau_order_conditions(name: str) -> None:
     """b satisfies the order conditions of its stated order (up to 4); each single embedded
     solution b_hat = b - e those of its error order."""
@@ -106,7 +111,7 @@ def test_tableau_order_conditions(name: str) -> None:
             assert value == pytest.approx(expected, abs=1e-13), name
 
 
-@pytest.mark.parametrize("name", sorted(tidal.SOLVERS))
+@pytest.mark.parametrize("name", BUTCHER)
 def test_dense_weights_at_theta_one_equal_b(name: str) -> None:
     tab = tidal.SOLVERS[name].tableau
     dense = tab.dense_weights()
@@ -120,7 +125,7 @@ def _w(row: tuple[float, ...], theta: float) -> float:
     return math.fsum(coef * theta ** (k + 1) for k, coef in enumerate(row))
 
 
-@pytest.mark.parametrize("name", sorted(tidal.SOLVERS))
+@pytest.mark.parametrize("name", BUTCHER)
 @given(theta=st.floats(0.0, 1.0))
 def test_dense_weights_sum_to_theta(name: str, theta: float) -> None:
     """sum_i w_i(theta) = theta (a constant f is interpolated exactly), w_i(0) = 0, and the
@@ -170,7 +175,7 @@ def test_dtype_preserved(dtype: torch.dtype, name: str, batch: int, per_sample: 
     # and it solved the right problem: y' = -y + sin t from y(0) = 1
     t = ts if not per_sample else ts[:, 0]
     exact = 1.5 * torch.exp(-t) + 0.5 * (torch.sin(t) - torch.cos(t))
-    tol = 1e-2 if name == "euler" else 2e-3
+    tol = 1e-2 if solver.order == 1 else 2e-3  # first order: error ~ dt = 0.01
     assert torch.allclose(sol.ys[:, 0, 0].double(), exact, atol=tol)
 
 
@@ -286,7 +291,13 @@ def test_num_fevals_counts_calls(name: str, per_sample: bool, first_step: float 
     assert stats["num_steps"] == stats["num_accepted"] + stats["num_rejected"]
     if first_step is not None and solver.adaptive:
         assert stats["num_rejected"] > 0
-    assert stats["num_fevals"] == calls[0]
+    jacobians = int(sol.stats.num_jacobians.max())
+    if jacobians == 0:
+        assert stats["num_fevals"] == calls[0]
+    else:
+        # Stats: a Jacobian's calls of f (reverse mode for df/dy, one more for df/dt, and one
+        # probe per solve for whether f has parameters) are not in num_fevals
+        assert stats["num_fevals"] < calls[0] <= stats["num_fevals"] + 2 * jacobians + 1
 
 
 def test_per_sample_rejected_steps_cost_no_end_derivative() -> None:
@@ -366,7 +377,7 @@ def test_time_reversal_returns_to_y0(seed: int, dim: int, span: float, start: fl
        reverse=st.booleans(), points=st.integers(1, 6), seed=st.integers(0, 1000))
 def test_odeint_equals_solve(name: str, rtol: float, atol: float, reverse: bool, points: int,
                              seed: int) -> None:
-    if tidal.SOLVERS[name].tableau.order <= 3:  # keep low-order solves short
+    if tidal.SOLVERS[name].order <= 3:  # keep low-order solves short
         rtol, atol = max(rtol, 1e-5), max(atol, 1e-7)
     g = torch.Generator().manual_seed(seed)
     y0 = torch.randn(2, 3, generator=g, dtype=F64)
@@ -389,7 +400,10 @@ def test_odeint_fixed_equals_solve(name: str) -> None:
     assert torch.equal(tidal.odeint(f, y0, t, method=name),
                        tidal.solve(f, y0, t, solver=tidal.SOLVERS[name](),
                                    controller=tidal.StepTo(t)).ys)
-    assert torch.equal(tidal.odeint(f, y0, t, method=name, options={"step_size": 0.1}),
+    # interp="cubic": the method's own dense output, as solve gives (torchdiffeq's default
+    # between fixed steps is linear)
+    assert torch.equal(tidal.odeint(f, y0, t, method=name,
+                                    options={"step_size": 0.1, "interp": "cubic"}),
                        tidal.solve(f, y0, t, solver=tidal.SOLVERS[name](),
                                    controller=tidal.ConstantStepSize(0.1)).ys)
 

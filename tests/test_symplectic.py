@@ -199,7 +199,8 @@ def test_odeint_by_name_and_step_to() -> None:
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     t = torch.linspace(0.0, 2.0, 11, dtype=F64)
     for name in ("leapfrog", "yoshida4", "implicit_midpoint"):
-        ys = tidal.odeint(pendulum, y0, t, method=name, options={"step_size": 0.05})
+        ys = tidal.odeint(pendulum, y0, t, method=name,
+                          options={"step_size": 0.05, "interp": "cubic"})
         ref = tidal.solve(pendulum, y0, t, solver=tidal.SOLVERS[name](),
                           controller=tidal.ConstantStepSize(0.05)).ys
         assert torch.equal(ys, ref)

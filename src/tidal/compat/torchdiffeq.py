@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
@@ -47,9 +48,10 @@ FIXED_OPTIONS = frozenset({"step_size", "grid_constructor", "interp", "perturb",
                            "max_num_steps", "norm"})
 ADAMS_OPTIONS = FIXED_OPTIONS | {"max_order", "max_iters"}
 INTERPOLATIONS = ("linear", "cubic")
-#: torchdiffeq's default `max_num_steps` (no bound in practice; a NaN or inf from f still ends
-#: the solve at once)
-MAX_NUM_STEPS = 2**31 - 1
+#: the default `max_num_steps`: tidal's finite bound (`tidal.defaults.MAX_STEPS`), a deliberate
+#: departure from torchdiffeq's 2^31 - 1 (a stiff or runaway solve stops with a message that
+#: says how to raise it instead of running for hours)
+MAX_NUM_STEPS = defaults.MAX_STEPS
 
 
 def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,

@@ -84,7 +84,8 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
                if not options.bootstrap else train.initial_states())
     if run_dir is not None:
-        write_history(run_dir, results[0].history, TrajectoryObjective.columns)
+        write_history(run_dir, results[0].history,
+                      (TrajectoryObjective.unit, *TrajectoryObjective.columns))
         write_initial_states(run_dir, train, initial)
     return FitResult(ensemble, scaling, results[0].history, _worst(results),
                      _summary(results), results[0].best_epoch,
