@@ -57,7 +57,16 @@ class Problem:
     def step_range(self, info: SolverInfo, dense: bool) -> tuple[int, int]:
         if info.id in self.solver_steps:
             return self.solver_steps[info.id][dense]
-        return (self.dense_steps if dense else self.steps)[info.order]
+        fewest, most = (self.dense_steps if dense else self.steps)[info.order]
+        if info.id in NEWTON_LOW_ORDER:  # a Jacobian and an LU per step: a quarter as many
+            return max(fewest // 4, 8), most // 4
+        return fewest, most
+
+
+#: Newton methods whose order's step ranges (set by the explicit methods) cost minutes of the
+#: suite; their slopes hold over a quarter of the range (and tests/test_implicit.py checks them
+#: on coarser grids too).
+NEWTON_LOW_ORDER = frozenset({"trapezoid", "sdirk2", "trbdf2"})
 
 
 def _linear_exact(t: torch.Tensor) -> torch.Tensor:
