@@ -29,7 +29,6 @@ from tidal.events import bisection_steps
 from tidal.interpolation import DenseSteps, interpolate_shared
 from tidal.solvers.explicit_rk import BufferedStages, StackedStages, Stages, extra_stages
 from tidal.solvers.jacobian import Jacobian, StepJacobian
-from tidal.solvers.tableau import ButcherTableau
 
 SLIVER = 1e-10  # relative length of a leftover step not worth taking
 #: a step at most this much of |t| is one float64 time cannot resolve (dt_underflow)
@@ -138,12 +137,9 @@ class SharedLoop:
         records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
         self.stages: Stages = (StackedStages() if records_graph
                                else BufferedStages(self.tableau.num_dense_stages, y0))
-        # f(t1, y1) that nothing reads at a jump: the interpolant gives it no weight (linear
-        # interpolation) and the next step takes f afresh from the jump's far side (explicit
-        # tableaus only; other layouts always take it)
-        self.end_unused = (isinstance(self.tableau, ButcherTableau) and not self.tableau.fsal
-                           and not self.tableau.c_extra
-                           and not any(self.tableau.dense_weights()[self.tableau.end_index]))
+        # f(t1, y1) that nothing reads at a jump: the next step takes f afresh from the jump's
+        # far side
+        self.end_unused = self.tableau.end_derivative_unused
         direction = 1.0 if grid.forward else -1.0  # one group
         self.clock = _Clock(direction, y0.dtype, y0.device)
         self.step_field = _StepField(s.field, self.clock, s.field.shape[-1] if y0.dim() else 1)

@@ -90,6 +90,9 @@ class StageLayout(Protocol):
     @property
     def c_extra(self) -> tuple[float, ...]: ...
 
+    @property
+    def end_derivative_unused(self) -> bool: ...
+
 
 class StepMethod(ABC):
     """Base of every numerical method (see the module docstring). Instances hold no state

@@ -56,6 +56,11 @@ class RosenbrockLayout:
     def c_extra(self) -> tuple[float, ...]:
         return ()
 
+    @property
+    def end_derivative_unused(self) -> bool:
+        """f(t1, y1) is a stored stage (the next step's f0): always taken."""
+        return False
+
 
 @lru_cache(maxsize=32)
 def _coefficients(tableau: RosenbrockTableau, dtype: torch.dtype, device: torch.device

@@ -111,6 +111,13 @@ class ButcherTableau:
         """Index of f(t1, y1) among the dense stages."""
         return self.num_stages - 1 if self.fsal else self.num_stages
 
+    @property
+    def end_derivative_unused(self) -> bool:
+        """Whether nothing reads f(t1, y1) of a step: not FSAL, no extra stages, and the
+        interpolant gives it no weight (linear interpolation)."""
+        return (not self.fsal and not self.c_extra
+                and not any(self.dense_weights()[self.end_index]))
+
     def dense_weights(self) -> tuple[Row, ...]:
         """Rows w_i as polynomial coefficients of theta^1, theta^2, ... (Hermite if not given).
 
