@@ -340,3 +340,16 @@ def test_kepler_orbit(info: SolverInfo) -> None:
     scipy_error = (np.abs(twin.y.T - exact) / scale).max()
     bound = max(RELATIVE_BOUND, 10 * scipy_error)
     assert error < bound, (error, scipy_error)
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per-sample"])
+def test_non_contiguous_initial_state(per_sample: bool) -> None:
+    """A transposed y0 (a view with swapped strides) solves like any other: y = y0 e^{-t}."""
+    y0 = torch.arange(12, dtype=torch.float64).reshape(3, 4).t()
+    assert not y0.is_contiguous()
+    ts = torch.linspace(0, 1, 5, dtype=torch.float64)
+    if per_sample:
+        ts = ts[:, None].expand(5, 4).contiguous()
+    solution = tidal.solve(lambda t, y: -y, y0, ts, controller=tidal.PIDController(1e-10, 1e-12))
+    exact = y0 * math.exp(-1.0)
+    torch.testing.assert_close(solution.ys[-1], exact, rtol=1e-8, atol=1e-10)
