@@ -83,6 +83,9 @@ def test_the_solver_library_works_without_the_cli_extra():
             print(error)
         else:
             raise AssertionError("read_table")
+        namespace = {}
+        exec("from tidal import *", namespace)  # the names that need the extra are left out
+        assert "solve" in namespace and "fit" not in namespace, sorted(namespace)
         loaded = sorted(set(sys.modules) & HIDDEN)
         assert not loaded, loaded
         """)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -222,6 +223,10 @@ def test_save_and_load_give_identical_predictions(tmp_path):
             result.scaling.scale_values(torch.as_tensor(y0)),
             torch.as_tensor(result.scaling.scale_times(ts)))).numpy()
     np.testing.assert_array_equal(run.predict(y0, ts), expected)
+    y0.flags.writeable = ts.flags.writeable = False  # e.g. arrays from a memory-mapped file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(run.predict(y0, ts), expected)
 
 
 class _Boom:

@@ -16,7 +16,7 @@ from tidal._errors import (
     TidalError,
     UnknownOptionError,
 )
-from tidal._extras import import_layer
+from tidal._extras import CLI_MODULES, import_layer, missing
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint, ReversibleAdjoint
 from tidal.compat import odeint, odeint_adjoint, odeint_dense, odeint_event
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
@@ -78,7 +78,6 @@ __all__ = [
     "Event",
     "ExplicitRungeKutta",
     "Fehlberg2",
-    "FitResult",
     "HamiltonianNN",
     "Heun",
     "Heun2",
@@ -104,15 +103,12 @@ __all__ = [
     "Status",
     "StepTo",
     "TidalError",
-    "TrainConfig",
     "Trajectories",
     "Tsit5",
     "UnknownOptionError",
     "Yoshida4",
     "data",
     "defaults",
-    "fit",
-    "load_run",
     "nn",
     "odeint",
     "odeint_adjoint",
@@ -127,6 +123,9 @@ __all__ = [
 ]
 
 _TRAINING = ("FitResult", "TrainConfig", "fit", "load_run")
+# `from tidal import *` takes the training names only where the `cli` extra is installed
+if not missing(CLI_MODULES):
+    __all__ += ["FitResult", "TrainConfig", "fit", "load_run"]
 
 
 def __getattr__(name: str) -> Any:

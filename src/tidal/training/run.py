@@ -81,7 +81,7 @@ class Run:
 
         Returns [T, D] or [T, B, D].
         """
-        y0 = torch.as_tensor(np.asarray(y0, dtype=float), dtype=self.dtype)
+        y0 = torch.tensor(np.asarray(y0, dtype=float), dtype=self.dtype)  # copied: may be read-only
         if y0.shape[-1] != len(self.state_names) or y0.dim() > 2:
             raise InvalidArgumentError(
                 f"`predict(y0=...)`: expected {len(self.state_names)} states "
@@ -89,7 +89,7 @@ class Run:
                 f"{tuple(y0.shape)}.")
         ts = np.asarray(ts, dtype=float)
         scaled = self.model(self.scaling.scale_values(y0),
-                            torch.as_tensor(self.scaling.scale_times(ts)))
+                            torch.tensor(self.scaling.scale_times(ts)))
         return self.scaling.unscale_values(scaled).numpy()
 
 
