@@ -254,9 +254,8 @@ class SharedLoop:
             self.stages.append(f1)
         self.accepted += 1
         if s.recorder is not None:
-            s.recorder.record(torch.ones(1, dtype=torch.bool, device=step.y1.device),
-                              torch.full((1,), tau1, dtype=torch.float64,
-                                         device=step.y1.device), step.y1)
+            s.recorder.record(None, torch.full((1,), tau1, dtype=torch.float64,
+                                               device=step.y1.device), step.y1)
         tau_stop = tau1
         if s.watcher is not None:
             tau_stop = self._locate_event(step, tau1)

@@ -37,10 +37,12 @@ class Start:
 
 class Recorder(Protocol):
     """Called by a loop after every iteration (on a shared grid: every accepted step) with
-    the groups that accepted a step [G], where their steps ended (forward time [G]) and the
-    states there (loop layout). `tidal.adjoint.checkpoint` keeps checkpoints this way."""
+    the groups that accepted a step [G] (None: all of them, known on the host), where their
+    steps ended (forward time [G]) and the states there (loop layout).
+    `tidal.adjoint.checkpoint` keeps checkpoints this way."""
 
-    def record(self, accept: torch.Tensor, tau1: torch.Tensor, y1: torch.Tensor) -> None: ...
+    def record(self, accept: torch.Tensor | None, tau1: torch.Tensor, y1: torch.Tensor
+               ) -> None: ...
 
 
 @dataclass(kw_only=True, slots=True)

@@ -156,15 +156,34 @@ class CheckpointRecorder:
         self.taus = torch.empty(0, groups, dtype=torch.float64, device=y0.device)
         self.states = torch.empty(0, *y0.shape, dtype=y0.dtype, device=y0.device)
 
-    def record(self, accept: torch.Tensor, tau1: torch.Tensor, y1: torch.Tensor) -> None:
+    def record(self, accept: torch.Tensor | None, tau1: torch.Tensor, y1: torch.Tensor
+               ) -> None:
         y1 = y1.reshape(len(self.groups), -1)
         self.calls += 1
-        self.count += accept
-        self.ends.append(torch.where(accept, tau1, math.inf))
-        self.last_end = torch.where(accept, tau1, self.last_end)
         if self.calls // self.stride > len(self.taus):  # a slot some group may reach
             self.taus = torch.cat([self.taus, torch.full_like(tau1, math.nan)[None]])
             self.states = torch.cat([self.states, torch.full_like(y1, math.nan)[None]])
+        if accept is None:  # every group accepted: its count is the number of calls
+            self._record_all(tau1, y1)
+        else:
+            self._record_some(accept, tau1, y1)
+        if len(self.taus) >= self.adjoint.limit(self.calls):
+            self.taus, self.states = self.taus[1::2].clone(), self.states[1::2].clone()
+            self.stride *= 2
+
+    def _record_all(self, tau1: torch.Tensor, y1: torch.Tensor) -> None:
+        """The shared grid's case, with no masks: every count equals `calls`."""
+        self.count += 1
+        self.ends.append(tau1)
+        self.last_end = tau1
+        if self.calls % self.stride == 0:
+            self.taus[self.calls // self.stride - 1] = tau1
+            self.states[self.calls // self.stride - 1] = y1
+
+    def _record_some(self, accept: torch.Tensor, tau1: torch.Tensor, y1: torch.Tensor) -> None:
+        self.count += accept
+        self.ends.append(torch.where(accept, tau1, math.inf))
+        self.last_end = torch.where(accept, tau1, self.last_end)
         if not len(self.taus):  # every count is still below the stride
             return
         due = accept & (self.count % self.stride == 0)
@@ -172,9 +191,6 @@ class CheckpointRecorder:
         self.taus[slot, self.groups] = torch.where(due, tau1, self.taus[slot, self.groups])
         self.states[slot, self.groups] = torch.where(due.unsqueeze(-1), y1,
                                                      self.states[slot, self.groups])
-        if len(self.taus) >= self.adjoint.limit(self.calls):
-            self.taus, self.states = self.taus[1::2].clone(), self.states[1::2].clone()
-            self.stride *= 2
 
     def step_ends(self) -> torch.Tensor:
         """[G, J]: each group's accepted step ends in order, padded with inf."""
