@@ -50,18 +50,16 @@ class TorchdiffeqController(PIDController):
         """(accept, factor, history) on floats or float64 tensors; a NaN or infinite ratio
         rejects the step with the smallest factor."""
         if isinstance(ratio, torch.Tensor):
-            ratio = torch.where(torch.isfinite(ratio), ratio, math.inf)
-            floor = torch.where(ratio < 1.0, 1.0, self.factor_min)
-            factor = self.safety * ratio.clamp(min=1e-300) ** -exponent
-            factor = torch.where(ratio == 0.0, self.factor_max,
-                                 torch.minimum(torch.maximum(factor, floor),
-                                               torch.full_like(factor, self.factor_max)))
-            return ratio <= 1.0, factor, history
-        ratio = ratio if math.isfinite(ratio) else math.inf
-        if ratio == 0.0:
+            r = torch.where(torch.isfinite(ratio), ratio, math.inf)
+            floor = torch.where(r < 1.0, 1.0, self.factor_min)
+            factor = torch.minimum(torch.maximum(self.safety * r.clamp(min=1e-300) ** -exponent,
+                                                 floor), torch.full_like(r, self.factor_max))
+            return r <= 1.0, torch.where(r == 0.0, self.factor_max, factor), history
+        value = float(ratio) if math.isfinite(ratio) else math.inf
+        if value == 0.0:
             return True, self.factor_max, history
-        floor = 1.0 if ratio < 1.0 else self.factor_min
-        return ratio <= 1.0, min(self.factor_max, max(self.safety * ratio ** -exponent, floor)), \
+        lower = 1.0 if value < 1.0 else self.factor_min
+        return value <= 1.0, min(self.factor_max, max(self.safety * value ** -exponent, lower)), \
             history
 
 

@@ -196,8 +196,15 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
     adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
     sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
                 adjoint=adjoint, dense=dense,
-                max_steps=int(options.get("max_num_steps", MAX_NUM_STEPS)))
+                max_steps=_max_steps(options, t))
     return sol, flat, t
+
+
+def _max_steps(options: dict, t: torch.Tensor) -> int:
+    """torchdiffeq bounds the steps of each output interval by `max_num_steps`; tidal bounds
+    the whole solve, by max_num_steps x intervals: it stops only where some interval took more
+    than max_num_steps steps, so never where torchdiffeq would not."""
+    return int(options.get("max_num_steps", MAX_NUM_STEPS)) * max(1, len(t) - 1)
 
 
 def _event_times(t: torch.Tensor, method: str, adaptive: bool, options: dict) -> torch.Tensor:
