@@ -162,9 +162,11 @@ def test_bad_interp_is_an_error() -> None:
 # 3, 4. perturb and jump_t in the state's dtype
 
 
+@pytest.mark.parametrize("method", ["euler", "gl4"])  # gl4: the Jacobian at a step's start too
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("adjoint", [False, True])
-def test_perturb_never_evaluates_on_the_grid(dtype: torch.dtype, adjoint: bool) -> None:
+def test_perturb_never_evaluates_on_the_grid(method: str, dtype: torch.dtype,
+                                             adjoint: bool) -> None:
     seen: list[float] = []
 
     def f(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -175,7 +177,7 @@ def test_perturb_never_evaluates_on_the_grid(dtype: torch.dtype, adjoint: bool) 
     y0 = torch.tensor([1.0, 2.0], dtype=dtype, requires_grad=True)
     solve = odeint_adjoint if adjoint else odeint
     extra = {"adjoint_params": ()} if adjoint else {}
-    ys = solve(f, y0, torch.tensor([0.0, 1.0]), method="euler",
+    ys = solve(f, y0, torch.tensor([0.0, 1.0]), method=method,
                options={"step_size": 0.5, "perturb": True}, **extra)
     if adjoint:
         seen.clear()
@@ -184,7 +186,7 @@ def test_perturb_never_evaluates_on_the_grid(dtype: torch.dtype, adjoint: bool) 
     tiny = float(torch.nextafter(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype)))
     after_half = float(torch.nextafter(torch.tensor(0.5, dtype=dtype),
                                        torch.tensor(1.0, dtype=dtype)))
-    if not adjoint:  # just after 0 and just after 0.5, exactly as torchdiffeq
+    if not adjoint and method == "euler":  # just after 0 and 0.5, exactly as torchdiffeq
         assert seen == [tiny, after_half]
 
 
@@ -229,6 +231,22 @@ def test_default_max_num_steps_is_torchdiffeqs() -> None:
                options={"step_size": h, "max_num_steps": 100})
 
 
+def test_max_num_steps_bounds_each_output_interval() -> None:
+    """torchdiffeq counts max_num_steps per output interval: about 60 steps (max_step) in
+    each of two intervals pass a limit of 70 in both libraries (tidal's bound is 70 x 2 for
+    the solve) and fail a limit of 50 in both."""
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=F64)
+    options = {"max_step": 1 / 60, "max_num_steps": 70}
+    ours = odeint(lambda t, y: -y, Y0, t, options=options, rtol=1e-3, atol=1e-5)
+    theirs = torchdiffeq.odeint(lambda t, y: -y, Y0, t, options=options, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+    tight = {**options, "max_num_steps": 50}
+    with pytest.raises(tidal.SolveFailedError, match="max_num_steps"):
+        odeint(lambda t, y: -y, Y0, t, options=tight, rtol=1e-3, atol=1e-5)
+    with pytest.raises(AssertionError, match="max_num_steps"):
+        torchdiffeq.odeint(lambda t, y: -y, Y0, t, options=tight, rtol=1e-3, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Adaptive step sequences: torchdiffeq's step-size rule and dopri5 error estimate
 
@@ -252,8 +270,10 @@ class Stepping(torch.nn.Module):
         self.steps.append((False, float(t0), float(dt)))
 
 
-@pytest.mark.parametrize(("method", "rtol"), [("dopri5", 1e-7), ("bosh3", 1e-4)])
-def test_adaptive_steps_are_torchdiffeqs(method: str, rtol: float) -> None:
+@pytest.mark.parametrize(("method", "rtol", "round_off"), [
+    ("dopri5", 1e-7, 1e-6), ("bosh3", 1e-4, 1e-6),
+    ("dopri8", 1e-7, 1e-3)])  # dopri8's error estimate (~1e-12) carries round-off ~1e-4
+def test_adaptive_steps_are_torchdiffeqs(method: str, rtol: float, round_off: float) -> None:
     """The same accepted and rejected steps (t0, dt), up to round-off, and calls of f as
     torchdiffeq, on a problem with rejections and several output times; except that tidal's
     last step ends on t[-1] where torchdiffeq's steps past it (docs/design.md)."""
@@ -268,18 +288,20 @@ def test_adaptive_steps_are_torchdiffeqs(method: str, rtol: float) -> None:
     assert [a for a, _, _ in ours.steps] == [a for a, _, _ in theirs.steps]
     assert any(not a for a, _, _ in ours.steps)  # the rule after a rejection is exercised
     np.testing.assert_allclose([s[1:] for s in ours.steps[:-1]],
-                               [s[1:] for s in theirs.steps[:-1]], rtol=1e-6, atol=0)
+                               [s[1:] for s in theirs.steps[:-1]], rtol=round_off, atol=0)
     (_, t0, dt), (_, their_t0, their_dt) = ours.steps[-1], theirs.steps[-1]
     assert t0 + dt == pytest.approx(10.0, abs=1e-12) and their_t0 + their_dt > 10.0
     assert ours.nfe == theirs.nfe
-    # the steps' ends agree; between them the interpolants differ (bosh3: tidal's Hermite
-    # cubic, torchdiffeq's quartic through a midpoint): no less accurate than torchdiffeq's
+    if method != "bosh3":  # torchdiffeq's interpolant: the same outputs but the last (tidal's
+        # last step ends on it); bosh3 keeps its cubic Hermite, more accurate (below)
+        torch.testing.assert_close(ys_ours[:-1], ys_theirs[:-1], rtol=0,
+                                   atol=1e3 * round_off * rtol)
     reference = solve_ivp(lambda s, y: [1.5 * y[0] - y[0] * y[1], -3.0 * y[1] + y[0] * y[1]],
                           (0.0, 10.0), [1.0, 1.0], method="DOP853", t_eval=t.numpy(),
                           rtol=1e-12, atol=1e-14).y.T
     errors = [float((ys - torch.from_numpy(reference)).abs().max())
               for ys in (ys_ours, ys_theirs)]
-    assert errors[0] <= 1.5 * errors[1]
+    assert errors[0] <= 1.1 * errors[1]
 
 
 @pytest.mark.parametrize("method", ["adaptive_heun", "fehlberg2"])

@@ -1,6 +1,10 @@
-"""torchdiffeq's step sequence, so that `odeint` takes torchdiffeq's steps (and calls f and the
-step callbacks as often): its step-size rule, its dopri5 error estimate and its reuse of the
-last stage in adaptive_heun and fehlberg2.
+"""torchdiffeq's adaptive methods as it runs them, so that `odeint` takes torchdiffeq's steps
+(and calls f and the step callbacks as often) and interpolates as it does: its step-size rule,
+its dopri5 error estimate, its reuse of the last stage in adaptive_heun and fehlberg2, its
+dopri8 (`_dopri8`); dopri5 and dopri8 interpolate with its quartic through a midpoint
+(`_interpolant`). bosh3, adaptive_heun and fehlberg2 keep tidal's cubic Hermite: torchdiffeq's
+quartic through a first- or second-order midpoint is less accurate (torchdiffeq's bosh3 places
+the event of tests/test_compat.py's falling body at t = 1.27 instead of 1.66).
 
 torchdiffeq 0.2.5 (`_impl/misc.py`, `_optimal_step_size`) differs from tidal's I controller in
 one point: after an accepted step (error ratio r < 1) the step never shrinks. The next step is
@@ -30,14 +34,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from tidal.compat._dopri8 import TorchdiffeqDopri8
+from tidal.compat._interpolant import quartic_through_midpoint
 from tidal.controllers.adaptive import History
 from tidal.controllers.base import Scalar
 from tidal.controllers.pid import PIDController
+from tidal.solvers.base import ExplicitRungeKutta
 from tidal.solvers.dopri5 import Dopri5
 from tidal.solvers.low_order import Fehlberg2, HeunEuler
+from tidal.solvers.tableau import ButcherTableau
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,24 @@ class TorchdiffeqController(PIDController):
             history
 
 
-class TorchdiffeqDopri5(Dopri5):
-    """`Dopri5` with torchdiffeq's error estimate b - b_hat (the module's docstring)."""
+def _torchdiffeq_form(tableau: ButcherTableau, mid: tuple[float, ...], dense_order: int,
+                      **changes: Any) -> ButcherTableau:
+    """`tableau` with torchdiffeq's quartic interpolant through y0 + dt sum_i mid_i k_i."""
+    return dataclasses.replace(tableau, dense=quartic_through_midpoint(tableau.b, mid),
+                               dense_order=dense_order, **changes)
 
-    tableau = dataclasses.replace(Dopri5.tableau, b_error=((
-        35 / 384 - 1951 / 21600, 0.0, 500 / 1113 - 22642 / 50085, 125 / 192 - 451 / 720,
-        -2187 / 6784 + 12231 / 42400, 11 / 84 - 649 / 6300, -1 / 60),))
+
+class TorchdiffeqDopri5(Dopri5):
+    """`Dopri5` with torchdiffeq's error estimate b - b_hat (the module's docstring) and its
+    quartic interpolant (order 4, as tidal's own)."""
+
+    tableau = _torchdiffeq_form(
+        Dopri5.tableau, (6025192743 / 30085553152 / 2, 0.0, 51252292925 / 65400821598 / 2,
+                         -2691868925 / 45128329728 / 2, 187940372067 / 1594534317056 / 2,
+                         -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2), 4,
+        b_error=((35 / 384 - 1951 / 21600, 0.0, 500 / 1113 - 22642 / 50085,
+                  125 / 192 - 451 / 720, -2187 / 6784 + 12231 / 42400, 11 / 84 - 649 / 6300,
+                  -1 / 60),))
 
 
 class TorchdiffeqHeunEuler(HeunEuler):
@@ -86,5 +107,6 @@ class TorchdiffeqFehlberg2(Fehlberg2):
 
 
 #: methods that torchdiffeq runs differently from tidal's textbook forms
-METHODS = {"dopri5": TorchdiffeqDopri5, "adaptive_heun": TorchdiffeqHeunEuler,
-           "fehlberg2": TorchdiffeqFehlberg2}
+METHODS: dict[str, type[ExplicitRungeKutta]] = {
+    "dopri5": TorchdiffeqDopri5, "adaptive_heun": TorchdiffeqHeunEuler,
+    "fehlberg2": TorchdiffeqFehlberg2, "dopri8": TorchdiffeqDopri8}
