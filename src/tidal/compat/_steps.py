@@ -1,10 +1,10 @@
 """torchdiffeq's adaptive methods as it runs them, so that `odeint` takes torchdiffeq's steps
 (and calls f and the step callbacks as often) and interpolates as it does: its step-size rule,
 its dopri5 error estimate, its reuse of the last stage in adaptive_heun and fehlberg2, its
-dopri8 (`_dopri8`); dopri5 and dopri8 interpolate with its quartic through a midpoint
-(`_interpolant`). bosh3, adaptive_heun and fehlberg2 keep tidal's cubic Hermite: torchdiffeq's
-quartic through a first- or second-order midpoint is less accurate (torchdiffeq's bosh3 places
-the event of tests/test_compat.py's falling body at t = 1.27 instead of 1.66).
+dopri8 (`_dopri8`) and its quartic interpolant through a midpoint (`_interpolant`). bosh3 keeps
+tidal's cubic Hermite: torchdiffeq's quartic through a second-order midpoint is less accurate
+(its bosh3 places the event of tests/test_compat.py's falling body at t = 1.27 instead of
+1.66).
 
 torchdiffeq 0.2.5 (`_impl/misc.py`, `_optimal_step_size`) differs from tidal's I controller in
 one point: after an accepted step (error ratio r < 1) the step never shrinks. The next step is
@@ -94,16 +94,18 @@ class TorchdiffeqDopri5(Dopri5):
 
 class TorchdiffeqHeunEuler(HeunEuler):
     """`adaptive_heun` as torchdiffeq runs it: the second stage, f(t1, y0 + dt f0), is handed
-    to the next step as f(t1, y1) (one call of f per step instead of two)."""
+    to the next step as f(t1, y1) (one call of f per step instead of two); its interpolant
+    (midpoint y0 + dt k_0 / 2)."""
 
-    tableau = dataclasses.replace(HeunEuler.tableau, reuse_last_stage=True)
+    tableau = _torchdiffeq_form(HeunEuler.tableau, (0.5, 0.0), 1, reuse_last_stage=True)
 
 
 class TorchdiffeqFehlberg2(Fehlberg2):
     """`fehlberg2` as torchdiffeq runs it: the third stage, taken at the first-order solution,
-    is handed to the next step as f(t1, y1) (two calls of f per step instead of three)."""
+    is handed to the next step as f(t1, y1) (two calls of f per step instead of three); its
+    interpolant (midpoint y0 + dt k_1 / 2)."""
 
-    tableau = dataclasses.replace(Fehlberg2.tableau, reuse_last_stage=True)
+    tableau = _torchdiffeq_form(Fehlberg2.tableau, (0.0, 0.5, 0.0), 2, reuse_last_stage=True)
 
 
 #: methods that torchdiffeq runs differently from tidal's textbook forms
