@@ -621,7 +621,7 @@ def test_scipy_solver_adjoint_gradient() -> None:
 def test_implicit_method_float32_field_independent_of_y() -> None:
     """torchdiffeq's `exp` test problem in float32, y' = -0.1 exp(-0.1 t), y = exp(-0.1 t): the
     stiff method's Jacobian (df/dy = 0) is formed in the state's dtype."""
-    t = torch.linspace(1.0, 8.0, 5, dtype=F64, requires_grad=True)  # as torchdiffeq's test
+    t = torch.linspace(1.0, 3.0, 3, dtype=F64, requires_grad=True)  # as torchdiffeq's test
     ys = odeint(lambda t, y: -0.1 * torch.exp(-0.1 * t),  # a 0-d state, f without y
                 torch.tensor(math.exp(-0.1), requires_grad=True), t, method="gl4",
                 options={"step_size": 0.05})
