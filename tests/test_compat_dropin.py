@@ -618,6 +618,7 @@ def test_scipy_solver_adjoint_gradient() -> None:
     torch.testing.assert_close(t.grad, torch.tensor([-rate, rate], dtype=F64))
 
 
+@pytest.mark.slow  # ~5 s on the loaded machine: the Jacobian through t's graph
 def test_implicit_method_float32_field_independent_of_y() -> None:
     """torchdiffeq's `exp` test problem in float32, y' = -0.1 exp(-0.1 t), y = exp(-0.1 t): the
     stiff method's Jacobian (df/dy = 0) is formed in the state's dtype."""
