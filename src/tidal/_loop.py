@@ -75,19 +75,20 @@ class _Clock:
 class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
-    __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "failure", "jacobians",
-                 "jump", "last_dim", "tau0")
+    __slots__ = ("_jacobian", "after_jump", "clock", "dt", "f", "factorizations", "failure",
+                 "jacobians", "jump", "last_dim", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
-        self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
+        self.tau0, self.dt, self.jump, self.after_jump = 0.0, 0.0, math.inf, False
         self._jacobian: StepJacobian | None = None
         self.jacobians = self.factorizations = 0
         self.failure: torch.Tensor | None = None
 
-    def set(self, tau0: float, dt: float, jump: float) -> None:
-        """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
-        self.tau0, self.dt, self.jump = tau0, dt, jump
+    def set(self, tau0: float, dt: float, jump: float, after_jump: bool = False) -> None:
+        """The step from tau0 over dt; `jump` is its end if that is a jump, else inf;
+        `after_jump`: tau0 is a jump (f there from its far side)."""
+        self.tau0, self.dt, self.jump, self.after_jump = tau0, dt, jump, after_jump
 
     def times(self, c: tuple[float, ...]) -> Sequence[torch.Tensor]:
         times = self.clock.times([self.tau0 + ci * self.dt for ci in c])
@@ -113,7 +114,9 @@ class _StepField:
                 (1, 1), -1.0, dtype=y0.dtype, device=y0.device)
             self._jacobian = StepJacobian(lambda t, y: f(t, y.view(shape)).reshape(1, -1),
                                           direction)
-        value, fresh = self._jacobian.at(self.clock.time(self.tau0), y0, self.rows(y0))
+        start = (self.clock.beside(self.tau0, 1.0) if self.after_jump
+                 else self.clock.time(self.tau0))
+        value, fresh = self._jacobian.at(start, y0, self.rows(y0))
         self.jacobians += fresh
         return value
 
@@ -147,6 +150,8 @@ class SharedLoop:
         self.tau, self.tau_end = ((self.taus[0], self.taus[-1]) if s.start is None
                                   else (s.tau0.item(), s.tau_end.item()))
         self.boundaries = self._boundaries()
+        self.after_jump = s.boundaries is not None and bool(s.boundaries.contains_jump(
+            torch.full((1,), self.tau, dtype=torch.float64, device=y0.device)).any())
         self.y, self.f0, self.dt = y0, s.f0, s.dt0.item()
         self.status = Status.SUCCESS if s.finite.item() else Status.NONFINITE
         self.fevals, self.steps, self.accepted, self.rejected = s.setup_fevals, 0, 0, 0
@@ -208,7 +213,7 @@ class SharedLoop:
             control.before_step(self.clock.time(self.tau), dt, self.y)
         self.stages.begin(self.y, dt, self.f0)
         self.step_field.set(self.tau, dt, tau1 if boundary is not None and boundary[1]
-                            else math.inf)
+                            else math.inf, self.after_jump)
         y1, fevals = self.s.solver.attempt(self.step_field, self.stages, self.coef)
         self.fevals += fevals
         self.steps += 1
@@ -268,6 +273,7 @@ class SharedLoop:
             if on_jump and tau1 < self.tau_end:  # a jump: f(t1, y1) from its far side
                 f1 = s.field(self.clock.beside(tau1, 1.0), step.y1)
                 self.fevals += 1
+        self.after_jump = on_jump
         self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)
 
     def _dense_stages(self, step: _Step) -> torch.Tensor:

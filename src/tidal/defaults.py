@@ -29,8 +29,8 @@ adjoint objects and share one set of training defaults, looser and cheaper in me
 - `MAX_STEPS` per solve, as for `solve`.
 
 `tidal.odeint` keeps torchdiffeq's own defaults (rtol 1e-7, atol 1e-9, dopri5), the documented
-exception, so that code moved from torchdiffeq behaves the same; its `max_num_steps` defaults
-to `MAX_STEPS` too.
+exception, so that code moved from torchdiffeq behaves the same, `max_num_steps` included
+(torchdiffeq's 2^31 - 1: a solve that finished there finishes here).
 """
 
 from __future__ import annotations

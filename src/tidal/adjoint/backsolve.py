@@ -223,17 +223,20 @@ def _augmented_field(f: VectorField, shape: torch.Size, params: tuple[torch.Tens
         if interval is not None:
             s = t.to(torch.float64)
             t = (start.to(s.device) + s * length.to(s.device)).to(dtype=dtype, device=z.device)
+        graph = z.requires_grad  # differentiated itself: an implicit method's Jacobian
         with torch.enable_grad():
-            y = z[:n].view(shape).detach().requires_grad_(True)
+            y = z[:n].view(shape)
+            y = y if graph else y.detach().requires_grad_(True)
             a = z[n:2 * n].view(shape)
             dy = f(t, y)
             if interval is not None:
                 a = a * scale.to(z.device)
             vjps: Sequence[torch.Tensor | None] = (
                 torch.autograd.grad(dy, (y, *params), grad_outputs=a, allow_unused=True,
-                                    retain_graph=bool(params))
+                                    retain_graph=bool(params) or graph, create_graph=graph)
                 if dy.requires_grad else [None] * (1 + len(params)))  # f depends on neither
-        dy = dy.detach() if interval is None else dy.detach() * scale.to(z.device)
+        dy = dy if graph else dy.detach()
+        dy = dy if interval is None else dy * scale.to(z.device)
         vjp_y = vjps[0] if vjps[0] is not None else torch.zeros_like(y)
         parts = [dy.reshape(-1), -vjp_y.reshape(-1)]
         for vjp, p in zip(vjps[1:], params):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,14 +26,25 @@ METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 OPTIONS = frozenset({"solver", "min_step", "max_step", "norm"})
 
 
+@dataclass(frozen=True)
+class Backward:
+    """The backward solve of `odeint_adjoint`: its tolerances, options and parameters."""
+
+    rtol: Any
+    atol: Any
+    options: dict
+    params: Sequence[torch.Tensor]
+
+
 def scipy_solve(func: Callable, y0: torch.Tensor, t: torch.Tensor, rtol: float, atol: float,
-                options: dict, params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """The states at the times t [T], shape [T, *y0.shape]; with `params` (odeint_adjoint),
-    differentiable in y0 and `params` by the adjoint."""
+                options: dict, backward: Backward | None = None) -> torch.Tensor:
+    """The states at the times t [T], shape [T, *y0.shape]; with `backward` (odeint_adjoint),
+    differentiable in y0 and its parameters by the adjoint, solved with its settings."""
     settings = _settings(options, rtol, atol)
-    if params is None:
+    if backward is None:
         return _forward(func, y0.detach(), t.detach(), settings)
-    return _ScipyAdjoint.apply(func, settings, y0, t, *params)
+    backward_settings = _settings(backward.options, backward.rtol, backward.atol)
+    return _ScipyAdjoint.apply(func, settings, backward_settings, y0, t, *backward.params)
 
 
 def _settings(options: dict, rtol: Any, atol: Any) -> dict:
@@ -88,10 +100,10 @@ def _forward(func: Callable, y0: torch.Tensor, t: torch.Tensor, settings: dict
 
 class _ScipyAdjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, func: Callable, settings: dict, y0: torch.Tensor, t: torch.Tensor,
-                *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, func: Callable, settings: dict, backward_settings: dict,
+                y0: torch.Tensor, t: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         ys = _forward(func, y0.detach(), t.detach(), settings)
-        ctx.func, ctx.settings, ctx.params = func, settings, params
+        ctx.func, ctx.settings, ctx.params = func, backward_settings, params
         ctx.save_for_backward(ys, t)
         return ys
 
@@ -111,11 +123,11 @@ class _ScipyAdjoint(torch.autograd.Function):
         grads = [part.view_as(p).to(p.dtype)
                  for part, p in zip(torch.split(g, [p.numel() for p in params]), params)]
         grad_t = None
-        if ctx.needs_input_grad[3]:  # dL/dt_i = dL/dy_i . f(t_i, y_i); t_0: -a(t_0+) . f
+        if ctx.needs_input_grad[4]:  # dL/dt_i = dL/dy_i . f(t_i, y_i); t_0: -a(t_0+) . f
             with torch.no_grad():
                 rates = torch.stack([ctx.func(ti.to(ys.dtype), y).reshape(-1)
                                      for ti, y in zip(t, ys)])
             grad_t = (grad_ys.reshape(len(t), -1) * rates).sum(-1)
             grad_t[0] = -((a - grad_ys[0].reshape(-1)) * rates[0]).sum()
             grad_t = grad_t.to(t.dtype)
-        return (None, None, a.view(shape), grad_t, *grads)
+        return (None, None, None, a.view(shape), grad_t, *grads)

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
 from tidal.compat import _callbacks, _scipy
+from tidal.compat._steps import METHODS, TorchdiffeqController
 from tidal.compat._tuples import Flattener, State
 from tidal.controllers import ConstantStepSize, PIDController, StepTo
 from tidal.controllers.base import StepSizeController
@@ -48,10 +48,10 @@ FIXED_OPTIONS = frozenset({"step_size", "grid_constructor", "interp", "perturb",
                            "max_num_steps", "norm"})
 ADAMS_OPTIONS = FIXED_OPTIONS | {"max_order", "max_iters"}
 INTERPOLATIONS = ("linear", "cubic")
-#: the default `max_num_steps`: tidal's finite bound (`tidal.defaults.MAX_STEPS`), a deliberate
-#: departure from torchdiffeq's 2^31 - 1 (a stiff or runaway solve stops with a message that
-#: says how to raise it instead of running for hours)
-MAX_NUM_STEPS = defaults.MAX_STEPS
+#: the default `max_num_steps`, torchdiffeq's 2^31 - 1: code moved from torchdiffeq finishes
+#: every solve it finished there (`tidal.solve` keeps its fail-fast `tidal.defaults.MAX_STEPS`;
+#: a NaN or inf still ends either at once, `Status.NONFINITE`)
+MAX_NUM_STEPS = 2**31 - 1
 
 
 def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any = 1e-7,
@@ -196,8 +196,15 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
     adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
     sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
                 adjoint=adjoint, dense=dense,
-                max_steps=int(options.get("max_num_steps", MAX_NUM_STEPS)))
+                max_steps=_max_steps(options, t))
     return sol, flat, t
+
+
+def _max_steps(options: dict, t: torch.Tensor) -> int:
+    """torchdiffeq bounds the steps of each output interval by `max_num_steps`; tidal bounds
+    the whole solve, by max_num_steps x intervals: it stops only where some interval took more
+    than max_num_steps steps, so never where torchdiffeq would not."""
+    return int(options.get("max_num_steps", MAX_NUM_STEPS)) * max(1, len(t) - 1)
 
 
 def _event_times(t: torch.Tensor, method: str, adaptive: bool, options: dict) -> torch.Tensor:
@@ -226,7 +233,7 @@ def _method(method: str | None) -> str:
 
 def _solver(method: str, options: dict, rtol: Any, atol: Any) -> StepMethod:
     """The method, with linear interpolation between fixed steps unless `interp="cubic"`."""
-    cls: type[StepMethod] = ADAMS.get(method) or SOLVERS[method]
+    cls: type[StepMethod] = ADAMS.get(method) or METHODS.get(method) or SOLVERS[method]
     if cls.adaptive:
         return cls()
     interp = options.get("interp", "linear")
@@ -281,7 +288,7 @@ def _controller(method: str, adaptive: bool, options: dict, rtol: Any, atol: Any
         norm = flat.wrap_norm(norm)
     elif flat.shapes is not None:
         norm = flat.mixed_norm
-    return PIDController(
+    return TorchdiffeqController(
         rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
         safety=float(options.get("safety", 0.9)), factor_max=float(options.get("ifactor", 10.0)),
         factor_min=float(options.get("dfactor", 0.2)), dt0=_float(options.get("first_step")),
@@ -421,6 +428,10 @@ def _scipy_odeint(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: A
         raise IncompatibleOptionsError(
             f"`odeint_adjoint(method='scipy_solver', adjoint_method={backward.method!r})`: "
             "the backward solve of scipy_solver is scipy_solver too.")
-    ys = _scipy.scipy_solve(flat.wrap(func), flat.flatten(y0), t, rtol, atol, options,
-                            None if backward is None else backward.params)
+    if backward is not None:
+        _check_options(SCIPY, False, backward.options)
+    ys = _scipy.scipy_solve(
+        flat.wrap(func), flat.flatten(y0), t, rtol, atol, options,
+        None if backward is None else _scipy.Backward(backward.rtol, backward.atol,
+                                                      backward.options, backward.params))
     return flat.unflatten(ys, leading=1)

@@ -190,7 +190,7 @@ def rk_stages(field: Field, stage_times: Sequence[torch.Tensor], stages: Stages,
     for i in range(1, tableau.num_stages):
         y_stage = stages.combine(coef.a_rows[i])
         stages.append(field(stage_times[i], y_stage))
-    return y_stage if tableau.fsal else stages.combine(coef.b)
+    return y_stage if tableau.fsal and not tableau.reuse_last_stage else stages.combine(coef.b)
 
 
 def extra_stages(field: Field, extra_times: Sequence[torch.Tensor], stages: Stages,

@@ -268,6 +268,8 @@ class StepJacobian:
         if self.value is not None and y is self.y:
             return self.value, False
         J, dfdt = self.jacobian(t, rows)
+        # in the state's dtype, whatever f returns (a float64 f of a float32 state)
+        J, dfdt = J.to(rows.dtype), None if dfdt is None else dfdt.to(rows.dtype)
         if dfdt is not None and self.direction is not None:
             dfdt = dfdt * self.direction
         self.y, self.value = y, Jacobian(J, dfdt)

@@ -50,6 +50,13 @@ class ButcherTableau:
         dense_order: order of the interpolant.
         c_extra, a_extra: nodes and rows of extra stages used only by the interpolant; row `r`
             has one entry per dense stage before it.
+        reuse_last_stage: hand the last stage to the next step as f(t1, y1) although it is not
+            taken at y1 (torchdiffeq's `adaptive_heun` and `fehlberg2` do; the drop-in
+            reproduces them with it: `tidal.compat._steps`).
+
+    `fsal` (derived): the last stage is handed to the next step as its first, f(t1, y1), and
+    is not evaluated again: a true FSAL method (its last row of `a` is `b`), or
+    `reuse_last_stage`.
     """
 
     c: Row
@@ -62,6 +69,7 @@ class ButcherTableau:
     dense_order: int = 3
     c_extra: Row = ()
     a_extra: tuple[Row, ...] = ()
+    reuse_last_stage: bool = False
     fsal: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,7 +96,7 @@ class ButcherTableau:
         if bool(self.b_error) != (self.error_order is not None):
             raise ValueError("ButcherTableau: give both b_error and error_order, or neither.")
         fsal = s > 1 and self.c[-1] == 1.0 and self.a[-1] == self.b[:-1] and self.b[-1] == 0
-        object.__setattr__(self, "fsal", fsal)
+        object.__setattr__(self, "fsal", fsal or self.reuse_last_stage)
         self._check_extra_stages()
         if self.dense is not None:
             self._check_dense()
