@@ -16,7 +16,7 @@ defined). It never turns into a search that runs to `max_steps`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +105,13 @@ class _StepField:
         """The whole state is one group: [1, N]."""
         return y.reshape(1, -1)
 
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        f = self.f
+        if f.jac is None:
+            return None
+        return lambda t, rows: f.jacobian(t, rows.view(f.loop_shape))
+
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [1, N, N] and df/dt [1, N] of the flat state at the step's start."""
         if self._jacobian is None:
@@ -112,7 +119,7 @@ class _StepField:
             direction = None if self.clock.direction > 0 else torch.full(
                 (1, 1), -1.0, dtype=y0.dtype, device=y0.device)
             self._jacobian = StepJacobian(lambda t, y: f(t, y.view(shape)).reshape(1, -1),
-                                          direction)
+                                          direction, self.jac_rows)
         value, fresh = self._jacobian.at(self.clock.time(self.tau0), y0, self.rows(y0))
         self.jacobians += fresh
         return value

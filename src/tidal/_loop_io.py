@@ -13,7 +13,7 @@ import torch
 
 from tidal._errors import SolveFailedError, Status
 from tidal._grid import Grid
-from tidal._vector_field import Field, check_output
+from tidal._vector_field import Field, bind_args, check_output
 from tidal.controllers.base import Boundaries, StepControl
 from tidal.events import EventWatcher, watch
 from tidal.interpolation import DenseOutput, DenseSteps
@@ -87,7 +87,9 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     """The loop setup of a problem started from y0 (the user's shape): the first call of f
     (checked), the controller bound to the solve, the first step, the event watcher."""
     grid, start = problem.grid, problem.start
-    field = Field(problem.f, grid, y0.shape, y0.dtype)
+    jac = problem.solver.jac
+    field = Field(problem.f, grid, y0.shape, y0.dtype,
+                  jac=None if jac is None else bind_args(jac, problem.args))
     y = y0.reshape(field.loop_shape) if field.unflatten else y0
     if start is None:
         tau0, tau_end = grid.taus[0], grid.taus[-1]

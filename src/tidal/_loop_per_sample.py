@@ -90,13 +90,17 @@ class _StepField:
         """Each sample is a group: y [B, D] as it is."""
         return y
 
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        return None if self.f.jac is None else self.f.jacobian
+
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [B, D, D] and df/dt [B, D] at each sample's step start. Computed for the
         whole batch when any sample moved, counted for the samples that step from a new
         point (as each sample's solo solve would count it)."""
         if self._jacobian is None:
             direction = self.f.sign  # the field's sign per sample [B, 1], None if all forward
-            self._jacobian = StepJacobian(self.f, direction)
+            self._jacobian = StepJacobian(self.f, direction, self.jac_rows)
             self.jacobian_tau = torch.full_like(self.tau0, math.nan)
             self.jacobians = torch.zeros(len(self.tau0), dtype=torch.long, device=self.device)
         value, fresh = self._jacobian.at(self.user_time(self.tau0), y0, y0)

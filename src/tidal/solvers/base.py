@@ -66,7 +66,12 @@ class StepField(Protocol):
 
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [G, N, N] and df/dt [G, N] at the step's start (t0, y0): computed once per
-        step start, reused by rejected attempts from the same point, counted in the stats."""
+        step start, reused by rejected attempts from the same point, counted in the stats
+        (from the method's `jac` when it has one, else by autodiff)."""
+
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The method's `jac` at any (t, group rows) as [G, N, N] in forward time, or None."""
 
     def count_factorization(self) -> None:
         """Count one factorization of the step's matrix (for the stats)."""
@@ -106,6 +111,11 @@ class StepMethod(ABC):
     #: order of the embedded error estimate (sets the step-size exponent); None without one
     error_order: ClassVar[int | None] = None
     adaptive: ClassVar[bool] = False
+    #: the method forms df/dy (Rosenbrock, implicit Runge–Kutta)
+    uses_jacobian: ClassVar[bool] = False
+    #: the user's Jacobian df/dy, jac(t, y) (or jac(t, y, args)), for a method that uses one
+    #: (Rosenbrock, implicit Runge–Kutta); None: the method differentiates f itself
+    jac: Callable[..., torch.Tensor] | None = None
 
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
         """The tableau as tensors (cached per dtype and device): what the loop, the error
@@ -159,6 +169,15 @@ class ExplicitRungeKutta(StepMethod):
                 ) -> tuple[torch.Tensor, int]:
         y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
         return y1, self.tableau.num_stages - 1
+
+
+def checked_jac(jac: Any, solver: str) -> Callable[..., torch.Tensor] | None:
+    """A solver's `jac=` argument, checked: None or a callable."""
+    if jac is not None and not callable(jac):
+        raise InvalidArgumentError(
+            f"`{solver}(jac={jac!r})`: must be a function jac(t, y) returning df/dy (one D x D "
+            "matrix per row of the state), or None to differentiate f automatically.")
+    return jac
 
 
 class IterativeStep:

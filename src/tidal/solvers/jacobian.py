@@ -255,10 +255,11 @@ class StepJacobian:
             user's time.
         direction: +1 or -1 per group ([G, 1], the state's dtype), None when all run forward:
             the loop steps in forward time tau = direction t, so df/dtau = direction df/dt.
+        jac: the user's Jacobian on group rows ([G, N, N], in forward time), or None.
     """
 
-    def __init__(self, field: Field, direction: torch.Tensor | None):
-        self.jacobian = BatchedJacobian(field)
+    def __init__(self, field: Field, direction: torch.Tensor | None, jac: Field | None = None):
+        self.jacobian = BatchedJacobian(field, jac=jac)
         self.direction = direction
         self.y: torch.Tensor | None = None
         self.value: Jacobian | None = None
