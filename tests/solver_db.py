@@ -138,6 +138,21 @@ def _rosenbrock_errors(cls: type) -> Callable[[], list[ErrorInput]]:
     return lambda: [*_adaptive_errors(cls)(), *_jacobian_errors(cls)]
 
 
+def _auto_errors() -> list[ErrorInput]:
+    return [
+        *_adaptive_errors(tidal.Auto)(),
+        ErrorInput("a bound that is not positive", lambda: tidal.Auto(stiff_bound=0.0),
+                   tidal.InvalidArgumentError, r"Auto\(stiff_bound=0.0\)"),
+        ErrorInput("bounds in the wrong order", lambda: tidal.Auto(nonstiff_bound=4.0),
+                   tidal.InvalidArgumentError, r"nonstiff_bound must be below"),
+        ErrorInput("patience not a positive integer", lambda: tidal.Auto(patience=0),
+                   tidal.InvalidArgumentError, r"Auto\(patience=0\)"),
+        ErrorInput("the backsolve adjoint (a stiff backward solve)",
+                   _solve(solver=tidal.Auto(), adjoint=tidal.BacksolveAdjoint()),
+                   tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
+    ]
+
+
 SOLVER_DB = [
     SolverInfo(tidal.Euler, 1, False, 3, error_inputs=_fixed_step_errors(tidal.Euler)),
     SolverInfo(tidal.Midpoint, 2, False, 3, error_inputs=_fixed_step_errors(tidal.Midpoint)),
@@ -159,6 +174,7 @@ SOLVER_DB = [
     SolverInfo(tidal.Rodas4P, 4, True, 3, error_inputs=_rosenbrock_errors(tidal.Rodas4P)),
     SolverInfo(tidal.Rosenbrock23, 2, True, 2,
                error_inputs=_rosenbrock_errors(tidal.Rosenbrock23)),
+    SolverInfo(tidal.Auto, 5, True, 4, error_inputs=_auto_errors),
     *(SolverInfo(cls, cls.implicit.order, False, 3, error_inputs=_newton_errors(cls))
       for cls in (S.ImplicitEuler, S.Trapezoid, S.RadauIIA3, S.RadauIIA5, S.GL4, S.GL6,
                   S.SDIRK2, S.TRBDF2)),

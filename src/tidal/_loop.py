@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,14 +77,15 @@ class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
     __slots__ = ("_jacobian", "clock", "dt", "f", "factorizations", "failure", "jacobians",
-                 "jump", "last_dim", "tau0")
+                 "jump", "last_dim", "state", "switches", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump = 0.0, 0.0, math.inf
         self._jacobian: StepJacobian | None = None
-        self.jacobians = self.factorizations = 0
+        self.jacobians = self.factorizations = self.switches = 0
         self.failure: torch.Tensor | None = None
+        self.state: dict[str, Any] = {}
 
     def set(self, tau0: float, dt: float, jump: float) -> None:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf."""
@@ -126,6 +128,9 @@ class _StepField:
 
     def count_factorization(self) -> None:
         self.factorizations += 1
+
+    def count_switches(self, switched: torch.Tensor) -> None:
+        self.switches += int(switched.sum())
 
     def report(self, statuses: torch.Tensor) -> None:
         self.failure = statuses
@@ -198,7 +203,7 @@ class SharedLoop:
             where = f"at the start (t={t:.17g}): f(t0, y0) is not finite"
         field = self.step_field
         counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected,
-                               field.jacobians, field.factorizations])
+                               field.jacobians, field.factorizations, field.switches])
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs().view(len(self.taus), *y0.shape), counts=counts,

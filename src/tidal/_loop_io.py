@@ -71,8 +71,8 @@ class LoopResult:
     """What a loop returns; `solution_of` turns it into the user's `Solution`."""
 
     ys: torch.Tensor  # [T, *loop layout]; rows not reached are NaN
-    counts: torch.Tensor  # [6, *group shape] int64 on the CPU: f calls, steps, accepted,
-    # rejected, Jacobians, factorizations (the fields of `Stats`, in order)
+    counts: torch.Tensor  # [7, *group shape] int64 on the CPU: f calls, steps, accepted,
+    # rejected, Jacobians, factorizations, method switches (the fields of `Stats`, in order)
     statuses: tuple[Status, ...]  # per group
     where: str  # where the first failure happened, for the error message
     y_end: torch.Tensor  # loop layout: where each group stopped

@@ -76,6 +76,13 @@ class StepField(Protocol):
     def count_factorization(self) -> None:
         """Count one factorization of the step's matrix (for the stats)."""
 
+    def count_switches(self, switched: torch.Tensor) -> None:
+        """Count the groups [G] (bool) whose method switched (`Auto`, for the stats)."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-solve state a method may keep between its steps (`Auto`'s modes)."""
+
     def report(self, statuses: torch.Tensor) -> None:
         """Per group [G], the `Status` to end with if this attempt's failure ends the solve
         (a non-finite step otherwise ends it with NONFINITE)."""
