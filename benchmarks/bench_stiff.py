@@ -5,6 +5,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_stiff.py            # all problems (minutes)
     .venv/bin/python benchmarks/bench_stiff.py rober hires
     .venv/bin/python benchmarks/bench_stiff.py batch      # 1024 ROBER samples vs a scipy loop
+    .venv/bin/python benchmarks/bench_stiff.py auto       # tidal.Auto against Tsit5 / Rodas5P
+    .venv/bin/python benchmarks/bench_stiff.py grad       # gradient accuracy, backward cost
 
 For each problem, float64, rtol 1e-6 and atol = 1e-6 times each component's scale: the error
 at the final time against scipy's Radau at rtol 1e-12 (max over components of
@@ -17,6 +19,15 @@ method (Tsit5) is run with `max_steps` 20,000 to show where it fails.
 factors in [0.5, 2], one batched Rodas5P solve on per-sample grids against a Python loop of
 scipy Radau solves (same tolerances), with the largest error of either against per-sample
 Radau references at rtol 1e-10.
+
+`auto`: what `tidal.Auto` costs where it stays explicit (non-stiff problems: calls of f and
+wall time against Tsit5, the best of 3 interleaved runs) and what it gives on stiff ones
+(against Rodas5P, errors against Radau at rtol 1e-12).
+
+`grad`: the gradient of a ROBER loss (weighted scaled states at t = 1e-3 .. 10) with respect
+to the three log-rates, Rodas5P at rtol 1e-6, Backprop and Checkpoint, with the Jacobian from
+autodiff and from `jac=`: relative error against central differences of Radau solves at rtol
+1e-12, forward (with graph) and backward wall time.
 """
 
 from __future__ import annotations
@@ -211,11 +222,115 @@ def batch(size: int = 1024, t_end: float = 1e5) -> None:
           f"{int(sol.stats.num_steps.max())}")
 
 
+def lorenz(t, y):
+    x, v, z = y[..., 0], y[..., 1], y[..., 2]
+    return _stack([10.0 * (v - x), x * (28.0 - z) - v, x * v - 8.0 / 3.0 * z], y)
+
+
+def auto() -> None:
+    """tidal.Auto on non-stiff problems (against Tsit5) and stiff ones (against Rodas5P)."""
+    print(f"rtol {RTOL}, atol = rtol x scale; best of 3 interleaved runs (non-stiff)\n")
+    print("| problem | method | error | f calls | Jacobians | switches | steps | wall |")
+    print("|---|---|---|---|---|---|---|---|")
+    cases = [Problem("vdp mu=1", lambda t, y: van_der_pol(t, y, 1.0), [2.0, 0.0], 20.0,
+                     [1.0, 1.0]),
+             Problem("lorenz", lorenz, [1.0, 1.0, 1.0], 10.0, [10.0, 10.0, 10.0]),
+             *(p for p in PROBLEMS if p.name in ("rober", "vdp", "hires"))]
+    for problem in cases:
+        scale = np.asarray(problem.scale)
+        reference = scipy.integrate.solve_ivp(problem.f, (0.0, problem.t_end), problem.y0,
+                                              method="Radau", rtol=1e-12,
+                                              atol=1e-12 * scale).y[:, -1]
+        stiff = problem in PROBLEMS
+        methods = (tidal.Rodas5P(), tidal.Auto()) if stiff else (tidal.Tsit5(), tidal.Auto())
+        walls: dict[str, float] = {}
+        solutions = {}
+        for _ in range(1 if stiff else 3):
+            for solver in methods:
+                start = time.perf_counter()
+                solutions[solver.name] = tidal.solve(
+                    problem.f, torch.tensor(problem.y0), torch.tensor([0.0, problem.t_end]),
+                    solver=solver, controller=tidal.PIDController(RTOL, RTOL * torch.tensor(
+                        scale)), max_steps=100_000)
+                wall = time.perf_counter() - start
+                walls[solver.name] = min(walls.get(solver.name, math.inf), wall)
+        for name, sol in solutions.items():
+            s = sol.stats
+            print(f"| {problem.name} | {name} | "
+                  f"{_error(sol.ys[-1].numpy(), reference, scale):.1e} | {int(s.num_fevals)} | "
+                  f"{int(s.num_jacobians)} | {int(s.num_switches)} | {int(s.num_accepted)} | "
+                  f"{walls[name]:.2f} s |", flush=True)
+
+
+GRAD_TS = [0.0, 1e-3, 1e-1, 1.0, 10.0]
+GRAD_WEIGHTS = np.array([1.0, 2.0, 3.0])
+ROBER_SCALE = np.array([1.0, 1e-5, 1.0])
+
+
+def _grad_loss(log_rates: torch.Tensor, use_jac: bool, adjoint) -> torch.Tensor:
+    k1, k2, k3 = (torch.tensor([0.04, 3e7, 1e4]) * torch.exp(log_rates)).unbind()
+
+    def field(t, y):
+        y1, y2, y3 = y.unbind(-1)
+        return torch.stack([-k1 * y1 + k3 * y2 * y3, k1 * y1 - k3 * y2 * y3 - k2 * y2 ** 2,
+                            k2 * y2 ** 2], -1)
+
+    def jac(t, y):
+        y1, y2, y3 = y.unbind(-1)
+        zero = torch.zeros_like(y1)
+        return torch.stack([torch.stack([zero - k1, k3 * y3, k3 * y2], -1),
+                            torch.stack([zero + k1, -k3 * y3 - 2 * k2 * y2, -k3 * y2], -1),
+                            torch.stack([zero, 2 * k2 * y2, zero], -1)], -2)
+
+    sol = tidal.solve(field, torch.tensor([1.0, 0.0, 0.0]), torch.tensor(GRAD_TS),
+                      solver=tidal.Rodas5P(jac=jac if use_jac else None), adjoint=adjoint,
+                      controller=tidal.PIDController(RTOL, RTOL * torch.tensor(ROBER_SCALE)))
+    return ((sol.ys[1:] / torch.tensor(ROBER_SCALE)) * torch.tensor(GRAD_WEIGHTS)).sum()
+
+
+def _radau_grad_loss(log_rates: np.ndarray) -> float:
+    k1, k2, k3 = np.array([0.04, 3e7, 1e4]) * np.exp(log_rates)
+    ys = scipy.integrate.solve_ivp(
+        lambda t, y: [-k1 * y[0] + k3 * y[1] * y[2], k1 * y[0] - k3 * y[1] * y[2]
+                      - k2 * y[1] ** 2, k2 * y[1] ** 2], (0.0, GRAD_TS[-1]), [1.0, 0.0, 0.0],
+        method="Radau", rtol=1e-12, atol=1e-14, t_eval=GRAD_TS[1:]).y.T
+    return float(((ys / ROBER_SCALE) * GRAD_WEIGHTS).sum())
+
+
+def grad() -> None:
+    """Gradient accuracy and backward cost on ROBER (see the module docstring)."""
+    eps = 1e-5
+    reference = np.array([(_radau_grad_loss(eps * e) - _radau_grad_loss(-eps * e)) / (2 * eps)
+                          for e in np.eye(3)])
+    print(f"ROBER on [0, 10], Rodas5P at rtol {RTOL}; reference: central differences "
+          f"(eps {eps}) of Radau at rtol 1e-12\n")
+    print("| adjoint | Jacobian | relative error | forward | backward | backward / forward |")
+    print("|---|---|---|---|---|---|")
+    for adjoint in (tidal.BackpropAdjoint(), tidal.CheckpointAdjoint(4)):
+        for use_jac in (False, True):
+            p = torch.zeros(3, requires_grad=True)
+            start = time.perf_counter()
+            loss = _grad_loss(p, use_jac, adjoint)
+            forward = time.perf_counter() - start
+            start = time.perf_counter()
+            (g,) = torch.autograd.grad(loss, p)
+            backward = time.perf_counter() - start
+            error = np.abs(g.numpy() - reference).max() / np.abs(reference).max()
+            print(f"| {adjoint.name} | {'jac=' if use_jac else 'autodiff'} | {error:.1e} | "
+                  f"{forward:.2f} s | {backward:.2f} s | {backward / forward:.1f} |", flush=True)
+
+
 def main() -> None:
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)
     if sys.argv[1:] == ["batch"]:
         batch()
+        return
+    if sys.argv[1:] == ["auto"]:
+        auto()
+        return
+    if sys.argv[1:] == ["grad"]:
+        grad()
         return
     chosen = sys.argv[1:] or [p.name for p in PROBLEMS]
     print(f"rtol {RTOL}, atol = rtol x scale; error vs Radau rtol 1e-12\n")

@@ -150,6 +150,9 @@ def _auto_errors() -> list[ErrorInput]:
         ErrorInput("the backsolve adjoint (a stiff backward solve)",
                    _solve(solver=tidal.Auto(), adjoint=tidal.BacksolveAdjoint()),
                    tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
+        ErrorInput("the checkpoint adjoint (a replay restarts the detection)",
+                   _solve(solver=tidal.Auto(), adjoint=tidal.CheckpointAdjoint()),
+                   tidal.IncompatibleOptionsError, r"BackpropAdjoint"),
     ]
 
 

@@ -72,3 +72,23 @@ def test_odeint_method_auto() -> None:
                       method="auto", rtol=1e-7, atol=1e-7 * ROBER_SCALE)
     reference = radau_reference(rober_numpy(1.0), [1.0, 0.0, 0.0], 10.0)
     assert np.abs((ys[-1].numpy() - reference) / ROBER_SCALE.numpy()).max() < 20e-7
+
+
+def test_gradient_through_a_switch() -> None:
+    """y' = -k (y - cos t), k = 1e3 (stiff: Auto switches): d/dk of the outputs' sum by
+    backpropagation against autograd of the exact solution
+    y = k (k cos t + sin t) / (k^2 + 1) + (y0 - k^2 / (k^2 + 1)) exp(-k t)."""
+    ts = torch.tensor([0.0, 0.002, 0.5, 2.0, 5.0])
+
+    def exact(k: torch.Tensor) -> torch.Tensor:
+        return (k * (k * torch.cos(ts) + torch.sin(ts)) / (k ** 2 + 1)
+                + (2.0 - k ** 2 / (k ** 2 + 1)) * torch.exp(-k * ts))
+
+    k = torch.tensor(1e3, requires_grad=True)
+    sol = tidal.solve(lambda t, y: -k * (y - torch.cos(t)), torch.tensor([2.0]), ts,
+                      solver=tidal.Auto(), controller=tidal.PIDController(1e-6, 1e-6))
+    assert int(sol.stats.num_switches) >= 1
+    (grad,) = torch.autograd.grad(sol.ys.sum(), k)
+    (reference,) = torch.autograd.grad(exact(k).sum(), k)
+    torch.testing.assert_close(sol.ys[:, 0], exact(k).detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad, reference, rtol=1e-3, atol=1e-8)

@@ -104,6 +104,7 @@ class Auto(StepMethod):
     error_order = 4
     adaptive = True
     uses_jacobian = True
+    keeps_state = True
 
     def __init__(self, stiff_bound: float = 3.0, nonstiff_bound: float = 1.5,
                  patience: int = 10, jac: Callable[..., torch.Tensor] | None = None) -> None:
@@ -213,9 +214,10 @@ def _scratch(mode: _Mode, stages: Stages, key: str, num_rows: int) -> Stages:
     """A private stage store of the loop's kind (buffered or stacked, shared or per-sample)
     for one method's own stages, made once per solve."""
     if key not in mode.scratch:
-        kind = type(stages)
-        mode.scratch[key] = (kind(num_rows, stages.y0) if isinstance(stages, BufferedStages)
-                             else kind())
+        if isinstance(stages, BufferedStages):
+            mode.scratch[key] = type(stages)(num_rows, stages.y0)
+        else:
+            mode.scratch[key] = type(stages)()
     return mode.scratch[key]
 
 

@@ -120,6 +120,9 @@ class StepMethod(ABC):
     adaptive: ClassVar[bool] = False
     #: the method forms df/dy (Rosenbrock, implicit Runge–Kutta)
     uses_jacobian: ClassVar[bool] = False
+    #: the method chooses how to step from state it keeps across steps (`Auto`'s modes),
+    #: which a checkpoint replay, starting mid-solve, would not restore
+    keeps_state: ClassVar[bool] = False
     #: the user's Jacobian df/dy, jac(t, y) (or jac(t, y, args)), for a method that uses one
     #: (Rosenbrock, implicit Runge–Kutta); None: the method differentiates f itself
     jac: Callable[..., torch.Tensor] | None = None
