@@ -228,7 +228,12 @@ def _group_scale(field: StepField, h: torch.Tensor, y0: torch.Tensor) -> torch.T
 
 def _store(K: torch.Tensor, coef: RKCoefficients, f1: torch.Tensor) -> torch.Tensor:
     """[Q_1..Q_4, E, f1] from a method's stages K and its own dense and error weights."""
-    count = len(K)
-    dense = coef.dense[:count].to(K.dtype)  # [count, 4]
-    error = coef.b_error[:1, :count]
-    return torch.cat([dense.T @ K, error @ K, f1.reshape(1, -1)])
+    weights = _weights(coef, len(K), K.dtype)  # [count, 5]
+    return torch.cat([weights.T @ K, f1.reshape(1, -1)])
+
+
+@lru_cache(maxsize=16)
+def _weights(coef: RKCoefficients, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """A method's dense weights (theta^1..theta^4) and error weights over its first `count`
+    stages, as the columns of one matrix."""
+    return torch.cat([coef.dense[:count].to(dtype), coef.b_error[:1, :count].T.to(dtype)], 1)
