@@ -18,6 +18,7 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
+from tidal.solvers.jacobian import checked_jacobian
 
 UserField = Callable[..., torch.Tensor]
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,15 +65,8 @@ class Field:
         `jac(t, y)` returns one D x D matrix per row of the state (D its last dimension):
         shape (*y.shape, D). Rows are independent, so a group's block is block-diagonal."""
         assert self.jac is not None
-        J = self.jac(t, y.view(self.shape))
+        J = checked_jacobian(self.jac(t, y.view(self.shape)), self.shape)
         dim = self.shape[-1] if len(self.shape) else 1
-        want = (*self.shape, dim) if len(self.shape) else ()
-        if not isinstance(J, torch.Tensor) or tuple(J.shape) != want:
-            got = tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__
-            raise InvalidArgumentError(
-                f"`jac=`: jac(t, y) must return df/dy with one {dim} x {dim} matrix per row of "
-                f"the state, shape {want} for a state of shape {tuple(self.shape)}; got {got}. "
-                "J[..., i, j] = d f_i / d y_j.")
         rows = J.reshape(self.groups, -1, dim, dim)  # [G, R, D, D]
         count = rows.shape[1]
         if count > 1:  # block-diagonal [G, R D, R D]

@@ -166,31 +166,22 @@ class Auto(StepMethod):
 
     def _explicit_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        method = self._explicit
-        coef = method.coefficients(stages.y0.dtype, stages.y0.device)
-        scratch = _scratch(mode, stages, "explicit", method.tableau.num_dense_stages)
-        scratch.begin(stages.y0, stages.dt, stages.first())
-        y1, _ = method.attempt(field, scratch, coef)
-        K = scratch.matrix()  # [7, N]: f0, k_2 .. k_6, f(t1, y1)
-        # Stage 6 (c = 1) is taken at y6 = y0 + h sum_j a_6j k_j; stage 7 at y1.
-        y6 = stages.y0 + (_group_scale(field, h, stages.y0)
-                          * (coef.a_rows[5] @ K[:5]).view(stages.y0.shape))
+        y0 = stages.y0
+        y1, K, coef = _run(self._explicit, "explicit", field, stages, mode)
+        # K [7, N]: f0, k_2 .. k_6, f(t1, y1). Stage 6 (c = 1) is taken at
+        # y6 = y0 + h sum_j a_6j k_j, stage 7 at y1.
+        y6 = y0 + _group_scale(h, y0) * (coef.a_rows[5] @ K[:5]).view(y0.shape)
         dy = field.rows(y1 - y6)
-        dk = field.rows((K[6] - K[5]).view(stages.y0.shape))
+        dk = field.rows((K[6] - K[5]).view(y0.shape))
         h_rho = h * torch.linalg.vector_norm(dk, dim=-1) / torch.linalg.vector_norm(dy, dim=-1)
         h_rho = torch.nan_to_num(h_rho, nan=0.0, posinf=math.inf)
-        store = _store(K, coef, K[6])
-        return y1, store, h_rho
+        return y1, _store(K, coef, K[6]), h_rho
 
     def _stiff_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        method = self._stiff
-        coef = method.coefficients(stages.y0.dtype, stages.y0.device)
-        scratch = _scratch(mode, stages, "stiff", method.tableau.num_dense_stages)
-        scratch.begin(stages.y0, stages.dt, stages.first())
-        y1, _ = method.attempt(field, scratch, coef)
+        y1, K, coef = _run(self._stiff, "stiff", field, stages, mode)
+        # K [S + 1, N]: f0, u_1 / h, ..., u_S / h; f(t1, y1) is taken here.
         f1 = field.at(1.0, y1)
-        K = scratch.matrix()  # [S + 1, N]: f0, u_1 / h, ..., u_S / h
         J, _ = field.jacobian(stages.y0)
         h_rho = h * J.abs().sum(-1).amax(-1)
         return y1, _store(K, coef, f1.reshape(-1)), h_rho
@@ -221,7 +212,17 @@ def _scratch(mode: _Mode, stages: Stages, key: str, num_rows: int) -> Stages:
     return mode.scratch[key]
 
 
-def _group_scale(field: StepField, h: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+def _run(method: StepMethod, key: str, field: StepField, stages: Stages, mode: _Mode
+         ) -> tuple[torch.Tensor, torch.Tensor, RKCoefficients]:
+    """One attempt of `method` in its private store: (y1, its stages K, its coefficients)."""
+    coef = method.coefficients(stages.y0.dtype, stages.y0.device)
+    scratch = _scratch(mode, stages, key, method.tableau.num_dense_stages)
+    scratch.begin(stages.y0, stages.dt, stages.first())
+    y1, _ = method.attempt(field, scratch, coef)
+    return y1, scratch.matrix(), coef
+
+
+def _group_scale(h: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     """h per group, broadcastable against y0 in the loop's layout."""
     return h.reshape(-1, *([1] * (y0.dim() - 1))) if len(h) > 1 else h.reshape(())
 
