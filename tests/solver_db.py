@@ -106,6 +106,7 @@ def _newton_errors(cls: type) -> Callable[[], list[ErrorInput]]:
         ErrorInput("a Newton iteration that cannot converge in one iteration",
                    _solve(solver=cls(max_iters=1), controller=tidal.ConstantStepSize(0.5)),
                    tidal.SolveFailedError, r"NOT_CONVERGED"),
+        *_jacobian_errors(cls, controller=tidal.ConstantStepSize(0.5)),
     ]
 
 
@@ -115,6 +116,43 @@ def _adaptive_errors(cls: type) -> Callable[[], list[ErrorInput]]:
                    tidal.InvalidArgumentError, rf"solver={cls.__name__}\(\)"),
         ErrorInput("a name instead of an object", _solve(solver=cls.name),
                    tidal.InvalidArgumentError, r"takes a solver object"),
+    ]
+
+
+def _jacobian_errors(cls: type, **fixed: object) -> list[ErrorInput]:
+    """Bad uses of a method that forms Jacobians (`fixed`: its controller, if it needs one)."""
+    name = cls.__name__
+    return [
+        ErrorInput("jac that is not callable", lambda: cls(jac=1.0), tidal.InvalidArgumentError,
+                   rf"{name}\(jac=1.0\)"),
+        ErrorInput("jac of the wrong shape",
+                   _solve(solver=cls(jac=lambda t, y: -torch.ones(2, 2, dtype=F64)), **fixed),
+                   tidal.InvalidArgumentError, r"`jac=`.*\(2, 2, 2\)"),
+        ErrorInput("the backsolve adjoint (a stiff backward solve)",
+                   _solve(solver=cls(), adjoint=tidal.BacksolveAdjoint(), **fixed),
+                   tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
+    ]
+
+
+def _rosenbrock_errors(cls: type) -> Callable[[], list[ErrorInput]]:
+    return lambda: [*_adaptive_errors(cls)(), *_jacobian_errors(cls)]
+
+
+def _auto_errors() -> list[ErrorInput]:
+    return [
+        *_adaptive_errors(tidal.Auto)(),
+        ErrorInput("a bound that is not positive", lambda: tidal.Auto(stiff_bound=0.0),
+                   tidal.InvalidArgumentError, r"Auto\(stiff_bound=0.0\)"),
+        ErrorInput("bounds in the wrong order", lambda: tidal.Auto(nonstiff_bound=4.0),
+                   tidal.InvalidArgumentError, r"nonstiff_bound must be below"),
+        ErrorInput("patience not a positive integer", lambda: tidal.Auto(patience=0),
+                   tidal.InvalidArgumentError, r"Auto\(patience=0\)"),
+        ErrorInput("the backsolve adjoint (a stiff backward solve)",
+                   _solve(solver=tidal.Auto(), adjoint=tidal.BacksolveAdjoint()),
+                   tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
+        ErrorInput("the checkpoint adjoint (a replay restarts the detection)",
+                   _solve(solver=tidal.Auto(), adjoint=tidal.CheckpointAdjoint()),
+                   tidal.IncompatibleOptionsError, r"BackpropAdjoint"),
     ]
 
 
@@ -135,10 +173,11 @@ SOLVER_DB = [
     SolverInfo(tidal.Yoshida4, 4, False, 3, general=False,
                error_inputs=_splitting_errors(tidal.Yoshida4)),
     SolverInfo(tidal.ImplicitMidpoint, 2, False, 3, error_inputs=_implicit_midpoint_errors),
-    SolverInfo(tidal.Rodas5P, 5, True, 4, error_inputs=_adaptive_errors(tidal.Rodas5P)),
-    SolverInfo(tidal.Rodas4P, 4, True, 3, error_inputs=_adaptive_errors(tidal.Rodas4P)),
+    SolverInfo(tidal.Rodas5P, 5, True, 4, error_inputs=_rosenbrock_errors(tidal.Rodas5P)),
+    SolverInfo(tidal.Rodas4P, 4, True, 3, error_inputs=_rosenbrock_errors(tidal.Rodas4P)),
     SolverInfo(tidal.Rosenbrock23, 2, True, 2,
-               error_inputs=_adaptive_errors(tidal.Rosenbrock23)),
+               error_inputs=_rosenbrock_errors(tidal.Rosenbrock23)),
+    SolverInfo(tidal.Auto, 5, True, 4, error_inputs=_auto_errors),
     *(SolverInfo(cls, cls.implicit.order, False, 3, error_inputs=_newton_errors(cls))
       for cls in (S.ImplicitEuler, S.Trapezoid, S.RadauIIA3, S.RadauIIA5, S.GL4, S.GL6,
                   S.SDIRK2, S.TRBDF2)),

@@ -104,7 +104,7 @@ PROBLEMS = {
         # over the usable range the local slopes fall steadily (about 5.8, 5.6, 5.4, 5.3, 5.2)
         # towards 5 as the h^6 term fades. Tsit5 in particular minimises its leading error
         # coefficients, so its h^6 term matters longest.
-        slope_above={"dopri5": 0.7, "tsit5": 0.7},
+        slope_above={"dopri5": 0.7, "tsit5": 0.7, "auto": 0.7},  # auto: Tsit5 here
     ),
 }
 ERROR_WINDOW = (1e-12, 0.5)  # every measured error must lie here: above round-off

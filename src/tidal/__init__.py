@@ -29,6 +29,7 @@ from tidal.registry import ADJOINTS, CONTROLLERS, SOLVERS
 from tidal.solution import Solution, Stats
 from tidal.solvers import (
     RK4,
+    Auto,
     Bosh3,
     ButcherTableau,
     Dopri5,
@@ -64,6 +65,7 @@ __all__ = [
     "SOLVERS",
     "SRA1",
     "UDE",
+    "Auto",
     "BackpropAdjoint",
     "BacksolveAdjoint",
     "Bosh3",

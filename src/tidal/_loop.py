@@ -16,8 +16,9 @@ defined). It never turns into a search that runs to `max_steps`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,14 +77,15 @@ class _StepField:
     """The `StepField` of the current step (see `tidal.solvers.base`)."""
 
     __slots__ = ("_jacobian", "after_jump", "clock", "dt", "f", "factorizations", "failure",
-                 "jacobians", "jump", "last_dim", "tau0")
+                 "jacobians", "jump", "last_dim", "state", "switches", "tau0")
 
     def __init__(self, field: Field, clock: _Clock, last_dim: int):
         self.f, self.clock, self.last_dim = field, clock, last_dim
         self.tau0, self.dt, self.jump, self.after_jump = 0.0, 0.0, math.inf, False
         self._jacobian: StepJacobian | None = None
-        self.jacobians = self.factorizations = 0
+        self.jacobians = self.factorizations = self.switches = 0
         self.failure: torch.Tensor | None = None
+        self.state: dict[str, Any] = {}
 
     def set(self, tau0: float, dt: float, jump: float, after_jump: bool = False) -> None:
         """The step from tau0 over dt; `jump` is its end if that is a jump, else inf;
@@ -106,6 +108,13 @@ class _StepField:
         """The whole state is one group: [1, N]."""
         return y.reshape(1, -1)
 
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        f = self.f
+        if f.jac is None:
+            return None
+        return lambda t, rows: f.jacobian(t, rows.view(f.loop_shape))
+
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [1, N, N] and df/dt [1, N] of the flat state at the step's start."""
         if self._jacobian is None:
@@ -113,7 +122,7 @@ class _StepField:
             direction = None if self.clock.direction > 0 else torch.full(
                 (1, 1), -1.0, dtype=y0.dtype, device=y0.device)
             self._jacobian = StepJacobian(lambda t, y: f(t, y.view(shape)).reshape(1, -1),
-                                          direction)
+                                          direction, self.jac_rows)
         start = (self.clock.beside(self.tau0, 1.0) if self.after_jump
                  else self.clock.time(self.tau0))
         value, fresh = self._jacobian.at(start, y0, self.rows(y0))
@@ -122,6 +131,9 @@ class _StepField:
 
     def count_factorization(self) -> None:
         self.factorizations += 1
+
+    def count_switches(self, switched: torch.Tensor) -> None:
+        self.switches += int(switched.sum())
 
     def report(self, statuses: torch.Tensor) -> None:
         self.failure = statuses
@@ -196,7 +208,7 @@ class SharedLoop:
             where = f"at the start (t={t:.17g}): f(t0, y0) is not finite"
         field = self.step_field
         counts = torch.tensor([self.fevals, self.steps, self.accepted, self.rejected,
-                               field.jacobians, field.factorizations])
+                               field.jacobians, field.factorizations, field.switches])
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs().view(len(self.taus), *y0.shape), counts=counts,

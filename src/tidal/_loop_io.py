@@ -13,7 +13,7 @@ import torch
 
 from tidal._errors import SolveFailedError, Status
 from tidal._grid import Grid
-from tidal._vector_field import Field, check_output
+from tidal._vector_field import Field, bind_args, check_output
 from tidal.controllers.base import Boundaries, StepControl
 from tidal.events import EventWatcher, watch
 from tidal.interpolation import DenseOutput, DenseSteps
@@ -73,8 +73,8 @@ class LoopResult:
     """What a loop returns; `solution_of` turns it into the user's `Solution`."""
 
     ys: torch.Tensor  # [T, *loop layout]; rows not reached are NaN
-    counts: torch.Tensor  # [6, *group shape] int64 on the CPU: f calls, steps, accepted,
-    # rejected, Jacobians, factorizations (the fields of `Stats`, in order)
+    counts: torch.Tensor  # [7, *group shape] int64 on the CPU: f calls, steps, accepted,
+    # rejected, Jacobians, factorizations, method switches (the fields of `Stats`, in order)
     statuses: tuple[Status, ...]  # per group
     where: str  # where the first failure happened, for the error message
     y_end: torch.Tensor  # loop layout: where each group stopped
@@ -89,7 +89,9 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     """The loop setup of a problem started from y0 (the user's shape): the first call of f
     (checked), the controller bound to the solve, the first step, the event watcher."""
     grid, start = problem.grid, problem.start
-    field = Field(problem.f, grid, y0.shape, y0.dtype)
+    jac = problem.solver.jac
+    field = Field(problem.f, grid, y0.shape, y0.dtype,
+                  jac=None if jac is None else bind_args(jac, problem.args))
     y = y0.reshape(field.loop_shape) if field.unflatten else y0
     if start is None:
         tau0, tau_end = grid.taus[0], grid.taus[-1]

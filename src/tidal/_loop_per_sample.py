@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,7 +59,9 @@ class _StepField:
         self.on_jump: torch.Tensor | None = None
         self._jacobian: StepJacobian | None = None
         self.jacobian_tau = torch.zeros(0)  # [B] where each sample's last Jacobian was taken
-        self.jacobians = self.factorizations = torch.zeros(0, dtype=torch.long, device=device)
+        self.jacobians = self.factorizations = self.switches = torch.zeros(
+            0, dtype=torch.long, device=device)
+        self.state: dict[str, Any] = {}
         self.failure: torch.Tensor | int = int(Status.NONFINITE)
 
     def set(self, tau0: torch.Tensor, h: torch.Tensor, near: torch.Tensor,
@@ -90,13 +93,17 @@ class _StepField:
         """Each sample is a group: y [B, D] as it is."""
         return y
 
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        return None if self.f.jac is None else self.f.jacobian
+
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [B, D, D] and df/dt [B, D] at each sample's step start. Computed for the
         whole batch when any sample moved, counted for the samples that step from a new
         point (as each sample's solo solve would count it)."""
         if self._jacobian is None:
             direction = self.f.sign  # the field's sign per sample [B, 1], None if all forward
-            self._jacobian = StepJacobian(self.f, direction)
+            self._jacobian = StepJacobian(self.f, direction, self.jac_rows)
             self.jacobian_tau = torch.full_like(self.tau0, math.nan)
             self.jacobians = torch.zeros(len(self.tau0), dtype=torch.long, device=self.device)
         value, fresh = self._jacobian.at(self.user_time(self.tau0), y0, y0)
@@ -108,6 +115,10 @@ class _StepField:
     def report(self, statuses: torch.Tensor) -> None:
         """Per sample, the Status its step failed with (if it did: read only when it ends)."""
         self.failure = statuses
+
+    def count_switches(self, switched: torch.Tensor) -> None:
+        switched = switched.long()
+        self.switches = switched if not len(self.switches) else self.switches + switched
 
     def count_factorization(self) -> None:
         step = (self.h > 0).long()
@@ -169,11 +180,12 @@ class PerSampleLoop:
             event_y=self.event_y if has_event else None, event_signs=self.event_signs,
             dense=self._dense_steps() if self.s.dense else None)
 
-    def _linear_algebra_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Jacobians and factorizations per sample (zeros for methods that use none)."""
+    def _linear_algebra_counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Jacobians, factorizations and method switches per sample (zeros for methods that
+        have none)."""
         field = self.step_field
         return tuple(count if len(count) else torch.zeros_like(self.steps)  # type: ignore
-                     for count in (field.jacobians, field.factorizations))
+                     for count in (field.jacobians, field.factorizations, field.switches))
 
     def _where(self, b: int) -> str:
         t = float(self.tau[b] * self.s.grid.direction[b])

@@ -4,7 +4,9 @@
 inside, time runs forward (tau = direction * t, see `tidal._grid`), and on per-sample grids the
 state is laid out [B, D]; `Field` takes the user's time (a tensor of the state's dtype: 0-d on a
 shared grid, [B] on per-sample grids, made by the loop), restores the user's shape and flips the
-sign of f where a group integrates backwards in time.
+sign of f where a group integrates backwards in time. A user's Jacobian `jac(t, y)` (given to a
+stiff solver, `tidal.Rodas5P(jac=...)`) goes the same way: `Field.jacobian` lays it out as one
+block per group.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
+from tidal.solvers.jacobian import checked_jacobian
 
 UserField = Callable[..., torch.Tensor]
 VectorField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -33,12 +36,14 @@ def bind_args(f: UserField, args: Any) -> VectorField:
 
 
 class Field:
-    """dy/dtau in the loop's layout, at a user time t (0-d or [B]) and a loop-layout state."""
+    """dy/dtau in the loop's layout, at a user time t (0-d or [B]) and a loop-layout state;
+    `jac` is the user's df/dy (args bound), None when the solver differentiates f itself."""
 
-    __slots__ = ("f", "loop_shape", "shape", "sign", "unflatten")
+    __slots__ = ("f", "groups", "jac", "loop_shape", "shape", "sign", "unflatten")
 
-    def __init__(self, f: VectorField, grid: Grid, shape: torch.Size, dtype: torch.dtype):
-        self.f, self.shape = f, shape
+    def __init__(self, f: VectorField, grid: Grid, shape: torch.Size, dtype: torch.dtype,
+                 jac: VectorField | None = None):
+        self.f, self.shape, self.jac, self.groups = f, shape, jac, grid.groups
         self.loop_shape = grid.loop_shape(shape)
         self.unflatten = self.loop_shape != shape
         self.sign: torch.Tensor | None = None
@@ -52,6 +57,23 @@ class Field:
         else:
             dy = self.f(t, y)
         return dy if self.sign is None else dy * self.sign
+
+    def jacobian(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d(dy/dtau)/dy from the user's `jac` at a loop-layout state, one block per group
+        [G, N, N] (G = 1 and N = the state's size on a shared grid, G = B per sample).
+
+        `jac(t, y)` returns one D x D matrix per row of the state (D its last dimension):
+        shape (*y.shape, D). Rows are independent, so a group's block is block-diagonal."""
+        assert self.jac is not None
+        J = checked_jacobian(self.jac(t, y.view(self.shape)), self.shape)
+        dim = self.shape[-1] if len(self.shape) else 1
+        rows = J.reshape(self.groups, -1, dim, dim)  # [G, R, D, D]
+        count = rows.shape[1]
+        if count > 1:  # block-diagonal [G, R D, R D]
+            eye = torch.eye(count, dtype=J.dtype, device=J.device)
+            rows = rows[:, :, :, None, :] * eye[None, :, None, :, None]
+        J = rows.reshape(self.groups, count * dim, count * dim)
+        return J if self.sign is None else J * self.sign.reshape(-1, 1, 1)
 
     def from_user(self, dy: torch.Tensor) -> torch.Tensor:
         """A value of f as the user returned it (the user's shape) in the loop's terms."""

@@ -20,7 +20,7 @@ SOLVERS: dict[str, type[StepMethod]] = {
     for cls in (m.Euler, m.Midpoint, m.Heun2, m.Heun3, m.RK4, m.HeunEuler, m.Fehlberg2, m.Bosh3,
                 m.Dopri5, m.Tsit5, m.Dopri8, m.Leapfrog, m.Yoshida4, m.ImplicitMidpoint,
                 m.Rodas5P, m.Rodas4P, m.Rosenbrock23, m.ImplicitEuler, m.Trapezoid, m.RadauIIA3,
-                m.RadauIIA5, m.GL4, m.GL6, m.SDIRK2, m.TRBDF2)
+                m.RadauIIA5, m.GL4, m.GL6, m.SDIRK2, m.TRBDF2, m.Auto)
 }
 #: Every adjoint, by its `name`.
 ADJOINTS: dict[str, type[Adjoint]] = {

@@ -22,7 +22,8 @@ class Stats:
     advanced); `num_steps` = `num_accepted` + `num_rejected`. Stiff methods also count
     `num_jacobians` (df/dy, taken once per step start and reused by rejected attempts; its
     calls of f are not in `num_fevals`) and `num_factorizations` (LU factorizations of the
-    step's matrix W, one per attempted step). Use `int(stats.num_steps)` for a
+    step's matrix W, one per attempted step); `tidal.Auto` counts `num_switches` between its
+    explicit and stiff methods. Use `int(stats.num_steps)` for a
     plain number on a shared grid. The loops count in Python ints (shared grid) or device
     tensors (per-sample grids) and convert once, at the end.
     """
@@ -33,11 +34,12 @@ class Stats:
     num_rejected: torch.Tensor = field(default_factory=lambda: _count(0))
     num_jacobians: torch.Tensor = field(default_factory=lambda: _count(0))
     num_factorizations: torch.Tensor = field(default_factory=lambda: _count(0))
+    num_switches: torch.Tensor = field(default_factory=lambda: _count(0))
 
     def add(self, other: Stats) -> None:
         """Add another solve's counts into these (in place)."""
         for name in ("num_fevals", "num_steps", "num_accepted", "num_rejected",
-                     "num_jacobians", "num_factorizations"):
+                     "num_jacobians", "num_factorizations", "num_switches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
 from tidal._grid import Grid
 from tidal._loop_io import Start, solution_of
 from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of
@@ -64,6 +64,16 @@ class CheckpointAdjoint(DiscreteAdjoint):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise InvalidArgumentError(
                 f"`CheckpointAdjoint(checkpoints={n!r})` must be a positive integer or None.")
+
+    def check(self, problem: Problem) -> None:
+        super().check(problem)
+        if problem.solver.keeps_state:
+            raise IncompatibleOptionsError(
+                f"`solve(solver={problem.solver!r}, adjoint=CheckpointAdjoint())`: a replay "
+                "from a checkpoint restarts the method's state (Auto's stiffness detection) "
+                "and could step differently from the forward solve. Use "
+                "adjoint=tidal.BackpropAdjoint(), or the method itself (tidal.Rodas5P() for a "
+                "stiff problem) with CheckpointAdjoint.")
 
     def limit(self, num_steps: int) -> int:
         """Most checkpoints to keep after `num_steps` accepted steps."""

@@ -1,6 +1,7 @@
 """Numerical methods as data. Every method is a `StepMethod` (see `tidal.solvers.base` for the
 protocol); the names used at the edges map to the classes in `tidal.registry`."""
 
+from tidal.solvers.auto import Auto
 from tidal.solvers.base import ExplicitRungeKutta, FixedStepMethod, Solver, StepMethod
 from tidal.solvers.dopri5 import Dopri5
 from tidal.solvers.dopri8 import Dopri8
@@ -28,6 +29,7 @@ __all__ = [
     "RK4",
     "SDIRK2",
     "TRBDF2",
+    "Auto",
     "Bosh3",
     "ButcherTableau",
     "Dopri5",

@@ -66,10 +66,22 @@ class StepField(Protocol):
 
     def jacobian(self, y0: torch.Tensor) -> Jacobian:
         """df/dy [G, N, N] and df/dt [G, N] at the step's start (t0, y0): computed once per
-        step start, reused by rejected attempts from the same point, counted in the stats."""
+        step start, reused by rejected attempts from the same point, counted in the stats
+        (from the method's `jac` when it has one, else by autodiff)."""
+
+    @property
+    def jac_rows(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The method's `jac` at any (t, group rows) as [G, N, N] in forward time, or None."""
 
     def count_factorization(self) -> None:
         """Count one factorization of the step's matrix (for the stats)."""
+
+    def count_switches(self, switched: torch.Tensor) -> None:
+        """Count the groups [G] (bool) whose method switched (`Auto`, for the stats)."""
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-solve state a method may keep between its steps (`Auto`'s modes)."""
 
     def report(self, statuses: torch.Tensor) -> None:
         """Per group [G], the `Status` to end with if this attempt's failure ends the solve
@@ -106,6 +118,14 @@ class StepMethod(ABC):
     #: order of the embedded error estimate (sets the step-size exponent); None without one
     error_order: ClassVar[int | None] = None
     adaptive: ClassVar[bool] = False
+    #: the method forms df/dy (Rosenbrock, implicit Runge–Kutta)
+    uses_jacobian: ClassVar[bool] = False
+    #: the method chooses how to step from state it keeps across steps (`Auto`'s modes),
+    #: which a checkpoint replay, starting mid-solve, would not restore
+    keeps_state: ClassVar[bool] = False
+    #: the user's Jacobian df/dy, jac(t, y) (or jac(t, y, args)), for a method that uses one
+    #: (Rosenbrock, implicit Runge–Kutta); None: the method differentiates f itself
+    jac: Callable[..., torch.Tensor] | None = None
 
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
         """The tableau as tensors (cached per dtype and device): what the loop, the error
@@ -159,6 +179,15 @@ class ExplicitRungeKutta(StepMethod):
                 ) -> tuple[torch.Tensor, int]:
         y1 = rk_stages(field.f, field.times(self.tableau.c), stages, self.tableau, coefficients)
         return y1, self.tableau.num_stages - 1
+
+
+def checked_jac(jac: Any, solver: str) -> Callable[..., torch.Tensor] | None:
+    """A solver's `jac=` argument, checked: None or a callable."""
+    if jac is not None and not callable(jac):
+        raise InvalidArgumentError(
+            f"`{solver}(jac={jac!r})`: must be a function jac(t, y) returning df/dy (one D x D "
+            "matrix per row of the state), or None to differentiate f automatically.")
+    return jac
 
 
 class IterativeStep:

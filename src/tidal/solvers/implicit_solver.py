@@ -17,12 +17,19 @@ symplectic; see docs/design.md); its Newton form is the tableau `IMPLICIT_MIDPOI
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 
 from tidal._errors import Status
-from tidal.solvers.base import FixedStepMethod, IterativeStep, StepField, StepResult
+from tidal.solvers.base import (
+    FixedStepMethod,
+    IterativeStep,
+    StepField,
+    StepResult,
+    checked_jac,
+)
 from tidal.solvers.implicit import (
     GL4 as GL4_TABLEAU,
 )
@@ -54,10 +61,17 @@ class ImplicitRungeKutta(IterativeStep, FixedStepMethod):
         tol: Newton tolerance on the increment, relative to 1 + |y0|; default 100 machine
             epsilons of the state's dtype.
         max_iters: the most Newton iterations per step.
+        jac: the Jacobian df/dy as `jac(t, y)` (see `tidal.Rosenbrock`); default: autodiff.
     """
 
     implicit: ClassVar[ImplicitTableau]
     default_max_iters = 50
+    uses_jacobian = True
+
+    def __init__(self, tol: float | None = None, max_iters: int | None = None,
+                 jac: Callable[..., torch.Tensor] | None = None) -> None:
+        super().__init__(tol, max_iters)
+        self.jac = checked_jac(jac, type(self).__name__)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -78,7 +92,8 @@ class ImplicitRungeKutta(IterativeStep, FixedStepMethod):
         times = field.times(tableau.c)
         stage_times = [times[i] for i in tableau.implicit]
         step = implicit_step(f_rows, times[0], rows, field.rows(f0), h, tableau, J,
-                             BatchedJacobian(f_rows, autonomous=True), self.tol,
+                             BatchedJacobian(f_rows, jac=field.jac_rows, autonomous=True),
+                             self.tol,
                              self.max_iters, times=stage_times)
         field.count_factorization()
         field.report(torch.full_like(step.iterations, int(Status.NOT_CONVERGED)))

@@ -122,15 +122,21 @@ class BatchedJacobian:
 
     def _user_jacobian(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         assert self.jac is not None
-        J = self.jac(t, y)
-        want = (*y.shape, y.shape[-1])
-        if not isinstance(J, torch.Tensor) or tuple(J.shape) != want:
-            got = tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__
-            raise InvalidArgumentError(
-                f"`jac=`: must return the batched Jacobian df/dy of shape {want} ([B, D, D]) "
-                f"for a state of shape {tuple(y.shape)}; got {got}. Return one D x D matrix "
-                "per sample, J[b, i, j] = d f_i / d y_j.")
-        return J
+        return checked_jacobian(self.jac(t, y), y.shape)
+
+
+def checked_jacobian(J: object, shape: torch.Size) -> torch.Tensor:
+    """A user Jacobian for a state of `shape`: one D x D matrix per row (D the last
+    dimension), shape (*shape, D); a 0-d state has a 0-d Jacobian."""
+    dim = shape[-1] if len(shape) else 1
+    want = (*shape, dim) if len(shape) else ()
+    if not isinstance(J, torch.Tensor) or tuple(J.shape) != want:
+        got = tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__
+        raise InvalidArgumentError(
+            f"`jac=`: jac(t, y) must return df/dy with one {dim} x {dim} matrix per row of the "
+            f"state, shape {want} for a state of shape {tuple(shape)}; got {got}. "
+            "J[..., i, j] = d f_i / d y_j.")
+    return J
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,10 +261,11 @@ class StepJacobian:
             user's time.
         direction: +1 or -1 per group ([G, 1], the state's dtype), None when all run forward:
             the loop steps in forward time tau = direction t, so df/dtau = direction df/dt.
+        jac: the user's Jacobian on group rows ([G, N, N], in forward time), or None.
     """
 
-    def __init__(self, field: Field, direction: torch.Tensor | None):
-        self.jacobian = BatchedJacobian(field)
+    def __init__(self, field: Field, direction: torch.Tensor | None, jac: Field | None = None):
+        self.jacobian = BatchedJacobian(field, jac=jac)
         self.direction = direction
         self.y: torch.Tensor | None = None
         self.value: Jacobian | None = None

@@ -23,6 +23,7 @@ that rows are independent); on per-sample grids it is one D x D block per sample
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
@@ -30,7 +31,7 @@ from typing import ClassVar
 import torch
 
 from tidal._errors import Status
-from tidal.solvers.base import StepField, StepMethod
+from tidal.solvers.base import StepField, StepMethod, checked_jac
 from tidal.solvers.explicit_rk import RKCoefficients, Stages
 from tidal.solvers.rosenbrock import RosenbrockTableau
 from tidal.solvers.rosenbrock_methods import RODAS4P, RODAS5P, ROSENBROCK23
@@ -82,11 +83,27 @@ def _coefficients(tableau: RosenbrockTableau, dtype: torch.dtype, device: torch.
 
 class Rosenbrock(StepMethod):
     """A Rosenbrock–Wanner method described by `rosenbrock` (a `RosenbrockTableau`); the
-    subclasses set it and `name`. Adaptive: use with `PIDController`."""
+    subclasses set it and `name`. Adaptive: use with `PIDController`.
+
+    Args:
+        jac: the Jacobian df/dy as `jac(t, y)` (`jac(t, y, args)` when the solve has `args`),
+            returning one D x D matrix per row of the state (shape (*y.shape, D),
+            J[..., i, j] = df_i/dy_j), differentiable if gradients should flow through it.
+            Default: reverse-mode autodiff of f (see `tidal.solvers.jacobian`). df/dt still
+            comes from autodiff (one product per step) unless f ignores t.
+    """
 
     rosenbrock: ClassVar[RosenbrockTableau]
     tableau: ClassVar[RosenbrockLayout]
     adaptive = True
+    uses_jacobian = True
+
+    def __init__(self, jac: Callable[..., torch.Tensor] | None = None) -> None:
+        self.jac = checked_jac(jac, type(self).__name__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()" if self.jac is None else (
+            f"{type(self).__name__}(jac={getattr(self.jac, '__name__', self.jac)!s})")
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

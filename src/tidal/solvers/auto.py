@@ -1,0 +1,240 @@
+r"""`Auto`: automatic stiffness switching between an explicit method (Tsit5) and a Rosenbrock
+method (Rodas5P), per group (the whole state on a shared grid, each sample on per-sample
+grids), as LSODA and OrdinaryDiffEq's `AutoTsit5(Rodas5P())` do.
+
+**Detection.** In explicit mode, the estimate of Hairer & Wanner (I, Sec. II.10 for DOPRI5)
+from two stages at the same node c = 1 (Tsit5's stages 6 and 7, the second at y1):
+
+    h rho ~ h ||f(y1) - f(y6)|| / ||y1 - y6||,
+
+the step size times the dominant eigenvalue's modulus along the step, at no extra call of f.
+An explicit method working at its stability boundary (|h lambda| ~ 3.5 for Tsit5 on the
+negative real axis) is limited by stability, not accuracy: after `patience` attempts in a
+row with h rho > `stiff_bound` (not interrupted by 6 attempts below it), the group switches
+to Rodas5P. In Rosenbrock mode the step's
+own Jacobian gives the bound rho <= ||J||_inf (no extra work); after `patience` attempts in
+a row with h ||J||_inf < `nonstiff_bound` (an explicit step of this size would be stable
+with margin) it switches back. The counters run over attempts, rejected ones too.
+
+**One stage layout for both methods.** The loop keeps one stage store and one set of
+dense-output weights per solve, so each attempt stores the same rows whichever method took it:
+
+    [f(t0, y0), Q_1, ..., Q_4, E, f(t1, y1)],
+
+with the interpolant y(t0 + theta h) = y0 + h sum_k theta^k Q_k (both methods have a
+degree-4 interpolant; Q_k = sum_i w_ik K_i from the method's own weights), the error estimate
+E (before the factor h) and f(t1, y1), taken by the method itself (FSAL for the loop: Tsit5
+has it as its last stage, the Rosenbrock path calls f once more per attempt). Both error
+estimates have order 4, so the controller's exponent is the same. Dense output, events,
+checkpoint replays and gradients therefore work unchanged.
+
+**Cost.** Explicit mode makes exactly Tsit5's calls of f plus a few vector operations and one
+host synchronisation (the mode decision) per attempt. On per-sample grids a batch whose
+samples are in different modes runs both methods and keeps each sample's own (it pays for
+both; `num_jacobians` then counts the Jacobian for every stepping sample). Switches are
+counted in `Stats.num_switches`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from tidal._errors import InvalidArgumentError
+from tidal.solvers.base import StepField, StepMethod, checked_jac
+from tidal.solvers.explicit_rk import BufferedStages, RKCoefficients, Stages
+from tidal.solvers.rosenbrock_solver import Rodas5P
+from tidal.solvers.tsit5 import Tsit5
+
+_DEGREE = 4  # both interpolants: theta^1 .. theta^4
+_ERROR_ROW = 1 + _DEGREE
+_ROWS = _ERROR_ROW + 2  # f0, Q_1..Q_4, E, f1
+_FORGET = 6  # attempts in a row against a switch that reset its count (Hairer's DOPRI5)
+
+
+@dataclass(frozen=True)
+class AutoLayout:
+    """The loop's view of `Auto`'s stages (see the module docstring)."""
+
+    num_dense_stages: int = _ROWS
+    fsal: bool = True
+    c_extra: tuple[float, ...] = ()
+    end_derivative_unused: bool = False
+
+
+@lru_cache(maxsize=16)
+def _coefficients(dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+    dense = torch.zeros(_ROWS, _DEGREE, dtype=torch.float64)
+    dense[1:1 + _DEGREE] = torch.eye(_DEGREE, dtype=torch.float64)
+    error = torch.zeros(1, _ROWS, dtype=dtype)
+    error[0, _ERROR_ROW] = 1.0
+    return RKCoefficients(a_rows=(), b=torch.zeros(_ROWS, dtype=dtype), b_error=error.to(device),
+                          dense=dense.to(device), extra_rows=())
+
+
+class _Mode:
+    """Per-solve switching state, kept in the loop's `StepField.state`: the mode of each
+    group (True: stiff) and how many attempts in a row argued for the other mode."""
+
+    def __init__(self, groups: int, device: torch.device):
+        self.stiff = torch.zeros(groups, dtype=torch.bool, device=device)
+        self.streak = torch.zeros(groups, dtype=torch.long, device=device)
+        self.misses = torch.zeros(groups, dtype=torch.long, device=device)
+        self.scratch: dict[str, Stages] = {}
+
+
+class Auto(StepMethod):
+    """Tsit5 while the problem is not stiff, Rodas5P while it is, switching per group (see
+    the module docstring). Adaptive: use with `PIDController`.
+
+    Args:
+        stiff_bound: switch to Rodas5P when h rho exceeds this (Tsit5 is stable to ~3.5).
+        nonstiff_bound: switch back when h ||J||_inf is below this.
+        patience: attempts in a row that must agree before a switch.
+        jac: the Jacobian for the Rosenbrock steps, as for `tidal.Rodas5P(jac=...)`.
+    """
+
+    name = "auto"
+    tableau = AutoLayout()
+    order = 5
+    error_order = 4
+    adaptive = True
+    uses_jacobian = True
+    keeps_state = True
+
+    def __init__(self, stiff_bound: float = 3.0, nonstiff_bound: float = 1.5,
+                 patience: int = 10, jac: Callable[..., torch.Tensor] | None = None) -> None:
+        for label, value in (("stiff_bound", stiff_bound), ("nonstiff_bound", nonstiff_bound)):
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise InvalidArgumentError(f"`Auto({label}={value!r})`: must be a positive "
+                                           "number (a bound on step size x eigenvalue).")
+        if nonstiff_bound >= stiff_bound:
+            raise InvalidArgumentError(
+                f"`Auto(nonstiff_bound={nonstiff_bound!r}, stiff_bound={stiff_bound!r})`: "
+                "nonstiff_bound must be below stiff_bound, or the modes would alternate.")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise InvalidArgumentError(f"`Auto(patience={patience!r})`: must be a positive "
+                                       "integer (attempts in a row before a switch).")
+        self.stiff_bound, self.nonstiff_bound = float(stiff_bound), float(nonstiff_bound)
+        self.patience = patience
+        self.jac = checked_jac(jac, "Auto")
+        self._explicit, self._stiff = Tsit5(), Rodas5P(jac=self.jac)
+
+    def __repr__(self) -> str:
+        return (f"Auto(stiff_bound={self.stiff_bound}, nonstiff_bound={self.nonstiff_bound}, "
+                f"patience={self.patience})")
+
+    def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+        return _coefficients(dtype, device)
+
+    def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
+                ) -> tuple[torch.Tensor, int]:
+        y0 = stages.y0
+        rows = field.rows(y0)
+        mode = field.state.get("auto")
+        if mode is None:
+            mode = field.state["auto"] = _Mode(len(rows), rows.device)
+        h = torch.as_tensor(stages.dt, dtype=y0.dtype, device=y0.device).reshape(-1)
+        h = h.expand(len(rows)) if len(h) != len(rows) else h
+        any_stiff, all_stiff = (bool(x) for x in torch.stack([mode.stiff.any(),
+                                                               mode.stiff.all()]).tolist())
+        results, fevals = [], 0
+        if not all_stiff:
+            results.append(self._explicit_step(field, stages, mode, h))
+            fevals += self._explicit.tableau.num_stages - 1
+        if any_stiff:
+            results.append(self._stiff_step(field, stages, mode, h))
+            fevals += self._stiff.rosenbrock.num_stages
+        if len(results) == 1:
+            y1, store, h_rho = results[0]
+        else:  # per-sample grids with samples in both modes: each keeps its own
+            (y_e, store_e, rho_e), (y_s, store_s, rho_s) = results
+            pick = mode.stiff.unsqueeze(-1)
+            y1 = torch.where(pick, y_s, y_e)
+            shape = (len(store_e), len(rows), -1)
+            store = torch.where(pick.unsqueeze(0), store_s.view(shape), store_e.view(shape)
+                                ).view(len(store_e), -1)
+            h_rho = torch.where(mode.stiff, rho_s, rho_e)
+        for row in store.unbind(0):
+            stages.append(row.view(y0.shape))
+        self._update(field, mode, h_rho)
+        return y1, fevals
+
+    def _explicit_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y0 = stages.y0
+        y1, K, coef = _run(self._explicit, "explicit", field, stages, mode)
+        # K [7, N]: f0, k_2 .. k_6, f(t1, y1). Stage 6 (c = 1) is taken at
+        # y6 = y0 + h sum_j a_6j k_j, stage 7 at y1.
+        y6 = y0 + _group_scale(h, y0) * (coef.a_rows[5] @ K[:5]).view(y0.shape)
+        dy = field.rows(y1 - y6)
+        dk = field.rows((K[6] - K[5]).view(y0.shape))
+        h_rho = h * torch.linalg.vector_norm(dk, dim=-1) / torch.linalg.vector_norm(dy, dim=-1)
+        h_rho = torch.nan_to_num(h_rho, nan=0.0, posinf=math.inf)
+        return y1, _store(K, coef, K[6]), h_rho
+
+    def _stiff_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y1, K, coef = _run(self._stiff, "stiff", field, stages, mode)
+        # K [S + 1, N]: f0, u_1 / h, ..., u_S / h; f(t1, y1) is taken here.
+        f1 = field.at(1.0, y1)
+        J, _ = field.jacobian(stages.y0)
+        h_rho = h * J.abs().sum(-1).amax(-1)
+        return y1, _store(K, coef, f1.reshape(-1)), h_rho
+
+    def _update(self, field: StepField, mode: _Mode, h_rho: torch.Tensor) -> None:
+        """Count the attempts that argue for the other mode; switch after `patience` of them,
+        forgetting them after `_FORGET` attempts in a row that do not (Hairer's rule in
+        DOPRI5: an explicit method at its stability boundary alternates accepted and
+        rejected steps, so its estimate is not above the bound at every attempt)."""
+        other = torch.where(mode.stiff, h_rho < self.nonstiff_bound, h_rho > self.stiff_bound)
+        mode.misses = torch.where(other, 0, mode.misses + 1)
+        mode.streak = torch.where(other, mode.streak + 1,
+                                  torch.where(mode.misses >= _FORGET, 0, mode.streak))
+        switch = mode.streak >= self.patience
+        mode.stiff = mode.stiff ^ switch
+        mode.streak = torch.where(switch, 0, mode.streak)
+        field.count_switches(switch)
+
+
+def _scratch(mode: _Mode, stages: Stages, key: str, num_rows: int) -> Stages:
+    """A private stage store of the loop's kind (buffered or stacked, shared or per-sample)
+    for one method's own stages, made once per solve."""
+    if key not in mode.scratch:
+        if isinstance(stages, BufferedStages):
+            mode.scratch[key] = type(stages)(num_rows, stages.y0)
+        else:
+            mode.scratch[key] = type(stages)()
+    return mode.scratch[key]
+
+
+def _run(method: StepMethod, key: str, field: StepField, stages: Stages, mode: _Mode
+         ) -> tuple[torch.Tensor, torch.Tensor, RKCoefficients]:
+    """One attempt of `method` in its private store: (y1, its stages K, its coefficients)."""
+    coef = method.coefficients(stages.y0.dtype, stages.y0.device)
+    scratch = _scratch(mode, stages, key, method.tableau.num_dense_stages)
+    scratch.begin(stages.y0, stages.dt, stages.first())
+    y1, _ = method.attempt(field, scratch, coef)
+    return y1, scratch.matrix(), coef
+
+
+def _group_scale(h: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    """h per group, broadcastable against y0 in the loop's layout."""
+    return h.reshape(-1, *([1] * (y0.dim() - 1))) if len(h) > 1 else h.reshape(())
+
+
+def _store(K: torch.Tensor, coef: RKCoefficients, f1: torch.Tensor) -> torch.Tensor:
+    """[Q_1..Q_4, E, f1] from a method's stages K and its own dense and error weights."""
+    weights = _weights(coef, len(K), K.dtype)  # [count, 5]
+    return torch.cat([weights.T @ K, f1.reshape(1, -1)])
+
+
+@lru_cache(maxsize=16)
+def _weights(coef: RKCoefficients, count: int, dtype: torch.dtype) -> torch.Tensor:
+    """A method's dense weights (theta^1..theta^4) and error weights over its first `count`
+    stages, as the columns of one matrix."""
+    return torch.cat([coef.dense[:count].to(dtype), coef.b_error[:1, :count].T.to(dtype)], 1)
