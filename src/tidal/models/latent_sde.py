@@ -27,6 +27,7 @@ samples.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ class LatentSDE(nn.Module):
         latent_size: size of z.
         context_size: size of the encoder's context c(t).
         hidden_size: the encoder GRU's hidden size.
-        width, depth: the drift and diffusion MLPs.
+        width, depth, activation: the drift and diffusion MLPs.
         dt: the Euler–Maruyama step (required: no default fits every time scale).
         obs_std: the initial observation noise (learned, per feature).
 
@@ -55,7 +56,8 @@ class LatentSDE(nn.Module):
     """
 
     def __init__(self, input_size: int, latent_size: int, *, context_size: int = 16,
-                 hidden_size: int = 32, width: int = 64, depth: int = 2, dt: float,
+                 hidden_size: int = 32, width: int = 64, depth: int = 2,
+                 activation: str = "tanh", dt: float,
                  obs_std: float = 0.1) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("latent_size", latent_size),
@@ -73,7 +75,7 @@ class LatentSDE(nn.Module):
         self.initial = nn.Linear(context_size, 2 * latent_size)  # q(z_0 | x)
         self.prior_mean = nn.Parameter(torch.zeros(latent_size))
         self.prior_log_std = nn.Parameter(torch.zeros(latent_size))
-        mlp = {"width": width, "depth": depth, "time_input": False}
+        mlp: dict[str, Any] = {"width": width, "depth": depth, "activation": activation}
         self.posterior_drift = MLP(latent_size + context_size, latent_size, **mlp)
         self.prior_drift = MLP(latent_size, **mlp)
         self.diffusion = PositiveDiffusion(MLP(latent_size, **mlp))

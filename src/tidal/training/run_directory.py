@@ -83,7 +83,8 @@ class RunDirectory:
                 f"{path} is not a tidal run directory (no {MARKER}); give the folder written "
                 f"by `{command} -o RUN`.")
         if run.kind != kind:
-            other = "tidal flow sample" if run.kind == "flow" else "tidal predict"
+            other = {"flow": "tidal flow sample", "sde": "tidal report"}.get(run.kind,
+                                                                              "tidal predict")
             raise InvalidArgumentError(f"{path} holds a {run.kind} run, not a {kind} run; use "
                                        f"`{other}` for it.")
         return run

@@ -100,8 +100,9 @@ def build_sde_model(options: SDEOptions, n_states: int) -> nn.Module:
     if options.kind == "latent-sde":
         return LatentSDE(n_states, options.latent_size, context_size=options.context_size,
                          hidden_size=options.hidden_size, width=options.width,
-                         depth=options.depth, dt=options.dt)
-    mlp = {"width": options.width, "depth": options.depth, "activation": options.activation}
+                         depth=options.depth, activation=options.activation, dt=options.dt)
+    mlp: dict[str, Any] = {"width": options.width, "depth": options.depth,
+                           "activation": options.activation}
     return NeuralSDE(MLP(n_states, **mlp), PositiveDiffusion(MLP(n_states, **mlp)),
                      dt=options.dt)
 
