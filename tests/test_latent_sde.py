@@ -134,7 +134,9 @@ def ou_csv(path, trajectories: int = 8, seed: int = 0) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def fit(tmp_path, kind: str) -> tuple[object, object]:
+def fit(tmp_path, monkeypatch, kind: str) -> tuple[object, object]:
+    monkeypatch.setattr("tidal.report.sde.SAMPLES", 50)  # fewer paths and grid points:
+    monkeypatch.setattr("tidal.report.sde.GRID_POINTS", 20)  # a cheaper report
     data, run = tmp_path / "ou.csv", tmp_path / kind
     ou_csv(data)
     done = CliRunner().invoke(main, ["fit", str(data), "--id", "id", "--model", kind,
@@ -144,34 +146,37 @@ def fit(tmp_path, kind: str) -> tuple[object, object]:
     return done, run
 
 
-def test_fit_latent_sde_from_the_command_line(tmp_path):
+def test_fit_latent_sde_from_the_command_line(tmp_path, monkeypatch):
     """Saved, loaded (weights_only), reported with bands, resumed to a new total."""
     from tidal.training.sde_run import load_sde_run
 
-    done, run = fit(tmp_path, "latent-sde")
+    done, run = fit(tmp_path, monkeypatch, "latent-sde")
     assert done.exit_code == 0, done.output
     assert "coverage of the 90% band" in done.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["held_out_points"] == 20 and 0 <= metrics["coverage_90"] <= 1
     assert (run / "bands.png").stat().st_size > 0 and (run / "report.html").is_file()
     assert isinstance(load_sde_run(run).model, LatentSDE)
-    runner = CliRunner()
-    assert runner.invoke(main, ["report", str(run)]).exit_code == 0
-    more = runner.invoke(main, ["fit", "--resume", "--epochs", "4", "--quiet", "-o", str(run)])
+    more = CliRunner().invoke(main, ["fit", "--resume", "--epochs", "4", "--quiet",
+                                     "-o", str(run)])
     assert more.exit_code == 0, more.output
     assert json.loads((run / "config.json").read_text())["fit"]["epochs"] == 4
 
 
-def test_fit_neural_sde_from_the_command_line(tmp_path):
+def test_fit_neural_sde_from_the_command_line(tmp_path, monkeypatch):
     from tidal.models import NeuralSDE
     from tidal.training.sde_run import load_sde_run
 
-    done, run = fit(tmp_path, "sde")
+    done, run = fit(tmp_path, monkeypatch, "sde")
     assert done.exit_code == 0, done.output
     assert json.loads((run / "metrics.json").read_text())["held_out_points"] == 20
     loaded = load_sde_run(run)
     assert isinstance(loaded.model, NeuralSDE)
     assert loaded.model.dt == pytest.approx(loaded.config["options"]["dt"])
+    again = CliRunner().invoke(main, ["report", str(run)])
+    assert again.exit_code == 0 and "coverage of the 90% band" in again.output
+    wrong = CliRunner().invoke(main, ["predict", str(run), "--y0", "0", "--t", "0,1"])
+    assert wrong.exit_code == 2 and "tidal report" in wrong.output
 
 
 def test_fit_sde_refuses_options_that_do_not_apply(tmp_path):
