@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tidal.plots.trajectories import COLORS
+from tidal.plots.trajectories import COLORS, panels
 
 
 def plot_bands(observed: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -24,16 +24,8 @@ def plot_bands(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         titles: a title per panel.
         level: the band's probability, for the legend.
     """
-    from matplotlib.figure import Figure
-
-    count = len(observed)
-    rows = int(np.ceil(count / columns))
-    figure = Figure(figsize=(5.2 * columns, 3.2 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = panels(len(observed), columns)
     for index, ax in enumerate(axes):
-        if index >= count:
-            ax.set_visible(False)
-            continue
         t_obs, y_obs = observed[index]
         t_band, low, median, high = bands[index]
         for state, name in enumerate(state_names):

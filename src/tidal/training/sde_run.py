@@ -39,7 +39,12 @@ from tidal.training.checkpoint import (
 )
 from tidal.training.config import TrainConfig
 from tidal.training.fit import loop_settings
-from tidal.training.run import read_split, write_splits
+from tidal.training.run import (
+    raise_if_damaged,
+    read_split,
+    scaling_and_training_problems,
+    write_splits,
+)
 from tidal.training.run_directory import RunDirectory
 from tidal.training.run_schema import SDE_CONFIG, read_checked
 from tidal.training.sde_fit import objective_for
@@ -265,20 +270,11 @@ def read_sde_config(run: RunDirectory) -> dict[str, Any]:
     """config.json, checked against the schema and for consistency."""
     path = run.file(CONFIG)
     config: dict[str, Any] = read_checked(path, SDE_CONFIG)
-    names, scaling = config["state_names"], config["scaling"]
-    problems = []
-    if not len(scaling["state_offset"]) == len(scaling["state_scale"]) == len(names):
-        problems.append(f"scaling has {len(scaling['state_offset'])} offsets for "
-                        f"{len(names)} states")
+    problems = scaling_and_training_problems(config["scaling"], config["state_names"],
+                                             config["train"])
     if SDE_MODELS.get(config["options"]["kind"]) != config["type"]:
         problems.append(f"type {config['type']!r} does not match options.kind")
-    try:
-        TrainConfig.from_dict(config["train"])
-    except InvalidArgumentError as error:
-        problems.append(f"train: {error}")
-    if problems:
-        raise InvalidArgumentError(f"{path}: {problems[0]} (the file was edited or damaged; "
-                                   "start the run again with --overwrite).")
+    raise_if_damaged(path, problems)
     return config
 
 
