@@ -45,8 +45,8 @@ class ReversibleAdjoint(Adjoint):
         params: the tensors to differentiate; None finds every tensor requiring grad that the
             drift or the diffusion uses (by evaluating both once and walking the graph).
 
-    Shared time grids and fixed steps only (per-sample grids: use `BackpropAdjoint` or
-    `CheckpointAdjoint` with another method).
+    Shared grids ts [T] and per-sample grids ts [T, B] (each sample walked back through its
+    own steps; a sample that did not step in an iteration keeps its state and adjoints).
     """
 
     name = "reversible"
@@ -59,10 +59,6 @@ class ReversibleAdjoint(Adjoint):
                 f"`ReversibleAdjoint()` differentiates the reversible Heun method only; got "
                 f"solver={solver!r}. Use sdeint(..., solver=tidal.ReversibleHeun()), or "
                 f"BackpropAdjoint()/CheckpointAdjoint() for other methods.")
-        if problem.grid.batched:
-            raise IncompatibleOptionsError(
-                "`ReversibleAdjoint()` supports shared time grids (ts of shape [T]) only; use "
-                "BackpropAdjoint() with per-sample grids.")
 
     def run(self, problem: Any, loop: Loop) -> Solution:
         sde: SDEProblem = problem
@@ -103,6 +99,8 @@ class ReversibleSolve(torch.autograd.Function):
         per step, at the rebuilt yh with a graph, and pulled back by one vector-Jacobian
         product in the next iteration."""
         run: _Run = ctx.run
+        if run.problem.grid.batched:
+            return _per_sample_backward(run, grad_ys)
         problem, result, params = run.problem, run.result, run.params
         tree, noise = problem.brownian, problem.noise
         taus = problem.grid.taus[:, 0].tolist()
@@ -180,3 +178,61 @@ def _accumulate(totals: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
     for total, g in zip(totals, grads):
         if g is not None:
             total += g
+
+
+def _per_sample_backward(run: _Run, grad_ys: torch.Tensor) -> tuple[Any, ...]:
+    """`ReversibleSolve.backward` on per-sample grids: the same algebra with dt [B, 1] and
+    per-sample increments, walking back the loop's iterations; where a sample did not step
+    (dt = 0) its state and adjoints are kept and nothing is pulled back."""
+    problem, result, params = run.problem, run.result, run.params
+    tree, noise = problem.brownian, problem.noise
+    batch = torch.arange(grad_ys.shape[1], device=grad_ys.device)
+    dtype = grad_ys.dtype
+    y = result.y_end
+    a_y = torch.zeros_like(y)
+    grad_params = [torch.zeros_like(p) for p in params]
+    pairs = result.step_pairs
+    if not pairs:
+        return (None, a_y + grad_ys[0], *grad_params)
+
+    def at(tau: torch.Tensor, yh: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            leaf = yh.detach().requires_grad_(True)
+            t = tau.to(dtype)
+            return leaf, problem.drift(t, leaf), problem.diffusion(t, leaf)
+
+    def outer(a: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+        return a.unsqueeze(-1) * dw.unsqueeze(-2) if noise.shape == "general" else a * dw
+
+    def keep(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+    yh, fh, gh = at(pairs[-1][1], result.method_state.yh)
+    a_yh, a_fh, a_gh = torch.zeros_like(y), torch.zeros_like(fh), torch.zeros_like(gh)
+    for start, end, row in reversed(pairs):
+        landed = row >= 0
+        a_y = a_y + torch.where(landed[:, None], grad_ys[row.clamp(min=0), batch], 0.0)
+        active = end > start
+        dt = (end - start).to(dtype)[:, None]
+        dw = tree.increment(start, end).dw
+        # pull back through f(yh1), g(yh1) what the step's end and the pending adjoints ask
+        cot_f = keep(active, a_fh + a_y * (0.5 * dt), torch.zeros_like(a_fh))
+        cot_g = keep(active, a_gh + 0.5 * outer(a_y, dw), torch.zeros_like(a_gh))
+        grads = _vjp((fh, gh), (cot_f, cot_g), (yh, *params))
+        a_yh_total = a_yh + grads[0] if grads[0] is not None else a_yh
+        _accumulate(grad_params, grads[1:])
+        with torch.no_grad():
+            yh_prev = keep(active, 2 * y - yh - fh * dt - noise.product(gh, dw), yh)
+        yh_prev, fh_prev, gh_prev = at(start, yh_prev)
+        with torch.no_grad():
+            y = keep(active, y - (fh_prev + fh) * (0.5 * dt)
+                     - 0.5 * noise.product(gh_prev + gh, dw), y)
+        a_fh = keep(active, a_y * (0.5 * dt) + a_yh_total * dt, a_fh)
+        a_gh = keep(active, 0.5 * outer(a_y, dw) + outer(a_yh_total, dw), a_gh)
+        a_y, a_yh = keep(active, a_y + 2 * a_yh_total, a_y), keep(active, -a_yh_total, a_yh)
+        yh, fh, gh = yh_prev, fh_prev, gh_prev
+    grads = _vjp((fh, gh), (a_fh, a_gh), (yh, *params))
+    a_y = a_y + a_yh + grad_ys[0] + (grads[0] if grads[0] is not None else 0.0)
+    _accumulate(grad_params, grads[1:])
+    return (None, a_y, *grad_params)
