@@ -61,24 +61,35 @@ class ReversibleAdjoint(Adjoint):
                 f"BackpropAdjoint()/CheckpointAdjoint() for other methods.")
 
     def run(self, problem: Any, loop: Loop) -> Solution:
-        sde: SDEProblem = problem
-        with torch.no_grad():
-            result: SDELoopResult = loop(problem, sde.y0.detach())  # type: ignore[assignment]
-        solution = solution_of(problem, result)
-        if not torch.is_grad_enabled():
-            return solution
-        grid = sde.grid
-        t0 = grid.user_time(grid.taus[0], sde.y0.dtype)
-        params = parameters_of(self.params, "ReversibleAdjoint", sde.f, t0, sde.y0, sde.args)
-        if not sde.y0.requires_grad and not params:
-            return solution
-        run = _Run(sde, result, params)
-        solution.ys = ReversibleSolve.apply(run, sde.y0, *params)
+        solution, run = solve_without_graph(problem, loop, self.params, "ReversibleAdjoint")
+        if run is not None:
+            solution.ys = ReversibleSolve.apply(run, problem.y0, *run.params)
         return solution
 
 
+def solve_without_graph(problem: Any, loop: Loop,
+                        params: Sequence[torch.Tensor] | None, owner: str
+                        ) -> tuple[Solution, GraphlessRun | None]:
+    """The solve with no graph (an O(1)-memory adjoint's forward pass), and what its backward
+    pass needs: None when no gradient is asked (grad mode off, or nothing to differentiate).
+    `params` are the adjoint's; None finds the tensors the drift and diffusion use (problem:
+    an `SDEProblem`)."""
+    with torch.no_grad():
+        result: SDELoopResult = loop(problem, problem.y0.detach())  # type: ignore[assignment]
+    solution = solution_of(problem, result)
+    if not torch.is_grad_enabled():
+        return solution, None
+    t0 = problem.grid.user_time(problem.grid.taus[0], problem.y0.dtype)
+    found = parameters_of(params, owner, problem.f, t0, problem.y0, problem.args)
+    if not problem.y0.requires_grad and not found:
+        return solution, None
+    return solution, GraphlessRun(problem, result, found)
+
+
 @dataclass
-class _Run:
+class GraphlessRun:
+    """A solve run without a graph, for its adjoint's backward pass."""
+
     problem: SDEProblem
     result: SDELoopResult
     params: tuple[torch.Tensor, ...]
@@ -88,7 +99,8 @@ class ReversibleSolve(torch.autograd.Function):
     """The outputs ys from y0 (and params), storing nothing but the forward run's end."""
 
     @staticmethod
-    def forward(ctx: Any, run: _Run, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, run: GraphlessRun, y0: torch.Tensor, *params: torch.Tensor
+                ) -> torch.Tensor:
         ctx.run = run
         return run.result.ys.clone()
 
@@ -98,7 +110,7 @@ class ReversibleSolve(torch.autograd.Function):
         step end's (y, yh) and of the values fh = f(yh), gh = g(yh); f and g are evaluated once
         per step, at the rebuilt yh with a graph, and pulled back by one vector-Jacobian
         product in the next iteration."""
-        run: _Run = ctx.run
+        run: GraphlessRun = ctx.run
         if run.problem.grid.batched:
             return _per_sample_backward(run, grad_ys)
         problem, result, params = run.problem, run.result, run.params
@@ -180,7 +192,7 @@ def _accumulate(totals: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
             total += g
 
 
-def _per_sample_backward(run: _Run, grad_ys: torch.Tensor) -> tuple[Any, ...]:
+def _per_sample_backward(run: GraphlessRun, grad_ys: torch.Tensor) -> tuple[Any, ...]:
     """`ReversibleSolve.backward` on per-sample grids: the same algebra with dt [B, 1] and
     per-sample increments, walking back the loop's iterations; where a sample did not step
     (dt = 0) its state and adjoints are kept and nothing is pulled back."""

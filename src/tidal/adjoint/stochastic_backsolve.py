@@ -20,19 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from tidal._errors import IncompatibleOptionsError
-from tidal._loop_io import solution_of
-from tidal.adjoint.base import Adjoint, Loop, parameters_of
+from tidal.adjoint.base import Adjoint, Loop
+from tidal.adjoint.reversible import GraphlessRun, solve_without_graph
 from tidal.solution import Solution
 from tidal.solvers.sde import Calculus
-
-if TYPE_CHECKING:
-    from tidal._loop_sde import SDELoopResult
-    from tidal._sde_problem import SDEProblem
 
 CHUNK = 32  # increments fetched from the tree at once in the backward pass
 
@@ -64,29 +60,23 @@ class StochasticBacksolveAdjoint(Adjoint):
                 "steps only; use BackpropAdjoint() or CheckpointAdjoint() otherwise.")
 
     def run(self, problem: Any, loop: Loop) -> Solution:
-        sde: SDEProblem = problem
-        with torch.no_grad():
-            result: SDELoopResult = loop(problem, sde.y0.detach())  # type: ignore[assignment]
-        solution = solution_of(problem, result)
-        if not torch.is_grad_enabled():
-            return solution
-        t0 = sde.grid.user_time(sde.grid.taus[0], sde.y0.dtype)
-        params = parameters_of(self.params, "BacksolveAdjoint", sde.f, t0, sde.y0, sde.args)
-        if not sde.y0.requires_grad and not params:
-            return solution
-        solution.ys = _AdjointSolve.apply((sde, result, params), sde.y0, *params)
+        solution, run = solve_without_graph(problem, loop, self.params, "BacksolveAdjoint")
+        if run is not None:
+            solution.ys = _AdjointSolve.apply(run, problem.y0, *run.params)
         return solution
 
 
 class _AdjointSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, run: Any, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, run: GraphlessRun, y0: torch.Tensor, *params: torch.Tensor
+                ) -> torch.Tensor:
         ctx.run = run
-        return run[1].ys.clone()
+        return run.result.ys.clone()
 
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
-        problem, result, params = ctx.run
+        run: GraphlessRun = ctx.run
+        problem, result, params = run.problem, run.result, run.params
         tree, noise = problem.brownian, problem.noise
         taus = problem.grid.taus[:, 0].tolist()
         ends = [taus[0], *result.step_ends]
