@@ -418,7 +418,7 @@ def _sequences() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _sequence_models() -> list[ModelInfo]:
-    from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE, ODEBlock
+    from tidal.models import ODERNN, GRUDelta, LatentODE, LatentSDE, NeuralCDE, ODEBlock
 
     def on_sequences(model: torch.nn.Module) -> torch.Tensor:
         return model(*_sequences())
@@ -441,6 +441,12 @@ def _sequence_models() -> list[ModelInfo]:
                   solves_odes=False, error_inputs=lambda: [ErrorInput(
                       "obs_std = 0", lambda: LatentODE(2, 2, 3, obs_std=0.0),
                       tidal.InvalidArgumentError, r"LatentODE\(obs_std=0.0\)")]),
+        ModelInfo(LatentSDE, lambda: LatentSDE(2, 2, context_size=3, hidden_size=3, width=4,
+                                               dt=0.1),
+                  lambda model: model.loss(*_sequences(), seed=0), saveable=False,
+                  solves_odes=False, error_inputs=lambda: [ErrorInput(
+                      "dt = 0", lambda: LatentSDE(2, 2, dt=0), tidal.InvalidArgumentError,
+                      r"LatentSDE\(dt=0\)")]),
         ModelInfo(NeuralCDE, lambda: NeuralCDE(2, 3, 2, width=4, depth=1), on_sequences,
                   saveable=False, solves_odes=False, error_inputs=lambda: [ErrorInput(
                       "an unknown path", lambda: NeuralCDE(2, 3, 2, path="quintic"),

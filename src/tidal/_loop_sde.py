@@ -48,10 +48,13 @@ CHUNK = 32  # fixed steps whose increments are fetched in one tree query
 @dataclass
 class SDELoopResult(LoopResult):
     """A `LoopResult` plus what the reversible adjoint needs to run the solve backwards: the
-    method's state at the end and, on a shared grid, the accepted step ends in order."""
+    method's state at the end and, on a shared grid, the accepted step ends in order; on
+    per-sample grids, each iteration's (start, end, output row or -1) per sample."""
 
     method_state: Any = None
     step_ends: list[float] = field(default_factory=list)
+    step_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=list)
 
 
 def run_sde_loop(problem: SDEProblem, y0: torch.Tensor, *, recorder: Recorder | None = None
@@ -315,7 +318,9 @@ class _PerSampleLoop:
             self.index.append(torch.arange(batch, device=device))
             self.values.append(y0)
         self.dump = rows
-        self.step_ends: list[float] = []
+        # per iteration: (start [B], end [B], output row landed on at the end or -1), what
+        # the reversible adjoint walks back through (3 numbers per sample and iteration)
+        self.step_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def _limit(self) -> torch.Tensor:
         """[B]: where each sample's next step must end at the latest."""
@@ -388,6 +393,7 @@ class _PerSampleLoop:
                                         active & ~accept])
             self.y = torch.where(accept.unsqueeze(-1), out.y1, self.y)
             state = select(accept, out.state, state)
+            start = self.tau
             self.tau = torch.where(accept, tau1, self.tau)
             self.anchor = torch.where(accept & near, tau1, self.anchor)
             self.count = torch.where(accept, torch.where(near, 0, self.count + 1), self.count)
@@ -396,6 +402,7 @@ class _PerSampleLoop:
             landed = accept & (self.next_out < len(self.taus)) & (tau1 == out_next)
             if self.recorder is not None:
                 self.recorder.record(accept, tau1, self.y)
+            self.step_pairs.append((start, self.tau, torch.where(landed, self.next_out, -1)))
             active = (self.tau < self.tau_end) & (self.codes == ok) & ~failed
             running, any_landed = torch.stack([active.any(), landed.any()]).tolist()
             if any_landed:  # one host synchronisation per iteration, for both flags
@@ -417,4 +424,4 @@ class _PerSampleLoop:
         return SDELoopResult(
             ys=ys.view(steps, *y.shape), counts=self.counts.cpu(), statuses=statuses,
             where=where, y_end=y, event_tau=None, event_y=None, event_signs=None, dense=None,
-            method_state=state)
+            method_state=state, step_pairs=self.step_pairs)

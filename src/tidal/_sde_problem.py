@@ -25,6 +25,7 @@ from tidal._grid import Grid
 from tidal._vector_field import VectorField, bind_args
 from tidal.adjoint.backsolve import BacksolveAdjoint
 from tidal.adjoint.checkpoint import CheckpointAdjoint
+from tidal.adjoint.stochastic_backsolve import StochasticBacksolveAdjoint
 from tidal.brownian import BrownianTree, sample_seeds
 from tidal.controllers.adaptive import AdaptiveController
 from tidal.controllers.base import StepSizeController
@@ -109,11 +110,8 @@ def make_sde_problem(drift: Callable[..., torch.Tensor], diffusion: Callable[...
     solver.check(noise, calculus)
     controller, dt = _controller(controller, dt, solver)
     adjoint = check.adjoint(adjoint)
-    if isinstance(adjoint, BacksolveAdjoint):
-        raise IncompatibleOptionsError(
-            "`sdeint(adjoint=BacksolveAdjoint())` is not available for SDEs (a stochastic "
-            "backsolve adjoint is not built). Use BackpropAdjoint(), CheckpointAdjoint(), or "
-            "ReversibleAdjoint() with solver=ReversibleHeun().")
+    if isinstance(adjoint, BacksolveAdjoint):  # for SDEs: the stochastic adjoint
+        adjoint = StochasticBacksolveAdjoint(params=adjoint.params)
     if isinstance(adjoint, CheckpointAdjoint) and solver.stateful:
         raise IncompatibleOptionsError(
             f"`sdeint(solver={solver!r}, adjoint=CheckpointAdjoint())`: the method carries a "

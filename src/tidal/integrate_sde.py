@@ -60,7 +60,10 @@ def sdeint(
             (methods with an error estimate: SRA1); a rejected step asks the Brownian tree for
             a shorter interval of the same path.
         adjoint: `BackpropAdjoint()` (default), `CheckpointAdjoint()` (replays segments with
-            the same Brownian increments) or `ReversibleAdjoint()` (with `ReversibleHeun`).
+            the same Brownian increments), `ReversibleAdjoint()` (with `ReversibleHeun`) or
+            `BacksolveAdjoint()` (the stochastic adjoint SDE solved backwards on the same
+            path: Stratonovich, shared grid, fixed steps; converges to Backprop's gradient
+            as dt shrinks).
         seed: the ensemble's seed; sample b's path depends on (seed, b) only. None draws one
             from torch's global generator (so `torch.manual_seed` makes runs repeatable).
         brownian: a `tidal.brownian.BrownianTree` to use instead (to share one path between

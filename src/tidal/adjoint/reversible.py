@@ -45,8 +45,8 @@ class ReversibleAdjoint(Adjoint):
         params: the tensors to differentiate; None finds every tensor requiring grad that the
             drift or the diffusion uses (by evaluating both once and walking the graph).
 
-    Shared time grids and fixed steps only (per-sample grids: use `BackpropAdjoint` or
-    `CheckpointAdjoint` with another method).
+    Shared grids ts [T] and per-sample grids ts [T, B] (each sample walked back through its
+    own steps; a sample that did not step in an iteration keeps its state and adjoints).
     """
 
     name = "reversible"
@@ -59,30 +59,37 @@ class ReversibleAdjoint(Adjoint):
                 f"`ReversibleAdjoint()` differentiates the reversible Heun method only; got "
                 f"solver={solver!r}. Use sdeint(..., solver=tidal.ReversibleHeun()), or "
                 f"BackpropAdjoint()/CheckpointAdjoint() for other methods.")
-        if problem.grid.batched:
-            raise IncompatibleOptionsError(
-                "`ReversibleAdjoint()` supports shared time grids (ts of shape [T]) only; use "
-                "BackpropAdjoint() with per-sample grids.")
 
     def run(self, problem: Any, loop: Loop) -> Solution:
-        sde: SDEProblem = problem
-        with torch.no_grad():
-            result: SDELoopResult = loop(problem, sde.y0.detach())  # type: ignore[assignment]
-        solution = solution_of(problem, result)
-        if not torch.is_grad_enabled():
-            return solution
-        grid = sde.grid
-        t0 = grid.user_time(grid.taus[0], sde.y0.dtype)
-        params = parameters_of(self.params, "ReversibleAdjoint", sde.f, t0, sde.y0, sde.args)
-        if not sde.y0.requires_grad and not params:
-            return solution
-        run = _Run(sde, result, params)
-        solution.ys = ReversibleSolve.apply(run, sde.y0, *params)
+        solution, run = solve_without_graph(problem, loop, self.params, "ReversibleAdjoint")
+        if run is not None:
+            solution.ys = ReversibleSolve.apply(run, problem.y0, *run.params)
         return solution
 
 
+def solve_without_graph(problem: Any, loop: Loop,
+                        params: Sequence[torch.Tensor] | None, owner: str
+                        ) -> tuple[Solution, GraphlessRun | None]:
+    """The solve with no graph (an O(1)-memory adjoint's forward pass), and what its backward
+    pass needs: None when no gradient is asked (grad mode off, or nothing to differentiate).
+    `params` are the adjoint's; None finds the tensors the drift and diffusion use (problem:
+    an `SDEProblem`)."""
+    with torch.no_grad():
+        result: SDELoopResult = loop(problem, problem.y0.detach())  # type: ignore[assignment]
+    solution = solution_of(problem, result)
+    if not torch.is_grad_enabled():
+        return solution, None
+    t0 = problem.grid.user_time(problem.grid.taus[0], problem.y0.dtype)
+    found = parameters_of(params, owner, problem.f, t0, problem.y0, problem.args)
+    if not problem.y0.requires_grad and not found:
+        return solution, None
+    return solution, GraphlessRun(problem, result, found)
+
+
 @dataclass
-class _Run:
+class GraphlessRun:
+    """A solve run without a graph, for its adjoint's backward pass."""
+
     problem: SDEProblem
     result: SDELoopResult
     params: tuple[torch.Tensor, ...]
@@ -92,7 +99,8 @@ class ReversibleSolve(torch.autograd.Function):
     """The outputs ys from y0 (and params), storing nothing but the forward run's end."""
 
     @staticmethod
-    def forward(ctx: Any, run: _Run, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, run: GraphlessRun, y0: torch.Tensor, *params: torch.Tensor
+                ) -> torch.Tensor:
         ctx.run = run
         return run.result.ys.clone()
 
@@ -102,7 +110,9 @@ class ReversibleSolve(torch.autograd.Function):
         step end's (y, yh) and of the values fh = f(yh), gh = g(yh); f and g are evaluated once
         per step, at the rebuilt yh with a graph, and pulled back by one vector-Jacobian
         product in the next iteration."""
-        run: _Run = ctx.run
+        run: GraphlessRun = ctx.run
+        if run.problem.grid.batched:
+            return _per_sample_backward(run, grad_ys)
         problem, result, params = run.problem, run.result, run.params
         tree, noise = problem.brownian, problem.noise
         taus = problem.grid.taus[:, 0].tolist()
@@ -180,3 +190,61 @@ def _accumulate(totals: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
     for total, g in zip(totals, grads):
         if g is not None:
             total += g
+
+
+def _per_sample_backward(run: GraphlessRun, grad_ys: torch.Tensor) -> tuple[Any, ...]:
+    """`ReversibleSolve.backward` on per-sample grids: the same algebra with dt [B, 1] and
+    per-sample increments, walking back the loop's iterations; where a sample did not step
+    (dt = 0) its state and adjoints are kept and nothing is pulled back."""
+    problem, result, params = run.problem, run.result, run.params
+    tree, noise = problem.brownian, problem.noise
+    batch = torch.arange(grad_ys.shape[1], device=grad_ys.device)
+    dtype = grad_ys.dtype
+    y = result.y_end
+    a_y = torch.zeros_like(y)
+    grad_params = [torch.zeros_like(p) for p in params]
+    pairs = result.step_pairs
+    if not pairs:
+        return (None, a_y + grad_ys[0], *grad_params)
+
+    def at(tau: torch.Tensor, yh: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            leaf = yh.detach().requires_grad_(True)
+            t = tau.to(dtype)
+            return leaf, problem.drift(t, leaf), problem.diffusion(t, leaf)
+
+    def outer(a: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+        return a.unsqueeze(-1) * dw.unsqueeze(-2) if noise.shape == "general" else a * dw
+
+    def keep(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+    yh, fh, gh = at(pairs[-1][1], result.method_state.yh)
+    a_yh, a_fh, a_gh = torch.zeros_like(y), torch.zeros_like(fh), torch.zeros_like(gh)
+    for start, end, row in reversed(pairs):
+        landed = row >= 0
+        a_y = a_y + torch.where(landed[:, None], grad_ys[row.clamp(min=0), batch], 0.0)
+        active = end > start
+        dt = (end - start).to(dtype)[:, None]
+        dw = tree.increment(start, end).dw
+        # pull back through f(yh1), g(yh1) what the step's end and the pending adjoints ask
+        cot_f = keep(active, a_fh + a_y * (0.5 * dt), torch.zeros_like(a_fh))
+        cot_g = keep(active, a_gh + 0.5 * outer(a_y, dw), torch.zeros_like(a_gh))
+        grads = _vjp((fh, gh), (cot_f, cot_g), (yh, *params))
+        a_yh_total = a_yh + grads[0] if grads[0] is not None else a_yh
+        _accumulate(grad_params, grads[1:])
+        with torch.no_grad():
+            yh_prev = keep(active, 2 * y - yh - fh * dt - noise.product(gh, dw), yh)
+        yh_prev, fh_prev, gh_prev = at(start, yh_prev)
+        with torch.no_grad():
+            y = keep(active, y - (fh_prev + fh) * (0.5 * dt)
+                     - 0.5 * noise.product(gh_prev + gh, dw), y)
+        a_fh = keep(active, a_y * (0.5 * dt) + a_yh_total * dt, a_fh)
+        a_gh = keep(active, 0.5 * outer(a_y, dw) + outer(a_yh_total, dw), a_gh)
+        a_y, a_yh = keep(active, a_y + 2 * a_yh_total, a_y), keep(active, -a_yh_total, a_yh)
+        yh, fh, gh = yh_prev, fh_prev, gh_prev
+    grads = _vjp((fh, gh), (a_fh, a_gh), (yh, *params))
+    a_y = a_y + a_yh + grad_ys[0] + (grads[0] if grads[0] is not None else 0.0)
+    _accumulate(grad_params, grads[1:])
+    return (None, a_y, *grad_params)

@@ -208,9 +208,12 @@ def _train_options(function):
         click.option("--depth", default=2, show_default=True),
         click.option("--activation", default="tanh", show_default=True),
         click.option("--model", "kind", default="neural-ode", show_default=True,
-                     type=click.Choice(["neural-ode", "hamiltonian", "ude"]),
+                     type=click.Choice(["neural-ode", "hamiltonian", "ude", "sde",
+                                        "latent-sde"]),
                      help="hamiltonian: a learned energy H(q, p), state = (q, p) halves; "
-                          "ude: --known terms plus a network."),
+                          "ude: --known terms plus a network; sde: neural drift and "
+                          "diffusion (transition likelihood); latent-sde: a latent SDE "
+                          "(ELBO); both report predictive bands."),
         click.option("--separable", is_flag=True,
                      help="Hamiltonian H = T(p) + V(q) (explicit symplectic solvers apply)."),
         click.option("--known", default=None,
@@ -259,10 +262,13 @@ def _configs(kw: dict):
 
 def _finish(result, run_dir: Path) -> None:
     from tidal.report import read_summary, write_report
+    from tidal.report.sde import sde_summary, write_sde_report
+    from tidal.training.sde_run import SDEResult
 
     click.echo(f"{result.status}: {result.message}")
-    report = write_report(run_dir)
-    click.echo(read_summary(run_dir))
+    sde = isinstance(result, SDEResult)
+    report = (write_sde_report if sde else write_report)(run_dir)
+    click.echo((sde_summary if sde else read_summary)(run_dir))
     click.echo(f"report: {report}")
     if result.status == "interrupted":
         click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
@@ -344,10 +350,12 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     from tidal.training.ensemble import EnsembleOptions
 
     if resume:
+        from tidal.cli.sde import resume_fit
+
         refuse_changes_on_resume(ctx, run_dir)
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
-        result = resume_run(run_dir, epochs=kw["epochs"] if given else None,
-                            progress=not kw["quiet"])
+        result = resume_fit(run_dir, epochs=kw["epochs"] if given else None,
+                            progress=not kw["quiet"], fallback=resume_run)
         _finish(result, Path(run_dir))
         return
     if data is None:
@@ -361,6 +369,13 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         names = None if states is None else [s.strip() for s in states.split(",")]
         trajectories = read_table(data, time=time_column, id=id_column, states=names)
     source = {"path": str(data), **({"system": system} if system else {})}
+    if kw["kind"] in ("sde", "latent-sde"):
+        from tidal.cli.sde import fit_sde
+
+        result = fit_sde(ctx, trajectories, run_dir, kw, config, split=(val, test),
+                         split_by=split_by, source=source, overwrite=overwrite)
+        _finish(result, Path(run_dir))
+        return
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"],
                        split_by=split_by, ensemble=members, prefit=prefit)
@@ -423,7 +438,14 @@ def report(run_dir: str) -> None:
     from tidal.training.flow_run import load_flow_run
 
     found = RunDirectory.find(Path(run_dir))
-    if found is not None and found.kind == "flow":
+    if found is not None and found.kind == "sde":
+        from tidal.report.sde import sde_summary, write_sde_report
+        from tidal.training.sde_run import load_sde_run
+
+        notify(load_sde_run(run_dir).notice)
+        report = write_sde_report(run_dir)
+        click.echo(sde_summary(run_dir))
+    elif found is not None and found.kind == "flow":
         notify(load_flow_run(run_dir).notice)
         report = write_flow_report(run_dir)
         click.echo(flow_summary(run_dir))

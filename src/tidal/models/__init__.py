@@ -4,6 +4,7 @@ from tidal.models.cnf import CNF
 from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.latent_ode import LatentODE
+from tidal.models.latent_sde import LatentSDE
 from tidal.models.neural_cde import NeuralCDE
 from tidal.models.neural_ode import NeuralODE
 from tidal.models.neural_sde import NeuralSDE, PositiveDiffusion
@@ -12,4 +13,4 @@ from tidal.models.recurrent import ODERNN, GRUDelta
 from tidal.models.ude import UDE
 
 __all__ = ["CNF", "ODERNN", "UDE", "Ensemble", "GRUDelta", "HamiltonianNN", "LatentODE",
-           "NeuralCDE", "NeuralODE", "NeuralSDE", "ODEBlock", "PositiveDiffusion"]
+           "LatentSDE", "NeuralCDE", "NeuralODE", "NeuralSDE", "ODEBlock", "PositiveDiffusion"]

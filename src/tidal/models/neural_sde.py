@@ -84,11 +84,17 @@ class NeuralSDE(nn.Module):
         if not bool((h > 0).all()):
             raise InvalidArgumentError("`NeuralSDE.transition_nll(ts=...)` must be strictly "
                                        "increasing.")
-        y, y_next = ys[:-1], ys[1:]
-        t = ts[:-1].reshape(len(ts) - 1, -1).expand(y.shape[:2]).reshape(-1)
-        flat = y.reshape(-1, y.shape[-1])
-        f = self.drift(t, flat).view_as(y)
-        g = self.diffusion(t, flat).view_as(y)
+        shape = (len(ts) - 1, ys.shape[1])
+        t = ts[:-1].reshape(len(ts) - 1, -1).expand(shape).reshape(-1)
+        return self.pairs_nll(ys[:-1].reshape(-1, ys.shape[-1]), ys[1:].reshape(-1, ys.shape[-1]),
+                              t, h[..., 0].expand(shape).reshape(-1))
+
+    def pairs_nll(self, y: torch.Tensor, y_next: torch.Tensor, t: torch.Tensor,
+                  h: torch.Tensor) -> torch.Tensor:
+        """Mean negative log likelihood per transition and state of transitions y [N, d] at
+        times t [N] to y_next [N, d] after gaps h [N] > 0."""
+        f, g = self.drift(t, y), self.diffusion(t, y)
+        h = h.unsqueeze(-1)
         var = g * g * h
         nll = (y_next - y - f * h) ** 2 / (2 * var) + 0.5 * torch.log(2 * math.pi * var)
         return nll.mean()

@@ -27,16 +27,8 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         starts: per trajectory, (t0, y0 [D]): the initial state the model starts from when it
             is not the first observation (an estimated one), drawn as a cross.
     """
-    from matplotlib.figure import Figure
-
-    count = len(observed)
-    rows = int(np.ceil(count / columns))
-    figure = Figure(figsize=(5.2 * columns, 3.2 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    figure, axes = panels(len(observed), columns)
     for index, ax in enumerate(axes):
-        if index >= count:
-            ax.set_visible(False)
-            continue
         t_obs, y_obs = observed[index]
         t_fit, y_fit = fitted[index]
         for state, name in enumerate(state_names):
@@ -59,3 +51,15 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         ax.set_ylabel(", ".join(state_names) if len(state_names) <= 3 else "state")
     axes[0].legend(fontsize=7, ncol=2)
     return figure
+
+
+def panels(count: int, columns: int) -> tuple[Any, list[Any]]:
+    """A figure with a grid of panels, and the first `count` axes (the others hidden)."""
+    from matplotlib.figure import Figure
+
+    rows = int(np.ceil(count / columns))
+    figure = Figure(figsize=(5.2 * columns, 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return figure, list(axes[:count])

@@ -167,21 +167,34 @@ def read_config(run: RunDirectory) -> dict[str, Any]:
     names = config["data"]["state_names"]
     scaling = config["scaling"]
     system = config["data"].get("system")
+    problems = scaling_and_training_problems(scaling, names, config["train"])
+    if system is not None and len(SYSTEMS[system].state_names) != len(names):
+        problems.append(f"system {system!r} has {len(SYSTEMS[system].state_names)} states, "
+                        f"the data {len(names)}")
+    raise_if_damaged(path, problems)
+    return config
+
+
+def scaling_and_training_problems(scaling: dict[str, Any], names: list[str],
+                                  train: dict[str, Any]) -> list[str]:
+    """What is inconsistent in a config.json's scaling (one offset and scale per state) and
+    training section (`TrainConfig.from_dict`)."""
     problems = []
     if not len(scaling["state_offset"]) == len(scaling["state_scale"]) == len(names):
         problems.append(f"scaling has {len(scaling['state_offset'])} offsets and "
                         f"{len(scaling['state_scale'])} scales for {len(names)} states")
-    if system is not None and len(SYSTEMS[system].state_names) != len(names):
-        problems.append(f"system {system!r} has {len(SYSTEMS[system].state_names)} states, "
-                        f"the data {len(names)}")
     try:
-        TrainConfig.from_dict(config["train"])
+        TrainConfig.from_dict(train)
     except InvalidArgumentError as error:
         problems.append(f"train: {error}")
+    return problems
+
+
+def raise_if_damaged(path: Path, problems: list[str]) -> None:
+    """One line naming `path` and the first of `problems`, if any."""
     if problems:
         raise InvalidArgumentError(f"{path}: {problems[0]} (the file was edited or damaged; "
                                    "start the run again with --overwrite).")
-    return config
 
 
 def build_model(config: dict[str, Any], where: Path, *,

@@ -234,3 +234,24 @@ def _flow_config() -> Schema:
 
 RUN_CONFIG = _run_config()
 FLOW_CONFIG = _flow_config()
+
+
+def _sde_config() -> Schema:
+    """config.json of an SDE run (`tidal fit --model sde|latent-sde`, training/sde_run.py)."""
+    from tidal.nn import ACTIVATIONS
+
+    options = record({
+        "kind": text(("sde", "latent-sde")), "width": integer(1, MAX_WIDTH),
+        "depth": integer(1, MAX_DEPTH), "activation": text(ACTIVATIONS),
+        "dt": number(0.0, 1e12, positive=True), "latent_size": integer(1, MAX_STATES),
+        "context_size": integer(1, MAX_WIDTH), "hidden_size": integer(1, MAX_WIDTH)})
+    return record({
+        "tidal_version": text(), "type": text(("NeuralSDE", "LatentSDE")), "options": options,
+        "state_names": list_of(text(), 1, MAX_STATES, unique=True),
+        "scaling": record({"state_offset": list_of(number(), 1),
+                           "state_scale": list_of(number(positive=True), 1),
+                           "time_scale": number(positive=True)}),
+        "train": mapping(anything), "data": mapping(anything), "fit": mapping(anything)})
+
+
+SDE_CONFIG = _sde_config()
