@@ -161,3 +161,12 @@ def test_solve_ensemble_checks_its_arguments() -> None:
         solve_ensemble(driver.ensemble_solve, driver.ensemble_inputs(), chunk_size=0)
     with pytest.raises(InvalidArgumentError, match="inputs"):
         solve_ensemble(driver.ensemble_solve, torch.zeros(0, 2))
+
+
+def test_nproc_is_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidal import InvalidArgumentError
+    from tidal.training.distributed import launch
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(InvalidArgumentError, match="--nproc-per-node"):
+        launch(2, ["fit", "data.csv", "-o", "run"])

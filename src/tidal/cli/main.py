@@ -352,11 +352,16 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     from tidal.training.distributed import launch, without_option
     from tidal.training.ensemble import EnsembleOptions
 
-    if nproc > 1:
-        sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
-    init_from_environment()
+    def processes() -> None:
+        """With --nproc N (after the input is checked here): run this command again in N
+        processes (torchrun); else join the process group torchrun set up, if any."""
+        if nproc > 1:
+            sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+        init_from_environment()
+
     if resume:
         refuse_changes_on_resume(ctx, run_dir)
+        processes()
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
         result = resume_run(run_dir, epochs=kw["epochs"] if given else None,
                             progress=not kw["quiet"])
@@ -372,6 +377,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         members = EnsembleOptions(ensemble, bootstrap, workers) if ensemble > 1 else None
         names = None if states is None else [s.strip() for s in states.split(",")]
         trajectories = read_table(data, time=time_column, id=id_column, states=names)
+    processes()
     source = {"path": str(data), **({"system": system} if system else {})}
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"],

@@ -111,14 +111,14 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     model.to(dtype)
     scaling = scaling or Scaling.fit(train)
     world = World.current()  # under torchrun only rank 0 writes; the others read its run
-    run = (RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
-           if run_dir is not None and not isinstance(run_dir, RunDirectory) and world.leader
-           else run_dir)
-    if run is not None and run is not run_dir:
+    folder = None if run_dir is None or isinstance(run_dir, RunDirectory) else run_dir
+    run = run_dir if isinstance(run_dir, RunDirectory) else None
+    if folder is not None and world.leader:
+        run = RunDirectory.open_or_create(folder, "neural-ode", command="fit")
         run.take_over()
     world.barrier()
-    if run is not None and not isinstance(run, RunDirectory):
-        run = RunDirectory.open(run, "neural-ode")
+    if folder is not None and not world.leader:
+        run = RunDirectory.open(folder, "neural-ode")
     objective = TrajectoryObjective(model, train.scaled(scaling),
                                     val.scaled(scaling) if val else None, config, dtype)
     outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
@@ -128,7 +128,7 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         objective.initial_states(outcome.kept["initial_offsets"])).numpy()
     if run is not None and world.leader:
         write_initial_states(run, train, initial_states)
-    if run is not None and run is not run_dir and world.leader:
+    if run is not None and folder is not None and world.leader:
         run.set_state(FINAL_STATES[outcome.status])
     return FitResult(model, scaling, outcome.history, outcome.status, outcome.message,
                      outcome.best_round, outcome.best_val_loss, config, initial_states)
@@ -278,7 +278,7 @@ class TrajectoryObjective:
         batch = self.batch(self.train, horizon, mine)
         return self.loss(batch, mine) * batch.mask.sum() / max(observed, 1)
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         stage = self.stage(index)
         horizon, segments = self.stages[stage]
