@@ -32,16 +32,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-#: (calls, bytes) of all_reduce in this process.
-TRAFFIC = [0, 0]
+#: The bytes of each all_reduce in this process.
+TRAFFIC: list[int] = []
 
 
 def count_traffic() -> None:
     original = dist.all_reduce
 
     def counted(tensor: torch.Tensor, *args, **kwargs):
-        TRAFFIC[0] += 1
-        TRAFFIC[1] += tensor.numel() * tensor.element_size()
+        TRAFFIC.append(tensor.numel() * tensor.element_size())
         return original(tensor, *args, **kwargs)
 
     dist.all_reduce = counted  # type: ignore[assignment]
@@ -74,9 +73,11 @@ def worker(args: argparse.Namespace) -> None:
     seconds = [row["seconds"] for row in result.history]
     steps = args.epochs * -(-len(data) // 16)
     times = [b - a for a, b in zip([0.0, *seconds], seconds)][1:]
+    parameters = sum(p.numel() for p in model.parameters())
+    step = [b for b in TRAFFIC if b == (parameters + 1) * 8]  # the steps' [grads, loss]
     lines = [f"{world.size} | {statistics.median(times):.2f} | {-(-len(data) // 16)} | "
-             f"{TRAFFIC[0] / steps:.2f} | {TRAFFIC[1] / steps:,.0f} | "
-             f"{sum(p.numel() for p in model.parameters()):,}"]
+             f"{len(step) / steps:.2f} | {sum(step) / steps:,.0f} | "
+             f"{len(TRAFFIC) - len(step)} ({sum(TRAFFIC) - sum(step):,} B) | {parameters:,}"]
     if world.distributed:
         lines += compare_ddp(data, world)
     if world.leader:
@@ -86,8 +87,9 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def compare_ddp(data, world) -> list[str]:
-    """For each adjoint: DDP's gradient and reduce_step's on one global batch (all training
-    trajectories), their largest difference, and the seconds per step of each."""
+    """For each adjoint: DDP's gradient and reduce_step's on one global batch (the first 16
+    trajectories), their largest difference, and the seconds per step of each (after one
+    untimed step of each, alternating, `REPEATS` each)."""
     from torch.nn.parallel import DistributedDataParallel
 
     from tidal.training import TrainConfig
@@ -100,14 +102,14 @@ def compare_ddp(data, world) -> list[str]:
         model = ModelOptions(adjoint=adjoint).build(data.n_states, seed=0).double()
         objective = TrajectoryObjective(model, data.scaled(_scaling(data)), None,
                                         TrainConfig(epochs=1, horizons=(1.0,)), torch.float64)
-        everything = tuple(range(len(data)))
+        everything = tuple(range(16))
         params = list(model.parameters())
-        timings: dict[str, float] = {}
+        timings = {"explicit": 0.0, "ddp": 0.0}
         grads: dict[str, torch.Tensor] = {}
         ddp = DistributedDataParallel(model)
-        for name in ("explicit", "ddp"):
-            start = time.perf_counter()
-            for _ in range(3):
+        for repeat in range(REPEATS[adjoint] + 1):
+            for name in timings:
+                start = time.perf_counter()
                 for p in params:
                     p.grad = None
                 if name == "explicit":
@@ -116,12 +118,16 @@ def compare_ddp(data, world) -> list[str]:
                     objective.model = ddp  # type: ignore[assignment]
                     (objective.share(1.0, 1, everything) * world.size).backward()
                     objective.model = model
-            timings[name] = (time.perf_counter() - start) / 3
-            grads[name] = torch.cat([p.grad.reshape(-1) for p in params])
+                timings[name] += (time.perf_counter() - start) / REPEATS[adjoint] * (repeat > 0)
+                grads[name] = torch.cat([p.grad.reshape(-1) for p in params])
         difference = float((grads["explicit"] - grads["ddp"]).abs().max())
         rows.append(f"{adjoint} | {difference:.1e} | {timings['explicit']:.3f} | "
                     f"{timings['ddp']:.3f}")
     return rows
+
+
+#: Timed steps per adjoint in the DDP comparison (backsolve's steps are slow).
+REPEATS = {"backprop": 4, "checkpoint": 4, "backsolve": 1}
 
 
 def _scaling(data):
@@ -161,11 +167,12 @@ def main() -> None:
     print(f"{args.trajectories} trajectories, batches of 16, {args.epochs} epochs; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("processes | epoch s (median) | steps/epoch | all-reduces/step | bytes/step | "
-          "model parameters")
+          "other all-reduces in the run (offsets gathered) | model parameters")
     print(one.splitlines()[0])
     lines = two.splitlines()
     print(lines[0])
-    print("\nadjoint | max |DDP - explicit| | explicit s/step | DDP s/step (2 processes)")
+    print("\nadjoint | max |DDP - explicit| | explicit s/step | DDP s/step (2 processes, 16 "
+          "trajectories)")
     print("\n".join(lines[1:]))
 
 

@@ -44,8 +44,9 @@ def reduce_step(world: World, loss: torch.Tensor, shared: Sequence[torch.Tensor]
     if loss.requires_grad:
         loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in shared]
-    flat = torch.cat([*(g.reshape(-1) for g in grads), loss.detach().reshape(1).to(
-        grads[0].dtype if grads else loss.dtype)])
+    kind = shared[0] if shared else loss
+    flat = torch.cat([*(g.reshape(-1) for g in grads),
+                      loss.detach().reshape(1).to(kind.device, kind.dtype)])
     world.sum(flat)
     if not torch.isfinite(flat).all():
         return math.nan
@@ -63,8 +64,8 @@ def fail_step(world: World, shared: Sequence[torch.Tensor]) -> None:
     """This rank's solve failed before its share was ready: join the step's `all_reduce` with
     NaNs, so every rank stops together (a diverged step) instead of waiting for this one."""
     numel = sum(p.numel() for p in shared) + 1
-    dtype = shared[0].dtype if shared else torch.float64
-    world.sum(torch.full((numel,), float("nan"), dtype=dtype))
+    kind = shared[0] if shared else torch.zeros((), dtype=torch.float64)
+    world.sum(torch.full((numel,), math.nan, dtype=kind.dtype, device=kind.device))
 
 
 def gather_owned(world: World, tensor: torch.Tensor, rows: torch.Tensor,
@@ -75,7 +76,7 @@ def gather_owned(world: World, tensor: torch.Tensor, rows: torch.Tensor,
         return
     state = optimizer.state.get(tensor, {}) if optimizer is not None else {}
     parts = [tensor.data, *(state[name] for name in MOMENTS if name in state)]
-    mask = rows.view(-1, *([1] * (tensor.dim() - 1))).to(tensor.dtype)
+    mask = rows.view(-1, *([1] * (tensor.dim() - 1))).to(tensor.device, tensor.dtype)
     flat = torch.cat([(part * mask).reshape(-1) for part in parts])
     world.sum(flat)
     for i, part in enumerate(parts):
