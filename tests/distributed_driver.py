@@ -1,12 +1,11 @@
 """The worker of the multi-process tests (`test_distributed.py`): run as
-`python tests/distributed_driver.py SCENARIO OUT` with RANK, WORLD_SIZE, MASTER_ADDR and
+`python tests/distributed_driver.py OUT` with RANK, WORLD_SIZE, MASTER_ADDR and
 MASTER_PORT set, it joins a gloo process group and writes what it computed under OUT.
 
-Scenarios:
-    main: for each adjoint, this rank's share of one global batch's gradient after the
-        all-reduce; a 2-rank `fit` (fixed steps); a `fit` whose second rank needs many more
-        adaptive solver steps; a sharded ensemble of SDE solves.
-    killed: the `fit` of "main", but rank 1 kills itself (SIGKILL) in epoch 3.
+In order: for each adjoint, this rank's share of one global batch's gradient after the
+all-reduce; a 2-rank `fit` (fixed steps); a `fit` whose second rank needs many more adaptive
+solver steps; a sharded ensemble of SDE solves; then the first `fit` again, in which rank 1
+kills itself (SIGKILL) in epoch 3 (so rank 0 ends with an error).
 
 The builders below are also the single-process references' (the tests import them).
 """
@@ -89,15 +88,10 @@ def ensemble_inputs() -> torch.Tensor:
     return torch.linspace(-1.0, 1.0, 22, dtype=torch.float64).reshape(11, 2)
 
 
-def main(scenario: str, out: Path) -> None:
+def main(out: Path) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=30))
     world = World.current()
-    if scenario == "killed":
-        kill_in_epoch(3, world)
-        fit(model(), trajectories(), val=trajectories(3), config=fit_config(),
-            run_dir=out / "killed", progress=False)
-        return
     grads = {}
     for adjoint in ADJOINTS:
         for segments in (1, 2) if adjoint == "checkpoint" else (1,):
@@ -112,7 +106,9 @@ def main(scenario: str, out: Path) -> None:
                 "uneven_status": uneven.status,
                 "ensemble": solve_ensemble(ensemble_solve, ensemble_inputs(), seed=5,
                                            chunk_size=3)}, out / f"result{world.rank}.pt")
-    dist.destroy_process_group()
+    kill_in_epoch(3, world)
+    fit(model(), trajectories(), val=trajectories(3), config=fit_config(),
+        run_dir=out / "killed", progress=False)
 
 
 def share_gradient(adjoint: str, segments: int, world: World) -> dict[str, torch.Tensor]:
@@ -155,4 +151,4 @@ def kill_in_epoch(epoch: int, world: World) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(Path(sys.argv[1]))
