@@ -96,6 +96,7 @@ def main(out: Path) -> None:
     for adjoint in ADJOINTS:
         for segments in (1, 2) if adjoint == "checkpoint" else (1,):
             grads[f"{adjoint}-{segments}"] = share_gradient(adjoint, segments, world)
+    grads["even"] = share_gradient("backprop", 1, world, EVEN)  # rank 1 owns none of them
     torch.save(grads, out / f"grads{world.rank}.pt")
     result = fit(model(), trajectories(), val=trajectories(3), config=fit_config(),
                  run_dir=out / "run", progress=False)
@@ -111,15 +112,20 @@ def main(out: Path) -> None:
         run_dir=out / "killed", progress=False)
 
 
-def share_gradient(adjoint: str, segments: int, world: World) -> dict[str, torch.Tensor]:
-    """This rank's gradients after the step's all-reduce, for the global batch of all
-    trajectories (offsets: the rows it owns)."""
+#: A global batch of which rank 1 (of 2) owns nothing: its parameters get no gradient there.
+EVEN = (0, 2, 4, 6)
+
+
+def share_gradient(adjoint: str, segments: int, world: World,
+                   batch: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+    """This rank's gradients after the step's all-reduce, for the global batch `batch` (default
+    all trajectories; offsets: the rows it owns)."""
     from tidal.training.distributed import reduce_step
 
     made = objective(adjoint, segments)
     parameters = list(made.model.parameters())
     owned = [made.initial_offsets, made.segment_offsets]
-    loss = made.share(1.0, segments, tuple(range(len(made.train))))
+    loss = made.share(1.0, segments, batch or tuple(range(len(made.train))))
     value = reduce_step(world, loss, parameters, owned)
     rows = made.owned_rows(world)
     return {"loss": torch.tensor(value, dtype=torch.float64), "model": torch.cat([p.grad.reshape(-1)

@@ -99,6 +99,18 @@ def test_gradients_after_all_reduce_equal_one_process(runs: dict, adjoint: str) 
 
 
 @pytest.mark.slow
+def test_a_rank_without_trajectories_in_the_batch_adds_zeros(runs: dict) -> None:
+    objective = driver.objective("backprop")
+    loss = objective.loss(objective.batch(objective.train, 1.0, driver.EVEN), driver.EVEN)
+    loss.backward()
+    model = torch.cat([p.grad.reshape(-1) for p in objective.model.parameters()])
+    for grads in (runs["grads"][r]["even"] for r in (0, 1)):
+        assert float(grads["loss"]) == pytest.approx(loss.item(), rel=1e-12)
+        torch.testing.assert_close(grads["model"], model, rtol=0, atol=1e-10)
+    assert runs["grads"][1]["even"]["offsets"].abs().max() == 0
+
+
+@pytest.mark.slow
 def test_two_rank_fit_equals_one_process_fit(runs: dict) -> None:
     reference, result = runs["reference"], runs["results"][0]
     for name, value in reference.model.state_dict().items():
