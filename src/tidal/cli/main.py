@@ -261,10 +261,14 @@ def _configs(kw: dict):
 
 
 def _finish(result, run_dir: Path) -> None:
+    from tidal.distributed import World
     from tidal.report import read_summary, write_report
     from tidal.report.sde import sde_summary, write_sde_report
     from tidal.training.sde_run import SDEResult
 
+    if not World.current().leader:  # under torchrun rank 0 reports
+        sys.exit({"interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}.get(
+            result.status, 0))
     click.echo(f"{result.status}: {result.message}")
     sde = isinstance(result, SDEResult)
     report = (write_sde_report if sde else write_report)(run_dir)
@@ -281,7 +285,7 @@ def _finish(result, run_dir: Path) -> None:
 
 
 #: What `fit --resume` may change: everything else comes from the run's config.json.
-_RESUME_OPTIONS = {"run_dir", "resume", "epochs", "quiet"}
+_RESUME_OPTIONS = {"run_dir", "resume", "epochs", "quiet", "nproc"}
 
 
 def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
@@ -330,6 +334,9 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               help="Pre-train the vector field on derivatives estimated by smoothing splines "
                    "(collocation) before fitting trajectories.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel in this many processes on this machine (starts "
+                   "torchrun; the result equals one process's up to the solver's tolerance).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
                    "tidal-run.json (never other files, never the folder, never DATA).")
@@ -338,7 +345,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
         test: float, split_by: str, ensemble: int, bootstrap: bool, workers: int,
-        prefit: bool, resume: bool, overwrite: bool, **kw) -> None:
+        prefit: bool, resume: bool, nproc: int, overwrite: bool, **kw) -> None:
     """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
     column, an optional id column, one column per state; blank = not observed).
 
@@ -346,13 +353,23 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     --resume continues a run with its own data and settings (only --epochs may change: a new
     total); a run killed before its first checkpoint starts over."""
     from tidal.data import read_table
+    from tidal.distributed import init_from_environment
     from tidal.training import resume_run, train_run
+    from tidal.training.distributed import launch, without_option
     from tidal.training.ensemble import EnsembleOptions
+
+    def processes() -> None:
+        """With --nproc N (after the input is checked here): run this command again in N
+        processes (torchrun); else join the process group torchrun set up, if any."""
+        if nproc > 1:
+            sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+        init_from_environment()
 
     if resume:
         from tidal.cli.sde import resume_fit
 
         refuse_changes_on_resume(ctx, run_dir)
+        processes()
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
         result = resume_fit(run_dir, epochs=kw["epochs"] if given else None,
                             progress=not kw["quiet"], fallback=resume_run)
@@ -368,6 +385,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         members = EnsembleOptions(ensemble, bootstrap, workers) if ensemble > 1 else None
         names = None if states is None else [s.strip() for s in states.split(",")]
         trajectories = read_table(data, time=time_column, id=id_column, states=names)
+    processes()
     source = {"path": str(data), **({"system": system} if system else {})}
     if kw["kind"] in ("sde", "latent-sde"):
         from tidal.cli.sde import fit_sde

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.data import Scaling, Trajectories
+from tidal.distributed import World
 from tidal.models import NeuralODE
 from tidal.training.batches import (
     Batch,
@@ -109,10 +110,15 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     scaling = scaling or Scaling.fit(train)
-    run = (RunDirectory.open_or_create(run_dir, "neural-ode", command="fit")
-           if run_dir is not None and not isinstance(run_dir, RunDirectory) else run_dir)
-    if run is not None and run is not run_dir:
+    world = World.current()  # under torchrun only rank 0 writes; the others read its run
+    folder = None if run_dir is None or isinstance(run_dir, RunDirectory) else run_dir
+    run = run_dir if isinstance(run_dir, RunDirectory) else None
+    if folder is not None and world.leader:
+        run = RunDirectory.open_or_create(folder, "neural-ode", command="fit")
         run.take_over()
+    world.barrier()
+    if folder is not None and not world.leader:
+        run = RunDirectory.open(folder, "neural-ode")
     objective = TrajectoryObjective(model, train.scaled(scaling),
                                     val.scaled(scaling) if val else None, config, dtype)
     outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
@@ -120,9 +126,9 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     model.load_state_dict(outcome.kept["model"])
     initial_states = scaling.unscale_values(
         objective.initial_states(outcome.kept["initial_offsets"])).numpy()
-    if run is not None:
+    if run is not None and world.leader:
         write_initial_states(run, train, initial_states)
-    if run is not None and run is not run_dir:
+    if run is not None and folder is not None and world.leader:
         run.set_state(FINAL_STATES[outcome.status])
     return FitResult(model, scaling, outcome.history, outcome.status, outcome.message,
                      outcome.best_round, outcome.best_val_loss, config, initial_states)
@@ -140,9 +146,14 @@ def loop_settings(config: TrainConfig) -> LoopSettings:
 class TrajectoryObjective:
     """Fitting trajectories, for the shared loop: one round is an epoch over the training
     trajectories in mini-batches, through the curriculum's stages (a multiple-shooting stage
-    first when asked); the estimated initial states are trained with the model."""
+    first when asked); the estimated initial states are trained with the model.
+
+    Under torchrun each rank computes the trajectories of every batch it owns (`World.shard`)
+    and hands `step` its share of the batch's loss (`share`); the initial states of trajectory i
+    (and its segments') are owned by the rank that owns i."""
 
     unit = "epoch"
+    shards = True
     columns: tuple[str, ...] = ("stage", "horizon", "segments", "train_loss", "val_loss", "lr",
                                 "num_fevals", "seconds")
 
@@ -166,6 +177,7 @@ class TrajectoryObjective:
         self.segment_offsets = torch.zeros(self.segment_base[-1], train.n_states, dtype=dtype,
                                            requires_grad=config.shooting_segments > 1)
         self._cache: OrderedDict[Any, Any] = OrderedDict()
+        self.world = World.current()
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
@@ -189,6 +201,12 @@ class TrajectoryObjective:
     def state(self) -> dict[str, torch.Tensor]:
         return {"initial_offsets": self.initial_offsets,
                 "segment_offsets": self.segment_offsets}
+
+    def owned_rows(self, world: World) -> dict[str, torch.Tensor]:
+        trajectories = torch.arange(len(self.train)) % world.size == world.rank
+        segment_owner = torch.repeat_interleave(trajectories, torch.tensor(
+            [b - a for a, b in zip(self.segment_base, self.segment_base[1:])]))
+        return {"initial_offsets": trajectories, "segment_offsets": segment_owner}
 
     def load_state(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
@@ -231,15 +249,36 @@ class TrajectoryObjective:
         y0 = batch.y0 if indices is None else batch.y0 + self.initial_offsets[list(indices)]
         return finite(masked_mse(self.model(y0, batch.ts), batch))
 
-    def shooting_loss(self, indices: tuple[int, ...]) -> torch.Tensor:
-        """The observations' MSE over all segments plus the weighted continuity gaps."""
+    def shooting_loss(self, indices: tuple[int, ...],
+                      counts: tuple[int, int] | None = None) -> torch.Tensor:
+        """The observations' MSE over all segments plus the weighted continuity gaps; with the
+        global batch's `counts` (observed entries, gap entries), this rank's share of it."""
         pieces, rows = self.segments(indices)
         y0 = pieces.batch.y0 + torch.cat([self.initial_offsets, self.segment_offsets])[rows]
         prediction = self.model(y0, pieces.batch.ts)
-        gaps = continuity_mse(prediction, y0, pieces)
-        return finite(masked_mse(prediction, pieces.batch) + self.config.shooting_weight * gaps)
+        mse, gaps = masked_mse(prediction, pieces.batch), continuity_mse(prediction, y0, pieces)
+        if counts is not None:
+            mse = mse * pieces.batch.mask.sum() / max(counts[0], 1)
+            gaps = gaps * pieces.link_row.numel() * y0.shape[-1] / max(counts[1], 1)
+        return finite(mse + self.config.shooting_weight * gaps)
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def share(self, horizon: float, segments: int, indices: tuple[int, ...]) -> torch.Tensor:
+        """This rank's share of the loss of the global batch `indices`: the loss of the
+        trajectories it owns, reweighted by their part of the batch's observed (and gap)
+        entries, so that the ranks' shares sum to the one-process loss. Zero (no graph) when
+        it owns none of them."""
+        mine = self.world.shard(indices)
+        if not mine:
+            return torch.zeros((), dtype=self.dtype)
+        observed = self._cached(("observed", horizon, indices), lambda: sum(
+            int(mask.sum()) for mask in window(self.train[list(indices)], horizon).masks))
+        if segments > 1:
+            links = sum(self.segment_base[i + 1] - self.segment_base[i] for i in indices)
+            return self.shooting_loss(mine, (observed, links * self.train.n_states))
+        batch = self.batch(self.train, horizon, mine)
+        return self.loss(batch, mine) * batch.mask.sum() / max(observed, 1)
+
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         stage = self.stage(index)
         horizon, segments = self.stages[stage]
@@ -249,27 +288,40 @@ class TrajectoryObjective:
         total = 0.0
         for start in range(0, len(order), self.batch_size):
             indices = tuple(sorted(order[start:start + self.batch_size]))
-            if segments > 1:
+            if self.world.distributed:
+                loss = self.share(horizon, segments, indices)
+            elif segments > 1:
                 loss = self.shooting_loss(indices)
             else:
                 loss = self.loss(self.batch(self.train, horizon, indices), indices)
-            step(loss)
-            total += loss.item() * len(indices)
+            total += step(loss) * len(indices)
         return {"stage": stage, "horizon": horizon, "segments": segments,
                 "train_loss": total / len(self.train),
                 "num_fevals": _as_int(self.model.last_stats)}
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """The masked MSE over every validation observation, in batches of `batch_size`."""
+        """The masked MSE over every validation observation, in batches of `batch_size` (under
+        torchrun each rank takes its trajectories of each batch and the sums are added up; a
+        solve that fails on one rank makes it NaN on all)."""
         if self.val is None:
             return math.nan
         total, count = torch.zeros((), dtype=self.dtype), torch.zeros((), dtype=torch.long)
-        for start in range(0, len(self.val), self.batch_size):
-            batch = self.batch(self.val, 1.0,
-                               tuple(range(start, min(start + self.batch_size, len(self.val)))))
-            errors, observed = masked_sse(self.model(batch.y0, batch.ts), batch)
-            total, count = total + errors, count + observed
+        try:
+            for start in range(0, len(self.val), self.batch_size):
+                indices = self.world.shard(range(start, min(start + self.batch_size,
+                                                            len(self.val))))
+                if not indices:
+                    continue
+                batch = self.batch(self.val, 1.0, indices)
+                errors, observed = masked_sse(self.model(batch.y0, batch.ts), batch)
+                total, count = total + errors, count + observed
+        except SolveFailedError:
+            if not self.world.distributed:
+                raise
+            total = torch.full((), math.nan, dtype=self.dtype)
+        if self.world.distributed:
+            total, count = self.world.sum(torch.stack([total, count.to(self.dtype)]))
         return float(finite(total / count.clamp_min(1)).item())
 
     def initial_states(self, offsets: torch.Tensor) -> torch.Tensor:

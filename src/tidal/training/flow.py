@@ -81,7 +81,7 @@ class LikelihoodObjective:
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         position = index % self.batches_per_epoch
         if position == 0:

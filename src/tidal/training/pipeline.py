@@ -16,6 +16,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.base import StepSizeController
 from tidal.data import SYSTEMS, Scaling, Trajectories
+from tidal.distributed import World
 from tidal.models import HamiltonianNN, NeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
@@ -168,12 +169,21 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     network = model.build(data.n_states, config.seed)
     scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
                if model.needs_identity_scaling() else Scaling.fit(train))
-    run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
-                              keep=[source["path"]] if "path" in source else [])
+    world = World.current()  # under torchrun rank 0 writes the run, the others read it
+    if world.distributed and ensemble is not None:
+        raise InvalidArgumentError("An ensemble (--ensemble) trains its members in separate "
+                                   "processes itself (--workers); run it without torchrun or "
+                                   "--nproc.")
     info = {"state_names": list(data.state_names), **source, "split": kind,
             "held_out": list(split), "prefit": prefit}
-    write_splits(run, {"train": train, "val": val, "test": test})
-    write_config(run, network, scaling, data=info, train_config=config.to_dict())
+    if world.leader:
+        run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
+                                  keep=[source["path"]] if "path" in source else [])
+        write_splits(run, {"train": train, "val": val, "test": test})
+        write_config(run, network, scaling, data=info, train_config=config.to_dict())
+    world.barrier()
+    if not world.leader:
+        run = RunDirectory.open(run_dir, KIND)
     build = functools.partial(model.build, data.n_states)
     if prefit:
         build = functools.partial(build_prefitted, build, train, scaling)
@@ -183,7 +193,8 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     else:
         result = fit_ensemble(build, train, val=val, config=config, scaling=scaling,
                               options=ensemble, run_dir=run, progress=progress)
-    _save_result(run, result, info)
+    if world.leader:
+        _save_result(run, result, info)
     return result
 
 
@@ -198,7 +209,9 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
     if saved["model"]["type"] == "Ensemble":
         raise InvalidArgumentError(f"{run_dir} holds an ensemble, which keeps no checkpoints and "
                                    "cannot be resumed; fit it again with --overwrite.")
-    run.take_over()
+    world = World.current()
+    if world.leader:
+        run.take_over()
     config = TrainConfig.from_dict(saved["train"])
     if epochs is not None:
         try:
@@ -230,7 +243,8 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
     if restart:
         result.message = ("no checkpoint had been saved, so training started over from "
                           f"epoch 0; {result.message}")
-    _save_result(run, result, saved["data"])
+    if world.leader:
+        _save_result(run, result, saved["data"])
     return result
 
 

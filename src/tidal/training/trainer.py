@@ -11,6 +11,11 @@ A checkpoint (`checkpoint.pt`) holds the model, optimizer and scheduler states, 
 generator, torch's global generator (Hutchinson probes draw from it), the history, the kept
 weights and the objective's own state; metrics.csv holds the history. A resumed run reproduces
 the uninterrupted one exactly.
+
+Under torchrun (`torch.distributed` initialised) the same loop trains data-parallel
+(`tidal.training.distributed`): the objective computes each rank's share of the global batch,
+one all-reduce per step sums the gradients, only rank 0 writes, and a checkpoint holds the
+complete state, so it resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError, SolveFailedError
+from tidal.distributed import World
+from tidal.training import distributed
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.progress import Progress
 from tidal.training.run_directory import RunDirectory
@@ -108,10 +115,11 @@ class Objective(Protocol):
         initial states)."""
         ...
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         """Round `index` (0-based): compute losses and hand each to `step` (backward, clip,
-        optimizer and schedule step); return the row's values (at least "train_loss").
+        optimizer and schedule step), which returns the loss's value (under torchrun: the sum of
+        the ranks' shares, see `shards`); return the row's values (at least "train_loss").
         `generator` orders the batches."""
         ...
 
@@ -138,6 +146,18 @@ class Objective(Protocol):
         ...
 
 
+class ShardedObjective(Objective, Protocol):
+    """An objective that trains data-parallel under torchrun: each rank hands `step` its share
+    of the global batch's loss (the shares sum to the one-process loss), and the rows of its own
+    trained tensors (`state()`) are owned by ranks (`owned_rows`)."""
+
+    shards: bool
+
+    def owned_rows(self, world: World) -> dict[str, torch.Tensor]:
+        """For each owned tensor of `state()`, a bool mask of the rows `world.rank` owns."""
+        ...
+
+
 @dataclass
 class Outcome:
     """How `train` ended: status ("finished", "early-stopped", "diverged", "interrupted"),
@@ -159,8 +179,18 @@ class Trainer:
     def __init__(self, objective: Objective, settings: LoopSettings,
                  run_dir: RunDirectory | None = None) -> None:
         self.objective, self.settings, self.run_dir = objective, settings, run_dir
+        self.world = World.current()
+        if self.world.distributed and not getattr(objective, "shards", False):
+            raise InvalidArgumentError(
+                f"{type(objective).__name__} cannot train on several processes (it does not "
+                "shard its batches); run it in one process, without torchrun.")
         self.optimizer = torch.optim.AdamW(objective.parameter_groups(settings.weight_decay),
                                            lr=settings.lr)
+        self._shared = list(objective.model.parameters())
+        model_ids = {id(p) for p in self._shared}
+        self._owned = [p for group in self.optimizer.param_groups for p in group["params"]
+                       if id(p) not in model_ids]
+        distributed.broadcast_parameters(self.world, self._shared)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.round = 0
@@ -185,9 +215,16 @@ class Trainer:
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return settings.floor + (1 - settings.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.world.distributed:
+            value = distributed.reduce_step(self.world, loss, self._shared, self._owned)
+            self._joined = True  # an error from here on is raised on every rank alike
+            if not math.isfinite(value):
+                raise Diverged("the loss or a gradient became non-finite on some rank")
+        else:
+            loss.backward()
+            value = float(loss.detach())
         if self.settings.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.objective.model.parameters(),
                                                   self.settings.grad_clip)
@@ -195,13 +232,28 @@ class Trainer:
                 raise Diverged("the gradient became non-finite")
         self.optimizer.step()
         self.scheduler.step()
+        self._joined = False
+        return value
+
+    def _train_round(self, index: int) -> dict[str, float]:
+        """The objective's round; under torchrun a loss or solve that fails on this rank
+        before the step's all-reduce joins it with NaNs, so every rank stops as diverged
+        together."""
+        self._joined = False
+        try:
+            return self.objective.train_round(index, self._step, self.generator)
+        except (Diverged, SolveFailedError):
+            if self.world.distributed and not self._joined:
+                distributed.fail_step(self.world, self._shared)
+            raise
 
     def run(self, progress: bool = True,
             stop: Callable[[int, list[dict[str, Any]]], bool | None] | None = None) -> Outcome:
         """Train from `self.round` to `settings.rounds`. `stop(round, history)` after each
         round may end training early (status "early-stopped")."""
         settings, objective, unit = self.settings, self.objective, self.objective.unit
-        bar = Progress(settings.rounds, initial=self.round, enabled=progress, unit=unit)
+        bar = Progress(settings.rounds, initial=self.round,
+                       enabled=progress and self.world.leader, unit=unit)
         last_good = self.snapshot()
         status, message = "finished", f"trained for {settings.rounds} {unit}s"
         started = time.perf_counter() - self.seconds
@@ -209,7 +261,7 @@ class Trainer:
             while self.round < settings.rounds:
                 index = self.round
                 self._round_start = self._random_states()
-                row = objective.train_round(index, self._step, self.generator)
+                row = self._train_round(index)
                 self.round += 1
                 self.seconds = time.perf_counter() - started
                 last = self.round == settings.rounds
@@ -273,7 +325,13 @@ class Trainer:
         return (self.objective.unit, *self.objective.columns)
 
     def _current(self) -> dict[str, Any]:
-        """The model's weights and the objective's state, copied."""
+        """The model's weights and the objective's state (complete: owned rows gathered from
+        every rank), copied."""
+        if self.world.distributed:
+            owned = self.objective.owned_rows(self.world)  # type: ignore[attr-defined]
+            state = self.objective.state()
+            for name, rows in owned.items():
+                distributed.gather_owned(self.world, state[name], rows, self.optimizer)
         return {"model": copy.deepcopy(self.objective.model.state_dict()),
                 **{name: value.detach().clone()
                    for name, value in self.objective.state().items()}}
@@ -301,9 +359,11 @@ class Trainer:
                 "bad_epochs": self.bad_rounds, "seconds": self.seconds}
 
     def save(self, snapshot: dict[str, Any]) -> None:
-        if self.run_dir is not None:
+        """Write the checkpoint and metrics.csv (rank 0 only; the other ranks wait)."""
+        if self.run_dir is not None and self.world.leader:
             save_checkpoint(self.run_dir, CHECKPOINT, snapshot)
             write_history(self.run_dir, snapshot["history"], self.columns)
+        self.world.barrier()
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self._load_current(snapshot)
