@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from tidal._errors import TidalError
+from tidal.cli.sequence import SEQUENCE_CHOICES, sequence_options
 from tidal.data import SYSTEMS
 
 DEMO_DIR = "runs/demo"
@@ -208,9 +209,11 @@ def _train_options(function):
         click.option("--depth", default=2, show_default=True),
         click.option("--activation", default="tanh", show_default=True),
         click.option("--model", "kind", default="neural-ode", show_default=True,
-                     type=click.Choice(["neural-ode", "hamiltonian", "ude"]),
+                     type=click.Choice(["neural-ode", "hamiltonian", "ude",
+                                        *SEQUENCE_CHOICES]),
                      help="hamiltonian: a learned energy H(q, p), state = (q, p) halves; "
-                          "ude: --known terms plus a network."),
+                          "ude: --known terms plus a network; latent-ode, ode-rnn, cde, gru: "
+                          "sequence models (--task)."),
         click.option("--separable", is_flag=True,
                      help="Hamiltonian H = T(p) + V(q) (explicit symplectic solvers apply)."),
         click.option("--known", default=None,
@@ -328,6 +331,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
                    "tidal-run.json (never other files, never the folder, never DATA).")
 @_train_options
+@sequence_options
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
@@ -340,9 +344,15 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     --resume continues a run with its own data and settings (only --epochs may change: a new
     total); a run killed before its first checkpoint starts over."""
     from tidal.data import read_table
+    from tidal.cli.sequence import fit_sequence, refuse_sequence_options
     from tidal.training import resume_run, train_run
     from tidal.training.ensemble import EnsembleOptions
 
+    if kw["kind"] in SEQUENCE_CHOICES:
+        fit_sequence(ctx, data, run_dir, time_column, id_column, states, val, test, overwrite,
+                     kw)
+        return
+    refuse_sequence_options(ctx, kw["kind"])
     if resume:
         refuse_changes_on_resume(ctx, run_dir)
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
@@ -423,7 +433,14 @@ def report(run_dir: str) -> None:
     from tidal.training.flow_run import load_flow_run
 
     found = RunDirectory.find(Path(run_dir))
-    if found is not None and found.kind == "flow":
+    if found is not None and found.kind == "sequence":
+        from tidal.report.sequence import sequence_summary, write_sequence_report
+        from tidal.training.sequence_run import load_sequence_run
+
+        notify(load_sequence_run(run_dir).notice)
+        report = write_sequence_report(run_dir)
+        click.echo(sequence_summary(run_dir))
+    elif found is not None and found.kind == "flow":
         notify(load_flow_run(run_dir).notice)
         report = write_flow_report(run_dir)
         click.echo(flow_summary(run_dir))

@@ -31,7 +31,7 @@ from tidal._files import TEMPORARY, atomic_path, json_text, read_json, write_jso
 
 MARKER = "tidal-run.json"
 FORMAT = 1
-KINDS = ("neural-ode", "flow")
+KINDS = ("neural-ode", "flow", "sequence")
 STATES = ("running", "finished", "interrupted", "diverged")
 
 
@@ -83,7 +83,8 @@ class RunDirectory:
                 f"{path} is not a tidal run directory (no {MARKER}); give the folder written "
                 f"by `{command} -o RUN`.")
         if run.kind != kind:
-            other = "tidal flow sample" if run.kind == "flow" else "tidal predict"
+            other = {"flow": "tidal flow sample", "sequence": "tidal report"}.get(run.kind,
+                                                                               "tidal predict")
             raise InvalidArgumentError(f"{path} holds a {run.kind} run, not a {kind} run; use "
                                        f"`{other}` for it.")
         return run
