@@ -45,7 +45,7 @@ def sine_table(path, n=9, points=12, seed=0):
 
 
 def test_choices_are_the_models():
-    assert SEQUENCE_CHOICES == tuple(SEQUENCE_MODELS)
+    assert tuple(SEQUENCE_MODELS) == SEQUENCE_CHOICES
 
 
 @pytest.mark.parametrize("model", ["gru", pytest.param("latent-ode", marks=pytest.mark.slow)])

@@ -343,8 +343,8 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     -o must be a new or empty folder, or an earlier run with --overwrite or --resume.
     --resume continues a run with its own data and settings (only --epochs may change: a new
     total); a run killed before its first checkpoint starts over."""
-    from tidal.data import read_table
     from tidal.cli.sequence import fit_sequence, refuse_sequence_options
+    from tidal.data import read_table
     from tidal.training import resume_run, train_run
     from tidal.training.ensemble import EnsembleOptions
 

@@ -31,7 +31,6 @@ from tidal.models.recurrent import ODERNN
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
 
-
 #: Shift of the posterior's pre-softplus std: an untrained encoder gives sigma = softplus(-4)
 #: = 0.018, not softplus(0) = 0.69. With codes that noisy (the prior's own scale) the decoder
 #: cannot tell series apart and settles on their mean, the posterior never leaves the prior;

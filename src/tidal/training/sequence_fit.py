@@ -97,7 +97,8 @@ def build_sequence_model(options: SequenceOptions, features: int, outputs: int,
                          decoder_dt: float) -> nn.Module:
     """The model of `options` for `features` inputs and `outputs` readouts (the features for
     forecasting, the classes for classification)."""
-    interval = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(1.0)}
+    interval: dict[str, Any] = {"solver": tidal.RK4(),
+                                "controller": tidal.ConstantStepSize(1.0)}
     if options.model == "latent-ode":
         return LatentODE(features, options.latent, options.hidden, width=options.width,
                          obs_std=options.obs_std, decoder_options={

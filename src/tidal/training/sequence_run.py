@@ -127,13 +127,14 @@ def train_sequence_run(path: str | Path, run_dir: str | Path, *, options: Sequen
     outcome = train(objective, settings, run_dir=run, progress=progress)
     loaded.model.load_state_dict(outcome.kept["model"])
     save_checkpoint(run, WEIGHTS, loaded.model.state_dict())
-    config["fit"] = {"status": outcome.status, "message": outcome.message,
-                     "best_epoch": outcome.best_round,
-                     "epochs": outcome.history[-1]["epoch"] if outcome.history else 0,
-                     "seconds": outcome.history[-1]["seconds"] if outcome.history else 0.0}
+    fit = {"status": outcome.status, "message": outcome.message,
+           "best_epoch": outcome.best_round,
+           "epochs": outcome.history[-1]["epoch"] if outcome.history else 0,
+           "seconds": outcome.history[-1]["seconds"] if outcome.history else 0.0}
+    config["fit"] = fit
     run.write_json(CONFIG, config)
     run.set_state(FINAL_STATES[outcome.status])
-    return config["fit"]
+    return fit
 
 
 def _split_fractions(split: tuple[float, float], n: int) -> tuple[int, int, int]:
