@@ -18,7 +18,12 @@ from tidal.data import Trajectories
 from tidal.data.sequences import IrregularSeries
 from tidal.report.sequence import last_value_mse
 from tidal.training.checkpoint import load_checkpoint
-from tidal.training.sequence_fit import SEQUENCE_MODELS, context_mask, strictly_increasing
+from tidal.training.sequence_fit import (
+    SEQUENCE_MODELS,
+    context_mask,
+    strictly_increasing,
+    visible_mask,
+)
 from tidal.training.sequence_run import load_sequence_run
 
 TINY = ["--hidden", "4", "--latent", "2", "--width", "8", "--epochs", "2", "--quiet"]
@@ -140,3 +145,20 @@ def test_context_and_last_value_forecast_against_hand_computation():
                                      [False, False]]
     # series 0 repeats 3 at t = 2, 3 (errors 1, 9); series 1 repeats 2 at t = 4 (error 25)
     assert last_value_mse(values, mask, seen).tolist() == [pytest.approx((1 + 9 + 25) / 3)]
+    # interpolation: hidden rows inside the series repeat the last value read before them
+    seen = mask.clone()
+    seen[1, 0] = seen[2, 1] = False  # hide 3 (after 1: error 4) and 7 (after 2: error 25)
+    assert last_value_mse(values, mask, seen).tolist() == [pytest.approx((4 + 25) / 2)]
+
+
+def test_interpolation_run_scores_the_hidden_observations(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    result = invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "ode-rnn",
+                    "--task", "interpolate", "-o", str(run), *TINY)
+    assert result.exit_code == 0, result.output
+    assert "hidden observations" in (run / "report.html").read_text()
+    loaded = load_sequence_run(run)
+    test = loaded.series("test")
+    hidden = test.mask & ~visible_mask(test, loaded.options)
+    assert 0 < int(hidden.sum()) < int(test.mask.sum())

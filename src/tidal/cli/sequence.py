@@ -1,6 +1,6 @@
 """`tidal fit --model latent-ode|ode-rnn|cde|gru`: sequence models on a long table of series
-(`tidal.training.sequence_run`), forecasting (`--task forecast`) or classifying each series
-(`--task classify --label COLUMN`)."""
+(`tidal.training.sequence_run`), forecasting (`--task forecast`), interpolating
+(`--task interpolate`) or classifying each series (`--task classify --label COLUMN`)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ _NOT_FOR_SEQUENCES = ("horizons", "shooting_segments", "shooting_weight", "depth
 def sequence_options(function: Any) -> Any:
     """The options only sequence models read, added to `tidal fit`."""
     options = [
-        click.option("--task", type=click.Choice(["forecast", "classify"]), default="forecast",
-                     show_default=True, help="Sequence models: forecast each series after its "
-                     "--context, or classify each series by --label."),
+        click.option("--task", type=click.Choice(["forecast", "interpolate", "classify"]),
+                     default="forecast", show_default=True,
+                     help="Sequence models: forecast each series after its --context, "
+                          "interpolate 30% of its observations hidden at random, or classify "
+                          "each series by --label."),
         click.option("--label", default=None,
                      help="Sequence models, --task classify: the column holding each series' "
                           "class (repeated on its rows)."),

@@ -2,9 +2,9 @@
 a figure and report.html through the shared page (`page.py`), with checks against stated
 limits on the test series:
 
-- forecasting: the MSE after each series' context, per feature, must be below that of the
-  naive forecast that repeats each feature's last observation in the context
-  (`PERSISTENCE_LIMIT` of it); the figure shows per-feature fits of test series, with the
+- forecasting and interpolation: the MSE of the observations not read (after each series'
+  context, or hidden), per feature, must be below that of the naive prediction that repeats
+  each feature's last observation read before them (`PERSISTENCE_LIMIT` of it); the figure shows per-feature fits of test series, with the
   5-95% band of `POSTERIOR_SAMPLES` posterior samples for a latent ODE;
 - classification: the accuracy must be above the share of the most frequent training class
   (a classifier that learned nothing predicts it); the figure is the confusion matrix.
@@ -20,7 +20,7 @@ import torch
 
 from tidal.report.checks import Check, checks_json, significant
 from tidal.report.page import Section, escape, report_page, summary_text
-from tidal.training.sequence_fit import context_mask, evaluate, forecast
+from tidal.training.sequence_fit import HIDDEN_FRACTION, evaluate, forecast, visible_mask
 from tidal.training.sequence_run import SequenceRun, load_sequence_run
 
 PERSISTENCE_LIMIT = 1.0
@@ -30,11 +30,11 @@ PANELS = 4
 
 def last_value_mse(values: torch.Tensor, mask: torch.Tensor, seen: torch.Tensor
                    ) -> torch.Tensor:
-    """Per feature, the MSE after the context of repeating each series' last observation of
-    the feature in its context (its mean over the context's series when it has none)."""
+    """Per feature, the MSE on the observations not `seen` of repeating the series' last seen
+    observation of the feature before each (the mean of all seen values when there is none)."""
     rows = torch.arange(values.shape[0])[:, None, None].expand(values.shape)
-    last_row = torch.where(seen, rows, -1).amax(0)  # [B, D]
-    last = values.gather(0, last_row.clamp(min=0).unsqueeze(0)).squeeze(0)
+    last_row = torch.where(seen, rows, -1).cummax(0).values  # [K, B, D]
+    last = values.gather(0, last_row.clamp(min=0))
     fallback = torch.where(seen, values, 0.0).sum((0, 1)) / seen.sum((0, 1)).clamp(min=1)
     last = torch.where(last_row >= 0, last, fallback)
     after = mask & ~seen
@@ -61,7 +61,7 @@ def evaluate_sequence(run: SequenceRun) -> dict[str, Any]:
                        confusion=confusion.tolist(),
                        majority_accuracy=(test.labels == majority).double().mean().item())
         return metrics
-    seen = context_mask(test, run.options.context)
+    seen = visible_mask(test, run.options)
     scale = np.asarray(run.scaling.state_scale) ** 2
     model = scores["mse_per_feature"].double().numpy()
     naive = last_value_mse(test.values, test.mask, seen).double().numpy()
@@ -80,8 +80,8 @@ def sequence_checks(run: SequenceRun, metrics: dict[str, Any]) -> list[Check]:
                       f"frequent training class {significant(metrics['majority_accuracy'])}")]
     return [Check("forecast MSE / last-value forecast's MSE, worst feature",
                   metrics["relative_to_last_value"], PERSISTENCE_LIMIT, percent=False,
-                  note="test series, observations after each series' context; below 1: "
-                  "better than repeating the last observed value")]
+                  note=f"test series, {_scored(run)}; below 1: better than repeating the "
+                  "last observation read")]
 
 
 def sequence_facts(run: SequenceRun, metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -92,7 +92,9 @@ def sequence_facts(run: SequenceRun, metrics: dict[str, Any]) -> list[tuple[str,
              "gru": f"GRU with time deltas (hidden {options.hidden})"}[options.model]
     task = (f"classify by {run.config['label']} ({len(run.config['classes'])} classes)"
             if options.task == "classify" else
-            f"forecast after the first {options.context:.0%} of each series' span")
+            f"forecast after the first {options.context:.0%} of each series' span"
+            if options.task == "forecast" else
+            f"interpolate {HIDDEN_FRACTION:.0%} of the observations, hidden at random")
     seconds = fit.get("seconds")
     took = "" if seconds is None else f", {significant(float(seconds))} s"
     return [("model", f"{model}, MLP width {options.width}"), ("task", task),
@@ -115,9 +117,14 @@ def _table(run: SequenceRun, metrics: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{escape(name)}</th><td class='n'>{significant(value)}</td>"
                    f"<td class='n'>{significant(metrics['last_value_mse'][name])}</td></tr>"
                    for name, value in metrics["forecast_mse"].items())
-    return ("<h2>Forecast error (test series)</h2><p class='caption'>MSE after each series' "
-            "context, in the data's units.</p><table><tr><th>feature</th><th>model</th>"
-            f"<th>last observed value</th></tr>{rows}</table>")
+    return ("<h2>Prediction error (test series)</h2><p class='caption'>MSE of the "
+            f"{_scored(run)}, in the data's units.</p><table><tr><th>feature</th><th>model</th>"
+            f"<th>last observation read</th></tr>{rows}</table>")
+
+
+def _scored(run: SequenceRun) -> str:
+    return ("observations after each series' context" if run.options.task == "forecast"
+            else "hidden observations")
 
 
 def write_sequence_report(run_dir: str | Path) -> Path:
@@ -160,7 +167,7 @@ def _fits_figure(run: SequenceRun) -> Section:
     test = run.series("test")
     chosen = torch.arange(min(PANELS, test.values.shape[1]))
     part = test[chosen]
-    seen = context_mask(part, run.options.context)
+    seen = visible_mask(part, run.options)
     predicted = forecast(run.model, part, seen)
     bands = None
     if isinstance(run.model, LatentODE):
@@ -182,7 +189,8 @@ def _fits_figure(run: SequenceRun) -> Section:
         if isinstance(run.model, LatentODE):
             band_list.append((run.unscale(low[rows, b]), run.unscale(high[rows, b])))
         start, end = float(t[0]), float(t[-1])
-        shade.append(start + run.options.context * (end - start))
+        shade.append(start + run.options.context * (end - start)
+                     if run.options.task == "forecast" else end)
         titles.append(f"test series {ids[int(chosen[b])]}")
     if band_list:
         bands = band_list
@@ -190,7 +198,9 @@ def _fits_figure(run: SequenceRun) -> Section:
                        shade_until=shade, bands=bands)
     caption = ("Test series: observations (points) and the model's prediction of each "
                "observed row from what came before it (lines); the grey region is forecast "
-               "from the context alone.")
+               "from the context alone." if run.options.task == "forecast" else
+               "observed row from the observations read (lines); the hidden observations are "
+               "those the model did not read (scored).")
     if bands is not None:
         caption += (f" Shaded: 5-95% of {POSTERIOR_SAMPLES} decodings of posterior samples "
                     "of z0.")

@@ -2,7 +2,7 @@ r"""Fitting the sequence models (`LatentODE`, `ODERNN`, `NeuralCDE`, `GRUDelta`)
 series, through the shared training loop (`trainer.py`): `SequenceObjective` is their
 `Objective`.
 
-Two tasks:
+Three tasks:
 
 - **forecast**: each series is read up to its *context* (the observations in the first
   `context` fraction of its own time span) and predicted at every observed row, inside the
@@ -11,8 +11,12 @@ Two tasks:
   `KL_WARMUP` of training); the validation loss is the MSE after the context only (the
   forecast). Each model predicts a row from what came before it: the ODE-RNN and the GRU
   read out their state advanced to the row before its observation updates it, the CDE reads
-  out its state at the previous row (on a Hermite cubic path, which is causal), the latent
+  out its state at the previous row (on a Hermite cubic path, which is causal: a natural
+  cubic one would carry a row's value into the state before it), the latent
   ODE decodes from the encoding of the whole context.
+- **interpolate**: a random `HIDDEN_FRACTION` of each series' observations (redrawn every
+  batch in training, a fixed draw in evaluation) is hidden from the model, which predicts every
+  observed row as in forecasting; the validation loss is the MSE on the hidden observations.
 - **classify**: one label per series; cross-entropy of the logits read out from the state
   after the last observation (the ODE-RNN's and GRU's encoding, the CDE's last state).
 """
@@ -36,7 +40,11 @@ from tidal.training.trainer import finite
 #: The models `tidal fit --model` trains on sequences, and their classes.
 SEQUENCE_MODELS = {"latent-ode": LatentODE, "ode-rnn": ODERNN, "cde": NeuralCDE,
                    "gru": GRUDelta}
-TASKS = ("forecast", "classify")
+TASKS = ("forecast", "interpolate", "classify")
+#: The fraction of the observations hidden from the model and scored in `interpolate`.
+HIDDEN_FRACTION = 0.3
+#: The seed of the hidden observations in evaluation (validation, report).
+EVALUATION_SEED = 0
 #: The fraction of training over which the latent ODE's KL weight rises from 0 to 1.
 KL_WARMUP = 0.3
 #: Steps of the latent ODE's decoder over the longest training span (fixed-step RK4).
@@ -107,7 +115,7 @@ def build_sequence_model(options: SequenceOptions, features: int, outputs: int,
     if options.model == "ode-rnn":
         return ODERNN(features, options.hidden, outputs, width=options.width, **interval)
     if options.model == "cde":
-        path = "hermite_cubic" if options.task == "forecast" else "natural_cubic"
+        path = "natural_cubic" if options.task == "classify" else "hermite_cubic"
         return NeuralCDE(features, options.hidden, outputs, width=options.width, path=path,
                          solver=tidal.Midpoint(), controller=tidal.ConstantStepSize(1.0))
     return GRUDelta(features, options.hidden, outputs)
@@ -120,6 +128,17 @@ def context_mask(series: IrregularSeries, context: float) -> torch.Tensor:
     start, end = times[0], times[-1]
     inside = times <= start + context * (end - start)
     return series.mask & inside.unsqueeze(-1)
+
+
+def visible_mask(series: IrregularSeries, options: SequenceOptions,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """[K, B, D]: what the model reads: the context (forecast), or the observations not hidden
+    (interpolate: a random `HIDDEN_FRACTION`, drawn with `generator`, by default the fixed
+    evaluation draw)."""
+    if options.task == "forecast":
+        return context_mask(series, options.context)
+    generator = generator or torch.Generator().manual_seed(EVALUATION_SEED)
+    return series.mask & (torch.rand(series.mask.shape, generator=generator) >= HIDDEN_FRACTION)
 
 
 def strictly_increasing(times: torch.Tensor) -> torch.Tensor:
@@ -179,14 +198,15 @@ class SequenceObjective:
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
 
-    def loss(self, batch: IrregularSeries, progress: float) -> tuple[torch.Tensor, float]:
+    def loss(self, batch: IrregularSeries, progress: float,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
         """The training loss of `batch` and, for classification, its accuracy (NaN else)."""
         if self.options.task == "classify":
             assert batch.labels is not None
             logits = classify(self.model, batch)
             accuracy = (logits.argmax(-1) == batch.labels).double().mean().item()
             return nn.functional.cross_entropy(logits, batch.labels), accuracy
-        seen = context_mask(batch, self.options.context)
+        seen = visible_mask(batch, self.options, generator)
         if isinstance(self.model, LatentODE):
             prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
             times = batch.times
@@ -204,7 +224,7 @@ class SequenceObjective:
         for position, chosen in enumerate(order.split(self.batch_size)):
             progress = (index * self.steps_per_round + position) / (
                 self.options.epochs * self.steps_per_round)
-            loss, accuracy = self.loss(self.train[chosen.sort().values], progress)
+            loss, accuracy = self.loss(self.train[chosen.sort().values], progress, generator)
             step(finite(loss))
             total += loss.item() * len(chosen)
             correct += accuracy * len(chosen)
@@ -216,7 +236,7 @@ class SequenceObjective:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Classification: the cross-entropy; forecasting: the MSE after the context."""
+        """Classification: the cross-entropy; else the MSE of the observations not read."""
         if self.val is None:
             return math.nan
         return evaluate(self.model, self.val, self.options)["loss"]
@@ -238,7 +258,8 @@ class SequenceObjective:
 def evaluate(model: nn.Module, data: IrregularSeries, options: SequenceOptions
              ) -> dict[str, Any]:
     """"loss" (the validation loss) and, for classification, "accuracy" and the "predicted"
-    classes [B]; for forecasting "mse_per_feature" [D] after the context (scaled units)."""
+    classes [B]; else "mse_per_feature" [D] of the observations not read (after the context,
+    or hidden), in scaled units."""
     if options.task == "classify":
         assert data.labels is not None
         logits = classify(model, data)
@@ -246,12 +267,12 @@ def evaluate(model: nn.Module, data: IrregularSeries, options: SequenceOptions
         return {"loss": nn.functional.cross_entropy(logits, data.labels).item(),
                 "accuracy": (predicted == data.labels).double().mean().item(),
                 "predicted": predicted}
-    seen = context_mask(data, options.context)
+    seen = visible_mask(data, options)
     after = data.mask & ~seen
     if not bool(after.any()):
         raise InvalidArgumentError(
-            f"No observation lies after the context (`context={options.context}`) of any "
-            "series to forecast; lower the context or give longer series.")
+            f"No observation is left to score after the context (`context={options.context}`) "
+            "or among the hidden ones; lower the context or give longer series.")
     error = torch.where(after, forecast(model, data, seen) - data.values, 0.0).square()
     per_feature = error.sum((0, 1)) / after.sum((0, 1)).clamp(min=1)
     return {"loss": float(error.sum() / after.sum()), "mse_per_feature": per_feature}
