@@ -4,8 +4,9 @@ limits on the test series:
 
 - forecasting and interpolation: the MSE of the observations not read (after each series'
   context, or hidden), per feature, must be below that of the naive prediction that repeats
-  each feature's last observation read before them (`PERSISTENCE_LIMIT` of it); the figure shows per-feature fits of test series, with the
-  5-95% band of `POSTERIOR_SAMPLES` posterior samples for a latent ODE;
+  each feature's last observation read before them (`PERSISTENCE_LIMIT` of it); the figure
+  shows per-feature fits of test series, with the 5-95% band of `POSTERIOR_SAMPLES`
+  posterior samples for a latent ODE;
 - classification: the accuracy must be above the share of the most frequent training class
   (a classifier that learned nothing predicts it); the figure is the confusion matrix.
 """
