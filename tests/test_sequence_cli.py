@@ -78,6 +78,19 @@ def test_forecast_run_end_to_end_and_loads_back(tmp_path, model):
     assert result.exit_code == 0 and "forecast MSE x" in result.output
 
 
+def test_resume_continues_a_sequence_run_to_a_new_total(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "gru", "-o",
+                  str(run), *TINY).exit_code == 0
+    result = invoke("fit", "--resume", "-o", str(run), "--epochs", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    assert json.loads((run / "config.json").read_text())["fit"]["epochs"] == 4
+    refused = invoke("fit", "--resume", "-o", str(run), "--lr", "0.1", catch=True)
+    assert refused.exit_code == 2 and "--lr" in refused.output
+
+
 def test_classify_run_writes_the_confusion_matrix(tmp_path):
     data = sine_table(tmp_path / "data.csv", n=12)
     run = tmp_path / "run"

@@ -343,7 +343,12 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     -o must be a new or empty folder, or an earlier run with --overwrite or --resume.
     --resume continues a run with its own data and settings (only --epochs may change: a new
     total); a run killed before its first checkpoint starts over."""
-    from tidal.cli.sequence import fit_sequence, refuse_sequence_options
+    from tidal.cli.sequence import (
+        fit_sequence,
+        is_sequence_run,
+        refuse_sequence_options,
+        resume_sequence,
+    )
     from tidal.data import read_table
     from tidal.training import resume_run, train_run
     from tidal.training.ensemble import EnsembleOptions
@@ -353,6 +358,9 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
                      kw)
         return
     refuse_sequence_options(ctx, kw["kind"])
+    if resume and is_sequence_run(run_dir):
+        resume_sequence(ctx, run_dir, kw)
+        return
     if resume:
         refuse_changes_on_resume(ctx, run_dir)
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT

@@ -19,6 +19,26 @@ _NOT_FOR_SEQUENCES = ("horizons", "shooting_segments", "shooting_weight", "depth
                       "workers", "prefit", "resume")
 
 
+def is_sequence_run(run_dir: str) -> bool:
+    from tidal.training.run_directory import RunDirectory
+
+    found = RunDirectory.find(Path(run_dir))
+    return found is not None and found.kind == "sequence"
+
+
+def resume_sequence(ctx: click.Context, run_dir: str, kw: dict[str, Any]) -> None:
+    """`tidal fit --resume -o RUN` for a sequence run (only --epochs may change)."""
+    from tidal.cli.main import _flags_named, refuse_changes_on_resume
+    from tidal.training.sequence_run import resume_sequence_run
+
+    refuse_changes_on_resume(ctx, run_dir)
+    given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
+    with _flags_named():
+        outcome = resume_sequence_run(run_dir, epochs=kw["epochs"] if given else None,
+                                      progress=not kw["quiet"])
+    finish(outcome["status"], outcome["message"], Path(run_dir))
+
+
 def sequence_options(function: Any) -> Any:
     """The options only sequence models read, added to `tidal fit`."""
     options = [
@@ -99,8 +119,8 @@ def finish(status: str, message: str, run_dir: Path) -> None:
     click.echo(sequence_summary(run_dir))
     click.echo(f"report: {report}")
     if status == "interrupted":
-        click.echo(f"tidal: interrupted; {run_dir} keeps the weights trained so far (sequence "
-                   "runs cannot be resumed yet).", err=True)
+        click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
+                   err=True)
         sys.exit(EXIT_INTERRUPTED)
     if status == "diverged":
         click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "

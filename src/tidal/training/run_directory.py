@@ -61,7 +61,7 @@ class RunDirectory:
         if old is not None:
             old.refuse_if_active()
             if not overwrite:
-                resume = (", or --resume to continue it" if old.kind == "neural-ode" else "")
+                resume = (", or --resume to continue it" if old.kind != "flow" else "")
                 raise InvalidArgumentError(
                     f"{path} already holds a tidal run ({old.state}); pass --overwrite "
                     f"(overwrite=True) to replace it{resume}.")

@@ -27,7 +27,13 @@ from torch import nn
 from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories, read_table, write_table
 from tidal.data.sequences import IrregularSeries
-from tidal.training.checkpoint import build_with_weights, kept_weights, save_checkpoint
+from tidal.training.checkpoint import (
+    CHECKPOINT,
+    build_with_weights,
+    kept_weights,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tidal.training.run_directory import RunDirectory
 from tidal.training.run_schema import SEQUENCE_CONFIG, read_checked
 from tidal.training.sequence_fit import (
@@ -116,6 +122,32 @@ def train_sequence_run(path: str | Path, run_dir: str | Path, *, options: Sequen
         with run.writing(LABELS) as tmp:
             pd.DataFrame({"id": list(data.ids), "label": labels}).to_csv(tmp, index=False)
     run.write_json(CONFIG, config)
+    return _train(run, config, resume=False, progress=progress)
+
+
+def resume_sequence_run(run_dir: str | Path, *, epochs: int | None = None,
+                        progress: bool = True) -> dict[str, Any]:
+    """Continue the sequence run in `run_dir` from its checkpoint, with its own data and
+    options (`epochs`: a new total, at least those trained; the schedule stretches to it). A
+    run stopped before its first checkpoint starts over. Returns the outcome."""
+    run = RunDirectory.open(run_dir, KIND)
+    config: dict[str, Any] = read_checked(run.file(CONFIG), SEQUENCE_CONFIG)
+    run.take_over()
+    restart = not run.has(CHECKPOINT)
+    if epochs is not None:
+        trained = 0 if restart else load_checkpoint(run.file(CHECKPOINT)).get("epoch", 0)
+        if not isinstance(epochs, int) or epochs < max(1, trained):
+            raise InvalidArgumentError(f"`--epochs {epochs}`: the run has already trained "
+                                       f"{trained} epochs; give at least that many.")
+        config["options"]["epochs"] = epochs
+    return _train(run, config, resume=not restart, progress=progress)
+
+
+def _train(run: RunDirectory, config: dict[str, Any], *, resume: bool, progress: bool
+           ) -> dict[str, Any]:
+    """Train the run's model on its splits through the shared loop, then write model.pt (the
+    kept weights), the outcome in config.json and the final state."""
+    options = SequenceOptions(**config["options"])
     torch.manual_seed(options.seed)
     loaded = SequenceRun(run.path, _build(config), config, run)
     objective = SequenceObjective(loaded.model, loaded.series("train"), loaded.series("val"),
@@ -124,7 +156,7 @@ def train_sequence_run(path: str | Path, run_dir: str | Path, *, options: Sequen
                             checkpoint_every=options.checkpoint_every,
                             patience=options.patience, grad_clip=options.grad_clip,
                             seed=options.seed)
-    outcome = train(objective, settings, run_dir=run, progress=progress)
+    outcome = train(objective, settings, run_dir=run, resume=resume, progress=progress)
     loaded.model.load_state_dict(outcome.kept["model"])
     save_checkpoint(run, WEIGHTS, loaded.model.state_dict())
     fit = {"status": outcome.status, "message": outcome.message,
@@ -219,6 +251,6 @@ def load_sequence_run(path: str | Path) -> SequenceRun:
                                    "or damaged).") from None
     weights, weights_file, notice = kept_weights(
         run, WEIGHTS, config.get("fit", {}).get("message", ""),
-        f"tidal fit --model {config['options']['model']} ... --overwrite -o {run.path}")
+        f"tidal fit --resume -o {run.path}")
     model = build_with_weights(lambda: _build(config), run.file(CONFIG), weights, weights_file)
     return SequenceRun(run.path, model.eval(), config, run, notice)
