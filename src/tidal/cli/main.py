@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from tidal._errors import TidalError
+from tidal.cli.sequence import SEQUENCE_CHOICES, sequence_options
 from tidal.data import SYSTEMS
 
 DEMO_DIR = "runs/demo"
@@ -209,11 +210,12 @@ def _train_options(function):
         click.option("--activation", default="tanh", show_default=True),
         click.option("--model", "kind", default="neural-ode", show_default=True,
                      type=click.Choice(["neural-ode", "hamiltonian", "ude", "sde",
-                                        "latent-sde"]),
+                                        "latent-sde", *SEQUENCE_CHOICES]),
                      help="hamiltonian: a learned energy H(q, p), state = (q, p) halves; "
                           "ude: --known terms plus a network; sde: neural drift and "
                           "diffusion (transition likelihood); latent-sde: a latent SDE "
-                          "(ELBO); both report predictive bands."),
+                          "(ELBO); both report predictive bands; latent-ode, ode-rnn, cde, "
+                          "gru: sequence models (--task)."),
         click.option("--separable", is_flag=True,
                      help="Hamiltonian H = T(p) + V(q) (explicit symplectic solvers apply)."),
         click.option("--known", default=None,
@@ -341,6 +343,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
                    "tidal-run.json (never other files, never the folder, never DATA).")
 @_train_options
+@sequence_options
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
@@ -352,6 +355,12 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     -o must be a new or empty folder, or an earlier run with --overwrite or --resume.
     --resume continues a run with its own data and settings (only --epochs may change: a new
     total); a run killed before its first checkpoint starts over."""
+    from tidal.cli.sequence import (
+        fit_sequence,
+        is_sequence_run,
+        refuse_sequence_options,
+        resume_sequence,
+    )
     from tidal.data import read_table
     from tidal.distributed import init_from_environment
     from tidal.training import resume_run, train_run
@@ -365,6 +374,17 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
             sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
         init_from_environment()
 
+    if kw["kind"] in SEQUENCE_CHOICES:
+        if nproc > 1:
+            raise BadInput(f"--nproc applies to neural-ode, hamiltonian and ude fits, not to "
+                           f"--model {kw['kind']}; leave it out")
+        fit_sequence(ctx, data, run_dir, time_column, id_column, states, val, test, overwrite,
+                     kw)
+        return
+    refuse_sequence_options(ctx, kw["kind"])
+    if resume and is_sequence_run(run_dir):
+        resume_sequence(ctx, run_dir, kw)
+        return
     if resume:
         from tidal.cli.sde import resume_fit
 
@@ -463,6 +483,13 @@ def report(run_dir: str) -> None:
         notify(load_sde_run(run_dir).notice)
         report = write_sde_report(run_dir)
         click.echo(sde_summary(run_dir))
+    elif found is not None and found.kind == "sequence":
+        from tidal.report.sequence import sequence_summary, write_sequence_report
+        from tidal.training.sequence_run import load_sequence_run
+
+        notify(load_sequence_run(run_dir).notice)
+        report = write_sequence_report(run_dir)
+        click.echo(sequence_summary(run_dir))
     elif found is not None and found.kind == "flow":
         notify(load_flow_run(run_dir).notice)
         report = write_flow_report(run_dir)

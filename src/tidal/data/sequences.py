@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
+from tidal.data.trajectories import Trajectories
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,22 @@ class IrregularSeries:
         times = self.times if self.times.dim() == 1 else self.times[:, index]
         labels = None if self.labels is None else self.labels[index]
         return IrregularSeries(times, self.values[:, index], self.mask[:, index], labels)
+
+    @classmethod
+    def from_trajectories(cls, data: Trajectories, labels: torch.Tensor | None = None,
+                          dtype: torch.dtype = torch.float32) -> IrregularSeries:
+        """`Trajectories` (each with its own times) as per-sample grids [K, B], K the longest
+        trajectory; a shorter one is padded by repeating its last time with an empty mask."""
+        k = max(len(t) for t in data.times)
+        times = torch.zeros(k, len(data), dtype=torch.float64)
+        values = torch.zeros(k, len(data), data.n_states, dtype=torch.float64)
+        mask = torch.zeros(values.shape, dtype=torch.bool)
+        for b, (t, v, m) in enumerate(zip(data.times, data.values, data.masks)):
+            n = len(t)
+            times[:n, b], times[n:, b] = torch.tensor(t), float(t[-1])
+            values[:n, b] = torch.tensor(np.where(m, v, 0.0))
+            mask[:n, b] = torch.tensor(m)
+        return cls(times, values.to(dtype), mask, labels)
 
     def compacted(self) -> IrregularSeries:
         """Per-sample grids [K', B] of each sample's observed rows only (K' the most any sample

@@ -31,6 +31,12 @@ from tidal.models.recurrent import ODERNN
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
 
+#: Shift of the posterior's pre-softplus std: an untrained encoder gives sigma = softplus(-4)
+#: = 0.018, not softplus(0) = 0.69. With codes that noisy (the prior's own scale) the decoder
+#: cannot tell series apart and settles on their mean, the posterior never leaves the prior;
+#: nearly deterministic codes at first let it learn, and the KL term then widens sigma.
+INITIAL_STD_SHIFT = -4.0
+
 
 class LatentODE(nn.Module):
     """Latent ODE with an ODE-RNN encoder.
@@ -43,10 +49,14 @@ class LatentODE(nn.Module):
         obs_std: the observation noise of the likelihood (default 0.01, as in the paper's
             periodic-signal experiments).
         solve options: solver, controller, adjoint, max_steps for both encoder and decoder.
+        decoder_options: solve options of the decoder alone, replacing those above for it
+            (e.g. one fixed step per encoder interval, but a fine fixed step for the decoder,
+            which integrates across the whole span in one solve).
     """
 
     def __init__(self, input_size: int, latent_size: int, hidden_size: int, *,
-                 width: int = 64, obs_std: float = 0.01, **solve_options: Any) -> None:
+                 width: int = 64, obs_std: float = 0.01,
+                 decoder_options: dict[str, Any] | None = None, **solve_options: Any) -> None:
         super().__init__()
         if not obs_std > 0:
             raise InvalidArgumentError(f"`LatentODE(obs_std={obs_std!r})` must be positive.")
@@ -55,7 +65,8 @@ class LatentODE(nn.Module):
         self.vector_field = MLP(latent_size, width=width, final_scale=1.0)
         self.decoder = nn.Linear(latent_size, input_size)
         self.latent_size, self.obs_std = latent_size, obs_std
-        self.solve_config = SolveConfig(**solve_options)
+        self.solve_config = SolveConfig(**(solve_options if decoder_options is None
+                                           else decoder_options))
 
     @property
     def nfe(self) -> int:
@@ -67,7 +78,7 @@ class LatentODE(nn.Module):
         """(mu, sigma) of q(z_0 | x), each [B, latent], z_0 at times[0]."""
         hidden = self.encoder.encode(times.flip(0), values.flip(0), mask.flip(0))
         mean, raw_std = self.encoder.readout(hidden).chunk(2, dim=-1)
-        return mean, nn.functional.softplus(raw_std) + 1e-4
+        return mean, nn.functional.softplus(raw_std + INITIAL_STD_SHIFT) + 1e-4
 
     def decode(self, z0: torch.Tensor, target_times: torch.Tensor) -> torch.Tensor:
         """x_hat at target_times ([T] or [T, B], starting where z0 lives), [T, B, input]."""

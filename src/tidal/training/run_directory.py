@@ -31,7 +31,7 @@ from tidal._files import TEMPORARY, atomic_path, json_text, read_json, write_jso
 
 MARKER = "tidal-run.json"
 FORMAT = 1
-KINDS = ("neural-ode", "flow", "sde")
+KINDS = ("neural-ode", "flow", "sde", "sequence")
 STATES = ("running", "finished", "interrupted", "diverged")
 
 
@@ -61,7 +61,7 @@ class RunDirectory:
         if old is not None:
             old.refuse_if_active()
             if not overwrite:
-                resume = (", or --resume to continue it" if old.kind == "neural-ode" else "")
+                resume = (", or --resume to continue it" if old.kind != "flow" else "")
                 raise InvalidArgumentError(
                     f"{path} already holds a tidal run ({old.state}); pass --overwrite "
                     f"(overwrite=True) to replace it{resume}.")
@@ -83,8 +83,8 @@ class RunDirectory:
                 f"{path} is not a tidal run directory (no {MARKER}); give the folder written "
                 f"by `{command} -o RUN`.")
         if run.kind != kind:
-            other = {"flow": "tidal flow sample", "sde": "tidal report"}.get(run.kind,
-                                                                              "tidal predict")
+            other = {"flow": "tidal flow sample", "sde": "tidal report",
+                     "sequence": "tidal report"}.get(run.kind, "tidal predict")
             raise InvalidArgumentError(f"{path} holds a {run.kind} run, not a {kind} run; use "
                                        f"`{other}` for it.")
         return run

@@ -232,8 +232,33 @@ def _flow_config() -> Schema:
                    "source": mapping(anything)}, {"fit": mapping(anything)})
 
 
+def _sequence_config() -> Schema:
+    """config.json of a sequence run (`tidal fit --model latent-ode|ode-rnn|cde|gru`); the
+    options' own checks (`SequenceOptions`) run after this one."""
+    from tidal.training.sequence_fit import SEQUENCE_MODELS, TASKS
+
+    size = integer(1, MAX_WIDTH)
+    options = record({
+        "model": text(SEQUENCE_MODELS), "task": text(TASKS), "hidden": size, "latent": size,
+        "width": size, "context": number(0.0, 1.0), "obs_std": number(0.0, 1e6, positive=True),
+        "epochs": integer(1, 10**9), "lr": number(0.0, 1e3, positive=True),
+        "batch_size": integer(1, 10**9), "patience": optional(integer(1, 10**9)),
+        "grad_clip": number(0.0, 1e12, positive=True), "seed": integer(0, 2**63 - 1),
+        "checkpoint_every": integer(1, 10**9)})
+    names = list_of(text(), 1, MAX_STATES, unique=True)
+    return record({"type": text(("sequence",)), "options": options, "features": names,
+                   "time": text(), "id": text(), "label": optional(text()),
+                   "classes": optional(names),
+                   "scaling": record({"state_offset": list_of(number(), 1),
+                                      "state_scale": list_of(number(positive=True), 1),
+                                      "time_scale": number(positive=True)}),
+                   "decoder_dt": number(0.0, 1e300, positive=True),
+                   "source": mapping(anything)}, {"fit": mapping(anything)})
+
+
 RUN_CONFIG = _run_config()
 FLOW_CONFIG = _flow_config()
+SEQUENCE_CONFIG = _sequence_config()
 
 
 def _sde_config() -> Schema:

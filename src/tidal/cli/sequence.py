@@ -1,0 +1,128 @@
+"""`tidal fit --model latent-ode|ode-rnn|cde|gru`: sequence models on a long table of series
+(`tidal.training.sequence_run`), forecasting (`--task forecast`), interpolating
+(`--task interpolate`) or classifying each series (`--task classify --label COLUMN`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: `--model` values that train a sequence model (tidal.training.sequence_fit.SEQUENCE_MODELS).
+SEQUENCE_CHOICES = ("latent-ode", "ode-rnn", "cde", "gru")
+#: `tidal fit` options that a sequence model does not read (refused when given).
+_NOT_FOR_SEQUENCES = ("horizons", "shooting_segments", "shooting_weight", "depth",
+                      "activation", "separable", "known", "params", "dt", "solver", "rtol",
+                      "atol", "adjoint", "system", "split_by", "ensemble", "bootstrap",
+                      "workers", "prefit", "resume")
+
+
+def is_sequence_run(run_dir: str) -> bool:
+    from tidal.training.run_directory import RunDirectory
+
+    found = RunDirectory.find(Path(run_dir))
+    return found is not None and found.kind == "sequence"
+
+
+def resume_sequence(ctx: click.Context, run_dir: str, kw: dict[str, Any]) -> None:
+    """`tidal fit --resume -o RUN` for a sequence run (only --epochs may change)."""
+    from tidal.cli.main import _flags_named, refuse_changes_on_resume
+    from tidal.training.sequence_run import resume_sequence_run
+
+    refuse_changes_on_resume(ctx, run_dir)
+    given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
+    with _flags_named():
+        outcome = resume_sequence_run(run_dir, epochs=kw["epochs"] if given else None,
+                                      progress=not kw["quiet"])
+    finish(outcome["status"], outcome["message"], Path(run_dir))
+
+
+def sequence_options(function: Any) -> Any:
+    """The options only sequence models read, added to `tidal fit`."""
+    options = [
+        click.option("--task", type=click.Choice(["forecast", "interpolate", "classify"]),
+                     default="forecast", show_default=True,
+                     help="Sequence models: forecast each series after its --context, "
+                          "interpolate 30% of its observations hidden at random, or classify "
+                          "each series by --label."),
+        click.option("--label", default=None,
+                     help="Sequence models, --task classify: the column holding each series' "
+                          "class (repeated on its rows)."),
+        click.option("--context", type=float, default=0.5, show_default=True,
+                     help="Sequence models, --task forecast: the fraction of each series' span "
+                          "read before forecasting the rest."),
+        click.option("--hidden", type=int, default=32, show_default=True,
+                     help="Sequence models: size of the recurrent / CDE state."),
+        click.option("--latent", type=int, default=8, show_default=True,
+                     help="--model latent-ode: size of the latent state z."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def refuse_sequence_options(ctx: click.Context, kind: str) -> None:
+    """The sequence models' own options given with a model that is not one."""
+    from click.core import ParameterSource
+
+    from tidal.cli.main import BadInput
+
+    given = [name for name in ("task", "label", "context", "hidden", "latent")
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name for name in given)
+        raise BadInput(f"{flags} apply to the sequence models ({', '.join(SEQUENCE_CHOICES)}), "
+                       f"not to --model {kind}")
+
+
+def fit_sequence(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
+                 id_column: str | None, states: str | None, val: float, test: float,
+                 overwrite: bool, kw: dict[str, Any]) -> None:
+    """Train the sequence model `kw["kind"]` on DATA and write the run and its report."""
+    from click.core import ParameterSource
+
+    from tidal.cli.main import BadInput, _flags_named
+    from tidal.training.sequence_fit import SequenceOptions
+    from tidal.training.sequence_run import train_sequence_run
+
+    given = [name for name in _NOT_FOR_SEQUENCES
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise BadInput(f"{flags} do(es) not apply to --model {kw['kind']} (a sequence model; "
+                       "see the --task, --label, --context, --hidden and --latent options)")
+    if data is None:
+        raise BadInput("give the DATA file to fit")
+    with _flags_named():
+        options = SequenceOptions(
+            model=kw["kind"], task=kw["task"], hidden=kw["hidden"], latent=kw["latent"],
+            width=kw["width"], context=kw["context"], epochs=kw["epochs"], lr=kw["lr"],
+            batch_size=kw["batch_size"] or 32, patience=kw["patience"] or None,
+            seed=kw["seed"], checkpoint_every=kw["checkpoint_every"])
+        names = None if states is None else [s.strip() for s in states.split(",")]
+        outcome = train_sequence_run(data, run_dir, options=options, time=time_column,
+                                     id_column=id_column, states=names, label=kw["label"],
+                                     split=(val, test), overwrite=overwrite,
+                                     progress=not kw["quiet"])
+    finish(outcome["status"], outcome["message"], Path(run_dir))
+
+
+def finish(status: str, message: str, run_dir: Path) -> None:
+    """The report and the verdict; exit 3 when training diverged, 130 when interrupted."""
+    from tidal.cli.main import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from tidal.report.sequence import sequence_summary, write_sequence_report
+
+    click.echo(f"{status}: {message}")
+    report = write_sequence_report(run_dir)
+    click.echo(sequence_summary(run_dir))
+    click.echo(f"report: {report}")
+    if status == "interrupted":
+        click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if status == "diverged":
+        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
+                   "lower --lr, then fit again with --overwrite.", err=True)
+        sys.exit(EXIT_DIVERGED)

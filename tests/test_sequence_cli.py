@@ -1,0 +1,177 @@
+"""`tidal fit --model latent-ode|ode-rnn|cde|gru` end to end on tiny tables: the run directory,
+its report, loading it back (weights_only), and the errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tidal.cli.main import main
+from tidal.cli.sequence import SEQUENCE_CHOICES
+from tidal.data import Trajectories
+from tidal.data.sequences import IrregularSeries
+from tidal.report.sequence import last_value_mse
+from tidal.training.checkpoint import load_checkpoint
+from tidal.training.sequence_fit import (
+    SEQUENCE_MODELS,
+    context_mask,
+    strictly_increasing,
+    visible_mask,
+)
+from tidal.training.sequence_run import load_sequence_run
+
+TINY = ["--hidden", "4", "--latent", "2", "--width", "8", "--epochs", "2", "--quiet"]
+
+
+def invoke(*args: str, catch: bool = False):
+    return CliRunner().invoke(main, list(args), catch_exceptions=catch)
+
+
+def sine_table(path, n=9, points=12, seed=0):
+    """Series `s0`.. of sin and cos at their own random times, 20% of x blank, labelled by
+    their direction of rotation."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        direction = 1 if i % 2 else -1
+        for t in np.sort(rng.uniform(0, 4, points)):
+            angle = direction * 2 * t + i
+            rows.append({"id": f"s{i}", "t": t, "kind": "up" if direction > 0 else "down",
+                         "x": np.sin(angle) if rng.random() > 0.2 else np.nan,
+                         "y": np.cos(angle)})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_choices_are_the_models():
+    assert tuple(SEQUENCE_MODELS) == SEQUENCE_CHOICES
+
+
+@pytest.mark.parametrize("model", ["gru", pytest.param("latent-ode", marks=pytest.mark.slow)])
+def test_forecast_run_end_to_end_and_loads_back(tmp_path, model):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    result = invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", model,
+                    "-o", str(run), *TINY)
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "model.pt", "checkpoint.pt", "metrics.csv", "metrics.json",
+                 "report.html", "fits.png", "data/train.csv", "data/val.csv", "data/test.csv"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished"
+    assert set(metrics["forecast_mse"]) == {"x", "y"}
+    assert len(pd.read_csv(run / "metrics.csv")) == 2
+    # the kept weights load as plain tensors and are the loaded model's
+    loaded = load_sequence_run(run)
+    weights = load_checkpoint(run / "model.pt")
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, weights[name])
+    bands = "decodings of posterior samples" in (run / "report.html").read_text()
+    assert bands == (model == "latent-ode")
+    result = invoke("report", str(run))
+    assert result.exit_code == 0 and "forecast MSE x" in result.output
+
+
+def test_resume_continues_a_sequence_run_to_a_new_total(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "gru", "-o",
+                  str(run), *TINY).exit_code == 0
+    result = invoke("fit", "--resume", "-o", str(run), "--epochs", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    assert json.loads((run / "config.json").read_text())["fit"]["epochs"] == 4
+    refused = invoke("fit", "--resume", "-o", str(run), "--lr", "0.1", catch=True)
+    assert refused.exit_code == 2 and "--lr" in refused.output
+
+
+def test_classify_run_writes_the_confusion_matrix(tmp_path):
+    data = sine_table(tmp_path / "data.csv", n=12)
+    run = tmp_path / "run"
+    result = invoke("fit", str(data), "--id", "id", "--model", "cde", "--task", "classify",
+                    "--label", "kind", "--val", "0.25", "--test", "0.25", "-o", str(run), *TINY)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["features"] == ["x", "y"] and config["classes"] == ["down", "up"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert np.sum(metrics["confusion"]) == metrics["test_series"] == 3
+    assert math.isclose(metrics["accuracy"], np.trace(metrics["confusion"]) / 3)
+    assert (run / "confusion.png").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "gru"], "--id"),
+    (["--id", "id", "--model", "gru", "--task", "classify"], "--label"),
+    (["--id", "id", "--model", "latent-ode", "--task", "classify", "--label", "kind"],
+     "latent-ode"),
+    (["--id", "id", "--model", "gru", "--horizons", "1.0"], "--horizons"),
+    (["--id", "id", "--task", "classify"], "sequence models"),
+    (["--id", "id", "--model", "gru", "--context", "1.5"], "context"),
+    (["--id", "id", "--model", "cde", "--task", "classify", "--label", "nope"], "nope"),
+])
+def test_bad_sequence_input_is_one_line(tmp_path, args, message):
+    data = sine_table(tmp_path / "data.csv")
+    result = invoke("fit", str(data), "-o", str(tmp_path / "run"), *args, "--quiet",
+                    catch=True)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_damaged_config_is_refused(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "gru", "-o",
+                  str(run), *TINY).exit_code == 0
+    config = json.loads((run / "config.json").read_text())
+    config["options"]["hidden"] = -3
+    (run / "config.json").write_text(json.dumps(config))
+    result = invoke("report", str(run), catch=True)
+    assert result.exit_code == 2 and "options.hidden" in result.output
+
+
+def test_from_trajectories_pads_with_the_last_time_and_an_empty_mask():
+    data = Trajectories([[0.0, 1.0, 2.0], [0.5, 3.0]],
+                        [[[1.0], [np.nan], [3.0]], [[4.0], [5.0]]])
+    series = IrregularSeries.from_trajectories(data)
+    assert series.times.tolist() == [[0.0, 0.5], [1.0, 3.0], [2.0, 3.0]]
+    assert series.mask[..., 0].tolist() == [[True, True], [False, True], [True, False]]
+    assert series.values[..., 0].tolist() == [[1.0, 4.0], [0.0, 5.0], [3.0, 0.0]]
+    padded = strictly_increasing(series.times)
+    assert bool((padded[1:] > padded[:-1]).all())
+    assert torch.equal(padded[:, 0], series.times[:, 0])
+
+
+def test_context_and_last_value_forecast_against_hand_computation():
+    times = torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 4.0]], dtype=torch.float64)
+    values = torch.tensor([[1.0, 2.0], [3.0, 5.0], [4.0, 7.0], [6.0, 0.0]]).unsqueeze(-1)
+    mask = torch.tensor([[True, True], [True, False], [True, True], [True, False]]
+                        ).unsqueeze(-1)
+    series = IrregularSeries(times, values, mask)
+    seen = context_mask(series, 0.5)  # series 0: t <= 1.5; series 1: t <= 2
+    assert seen[..., 0].tolist() == [[True, True], [True, False], [False, False],
+                                     [False, False]]
+    # series 0 repeats 3 at t = 2, 3 (errors 1, 9); series 1 repeats 2 at t = 4 (error 25)
+    assert last_value_mse(values, mask, seen).tolist() == [pytest.approx((1 + 9 + 25) / 3)]
+    # interpolation: hidden rows inside the series repeat the last value read before them
+    seen = mask.clone()
+    seen[1, 0] = seen[2, 1] = False  # hide 3 (after 1: error 4) and 7 (after 2: error 25)
+    assert last_value_mse(values, mask, seen).tolist() == [pytest.approx((4 + 25) / 2)]
+
+
+def test_interpolation_run_scores_the_hidden_observations(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    result = invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "ode-rnn",
+                    "--task", "interpolate", "-o", str(run), *TINY)
+    assert result.exit_code == 0, result.output
+    assert "hidden observations" in (run / "report.html").read_text()
+    loaded = load_sequence_run(run)
+    test = loaded.series("test")
+    hidden = test.mask & ~visible_mask(test, loaded.options)
+    assert 0 < int(hidden.sum()) < int(test.mask.sum())
