@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from tidal._errors import TidalError
+from tidal.cli.small_data import apply_small_data_options, small_data_options
 from tidal.data import SYSTEMS
 
 DEMO_DIR = "runs/demo"
@@ -328,6 +329,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
                    "tidal-run.json (never other files, never the folder, never DATA).")
 @_train_options
+@small_data_options
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
@@ -354,6 +356,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         raise BadInput("give the DATA file to fit (or --resume to continue a run)")
     with _flags_named():
         model, config = _configs(kw)
+        model, small = apply_small_data_options(model, kw)
         if ensemble == 1 and (bootstrap or workers > 1):
             raise BadInput("--bootstrap and --workers apply to an ensemble: add --ensemble K "
                            "(K >= 2)")
@@ -363,7 +366,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
     source = {"path": str(data), **({"system": system} if system else {})}
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"],
-                       split_by=split_by, ensemble=members, prefit=prefit)
+                       split_by=split_by, ensemble=members, prefit=prefit, **small)
     _finish(result, Path(run_dir))
 
 

@@ -14,7 +14,9 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
               fitted: Sequence[tuple[np.ndarray, np.ndarray]], *, state_names: Sequence[str],
               titles: Sequence[str], truth: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
               shade_until: float | None = None,
-              starts: Sequence[tuple[float, np.ndarray]] | None = None, columns: int = 2) -> Any:
+              starts: Sequence[tuple[float, np.ndarray]] | None = None,
+              bands: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+              columns: int = 2) -> Any:
     """One panel per trajectory: observations (points, NaN = missing) and the model (lines).
 
     Args:
@@ -26,6 +28,8 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         shade_until: grey out times after this (the forecast region).
         starts: per trajectory, (t0, y0 [D]): the initial state the model starts from when it
             is not the first observation (an estimated one), drawn as a cross.
+        bands: per trajectory, (low [M, D], high [M, D]) at the fitted times: a predictive
+            band (an ensemble's 5-95%), shaded around the model's line.
     """
     from matplotlib.figure import Figure
 
@@ -42,6 +46,10 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
         for state, name in enumerate(state_names):
             color = COLORS[state % len(COLORS)]
             ax.plot(t_fit, y_fit[:, state], color=color, lw=1.8, label=f"{name} model")
+            if bands is not None:
+                low, high = bands[index]
+                ax.fill_between(t_fit, low[:, state], high[:, state], color=color, alpha=0.2,
+                                lw=0, label=f"{name} 90% band")
             ax.plot(t_obs, y_obs[:, state], "o", color=color, ms=3.5, alpha=0.7,
                     label=f"{name} observed")
             if starts is not None:
