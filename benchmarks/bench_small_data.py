@@ -26,9 +26,12 @@ Cases (issue 19's acceptance):
   trajectory on [10, 13]) of both, and their ratios (acceptance: <= 1.5x and <= 2x).
 
 - coverage (with --ensemble K): the oscillator's 6 trajectories and 6 of the toggle switch
-  (same sampling and noise), an ensemble of K; on 20 fresh noisy trajectories predicted from
-  their first observations, the fraction of the later observations inside the 5-95%
-  predictive band (target 80-98%), and the band's mean width as a fraction of the range.
+  (same sampling and noise; --coverage-systems 1: the oscillator only), an ensemble of K
+  (--workers N: members in N processes); on 20 fresh noisy trajectories predicted from their
+  first observations, the fraction of the later observations inside the 5-95% predictive
+  band (target 80-98%) with the start's noise in the band (`noisy_start=True`) and without
+  ("exact_start"), the band's mean width as a fraction of the range, and the held-out RMSE
+  of the members' mean.
 
 Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.

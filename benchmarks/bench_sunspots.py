@@ -11,10 +11,11 @@ Data: statsmodels' yearly sunspot numbers (`statsmodels.datasets.sunspots`), yea
 `--first` to `--last` (default 1900-1989: 90 observations, about 8 solar cycles) for fitting;
 the next `--ahead` years (default 19: 1990-2008) are the forecast window nobody fits on.
 
-- tidal: `tidal fit` on the CSV (default options plus `--augment N`: one observed variable
-  that oscillates needs an extra state); its forecast is the model's trajectory from the
-  initial state it estimated for the first year, continued through the window (a model with
-  extra states cannot restart from an observation: the extra states would start at zero).
+- tidal: `tidal fit` on the CSV (default options plus `--augment N`: one observed variable that
+  oscillates needs an extra state, and `--test 0`: the forecast window is the test, so the last
+  12.5% of the fitted years validate and the rest train); its forecast is the model's trajectory
+  from the initial state it estimated for the first year, continued through the window (a model
+  with extra states cannot restart from an observation: the extra states would start at zero).
 - AR(p): `statsmodels.tsa.ar_model.AutoReg` on the same years, p chosen by AIC up to 12,
   forecast dynamically (each step from the previous forecasts).
 - persistence (the last observed value) and the mean of the fitted years.
