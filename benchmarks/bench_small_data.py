@@ -26,9 +26,12 @@ Cases (issue 19's acceptance):
   trajectory on [10, 13]) of both, and their ratios (acceptance: <= 1.5x and <= 2x).
 
 - coverage (with --ensemble K): the oscillator's 6 trajectories and 6 of the toggle switch
-  (same sampling and noise), an ensemble of K; on 20 fresh noisy trajectories predicted from
-  their first observations, the fraction of the later observations inside the 5-95%
-  predictive band (target 80-98%), and the band's mean width as a fraction of the range.
+  (same sampling and noise; --coverage-systems names them), an ensemble of K
+  (--workers N: members in N processes); on 20 fresh noisy trajectories predicted from their
+  first observations, the fraction of the later observations inside the 5-95% predictive
+  band (target 80-98%) with the start's noise in the band (`noisy_start=True`) and without
+  ("exact_start"), the band's mean width as a fraction of the range, and the held-out RMSE
+  of the members' mean.
 
 Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import tempfile
 import time
@@ -177,10 +181,14 @@ def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> 
         inside = run.predict(y0, data.times[0])
         ahead = run.predict(y0, np.concatenate(([data.times[0][0]], future)))[1:]
         warnings = _warnings(f"{folder}/run")
+        trained = len(run.data("train").times[0])  # the first observations (all, unsplit)
     model_in = float(np.sqrt(np.mean((inside - values) ** 2)))
     model_out = float(np.sqrt(np.mean((ahead - truth) ** 2)))
+    model_train = float(np.sqrt(np.mean((inside - values)[:trained] ** 2)))
+    baseline_train = float(np.sqrt(np.mean((fitted - values)[:trained] ** 2)))
     return {"seed": seed, "status": result.status, "seconds": seconds,
             "baseline_in": baseline_in, "model_in": model_in, "in_ratio": model_in / baseline_in,
+            "trained": trained, "train_ratio": model_train / baseline_train,
             "baseline_forecast": baseline_out, "model_forecast": model_out,
             "forecast_ratio": model_out / baseline_out, "warnings": warnings}
 
@@ -201,21 +209,30 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
     from tidal.training.ensemble import predictive_quantiles
 
     row: dict[str, Any] = {"seed": seed}
-    for name, system in (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"])):
+    systems = (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"]))
+    for name, system in (s for s in systems if s[0] in COVERAGE_SYSTEMS):
         data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
         fresh = simulate(system, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
         with tempfile.TemporaryDirectory() as folder:
             _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
-            inside, total, widths = 0, 0, []
-            for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
-                low, high = predictive_quantiles(run, np.array(values[0]), times, (0.05, 0.95))
-                later = mask[1:]
-                inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later].sum())
-                total += int(later.sum())
-                widths.append(((high - low)[1:] / state_ranges([fresh]))[later])
-        row[f"{name}_coverage"] = inside / total
-        row[f"{name}_width"] = float(np.mean(np.concatenate(widths)))
+            row[f"{name}_heldout"] = float(heldout_rmse(run, fresh).max())
+            for start, key in ((True, ""), (False, "_exact_start")):
+                inside, total, widths = 0, 0, []
+                for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
+                    low, high = predictive_quantiles(run, np.array(values[0]), times,
+                                                     (0.05, 0.95), noisy_start=start)
+                    later = mask[1:]
+                    inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later]
+                                  .sum())
+                    total += int(later.sum())
+                    widths.append(((high - low)[1:] / state_ranges([fresh]))[later])
+                row[f"{name}_coverage{key}"] = inside / total
+                row[f"{name}_width{key}"] = float(np.mean(np.concatenate(widths)))
     return row
+
+
+#: The coverage case's systems (--coverage-systems).
+COVERAGE_SYSTEMS = ("oscillator", "toggle")
 
 
 CASES: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {
@@ -231,8 +248,11 @@ COLUMNS = {
                        ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
                        ("warnings", "{}")],
     "coverage": [("seed", "{}"), ("oscillator_coverage", "{:.1%}"),
-                 ("oscillator_width", "{:.1%}"), ("toggle_coverage", "{:.1%}"),
-                 ("toggle_width", "{:.1%}")]}
+                 ("oscillator_width", "{:.1%}"), ("oscillator_coverage_exact_start", "{:.1%}"),
+                 ("oscillator_heldout", "{:.1%}"),
+                 ("toggle_coverage", "{:.1%}"), ("toggle_width", "{:.1%}"),
+                 ("toggle_coverage_exact_start", "{:.1%}"),
+                 ("toggle_heldout", "{:.1%}")]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -244,10 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefit", action="store_true")
     parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
     parser.add_argument("--ensemble", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
+    parser.add_argument("--coverage-systems", default="oscillator,toggle",
+                        help="the coverage case's systems, comma-separated")
     args = parser.parse_args(argv)
+    global COVERAGE_SYSTEMS
+    COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
     if args.ensemble > 1:
-        options["ensemble"] = EnsembleOptions(args.ensemble)
+        options["ensemble"] = EnsembleOptions(args.ensemble, workers=args.workers)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     for case in (["oscillator", "lotka-volterra"] if args.case == "all" else [args.case]):
@@ -258,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         print("|" + "---|" * len(header))
         for seed in seeds:
             row = CASES[case](seed, args.epochs, options)
-            print("| " + " | ".join(fmt.format(row[name]) for name, fmt in COLUMNS[case])
+            print("| " + " | ".join(fmt.format(row.get(name, math.nan))
+                                    for name, fmt in COLUMNS[case])
                   + " |", flush=True)
 
 

@@ -458,6 +458,7 @@ def _models() -> list[ModelInfo]:
     from tidal.models import (
         CNF,
         UDE,
+        AugmentedNeuralODE,
         Ensemble,
         HamiltonianNN,
         NeuralODE,
@@ -481,6 +482,10 @@ def _models() -> list[ModelInfo]:
                   error_inputs=lambda: [ErrorInput(
                       "no members", lambda: Ensemble([]), tidal.InvalidArgumentError,
                       r"Ensemble\(members=...\)` needs 1 to")]),
+        ModelInfo(AugmentedNeuralODE, lambda: AugmentedNeuralODE(tidal.nn.MLP(3, width=4), 1),
+                  _trajectory, error_inputs=lambda: [ErrorInput(
+                      "no extra states", lambda: AugmentedNeuralODE(tidal.nn.MLP(2), 0),
+                      tidal.InvalidArgumentError, r"augment=0")]),
         ModelInfo(NeuralSDE, _neural_sde,
                   lambda sde: sde.sample(torch.full((3, 2), 0.5), torch.linspace(0, 0.5, 4),
                                          seed=0),

@@ -160,3 +160,19 @@ def test_the_exact_model_held_out_in_time_raises_no_warning(tmp_path):
              splits={"train": train, "val": val, "test": test})
     run = load_run(tmp_path)
     assert fit_warnings(run, evaluate_run(run)) == []
+
+
+def test_a_model_that_misses_the_training_data_warns_without_a_noise_estimate(tmp_path):
+    """An overdamped model leaves most of the oscillation's variance unexplained (1 - R^2 on
+    the training trajectories); the exact model leaves only the 5% noise's share."""
+    from tidal.report.warnings import _unexplained
+
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+    for (w, zeta), warns in (((W, ZETA), False), ((W, 3.0), True)):
+        folder = tmp_path / f"{zeta}"
+        save_run(folder, linear_model(w, zeta), Scaling((0.0, 0.0), (1.0, 1.0)),
+                 data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
+                 splits={"train": data})
+        run = load_run(folder)
+        found = _unexplained(evaluate_run(run), data)
+        assert bool(found) == warns and all(w.kind == "unexplained" for w in found)

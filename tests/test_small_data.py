@@ -179,3 +179,123 @@ def test_prefit_moves_the_field_to_the_estimated_rates():
     before = field_error()
     prefit(model, data, scaling)
     assert before > 0.5 and field_error() < 0.2
+
+
+class _Decay(torch.nn.Module):
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -y
+
+
+def test_band_coverage_of_a_calibrated_ensemble_is_nominal():
+    """Members that all follow the true flow y0 exp(-t) and carry the true noise sd: the 90%
+    band is exactly the normal's 5-95% interval around the truth, so it holds 90% of fresh
+    noisy observations (2000 of them: binomial sd 0.7%); with half the noise sd it holds
+    P(|z| < 1.645 / 2) = 58.9%."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.uniform(0, 3, 100)) for _ in range(10)]
+    starts = rng.uniform(1, 2, (10, 2))
+    sigma = 0.1
+    values = [y0 * np.exp(-t)[:, None] + rng.normal(0, sigma, (100, 2))
+              for y0, t in zip(starts, times)]
+    data = Trajectories(times, values)
+    for noise, expected in ((sigma, 0.9), (sigma / 2, 0.589)):
+        model = Ensemble([NeuralODE(_Decay()) for _ in range(3)], observation_noise=[noise] * 2)
+        run = SimpleNamespace(model=model.to(torch.float64), dtype=torch.float64,
+                              scaling=Scaling((0.0, 0.0), (1.0, 1.0)))
+        covered = band_coverage(run, data, starts)
+        assert abs(covered - expected) < 0.025, (noise, covered)
+
+
+def test_an_augmented_ode_carries_an_oscillation_in_its_extra_state():
+    """x' = a, a' = -w^2 x from (x0, 0): x = x0 cos(w t), which no 1-D autonomous ODE can
+    do; the model returns x only."""
+    from tidal.controllers import PIDController
+    from tidal.models.augmented import AugmentedNeuralODE
+
+    field = torch.nn.Linear(2, 2, bias=False).to(torch.float64)
+    with torch.no_grad():
+        field.weight.copy_(torch.tensor([[0.0, 1.0], [-4.0, 0.0]]))
+    model = AugmentedNeuralODE(lambda t, z: field(z), 1,
+                               controller=PIDController(rtol=1e-9, atol=1e-11))
+    ts = torch.linspace(0, 5, 11, dtype=torch.float64)
+    x0 = torch.tensor([[1.0], [-0.5]], dtype=torch.float64)
+    with torch.no_grad():
+        x = model(x0, ts)
+    assert x.shape == (11, 2, 1)
+    np.testing.assert_allclose(x[..., 0].numpy(), np.cos(2 * ts.numpy())[:, None] * [1, -0.5],
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="augment=0"):
+        AugmentedNeuralODE(field, 0)
+
+
+@pytest.mark.slow
+def test_fit_augment_saves_and_reloads_a_run_of_one_observed_state(tmp_path):
+    t = np.linspace(0, 6, 24)
+    path = tmp_path / "x.csv"
+    path.write_text("t,x\n" + "".join(f"{a},{np.cos(2 * a)}\n" for a in t))
+    result = invoke("fit", str(path), "-o", str(tmp_path / "run"), "--augment", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "augmented neural ODE (1 extra states" in result.output
+    run = load_run(tmp_path / "run")
+    assert run.model.augment == 1 and run.model.vector_field.config()["in_features"] == 2
+    assert run.predict(np.array([1.0]), np.linspace(0, 1, 5)).shape == (5, 1)
+    result = invoke("fit", str(path), "-o", str(tmp_path / "r2"), "--augment", "1", "--prefit",
+                    *TINY)
+    assert result.exit_code == 2 and "extra (augmented) states" in result.output
+
+
+@pytest.mark.slow
+def test_auto_trains_the_candidate_with_the_lowest_validation_loss(tmp_path):
+    from tidal.training.auto import SPACE, candidates
+
+    drawn = candidates(3, seed=0)
+    assert drawn == candidates(3, seed=0) and len({str(c) for c in drawn}) == 3
+    assert all(c[k] in SPACE[k] for c in drawn for k in SPACE)
+    data = tmp_path / "d.csv"
+    invoke("simulate", "lotka-volterra", "--trajectories", "3", "--obs", "10", "-o", str(data))
+    result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "run"), "--auto", "2",
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    search = config["data"]["auto"]
+    assert [{k: t[k] for k in SPACE} for t in search["trials"]] == candidates(2, seed=0)
+    best = min(search["trials"], key=lambda t: t["val_loss"])
+    assert search["chosen"] == {k: best[k] for k in SPACE}
+    assert config["model"]["vector_field"]["width"] == best["width"]
+    assert config["train"]["lr"] == best["lr"]
+    result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "r2"), "--auto", "2",
+                    "--val", "0", *TINY)
+    assert result.exit_code == 2 and "--val" in result.output
+
+
+def test_the_band_from_a_noisy_first_observation_carries_its_noise():
+    """Each series predicted from its first observation s + e (e ~ N(0, sigma^2)): the error
+    at t is e exp(-t) - noise, of variance sigma^2 (1 + exp(-2t)). With the start's noise in
+    the band (draws around the observed start) the 90% band holds ~90% of the later
+    observations; with the observed start taken as exact, fewer."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+    from tidal.training.ensemble import predictive_quantiles
+
+    rng = np.random.default_rng(1)
+    sigma = 0.1
+    times = [np.concatenate([[0.0], np.sort(rng.uniform(0, 1, 150))]) for _ in range(12)]
+    values = [rng.uniform(1, 2, 2) * np.exp(-t)[:, None] + rng.normal(0, sigma, (151, 2))
+              for t in times]
+    data = Trajectories(times, values)
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(2)], observation_noise=[sigma] * 2)
+    run = SimpleNamespace(model=model.to(torch.float64), dtype=torch.float64,
+                          scaling=Scaling((0.0, 0.0), (1.0, 1.0)))
+    covered = band_coverage(run, data, skip_start=True)
+    assert abs(covered - 0.9) < 0.03, covered
+    inside = np.mean([((v[1:] >= lo[1:]) & (v[1:] <= hi[1:])).mean() for t, v in
+                      zip(times, values) for lo, hi in
+                      [predictive_quantiles(run, v[0], t, (0.05, 0.95))]])
+    assert inside < 0.86, inside

@@ -15,6 +15,7 @@ import click
 
 from tidal._errors import TidalError
 from tidal.cli.sequence import SEQUENCE_CHOICES, sequence_options
+from tidal.cli.small_data import apply_small_data_options, small_data_options
 from tidal.data import SYSTEMS
 
 DEMO_DIR = "runs/demo"
@@ -344,6 +345,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
                    "tidal-run.json (never other files, never the folder, never DATA).")
 @_train_options
 @sequence_options
+@small_data_options
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
@@ -399,6 +401,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         raise BadInput("give the DATA file to fit (or --resume to continue a run)")
     with _flags_named():
         model, config = _configs(kw)
+        model, small = apply_small_data_options(model, kw)
         if ensemble == 1 and (bootstrap or workers > 1):
             raise BadInput("--bootstrap and --workers apply to an ensemble: add --ensemble K "
                            "(K >= 2)")
@@ -416,7 +419,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         return
     result = train_run(trajectories, run_dir, model=model, config=config, split=(val, test),
                        source=source, overwrite=overwrite, progress=not kw["quiet"],
-                       split_by=split_by, ensemble=members, prefit=prefit)
+                       split_by=split_by, ensemble=members, prefit=prefit, **small)
     _finish(result, Path(run_dir))
 
 

@@ -1,5 +1,6 @@
 """Models: `nn.Module`s that own a vector field and the configuration of its solve."""
 
+from tidal.models.augmented import AugmentedNeuralODE
 from tidal.models.cnf import CNF
 from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
@@ -12,5 +13,6 @@ from tidal.models.ode_block import ODEBlock
 from tidal.models.recurrent import ODERNN, GRUDelta
 from tidal.models.ude import UDE
 
-__all__ = ["CNF", "ODERNN", "UDE", "Ensemble", "GRUDelta", "HamiltonianNN", "LatentODE",
-           "LatentSDE", "NeuralCDE", "NeuralODE", "NeuralSDE", "ODEBlock", "PositiveDiffusion"]
+__all__ = ["CNF", "ODERNN", "UDE", "AugmentedNeuralODE", "Ensemble", "GRUDelta",
+           "HamiltonianNN", "LatentODE", "LatentSDE", "NeuralCDE", "NeuralODE", "NeuralSDE",
+           "ODEBlock", "PositiveDiffusion"]

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from tidal._errors import InvalidArgumentError
+from tidal.models.augmented import AugmentedNeuralODE
 from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.neural_ode import NeuralODE
 from tidal.models.ude import UDE
 
 MODELS: Mapping[str, type[NeuralODE]] = types.MappingProxyType(
-    {cls.__name__: cls for cls in (NeuralODE, HamiltonianNN, UDE, Ensemble)})
+    {cls.__name__: cls for cls in (NeuralODE, HamiltonianNN, UDE, Ensemble, AugmentedNeuralODE)})
 
 
 def model_from_config(config: Mapping[str, Any]) -> NeuralODE:

@@ -28,8 +28,8 @@ def plot_fits(observed: Sequence[tuple[np.ndarray, np.ndarray]],
             when a sequence.
         starts: per trajectory, (t0, y0 [D]): the initial state the model starts from when it
             is not the first observation (an estimated one), drawn as a cross.
-        bands: per trajectory, (low [M, D], high [M, D]) at the fitted times: a shaded
-            uncertainty band (e.g. quantiles of a latent ODE's posterior samples).
+        bands: per trajectory, (low [M, D], high [M, D]) at the fitted times: a shaded 5-95%
+            band (an ensemble's members, a latent model's posterior samples).
     """
     figure, axes = panels(len(observed), columns)
     for index, ax in enumerate(axes):

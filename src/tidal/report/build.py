@@ -11,6 +11,8 @@ import torch
 
 from tidal.data import Trajectories
 from tidal.models import HamiltonianNN
+from tidal.models.augmented import extra_states
+from tidal.models.ensemble import Ensemble
 from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
@@ -26,10 +28,12 @@ from tidal.report.metrics import (
 from tidal.report.page import Section, report_page
 from tidal.report.page import escape as _e
 from tidal.report.warnings import FitWarning, fit_warnings, warnings_json
+from tidal.training.ensemble import predictive_quantiles
 from tidal.training.run import Run, load_run
 
 PER_PAGE = 4
 MAX_PAGES = 3
+BAND = (0.05, 0.95)  # the predictive band drawn for an ensemble
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -55,7 +59,7 @@ def write_report(run_dir: str | Path) -> Path:
     test = run.data("test") or run.training_data()
     sections.append(("Forecast beyond the data", "Dashed: the true system, when known.",
                      [_save(run, "forecast.png", _forecast(run, test))]))
-    if len(run.state_names) >= 2:
+    if len(run.state_names) >= 2 and not extra_states(run.model):  # no field in y alone
         sections.append(("Vector field", "Streamlines coloured by speed |dy/dt|; other states "
                          "at their mean.", [_save(run, "vector_field.png",
                                                   _vector_fields(run, test))]))
@@ -98,7 +102,8 @@ def _fit_pages(run: Run, data: Trajectories, split: str, starts: np.ndarray | No
                            state_names=run.state_names,
                            titles=[f"{split} trajectory {i}" for i in part.ids],
                            starts=None if starts is None else
-                           [(ts[0], y0[i]) for i in picked])
+                           [(ts[0], y0[i]) for i in picked],
+                           bands=_bands(run, y0[picked], ts, noisy_start=starts is None))
         names.append(_save(run, f"fit_{split}_{page}.png", figure))
     return names
 
@@ -116,8 +121,20 @@ def _forecast(run: Run, data: Trajectories) -> Any:
     return plot_fits(list(zip(part.times, part.values)),
                      [(ts, predictions[:, b]) for b in range(len(part))],
                      state_names=run.state_names, truth=truth, shade_until=t1,
+                     bands=_bands(run, y0, ts, noisy_start=True),
                      titles=[f"forecast from trajectory {i} (grey: beyond the data)"
                              for i in part.ids])
+
+
+def _bands(run: Run, y0: np.ndarray, ts: np.ndarray, *, noisy_start: bool
+           ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """An ensemble's 5-95% predictive band (members, observation noise, and the start's
+    noise when `y0` [B, D] are observations) per trajectory; None for a single model."""
+    if not isinstance(run.model, Ensemble):
+        return None
+    low, high = predictive_quantiles(run, np.ascontiguousarray(y0), ts, BAND,
+                                     noisy_start=noisy_start)
+    return [(low[:, b], high[:, b]) for b in range(len(y0))]
 
 
 def _vector_fields(run: Run, data: Trajectories) -> Any:
@@ -186,13 +203,23 @@ def _errors(run: Run, metrics: dict[str, Any]) -> str:
             cells = "".join(f"<td class='n'>{significant(100 * r)}% ({significant(v)})</td>"
                             for v, r in zip(metrics[split]["rmse"],
                                             metrics[split]["relative_rmse"]))
+            covered = metrics[split].get("band_coverage")
+            if covered is not None:
+                cells += f"<td class='n'>{significant(100 * covered)}%</td>"
             rows.append(f"<tr><th>{split} ({metrics[split]['trajectories']})</th>{cells}"
                         f"<td>{_e(STARTS[metrics[split]['start']])}</td></tr>")
+    if isinstance(run.model, Ensemble):
+        header += "<th>inside the 90% band</th>"
     return ("<h2>Error against the observations</h2><p class='caption'>RMSE as % of "
             "each state's observed range (in the data's units in brackets). Observations "
-            "are noisy, so the noise level is the floor.</p>"
+            "are noisy, so the noise level is the floor."
+            f"{BAND_CAPTION if isinstance(run.model, Ensemble) else ''}</p>"
             f"<table><tr><th>split</th>{header}<th>trajectories predicted</th></tr>"
             f"{''.join(rows)}</table>")
+
+
+BAND_CAPTION = (" An ensemble's 90% band (its members' spread and the noise estimated from "
+                "the data) should hold about 90% of the observations it was not trained on.")
 
 
 def _ude_section(ude: dict[str, Any]) -> str:

@@ -148,6 +148,8 @@ def describe_model(model: dict[str, Any]) -> str:
         text = f"Hamiltonian neural network ({form}, {net})"
     elif kind == "UDE":
         text = f"UDE (known terms {model.get('known')} + {net} correction)"
+    elif kind == "AugmentedNeuralODE":
+        text = f"augmented neural ODE ({model.get('augment')} extra states, {net})"
     else:
         text = f"neural ODE ({net})"
     return f"{text}, solver {model.get('solver', '?')}"

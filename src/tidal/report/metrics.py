@@ -22,6 +22,8 @@ from tidal.controllers import PIDController
 from tidal.data import System, Trajectories
 from tidal.integrate import solve
 from tidal.models import UDE, HamiltonianNN
+from tidal.models.ensemble import Ensemble
+from tidal.training.ensemble import predictive_quantiles
 from tidal.training.fit import INITIAL_STATES
 from tidal.training.run import SPLITS, Run
 
@@ -43,6 +45,9 @@ def evaluate_run(run: Run) -> dict[str, Any]:
         metrics[name] = {"trajectories": len(data), "rmse": rmse.tolist(),
                          "relative_rmse": (rmse / ranges).tolist(),
                          "start": "first observation" if starts is None else "learned"}
+        if isinstance(run.model, Ensemble):
+            metrics[name]["band_coverage"] = band_coverage(
+                run, data, starts, skip_start=in_time and name != "train")
     system = run.system
     if system is not None and "test" in splits:
         metrics["truth"] = truth_checks(run, system, splits["test"], ranges)
@@ -181,6 +186,24 @@ def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | 
         squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
         counts += mask.sum(axis=0)
     return np.sqrt(squared / np.maximum(counts, 1))
+
+
+def band_coverage(run: Run, data: Trajectories, initial_states: np.ndarray | None = None,
+                  *, skip_start: bool = False) -> float:
+    """The fraction of `data`'s observed entries inside an ensemble's 90% (5-95%) predictive
+    band, each trajectory predicted as in `observation_rmse` (from a first observation, the
+    band includes that start's noise); a calibrated band covers about 90% of observations it
+    was not trained on."""
+    inside, count = 0, 0
+    starts = data.initial_states() if initial_states is None else initial_states
+    for times, values, mask, y0 in zip(data.times, data.values, data.masks, starts):
+        if skip_start:
+            mask = np.concatenate([np.zeros_like(mask[:1]), mask[1:]])
+        low, high = predictive_quantiles(run, np.ascontiguousarray(y0), times, (0.05, 0.95),
+                                         noisy_start=initial_states is None)
+        inside += int(((values >= low) & (values <= high) & mask).sum())
+        count += int(mask.sum())
+    return inside / max(count, 1)
 
 
 def true_trajectories(system: System, y0: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ known; warnings need no truth and are about the user's own data:
   `NOISE_FACTOR` times the observation noise estimated from the data alone
   (`tidal.data.noise.noise_level`); without held-out data, the same test on the training
   error (the model underfits);
+- the training data unexplained: the training error leaves more than `UNEXPLAINED` of a
+  state's variance in the training data unexplained (1 - R^2; needs no noise estimate);
 - a spectral mismatch: the training data oscillate (the Lomb-Scargle periodogram, averaged
   over the trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance) but the
   model, run from the same starts over the same spans, oscillates at a frequency more than
@@ -34,6 +36,7 @@ from tidal.data import Trajectories
 from tidal.data.noise import noise_level
 from tidal.data.spectrum import Peak, dominant_frequency
 from tidal.models import UDE
+from tidal.models.augmented import extra_states
 from tidal.models.ensemble import Ensemble
 from tidal.report.checks import significant
 from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states
@@ -42,6 +45,7 @@ from tidal.training.run import SPLITS, Run
 
 NOISE_FACTOR = 2.5
 NOISE_FLOOR = 0.01  # of the range: below this, noise estimates are not trusted
+UNEXPLAINED = 0.25  # of a state's variance in the training data
 OSCILLATION_POWER = 0.4
 MODEL_OSCILLATION_POWER = 0.2
 FREQUENCY_TOLERANCE = 0.2
@@ -75,6 +79,8 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     train = splits["train"]
     assert train is not None  # a run always has training data (read_split refuses otherwise)
     found = _error_against_noise(metrics, noise)
+    if not any(w.kind == "underfit" for w in found):
+        found += _unexplained(metrics, train)
     found += _spectral(run, train)
     found += _forecast(run, train, present, ranges)
     if isinstance(run.model, Ensemble):
@@ -114,6 +120,21 @@ def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[Fit
                        "more --epochs, a higher --lr or --shooting-segments 4")]
 
 
+def _unexplained(metrics: dict[str, Any], train: Trajectories) -> list[FitWarning]:
+    """The training error against the spread of the training data itself (no noise estimate
+    needed: on sparse samples of a curve the noise estimate errs high and hides a poor fit)."""
+    variance = np.nanvar(np.concatenate(train.values), axis=0)
+    left = np.asarray(metrics["train"]["rmse"]) ** 2 / np.where(variance > 0, variance, np.inf)
+    worst = int(np.argmax(left))
+    if not left[worst] > UNEXPLAINED:
+        return []
+    return [FitWarning(
+        "unexplained", f"the model leaves {significant(100 * left[worst])}% of the variance of "
+        f"{metrics['states'][worst]} in the training data unexplained: it has not fitted the "
+        "data it was trained on", "more --epochs, --shooting-segments 4, --ensemble 5 to see "
+        "whether other seeds fit, or more observations per cycle")]
+
+
 def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
     """The training series' dominant frequencies against the model's from the same starts
     over the same spans (the held-out parts of a split in time are too short to show one)."""
@@ -140,11 +161,13 @@ def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
             learned = ("does not oscillate" if model_peak is None
                        or model_peak.power < MODEL_OSCILLATION_POWER
                        else f"oscillates at {significant(model_peak.frequency)}")
+            alone = len(run.state_names) == 1 and not extra_states(run.model)
             found.append(FitWarning(
                 "frequency", f"{name} oscillates at angular frequency "
                 f"{significant(data_peak.frequency)} in the data (period "
                 f"{significant(2 * np.pi / data_peak.frequency)}, Lomb-Scargle periodogram) "
                 f"but the model {learned}: its period is wrong",
+                "--augment 1 (an ODE in one state cannot oscillate)" if alone else
                 "--shooting-segments 4, more --epochs, or --horizons 0.1,0.3,0.6,1.0"))
     return found
 

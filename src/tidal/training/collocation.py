@@ -13,6 +13,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories
 from tidal.data.collocation import derivative_estimates
 from tidal.models import NeuralODE
+from tidal.models.augmented import extra_states
 
 PREFIT_STEPS = 500
 PREFIT_LR = 1e-2
@@ -27,6 +28,10 @@ def prefit(model: NeuralODE, train: Trajectories, scaling: Scaling, *,
 
     The field is evaluated at t = 0: a time-dependent field cannot be prefitted this way.
     """
+    if extra_states(model):
+        raise InvalidArgumentError("`prefit`: the model has extra (augmented) states, whose "
+                                   "rates the data cannot estimate; leave out --prefit or "
+                                   "--augment.")
     if getattr(model.vector_field, "time_input", False):
         raise InvalidArgumentError("`prefit`: the vector field takes time as an input; "
                                    "collocation fits an autonomous field only.")

@@ -12,6 +12,7 @@ from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
+import scipy.special
 import torch
 
 from tidal._errors import InvalidArgumentError
@@ -26,6 +27,8 @@ from tidal.training.trainer import write_history
 
 #: The seed of member k is `config.seed + SEED_STRIDE * k`.
 SEED_STRIDE = 1000
+#: Starts drawn per member around a noisy observed start (`predictive_quantiles`).
+START_DRAWS = 16
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,16 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
                      float(np.mean([r.best_val_loss for r in results])), config, initial)
 
 
+def start_draws(shape: tuple[int, ...]) -> np.ndarray:
+    """[START_DRAWS, *shape] standard normal draws, stratified: each entry's draws are the
+    normal's quantiles at (i + 1/2) / START_DRAWS, in a fixed random order per entry (a Latin
+    hypercube), scaled to unit variance: mean exactly 0, so the band is not shifted."""
+    z = scipy.special.ndtri((np.arange(START_DRAWS) + 0.5) / START_DRAWS)
+    z = z / np.sqrt(np.mean(z**2))
+    order = np.random.default_rng(0).random((START_DRAWS, *shape)).argsort(axis=0)
+    return z[order]
+
+
 def _fit_member(job: tuple[Any, ...]) -> FitResult:
     build, train, val, config, scaling, progress = job
     return fit(build(config.seed), train, val=val, config=config, scaling=scaling,
@@ -125,20 +138,32 @@ def _summary(results: Sequence[FitResult]) -> str:
 
 def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
                          quantiles: Sequence[float] = (0.05, 0.5, 0.95), *,
-                         noise: bool = True) -> np.ndarray:
+                         noise: bool = True, noisy_start: bool = False) -> np.ndarray:
     """Quantiles [Q, T, (B,) D] of the ensemble's predictive distribution of the states
     (user units) from initial states `y0` [D] or [B, D] at times `ts`: the mixture over
     members of normals around each member's trajectory with the run's observation noise
-    (`noise=False`: the members' spread alone, the uncertainty of the model)."""
+    (`noise=False`: the members' spread alone, the uncertainty of the model).
+
+    `noisy_start`: `y0` is an observation, as noisy as the others; each member is then run
+    from `START_DRAWS` starts y0 + sigma z (`start_draws`), so the band also
+    carries the start's error along the trajectory (a held-out series predicted from its first
+    observation needs it)."""
     model = run.model
     if not isinstance(model, Ensemble):
         raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
                                    "with --ensemble K to get predictive bands.")
-    y = torch.as_tensor(np.array(y0, dtype=float), dtype=run.dtype)
+    y = np.array(y0, dtype=float)
+    sd = np.asarray(model.observation_noise or 0.0) * np.ones(y.shape[-1])
+    draws = 1
+    if noisy_start and np.any(sd > 0):
+        y, draws = (y + sd * start_draws(y.shape)).reshape(-1, y.shape[-1]), START_DRAWS
     with torch.no_grad():
-        scaled = model.member_predictions(run.scaling.scale_values(y),
-                                          torch.as_tensor(run.scaling.scale_times(
-                                              np.asarray(ts, dtype=float))))
-    members = run.scaling.unscale_values(scaled).numpy()
-    sd = np.asarray(model.observation_noise or 0.0) if noise else np.zeros(members.shape[-1])
-    return mixture_quantiles(members, sd, quantiles)
+        scaled = model.member_predictions(
+            run.scaling.scale_values(torch.as_tensor(y, dtype=run.dtype)),
+            torch.as_tensor(run.scaling.scale_times(np.asarray(ts, dtype=float))))
+    members = run.scaling.unscale_values(scaled).numpy()  # [K, T, (draws x B,) D]
+    if draws > 1:  # the draws join the members in the mixture: [K x draws, T, (B,) D]
+        k, t = members.shape[:2]
+        members = np.moveaxis(members.reshape(k, t, draws, *np.shape(y0)), 2, 1)
+        members = members.reshape(k * draws, t, *np.shape(y0))
+    return mixture_quantiles(members, sd if noise else np.zeros_like(sd), quantiles)

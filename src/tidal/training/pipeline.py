@@ -18,9 +18,11 @@ from tidal.controllers.base import StepSizeController
 from tidal.data import SYSTEMS, Scaling, Trajectories
 from tidal.distributed import World
 from tidal.models import HamiltonianNN, NeuralODE
+from tidal.models.augmented import AugmentedNeuralODE
 from tidal.models.ude import KNOWN_PHYSICS, UDE
 from tidal.nn import MLP
 from tidal.registry import SOLVERS
+from tidal.training.auto import choose
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
 from tidal.training.collocation import build_prefitted
 from tidal.training.config import TrainConfig
@@ -51,6 +53,8 @@ class ModelOptions:
     registered `known` terms, with `params` as initial values of the learned physical
     parameters, plus an MLP correction; trained in the data's units). solver "auto" picks
     Tsit5, or for a Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`.
+    augment: extra unobserved states of a "neural-ode" (`AugmentedNeuralODE`), e.g. 1 for
+    one observed variable that oscillates; 0: none.
     """
 
     kind: str = "neural-ode"
@@ -66,6 +70,7 @@ class ModelOptions:
     dt: float = 0.05
     known: str | None = None
     params: tuple[tuple[str, float], ...] = ()
+    augment: int = 0
 
     def build(self, n_states: int, seed: int) -> NeuralODE:
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -74,6 +79,9 @@ class ModelOptions:
         if self.kind not in MODEL_KINDS:
             raise InvalidArgumentError(
                 f"`--model {self.kind}` is not known; choose one of {list(MODEL_KINDS)}.")
+        if self.augment and self.kind != "neural-ode":
+            raise InvalidArgumentError(f"`--augment {self.augment}` applies to `--model "
+                                       f"neural-ode`, not `--model {self.kind}`.")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             return MODEL_KINDS[self.kind](self, n_states)
@@ -95,8 +103,10 @@ class ModelOptions:
 
 
 def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
-    field = MLP(n_states, width=options.width, depth=options.depth,
+    field = MLP(n_states + options.augment, width=options.width, depth=options.depth,
                 activation=options.activation, time_input=options.time_input)
+    if options.augment:
+        return AugmentedNeuralODE(field, options.augment, **options.solve_objects("tsit5"))
     return NeuralODE(field, **options.solve_objects("tsit5"))
 
 
@@ -134,7 +144,8 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
               config: TrainConfig | None = None, split: tuple[float, float] = (0.125, 0.125),
               source: dict[str, Any] | None = None, overwrite: bool = False,
               command: str = "fit", progress: bool = True, split_by: str = "auto",
-              ensemble: EnsembleOptions | None = None, prefit: bool = False) -> FitResult:
+              ensemble: EnsembleOptions | None = None, prefit: bool = False,
+              auto: int = 0) -> FitResult:
     """Split `data` by trajectory into train / validation / test, fit a NeuralODE on the
     training part and write the run directory.
 
@@ -153,6 +164,9 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
         prefit: pre-train the vector field on smoothing-spline derivative estimates
             (`tidal.training.collocation`) before fitting trajectories; recorded in
             config.json's data.prefit.
+        auto: choose width, depth, activation, weight decay and learning rate among this many
+            candidates on the validation data first (`tidal.training.auto`; 0: off); the
+            search is recorded in config.json's data.auto.
         source: what the data is, stored in config.json: e.g. {"path": ...} (that file is
             never deleted by `overwrite`) or {"system": "toggle-switch"} (a built-in system
             enables checks against the truth; it must match the data's states).
@@ -166,16 +180,20 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     kind = split_kind(len(data), split_by)
     train, val, test = (split_in_time(data, *split) if kind == "time"
                         else _split(data, split, config.seed))
-    network = model.build(data.n_states, config.seed)
     scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
                if model.needs_identity_scaling() else Scaling.fit(train))
     world = World.current()  # under torchrun rank 0 writes the run, the others read it
-    if world.distributed and ensemble is not None:
-        raise InvalidArgumentError("An ensemble (--ensemble) trains its members in separate "
-                                   "processes itself (--workers); run it without torchrun or "
+    if world.distributed and (ensemble is not None or auto):
+        raise InvalidArgumentError("An ensemble (--ensemble) and a search (--auto) train in "
+                                   "separate runs themselves; run them without torchrun or "
                                    "--nproc.")
+    searched = None
+    if auto:
+        model, config, searched = choose(model, config, train, val, scaling, data.n_states, auto)
+    network = model.build(data.n_states, config.seed)
     info = {"state_names": list(data.state_names), **source, "split": kind,
-            "held_out": list(split), "prefit": prefit}
+            "held_out": list(split), "prefit": prefit,
+            **({"auto": searched} if searched is not None else {})}
     if world.leader:
         run = RunDirectory.create(run_dir, KIND, command=command, overwrite=overwrite,
                                   keep=[source["path"]] if "path" in source else [])

@@ -25,6 +25,7 @@ import torch
 from tidal._errors import InvalidArgumentError
 from tidal.data import SYSTEMS, Scaling, System, Trajectories, read_table, write_table
 from tidal.models import NeuralODE
+from tidal.models.augmented import extra_states
 from tidal.models.registry import model_from_config
 from tidal.training.checkpoint import build_with_weights, kept_weights, save_checkpoint
 from tidal.training.config import TrainConfig
@@ -212,7 +213,7 @@ def build_model(config: dict[str, Any], where: Path, *,
 def _check_dimension(model: NeuralODE, n_states: int, where: Path) -> None:
     """The model maps a state of the data's size to a rate of the same size."""
     dtype = next(model.parameters(), torch.zeros((), dtype=torch.float64)).dtype
-    y = torch.zeros(1, n_states, dtype=dtype)
+    y = torch.zeros(1, n_states + extra_states(model), dtype=dtype)
     try:
         with torch.no_grad():
             rate = model.vector_field(torch.zeros((), dtype=dtype), y)

@@ -170,6 +170,7 @@ def _join(key: str, name: str) -> str:
 def _run_config() -> Schema:
     """config.json of a NeuralODE-family run (`tidal fit`, `tidal demo`)."""
     from tidal.data import SYSTEMS
+    from tidal.models.augmented import MAX_AUGMENT
     from tidal.models.ensemble import MAX_MEMBERS
     from tidal.models.neural_ode import VECTOR_FIELDS
     from tidal.models.ude import KNOWN_PHYSICS
@@ -196,6 +197,9 @@ def _run_config() -> Schema:
         "UDE": record({"type": text(), "known": text(KNOWN_PHYSICS),
                        "params": mapping(number(-1e12, 1e12)),
                        "correction": optional(network), **solve}, solve_optional),
+        "AugmentedNeuralODE": record(  # tidal.models.augmented
+            {"type": text(), "vector_field": network, "augment": integer(1, MAX_AUGMENT),
+             **solve}, solve_optional),
     }
     models["Ensemble"] = record(  # tidal.models.ensemble: K members of one of the kinds above
         {"type": text(), "members": integer(1, MAX_MEMBERS), "member": tagged("type", dict(models)),

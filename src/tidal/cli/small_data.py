@@ -1,0 +1,32 @@
+"""`tidal fit`'s options for small data sets (issue 19) that change the model, `--augment`
+and `--auto`, kept here so the command's own module stays short."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --augment and --auto to a command; `apply_small_data_options` reads them."""
+    function = click.option(
+        "--auto", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Choose width, depth, activation, weight decay and learning rate among this many "
+             "candidates on the validation data (each trained for a quarter of the epochs), "
+             "then train the best; recorded in config.json (0: off).")(function)
+    return click.option(
+        "--augment", type=click.IntRange(min=0, max=64), default=0, show_default=True,
+        help="Extra unobserved states for a neural ODE (starting at 0), for series whose "
+             "observed states alone cannot carry the dynamics, e.g. 1 for a single variable "
+             "that oscillates.")(function)
+
+
+def apply_small_data_options(model: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The `ModelOptions` `model` with --augment applied, and `train_run`'s keyword for
+    --auto (both removed from `kw`)."""
+    augment = kw.pop("augment", 0)
+    model = dataclasses.replace(model, augment=augment) if augment else model
+    return model, {"auto": kw.pop("auto", 0)}
