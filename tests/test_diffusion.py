@@ -17,11 +17,11 @@ from tidal.diffusion import sampling
 from tidal.diffusion.likelihood import bits_per_dim, dequantize, log_likelihood
 from tidal.diffusion.mixtures import DiffusedMixture, eight_gaussians
 from tidal.diffusion.processes import (
-    EDMProcess,
-    SubVPSDE,
     VESDE,
     VPSDE,
+    EDMProcess,
     ForwardProcess,
+    SubVPSDE,
     process_from_config,
 )
 
@@ -109,7 +109,8 @@ def test_entropy_estimate() -> None:
 
 @pytest.mark.parametrize("process", [
     PROCESSES[0], PROCESSES[2],
-    *(pytest.param(p, marks=pytest.mark.slow, id=p.name) for p in PROCESSES[1::2])], ids=lambda p: p.name)
+    *(pytest.param(p, marks=pytest.mark.slow, id=p.name) for p in PROCESSES[1::2])],
+    ids=lambda p: p.name)
 def test_probability_flow_likelihood_is_exact(process: ForwardProcess) -> None:
     """With the exact score and the exact p_T the PF-ODE log-likelihood equals log p_{t_min}
     within 1e-3 nats per point (tight tolerance; the divergence by exact trace)."""
@@ -153,7 +154,7 @@ def test_deterministic_samplers(sampler: str) -> None:
     assert out.nfe == (80 if sampler == "heun" else out.nfe) and out.nfe > 20
 
 
-@pytest.mark.parametrize("corrector_steps", [0, 1])
+@pytest.mark.parametrize("corrector_steps", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_reverse_sde_samples(corrector_steps: int) -> None:
     process = VPSDE()
     out = sampling.reverse_sde(eight_gaussians(process), process, 2000, 2, steps=200,

@@ -158,8 +158,9 @@ def probability_flow(score: Score, process: ForwardProcess, n: int, dim: int, *,
 def heun(score: Score, process: ForwardProcess, n: int, dim: int, *, steps: int = 18,
          rho: float = 7.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> Samples:
     """EDM's Heun sampler: `steps` - 1 Heun steps of the probability-flow ODE over
-    `process.sampling_times(steps, rho)` (by `tidal.solve` with `Heun2` and `StepTo`), then the denoising Euler step;
-    NFE = 2 steps - 1 (35 for the paper's 18)."""
+    `process.sampling_times(steps, rho)` (by `tidal.solve` with `Heun2` and `StepTo`), then
+    the denoising Euler step. NFE = 2 steps (EDM counts 2 steps - 1: `tidal.solve` evaluates
+    the field once more at the start); 36 for the paper's 18 steps."""
     _check_count("heun", n=n, dim=dim)
     counted = CountedScore(score)
     generator = torch.Generator().manual_seed(seed)
