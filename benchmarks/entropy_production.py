@@ -16,6 +16,7 @@ import argparse
 import torch
 
 from tidal.diffusion import entropy
+from tidal.training.score import learned_entropy_production
 
 CASES = [("active-ou", {"activity": 1.0}), ("active-ou", {"activity": 0.0}),
          ("coupled-ou", {"t1": 1.0, "t2": 2.0}), ("coupled-ou", {"t1": 1.5, "t2": 1.5})]
@@ -34,7 +35,7 @@ def main() -> None:
         a, d = entropy.LINEAR_SYSTEMS[name](**params)
         exact = entropy.linear_entropy_production(a, d)
         x = entropy.simulate_linear(a, d, args.samples, seed=1)
-        result = entropy.learned_entropy_production(x, lambda y, a=a: -y @ a.T, d,
+        result = learned_entropy_production(x, lambda y, a=a: -y @ a.T, d,
                                                     steps=args.steps)
         est = result.estimate
         error = (f"{(est.rate - exact.rate) / exact.rate:+.2%}" if exact.rate > 0 else "-")

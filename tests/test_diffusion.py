@@ -186,3 +186,25 @@ def test_bits_per_dim_of_uniform_data() -> None:
     assert bits_per_dim(log_p_scaled, 64, levels=17, scale=2.0) == pytest.approx(math.log2(17))
     with pytest.raises(InvalidArgumentError, match="integers"):
         dequantize(x + 0.5, 17)
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_likelihood_weighting_times(process: ForwardProcess) -> None:
+    """The "likelihood" times have density ∝ g^2/σ^2 = d/dt log(σ^2/m^2) (checked by central
+    differences), i.e. log(σ/m) uniform between its ends: mean and variance of a uniform."""
+    t = torch.linspace(0.1, 0.9, 5, dtype=torch.float64) * process.T
+    h = 1e-6 * process.T
+    log_ratio = lambda u: 2 * (process.std(u) / process.mean_scale(u)).log()  # noqa: E731
+    derivative = (log_ratio(t + h) - log_ratio(t - h)) / (2 * h)
+    torch.testing.assert_close(derivative, (process.diffusion(t) / process.std(t)).square(),
+                               rtol=1e-5, atol=0)
+    times = process.sample_times(20000, generator=torch.Generator().manual_seed(0),
+                                 weighting="likelihood")
+    assert times.min() >= process.t_min and times.max() <= process.T
+    r = (process.std(times) / process.mean_scale(times)).log()
+    ends = torch.tensor([process.t_min, process.T], dtype=torch.float64)
+    low, high = (process.std(ends) / process.mean_scale(ends)).log().tolist()
+    assert abs(r.mean().item() - (low + high) / 2) < 0.02 * (high - low)
+    assert abs(r.var().item() / (high - low) ** 2 - 1 / 12) < 0.005
+    with pytest.raises(InvalidArgumentError, match="weighting"):
+        process.sample_times(3, weighting="elbo")

@@ -48,6 +48,7 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
 
     from tidal.cli.main import BadInput
     from tidal.diffusion import entropy
+    from tidal.training.score import learned_entropy_production
 
     if (data is None) == (system is None):
         raise BadInput("give either DATA (with --drift-matrix and --diffusion) or --system")
@@ -69,7 +70,7 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
         if drift_matrix is None or diffusion is None:
             raise BadInput("DATA needs --drift-matrix and --diffusion (the known dynamics)")
         names, values = _read_samples(Path(data), columns)
-        x = torch.as_tensor(values, dtype=torch.float64)
+        x = torch.tensor(values, dtype=torch.float64)
         a = _matrix(drift_matrix, "--drift-matrix")
         if a.shape != (x.shape[1], x.shape[1]):
             raise BadInput(f"--drift-matrix is {tuple(a.shape)}; DATA has {x.shape[1]} "
@@ -77,7 +78,7 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
         rows = _matrix(diffusion, "--diffusion")
         d = entropy.diffusion_matrix(rows.reshape(-1) if rows.shape[0] == 1 else rows,
                                      x.shape[1])
-    result = entropy.learned_entropy_production(x, lambda y: -y @ a.T, d, steps=steps,
+    result = learned_entropy_production(x, lambda y: -y @ a.T, d, steps=steps,
                                                 seed=seed, progress=not quiet)
     exact = entropy.linear_entropy_production(a, d)
     est = result.estimate

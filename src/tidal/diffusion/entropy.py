@@ -12,7 +12,8 @@ $$ Σ = E_p[v^T D^{-1} v] = \sum_i E_p[v_i (D^{-1} v)_i], $$
 
 the sum splitting it by coordinate (or by particle, summing a particle's coordinates). At
 equilibrium (detailed balance) v = 0 and Σ = 0. Given samples of p and a score s ≈ ∇ log p
-(learned with `fit_score(..., process=None, method="sliced")`), the estimate is the sample mean
+(learned with `tidal.training.score.fit_score(..., process=None, method="sliced")`; all in one
+call: `tidal.training.score.learned_entropy_production`), the estimate is the sample mean
 (Boffi & Vanden-Eijnden 2023, "Deep learning probability flows and entropy production rates in
 active matter").
 
@@ -24,7 +25,6 @@ so Σ = tr(D^{-1} M C M^T) (= tr(D^{-1} A C A^T) - tr A; docs/design.md derives 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -169,44 +169,3 @@ def simulate_linear(a: torch.Tensor, diffusion: torch.Tensor, n: int, *, snapsho
                      torch.zeros(paths, dim, dtype=torch.float64), ts, dt=relax / 20,
                      noise="additive", solver=SRA1(), seed=seed)
     return sol.ys[1:].reshape(-1, dim)
-
-
-class LearnedEntropyProduction(NamedTuple):
-    """The estimate on held-out samples with the learned score, and the score model."""
-
-    estimate: EntropyProduction
-    model: torch.nn.Module
-    seconds: float
-
-
-def learned_entropy_production(samples: torch.Tensor, drift: Field,
-                               diffusion: torch.Tensor | float, *, steps: int = 600,
-                               batch_size: int = 1000, lr: float = 3e-3, width: int = 64,
-                               held_out: float = 0.1, seed: int = 0, progress: bool = False
-                               ) -> LearnedEntropyProduction:
-    """Learn the stationary score from `samples` [N, d] (sliced score matching with the exact
-    trace, no added noise: `fit_score(..., process=None)`) and estimate Σ on the held-out
-    fraction `held_out` of them (the rest trains; the last checkpoint with the lowest held-out
-    loss is kept)."""
-    from tidal.diffusion.score_matching import ScoreMLP, ScoreModel, fit_score
-
-    if not 0 < held_out < 1:
-        raise InvalidArgumentError(f"`held_out={held_out!r}` must be a fraction in (0, 1).")
-    generator = torch.Generator().manual_seed(seed)
-    shuffled = samples[torch.randperm(len(samples), generator=generator)]
-    cut = int(len(samples) * (1 - held_out))
-    torch.manual_seed(seed)
-    model = ScoreModel(ScoreMLP(samples.shape[-1], None, width=width, depth=2,
-                                data_std=float(samples.std())).to(samples.dtype),
-                       ema_decay=0.99)
-    start = time.perf_counter()
-    fit_score(model, None, shuffled[:cut], val_samples=shuffled[cut:], method="sliced",
-              trace="exact", steps=steps, batch_size=min(batch_size, cut), lr=lr,
-              val_every=max(1, steps // 6), seed=seed, progress=progress)
-    seconds = time.perf_counter() - start
-
-    def score(x: torch.Tensor) -> torch.Tensor:
-        return model(x, x.new_zeros(len(x)))
-
-    return LearnedEntropyProduction(
-        entropy_production(score, drift, diffusion, shuffled[cut:]), model, seconds)

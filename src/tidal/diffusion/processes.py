@@ -37,6 +37,8 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 
+WEIGHTINGS = ("standard", "likelihood")
+
 
 class ForwardProcess(ABC):
     """dx = f(t) x dt + g(t) dW on [t_min, T] with Gaussian marginals N(m(t) x_0, σ(t)^2 I).
@@ -119,10 +121,30 @@ class ForwardProcess(ABC):
         return -0.5 * (z / s).square().sum(-1) - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
 
     def sample_times(self, n: int, *, generator: torch.Generator | None = None,
-                     dtype: torch.dtype = torch.float64,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-        """Training times [n]: uniform on [t_min, T] (EDM overrides: log-normal noise)."""
-        u = torch.rand(n, generator=generator, dtype=dtype, device=device)
+                     dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
+                     weighting: str = "standard") -> torch.Tensor:
+        """Training times [n].
+
+        "standard": uniform on [t_min, T] (Song et al.; EDM overrides with log-normal noise).
+        "likelihood": density ∝ g(t)^2/σ(t)^2, which makes the σ^2-weighted denoising loss
+        the likelihood-weighted one (Song et al. 2021b, whose bound on the KL divergence is
+        ½ ∫ g^2 E||s - ∇ log p_t||^2 dt). Since d/dt log(σ^2/m^2) = g^2/σ^2 for every process
+        here, this is log(σ/m) uniform between its values at t_min and T.
+        """
+        if weighting not in WEIGHTINGS:
+            raise InvalidArgumentError(
+                f"`weighting={weighting!r}` is not known; choose one of {list(WEIGHTINGS)}.")
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        if weighting == "likelihood":
+            ends = torch.tensor([self.t_min, self.T], dtype=torch.float64)
+            low, high = (self.std(ends) / self.mean_scale(ends)).log()
+            t = self.time_of((low + u * (high - low)).exp()).clamp(self.t_min, self.T)
+        else:
+            t = self._standard_times(u)
+        return t.to(dtype=dtype, device=device)
+
+    def _standard_times(self, u: torch.Tensor) -> torch.Tensor:
+        """Standard training times from uniform numbers u [n]."""
         return self.t_min + (self.T - self.t_min) * u
 
 
@@ -288,12 +310,9 @@ class EDMProcess(ForwardProcess):
     def prior_std(self) -> float:
         return self.T
 
-    def sample_times(self, n: int, *, generator: torch.Generator | None = None,
-                     dtype: torch.dtype = torch.float64,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-        log_sigma = self.p_mean + self.p_std * torch.randn(n, generator=generator, dtype=dtype,
-                                                           device=device)
-        return log_sigma.exp().clamp(self.t_min, self.T)
+    def _standard_times(self, u: torch.Tensor) -> torch.Tensor:
+        normal = math.sqrt(2) * torch.erfinv(2 * u.clamp(1e-12, 1 - 1e-12) - 1)
+        return (self.p_mean + self.p_std * normal).exp().clamp(self.t_min, self.T)
 
 
 PROCESSES: dict[str, type[ForwardProcess]] = {
