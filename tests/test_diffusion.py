@@ -208,3 +208,34 @@ def test_likelihood_weighting_times(process: ForwardProcess) -> None:
     assert abs(r.var().item() / (high - low) ** 2 - 1 / 12) < 0.005
     with pytest.raises(InvalidArgumentError, match="weighting"):
         process.sample_times(3, weighting="elbo")
+
+
+@pytest.mark.slow
+def test_cli_diffusion_fit_sample_likelihood(tmp_path) -> None:
+    """`tidal diffusion fit --toy` writes a run with its report; `sample` and `likelihood`
+    read it; a wrong combination of inputs is one line and exit code 2."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["diffusion", "fit", "--toy", "eight-gaussians",
+                                       "--samples", "300", "--steps", "3", "--width", "16",
+                                       "--quiet", "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_fevals_sample"] == 40 and metrics["val_samples"] == 30
+    assert {"val_nll", "true_val_nll", "gap", "checks"} <= set(metrics)
+    assert (run / "report.html").is_file() and (run / "samples.png").is_file()
+    sample = CliRunner().invoke(main, ["diffusion", "sample", str(run), "-n", "5"])
+    assert sample.exit_code == 0
+    assert "heun: 40 score evaluations" in sample.output
+    assert sample.output.splitlines()[-6] == "x,y"
+    likelihood = CliRunner().invoke(main, ["diffusion", "likelihood", str(run),
+                                           str(run / "data" / "val.csv")])
+    assert likelihood.exit_code == 0 and f"{metrics['val_nll']:.4f} nats" in likelihood.output
+    bad = CliRunner().invoke(main, ["diffusion", "fit", "x.csv", "--toy", "rings", "-o",
+                                    str(tmp_path / "other")])
+    assert bad.exit_code == 2 and "one of DATA" in bad.output

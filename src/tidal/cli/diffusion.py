@@ -57,7 +57,7 @@ def diffusion_fit(data: str | None, toy: str | None, digits: bool, samples: int,
         names, source = ["x", "y"], {"toy": toy, "samples": samples}
     elif digits:
         try:
-            from sklearn.datasets import load_digits
+            from sklearn.datasets import load_digits  # type: ignore[import-untyped]
         except ImportError:
             raise BadInput("--digits needs scikit-learn: pip install 'tidal[examples]'") from None
         points = load_digits().data
