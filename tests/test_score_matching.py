@@ -67,7 +67,6 @@ def test_ema_update_and_call() -> None:
         ScoreModel(ScoreMLP(2), ema_decay=1.0)
 
 
-@pytest.mark.slow
 def test_fit_recovers_a_gaussian_score() -> None:
     """A short denoising fit on N(μ, s0^2 I) data: the learned score at t = 0.3 is within 10%
     (relative RMS) of the exact -(x - m μ)/(m^2 s0^2 + σ^2)."""
@@ -144,7 +143,6 @@ def test_equilibrium_has_no_production() -> None:
         entropy.diffusion_matrix(torch.tensor([1.0, 0.0]), 2)
 
 
-@pytest.mark.slow
 def test_simulated_snapshots_are_stationary() -> None:
     """`simulate_linear`'s snapshots have the Lyapunov covariance (within sampling error) and
     give the exact rate with the exact score."""
