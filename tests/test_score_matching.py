@@ -180,3 +180,38 @@ def test_cli_score_entropy(tmp_path) -> None:
                            "rows of different lengths")):
         bad = CliRunner().invoke(main, ["score", "entropy", *args])
         assert bad.exit_code == 2 and message in bad.output
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, monkeypatch) -> None:
+    """Through the shared trainer: a fit interrupted (Ctrl-C) at step 12 and resumed from its
+    run directory ends with the weights (network and EMA) of an uninterrupted fit."""
+    from tidal.training.run_directory import RunDirectory
+    from tidal.training.score import ScoreMatchingObjective
+
+    process = VPSDE()
+    data = 0.5 * torch.randn(256, 2, dtype=torch.float64)
+
+    def fit(run_dir=None, resume=False):
+        torch.manual_seed(0)
+        model = ScoreModel(ScoreMLP(2, process, width=8, depth=1).double(), ema_decay=0.9)
+        history = fit_score(model, process, data, val_samples=data[:64], steps=30,
+                            batch_size=64, val_every=10, checkpoint_every=5, progress=False,
+                            run_dir=run_dir, resume=resume)
+        return model, history
+
+    reference, _ = fit()
+    original = ScoreMatchingObjective.train_round
+
+    def interrupt(self, index, *args):
+        if index == 12:
+            raise KeyboardInterrupt
+        return original(self, index, *args)
+
+    run = RunDirectory.create(tmp_path / "run", "diffusion", command="test")
+    monkeypatch.setattr(ScoreMatchingObjective, "train_round", interrupt)
+    assert fit(run)[1].status == "interrupted"
+    monkeypatch.setattr(ScoreMatchingObjective, "train_round", original)
+    resumed, history = fit(run, resume=True)
+    assert history.status == "finished"
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
