@@ -521,9 +521,13 @@ def demo(run_dir: str, epochs: int | None, quiet: bool) -> None:
 
 
 def _register_subgroups() -> None:
+    from tidal.cli.diffusion import diffusion
     from tidal.cli.flow import flow
+    from tidal.cli.score import score
 
     main.add_command(flow)
+    main.add_command(diffusion)
+    main.add_command(score)
 
 
 _register_subgroups()

@@ -31,7 +31,7 @@ from tidal._files import TEMPORARY, atomic_path, json_text, read_json, write_jso
 
 MARKER = "tidal-run.json"
 FORMAT = 1
-KINDS = ("neural-ode", "flow", "sde", "sequence")
+KINDS = ("neural-ode", "flow", "sde", "sequence", "diffusion")
 STATES = ("running", "finished", "interrupted", "diverged")
 
 

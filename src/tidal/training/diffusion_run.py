@@ -1,0 +1,210 @@
+"""A diffusion run directory: train a score model on samples, save it, sample and score it.
+
+    tidal-run.json  the marker: kind "diffusion", state, the files tidal wrote
+    config.json     the options, the process, the columns, the data's transform, the source
+                    and the outcome of training
+    data/train.csv, data/val.csv   the samples trained on and held out (user units)
+    checkpoint.pt   the training state (the shared loop's, trainer.py)
+    metrics.csv     the training history
+    model.pt        the kept weights (network and EMA; loaded with weights_only=True)
+    metrics.json, samples.png, report.html   written by `tidal.report.diffusion`
+
+Continuous data are standardized per column; discrete data (`levels`, e.g. the digits' 17
+grey levels) are dequantized, y = (x + u)/levels, and mapped to [-1, 1] (z = 2y - 1), and their
+likelihoods are reported in bits per dimension. Log-densities are in the user's units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tidal._errors import InvalidArgumentError
+from tidal._files import read_json
+from tidal.controllers import PIDController
+from tidal.diffusion import sampling
+from tidal.diffusion.likelihood import dequantize, log_likelihood
+from tidal.diffusion.processes import ForwardProcess, process_from_config
+from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
+from tidal.training.checkpoint import load_checkpoint, save_checkpoint
+from tidal.training.run_directory import RunDirectory
+from tidal.training.score import ScoreHistory, fit_score
+from tidal.training.trainer import FINAL_STATES
+
+CONFIG = "config.json"
+WEIGHTS = "model.pt"
+KIND = "diffusion"
+SPLITS = ("train", "val")
+SAMPLERS = ("heun", "probability-flow", "reverse-sde")
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """The score network and its training (VP SDE, likelihood weighting)."""
+
+    width: int = 128
+    depth: int = 3
+    steps: int = 4000
+    batch_size: int = 512
+    lr: float = 2e-3
+    ema_decay: float = 0.995
+    weighting: str = "likelihood"
+    val_fraction: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 200
+    eval_tol: float = 1e-5
+
+
+def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[str],
+                        process: ForwardProcess, options: DiffusionOptions | None = None,
+                        levels: int | None = None, source: dict[str, Any] | None = None,
+                        overwrite: bool = False, progress: bool = True) -> ScoreHistory:
+    """Hold out a validation part of `samples` [N, d], fit a score model and write the run (a
+    new or empty folder, or with `overwrite` an earlier run: only its own files go).
+    `levels`: the data are integers in {0, ..., levels - 1} (dequantized; bits/dim)."""
+    options = options or DiffusionOptions()
+    source = source or {}
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
+        raise InvalidArgumentError(
+            f"Diffusion training needs at least 20 finite samples as rows of a table; got "
+            f"shape {samples.shape}.")
+    run = RunDirectory.create(run_dir, KIND, command="diffusion fit", overwrite=overwrite,
+                              keep=[source["path"]] if "path" in source else [])
+    order = np.random.default_rng(options.seed).permutation(len(samples))
+    n_val = max(1, round(options.val_fraction * len(samples)))
+    val, train = samples[order[:n_val]], samples[order[n_val:]]
+    if levels is None:
+        offset, scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-12)
+    else:  # z = 2 (x + u)/levels - 1
+        offset, scale = np.full(samples.shape[1], levels / 2.0), np.full(samples.shape[1],
+                                                                         levels / 2.0)
+    for split, values in zip(SPLITS, (train, val)):
+        with run.writing(f"data/{split}.csv") as tmp:
+            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+    config = {"type": "ScoreModel", "options": dataclasses.asdict(options),
+              "process": process.config(), "columns": columns, "levels": levels,
+              "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
+    run.write_json(CONFIG, config)
+    torch.manual_seed(options.seed)
+    model = _build(config)
+    diffusion_run = DiffusionRun(run.path, model, process, config, run)
+    generator = torch.Generator().manual_seed(options.seed)
+    train_z, val_z = (diffusion_run.to_model_space(x, generator) for x in (train, val))
+    history = fit_score(model, process, train_z, val_samples=val_z, steps=options.steps,
+                        batch_size=min(options.batch_size, len(train_z)), lr=options.lr,
+                        weighting=options.weighting, seed=options.seed,
+                        checkpoint_every=options.checkpoint_every,
+                        val_every=min(200, options.steps), progress=progress, run_dir=run)
+    save_checkpoint(run, WEIGHTS, model.state_dict())
+    config["fit"] = {"status": history.status, "message": history.message,
+                     "steps": history.rows[-1]["step"] if history.rows else 0,
+                     "seconds": history.wall_time}
+    run.write_json(CONFIG, config)
+    run.set_state(FINAL_STATES[history.status])
+    return history
+
+
+def _build(config: dict[str, Any]) -> ScoreModel:
+    options = DiffusionOptions(**config["options"])
+    process = process_from_config(config["process"])
+    network = ScoreMLP(len(config["columns"]), process, width=options.width,
+                       depth=options.depth)
+    return ScoreModel(network, ema_decay=options.ema_decay).double()
+
+
+@dataclass
+class DiffusionRun:
+    path: Path
+    model: ScoreModel
+    process: ForwardProcess
+    config: dict[str, Any]
+    directory: RunDirectory
+
+    @property
+    def offset(self) -> np.ndarray:
+        return np.asarray(self.config["offset"])
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.asarray(self.config["scale"])
+
+    @property
+    def levels(self) -> int | None:
+        return self.config.get("levels")
+
+    def data(self, split: str) -> np.ndarray:
+        path = self.directory.file(f"data/{split}.csv")
+        try:
+            return pd.read_csv(path)[self.config["columns"]].to_numpy(dtype=float)
+        except (KeyError, ValueError, pd.errors.ParserError) as error:
+            raise InvalidArgumentError(f"{path}: not the run's samples ({error}).") from error
+
+    def to_model_space(self, x: np.ndarray, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+        """Standardized (or dequantized and mapped to [-1, 1]) points, float64."""
+        values = torch.tensor(np.asarray(x, dtype=float))
+        if self.levels is not None:
+            values = dequantize(values, self.levels, generator=generator) * self.levels
+        return (values - torch.as_tensor(self.offset)) / torch.as_tensor(self.scale)
+
+    def log_prob(self, x: np.ndarray, *, seed: int = 0) -> tuple[torch.Tensor, int]:
+        """log p(x) [N] in the user's units (for discrete data: of one dequantization, the
+        variational bound's integrand) and the NFE, by the PF-ODE."""
+        z = self.to_model_space(x, torch.Generator().manual_seed(seed))
+        tol = self.config["options"]["eval_tol"]
+        trace = "exact" if z.shape[1] <= 8 else "hutchinson"
+        result = log_likelihood(self.model, self.process, z, trace=trace, seed=seed,
+                                controller=PIDController(rtol=tol, atol=tol))
+        return result.log_prob - float(np.log(self.scale).sum()), result.nfe
+
+    def nll(self, x: np.ndarray) -> tuple[float, int]:
+        """Mean NLL in nats (continuous data) or bits/dim (discrete data), and the NFE."""
+        log_prob, nfe = self.log_prob(x)
+        if self.levels is None:
+            return -log_prob.mean().item(), nfe
+        return -log_prob.mean().item() / (x.shape[1] * math.log(2)), nfe
+
+    @torch.no_grad()
+    def sample(self, n: int, *, sampler: str = "heun", steps: int = 20, seed: int = 0
+               ) -> tuple[np.ndarray, int]:
+        """n samples [n, d] in the user's units (rounded to levels for discrete data) and the
+        NFE."""
+        dim = len(self.config["columns"])
+        if sampler == "heun":
+            out = sampling.heun(self.model, self.process, n, dim, steps=steps, seed=seed)
+        elif sampler == "probability-flow":
+            out = sampling.probability_flow(self.model, self.process, n, dim, seed=seed)
+        elif sampler == "reverse-sde":
+            out = sampling.reverse_sde(self.model, self.process, n, dim, steps=steps, seed=seed)
+        else:
+            raise InvalidArgumentError(
+                f"`sampler={sampler!r}` is not known; choose one of {list(SAMPLERS)}.")
+        x = out.x.numpy() * self.scale + self.offset
+        if self.levels is not None:
+            x = np.clip(np.floor(x), 0, self.levels - 1)
+        return x, out.nfe
+
+
+def load_diffusion_run(path: str | Path) -> DiffusionRun:
+    """Rebuild a diffusion run's score model from config.json and model.pt (weights only)."""
+    run = RunDirectory.open(path, KIND)
+    config = read_json(run.file(CONFIG))
+    try:
+        model = _build(config)
+        process = process_from_config(config["process"])
+    except (KeyError, TypeError) as error:
+        raise InvalidArgumentError(f"{run.file(CONFIG)}: not a diffusion run's config "
+                                   f"({error}); the file was edited or damaged.") from error
+    weights = run.file(WEIGHTS) if run.has(WEIGHTS) else None
+    if weights is None:
+        raise InvalidArgumentError(f"{run.path} has no {WEIGHTS}: training did not finish.")
+    model.load_state_dict(load_checkpoint(weights))
+    return DiffusionRun(run.path, model.eval(), process, config, run)
