@@ -43,7 +43,7 @@ class ScoreMatchingObjective:
         return [{"params": list(self.model.network.parameters()),
                  "weight_decay": weight_decay}]
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         position = index % self.batches_per_epoch
         if position == 0:

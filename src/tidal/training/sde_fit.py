@@ -88,7 +88,7 @@ class TransitionObjective:
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         order = torch.randperm(len(self.train), generator=generator)
         total = 0.0
@@ -156,7 +156,7 @@ class ELBOObjective:
         return finite(self.model.loss(batch.ts, batch.ys, batch.mask, kl_weight=kl_weight,
                                       seed=seed))
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         order = torch.randperm(len(self.train), generator=generator).tolist()
         weight, total = self.kl_weight(index), 0.0

@@ -217,7 +217,7 @@ class SequenceObjective:
             return loss, math.nan
         return masked_mse(forecast(self.model, batch, seen), batch.values, batch.mask), math.nan
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], None],
+    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
         order = torch.randperm(self.n, generator=generator)
         total = correct = 0.0
