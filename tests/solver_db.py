@@ -128,9 +128,6 @@ def _jacobian_errors(cls: type, **fixed: object) -> list[ErrorInput]:
         ErrorInput("jac of the wrong shape",
                    _solve(solver=cls(jac=lambda t, y: -torch.ones(2, 2, dtype=F64)), **fixed),
                    tidal.InvalidArgumentError, r"`jac=`.*\(2, 2, 2\)"),
-        ErrorInput("the backsolve adjoint (a stiff backward solve)",
-                   _solve(solver=cls(), adjoint=tidal.BacksolveAdjoint(), **fixed),
-                   tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
     ]
 
 
@@ -147,9 +144,6 @@ def _auto_errors() -> list[ErrorInput]:
                    tidal.InvalidArgumentError, r"nonstiff_bound must be below"),
         ErrorInput("patience not a positive integer", lambda: tidal.Auto(patience=0),
                    tidal.InvalidArgumentError, r"Auto\(patience=0\)"),
-        ErrorInput("the backsolve adjoint (a stiff backward solve)",
-                   _solve(solver=tidal.Auto(), adjoint=tidal.BacksolveAdjoint()),
-                   tidal.IncompatibleOptionsError, r"CheckpointAdjoint"),
         ErrorInput("the checkpoint adjoint (a replay restarts the detection)",
                    _solve(solver=tidal.Auto(), adjoint=tidal.CheckpointAdjoint()),
                    tidal.IncompatibleOptionsError, r"BackpropAdjoint"),

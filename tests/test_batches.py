@@ -143,7 +143,7 @@ def test_an_epoch_never_builds_a_union_grid_of_many_irregular_trajectories(monke
     train, val = irregular(60, (150, 200)), irregular(20, (150, 200), seed=2)
     model = NeuralODE(MLP(2, width=8, depth=1), controller=LOOSE).double()
     trainer = TrajectoryObjective(model, train, val, TrainConfig(epochs=2, horizons=(1.0,)), F64)
-    trainer.train_round(0, lambda loss: loss.backward(), torch.Generator())
+    trainer.train_round(0, _backward, torch.Generator())
     trainer.validation_loss()
     assert [count for _, _, count in sizes] == [60, 20]
     for entries, longest, count in sizes:
@@ -156,7 +156,7 @@ def test_the_batch_cache_stays_bounded():
     trainer = TrajectoryObjective(model, irregular(40, (5, 8)), None,
                        TrainConfig(epochs=2, batch_size=2, horizons=(1.0,)), F64)
     for _ in range(2):
-        trainer.train_round(0, lambda loss: loss.backward(), torch.Generator())
+        trainer.train_round(0, _backward, torch.Generator())
     assert len(trainer._cache) == _CACHED_BATCHES
 
 
@@ -184,3 +184,9 @@ def test_the_default_batch_size_is_all_trajectories_up_to_a_limit():
     assert (few.batch_size, few.batches_per_epoch) == (10, 1)
     chosen = TrajectoryObjective(model, many, None, TrainConfig(epochs=3, batch_size=1000), F64)
     assert (chosen.batch_size, chosen.batches_per_epoch) == (len(many), 1)
+
+
+def _backward(loss: torch.Tensor) -> float:
+    """The trainer's step without an optimizer: gradients only, the loss returned."""
+    loss.backward()
+    return float(loss.detach())

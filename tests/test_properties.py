@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tidal
+from tidal.compat._steps import METHODS, TorchdiffeqController
 from tidal.solvers.tableau import ButcherTableau
 
 F64 = torch.float64
@@ -387,8 +388,11 @@ def test_odeint_equals_solve(name: str, rtol: float, atol: float, reverse: bool,
 
     t = torch.linspace(0.0, -2.0 if reverse else 2.0, points, dtype=F64)
     out = tidal.odeint(f, y0, t, rtol=rtol, atol=atol, method=name)
-    sol = tidal.solve(f, y0, t, solver=tidal.SOLVERS[name](),
-                      controller=tidal.PIDController(rtol=rtol, atol=atol))
+    # the drop-in takes torchdiffeq's steps: its step-size rule, and its variant of the method
+    # where torchdiffeq's differs from the textbook one (tidal/compat/_steps.py)
+    solver = METHODS.get(name, tidal.SOLVERS[name])()
+    sol = tidal.solve(f, y0, t, solver=solver,
+                      controller=TorchdiffeqController(rtol=rtol, atol=atol))
     assert torch.equal(out, sol.ys)
 
 

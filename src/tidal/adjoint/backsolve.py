@@ -93,15 +93,6 @@ class BacksolveAdjoint(Adjoint):
                 "needs its own tolerances; pass BacksolveAdjoint(controller=PIDController(rtol, "
                 "atol)).")
         backward = self.solver if self.solver is not None else problem.solver
-        if backward.uses_jacobian:
-            raise IncompatibleOptionsError(
-                f"`solve(solver={backward!r}, adjoint=BacksolveAdjoint())`: a stiff backward "
-                "solve needs the Jacobian of the adjoint system [y, adjoint, gradient] (size 2 "
-                "x state + parameters), which tidal does not form. Use "
-                "adjoint=tidal.CheckpointAdjoint() (the exact gradient of the stiff steps, "
-                "bounded memory) or tidal.BackpropAdjoint(); or, for a problem that is not "
-                "stiff, integrate the backward ODE explicitly: "
-                "BacksolveAdjoint(solver=tidal.Tsit5()).")
         if isinstance(backward, FixedStepMethod) and backward.splits_state:
             raise IncompatibleOptionsError(
                 f"`solve(solver={backward!r}, adjoint=BacksolveAdjoint())`: the backward solve "

@@ -67,7 +67,7 @@ class CheckpointAdjoint(DiscreteAdjoint):
 
     def check(self, problem: Problem) -> None:
         super().check(problem)
-        if problem.solver.keeps_state:
+        if getattr(problem.solver, "keeps_state", False):  # SDE methods have no such flag
             raise IncompatibleOptionsError(
                 f"`solve(solver={problem.solver!r}, adjoint=CheckpointAdjoint())`: a replay "
                 "from a checkpoint restarts the method's state (Auto's stiffness detection) "
