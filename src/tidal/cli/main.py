@@ -17,6 +17,7 @@ from tidal._errors import TidalError
 from tidal.cli.sequence import SEQUENCE_CHOICES, sequence_options
 from tidal.cli.small_data import apply_small_data_options, small_data_options
 from tidal.data import SYSTEMS
+from tidal.data.stochastic_systems import STOCHASTIC_SYSTEMS as _STOCHASTIC
 
 DEMO_DIR = "runs/demo"
 EXIT_DIVERGED = 3
@@ -144,7 +145,8 @@ def _obs(text: str) -> int | tuple[int, int]:
 
 
 @main.command(help="Simulate noisy, irregular observations of a built-in SYSTEM.\n\n"
-              f"SYSTEM is one of: {', '.join(SYSTEMS)}.")
+              f"SYSTEM is one of: {', '.join(SYSTEMS)}; or a stochastic one (its own noise): "
+              f"{', '.join(_STOCHASTIC)}.")
 @click.argument("system")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="CSV or Parquet file to write.")
@@ -167,9 +169,23 @@ def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float
              noise_process: float) -> None:
     from tidal.data import simulate as simulate_system
     from tidal.data import write_table
+    from tidal.data.stochastic_systems import STOCHASTIC_SYSTEMS, observe_sde
 
+    if system in STOCHASTIC_SYSTEMS:
+        if noise_process:
+            raise BadInput(f"{system} is a stochastic system: leave out --noise-process (its "
+                           f"noise is its own: {STOCHASTIC_SYSTEMS[system].description})")
+        start = STOCHASTIC_SYSTEMS[system].default_t_span[0]
+        data = observe_sde(system, trajectories, n_obs=_obs(obs), noise=noise,
+                           irregular=irregular,
+                           t_span=None if t_end is None else (start, t_end), missing=missing,
+                           seed=seed)
+        write_table(data, output_file(output))
+        click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
+        return
     if system not in SYSTEMS:
-        raise BadInput(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
+        raise BadInput(f"unknown system {system!r}; choose one of "
+                       f"{', '.join([*SYSTEMS, *STOCHASTIC_SYSTEMS])}")
     if not 0 <= noise_process < math.inf:
         raise BadInput(f"--noise-process {noise_process}: must be a finite number >= 0 (the "
                        f"process noise sigma; 0 for none)")

@@ -14,11 +14,16 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal.integrate_sde import sdeint
+
+if TYPE_CHECKING:
+    from tidal.data.trajectories import Trajectories
 
 Coefficient = Callable[[torch.Tensor, torch.Tensor, Mapping[str, float]], torch.Tensor]
 
@@ -105,3 +110,46 @@ def simulate_sde(system: StochasticSystem | str, n_paths: int, *, n_obs: int = 1
     paths = sdeint(system.drift, system.diffusion, y0, ts, dt=step, seed=seed, args=params)
     return ts, paths.ys
 
+
+
+def observe_sde(system: StochasticSystem | str, n_trajectories: int, *,
+                n_obs: int | tuple[int, int] = (20, 40), t_span: Sequence[float] | None = None,
+                noise: float = 0.05, irregular: bool = True, missing: float = 0.0, seed: int = 0
+                ) -> Trajectories:
+    """Noisy observations of a stochastic system's paths, as `tidal.data.simulate` gives for
+    the ODE systems. The paths are sampled on a grid 10x finer than the most observations
+    (`simulate_sde`, 10 Euler–Maruyama steps per fine gap). Each trajectory is observed at t0
+    and at `n_obs` - 1 fine times: `n_obs` is a count, or an inclusive range (low, high) from
+    which each trajectory draws its own; sorted random times when `irregular`, else evenly
+    spaced ones; Gaussian noise of sd `noise` x each state's range; a fraction `missing` of
+    entries blanked."""
+    from tidal.data.systems import _blank, _check_scalars
+    from tidal.data.trajectories import Trajectories
+
+    _check_scalars(n_trajectories, noise, missing)
+    low, high = (n_obs, n_obs) if isinstance(n_obs, int) else n_obs
+    if isinstance(low, bool) or not isinstance(low, int) or not 2 <= low <= high:
+        raise InvalidArgumentError(f"`observe_sde(n_obs={n_obs!r})`: a count >= 2 or a range "
+                                   f"(low, high) with 2 <= low <= high.")
+    fine = 10 * (high - 1) + 1
+    span = (STOCHASTIC_SYSTEMS[system] if isinstance(system, str) else system).default_t_span \
+        if t_span is None else t_span
+    ts, paths = simulate_sde(system, n_trajectories, n_obs=fine, t_span=t_span, seed=seed,
+                             dt=(span[1] - span[0]) / (fine - 1) / 10)  # 10 steps per gap
+    times_all, clean = ts.numpy(), paths.numpy()  # [F], [F, N, D]
+    rng = np.random.default_rng(seed)
+    spread = clean.max(axis=(0, 1)) - clean.min(axis=(0, 1))
+    times, values = [], []
+    for i in range(n_trajectories):
+        count = int(rng.integers(low, high + 1))
+        if irregular:
+            later = rng.choice(np.arange(1, fine), count - 1, replace=False)
+            rows = np.concatenate([[0], np.sort(later)])
+        else:
+            rows = np.round(np.linspace(0, fine - 1, count)).astype(int)
+        noisy = clean[rows, i] + rng.normal(0.0, 1.0, (count, clean.shape[2])) * noise * spread
+        times.append(times_all[rows])
+        values.append(_blank(noisy, missing, rng))
+    names = STOCHASTIC_SYSTEMS[system].state_names if isinstance(system, str) else (
+        system.state_names)  # an unknown name was refused by simulate_sde
+    return Trajectories(times, values, state_names=names)
