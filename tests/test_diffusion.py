@@ -239,3 +239,71 @@ def test_cli_diffusion_fit_sample_likelihood(tmp_path) -> None:
     bad = CliRunner().invoke(main, ["diffusion", "fit", "x.csv", "--toy", "rings", "-o",
                                     str(tmp_path / "other")])
     assert bad.exit_code == 2 and "one of DATA" in bad.output
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in tidal catches it, so no final checkpoint is written."""
+
+
+def test_a_killed_diffusion_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Kill a run in step 7 (checkpoints every 4), resume it (API and `fit --resume`): it runs
+    steps 4-9 only and its weights equal an uninterrupted run's bit for bit; --resume refuses
+    changed settings."""
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+    from tidal.data.toys import sample_toy
+    from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
+    from tidal.training.diffusion_run import (
+        DiffusionOptions,
+        load_diffusion_run,
+        resume_diffusion_run,
+        train_diffusion_run,
+    )
+    from tidal.training.score import ScoreMatchingObjective
+
+    points = sample_toy("eight-gaussians", 200, seed=0, dtype=torch.float64).numpy()
+    tiny = DiffusionOptions(steps=10, batch_size=32, width=8, depth=1, checkpoint_every=4)
+
+    def fit(path):
+        return train_diffusion_run(points, path, columns=["x", "y"], process=VPSDE(),
+                                   options=tiny, progress=False)
+
+    straight = fit(tmp_path / "a")
+    assert straight.status == "finished"
+    original = ScoreMatchingObjective.train_round
+
+    def killed_at_7(self, step, *args):
+        if step == 7:
+            raise _Killed
+        return original(self, step, *args)
+
+    for run in (tmp_path / "b", tmp_path / "c"):
+        monkeypatch.setattr(ScoreMatchingObjective, "train_round", killed_at_7)
+        with pytest.raises(_Killed):
+            fit(run)
+        assert load_checkpoint(run / CHECKPOINT)["epoch"] == 4  # the last periodic one
+        monkeypatch.setattr(ScoreMatchingObjective, "train_round", original)
+    steps_run = []
+
+    def counted(self, step, *args):
+        steps_run.append(step)
+        return original(self, step, *args)
+
+    monkeypatch.setattr(ScoreMatchingObjective, "train_round", counted)
+    torch.manual_seed(123)  # the resumed run must not depend on the caller's generator
+    resumed = resume_diffusion_run(tmp_path / "b", progress=False)
+    monkeypatch.setattr(ScoreMatchingObjective, "train_round", original)
+    assert resumed.status == "finished" and "started over" not in resumed.message
+    assert steps_run == list(range(4, 10))  # from the checkpoint, not from the start
+    changed = CliRunner().invoke(main, ["diffusion", "fit", "--resume", "--lr", "0.1", "-o",
+                                        str(tmp_path / "c")])
+    assert changed.exit_code == 2 and "--lr" in changed.output
+    cli = CliRunner().invoke(main, ["diffusion", "fit", "--resume", "--quiet", "-o",
+                                    str(tmp_path / "c")])
+    assert cli.exit_code == 0, cli.output
+    expected = load_diffusion_run(tmp_path / "a").model.state_dict()
+    for run in ("b", "c"):
+        weights = load_diffusion_run(tmp_path / run).model.state_dict()
+        for name, value in expected.items():
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=0)

@@ -23,7 +23,8 @@ def diffusion() -> None:
 @click.option("--samples", default=20000, show_default=True, help="Samples drawn from --toy.")
 @click.option("--columns", default=None, help="Columns of DATA to model (default: all).")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=4000, show_default=True, help="Optimizer steps.")
+@click.option("--steps", default=4000, show_default=True,
+              help="Optimizer steps; with --resume, a new total (at least those trained).")
 @click.option("--batch-size", default=512, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--width", default=128, show_default=True)
@@ -31,21 +32,40 @@ def diffusion() -> None:
 @click.option("--weighting", default="likelihood", show_default=True,
               type=click.Choice(["likelihood", "standard"]))
 @click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True,
+              help="Continue the diffusion run in -o from its checkpoint.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own.")
 @click.option("--quiet", is_flag=True)
-def diffusion_fit(data: str | None, toy: str | None, digits: bool, samples: int,
-                  columns: str | None, run_dir: str, seed: int, overwrite: bool, quiet: bool,
-                  **options: Any) -> None:
+@click.pass_context
+def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits: bool,
+                  samples: int, columns: str | None, run_dir: str, seed: int, resume: bool,
+                  overwrite: bool, quiet: bool, **options: Any) -> None:
     """Fit a score model to the rows of DATA (CSV or Parquet), --toy or --digits; write the
-    run and its report (held-out likelihood by the probability-flow ODE, samples)."""
+    run and its report (held-out likelihood by the probability-flow ODE, samples).
+
+    --resume continues the run in -o with its own data and settings (only --steps may change:
+    a new total); the result equals an uninterrupted run."""
     import numpy as np
     import torch
 
-    from tidal.cli.main import BadInput
+    from tidal.cli.main import BadInput, refuse_changes_on_resume
     from tidal.data.toys import TOYS, sample_toy
     from tidal.diffusion.processes import VPSDE
-    from tidal.training.diffusion_run import DiffusionOptions, train_diffusion_run
+    from tidal.training.diffusion_run import (
+        DiffusionOptions,
+        resume_diffusion_run,
+        train_diffusion_run,
+    )
+
+    if resume:
+        refuse_changes_on_resume(ctx, run_dir, frozenset({"run_dir", "resume", "steps",
+                                                          "quiet"}), "--steps")
+        given = ctx.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT
+        history = resume_diffusion_run(run_dir, steps=options["steps"] if given else None,
+                                       progress=not quiet)
+        _finish(history.status, history.message, Path(run_dir))
+        return
 
     if sum(x is not None and x is not False for x in (data, toy, digits)) != 1:
         raise BadInput("give one of DATA, --toy NAME or --digits")

@@ -33,7 +33,7 @@ from tidal.diffusion import sampling
 from tidal.diffusion.likelihood import dequantize, log_likelihood
 from tidal.diffusion.processes import ForwardProcess, process_from_config
 from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
-from tidal.training.checkpoint import load_checkpoint, save_checkpoint
+from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.run_directory import RunDirectory
 from tidal.training.score import ScoreHistory, fit_score
 from tidal.training.trainer import FINAL_STATES
@@ -93,8 +93,47 @@ def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: li
               "process": process.config(), "columns": columns, "levels": levels,
               "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
     run.write_json(CONFIG, config)
+    return _fit(run, config, train, val, resume=False, progress=progress)
+
+
+def resume_diffusion_run(run_dir: str | Path, *, steps: int | None = None,
+                         progress: bool = True) -> ScoreHistory:
+    """Continue the diffusion run in `run_dir` from its checkpoint, with its own data and
+    options (the same dequantization noise: it is seeded); the result equals an uninterrupted
+    run. `steps` sets a new total (at least the steps already trained; the schedule stretches
+    to it). A run stopped before its first checkpoint starts over."""
+    from tidal.training.flow_run import read_samples
+
+    run = RunDirectory.open(run_dir, KIND)
+    config = read_json(run.file(CONFIG))
+    run.take_over()
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidArgumentError(f"`--steps {steps}`: must be a positive integer.")
+        config["options"]["steps"] = steps
+    restart = not run.has(CHECKPOINT)
+    if not restart:
+        trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
+        if isinstance(trained, int) and config["options"]["steps"] < trained:
+            raise InvalidArgumentError(
+                f"`--steps {steps}`: the run has already trained {trained} steps; give at "
+                "least that many.")
+    train, val = (read_samples(run, split, config["columns"]) for split in SPLITS)
+    history = _fit(run, config, train, val, resume=not restart, progress=progress)
+    if restart:
+        history.message = ("no checkpoint had been saved, so training started over; "
+                           f"{history.message}")
+    return history
+
+
+def _fit(run: RunDirectory, config: dict[str, Any], train: np.ndarray, val: np.ndarray, *,
+         resume: bool, progress: bool) -> ScoreHistory:
+    """Fit the run's score model on its splits (from its checkpoint when `resume`), then write
+    model.pt (the kept weights), the outcome in config.json and the final state."""
+    options = DiffusionOptions(**config["options"])
     torch.manual_seed(options.seed)
     model = _build(config)
+    process = process_from_config(config["process"])
     diffusion_run = DiffusionRun(run.path, model, process, config, run)
     generator = torch.Generator().manual_seed(options.seed)
     train_z, val_z = (diffusion_run.to_model_space(x, generator) for x in (train, val))
@@ -102,7 +141,8 @@ def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: li
                         batch_size=min(options.batch_size, len(train_z)), lr=options.lr,
                         weighting=options.weighting, seed=options.seed,
                         checkpoint_every=options.checkpoint_every,
-                        val_every=min(200, options.steps), progress=progress, run_dir=run)
+                        val_every=min(200, options.steps), progress=progress, run_dir=run,
+                        resume=resume)
     save_checkpoint(run, WEIGHTS, model.state_dict())
     config["fit"] = {"status": history.status, "message": history.message,
                      "steps": history.rows[-1]["step"] if history.rows else 0,
