@@ -229,6 +229,7 @@ def test_cli_diffusion_fit_sample_likelihood(tmp_path) -> None:
     assert metrics["num_fevals_sample"] == 40 and metrics["val_samples"] == 30
     assert {"val_nll", "true_val_nll", "gap", "checks"} <= set(metrics)
     assert (run / "report.html").is_file() and (run / "samples.png").is_file()
+    assert (run / "density.png").is_file()  # 2-D data: the learned density
     sample = CliRunner().invoke(main, ["diffusion", "sample", str(run), "-n", "5"])
     assert sample.exit_code == 0
     assert "heun: 40 score evaluations" in sample.output

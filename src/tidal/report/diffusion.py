@@ -134,6 +134,28 @@ def _figures(run: DiffusionRun) -> list[Section]:
         caption = "2000 samples (EDM Heun sampler) over the data (grey); the first two columns."
     with run.directory.writing("samples.png") as tmp:
         figure.savefig(tmp, dpi=100, format="png")
-    return [Section("Samples", caption, ["samples.png"])]
+    sections = [Section("Samples", caption, ["samples.png"])]
+    if run.levels is None and samples.shape[1] == 2:
+        sections.insert(0, _density(run))
+    return sections
+
+
+def _density(run: DiffusionRun) -> Section:
+    """exp(log p) by the probability-flow ODE (exact trace) on a 48 x 48 grid over the data."""
+    from matplotlib.figure import Figure
+
+    from tidal.plots.density import plot_density
+
+    data = run.data("train")
+    low, high = data.min(axis=0), data.max(axis=0)
+    pad = 0.15 * (high - low)
+    bounds = (low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1])
+    figure = Figure(figsize=(5, 4.6), layout="constrained")
+    plot_density(lambda x: run.log_prob(x.double().numpy())[0], bounds, resolution=48,
+                 ax=figure.subplots(), title="learned density (probability-flow ODE)")
+    with run.directory.writing("density.png") as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    return Section("Learned density", "exp(log p) on a grid over the data, each point's log p "
+                   "by the probability-flow ODE with the exact trace.", ["density.png"])
 
 
