@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,3 +160,28 @@ def continuity_mse(prediction: torch.Tensor, y0: torch.Tensor, segments: Segment
         return prediction.new_zeros(())
     ends = prediction[segments.link_row, segments.link_from]
     return (ends - y0[segments.link_to]).square().mean()
+
+
+class SampleMinibatches:
+    """Minibatches of a sample set [N, d] for the objectives whose round is one optimizer step
+    (flows, score models): a fresh permutation at the start of every epoch, from the trainer's
+    generator, and round i takes the next `batch_size` of it. The permutation is checkpointed
+    (`state`, `load_state`), so a resumed run draws the batches the uninterrupted one would."""
+
+    def __init__(self, samples: torch.Tensor, batch_size: int) -> None:
+        self.samples, self.batch_size = samples, batch_size
+        self.per_epoch = len(samples) // batch_size
+        self.order = torch.zeros(len(samples), dtype=torch.long)
+
+    def batch(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        position = index % self.per_epoch
+        if position == 0:
+            self.order = torch.randperm(len(self.samples), generator=generator)
+        chosen = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        return self.samples[chosen.to(self.samples.device)]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"order": self.order}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.order = state["order"].clone()

@@ -22,6 +22,7 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal.models.cnf import CNF
+from tidal.training.batches import SampleMinibatches
 from tidal.training.run_directory import RunDirectory
 from tidal.training.trainer import LoopSettings, Outcome, finite, train
 
@@ -73,21 +74,17 @@ class LikelihoodObjective:
 
     def __init__(self, cnf: CNF, samples: torch.Tensor, val_samples: torch.Tensor | None,
                  batch_size: int) -> None:
-        self.model, self.samples, self.val_samples = cnf, samples, val_samples
+        self.model, self.val_samples = cnf, val_samples
         self.batch_size = batch_size
-        self.batches_per_epoch = len(samples) // batch_size
-        self.order = torch.zeros(len(samples), dtype=torch.long)
+        self.batches = SampleMinibatches(samples, batch_size)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
 
     def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
-        position = index % self.batches_per_epoch
-        if position == 0:
-            self.order = torch.randperm(len(self.samples), generator=generator)
-        chosen = self.order[position * self.batch_size:(position + 1) * self.batch_size]
-        log_prob, reg = self.model(self.samples[chosen.to(self.samples.device)])
+        batch = self.batches.batch(index, generator)
+        log_prob, reg = self.model(batch)
         nll, regularization = -log_prob.mean(), reg.mean()
         loss = finite(nll + regularization)
         step(loss)
@@ -108,10 +105,10 @@ class LikelihoodObjective:
         return "fit_flow"
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"order": self.order}
+        return self.batches.state()
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.order = state["order"].clone()
+        self.batches.load_state(state)
 
 
 def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | None = None,

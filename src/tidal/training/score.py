@@ -17,6 +17,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.diffusion.entropy import EntropyProduction, Field, entropy_production
 from tidal.diffusion.processes import ForwardProcess
 from tidal.diffusion.score_matching import METHODS, ScoreMLP, ScoreModel, score_matching_loss
+from tidal.training.batches import SampleMinibatches
 from tidal.training.run_directory import RunDirectory
 from tidal.training.trainer import LoopSettings, Outcome, finite, train
 
@@ -33,11 +34,10 @@ class ScoreMatchingObjective:
     def __init__(self, model: ScoreModel, process: ForwardProcess | None,
                  samples: torch.Tensor, val_samples: torch.Tensor | None, batch_size: int,
                  method: str, trace: str, weighting: str) -> None:
-        self.model, self.process, self.samples = model, process, samples
+        self.model, self.process = model, process
         self.val_samples, self.batch_size = val_samples, batch_size
         self.method, self.trace, self.weighting = method, trace, weighting
-        self.batches_per_epoch = len(samples) // batch_size
-        self.order = torch.zeros(len(samples), dtype=torch.long)
+        self.batches = SampleMinibatches(samples, batch_size)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.network.parameters()),
@@ -45,12 +45,9 @@ class ScoreMatchingObjective:
 
     def train_round(self, index: int, step: Callable[[torch.Tensor], float],
                     generator: torch.Generator) -> dict[str, float]:
-        position = index % self.batches_per_epoch
-        if position == 0:
-            self.order = torch.randperm(len(self.samples), generator=generator)
-        chosen = self.order[position * self.batch_size:(position + 1) * self.batch_size]
+        batch = self.batches.batch(index, generator)
         loss = finite(score_matching_loss(
-            self.model.network, self.process, self.samples[chosen.to(self.samples.device)],
+            self.model.network, self.process, batch,
             method=self.method, trace=self.trace, weighting=self.weighting).mean())
         step(loss)
         self.model.update_ema()
@@ -76,10 +73,10 @@ class ScoreMatchingObjective:
         return "fit_score"
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"order": self.order}
+        return self.batches.state()
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.order = state["order"].clone()
+        self.batches.load_state(state)
 
 
 @dataclass
