@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,19 +95,11 @@ def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits:
 
 
 def _finish(status: str, message: str, run_dir: Path) -> None:
-    from tidal.cli.main import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from tidal.cli.main import finish_run
     from tidal.report.diffusion import diffusion_summary, write_diffusion_report
 
-    click.echo(f"{status}: {message}")
-    report = write_diffusion_report(run_dir)
-    click.echo(diffusion_summary(run_dir))
-    click.echo(f"report: {report}")
-    if status == "interrupted":
-        sys.exit(EXIT_INTERRUPTED)
-    if status == "diverged":
-        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
-                   "lower --lr, then fit again with --overwrite.", err=True)
-        sys.exit(EXIT_DIVERGED)
+    finish_run(status, message, run_dir, report=write_diffusion_report,
+               summary=diffusion_summary, resume="tidal diffusion fit", remedy="a lower --lr")
 
 
 @diffusion.command("sample")

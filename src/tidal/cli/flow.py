@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +78,11 @@ def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int
 
 
 def _finish(status: str, message: str, run_dir: Path) -> None:
-    """The report and the verdict; exit 3 when training diverged, 130 when interrupted."""
-    from tidal.cli.main import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from tidal.cli.main import finish_run
     from tidal.report.flow import flow_summary, write_flow_report
 
-    click.echo(f"{status}: {message}")
-    report = write_flow_report(run_dir)
-    click.echo(flow_summary(run_dir))
-    click.echo(f"report: {report}")
-    if status == "interrupted":
-        click.echo(f"checkpoint saved; continue with: tidal flow fit --resume -o {run_dir}",
-                   err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if status == "diverged":
-        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
-                   "lower --lr or stronger --kinetic/--jacobian, then fit again with "
-                   "--overwrite.", err=True)
-        sys.exit(EXIT_DIVERGED)
+    finish_run(status, message, run_dir, report=write_flow_report, summary=flow_summary,
+               resume="tidal flow fit", remedy="a lower --lr or stronger --kinetic/--jacobian")
 
 
 @flow.command("sample")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -288,18 +289,29 @@ def _finish(result, run_dir: Path) -> None:
     if not World.current().leader:  # under torchrun rank 0 reports
         sys.exit({"interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}.get(
             result.status, 0))
-    click.echo(f"{result.status}: {result.message}")
     sde = isinstance(result, SDEResult)
-    report = (write_sde_report if sde else write_report)(run_dir)
-    click.echo((sde_summary if sde else read_summary)(run_dir))
-    click.echo(f"report: {report}")
-    if result.status == "interrupted":
-        click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
-                   err=True)
+    finish_run(result.status, result.message, run_dir,
+               report=write_sde_report if sde else write_report,
+               summary=sde_summary if sde else read_summary, resume="tidal fit",
+               remedy="a lower --lr or a tighter --rtol")
+
+
+def finish_run(status: str, message: str, run_dir: Path, *,
+               report: Callable[[Path], Any], summary: Callable[[Path], str], resume: str,
+               remedy: str) -> None:
+    """Every fit command's ending: the status, the report and its summary, then exit 130 (with
+    the `resume` command to continue) when interrupted, 3 (with the `remedy`) when training
+    diverged."""
+    click.echo(f"{status}: {message}")
+    page = report(run_dir)
+    click.echo(summary(run_dir))
+    click.echo(f"report: {page}")
+    if status == "interrupted":
+        click.echo(f"checkpoint saved; continue with: {resume} --resume -o {run_dir}", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    if result.status == "diverged":
-        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
-                   "lower --lr or a tighter --rtol, then fit again with --overwrite.", err=True)
+    if status == "diverged":
+        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try "
+                   f"{remedy}, then fit again with --overwrite.", err=True)
         sys.exit(EXIT_DIVERGED)
 
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +109,8 @@ def fit_sequence(ctx: click.Context, data: str | None, run_dir: str, time_column
 
 
 def finish(status: str, message: str, run_dir: Path) -> None:
-    """The report and the verdict; exit 3 when training diverged, 130 when interrupted."""
-    from tidal.cli.main import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from tidal.cli.main import finish_run
     from tidal.report.sequence import sequence_summary, write_sequence_report
 
-    click.echo(f"{status}: {message}")
-    report = write_sequence_report(run_dir)
-    click.echo(sequence_summary(run_dir))
-    click.echo(f"report: {report}")
-    if status == "interrupted":
-        click.echo(f"checkpoint saved; continue with: tidal fit --resume -o {run_dir}",
-                   err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if status == "diverged":
-        click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try a "
-                   "lower --lr, then fit again with --overwrite.", err=True)
-        sys.exit(EXIT_DIVERGED)
+    finish_run(status, message, run_dir, report=write_sequence_report,
+               summary=sequence_summary, resume="tidal fit", remedy="a lower --lr")
