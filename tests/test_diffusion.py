@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -308,3 +309,14 @@ def test_a_killed_diffusion_run_resumes_to_the_uninterrupted_result(tmp_path, mo
         weights = load_diffusion_run(tmp_path / run).model.state_dict()
         for name, value in expected.items():
             torch.testing.assert_close(weights[name], value, rtol=0, atol=0)
+
+
+def test_too_few_or_non_finite_samples_are_refused_before_a_run_is_created(tmp_path) -> None:
+    from tidal.training.diffusion_run import train_diffusion_run
+
+    for points, count in ((np.zeros((5, 2)), 0), (np.full((30, 2), np.nan), 60)):
+        with pytest.raises(InvalidArgumentError,
+                           match=rf"`diffusion fit` needs at least 20 finite samples.*"
+                                 rf"\({count} non-finite values\)"):
+            train_diffusion_run(points, tmp_path / "run", columns=["x", "y"], process=VPSDE())
+        assert not (tmp_path / "run").exists()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from tidal._errors import InvalidArgumentError
@@ -34,6 +33,7 @@ from tidal.diffusion.likelihood import dequantize, log_likelihood
 from tidal.diffusion.processes import ForwardProcess, process_from_config
 from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from tidal.training.flow_run import SPLITS, create_sample_run, read_samples
 from tidal.training.run_directory import RunDirectory
 from tidal.training.score import ScoreHistory, fit_score
 from tidal.training.trainer import FINAL_STATES
@@ -41,7 +41,6 @@ from tidal.training.trainer import FINAL_STATES
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
 KIND = "diffusion"
-SPLITS = ("train", "val")
 SAMPLERS = ("heun", "probability-flow", "reverse-sde")
 
 
@@ -71,24 +70,14 @@ def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: li
     `levels`: the data are integers in {0, ..., levels - 1} (dequantized; bits/dim)."""
     options = options or DiffusionOptions()
     source = source or {}
-    samples = np.asarray(samples, dtype=float)
-    if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
-        raise InvalidArgumentError(
-            f"Diffusion training needs at least 20 finite samples as rows of a table; got "
-            f"shape {samples.shape}.")
-    run = RunDirectory.create(run_dir, KIND, command="diffusion fit", overwrite=overwrite,
-                              keep=[source["path"]] if "path" in source else [])
-    order = np.random.default_rng(options.seed).permutation(len(samples))
-    n_val = max(1, round(options.val_fraction * len(samples)))
-    val, train = samples[order[:n_val]], samples[order[n_val:]]
+    run, train, val = create_sample_run(samples, run_dir, KIND, "diffusion fit",
+                                        columns=columns, seed=options.seed,
+                                        val_fraction=options.val_fraction, source=source,
+                                        overwrite=overwrite)
     if levels is None:
         offset, scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-12)
     else:  # z = 2 (x + u)/levels - 1
-        offset, scale = np.full(samples.shape[1], levels / 2.0), np.full(samples.shape[1],
-                                                                         levels / 2.0)
-    for split, values in zip(SPLITS, (train, val)):
-        with run.writing(f"data/{split}.csv") as tmp:
-            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+        offset = scale = np.full(train.shape[1], levels / 2.0)
     config = {"type": "ScoreModel", "options": dataclasses.asdict(options),
               "process": process.config(), "columns": columns, "levels": levels,
               "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
@@ -102,8 +91,6 @@ def resume_diffusion_run(run_dir: str | Path, *, steps: int | None = None,
     options (the same dequantization noise: it is seeded); the result equals an uninterrupted
     run. `steps` sets a new total (at least the steps already trained; the schedule stretches
     to it). A run stopped before its first checkpoint starts over."""
-    from tidal.training.flow_run import read_samples
-
     run = RunDirectory.open(run_dir, KIND)
     config = read_json(run.file(CONFIG))
     run.take_over()
@@ -181,11 +168,7 @@ class DiffusionRun:
         return self.config.get("levels")
 
     def data(self, split: str) -> np.ndarray:
-        path = self.directory.file(f"data/{split}.csv")
-        try:
-            return pd.read_csv(path)[self.config["columns"]].to_numpy(dtype=float)
-        except (KeyError, ValueError, pd.errors.ParserError) as error:
-            raise InvalidArgumentError(f"{path}: not the run's samples ({error}).") from error
+        return read_samples(self.directory, split, self.config["columns"])
 
     def to_model_space(self, x: np.ndarray, generator: torch.Generator | None = None
                        ) -> torch.Tensor:

@@ -85,20 +85,10 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
     deleted, never `source["path"]`). The report is `tidal.report.write_flow_report`'s."""
     options = options or FlowOptions()
     source = source or {}
-    samples = np.asarray(samples, dtype=float)
-    if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
-        raise InvalidArgumentError(
-            f"Flow training needs at least 20 finite samples as rows of a table; got shape "
-            f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
-    run = RunDirectory.create(run_dir, KIND, command="flow fit", overwrite=overwrite,
-                              keep=[source["path"]] if "path" in source else [])
-    order = np.random.default_rng(options.seed).permutation(len(samples))
-    n_val = max(1, round(options.val_fraction * len(samples)))
-    val, train = samples[order[:n_val]], samples[order[n_val:]]
+    run, train, _ = create_sample_run(samples, run_dir, KIND, "flow fit", columns=columns,
+                                      seed=options.seed, val_fraction=options.val_fraction,
+                                      source=source, overwrite=overwrite)
     offset, scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-12)
-    for split, values in zip(SPLITS, (train, val)):
-        with run.writing(f"data/{split}.csv") as tmp:
-            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
     config = {"type": "CNF", "options": dataclasses.asdict(options), "columns": columns,
               "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
     run.write_json(CONFIG, config)
@@ -165,6 +155,30 @@ def _write_outcome(run: RunDirectory, config: dict[str, Any], history: FlowHisto
 
 def _standardized(config: dict[str, Any], values: np.ndarray) -> torch.Tensor:
     return torch.as_tensor((values - np.asarray(config["offset"])) / np.asarray(config["scale"]))
+
+
+def create_sample_run(samples: np.ndarray, run_dir: str | Path, kind: str, command: str, *,
+                      columns: list[str], seed: int, val_fraction: float,
+                      source: dict[str, Any], overwrite: bool
+                      ) -> tuple[RunDirectory, np.ndarray, np.ndarray]:
+    """A density run's start (flows, diffusion): check `samples` [N, d], create the run (a new
+    or empty folder, or with `overwrite` an earlier run of `kind`: only the files it lists are
+    deleted, never `source["path"]`), hold out a seeded `val_fraction` and write both splits.
+    Returns (run, train, val)."""
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
+        raise InvalidArgumentError(
+            f"`{command}` needs at least 20 finite samples as rows of a table; got shape "
+            f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
+    run = RunDirectory.create(run_dir, kind, command=command, overwrite=overwrite,
+                              keep=[source["path"]] if "path" in source else [])
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = max(1, round(val_fraction * len(samples)))
+    val, train = samples[order[:n_val]], samples[order[n_val:]]
+    for split, values in zip(SPLITS, (train, val)):
+        with run.writing(f"data/{split}.csv") as tmp:
+            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+    return run, train, val
 
 
 def read_samples(run: RunDirectory, split: str, columns: list[str]) -> np.ndarray:
