@@ -394,3 +394,17 @@ def test_an_interrupted_run_exits_130_says_so_and_resumes(tmp_path, data_csv, mo
     assert run_cli("fit", "--resume", "-o", str(run), "--quiet").exit_code == 0
     assert _marker(run)["state"] == "finished"
     assert run_cli("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5").stderr == ""
+
+
+def test_every_run_kind_names_the_commands_that_write_and_read_it(tmp_path):
+    """Opening a folder that is no run, or a run of another kind, names the right command."""
+    from tidal._errors import InvalidArgumentError
+    from tidal.training.run_directory import KINDS, READ_BY, WRITTEN_BY, RunDirectory
+
+    assert set(WRITTEN_BY) == set(READ_BY) == set(KINDS)
+    with pytest.raises(InvalidArgumentError, match=r"written by `tidal diffusion fit -o RUN`"):
+        RunDirectory.open(tmp_path, "diffusion")
+    RunDirectory.create(tmp_path / "flow", "flow", command="flow fit")
+    with pytest.raises(InvalidArgumentError,
+                       match=r"holds a flow run, not a diffusion run; use `tidal flow sample`"):
+        RunDirectory.open(tmp_path / "flow", "diffusion")

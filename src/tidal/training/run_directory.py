@@ -33,6 +33,11 @@ MARKER = "tidal-run.json"
 FORMAT = 1
 KINDS = ("neural-ode", "flow", "sde", "sequence", "diffusion")
 STATES = ("running", "finished", "interrupted", "diverged")
+#: Per kind, the command that writes such a run and the one to use on it (error messages).
+WRITTEN_BY = {"neural-ode": "tidal fit", "flow": "tidal flow fit", "sde": "tidal fit",
+              "sequence": "tidal fit", "diffusion": "tidal diffusion fit"}
+READ_BY = {"neural-ode": "tidal predict", "flow": "tidal flow sample", "sde": "tidal report",
+           "sequence": "tidal report", "diffusion": "tidal diffusion sample"}
 
 
 class RunDirectory:
@@ -78,15 +83,12 @@ class RunDirectory:
         path = Path(path)
         run = cls.find(path)
         if run is None:
-            command = "tidal flow fit" if kind == "flow" else "tidal fit"
             raise InvalidArgumentError(
                 f"{path} is not a tidal run directory (no {MARKER}); give the folder written "
-                f"by `{command} -o RUN`.")
+                f"by `{WRITTEN_BY[kind]} -o RUN`.")
         if run.kind != kind:
-            other = {"flow": "tidal flow sample", "sde": "tidal report",
-                     "sequence": "tidal report"}.get(run.kind, "tidal predict")
             raise InvalidArgumentError(f"{path} holds a {run.kind} run, not a {kind} run; use "
-                                       f"`{other}` for it.")
+                                       f"`{READ_BY[run.kind]}` for it.")
         return run
 
     @classmethod
