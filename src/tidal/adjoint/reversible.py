@@ -95,14 +95,19 @@ class GraphlessRun:
     params: tuple[torch.Tensor, ...]
 
 
-class ReversibleSolve(torch.autograd.Function):
-    """The outputs ys from y0 (and params), storing nothing but the forward run's end."""
+class GraphlessSolve(torch.autograd.Function):
+    """The outputs ys of a run made without a graph, as a function of y0 and params; a
+    subclass's backward computes their gradients from the run (its adjoint's method)."""
 
     @staticmethod
     def forward(ctx: Any, run: GraphlessRun, y0: torch.Tensor, *params: torch.Tensor
                 ) -> torch.Tensor:
         ctx.run = run
         return run.result.ys.clone()
+
+
+class ReversibleSolve(GraphlessSolve):
+    """The outputs ys from y0 (and params), storing nothing but the forward run's end."""
 
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:

@@ -26,7 +26,7 @@ import torch
 
 from tidal._errors import IncompatibleOptionsError
 from tidal.adjoint.base import Adjoint, Loop
-from tidal.adjoint.reversible import GraphlessRun, solve_without_graph
+from tidal.adjoint.reversible import GraphlessRun, GraphlessSolve, solve_without_graph
 from tidal.solution import Solution
 from tidal.solvers.sde import Calculus
 
@@ -66,12 +66,8 @@ class StochasticBacksolveAdjoint(Adjoint):
         return solution
 
 
-class _AdjointSolve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, run: GraphlessRun, y0: torch.Tensor, *params: torch.Tensor
-                ) -> torch.Tensor:
-        ctx.run = run
-        return run.result.ys.clone()
+class _AdjointSolve(GraphlessSolve):
+    """The outputs ys; their gradients from the adjoint SDE (module docstring)."""
 
     @staticmethod
     def backward(ctx: Any, grad_ys: torch.Tensor) -> tuple[Any, ...]:
