@@ -290,3 +290,53 @@ def test_nproc_checks_the_input_before_starting_processes(tmp_path: Path) -> Non
                                        str(tmp_path / "run"), "--nproc", "2"])
     assert result.exit_code == 2 and "missing.csv" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["flow", "denoising", "sliced"])
+def test_shares_of_two_ranks_add_up_to_the_one_process_loss_and_gradient(kind: str) -> None:
+    """In one process, the shares ranks 0 and 1 of 2 would compute (`World(r, 2)`) add up to
+    the loss of the whole global batch computed directly (same draws: the step's generator), and
+    so do their gradients."""
+    from tidal.diffusion.processes import VPSDE
+    from tidal.diffusion.score_matching import score_matching_loss
+    from tidal.models import divergence
+    from tidal.training.batches import step_generator
+    from tidal.training.flow import LikelihoodObjective
+    from tidal.training.score import ScoreMatchingObjective
+
+    batch = driver.flow_samples()[:driver.GLOBAL_BATCH]
+
+    def draws() -> torch.Generator:
+        return step_generator(driver.DRAW_SEED, driver.DRAW_STEP)
+
+    def objective():
+        if kind == "flow":
+            return LikelihoodObjective(driver.flow_cnf(), batch, None, driver.GLOBAL_BATCH)
+        return ScoreMatchingObjective(driver.score_model(), VPSDE(), batch, None,
+                                      driver.GLOBAL_BATCH, kind, "hutchinson", "likelihood")
+
+    def loss_of(made, share: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if kind == "flow":
+            parameters = list(made.model.parameters())
+            if share:
+                loss = sum(made.share(batch, draws()))
+            else:
+                log_prob, reg = made.model(batch, divergence.probe(batch, "rademacher", draws()))
+                loss = (reg - log_prob).mean()
+        else:
+            parameters = list(made.model.network.parameters())
+            loss = made.share(batch, draws()) if share else score_matching_loss(
+                made.model.network, VPSDE(), batch, method=kind, weighting="likelihood",
+                generator=draws()).mean()
+        return loss, [g.reshape(-1) for g in torch.autograd.grad(loss, parameters)]
+
+    whole, gradient = loss_of(objective(), share=False)
+    total = torch.zeros((), dtype=torch.float64)
+    summed = torch.zeros(torch.cat(gradient).shape, dtype=torch.float64)
+    for rank in (0, 1):
+        made = objective()
+        made.world = World(rank, 2)
+        loss, grads = loss_of(made, share=True)
+        total, summed = total + loss.detach(), summed + torch.cat(grads)
+    assert float(total) == pytest.approx(whole.item(), rel=1e-12)
+    torch.testing.assert_close(summed, torch.cat(gradient), rtol=0, atol=1e-12)
