@@ -5,6 +5,7 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/bench_distributed.py               # 64 trajectories, 6 epochs
     .venv/bin/python benchmarks/bench_distributed.py --trajectories 256 --epochs 3
+    .venv/bin/python benchmarks/bench_distributed.py --flow     # a CNF instead, 12 steps
 
 Each world size runs in fresh processes (gloo, localhost, one thread each), started by this
 script with torchrun's environment variables. The data: the toggle switch, `--trajectories`
@@ -15,6 +16,11 @@ and bytes per optimizer step (counted by wrapping `torch.distributed.all_reduce`
 processes, one global batch's gradient through `torch.nn.parallel.DistributedDataParallel`
 (its bucket hooks fire during backward) and through tidal's `reduce_step` (one all-reduce after
 backward), for each adjoint: the largest difference and the time per step of each.
+
+`--flow`: `tidal flow fit`'s default CNF (ConcatSquash MLP 64 x 3, exact trace, Dopri5 at 1e-3,
+kinetic and Jacobian regularization) on `--samples` eight-Gaussians points, batches of 512,
+`--steps` steps: the median step time and the all-reduces per step (gradients, loss and the
+step's reported NLL, regularization and evaluations in one buffer).
 """
 
 from __future__ import annotations
@@ -66,6 +72,13 @@ def worker(args: argparse.Namespace) -> None:
         dist.init_process_group("gloo")
         count_traffic()
     world = World.current()
+    if args.flow:
+        lines = flow_steps(args, world)
+        if world.leader:
+            Path(args.worker).write_text("\n".join(lines) + "\n")
+        if world.distributed:
+            dist.destroy_process_group()
+        return
     data, model, config_class = setup(args.trajectories)
     config = config_class(epochs=args.epochs, batch_size=16, horizons=(1.0,), patience=None,
                           eval_every=1, checkpoint_every=10**6, seed=0)
@@ -126,6 +139,30 @@ def compare_ddp(data, world) -> list[str]:
     return rows
 
 
+def flow_steps(args: argparse.Namespace, world) -> list[str]:
+    """`fit_flow` with the CLI's CNF: the median step time (steps after the first) and the
+    all-reduce traffic per step."""
+    from tidal.data.toys import sample_toy
+    from tidal.training.flow import fit_flow
+    from tidal.training.flow_run import FlowOptions, build_cnf
+
+    options = FlowOptions()
+    samples = sample_toy("eight-gaussians", args.samples, seed=0, dtype=torch.float64)
+    samples = (samples - samples.mean(0)) / samples.std(0)
+    torch.manual_seed(0)
+    cnf = build_cnf(2, options, options.train_tol)
+    history = fit_flow(cnf, samples, steps=args.steps, batch_size=options.batch_size,
+                       lr=options.lr, val_every=args.steps, checkpoint_every=10**6, seed=0,
+                       progress=False)
+    seconds = [row["seconds"] for row in history.rows]
+    times = [b - a for a, b in zip([0.0, *seconds], seconds)][1:]
+    parameters = sum(p.numel() for p in cnf.parameters())
+    step = [b for b in TRAFFIC if b == (parameters + 1 + 3) * 8]  # [grads, loss, reported]
+    return [f"{world.size} | {statistics.median(times):.3f} | {len(step) / args.steps:.2f} | "
+            f"{sum(step) / args.steps:,.0f} | {len(TRAFFIC) - len(step)} | "
+            f"{history.num_fevals[-1]} | {parameters:,}"]
+
+
 #: Timed steps per adjoint in the DDP comparison (backsolve's steps are slow).
 REPEATS = {"backprop": 4, "checkpoint": 4, "backsolve": 1}
 
@@ -143,7 +180,9 @@ def launch(world_size: int, args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.txt"
         command = [sys.executable, __file__, "--worker", str(out), "--epochs",
-                   str(args.epochs), "--trajectories", str(args.trajectories)]
+                   str(args.epochs), "--trajectories", str(args.trajectories), "--steps",
+                   str(args.steps), "--samples", str(args.samples),
+                   *(["--flow"] if args.flow else [])]
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1"}
         processes = [subprocess.Popen(command, env={**env, "RANK": str(rank)})
@@ -158,12 +197,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trajectories", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--flow", action="store_true", help="Time a CNF's steps instead.")
+    parser.add_argument("--steps", type=int, default=12, help="With --flow: optimizer steps.")
+    parser.add_argument("--samples", type=int, default=2048, help="With --flow: points.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
     one, two = launch(1, args), launch(2, args)
+    if args.flow:
+        print(f"CNF (tidal flow fit's defaults), {args.samples} points, batches of 512, "
+              f"{args.steps} steps; {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f}")
+        print("processes | step s (median) | all-reduces/step | bytes/step | other "
+              "all-reduces in the run | num_fevals of the last step (sum over ranks) | "
+              "model parameters")
+        print(one + two, end="")
+        return
     print(f"{args.trajectories} trajectories, batches of 16, {args.epochs} epochs; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("processes | epoch s (median) | steps/epoch | all-reduces/step | bytes/step | "

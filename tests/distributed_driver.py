@@ -3,9 +3,11 @@
 MASTER_PORT set, it joins a gloo process group and writes what it computed under OUT.
 
 In order: for each adjoint, this rank's share of one global batch's gradient after the
-all-reduce; a 2-rank `fit` (fixed steps); a `fit` whose second rank needs many more adaptive
-solver steps; a sharded ensemble of SDE solves; then the first `fit` again, in which rank 1
-kills itself (SIGKILL) in epoch 3 (so rank 0 ends with an error).
+all-reduce; the same for a CNF's likelihood and two score-matching losses; a 2-rank `fit`
+(fixed steps); a `fit` whose second rank needs many more adaptive solver steps; a sharded
+ensemble of SDE solves; a 2-rank `fit_flow` and `fit_score` (fixed steps) and a flow and a
+diffusion run directory; then the first `fit` again, in which rank 1 kills itself (SIGKILL) in
+epoch 3 (so rank 0 ends with an error).
 
 The builders below are also the single-process references' (the tests import them).
 """
@@ -25,9 +27,17 @@ import torch.distributed as dist
 import tidal
 from tidal.brownian import BrownianTree
 from tidal.data import Trajectories
+from tidal.diffusion.processes import VPSDE
+from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
 from tidal.distributed import World, solve_ensemble
+from tidal.models import CNF
 from tidal.training import TrainConfig
+from tidal.training.batches import step_generator
+from tidal.training.diffusion_run import DiffusionOptions, train_diffusion_run
 from tidal.training.fit import TrajectoryObjective, fit
+from tidal.training.flow import LikelihoodObjective, fit_flow
+from tidal.training.flow_run import FlowOptions, train_flow_run
+from tidal.training.score import ScoreMatchingObjective, fit_score
 
 ADJOINTS = ("backprop", "checkpoint", "backsolve")
 EPOCHS = 6
@@ -97,14 +107,35 @@ def main(out: Path) -> None:
         for segments in (1, 2) if adjoint == "checkpoint" else (1,):
             grads[f"{adjoint}-{segments}"] = share_gradient(adjoint, segments, world)
     grads["even"] = share_gradient("backprop", 1, world, EVEN)  # rank 1 owns none of them
+    grads["flow"] = flow_share_gradient(world)
+    for method in SCORE_METHODS:
+        grads[f"score-{method}"] = score_share_gradient(method, world)
     torch.save(grads, out / f"grads{world.rank}.pt")
     result = fit(model(), trajectories(), val=trajectories(3), config=fit_config(),
                  run_dir=out / "run", progress=False)
     uneven = fit(model(adaptive=True), trajectories(spans=(0.5, 40.0)), config=dataclass_replace(
         fit_config(), epochs=2, horizons=(1.0,)), progress=False)
+    flow = flow_cnf(trace="exact")
+    flow_history = fit_flow(flow, flow_samples(), val_samples=flow_samples(9, seed=1),
+                            **FLOW_FIT)
+    score = score_model()
+    score_history = fit_score(score, VPSDE(), flow_samples(), val_samples=flow_samples(9, 1),
+                              **SCORE_FIT)
+    runs = {"flow": train_flow_run(run_samples(), out / "flow-run", columns=["a", "b"],
+                                   options=FlowOptions(width=8, depth=1, steps=4,
+                                                       batch_size=16, val_fraction=0.2),
+                                   progress=False).status,
+            "diffusion": train_diffusion_run(run_samples(), out / "diffusion-run",
+                                             columns=["a", "b"], process=VPSDE(),
+                                             options=DiffusionOptions(width=8, depth=1, steps=4,
+                                                                      batch_size=16),
+                                             progress=False).status}
     torch.save({"weights": result.model.state_dict(), "initial_states": result.initial_states,
-                "history": result.history, "uneven_fevals": uneven.history[-1]["num_fevals"],
-                "uneven_status": uneven.status,
+                "history": result.history, "uneven_history": uneven.history[-1]["num_fevals"],
+                "uneven_fevals": int(torch.as_tensor(uneven.model.last_stats.num_fevals).max()),
+                "uneven_status": uneven.status, "flow_weights": flow.state_dict(),
+                "flow_history": flow_history.rows, "score_weights": score.state_dict(),
+                "score_history": score_history.rows, "runs": runs,
                 "ensemble": solve_ensemble(ensemble_solve, ensemble_inputs(), seed=5,
                                            chunk_size=3)}, out / f"result{world.rank}.pt")
     kill_in_epoch(3, world)
@@ -134,6 +165,68 @@ def share_gradient(adjoint: str, segments: int, world: World,
             "offset_rows": rows["initial_offsets"],
             "segment_offsets": made.segment_offsets.grad[rows["segment_offsets"]],
             "segment_rows": rows["segment_offsets"]}
+
+
+def flow_samples(n: int = 17, seed: int = 0) -> torch.Tensor:
+    """Points of a correlated 2-D Gaussian."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return z @ torch.tensor([[1.0, 0.5], [0.0, 0.7]], dtype=torch.float64)
+
+
+def run_samples() -> np.ndarray:
+    return flow_samples(40, seed=2).numpy()
+
+
+def flow_cnf(trace: str = "hutchinson") -> CNF:
+    """A small CNF with both regularizers, fixed RK4 steps (a point's solve does not depend on
+    the rest of its batch)."""
+    torch.manual_seed(4)
+    return CNF(tidal.nn.MLP(2, width=8, depth=2, time_input=True).double(), trace=trace,
+               kinetic=0.1, jacobian=0.1, solver=tidal.RK4(),
+               controller=tidal.ConstantStepSize(0.25))
+
+
+def score_model() -> ScoreModel:
+    torch.manual_seed(5)
+    return ScoreModel(ScoreMLP(2, VPSDE(), width=8, depth=2).double(), ema_decay=0.9)
+
+
+#: The global batch of the gradient checks: 7 points (4 on rank 0, 3 on rank 1), step 5 of a
+#: run seeded 3.
+GLOBAL_BATCH, DRAW_SEED, DRAW_STEP = 7, 3, 5
+SCORE_METHODS = ("denoising", "sliced")
+FLOW_FIT = {"steps": 6, "batch_size": 5, "lr": 1e-2, "val_every": 3, "checkpoint_every": 3,
+            "seed": 3, "progress": False}
+SCORE_FIT = {"steps": 6, "batch_size": 5, "lr": 1e-2, "val_every": 3, "checkpoint_every": 3,
+             "seed": 3, "progress": False, "method": "sliced"}
+
+
+def flow_share_gradient(world: World) -> dict[str, torch.Tensor]:
+    """This rank's CNF gradient after the step's all-reduce, with the step's reported numbers
+    (NLL, regularization: summed over the ranks)."""
+    from tidal.training.distributed import reduce_step
+
+    made = LikelihoodObjective(flow_cnf(), flow_samples(), None, GLOBAL_BATCH)
+    nll, reg = made.share(flow_samples()[:GLOBAL_BATCH], step_generator(DRAW_SEED, DRAW_STEP))
+    parameters = list(made.model.parameters())
+    reported = torch.stack([nll, reg]).detach()
+    value = reduce_step(world, nll + reg, parameters, (), reported)
+    return {"loss": torch.tensor(value, dtype=torch.float64), "reported": reported,
+            "model": torch.cat([p.grad.reshape(-1) for p in parameters])}
+
+
+def score_share_gradient(method: str, world: World) -> dict[str, torch.Tensor]:
+    from tidal.training.distributed import reduce_step
+
+    model = score_model()
+    made = ScoreMatchingObjective(model, VPSDE(), flow_samples(), None, GLOBAL_BATCH, method,
+                                  "hutchinson", "likelihood")
+    loss = made.share(flow_samples()[:GLOBAL_BATCH], step_generator(DRAW_SEED, DRAW_STEP))
+    parameters = list(model.network.parameters())
+    value = reduce_step(world, loss, parameters)
+    return {"loss": torch.tensor(value, dtype=torch.float64),
+            "model": torch.cat([p.grad.reshape(-1) for p in parameters])}
 
 
 def dataclass_replace(config: TrainConfig, **changes) -> TrainConfig:

@@ -327,3 +327,19 @@ def test_regularization_lowers_the_nfe_at_similar_likelihood() -> None:
     assert train_reg <= 0.85 * train_plain
     assert eval_reg < eval_plain
     assert abs(nll_reg - nll_plain) < 0.1
+
+
+def test_a_given_hutchinson_probe_is_the_one_used_and_its_shape_is_checked() -> None:
+    """`CNF.log_prob(x, probe)` uses `probe`: the result equals the one with the probe torch's
+    generator would draw (same state), and a probe of another shape is refused."""
+    torch.manual_seed(0)
+    cnf = CNF(tidal.nn.MLP(2, width=8, time_input=True).double(), trace="hutchinson")
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.manual_seed(7)
+    drawn = cnf.log_prob(x)
+    torch.manual_seed(7)
+    probe = divergence.probe(x, "rademacher")
+    torch.testing.assert_close(cnf.log_prob(x, probe), drawn, rtol=0, atol=0)
+    assert not torch.allclose(cnf.log_prob(x, -probe.roll(1, 0)), drawn)
+    with pytest.raises(InvalidArgumentError, match=r"probe must have the batch's shape \(5, 2\)"):
+        cnf.log_prob(x, probe[:3])

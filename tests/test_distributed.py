@@ -132,6 +132,8 @@ def test_rank_with_many_more_solver_steps_does_not_hang(runs: dict) -> None:
     fevals = [runs["results"][r]["uneven_fevals"] for r in (0, 1)]
     assert fevals[1] > 3 * fevals[0]  # rank 1 owns the long trajectories
     assert runs["results"][0]["uneven_status"] == "finished"
+    # metrics.csv's num_fevals is the sum over the ranks (one reduction per epoch)
+    assert all(runs["results"][r]["uneven_history"] == sum(fevals) for r in (0, 1))
 
 
 @pytest.mark.slow
@@ -145,6 +147,102 @@ def test_killed_rank_then_resume_on_one_process(runs: dict) -> None:
     assert resumed.status == "finished" and len(resumed.history) == driver.EPOCHS
     for name, value in runs["reference"].model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_flow_gradients_after_all_reduce_equal_one_process(runs: dict) -> None:
+    """The CNF's likelihood loss (Hutchinson trace, both regularizers) of one global batch,
+    computed directly in one process with the probes the step draws for the whole batch."""
+    from tidal.models import divergence
+    from tidal.training.batches import step_generator
+
+    cnf = driver.flow_cnf()
+    batch = driver.flow_samples()[:driver.GLOBAL_BATCH]
+
+    def loss(probe: torch.Tensor) -> torch.Tensor:
+        log_prob, reg = cnf(batch, probe)
+        return (reg - log_prob).mean()
+
+    generator = step_generator(driver.DRAW_SEED, driver.DRAW_STEP)
+    value = loss(divergence.probe(batch, "rademacher", generator))
+    gradient = torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        value, list(cnf.parameters()))])
+    other = torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        loss(divergence.probe(batch, "rademacher")), list(cnf.parameters()))])
+    assert (other - gradient).abs().max() > 1e-3  # the probes matter: a rank's must be right
+    for grads in (runs["grads"][r]["flow"] for r in (0, 1)):
+        assert float(grads["loss"]) == pytest.approx(value.item(), rel=1e-12)
+        assert float(grads["reported"].sum()) == pytest.approx(value.item(), rel=1e-12)
+        torch.testing.assert_close(grads["model"], gradient, rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", driver.SCORE_METHODS)
+def test_score_gradients_after_all_reduce_equal_one_process(runs: dict, method: str) -> None:
+    """Score matching (random times, noise and, for sliced, probes) on one global batch."""
+    from tidal.diffusion.processes import VPSDE
+    from tidal.diffusion.score_matching import score_matching_loss
+    from tidal.training.batches import step_generator
+
+    network = driver.score_model().network
+    value = score_matching_loss(
+        network, VPSDE(), driver.flow_samples()[:driver.GLOBAL_BATCH], method=method,
+        weighting="likelihood", generator=step_generator(driver.DRAW_SEED, driver.DRAW_STEP)
+    ).mean()
+    gradient = torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        value, list(network.parameters()))])
+    for grads in (runs["grads"][r][f"score-{method}"] for r in (0, 1)):
+        assert float(grads["loss"]) == pytest.approx(value.item(), rel=1e-12)
+        torch.testing.assert_close(grads["model"], gradient, rtol=0, atol=1e-10)
+    assert gradient.abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_two_rank_flow_and_score_fits_equal_one_process(runs: dict) -> None:
+    """6 steps of `fit_flow` and `fit_score` (batches of 5: 3 + 2 points) on 2 ranks against
+    one process: the same weights, losses and validation losses; the flow's num_fevals is the
+    sum over the ranks (each takes the same fixed steps: twice one process's)."""
+    from tidal.diffusion.processes import VPSDE
+    from tidal.training.flow import fit_flow
+    from tidal.training.score import fit_score
+
+    result = runs["results"][0]
+    cnf = driver.flow_cnf(trace="exact")
+    flow = fit_flow(cnf, driver.flow_samples(), val_samples=driver.flow_samples(9, seed=1),
+                    **driver.FLOW_FIT)
+    score = driver.score_model()
+    scored = fit_score(score, VPSDE(), driver.flow_samples(),
+                       val_samples=driver.flow_samples(9, 1), **driver.SCORE_FIT)
+    for reference, weights in ((cnf, "flow_weights"), (score, "score_weights")):
+        for name, value in reference.state_dict().items():
+            torch.testing.assert_close(result[weights][name], value, rtol=0, atol=1e-9)
+    for ours, theirs in zip(result["flow_history"], flow.rows, strict=True):
+        for column in ("train_loss", "nll", "regularization", "val_loss"):
+            assert ours[column] == pytest.approx(theirs[column], rel=1e-9, nan_ok=True)
+        assert ours["num_fevals"] == 2 * theirs["num_fevals"] > 0
+    for ours, theirs in zip(result["score_history"], scored.rows, strict=True):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-9)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-9, nan_ok=True)
+    assert any((driver.flow_cnf().state_dict()[k] - v).abs().max() > 1e-3
+               for k, v in result["flow_weights"].items())
+
+
+@pytest.mark.slow
+def test_two_rank_flow_and_diffusion_runs_are_written_once(runs: dict) -> None:
+    """Rank 0 writes the run (rank 1 creating it too would find it taken), atomically: a
+    complete run that loads, with no temporary files."""
+    from tidal.training.diffusion_run import load_diffusion_run
+    from tidal.training.flow_run import load_flow_run
+
+    assert runs["results"][0]["runs"] == runs["results"][1]["runs"] == {
+        "flow": "finished", "diffusion": "finished"}
+    for name, load in (("flow-run", load_flow_run), ("diffusion-run", load_diffusion_run)):
+        run = runs["out"] / name
+        loaded = load(run)
+        assert loaded.config["fit"]["status"] == "finished"
+        assert not list(run.rglob("*tidal-tmp*"))
+        assert {"checkpoint.pt", "model.pt", "metrics.csv", "config.json"} <= {
+            p.name for p in run.iterdir()}
 
 
 @pytest.mark.slow
@@ -192,3 +290,53 @@ def test_nproc_checks_the_input_before_starting_processes(tmp_path: Path) -> Non
                                        str(tmp_path / "run"), "--nproc", "2"])
     assert result.exit_code == 2 and "missing.csv" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["flow", "denoising", "sliced"])
+def test_shares_of_two_ranks_add_up_to_the_one_process_loss_and_gradient(kind: str) -> None:
+    """In one process, the shares ranks 0 and 1 of 2 would compute (`World(r, 2)`) add up to
+    the loss of the whole global batch computed directly (same draws: the step's generator), and
+    so do their gradients."""
+    from tidal.diffusion.processes import VPSDE
+    from tidal.diffusion.score_matching import score_matching_loss
+    from tidal.models import divergence
+    from tidal.training.batches import step_generator
+    from tidal.training.flow import LikelihoodObjective
+    from tidal.training.score import ScoreMatchingObjective
+
+    batch = driver.flow_samples()[:driver.GLOBAL_BATCH]
+
+    def draws() -> torch.Generator:
+        return step_generator(driver.DRAW_SEED, driver.DRAW_STEP)
+
+    def objective():
+        if kind == "flow":
+            return LikelihoodObjective(driver.flow_cnf(), batch, None, driver.GLOBAL_BATCH)
+        return ScoreMatchingObjective(driver.score_model(), VPSDE(), batch, None,
+                                      driver.GLOBAL_BATCH, kind, "hutchinson", "likelihood")
+
+    def loss_of(made, share: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if kind == "flow":
+            parameters = list(made.model.parameters())
+            if share:
+                loss = sum(made.share(batch, draws()))
+            else:
+                log_prob, reg = made.model(batch, divergence.probe(batch, "rademacher", draws()))
+                loss = (reg - log_prob).mean()
+        else:
+            parameters = list(made.model.network.parameters())
+            loss = made.share(batch, draws()) if share else score_matching_loss(
+                made.model.network, VPSDE(), batch, method=kind, weighting="likelihood",
+                generator=draws()).mean()
+        return loss, [g.reshape(-1) for g in torch.autograd.grad(loss, parameters)]
+
+    whole, gradient = loss_of(objective(), share=False)
+    total = torch.zeros((), dtype=torch.float64)
+    summed = torch.zeros(torch.cat(gradient).shape, dtype=torch.float64)
+    for rank in (0, 1):
+        made = objective()
+        made.world = World(rank, 2)
+        loss, grads = loss_of(made, share=True)
+        total, summed = total + loss.detach(), summed + torch.cat(grads)
+    assert float(total) == pytest.approx(whole.item(), rel=1e-12)
+    torch.testing.assert_close(summed, torch.cat(gradient), rtol=0, atol=1e-12)

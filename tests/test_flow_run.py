@@ -23,8 +23,8 @@ from tidal.training.flow_run import (
     train_flow_run,
 )
 
-#: Hutchinson's trace draws probes from torch's global generator, so an exact resume needs
-#: its state in the checkpoint too.
+#: Hutchinson's trace: its probes (step i's from the generator of (seed, i)) must be drawn
+#: again alike by the resumed run.
 TINY = FlowOptions(steps=12, batch_size=32, width=8, depth=1, trace="hutchinson",
                    checkpoint_every=4, train_tol=1e-3, eval_tol=1e-3)
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from tidal.cli.main import nproc_option
+
 
 @click.group()
 def diffusion() -> None:
@@ -33,13 +35,14 @@ def diffusion() -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True,
               help="Continue the diffusion run in -o from its checkpoint.")
+@nproc_option
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own.")
 @click.option("--quiet", is_flag=True)
 @click.pass_context
 def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits: bool,
                   samples: int, columns: str | None, run_dir: str, seed: int, resume: bool,
-                  overwrite: bool, quiet: bool, **options: Any) -> None:
+                  nproc: int, overwrite: bool, quiet: bool, **options: Any) -> None:
     """Fit a score model to the rows of DATA (CSV or Parquet), --toy or --digits; write the
     run and its report (held-out likelihood by the probability-flow ODE, samples).
 
@@ -48,7 +51,7 @@ def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits:
     import numpy as np
     import torch
 
-    from tidal.cli.main import BadInput, refuse_changes_on_resume
+    from tidal.cli.main import BadInput, refuse_changes_on_resume, start_processes
     from tidal.data.toys import TOYS, sample_toy
     from tidal.diffusion.processes import VPSDE
     from tidal.training.diffusion_run import (
@@ -59,7 +62,8 @@ def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits:
 
     if resume:
         refuse_changes_on_resume(ctx, run_dir, frozenset({"run_dir", "resume", "steps",
-                                                          "quiet"}), "--steps")
+                                                          "quiet", "nproc"}), "--steps")
+        start_processes(nproc)
         given = ctx.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT
         history = resume_diffusion_run(run_dir, steps=options["steps"] if given else None,
                                        progress=not quiet)
@@ -87,6 +91,7 @@ def diffusion_fit(ctx: click.Context, data: str | None, toy: str | None, digits:
         assert data is not None
         names, points = _read_samples(Path(data), columns)
         source = {"path": str(data)}
+    start_processes(nproc)
     history = train_diffusion_run(np.asarray(points), run_dir, columns=names,
                                   process=VPSDE(), levels=levels,
                                   options=DiffusionOptions(seed=seed, **options),

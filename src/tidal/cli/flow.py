@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from tidal.cli.main import nproc_option
+
 
 @click.group()
 def flow() -> None:
@@ -34,13 +36,14 @@ def flow() -> None:
               help="Steps between checkpoints (for --resume).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the flow run in -o from its checkpoint.")
+@nproc_option
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own.")
 @click.option("--quiet", is_flag=True)
 @click.pass_context
 def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int,
-             columns: str | None, run_dir: str, seed: int, resume: bool, overwrite: bool,
-             quiet: bool, **options: Any) -> None:
+             columns: str | None, run_dir: str, seed: int, resume: bool, nproc: int,
+             overwrite: bool, quiet: bool, **options: Any) -> None:
     """Fit a flow to the rows of DATA (CSV or Parquet, one column per dimension) or to --toy.
 
     --resume continues the run in -o with its own data and settings (only --steps may change:
@@ -48,13 +51,14 @@ def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int
     import numpy as np
     import torch
 
-    from tidal.cli.main import BadInput, refuse_changes_on_resume
+    from tidal.cli.main import BadInput, refuse_changes_on_resume, start_processes
     from tidal.data.toys import TOYS, sample_toy
     from tidal.training.flow_run import FlowOptions, resume_flow_run, train_flow_run
 
     if resume:
         refuse_changes_on_resume(ctx, run_dir, frozenset({"run_dir", "resume", "steps",
-                                                          "quiet"}), "--steps")
+                                                          "quiet", "nproc"}), "--steps")
+        start_processes(nproc)
         given = ctx.get_parameter_source("steps") != click.core.ParameterSource.DEFAULT
         history = resume_flow_run(run_dir, steps=options["steps"] if given else None,
                                   progress=not quiet)
@@ -71,6 +75,7 @@ def flow_fit(ctx: click.Context, data: str | None, toy: str | None, samples: int
         assert data is not None  # one of the two, checked above
         names, points = _read_samples(Path(data), columns)
         source = {"path": str(data)}
+    start_processes(nproc)
     history = train_flow_run(np.asarray(points), run_dir, columns=names,
                              options=FlowOptions(seed=seed, **options), source=source,
                              overwrite=overwrite, progress=not quiet)

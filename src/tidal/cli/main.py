@@ -281,14 +281,10 @@ def _configs(kw: dict):
 
 
 def _finish(result, run_dir: Path) -> None:
-    from tidal.distributed import World
     from tidal.report import read_summary, write_report
     from tidal.report.sde import sde_summary, write_sde_report
     from tidal.training.sde_run import SDEResult
 
-    if not World.current().leader:  # under torchrun rank 0 reports
-        sys.exit({"interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}.get(
-            result.status, 0))
     sde = isinstance(result, SDEResult)
     finish_run(result.status, result.message, run_dir,
                report=write_sde_report if sde else write_report,
@@ -301,7 +297,11 @@ def finish_run(status: str, message: str, run_dir: Path, *,
                remedy: str) -> None:
     """Every fit command's ending: the status, the report and its summary, then exit 130 (with
     the `resume` command to continue) when interrupted, 3 (with the `remedy`) when training
-    diverged."""
+    diverged. Under torchrun only rank 0 reports; the others exit with the same code."""
+    from tidal.distributed import World
+
+    if not World.current().leader:
+        sys.exit({"interrupted": EXIT_INTERRUPTED, "diverged": EXIT_DIVERGED}.get(status, 0))
     click.echo(f"{status}: {message}")
     page = report(run_dir)
     click.echo(summary(run_dir))
@@ -313,6 +313,26 @@ def finish_run(status: str, message: str, run_dir: Path, *,
         click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try "
                    f"{remedy}, then fit again with --overwrite.", err=True)
         sys.exit(EXIT_DIVERGED)
+
+
+def nproc_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The `--nproc N` option of the fit commands (`start_processes`)."""
+    return click.option(
+        "--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Train data-parallel in this many processes on this machine (starts torchrun; "
+             "the result equals one process's up to the solver's tolerance).")(command)
+
+
+def start_processes(nproc: int) -> None:
+    """With `--nproc N` > 1 (call it once the input is checked): run this command again in N
+    processes (torchrun) and exit with its code; else join the process group torchrun set up,
+    if any."""
+    from tidal.distributed import init_from_environment
+    from tidal.training.distributed import launch, without_option
+
+    if nproc > 1:
+        sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+    init_from_environment()
 
 
 #: What `fit --resume` may change: everything else comes from the run's config.json.
@@ -365,9 +385,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
               help="Pre-train the vector field on derivatives estimated by smoothing splines "
                    "(collocation) before fitting trajectories.")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train data-parallel in this many processes on this machine (starts "
-                   "torchrun; the result equals one process's up to the solver's tolerance).")
+@nproc_option
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in -o: deletes only the files tidal listed as its own in "
                    "tidal-run.json (never other files, never the folder, never DATA).")
@@ -392,17 +410,8 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         resume_sequence,
     )
     from tidal.data import read_table
-    from tidal.distributed import init_from_environment
     from tidal.training import resume_run, train_run
-    from tidal.training.distributed import launch, without_option
     from tidal.training.ensemble import EnsembleOptions
-
-    def processes() -> None:
-        """With --nproc N (after the input is checked here): run this command again in N
-        processes (torchrun); else join the process group torchrun set up, if any."""
-        if nproc > 1:
-            sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
-        init_from_environment()
 
     if kw["kind"] in SEQUENCE_CHOICES:
         if nproc > 1:
@@ -419,7 +428,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         from tidal.cli.sde import resume_fit
 
         refuse_changes_on_resume(ctx, run_dir)
-        processes()
+        start_processes(nproc)
         given = ctx.get_parameter_source("epochs") != click.core.ParameterSource.DEFAULT
         result = resume_fit(run_dir, epochs=kw["epochs"] if given else None,
                             progress=not kw["quiet"], fallback=resume_run)
@@ -436,7 +445,7 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         members = EnsembleOptions(ensemble, bootstrap, workers) if ensemble > 1 else None
         names = None if states is None else [s.strip() for s in states.split(",")]
         trajectories = read_table(data, time=time_column, id=id_column, states=names)
-    processes()
+    start_processes(nproc)
     source = {"path": str(data), **({"system": system} if system else {})}
     if kw["kind"] in ("sde", "latent-sde"):
         from tidal.cli.sde import fit_sde

@@ -22,7 +22,7 @@ model evaluates the EMA network.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -108,33 +108,48 @@ class ScoreModel(nn.Module):
 def score_matching_loss(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                         process: ForwardProcess | None, x0: torch.Tensor, *,
                         method: str = "denoising", trace: str = "hutchinson",
-                        weighting: str = "standard", generator: torch.Generator | None = None
-                        ) -> torch.Tensor:
-    """The (per-point) score-matching loss [B] of `score` on data x0 [B, d] (module doc)."""
+                        weighting: str = "standard", generator: torch.Generator | None = None,
+                        rows: Sequence[int] | None = None) -> torch.Tensor:
+    """The (per-point) score-matching loss [B] of `score` on data x0 [B, d] (module doc).
+
+    The random times, noise and probes are drawn for all B points, from torch's global
+    generator or from `generator` (a CPU generator; the draws are moved to x0's device).
+    `rows` computes the loss of those points only ([len(rows)]), with the draws they get in
+    the whole batch: a share of a batch (one rank's, under torchrun) is the batch's loss at
+    those rows."""
     n = len(x0)
+    noise = probe = None
     if process is None:
         t = torch.zeros(n, dtype=x0.dtype, device=x0.device)
-        xt, sigma = x0, torch.ones(n, 1, dtype=x0.dtype, device=x0.device)
-        noise = None
     else:
         t = process.sample_times(n, generator=generator, device=x0.device,
                                  weighting=weighting)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    if method == "denoising" and noise is None:
+        raise InvalidArgumentError(
+            "Denoising score matching needs a forward process to add noise; use "
+            "method='sliced' to fit the score of the samples themselves.")
+    if method == "sliced" and trace != "exact":
+        probe = divergence.probe(x0, "rademacher", generator)
+    if rows is not None:
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=x0.device)
+        x0, t = x0[index], t[index]
+        noise = None if noise is None else noise[index]
+        probe = None if probe is None else probe[index]
+    if noise is None:
+        xt, sigma = x0, torch.ones(len(x0), 1, dtype=x0.dtype, device=x0.device)
+    else:
+        assert process is not None  # noise is drawn only with a process
         xt = process.perturb(x0, t, noise)
         sigma = process.std(t).to(x0.dtype).reshape(-1, 1)
         t = t.to(x0.dtype)
     if method == "denoising":
-        if noise is None:
-            raise InvalidArgumentError(
-                "Denoising score matching needs a forward process to add noise; use "
-                "method='sliced' to fit the score of the samples themselves.")
+        assert noise is not None
         return (sigma * score(xt, t) + noise).square().sum(-1)
     xt = xt.detach().requires_grad_(True)
     field = lambda time, y: score(y, time)  # noqa: E731  (divergence's f(t, y))
-    if trace == "exact":
+    if probe is None:
         terms = divergence.exact(field, t, xt, create_graph=True)
     else:
-        probe = divergence.probe(xt, "rademacher") if generator is None else (
-            torch.randint(2, xt.shape, generator=generator, dtype=xt.dtype) * 2 - 1)
         terms = divergence.hutchinson(field, t, xt, probe, create_graph=True)
     return sigma.squeeze(-1).square() * (terms.divergence + 0.5 * terms.dy.square().sum(-1))

@@ -121,22 +121,31 @@ class CNF(nn.Module):
         self.kinetic, self.jacobian, self.max_steps = float(kinetic), float(jacobian), max_steps
         self.last_stats: Stats | None = None
 
-    def transform(self, x: torch.Tensor) -> FlowResult:
+    def transform(self, x: torch.Tensor, probe: torch.Tensor | None = None) -> FlowResult:
         """Data x [B, d] at t1 → base z at 0; `delta_logp` = log p_base(z) - log p(x)."""
-        return self.integrate(x, self.t1, 0.0)
+        return self.integrate(x, self.t1, 0.0, probe)
 
     def inverse(self, z: torch.Tensor) -> FlowResult:
         """Base z [B, d] at 0 → data x at t1; `delta_logp` = log p(x) - log p_base(z)."""
         return self.integrate(z, 0.0, self.t1)
 
-    def integrate(self, y0: torch.Tensor, t_start: float, t_end: float) -> FlowResult:
-        """Solve the augmented system from y0 [B, d] at `t_start` to `t_end`."""
+    def integrate(self, y0: torch.Tensor, t_start: float, t_end: float,
+                  probe: torch.Tensor | None = None) -> FlowResult:
+        """Solve the augmented system from y0 [B, d] at `t_start` to `t_end`. With the
+        Hutchinson trace, `probe` [B, d] is the probe (None: drawn from torch's generator);
+        the exact trace ignores it."""
         _check_batch(y0, self.dim)
+        if probe is not None and probe.shape != y0.shape:
+            raise InvalidArgumentError(
+                f"`CNF(...)`: the Hutchinson probe must have the batch's shape "
+                f"{tuple(y0.shape)}; got {tuple(probe.shape)}.")
         d = y0.shape[-1]
         extras = [name for name in ("kinetic", "jacobian") if getattr(self, name) > 0]
+        if self.trace == "hutchinson" and probe is None:
+            probe = divergence.probe(y0, self.noise)
         field = _AugmentedField(
             self.vector_field, d, self.trace, extras,
-            eps=divergence.probe(y0, self.noise) if self.trace == "hutchinson" else None,
+            eps=probe if self.trace == "hutchinson" else None,
             sign=1.0 if t_end > t_start else -1.0)
         start = torch.cat([y0, y0.new_zeros(y0.shape[0], 1 + len(extras))], dim=-1)
         ts = torch.tensor([t_start, t_end], dtype=torch.float64)
@@ -159,15 +168,18 @@ class CNF(nn.Module):
                 f"base as `torch.distributions.Independent(base, 1)`.")
         return out
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) [B] of data x [B, d]: log p_base(z) - Δ with (z, Δ) = `transform(x)`."""
-        flow = self.transform(x)
+    def log_prob(self, x: torch.Tensor, probe: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) [B] of data x [B, d]: log p_base(z) - Δ with (z, Δ) = `transform(x)`
+        (`probe`: as `integrate`'s)."""
+        flow = self.transform(x, probe)
         return self.base_log_prob(flow.y) - flow.delta_logp
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, probe: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x) [B], regularization [B] = λ_K K + λ_J F) for a training loss
-        `-(log_prob - regularization).mean()`; the regularization is zero without weights."""
-        flow = self.transform(x)
+        `-(log_prob - regularization).mean()`; the regularization is zero without weights.
+        `probe`: as `integrate`'s."""
+        flow = self.transform(x, probe)
         reg = torch.zeros_like(flow.delta_logp)
         if flow.kinetic is not None:
             reg = reg + self.kinetic * flow.kinetic

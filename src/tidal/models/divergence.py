@@ -68,8 +68,17 @@ def hutchinson(f: Field, t: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, *,
     return FieldTerms(dy, divergence, eps_jac.square().sum(-1) if frobenius else None)
 
 
-def probe(like: torch.Tensor, noise: str) -> torch.Tensor:
-    """A Hutchinson probe shaped like `like`: Rademacher (±1) or standard normal entries."""
+def probe(like: torch.Tensor, noise: str, generator: torch.Generator | None = None
+          ) -> torch.Tensor:
+    """A Hutchinson probe shaped like `like`: Rademacher (±1) or standard normal entries, from
+    torch's global generator or from `generator` (a CPU generator: drawn on the CPU and moved
+    to `like`'s device, so the numbers do not depend on the device)."""
+    if generator is None:
+        if noise == "gaussian":
+            return torch.randn_like(like)
+        return torch.randint_like(like, 2).mul_(2).sub_(1)
     if noise == "gaussian":
-        return torch.randn_like(like)
-    return torch.randint_like(like, 2).mul_(2).sub_(1)
+        drawn = torch.randn(like.shape, generator=generator, dtype=like.dtype)
+    else:
+        drawn = torch.randint(2, like.shape, generator=generator, dtype=like.dtype) * 2 - 1
+    return drawn.to(like.device)

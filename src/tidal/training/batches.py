@@ -166,7 +166,9 @@ class SampleMinibatches:
     """Minibatches of a sample set [N, d] for the objectives whose round is one optimizer step
     (flows, score models): a fresh permutation at the start of every epoch, from the trainer's
     generator, and round i takes the next `batch_size` of it. The permutation is checkpointed
-    (`state`, `load_state`), so a resumed run draws the batches the uninterrupted one would."""
+    (`state`, `load_state`), so a resumed run draws the batches the uninterrupted one would.
+    Under torchrun every rank draws the same global batch (the trainer's generator is seeded
+    alike and advanced alike on every rank) and computes its rows of it (`World.shard`)."""
 
     def __init__(self, samples: torch.Tensor, batch_size: int) -> None:
         self.samples, self.batch_size = samples, batch_size
@@ -185,3 +187,13 @@ class SampleMinibatches:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.order = state["order"].clone()
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of optimizer step `step`'s random draws (Hutchinson probes, noise levels,
+    noise) in a run seeded `seed`: a function of (seed, step) only, so every rank draws the
+    same numbers for the global batch (and takes its rows of them), and a resumed run draws the
+    uninterrupted one's without checkpointing a generator. (numpy's `SeedSequence` mixes the
+    pair, so nearby seeds and steps give unrelated streams.)"""
+    state = np.random.SeedSequence((seed % 2**64, step)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))

@@ -32,6 +32,7 @@ from tidal.diffusion import sampling
 from tidal.diffusion.likelihood import dequantize, log_likelihood
 from tidal.diffusion.processes import ForwardProcess, process_from_config
 from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
+from tidal.distributed import World
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from tidal.training.flow_run import SPLITS, create_sample_run, read_samples
 from tidal.training.run_directory import RunDirectory
@@ -81,7 +82,8 @@ def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: li
     config = {"type": "ScoreModel", "options": dataclasses.asdict(options),
               "process": process.config(), "columns": columns, "levels": levels,
               "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
-    run.write_json(CONFIG, config)
+    if World.current().leader:  # under torchrun rank 0 writes (create_sample_run)
+        run.write_json(CONFIG, config)
     return _fit(run, config, train, val, resume=False, progress=progress)
 
 
@@ -93,7 +95,8 @@ def resume_diffusion_run(run_dir: str | Path, *, steps: int | None = None,
     to it). A run stopped before its first checkpoint starts over."""
     run = RunDirectory.open(run_dir, KIND)
     config = read_json(run.file(CONFIG))
-    run.take_over()
+    if World.current().leader:
+        run.take_over()
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InvalidArgumentError(f"`--steps {steps}`: must be a positive integer.")
@@ -130,12 +133,13 @@ def _fit(run: RunDirectory, config: dict[str, Any], train: np.ndarray, val: np.n
                         checkpoint_every=options.checkpoint_every,
                         val_every=min(200, options.steps), progress=progress, run_dir=run,
                         resume=resume)
-    save_checkpoint(run, WEIGHTS, model.state_dict())
     config["fit"] = {"status": history.status, "message": history.message,
                      "steps": history.rows[-1]["step"] if history.rows else 0,
                      "seconds": history.wall_time}
-    run.write_json(CONFIG, config)
-    run.set_state(FINAL_STATES[history.status])
+    if World.current().leader:
+        save_checkpoint(run, WEIGHTS, model.state_dict())
+        run.write_json(CONFIG, config)
+        run.set_state(FINAL_STATES[history.status])
     return history
 
 

@@ -36,17 +36,22 @@ MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def reduce_step(world: World, loss: torch.Tensor, shared: Sequence[torch.Tensor],
-                owned: Iterable[torch.Tensor] = ()) -> float:
+                owned: Iterable[torch.Tensor] = (), reported: torch.Tensor | None = None
+                ) -> float:
     """Backpropagate this rank's share `loss` and sum the `shared` parameters' gradients and the
     shares over the ranks; returns the global loss, NaN on every rank when the sum of the loss
     or of a gradient is not finite (a NaN on one rank reaches all of them through the sum). A
-    share without a graph (a rank with nothing of this batch) contributes zeros."""
+    share without a graph (a rank with nothing of this batch) contributes zeros. `reported`
+    [k] (this rank's shares of numbers the objective records, e.g. the NLL and the function
+    evaluations) travels in the same buffer and is replaced by its sum over the ranks."""
     if loss.requires_grad:
         loss.backward()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in shared]
     kind = shared[0] if shared else loss
+    extra = torch.zeros(0) if reported is None else reported.detach().reshape(-1)
     flat = torch.cat([*(g.reshape(-1) for g in grads),
-                      loss.detach().reshape(1).to(kind.device, kind.dtype)])
+                      loss.detach().reshape(1).to(kind.device, kind.dtype),
+                      extra.to(kind.device, kind.dtype)])
     world.sum(flat)
     if not torch.isfinite(flat).all():
         return math.nan
@@ -57,13 +62,16 @@ def reduce_step(world: World, loss: torch.Tensor, shared: Sequence[torch.Tensor]
     for p in owned:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    return float(flat[-1])
+    if reported is not None:
+        reported.copy_(flat[offset + 1:].view_as(reported))
+    return float(flat[offset])
 
 
-def fail_step(world: World, shared: Sequence[torch.Tensor]) -> None:
-    """This rank's solve failed before its share was ready: join the step's `all_reduce` with
-    NaNs, so every rank stops together (a diverged step) instead of waiting for this one."""
-    numel = sum(p.numel() for p in shared) + 1
+def fail_step(world: World, shared: Sequence[torch.Tensor], reported: int = 0) -> None:
+    """This rank's solve failed before its share was ready: join the step's `all_reduce` (of
+    `reported` extra numbers) with NaNs, so every rank stops together (a diverged step) instead
+    of waiting for this one."""
+    numel = sum(p.numel() for p in shared) + 1 + reported
     kind = shared[0] if shared else torch.zeros((), dtype=torch.float64)
     world.sum(torch.full((numel,), math.nan, dtype=kind.dtype, device=kind.device))
 

@@ -295,9 +295,11 @@ class TrajectoryObjective:
             else:
                 loss = self.loss(self.batch(self.train, horizon, indices), indices)
             total += step(loss) * len(indices)
+        fevals = torch.tensor(float(_as_int(self.model.last_stats)), dtype=torch.float64)
         return {"stage": stage, "horizon": horizon, "segments": segments,
                 "train_loss": total / len(self.train),
-                "num_fevals": _as_int(self.model.last_stats)}
+                # under torchrun: the sum of the ranks' last solves (one reduction per epoch)
+                "num_fevals": int(self.world.sum(fevals))}
 
     @torch.no_grad()
     def validation_loss(self) -> float:

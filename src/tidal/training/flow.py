@@ -9,6 +9,12 @@ the loss
 (the regularizers are those the `CNF` was built with), and takes one AdamW step; the learning
 rate follows a cosine decay to zero by default. Validation NLL is computed without gradients
 every `val_every` steps and at the end, and chooses the kept weights.
+
+Under torchrun every rank draws the same global minibatch and Hutchinson probes (from the
+generator of (seed, step), `batches.step_generator`), computes the sum over its rows b ≡ rank
+(mod world size) divided by the global B, and the step's all-reduce adds the shares: the
+one-process loss and gradient (exactly with fixed solver steps; with adaptive ones each rank's
+solve picks its own steps, so to the solver's tolerance).
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from typing import Any
 
 import torch
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError
+from tidal.distributed import World
+from tidal.models import divergence
 from tidal.models.cnf import CNF
-from tidal.training.batches import SampleMinibatches
+from tidal.training.batches import SampleMinibatches, step_generator
 from tidal.training.run_directory import RunDirectory
-from tidal.training.trainer import LoopSettings, Outcome, finite, train
+from tidal.training.trainer import LoopSettings, Outcome, Step, finite, train
 
 SCHEDULES = ("cosine", "constant")
 
@@ -36,7 +44,8 @@ class FlowHistory:
     Attributes:
         train_nll: minibatch negative log-likelihood per step (nats per sample).
         regularization: minibatch mean of λ_K K + λ_J F per step.
-        num_fevals: evaluations of the augmented field in each step's forward solve.
+        num_fevals: evaluations of the augmented field in each step's forward solve (under
+            torchrun: summed over the ranks, each solving its rows of the batch).
         val_steps, val_nll: the steps at which the validation NLL was computed, and its value.
         wall_time: seconds spent in the loop.
         status, message: how training ended ("finished", "early-stopped", "diverged",
@@ -64,39 +73,83 @@ class FlowHistory:
                    status, message, rows)
 
 
+#: Seeds the Hutchinson probes of the validation NLL: the same probes at every validation.
+VALIDATION_SEED = 12345
+
+
 class LikelihoodObjective:
-    """Maximum likelihood of a `CNF`, for the shared loop: one round is one minibatch step."""
+    """Maximum likelihood of a `CNF`, for the shared loop: one round is one minibatch step.
+    Shards under torchrun (module doc); the NLL, regularization and function evaluations of a
+    step travel in its all-reduce (`step_reports`)."""
 
     unit = "step"
     columns: tuple[str, ...] = ("train_loss", "nll", "regularization", "val_loss", "lr",
                                 "num_fevals", "seconds")
     steps_per_round = 1
+    shards = True
+    step_reports = ("nll", "regularization", "num_fevals")
 
     def __init__(self, cnf: CNF, samples: torch.Tensor, val_samples: torch.Tensor | None,
-                 batch_size: int) -> None:
+                 batch_size: int, seed: int = 0) -> None:
         self.model, self.val_samples = cnf, val_samples
-        self.batch_size = batch_size
+        self.batch_size, self.seed = batch_size, seed
         self.batches = SampleMinibatches(samples, batch_size)
+        self.world = World.current()
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
-                    generator: torch.Generator) -> dict[str, float]:
-        batch = self.batches.batch(index, generator)
-        log_prob, reg = self.model(batch)
-        nll, regularization = -log_prob.mean(), reg.mean()
-        loss = finite(nll + regularization)
-        step(loss)
-        stats = self.model.last_stats
-        return {"train_loss": loss.item(), "nll": nll.item(),
-                "regularization": regularization.item(),
-                "num_fevals": 0 if stats is None else int(stats.num_fevals)}
+    def owned_rows(self, world: World) -> dict[str, torch.Tensor]:
+        return {}  # the batch order (`state`) is the same on every rank
 
+    def share(self, batch: torch.Tensor, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's shares of the global `batch`'s NLL and regularization: sums over its
+        rows divided by the batch size, with the Hutchinson probes the whole batch draws from
+        `generator` (zeros without a graph when it has no rows)."""
+        probe = (divergence.probe(batch, self.model.noise, generator)
+                 if self.model.trace == "hutchinson" else None)
+        mine = list(self.world.shard(range(len(batch))))
+        if not mine:
+            return batch.new_zeros(()), batch.new_zeros(())
+        log_prob, reg = self.model(batch[mine], None if probe is None else probe[mine])
+        return -log_prob.sum() / len(batch), reg.sum() / len(batch)
+
+    def train_round(self, index: int, step: Step, generator: torch.Generator
+                    ) -> dict[str, float]:
+        batch = self.batches.batch(index, generator)
+        self.model.last_stats = None
+        nll, regularization = self.share(batch, step_generator(self.seed, index))
+        loss = finite(nll + regularization)
+        stats = self.model.last_stats
+        reported = torch.tensor([nll.item(), regularization.item(),
+                                 0 if stats is None else int(stats.num_fevals)],
+                                dtype=torch.float64)
+        value = step(loss, reported)
+        return {"train_loss": value, "nll": float(reported[0]),
+                "regularization": float(reported[1]), "num_fevals": int(reported[2])}
+
+    @torch.no_grad()
     def validation_loss(self) -> float:
+        """The NLL of the validation samples (this rank's rows, in chunks of 4 x batch size,
+        summed over the ranks), with fixed probes (`VALIDATION_SEED`)."""
         if self.val_samples is None:
             return math.nan
-        return evaluate_nll(self.model, self.val_samples, batch_size=4 * self.batch_size)
+        val = self.val_samples
+        probe = (divergence.probe(val, self.model.noise,
+                                  torch.Generator().manual_seed(VALIDATION_SEED))
+                 if self.model.trace == "hutchinson" else None)
+        mine = torch.tensor(self.world.shard(range(len(val))), dtype=torch.long)
+        total = val.new_zeros(())
+        try:
+            for rows in mine.split(4 * self.batch_size) if len(mine) else ():
+                total -= self.model.log_prob(val[rows], None if probe is None else probe[rows]
+                                             ).sum()
+        except SolveFailedError:
+            if not self.world.distributed:
+                raise
+            total = val.new_full((), math.nan)  # every rank's sum becomes NaN
+        return float(self.world.sum(total) / len(val))  # NaN (ignored) alike on every rank
 
     def counts_for_best(self, index: int) -> bool:
         return True
@@ -131,8 +184,9 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
         val_every: steps between validation passes (one is always made at the end).
         checkpoint_every: steps between checkpoints (the last good state that divergence
             returns to; written to `run_dir` when given).
-        seed: seeds the minibatch order and torch's global generator (Hutchinson probes);
-            seed the model's initialization yourself before building it.
+        seed: seeds the minibatch order and the Hutchinson probes (step i's from the
+            generator of (seed, i)); seed the model's initialization yourself before building
+            it.
         progress: show a progress bar with the loss.
         callback: called as `callback(step, history)` after every step; returning True stops.
         run_dir: a `RunDirectory` for checkpoint.pt and metrics.csv.
@@ -149,7 +203,7 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
                             eval_every=val_every, checkpoint_every=checkpoint_every, seed=seed)
     stop = None if callback is None else (
         lambda step, rows: callback(step, FlowHistory.of(rows)))
-    outcome: Outcome = train(LikelihoodObjective(cnf, samples, val_samples, batch_size),
+    outcome: Outcome = train(LikelihoodObjective(cnf, samples, val_samples, batch_size, seed),
                              settings, run_dir=run_dir, resume=resume, progress=progress,
                              stop=stop)
     cnf.load_state_dict(outcome.kept["model"])

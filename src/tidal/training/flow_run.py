@@ -11,6 +11,9 @@
 
 Samples are standardized per column before training; log-densities are reported in the user's
 units (the standardization's log-Jacobian is added back).
+
+Under torchrun (`tidal flow fit --nproc N`, also `diffusion_run`) every rank trains, and only
+rank 0 writes the run (atomically, then a barrier before the others read it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from tidal._errors import InvalidArgumentError
 from tidal.adjoint import BackpropAdjoint
 from tidal.controllers import PIDController
+from tidal.distributed import World
 from tidal.models import CNF
 from tidal.nn import ConcatSquashMLP
 from tidal.solvers import Dopri5
@@ -91,7 +95,8 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
     offset, scale = train.mean(axis=0), np.maximum(train.std(axis=0), 1e-12)
     config = {"type": "CNF", "options": dataclasses.asdict(options), "columns": columns,
               "offset": offset.tolist(), "scale": scale.tolist(), "source": source, "fit": {}}
-    run.write_json(CONFIG, config)
+    if World.current().leader:
+        run.write_json(CONFIG, config)
     torch.manual_seed(options.seed)
     cnf = build_cnf(samples.shape[1], options, options.train_tol)
     return _train(run, cnf, config, resume=False, progress=progress)
@@ -105,7 +110,9 @@ def resume_flow_run(run_dir: str | Path, *, steps: int | None = None,
     starts over."""
     run = RunDirectory.open(run_dir, KIND)
     config = read_config(run)
-    run.take_over()
+    world = World.current()
+    if world.leader:
+        run.take_over()
     options = FlowOptions(**config["options"])
     if steps is not None:
         if not isinstance(steps, int) or steps < 1:
@@ -124,7 +131,8 @@ def resume_flow_run(run_dir: str | Path, *, steps: int | None = None,
     if restart:
         history.message = ("no checkpoint had been saved, so training started over; "
                            f"{history.message}")
-        _write_outcome(run, config, history)
+        if world.leader:
+            _write_outcome(run, config, history)
     return history
 
 
@@ -140,9 +148,10 @@ def _train(run: RunDirectory, cnf: CNF, config: dict[str, Any], *, resume: bool,
                        seed=options.seed, checkpoint_every=options.checkpoint_every,
                        val_every=min(100, options.steps), progress=progress, run_dir=run,
                        resume=resume)
-    save_checkpoint(run, WEIGHTS, cnf.state_dict())
-    _write_outcome(run, config, history)
-    run.set_state(FINAL_STATES[history.status])
+    if World.current().leader:
+        save_checkpoint(run, WEIGHTS, cnf.state_dict())
+        _write_outcome(run, config, history)
+        run.set_state(FINAL_STATES[history.status])
     return history
 
 
@@ -164,20 +173,26 @@ def create_sample_run(samples: np.ndarray, run_dir: str | Path, kind: str, comma
     """A density run's start (flows, diffusion): check `samples` [N, d], create the run (a new
     or empty folder, or with `overwrite` an earlier run of `kind`: only the files it lists are
     deleted, never `source["path"]`), hold out a seeded `val_fraction` and write both splits.
-    Returns (run, train, val)."""
+    Returns (run, train, val). Under torchrun rank 0 creates and writes, the others open the run
+    once it has."""
     samples = np.asarray(samples, dtype=float)
     if samples.ndim != 2 or len(samples) < 20 or not np.isfinite(samples).all():
         raise InvalidArgumentError(
             f"`{command}` needs at least 20 finite samples as rows of a table; got shape "
             f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
-    run = RunDirectory.create(run_dir, kind, command=command, overwrite=overwrite,
-                              keep=[source["path"]] if "path" in source else [])
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = max(1, round(val_fraction * len(samples)))
     val, train = samples[order[:n_val]], samples[order[n_val:]]
-    for split, values in zip(SPLITS, (train, val)):
-        with run.writing(f"data/{split}.csv") as tmp:
-            pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+    world = World.current()
+    if world.leader:
+        run = RunDirectory.create(run_dir, kind, command=command, overwrite=overwrite,
+                                  keep=[source["path"]] if "path" in source else [])
+        for split, values in zip(SPLITS, (train, val)):
+            with run.writing(f"data/{split}.csv") as tmp:
+                pd.DataFrame(values, columns=columns).to_csv(tmp, index=False)
+    world.barrier()
+    if not world.leader:
+        run = RunDirectory.open(run_dir, kind)
     return run, train, val
 
 

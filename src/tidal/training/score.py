@@ -1,13 +1,17 @@
 """Score matching through the shared training loop (`trainer.py`: schedule, checkpoints that
 resume exactly, divergence, progress): `fit_score` for any `ScoreModel`, and
 `learned_entropy_production`, which learns a stationary score from samples and estimates the
-entropy production rate with it (`tidal.diffusion.entropy`)."""
+entropy production rate with it (`tidal.diffusion.entropy`).
+
+Under torchrun every rank draws the same global minibatch and, from the generator of
+(seed, step) (`batches.step_generator`), the same noise levels, noise and probes for all of it;
+it computes the loss of its rows b ≡ rank (mod world size), summed and divided by the global
+batch size, and the step's all-reduce adds the shares: the one-process loss and gradient."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -17,54 +21,70 @@ from tidal._errors import InvalidArgumentError
 from tidal.diffusion.entropy import EntropyProduction, Field, entropy_production
 from tidal.diffusion.processes import ForwardProcess
 from tidal.diffusion.score_matching import METHODS, ScoreMLP, ScoreModel, score_matching_loss
-from tidal.training.batches import SampleMinibatches
+from tidal.distributed import World
+from tidal.training.batches import SampleMinibatches, step_generator
 from tidal.training.run_directory import RunDirectory
-from tidal.training.trainer import LoopSettings, Outcome, finite, train
+from tidal.training.trainer import LoopSettings, Outcome, Step, finite, train
 
 
 class ScoreMatchingObjective:
     """Score matching for the shared loop: one round is one minibatch step (then an EMA
     update). The validation loss is the same loss on held-out points with fixed noise, times
-    and probes, evaluated with the EMA network."""
+    and probes, evaluated with the EMA network. Shards under torchrun (module doc)."""
 
     unit = "step"
     columns: tuple[str, ...] = ("train_loss", "val_loss", "lr", "seconds")
     steps_per_round = 1
+    shards = True
 
     def __init__(self, model: ScoreModel, process: ForwardProcess | None,
                  samples: torch.Tensor, val_samples: torch.Tensor | None, batch_size: int,
-                 method: str, trace: str, weighting: str) -> None:
+                 method: str, trace: str, weighting: str, seed: int = 0) -> None:
         self.model, self.process = model, process
         self.val_samples, self.batch_size = val_samples, batch_size
         self.method, self.trace, self.weighting = method, trace, weighting
+        self.seed = seed
         self.batches = SampleMinibatches(samples, batch_size)
+        self.world = World.current()
+
+    def owned_rows(self, world: World) -> dict[str, torch.Tensor]:
+        return {}  # the batch order (`state`) is the same on every rank
+
+    def share(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """This rank's share of the global `batch`'s loss: the sum over its rows, with the
+        draws the whole batch makes from `generator`, divided by the batch size."""
+        rows = self.world.shard(range(len(batch)))
+        losses = score_matching_loss(self.model.network, self.process, batch,
+                                     method=self.method, trace=self.trace,
+                                     weighting=self.weighting, generator=generator, rows=rows)
+        return losses.sum() / len(batch)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         return [{"params": list(self.model.network.parameters()),
                  "weight_decay": weight_decay}]
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
-                    generator: torch.Generator) -> dict[str, float]:
+    def train_round(self, index: int, step: Step, generator: torch.Generator
+                    ) -> dict[str, float]:
         batch = self.batches.batch(index, generator)
-        loss = finite(score_matching_loss(
-            self.model.network, self.process, batch,
-            method=self.method, trace=self.trace, weighting=self.weighting).mean())
-        step(loss)
+        value = step(finite(self.share(batch, step_generator(self.seed, index))))
         self.model.update_ema()
-        return {"train_loss": loss.item()}
+        return {"train_loss": value}
 
     def validation_loss(self) -> float:
+        """The loss of the held-out points (this rank's rows of each chunk, summed over the
+        ranks) with the EMA network and fixed draws."""
         if self.val_samples is None:
             return math.nan
         generator = torch.Generator().manual_seed(12345)
-        total = 0.0
+        total = self.val_samples.new_zeros(())
         for chunk in self.val_samples.split(4 * self.batch_size):
             with torch.set_grad_enabled(self.method == "sliced"):
                 loss = score_matching_loss(self.model, self.process, chunk, method=self.method,
                                            trace=self.trace, weighting=self.weighting,
-                                           generator=generator)
-            total += loss.sum().item()
-        return total / len(self.val_samples)
+                                           generator=generator,
+                                           rows=self.world.shard(range(len(chunk))))
+            total += loss.sum().detach()
+        return float(self.world.sum(total)) / len(self.val_samples)
 
     def counts_for_best(self, index: int) -> bool:
         return True
@@ -123,7 +143,8 @@ def fit_score(model: ScoreModel, process: ForwardProcess | None, samples: torch.
         steps, batch_size, lr, weight_decay, schedule: the optimization (AdamW; "cosine" or
             "constant" learning rate).
         val_every, checkpoint_every: steps between validation losses / checkpoints.
-        seed: seeds the minibatch order, times and noise.
+        seed: seeds the minibatch order and the times, noise and probes (step i's from the
+            generator of (seed, i)).
         progress, run_dir, resume: as `tidal.training.flow.fit_flow`.
     """
     if method not in METHODS:
@@ -147,7 +168,7 @@ def fit_score(model: ScoreModel, process: ForwardProcess | None, samples: torch.
                             eval_every=val_every, record_every=10,
                             checkpoint_every=checkpoint_every, seed=seed)
     objective = ScoreMatchingObjective(model, process, samples, val_samples, batch_size,
-                                       method, trace, weighting)
+                                       method, trace, weighting, seed)
     outcome = train(objective, settings, run_dir=run_dir, resume=resume, progress=progress)
     model.load_state_dict(outcome.kept["model"])
     return ScoreHistory.of(outcome)

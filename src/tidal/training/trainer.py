@@ -8,8 +8,9 @@ optimizer steps (an epoch over trajectories for `fit`, one minibatch for `fit_fl
 validation loss and the state a checkpoint must hold to continue it.
 
 A checkpoint (`checkpoint.pt`) holds the model, optimizer and scheduler states, the batch-order
-generator, torch's global generator (Hutchinson probes draw from it), the history, the kept
-weights and the objective's own state; metrics.csv holds the history. A resumed run reproduces
+generator, torch's global generator (for objectives that draw from it; flows and score models
+draw from `batches.step_generator(seed, step)` instead), the history, the kept weights and the
+objective's own state; metrics.csv holds the history. A resumed run reproduces
 the uninterrupted one exactly.
 
 Under torchrun (`torch.distributed` initialised) the same loop trains data-parallel
@@ -85,6 +86,15 @@ class LoopSettings:
     seed: int = 0
 
 
+class Step(Protocol):
+    """The loop's optimizer step, handed to `Objective.train_round`: backward of `loss`, clip,
+    optimizer and schedule step; returns the loss's value (under torchrun the sum of the ranks'
+    shares). `reported` [k] (a sharded objective's `step_reports`: this rank's shares of
+    numbers it records) is summed over the ranks in place, in the step's one all-reduce."""
+
+    def __call__(self, loss: torch.Tensor, reported: torch.Tensor | None = None) -> float: ...
+
+
 class Objective(Protocol):
     """What one kind of fitting supplies to `train`.
 
@@ -115,8 +125,8 @@ class Objective(Protocol):
         initial states)."""
         ...
 
-    def train_round(self, index: int, step: Callable[[torch.Tensor], float],
-                    generator: torch.Generator) -> dict[str, float]:
+    def train_round(self, index: int, step: Step, generator: torch.Generator
+                    ) -> dict[str, float]:
         """Round `index` (0-based): compute losses and hand each to `step` (backward, clip,
         optimizer and schedule step), which returns the loss's value (under torchrun: the sum of
         the ranks' shares, see `shards`); return the row's values (at least "train_loss").
@@ -149,7 +159,8 @@ class Objective(Protocol):
 class ShardedObjective(Objective, Protocol):
     """An objective that trains data-parallel under torchrun: each rank hands `step` its share
     of the global batch's loss (the shares sum to the one-process loss), and the rows of its own
-    trained tensors (`state()`) are owned by ranks (`owned_rows`)."""
+    trained tensors (`state()`) are owned by ranks (`owned_rows`). An objective may also hand
+    `step` the numbers named by `step_reports` (optional attribute; none by default)."""
 
     shards: bool
 
@@ -186,11 +197,14 @@ class Trainer:
                 "shard its batches); run it in one process, without torchrun.")
         self.optimizer = torch.optim.AdamW(objective.parameter_groups(settings.weight_decay),
                                            lr=settings.lr)
-        self._shared = list(objective.model.parameters())
-        model_ids = {id(p) for p in self._shared}
+        # the model's trained parameters, whose gradients the step's all-reduce sums (not its
+        # frozen ones, e.g. a score model's EMA copy)
+        self._shared = [p for p in objective.model.parameters() if p.requires_grad]
+        model_ids = {id(p) for p in objective.model.parameters()}
         self._owned = [p for group in self.optimizer.param_groups for p in group["params"]
                        if id(p) not in model_ids]
-        distributed.broadcast_parameters(self.world, self._shared)
+        self._reports = len(getattr(objective, "step_reports", ()))
+        distributed.broadcast_parameters(self.world, list(objective.model.parameters()))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.round = 0
@@ -215,10 +229,11 @@ class Trainer:
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return settings.floor + (1 - settings.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def _step(self, loss: torch.Tensor) -> float:
+    def _step(self, loss: torch.Tensor, reported: torch.Tensor | None = None) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         if self.world.distributed:
-            value = distributed.reduce_step(self.world, loss, self._shared, self._owned)
+            value = distributed.reduce_step(self.world, loss, self._shared, self._owned,
+                                            reported)
             self._joined = True  # an error from here on is raised on every rank alike
             if not math.isfinite(value):
                 raise Diverged("the loss or a gradient became non-finite on some rank")
@@ -244,7 +259,7 @@ class Trainer:
             return self.objective.train_round(index, self._step, self.generator)
         except (Diverged, SolveFailedError):
             if self.world.distributed and not self._joined:
-                distributed.fail_step(self.world, self._shared)
+                distributed.fail_step(self.world, self._shared, self._reports)
             raise
 
     def run(self, progress: bool = True,
