@@ -91,7 +91,8 @@ class _Mode:
         self.stiff = torch.zeros(groups, dtype=torch.bool, device=device)
         self.streak: torch.Tensor | int = 0 if self.shared else torch.zeros(
             groups, dtype=torch.long, device=device)
-        self.misses: torch.Tensor | int = 0 if self.shared else torch.zeros_like(self.streak)
+        self.misses: torch.Tensor | int = 0 if self.shared else torch.zeros(
+            groups, dtype=torch.long, device=device)
         self.any_stiff = self.all_stiff = False
         self.scratch: dict[str, Stages] = {}
 
@@ -151,16 +152,15 @@ class Auto(StepMethod):
             _replace_rows(stages, rows)
             self._update_mode(field, mode, norms)
             return y1, self._explicit.tableau.num_stages - 1
-        store_s, rho_s = self._stiff_step(field, stages, mode)
+        (y_s, store_s), rho_s = self._stiff_step(field, stages, mode)
         fevals = self._stiff.rosenbrock.num_stages
         if mode.all_stiff:
-            y1, store, rho = *store_s, rho_s
+            y1, store, rho = y_s, store_s, rho_s
         else:  # per-sample grids with samples in both modes: each keeps its own
             scratch = _scratch(mode, stages, "explicit", self._explicit.tableau.num_dense_stages)
             y_e, rows, dy_dk = self._explicit_step(field, stages, scratch, mode)
             store_e = torch.cat([rows, scratch.matrix()[_ROWS - 1:]])  # and f1
             fevals += self._explicit.tableau.num_stages - 1
-            y_s, store_s = store_s
             pick = mode.stiff.unsqueeze(-1)
             y1 = torch.where(pick, y_s, y_e)
             shape = (len(store_e), len(mode.stiff), -1)
