@@ -7,6 +7,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_stiff.py batch      # 1024 ROBER samples vs a scipy loop
     .venv/bin/python benchmarks/bench_stiff.py auto       # tidal.Auto against Tsit5 / Rodas5P
     .venv/bin/python benchmarks/bench_stiff.py grad       # gradient accuracy, backward cost
+    .venv/bin/python benchmarks/bench_stiff.py precision  # Rodas5P at tighter rtol vs Radau
 
 For each problem, float64, rtol 1e-6 and atol = 1e-6 times each component's scale: the error
 at the final time against scipy's Radau at rtol 1e-12 (max over components of
@@ -21,8 +22,15 @@ scipy Radau solves (same tolerances), with the largest error of either against p
 Radau references at rtol 1e-10.
 
 `auto`: what `tidal.Auto` costs where it stays explicit (non-stiff problems: calls of f and
-wall time against Tsit5, the best of 3 interleaved runs) and what it gives on stiff ones
+CPU time against Tsit5, the median of 7 interleaved runs in one process, and their ratio)
+and what it gives on stiff ones
 (against Rodas5P, errors against Radau at rtol 1e-12).
+
+`precision`: work against accuracy. For each problem, scipy Radau at rtol 1e-6 against
+Rodas5P at rtol 1e-6, 2.5e-7 and 1e-7 (atol = rtol x scale): the error ratio Rodas5P / Radau
+(the acceptance asks for at most 10 at the same tolerance) and the f-call ratio (at most 1).
+Rodas5P's error is about rtol (its embedded estimate has order 4, one below the method);
+Radau's is often far below rtol (scipy's estimate has order 3 for an order-5 method).
 
 `grad`: the gradient of a ROBER loss (weighted scaled states at t = 1e-3 .. 10) with respect
 to the three log-rates, Rodas5P at rtol 1e-6, Backprop and Checkpoint, with the Jacobian from
@@ -238,8 +246,9 @@ def _mlp_field() -> Callable:
 
 def auto() -> None:
     """tidal.Auto on non-stiff problems (against Tsit5) and stiff ones (against Rodas5P)."""
-    print(f"rtol {RTOL}, atol = rtol x scale; best of 3 interleaved runs (non-stiff)\n")
-    print("| problem | method | error | f calls | Jacobians | switches | steps | wall |")
+    print(f"rtol {RTOL}, atol = rtol x scale; CPU time, median of 7 interleaved runs "
+          "(non-stiff)\n")
+    print("| problem | method | error | f calls | Jacobians | switches | steps | CPU time |")
     print("|---|---|---|---|---|---|---|---|")
     cases = [Problem("vdp mu=1", lambda t, y: van_der_pol(t, y, 1.0), [2.0, 0.0], 20.0,
                      [1.0, 1.0]),
@@ -256,25 +265,27 @@ def auto() -> None:
                                                atol=1e-12 * scale).y[:, -1])
         stiff = problem in PROBLEMS
         methods = (tidal.Rodas5P(), tidal.Auto()) if stiff else (tidal.Tsit5(), tidal.Auto())
-        walls: dict[str, float] = {}
+        walls: dict[str, list[float]] = {}
         solutions = {}
-        for _ in range(1 if stiff else 3):
+        for _ in range(1 if stiff else 7):
             for solver in methods:
                 controller = tidal.PIDController(RTOL, RTOL * torch.tensor(scale))
-                start = time.perf_counter()
+                start = time.process_time()
                 with torch.no_grad():
                     solutions[solver.name] = tidal.solve(
                         problem.f, torch.tensor(problem.y0), torch.tensor([0.0, problem.t_end]),
                         solver=solver, controller=controller, max_steps=100_000)
-                wall = time.perf_counter() - start
-                walls[solver.name] = min(walls.get(solver.name, math.inf), wall)
+                walls.setdefault(solver.name, []).append(time.process_time() - start)
+        median = {name: float(np.median(times)) for name, times in walls.items()}
         for name, sol in solutions.items():
             s = sol.stats
             error = (_error(sol.ys[-1].numpy(), reference, scale) if reference.size > 1
                      else math.nan)  # no reference for the network
             print(f"| {problem.name} | {name} | {error:.1e} | {int(s.num_fevals)} | "
                   f"{int(s.num_jacobians)} | {int(s.num_switches)} | {int(s.num_accepted)} | "
-                  f"{walls[name]:.2f} s |", flush=True)
+                  f"{median[name]:.3f} s |", flush=True)
+        if not stiff:
+            print(f"| | auto / tsit5 CPU time | | | | | | {median['auto'] / median['tsit5']:.3f} |")
 
 
 GRAD_TS = [0.0, 1e-3, 1e-1, 1.0, 10.0]
@@ -335,6 +346,32 @@ def grad() -> None:
                   f"{forward:.2f} s | {backward:.2f} s | {backward / forward:.1f} |", flush=True)
 
 
+def precision() -> None:
+    """Rodas5P at rtol 1e-6 and tighter against scipy Radau at 1e-6 (module docstring)."""
+    print("error: vs Radau at rtol 1e-12; ratios against scipy Radau at rtol 1e-6\n")
+    print("| problem | method | rtol | error | error / Radau's | f calls | f calls / Radau's |")
+    print("|---|---|---|---|---|---|---|")
+    for problem in PROBLEMS:
+        scale = np.asarray(problem.scale)
+        span = (0.0, problem.t_end)
+        reference = scipy.integrate.solve_ivp(problem.f, span, problem.y0, method="Radau",
+                                              rtol=1e-12, atol=1e-12 * scale).y[:, -1]
+        radau = scipy.integrate.solve_ivp(problem.f, span, problem.y0, method="Radau",
+                                          rtol=RTOL, atol=RTOL * scale)
+        radau_error = _error(radau.y[:, -1], reference, scale)
+        print(f"| {problem.name} | scipy Radau | {RTOL:g} | {radau_error:.1e} | 1 | "
+              f"{radau.nfev} | 1 |", flush=True)
+        for rtol in (RTOL, RTOL / 4, RTOL / 10):
+            sol = tidal.solve(problem.f, torch.tensor(problem.y0), torch.tensor(span),
+                              solver=tidal.Rodas5P(), max_steps=100_000,
+                              controller=tidal.PIDController(rtol, rtol * torch.tensor(scale)))
+            error = _error(sol.ys[-1].numpy(), reference, scale)
+            fevals = int(sol.stats.num_fevals)
+            print(f"| {problem.name} | rodas5p | {rtol:.2g} | {error:.1e} | "
+                  f"{error / radau_error:.1f} | {fevals} | {fevals / radau.nfev:.2f} |",
+                  flush=True)
+
+
 def main() -> None:
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)
@@ -343,6 +380,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["auto"]:
         auto()
+        return
+    if sys.argv[1:] == ["precision"]:
+        precision()
         return
     if sys.argv[1:] == ["grad"]:
         grad()

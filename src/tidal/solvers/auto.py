@@ -28,11 +28,14 @@ has it as its last stage, the Rosenbrock path calls f once more per attempt). Bo
 estimates have order 4, so the controller's exponent is the same. Dense output, events,
 checkpoint replays and gradients therefore work unchanged.
 
-**Cost.** Explicit mode makes exactly Tsit5's calls of f plus a few vector operations and one
-host synchronisation (the mode decision) per attempt. On per-sample grids a batch whose
-samples are in different modes runs both methods and keeps each sample's own (it pays for
-both; `num_jacobians` then counts the Jacobian for every stepping sample). Switches are
-counted in `Stats.num_switches`.
+**Cost.** In explicit mode Tsit5 steps in the loop's own stage store, and one product of
+its stages with a fixed [8, 7] matrix gives the stored rows and both differences of the
+stiffness estimate; the rest is one norm and, on a shared grid, one host synchronisation
+(two numbers) with the switching counters in Python. That is exactly Tsit5's calls of f and
+about five extra tensor operations per attempt. On per-sample grids a batch whose samples
+are in different modes runs both methods and keeps each sample's own (it pays for both;
+`num_jacobians` then counts the Jacobian for every stepping sample). Switches are counted in
+`Stats.num_switches`.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import torch
 
 from tidal._errors import InvalidArgumentError
 from tidal.solvers.base import StepField, StepMethod, checked_jac
-from tidal.solvers.explicit_rk import BufferedStages, RKCoefficients, Stages
+from tidal.solvers.explicit_rk import BufferedStages, RKCoefficients, StackedStages, Stages
 from tidal.solvers.rosenbrock_solver import Rodas5P
 from tidal.solvers.tsit5 import Tsit5
 
@@ -78,12 +81,19 @@ def _coefficients(dtype: torch.dtype, device: torch.device) -> RKCoefficients:
 
 class _Mode:
     """Per-solve switching state, kept in the loop's `StepField.state`: the mode of each
-    group (True: stiff) and how many attempts in a row argued for the other mode."""
+    group (True: stiff) and how many attempts in a row argued for the other mode. The modes
+    are also kept on the host (`any_stiff`, `all_stiff`, updated at a switch) so that an
+    attempt chooses its method without a synchronisation; on a shared grid (one group) the
+    counters are Python numbers."""
 
     def __init__(self, groups: int, device: torch.device):
+        self.shared = groups == 1
         self.stiff = torch.zeros(groups, dtype=torch.bool, device=device)
-        self.streak = torch.zeros(groups, dtype=torch.long, device=device)
-        self.misses = torch.zeros(groups, dtype=torch.long, device=device)
+        self.streak: torch.Tensor | int = 0 if self.shared else torch.zeros(
+            groups, dtype=torch.long, device=device)
+        self.misses: torch.Tensor | int = 0 if self.shared else torch.zeros(
+            groups, dtype=torch.long, device=device)
+        self.any_stiff = self.all_stiff = False
         self.scratch: dict[str, Stages] = {}
 
 
@@ -134,57 +144,77 @@ class Auto(StepMethod):
     def attempt(self, field: StepField, stages: Stages, coefficients: RKCoefficients
                 ) -> tuple[torch.Tensor, int]:
         y0 = stages.y0
-        rows = field.rows(y0)
         mode = field.state.get("auto")
         if mode is None:
-            mode = field.state["auto"] = _Mode(len(rows), rows.device)
-        h = torch.as_tensor(stages.dt, dtype=y0.dtype, device=y0.device).reshape(-1)
-        h = h.expand(len(rows)) if len(h) != len(rows) else h
-        any_stiff, all_stiff = (bool(x) for x in torch.stack([mode.stiff.any(),
-                                                               mode.stiff.all()]).tolist())
-        results, fevals = [], 0
-        if not all_stiff:
-            results.append(self._explicit_step(field, stages, mode, h))
-            fevals += self._explicit.tableau.num_stages - 1
-        if any_stiff:
-            results.append(self._stiff_step(field, stages, mode, h))
-            fevals += self._stiff.rosenbrock.num_stages
-        if len(results) == 1:
-            y1, store, h_rho = results[0]
+            mode = field.state["auto"] = _Mode(len(field.rows(y0)), y0.device)
+        if not mode.any_stiff:  # the common case: Tsit5 steps in the loop's own store
+            y1, rows, norms = self._explicit_step(field, stages, stages, mode)
+            _replace_rows(stages, rows)
+            self._update_mode(field, mode, norms)
+            return y1, self._explicit.tableau.num_stages - 1
+        (y_s, store_s), rho_s = self._stiff_step(field, stages, mode)
+        fevals = self._stiff.rosenbrock.num_stages
+        if mode.all_stiff:
+            y1, store, rho = y_s, store_s, rho_s
         else:  # per-sample grids with samples in both modes: each keeps its own
-            (y_e, store_e, rho_e), (y_s, store_s, rho_s) = results
+            scratch = _scratch(mode, stages, "explicit", self._explicit.tableau.num_dense_stages)
+            y_e, rows, dy_dk = self._explicit_step(field, stages, scratch, mode)
+            store_e = torch.cat([rows, scratch.matrix()[_ROWS - 1:]])  # and f1
+            fevals += self._explicit.tableau.num_stages - 1
             pick = mode.stiff.unsqueeze(-1)
             y1 = torch.where(pick, y_s, y_e)
-            shape = (len(store_e), len(rows), -1)
+            shape = (len(store_e), len(mode.stiff), -1)
             store = torch.where(pick.unsqueeze(0), store_s.view(shape), store_e.view(shape)
                                 ).view(len(store_e), -1)
-            h_rho = torch.where(mode.stiff, rho_s, rho_e)
-        for row in store.unbind(0):
-            stages.append(row.view(y0.shape))
-        self._update(field, mode, h_rho)
+            rho = torch.where(mode.stiff, rho_s, _stiffness(dy_dk))
+        _append_rows(stages, store)
+        self._update_mode(field, mode, rho)
         return y1, fevals
 
-    def _explicit_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
+    def _explicit_step(self, field: StepField, stages: Stages, store: Stages, mode: _Mode
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        y0 = stages.y0
-        y1, K, coef = _run(self._explicit, "explicit", field, stages, mode)
-        # K [7, N]: f0, k_2 .. k_6, f(t1, y1). Stage 6 (c = 1) is taken at
-        # y6 = y0 + h sum_j a_6j k_j, stage 7 at y1.
-        y6 = y0 + _group_scale(h, y0) * (coef.a_rows[5] @ K[:5]).view(y0.shape)
-        dy = field.rows(y1 - y6)
-        dk = field.rows((K[6] - K[5]).view(y0.shape))
-        h_rho = h * torch.linalg.vector_norm(dk, dim=-1) / torch.linalg.vector_norm(dy, dim=-1)
-        h_rho = torch.nan_to_num(h_rho, nan=0.0, posinf=math.inf)
-        return y1, _store(K, coef, K[6]), h_rho
+        """A Tsit5 attempt into `store` (the loop's own or a scratch store): y1, [Q_1..Q_4, E]
+        [5, N] (f1 is the store's last row) and the norms ||y1 - y6|| / h and
+        ||f(y1) - f(y6)|| per group [2, G]."""
+        if store is not stages:
+            store.begin(stages.y0, stages.dt, stages.first())
+        y1, _ = self._explicit.attempt(field, store, _tsit5_coefficients(stages.y0.dtype,
+                                                                          stages.y0.device))
+        K = store.matrix()
+        # K [7, N]: f0, k_2 .. k_6, f(t1, y1). Stage 6 (c = 1) is taken
+        # at y6 = y0 + h sum_j a_6j k_j, stage 7 at y1 = y0 + h sum_j b_j k_j, so
+        # y1 - y6 = h sum_j (b_j - a_6j) k_j: one product gives both differences, and h
+        # cancels from h ||f(y1) - f(y6)|| / ||y1 - y6||.
+        weights = _weights(_tsit5_coefficients(K.dtype, K.device), len(K), K.dtype)
+        differences = _stiffness_rows(K.dtype, K.device) @ K.detach()  # [dy / h, dk]
+        norms = torch.linalg.vector_norm(differences.view(2, len(mode.stiff), -1), dim=-1)
+        return y1, weights.T @ K, norms
 
-    def _stiff_step(self, field: StepField, stages: Stages, mode: _Mode, h: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _update_mode(self, field: StepField, mode: _Mode, h_rho: torch.Tensor) -> None:
+        """`_update`, or `_update_shared` in Python numbers for the one group of a shared grid
+        (h_rho: [G], or the norms [2, G] of an explicit attempt)."""
+        if not mode.shared:
+            self._update(field, mode, _stiffness(h_rho) if h_rho.dim() == 2 else h_rho)
+            return
+        values = h_rho.reshape(-1).tolist()
+        if len(values) == 1:
+            self._update_shared(field, mode, values[0])
+            return
+        dy, dk = values
+        ratio = (dk / dy if dy > 0 else math.inf if dk > 0 else 0.0)
+        self._update_shared(field, mode, 0.0 if math.isnan(ratio) else ratio)
+
+    def _stiff_step(self, field: StepField, stages: Stages, mode: _Mode
+                    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """A Rodas5P attempt in a scratch store: ((y1, [Q_1..Q_4, E, f1]), h ||J||_inf)."""
+        y0 = stages.y0
         y1, K, coef = _run(self._stiff, "stiff", field, stages, mode)
         # K [S + 1, N]: f0, u_1 / h, ..., u_S / h; f(t1, y1) is taken here.
         f1 = field.at(1.0, y1)
-        J, _ = field.jacobian(stages.y0)
-        h_rho = h * J.abs().sum(-1).amax(-1)
-        return y1, _store(K, coef, f1.reshape(-1)), h_rho
+        J, _ = field.jacobian(y0)
+        h = torch.as_tensor(stages.dt, dtype=y0.dtype, device=y0.device).reshape(-1)
+        h_rho = h * J.detach().abs().sum(-1).amax(-1)
+        return (y1, _store(K, coef, f1.reshape(-1))), h_rho
 
     def _update(self, field: StepField, mode: _Mode, h_rho: torch.Tensor) -> None:
         """Count the attempts that argue for the other mode; switch after `patience` of them,
@@ -196,9 +226,51 @@ class Auto(StepMethod):
         mode.streak = torch.where(other, mode.streak + 1,
                                   torch.where(mode.misses >= _FORGET, 0, mode.streak))
         switch = mode.streak >= self.patience
-        mode.stiff = mode.stiff ^ switch
-        mode.streak = torch.where(switch, 0, mode.streak)
-        field.count_switches(switch)
+        if bool(switch.any()):
+            mode.stiff = mode.stiff ^ switch
+            mode.streak = torch.where(switch, 0, mode.streak)
+            field.count_switches(switch)
+            mode.any_stiff, mode.all_stiff = bool(mode.stiff.any()), bool(mode.stiff.all())
+
+    def _update_shared(self, field: StepField, mode: _Mode, h_rho: float) -> None:
+        """`_update` for the one group of a shared grid, in Python numbers."""
+        stiff = mode.any_stiff
+        other = h_rho < self.nonstiff_bound if stiff else h_rho > self.stiff_bound
+        mode.misses = 0 if other else int(mode.misses) + 1
+        if other:
+            mode.streak = int(mode.streak) + 1
+        elif mode.misses >= _FORGET:
+            mode.streak = 0
+        if mode.streak >= self.patience:
+            mode.streak = 0
+            mode.stiff = ~mode.stiff
+            mode.any_stiff = mode.all_stiff = not stiff
+            field.count_switches(torch.ones(1, dtype=torch.bool))
+
+
+def _stiffness(norms: torch.Tensor) -> torch.Tensor:
+    """h rho = ||f(y1) - f(y6)|| / (||y1 - y6|| / h) per group from the norms [2, G]."""
+    return torch.nan_to_num(norms[1] / norms[0], nan=0.0, posinf=math.inf)
+
+
+def _replace_rows(stages: Stages, rows: torch.Tensor) -> None:
+    """Overwrite stages 1.. (Tsit5's k_2 .., already stored) by `rows` [5, N]: Q_1..Q_4, E;
+    f1 stays in place."""
+    if isinstance(stages, BufferedStages):
+        stages.buffer[1:1 + len(rows)].copy_(rows)
+    else:
+        assert isinstance(stages, StackedStages)
+        stages.ks[1:1 + len(rows)] = [row.view(stages.y0.shape) for row in rows.unbind(0)]
+
+
+def _append_rows(stages: Stages, rows: torch.Tensor) -> None:
+    """Append flat rows [R, N] to the loop's store (one copy into a buffered store)."""
+    if isinstance(stages, BufferedStages):
+        stages.buffer[stages.count:stages.count + len(rows)].copy_(rows)
+        stages.count += len(rows)
+    else:
+        for row in rows.unbind(0):
+            stages.append(row.view(stages.y0.shape))
 
 
 def _scratch(mode: _Mode, stages: Stages, key: str, num_rows: int) -> Stages:
@@ -222,11 +294,6 @@ def _run(method: StepMethod, key: str, field: StepField, stages: Stages, mode: _
     return y1, scratch.matrix(), coef
 
 
-def _group_scale(h: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-    """h per group, broadcastable against y0 in the loop's layout."""
-    return h.reshape(-1, *([1] * (y0.dim() - 1))) if len(h) > 1 else h.reshape(())
-
-
 def _store(K: torch.Tensor, coef: RKCoefficients, f1: torch.Tensor) -> torch.Tensor:
     """[Q_1..Q_4, E, f1] from a method's stages K and its own dense and error weights."""
     weights = _weights(coef, len(K), K.dtype)  # [count, 5]
@@ -238,3 +305,17 @@ def _weights(coef: RKCoefficients, count: int, dtype: torch.dtype) -> torch.Tens
     """A method's dense weights (theta^1..theta^4) and error weights over its first `count`
     stages, as the columns of one matrix."""
     return torch.cat([coef.dense[:count].to(dtype), coef.b_error[:1, :count].T.to(dtype)], 1)
+
+
+@lru_cache(maxsize=16)
+def _tsit5_coefficients(dtype: torch.dtype, device: torch.device) -> RKCoefficients:
+    return Tsit5().coefficients(dtype, device)
+
+
+@lru_cache(maxsize=16)
+def _stiffness_rows(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[2, 7] over Tsit5's stages: b - a_6 ((y1 - y6) / h) and e_7 - e_6 (f(y1) - f(y6))."""
+    coef = _tsit5_coefficients(torch.float64, torch.device("cpu"))
+    a6 = torch.cat([coef.a_rows[5], torch.zeros(2, dtype=torch.float64)])
+    last, sixth = torch.eye(7, dtype=torch.float64)[6], torch.eye(7, dtype=torch.float64)[5]
+    return torch.stack([coef.b - a6, last - sixth]).to(dtype=dtype, device=device)
