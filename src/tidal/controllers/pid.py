@@ -110,7 +110,7 @@ class PIDController(AdaptiveController):
         """
         tensor = isinstance(ratio, torch.Tensor)
         if tensor:
-            ratio = torch.where(torch.isfinite(ratio), ratio, math.inf)
+            ratio = torch.nan_to_num(ratio, nan=math.inf, posinf=math.inf, neginf=math.inf)
         elif not math.isfinite(ratio):
             ratio = math.inf
         accept = ratio <= 1.0
