@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tidal._constants import constant
 from tidal._errors import Status
 from tidal._loop import SLIVER, TINY
 from tidal._loop_io import LoopResult, LoopSetup
@@ -209,9 +210,10 @@ class PerSampleLoop:
     def _iterate(self) -> bool:
         s, running = self.s, self.running
         limit, jump_at_limit = self._limit()
-        landing = self.tau + self.dt * (1.0 + SLIVER) >= limit
-        tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
-        h = torch.where(running, tau1 - self.tau, 0.0)
+        tau = self.tau
+        landing = tau + self.dt * constant(1.0 + SLIVER, tau) >= limit
+        tau1 = torch.where(landing, limit, tau + self.dt)  # only used where accepted
+        h = torch.where(running, tau1 - tau, constant(0.0, tau))
         h_col = h.to(self.y.dtype).unsqueeze(-1)
         if s.control.observes_steps:
             s.control.before_step(self._user_time(self.tau), h, self.y)
@@ -244,7 +246,7 @@ class PerSampleLoop:
         if s.watcher is not None:
             running_next = running_next & ~crossed
         # accepted steps are finite; a rejected one is fine when finite and not tiny
-        trouble = running > (accept | (finite & (dt_next > TINY * self.tau.abs())))
+        trouble = running > (accept | (finite & (dt_next > constant(TINY, tau) * tau.abs())))
         flags = [next_out - self.next_out, accept, inside, running_next, trouble, finished]
         if s.watcher is not None:
             flags.append(crossed)
@@ -380,7 +382,7 @@ class PerSampleLoop:
         """theta [m, B] -> [m, B, D]; exact y1 where theta == 1."""
         values = interpolate_per_sample(step.y, step.h_col, self._dense_stages(step, users),
                                         self.coef.dense, theta)
-        return torch.where((theta == 1.0).unsqueeze(-1), step.y1, values)
+        return torch.where((theta == constant(1.0, theta)).unsqueeze(-1), step.y1, values)
 
     def _emit_outputs(self, step: _Step, next_out: torch.Tensor, count: int,
                       inside: torch.Tensor | None) -> None:
@@ -397,7 +399,8 @@ class PerSampleLoop:
             # gradient into NaN; samples that did not step (h = 0) have no valid slot
             taus = self.s.grid.taus
             times = torch.where(valid, taus.gather(0, index.clamp(max=len(taus) - 1)), step.tau)
-            theta = (times - step.tau) / torch.where(step.h > 0, step.h, 1.0)
+            zero, one = constant(0.0, step.h), constant(1.0, step.h)
+            theta = (times - step.tau) / torch.where(step.h > zero, step.h, one)
             values = self._interpolate(step, theta, inside)
         self.chunks.append((index, valid, values.reshape(-1, values.shape[-1])))
 
