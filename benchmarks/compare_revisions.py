@@ -8,7 +8,8 @@ Run from the repository root, e.g. against main:
 The old tree is copied to a temporary directory as the package `tidal_before` (its `tidal`
 imports rewritten), so both versions run side by side in this process: same interpreter, same
 allocator, same CPU, one torch thread. The jobs are tidal's own runs of bench_solvers.py's
-workloads (W1, W1-long, W1-solver-only, W4; shared and per-sample grids) and bench_gradients.py's
+workloads (W1, W1-long, W1-solver-only, W4; shared and per-sample grids; W4 with a batch
+of 64 starts on per-sample grids) and bench_gradients.py's
 W2 training step (solve, mean of squared outputs, backward) with each adjoint on the W1
 problem. Every repeat times every job once for each version, in an order that rotates, and the
 table gives medians and after/before. `--clock cpu` times the thread's CPU time, which a busy
@@ -70,6 +71,15 @@ def jobs_for(t: ModuleType) -> dict[str, Callable[[], object]]:
                 with torch.no_grad():
                     return t.solve(w.f_torch, w.y0, ts, solver=t.Dopri5(), controller=controller)
             jobs[f"{name} {kind}"] = solve
+    w = bs.w4()  # Lotka-Volterra with a batch of 64 starts, each on its own grid
+    y0_batch = w.y0 * (1.0 + 0.5 * torch.rand(64, 2, generator=torch.Generator().manual_seed(0)))
+    ts_batch = w.ts.unsqueeze(1).expand(-1, 64)
+
+    def lotka_volterra_batch(w: bs.Workload = w) -> object:
+        with torch.no_grad():
+            return t.solve(w.f_torch, y0_batch, ts_batch, solver=t.Dopri5(),
+                           controller=t.PIDController(rtol=w.rtol, atol=w.atol))
+    jobs["W4 batch 64 per-sample"] = lotka_volterra_batch
     mlp, y0 = bs._mlp(), bs._batch_y0()
     ts = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
     adjoints = {"Backprop": t.BackpropAdjoint(), "Checkpoint": t.CheckpointAdjoint(),

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tidal._constants import constant
 from tidal._errors import Status
 from tidal._loop import SLIVER, TINY
 from tidal._loop_io import LoopResult, LoopSetup
@@ -142,13 +143,21 @@ class PerSampleLoop:
         self.running = (self.tau < self.tau_end) & (self.status == int(Status.SUCCESS))
         self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
         zeros = torch.zeros(batch, dtype=torch.long, device=device)
+        # calls of f: setup and extras here, attempt_fevals per step; steps are counted per
+        # run of iterations in which the running set stays the same (see `_count_steps`)
         self.fevals = zeros + s.setup_fevals
-        self.steps, self.accepted, self.rejected = zeros.clone(), zeros.clone(), zeros.clone()
+        self.attempt_fevals: int | None = None
+        self.iterations = self.counted = 0
+        self.steps, self.accepted = zeros.clone(), zeros.clone()  # rejected: the difference
+        self.streak_active = False  # some sample's nonfinite_streak is not 0
         self.nonfinite_streak = zeros.clone()  # steps in a row that were not finite
         self.next_out = (torch.ones(batch, dtype=torch.long, device=device) if s.start is None
                          else s.start.next_out.clone())
-        self.samples = torch.arange(batch, device=device)
-        self.chunks = [(self.samples, y0)] if s.start is None else []
+        self.taus_rows = s.grid.taus.T.contiguous()  # [B, T] for searchsorted
+        self.slots = torch.arange(len(s.grid.taus), device=device).unsqueeze(-1)  # [T, 1]
+        # emitted outputs: (rows [m, B], valid [m, B], values [m B, D]); y0 is row 0
+        self.chunks: list[tuple[torch.Tensor, ...]] = [] if s.start is not None else [
+            (self.slots[:1].expand(1, batch), self.running.new_ones(1, batch), y0)]
         self.event_tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
         self.event_y = torch.full_like(y0, math.nan)
         self.event_signs = (None if s.watcher is None
@@ -161,19 +170,22 @@ class PerSampleLoop:
         return self.s.grid.user_time(tau, self.y.dtype)
 
     def run(self) -> LoopResult:
-        iterations, any_running = 0, bool(self.running.any())
+        any_running = bool(self.running.any())
         while any_running:
-            if iterations >= self.s.max_steps:
+            if self.iterations >= self.s.max_steps:
                 self.status = torch.where(self.running, int(Status.MAX_STEPS), self.status)
                 break
             any_running = self._iterate()
-            iterations += 1
+            self.iterations += 1
+        self._count_steps()
         failed = self.status >= int(Status.MAX_STEPS)
         where = "at the start" if not bool(failed.any()) else self._where(int(failed.nonzero()[0]))
         has_event = self.s.watcher is not None
         return LoopResult(
             ys=self._outputs(),
-            counts=torch.stack([self.fevals, self.steps, self.accepted, self.rejected,
+            counts=torch.stack([self.fevals + (self.attempt_fevals or 0) * self.steps, self.steps,
+                                self.accepted,
+                                self.steps - self.accepted,
                                 *self._linear_algebra_counts()]).cpu(),
             statuses=tuple(Status(s) for s in self.status.tolist()), where=where, y_end=self.y,
             event_tau=self.event_tau if has_event else None,
@@ -193,14 +205,15 @@ class PerSampleLoop:
             return f"for sample {b} at the start (t={t:.17g}): f(t0, y0) is not finite"
         return (f"for sample {b} at t={t:.17g} with step size {float(self.dt[b]):.3g} after "
                 f"{int(self.steps[b])} steps ({int(self.accepted[b])} accepted, "
-                f"{int(self.rejected[b])} rejected)")
+                f"{int(self.steps[b] - self.accepted[b])} rejected)")
 
     def _iterate(self) -> bool:
         s, running = self.s, self.running
         limit, jump_at_limit = self._limit()
-        landing = self.tau + self.dt * (1.0 + SLIVER) >= limit
-        tau1 = torch.where(landing, limit, self.tau + self.dt)  # only used where accepted
-        h = (tau1 - self.tau) * running
+        tau = self.tau
+        landing = tau + self.dt * constant(1.0 + SLIVER, tau) >= limit
+        tau1 = torch.where(landing, limit, tau + self.dt)  # only used where accepted
+        h = torch.where(running, tau1 - tau, constant(0.0, tau))
         h_col = h.to(self.y.dtype).unsqueeze(-1)
         if s.control.observes_steps:
             s.control.before_step(self._user_time(self.tau), h, self.y)
@@ -211,8 +224,10 @@ class PerSampleLoop:
             near = s.grid.user_time_beside(tau1, self.y.dtype, -1.0)
         self.step_field.set(self.tau, h, near, ends_on_jump)
         y1, fevals = s.solver.attempt(self.step_field, self.stages, self.coef)
-        self.fevals += running * fevals
-        self.steps += running
+        if self.attempt_fevals is None:
+            self.attempt_fevals = fevals
+        elif fevals != self.attempt_fevals:
+            self.fevals.add_(running, alpha=fevals - self.attempt_fevals)
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
         ratio = s.control.error_ratio(self.stages, self.y, y1, h)
         accept, dt_next = s.control.decide(ratio, h, self.dt)
@@ -221,23 +236,40 @@ class PerSampleLoop:
         if s.recorder is not None:
             s.recorder.record(accept, tau1, y1)
         crossed = self._crossed(step)
-        next_out = torch.where(accept, (s.grid.taus <= tau1).sum(0), self.next_out)
-        inside = accept & ((s.grid.taus < tau1).sum(0) > self.next_out)  # outputs with theta < 1
-        running_next = self._update_status(step, dt_next, finite, crossed)
-        flags = [(next_out - self.next_out).max(), accept.any(), inside.any(),
-                 running_next.any()]
+        next_out = torch.where(accept, self._outputs_before(tau1, right=True), self.next_out)
+        inside = accept & (self._outputs_before(tau1) > self.next_out)  # outputs with theta < 1
+        # The common case on the device: a sample stops running when an accepted step reaches
+        # its end (or an event); anything else (a step that is not finite, a rejected step too
+        # small for float64 time, a run of non-finite steps) is flagged and handled on the host.
+        finished = accept & (landing if s.boundaries is None else tau1 >= self.tau_end)
+        running_next = running ^ finished
         if s.watcher is not None:
-            flags.append(crossed.any())
+            running_next = running_next & ~crossed
+        # accepted steps are finite; a rejected one is fine when finite and not tiny
+        trouble = running > (accept | (finite & (dt_next > constant(TINY, tau) * tau.abs())))
+        flags = [next_out - self.next_out, accept, inside, running_next, trouble, finished]
+        if s.watcher is not None:
+            flags.append(crossed)
         if s.boundaries is not None:
             jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
-            flags.append(jumped.any())
-        most_outputs, any_accepted, any_inside, any_running, *more = torch.stack(flags).tolist()
+            flags.append(jumped)
+        # the one host synchronisation: the most outputs passed, then which flags any sample has
+        (most_outputs, any_accepted, any_inside, any_running, any_trouble, any_finished,
+         *more) = torch.stack(flags).amax(1).tolist()
         any_crossed = more.pop(0) if s.watcher is not None else False
         any_jumped = more.pop(0) if s.boundaries is not None else False
+        if any_trouble or self.streak_active:
+            running_next = self._update_status(step, dt_next, finite, crossed)
+            any_running = bool(running_next.any())
+            self.streak_active = bool(self.nonfinite_streak.any())
+        elif any_crossed:
+            self.status = torch.where(crossed, int(Status.EVENT), self.status)
+        if any_trouble or self.streak_active or any_finished or any_crossed:
+            self._count_steps(through=self.iterations + 1)  # the running set changes
         f1 = self._end_derivative(step, near, ends_on_jump) if any_accepted else self.f0
         if any_crossed:
             stops = self._locate_events(step, crossed)
-            next_out = torch.where(crossed, (s.grid.taus <= stops).sum(0), next_out)
+            next_out = torch.where(crossed, self._outputs_before(stops, right=True), next_out)
             most_outputs = int((next_out - self.next_out).max())
         if s.watcher is not None:
             s.watcher.advance(self.g1, accept)
@@ -253,12 +285,23 @@ class PerSampleLoop:
         if any_accepted:  # else y stays the same object (a method may reuse its Jacobian)
             column = accept.unsqueeze(-1)
             self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
-        self.tau, self.next_out = torch.where(accept, tau1, self.tau), next_out
-        self.dt = dt_next
-        self.accepted += accept
-        self.rejected += running & ~accept
-        self.running = running_next
+            self.tau = torch.where(accept, tau1, self.tau)
+            self.accepted += accept
+        self.next_out, self.dt, self.running = next_out, dt_next, running_next
         return bool(any_running)
+
+    def _count_steps(self, through: int | None = None) -> None:
+        """Add the steps of iterations [counted, through) (default: all so far), in which the
+        samples in `running` stepped."""
+        through = self.iterations if through is None else through
+        if through > self.counted:
+            self.steps += (through - self.counted) * self.running
+            self.counted = through
+
+    def _outputs_before(self, tau: torch.Tensor, right: bool = False) -> torch.Tensor:
+        """[B]: how many of each sample's output times lie before tau [B] (or at it too, with
+        `right`)."""
+        return torch.searchsorted(self.taus_rows, tau.unsqueeze(-1), right=right).squeeze(-1)
 
     def _limit(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample: where the step must stop (next boundary or the end), and is it a jump."""
@@ -339,30 +382,27 @@ class PerSampleLoop:
         """theta [m, B] -> [m, B, D]; exact y1 where theta == 1."""
         values = interpolate_per_sample(step.y, step.h_col, self._dense_stages(step, users),
                                         self.coef.dense, theta)
-        return torch.where((theta == 1.0).unsqueeze(-1), step.y1, values)
-
-    def _theta(self, step: _Step, tau: torch.Tensor) -> torch.Tensor:
-        safe_h = torch.where(step.h > 0, step.h, 1.0)
-        return torch.where(step.h > 0, (tau - step.tau) / safe_h, 0.0)
+        return torch.where((theta == constant(1.0, theta)).unsqueeze(-1), step.y1, values)
 
     def _emit_outputs(self, step: _Step, next_out: torch.Tensor, count: int,
                       inside: torch.Tensor | None) -> None:
         """Write the outputs each sample passed in this step; `inside` marks samples with an
-        output strictly inside the step (None: every output lies on a step's end)."""
-        taus = self.s.grid.taus
-        num_times, batch = taus.shape
-        index = self.next_out + torch.arange(count, device=next_out.device).unsqueeze(-1)
+        output strictly inside the step (None: every output lies on a step's end). Slots
+        [count, B] past a sample's last output are written at the end (see `_outputs`)."""
+        index = self.next_out + self.slots[:count]  # [count, B] output rows
         valid = index < next_out
-        index = index.clamp(max=num_times - 1)
         if inside is None:
             values = step.y1.unsqueeze(0).expand(count, *step.y1.shape)
         else:
-            # slots past a sample's last output interpolate at theta = 0, not at a far (or
-            # infinite) time whose weights would turn their zero gradient into NaN
-            times = torch.where(valid, taus.gather(0, index), step.tau)
-            values = self._interpolate(step, self._theta(step, times), inside)
-        flat = torch.where(valid, index * batch + self.samples, num_times * batch)
-        self.chunks.append((flat.reshape(-1), values.reshape(-1, values.shape[-1])))
+            # slots past a sample's last output interpolate at theta = 0 (times = the step's
+            # start), not at a far (or infinite) time whose weights would turn their zero
+            # gradient into NaN; samples that did not step (h = 0) have no valid slot
+            taus = self.s.grid.taus
+            times = torch.where(valid, taus.gather(0, index.clamp(max=len(taus) - 1)), step.tau)
+            zero, one = constant(0.0, step.h), constant(1.0, step.h)
+            theta = (times - step.tau) / torch.where(step.h > zero, step.h, one)
+            values = self._interpolate(step, theta, inside)
+        self.chunks.append((index, valid, values.reshape(-1, values.shape[-1])))
 
     def _locate_events(self, step: _Step, crossed: torch.Tensor) -> torch.Tensor:
         """Bisect each crossed sample's step for its event; returns where outputs stop.
@@ -393,17 +433,21 @@ class PerSampleLoop:
         return torch.where(crossed, event_tau, step.tau1)
 
     def _outputs(self) -> torch.Tensor:
+        """[T, B, D]: the emitted slots scattered into place; NaN where none was written."""
         num_times, batch = self.s.grid.taus.shape
         y0 = self.s.y0
         width = y0.shape[1]
         if not self.chunks:
             return torch.full((num_times, batch, width), math.nan, dtype=y0.dtype,
                               device=y0.device)
-        index = torch.cat([c[0] for c in self.chunks])
-        values = torch.cat([c[1] for c in self.chunks])
+        index = torch.cat([c[0].reshape(-1) for c in self.chunks])
+        valid = torch.cat([c[1].reshape(-1) for c in self.chunks])
+        values = torch.cat([c[2] for c in self.chunks])
+        samples = torch.arange(len(index), device=index.device) % batch
+        flat = torch.where(valid, index * batch + samples, num_times * batch)
         base = torch.full((num_times * batch + 1, width), math.nan, dtype=values.dtype,
                           device=values.device)
-        return base.index_copy(0, index, values)[:-1].view(num_times, batch, width)
+        return base.index_copy(0, flat, values)[:-1].view(num_times, batch, width)
 
     def _dense_steps(self) -> DenseSteps:
         """The loop's iterations as group tensors."""

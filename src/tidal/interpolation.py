@@ -41,8 +41,8 @@ def interpolate_per_sample(y0: torch.Tensor, dt: torch.Tensor, stages: torch.Ten
     """State [B, D], step sizes dt [B, 1] (state dtype), dense stages [S, B, D];
     theta [m, B] -> [m, B, D]."""
     weights = dense_weights(theta, dense, y0.dtype)  # [m, B, S]
-    increments = torch.einsum("mbs,sbd->mbd", weights, stages)
-    return torch.addcmul(y0.unsqueeze(0), dt.unsqueeze(0), increments)
+    increments = torch.bmm(weights.transpose(0, 1), stages.transpose(0, 1))  # [B, m, D]
+    return torch.addcmul(y0, dt, increments.transpose(0, 1))  # broadcast over m
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from tidal._constants import constant
 from tidal._errors import InvalidArgumentError
 
 Tolerance = float | torch.Tensor
@@ -67,7 +68,10 @@ class ErrorNorm:
         abs_y0 = last_abs if y0 is last_y1 and last_abs is not None else y0.abs()
         abs_y1 = y1.abs()
         self._last = (y1, abs_y1)
-        scale = torch.maximum(abs_y0, abs_y1).mul_(self.rtol).add_(self.atol)
+        rtol, atol = self.rtol, self.atol  # floats as cached tensors: no cast per step
+        scale = torch.maximum(abs_y0, abs_y1).mul_(
+            constant(rtol, abs_y1) if isinstance(rtol, float) else rtol).add_(
+            constant(atol, abs_y1) if isinstance(atol, float) else atol)
         scaled = errors.div_(scale.view(-1))
         if self.user_norm is not None:
             return self._user(scaled, dt)

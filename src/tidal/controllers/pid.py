@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tidal._constants import constant
 from tidal._errors import InvalidArgumentError
 from tidal.controllers._times import Times, as_time_tuple
 from tidal.controllers.adaptive import AdaptiveController, History
@@ -110,14 +111,14 @@ class PIDController(AdaptiveController):
         """
         tensor = isinstance(ratio, torch.Tensor)
         if tensor:
-            ratio = torch.where(torch.isfinite(ratio), ratio, math.inf)
+            ratio = torch.nan_to_num(ratio, nan=math.inf, posinf=math.inf, neginf=math.inf)
         elif not math.isfinite(ratio):
             ratio = math.inf
-        accept = ratio <= 1.0
+        accept = ratio <= (constant(1.0, ratio) if tensor else 1.0)
         r = clip(ratio, 1e-10, math.inf)
         b1 = self.pcoeff + self.icoeff + self.dcoeff
         b2 = -(self.pcoeff + 2.0 * self.dcoeff)
-        factor = self.safety * r ** (-b1 * exponent)
+        factor = (constant(self.safety, r) if tensor else self.safety) * r ** (-b1 * exponent)
         if b2 != 0.0:
             factor = factor * history[0] ** (-b2 * exponent)
         if self.dcoeff != 0.0:
