@@ -15,6 +15,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import tidal
+import tidal.compiled
 from tidal._errors import InvalidArgumentError
 
 TOL = tidal.PIDController(rtol=1e-9, atol=1e-12)
@@ -33,6 +34,7 @@ def graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+@pytest.mark.slow
 def test_decay_matches_closed_form_and_eager_without_recompiling() -> None:
     k = torch.tensor(0.7, dtype=torch.float64)
     y0 = torch.linspace(0.5, 2.0, 12, dtype=torch.float64).view(4, 3)
@@ -52,8 +54,34 @@ def test_decay_matches_closed_form_and_eager_without_recompiling() -> None:
     assert graphs() == before
     torch.testing.assert_close(other.ys, y0b * torch.exp(-k * tsb).view(-1, 1, 1),
                                rtol=1e-8, atol=1e-10)
+    # max_steps stops where the eager loop stops, with the same partial outputs
+    partial = [tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=compile,
+                           max_steps=5, throw=False) for compile in (True, False)]
+    assert partial[0].status == partial[1].status == tidal.Status.MAX_STEPS
+    torch.testing.assert_close(partial[0].ys, partial[1].ys, rtol=1e-13, atol=1e-14,
+                               equal_nan=True)
+    assert int(partial[0].stats.num_steps) == 5
 
 
+def test_several_steps_per_call_match_the_eager_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile=3: steps past the end inside a call are masked; outputs and counts unchanged.
+    The step function runs uncompiled here (the same function inductor compiles; compiling 3
+    unrolled steps takes a minute on a loaded machine): this checks the masking and the host's
+    reading of several steps per call."""
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
+    k = torch.tensor(0.7, dtype=torch.float64)
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 2.0, 4, dtype=torch.float64)
+    chunked = tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=3)
+    eager = tidal.solve(decay, y0, ts, args=k, controller=TOL)
+    torch.testing.assert_close(chunked.ys, y0 * torch.exp(-k * ts).view(-1, 1, 1), rtol=1e-8,
+                               atol=1e-10)
+    torch.testing.assert_close(chunked.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    assert int(chunked.stats.num_steps) == int(eager.stats.num_steps)
+    assert int(chunked.stats.num_fevals) == int(eager.stats.num_fevals)
+
+
+@pytest.mark.slow
 def test_rotation_backwards_in_time_matches_closed_form() -> None:
     y0 = torch.tensor([[1.0, 0.0], [0.3, -0.4]], dtype=torch.float64)
     ts = torch.linspace(0.0, -2 * math.pi, 9, dtype=torch.float64)

@@ -1,13 +1,14 @@
 """The compiled solve loop: `tidal.solve(..., compile=True)`.
 
-One `torch.compile`d function takes `compile` adaptive steps (1 for `compile=True`) of an explicit Runge–Kutta
-method on a shared grid, the user's f traced in: for each step the stages, the scaled error
-norm, the accept/reject decision and the next step size from the controller
-(`tidal.controllers.adaptive.next_step`), all as tensors, so a step costs no host
-synchronisation and no Python work per tensor operation. Time and step size are float64 0-d
-tensors (values, not constants: a new time grid does not recompile), and the batch dimension of
-the state is marked dynamic (a new batch size does not recompile either). A step that starts at
-or past the end is masked: it changes nothing, so a call may run past the end of the solve.
+One `torch.compile`d function takes n adaptive steps (`compile=n`; 1 for `compile=True`) of an
+explicit Runge–Kutta method on a shared grid, the user's f traced in: for each step the stages,
+the scaled error norm, the accept/reject decision and the next step size from the controller
+(`tidal.controllers.adaptive.next_step`), all as tensors: one host synchronisation per call and
+no Python work per tensor operation. Time and step size are float64 0-d tensors (values, not
+constants: a new time grid does not recompile), and the batch dimension of the state is marked
+dynamic (a new batch size does not recompile either; a new f, another dtype, another trailing
+shape, tolerance or grad mode does). A step that starts at the end is masked: it changes
+nothing, so a call may run past the end of the solve.
 
 After each call the host reads the steps' records in one synchronisation and does, step by step,
 what the eager loop does after an attempt: statistics, the non-finite retries, `max_steps`,
@@ -15,14 +16,15 @@ outputs by dense interpolation and the checkpoint recorder. The loop is `tidal._
 with `run` replaced, so outputs, results and failures are the eager loop's own.
 
 What the compiled step does not cover (events, dense output, `step_ts`/`jump_ts`, a user norm,
-per-sample grids, methods without a Butcher tableau, fixed steps, checkpoint replays) runs
-eagerly; `compiled_loop` says why with one warning per reason (replays excepted, which are
-internal). A field dynamo cannot trace (a call into numpy, a `.item()`) falls back the same
-way, with one warning per field.
+per-sample grids, methods without a Butcher tableau or with extra interpolation stages, fixed
+steps) runs eagerly with a warning that says why; checkpoint replays (which retake recorded
+steps) run eagerly without one. A field dynamo cannot trace (a call into scipy, a `.item()`)
+falls back the same way, with one warning per field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -38,7 +40,6 @@ from tidal._vector_field import Field
 from tidal.controllers.adaptive import AdaptiveControl, AdaptiveController, next_step
 from tidal.solvers.base import ExplicitRungeKutta
 from tidal.solvers.tableau import ButcherTableau
-
 
 # Fields dynamo could not trace: solved eagerly without trying again.
 _untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -228,7 +229,7 @@ class CompiledLoop(SharedLoop):
         """The host's part of a call's steps, in order, as the eager loop does after each
         attempt; False when the solve stopped (a failure or `max_steps`) at one of them, with
         the state where it stopped."""
-        tableau, control = self.tableau, self.s.control
+        tableau, control = self.spec.tableau, self.s.control
         fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
         for j, (active, taken, finite, tau, dt, tau1, next_dt) in enumerate(records):
             if not active:
@@ -271,8 +272,7 @@ def _first_line(error: Exception) -> str:
 
 
 def _remember_untraceable(f: Any) -> None:
-    try:
+    # a bound method is not weakly referenceable: it is tried again next time
+    with contextlib.suppress(TypeError):
         _untraceable.add(f)
-    except TypeError:  # not weakly referenceable (a bound method): tried again next time
-        pass
 

@@ -12,8 +12,8 @@ from tidal._loop import SharedLoop
 from tidal._loop_io import LoopResult, Recorder, prepare, raise_if_failed
 from tidal._loop_per_sample import PerSampleLoop
 from tidal._problem import Problem, make_problem
-from tidal.compiled import compiled_loop
 from tidal.adjoint.base import Adjoint
+from tidal.compiled import compiled_loop
 from tidal.controllers.base import StepSizeController
 from tidal.events import Event
 from tidal.solution import Solution
