@@ -81,8 +81,11 @@ def test_several_steps_per_call_match_the_eager_loop(monkeypatch: pytest.MonkeyP
     assert int(chunked.stats.num_fevals) == int(eager.stats.num_fevals)
 
 
-@pytest.mark.slow
-def test_rotation_backwards_in_time_matches_closed_form() -> None:
+def test_rotation_backwards_in_time_matches_closed_form(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Tsit5 backwards in time through the compiled loop's step function, run uncompiled (the
+    decay test compiles it; one more graph would cost another 15-25 s)."""
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
     y0 = torch.tensor([[1.0, 0.0], [0.3, -0.4]], dtype=torch.float64)
     ts = torch.linspace(0.0, -2 * math.pi, 9, dtype=torch.float64)
     sol = tidal.solve(rotation, y0, ts, solver=tidal.Tsit5(), controller=TOL, compile=True)
