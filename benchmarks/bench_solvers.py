@@ -214,7 +214,7 @@ class Runner:
     count_steps: Callable[[], contextlib.AbstractContextManager[Callable[[], int]]] | None = None
 
 
-def tidal_runner(w: Workload, per_sample: bool, compile: bool = False) -> Runner:
+def tidal_runner(w: Workload, per_sample: bool, compile: bool | int = False) -> Runner:
     f = Counted(w.f_torch)
     solver = tidal.Dopri5()
     controller = tidal.PIDController(rtol=w.rtol, atol=w.atol)
@@ -299,8 +299,8 @@ def scipy_runner(w: Workload, method: str) -> Runner:
                   count_steps=_count_scipy_steps)
 
 
-def runners_for(w: Workload) -> list[Runner]:
-    runners = [tidal_runner(w, per_sample=False), tidal_runner(w, False, compile=True)]
+def runners_for(w: Workload, compile_steps: int = 1) -> list[Runner]:
+    runners = [tidal_runner(w, per_sample=False), tidal_runner(w, False, compile=compile_steps)]
     if w.per_sample:
         runners.append(tidal_runner(w, per_sample=True))
     runners += [torchdiffeq_runner(w), torchode_runner(w)]
@@ -351,9 +351,11 @@ def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
     return calls, n
 
 
-def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]]:
-    """Warm-up (and count) every library once, then time them interleaved `repeats` times."""
-    runners = runners_for(w)
+def benchmark(w: Workload, repeats: int, compile_steps: int = 1
+              ) -> tuple[list[Result], dict[str, float]]:
+    """Warm-up (and count) every library once, then time them interleaved `repeats` times;
+    the compiled tidal row takes `compile_steps` steps per compiled call."""
+    runners = runners_for(w, compile_steps)
     results: dict[str, Result] = {}
     for runner in runners:
         runner.counter.calls = 0
@@ -453,6 +455,8 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help=f"comma-separated workloads, from {', '.join(WORKLOADS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats for every workload")
+    parser.add_argument("--compile-steps", type=int, default=1,
+                        help="steps per compiled call of the compiled tidal row (compile=n)")
     args = parser.parse_args()
     names = list(WORKLOADS)
     if args.only:
@@ -479,7 +483,7 @@ def main() -> None:
         with torch.no_grad():
             work = WORKLOADS[name]()
             repeats = args.repeats or (work.quick_repeats if args.quick else work.repeats)
-            results, f_time = benchmark(work, repeats)
+            results, f_time = benchmark(work, repeats, args.compile_steps)
         report(work, results, f_time, repeats)
         sys.stdout.flush()
     print(f"\n{_load()}")

@@ -194,6 +194,7 @@ class CompiledLoop(SharedLoop):
             return self._result()
         y0 = self.y
         if y0.dim() >= 2:  # the batch: a new batch size does not recompile
+            y0 = y0.view_as(y0)  # marks a view, not the user's tensor
             torch._dynamo.maybe_mark_dynamic(y0, 0)
             torch._dynamo.maybe_mark_dynamic(self.f0, 0)
 
