@@ -233,7 +233,8 @@ class CompiledLoop(SharedLoop):
         tableau, control = self.spec.tableau, self.s.control
         fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
         for j, (active, taken, finite, tau, dt, tau1, next_dt) in enumerate(records):
-            if not active:
+            if not active:  # masked steps past the end: f was called all the same
+                self.fevals += fevals * (len(records) - j)
                 return True
             if self.steps >= self.s.max_steps:
                 self.status, self.y = Status.MAX_STEPS, starts[j]
