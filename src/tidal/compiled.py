@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,27 +204,34 @@ class CompiledLoop(SharedLoop):
 
         norm = self.control.norm
         tau_end, root_n = scalar(self.tau_end), scalar(norm.root_n)
-        try:
-            with warnings.catch_warnings():  # torch's own warnings while it compiles
-                warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+        with _torch_warnings_ignored():
+            try:
                 out = _compiled_steps(self.spec, self.s.field, y0, self.f0, scalar(self.tau),
                                       scalar(self.dt), tau_end, (scalar(1.0), scalar(1.0)),
                                       norm.rtol, norm.atol, root_n)
-        except torch._dynamo.exc.TorchDynamoException as error:
-            reason = f"a vector field torch.compile cannot trace ({_first_line(error)})"
-            _remember_untraceable(self.problem.f)
-            _warn(reason)
-            return SharedLoop(self.s).run()
+            except torch._dynamo.exc.TorchDynamoException as error:
+                out, reason = None, (f"a vector field torch.compile cannot trace "
+                                     f"({_first_line(error)})")
+            if out is not None:
+                self._continue(out, tau_end, root_n)
+                return self._result()
+        _remember_untraceable(self.problem.f)
+        _warn(reason)
+        return SharedLoop(self.s).run()
+
+    def _continue(self, out: tuple[Any, ...], tau_end: torch.Tensor, root_n: torch.Tensor
+                  ) -> None:
+        """Read each call's steps and call again until the end or a stop."""
+        norm = self.control.norm
         while True:
             (y, f0, tau, dt, history), starts, ends, stages, records = out
             if not self._take(records.tolist(), starts, ends, stages):
-                break
+                return
             self.y, self.f0 = y, f0
             if self.tau >= self.tau_end:
-                break
+                return
             out = _compiled_steps(self.spec, self.s.field, y, f0, tau, dt, tau_end, history,
                                   norm.rtol, norm.atol, root_n)
-        return self._result()
 
     def _take(self, records: list[list[float]], starts: torch.Tensor, ends: torch.Tensor,
               stages: torch.Tensor) -> bool:
@@ -266,6 +274,17 @@ class CompiledLoop(SharedLoop):
                                                     device=step.y1.device), step.y1)
         self._emit_outputs(step, tau1, tau1)
         self.tau = tau1
+
+
+@contextlib.contextmanager
+def _torch_warnings_ignored() -> Iterator[None]:
+    """torch's own warnings while it compiles (any call may recompile: grad mode, a new shape),
+    which a `-W error` run would turn into failures; f's and tidal's warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+        # dynamo reads .grad of every input while it traces (a state may be a view)
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
+        yield
 
 
 def _first_line(error: Exception) -> str:
