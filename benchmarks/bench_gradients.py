@@ -110,14 +110,15 @@ class Method:
     build: Callable[[Counted, list[torch.Tensor], torch.Tensor, float, float], Solve]
 
 
-def _tidal(adjoint_of: Callable[[list[torch.Tensor]], object]):
+def _tidal(adjoint_of: Callable[[list[torch.Tensor]], object], compile: bool = False):
     def build(f: Counted, params: list[torch.Tensor], ts: torch.Tensor, rtol: float,
               atol: float) -> Solve:
         solver, controller = tidal.Dopri5(), tidal.PIDController(rtol=rtol, atol=atol)
         adjoint = adjoint_of(params)
 
         def solve(y0: torch.Tensor) -> tuple[torch.Tensor, int]:
-            sol = tidal.solve(f, y0, ts, solver=solver, controller=controller, adjoint=adjoint)
+            sol = tidal.solve(f, y0, ts, solver=solver, controller=controller, adjoint=adjoint,
+                              compile=compile)
             f.solver_fevals = int(sol.stats.num_fevals)  # the adaptive solve's own f calls
             return sol.ys, int(sol.stats.num_steps)
         return solve
@@ -159,6 +160,10 @@ def _torchode(f: Counted, params: list[torch.Tensor], ts: torch.Tensor, rtol: fl
 METHODS = [
     Method("tidal Backprop", "backprop", _tidal(lambda p: tidal.BackpropAdjoint())),
     Method("tidal Checkpoint", "checkpoint", _tidal(lambda p: tidal.CheckpointAdjoint())),
+    Method("tidal Backprop (compiled)", "backprop",
+           _tidal(lambda p: tidal.BackpropAdjoint(), compile=True)),
+    Method("tidal Checkpoint (compiled)", "checkpoint",
+           _tidal(lambda p: tidal.CheckpointAdjoint(), compile=True)),
     Method("tidal Backsolve", "adjoint", _tidal(lambda p: tidal.BacksolveAdjoint(params=p))),
     Method("tidal Backsolve seminorm", "adjoint",
            _tidal(lambda p: tidal.BacksolveAdjoint(params=p, seminorm=True))),
@@ -220,6 +225,7 @@ def counted_field(rotation: bool, dtype: torch.dtype = torch.float32
 class Result:
     method: Method
     first: Step  # the warm-up step
+    first_seconds: float  # its CPU time: compilation included
     err_params: float
     err_y0: float
     times: list[float] = field(default_factory=list)
@@ -284,8 +290,10 @@ def run_w2(problem: Problem, repeats: int) -> None:
     for method in METHODS:
         _, f, params = counted_field(problem.rotation)
         step = make_step(method, f, params, y0, ts)
+        started = time.process_time()
         first = step()  # warm-up, counts and gradient
-        results[method.name] = Result(method, first, _rel_err(first.grad_params, ref.grad_params),
+        results[method.name] = Result(method, first, time.process_time() - started,
+                                      _rel_err(first.grad_params, ref.grad_params),
                                       _rel_err(first.grad_y0, ref.grad_y0))
         jobs.append((method.name, step))
     _, f, params = counted_field(problem.rotation)
@@ -337,6 +345,15 @@ def report_w2(problem: Problem, results: list[Result], ref: Step, ref_seconds: f
                      f"{r.err_params:.1e}", f"{r.err_y0:.1e}"])
     print_table(["method", "time ms", "x Backprop", "fwd NFE", "bwd NFE", "steps", "floor ms",
                  "x floor", "err dL/dθ", "err dL/dy0"], rows)
+    by_name = {r.method.name: r for r in results}
+    for r in results:
+        if r.method.name.endswith(" (compiled)"):
+            eager = by_name[r.method.name.removesuffix(" (compiled)")]
+            saved = statistics.median(eager.times) - statistics.median(r.times)
+            pays = (f"pays for itself after {r.first_seconds / saved:.0f} steps" if saved > 0
+                    else "never pays for itself here")
+            print(f"    note: {r.method.name}: first step {r.first_seconds:.1f} s CPU "
+                  f"(compilation), {pays}")
     for r in results:
         if r.method.kind == "checkpoint" and r.first.solver_fevals is not None:
             print(f"    note: {r.method.name}: fwd NFE = {r.first.solver_fevals} (its adaptive "

@@ -214,14 +214,14 @@ class Runner:
     count_steps: Callable[[], contextlib.AbstractContextManager[Callable[[], int]]] | None = None
 
 
-def tidal_runner(w: Workload, per_sample: bool) -> Runner:
+def tidal_runner(w: Workload, per_sample: bool, compile: bool | int = False) -> Runner:
     f = Counted(w.f_torch)
     solver = tidal.Dopri5()
     controller = tidal.PIDController(rtol=w.rtol, atol=w.atol)
     ts = w.ts.unsqueeze(1).expand(-1, w.y0.shape[0]) if per_sample else w.ts
 
     def run() -> Outcome:
-        sol = tidal.solve(f, w.y0, ts, solver=solver, controller=controller)
+        sol = tidal.solve(f, w.y0, ts, solver=solver, controller=controller, compile=compile)
         stats = sol.stats
         steps = stats.num_steps
         # On per-sample grids stats are [B]; the loop runs as many iterations as the
@@ -231,7 +231,8 @@ def tidal_runner(w: Workload, per_sample: bool) -> Runner:
                            int(stats.num_fevals.max()))
         return Outcome(sol.ys.double().numpy(), int(steps), int(stats.num_fevals))
 
-    name = "tidal (per-sample)" if per_sample else "tidal"
+    name = ("tidal (per-sample)" if per_sample else "tidal (compiled)" if compile
+            else "tidal")
     return Runner(name, f, run, "torch")
 
 
@@ -298,8 +299,8 @@ def scipy_runner(w: Workload, method: str) -> Runner:
                   count_steps=_count_scipy_steps)
 
 
-def runners_for(w: Workload) -> list[Runner]:
-    runners = [tidal_runner(w, per_sample=False)]
+def runners_for(w: Workload, compile_steps: int = 1) -> list[Runner]:
+    runners = [tidal_runner(w, per_sample=False), tidal_runner(w, False, compile=compile_steps)]
     if w.per_sample:
         runners.append(tidal_runner(w, per_sample=True))
     runners += [torchdiffeq_runner(w), torchode_runner(w)]
@@ -320,15 +321,17 @@ class Result:
     steps_note: str
     error: float
     floor_kind: str
+    first: float  # seconds of the first (warm-up) run: compilation included
     times: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    """CPU seconds of fn() (one thread: the machine's other load does not count)."""
     gc.collect()
-    start = time.perf_counter()
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
@@ -348,20 +351,24 @@ def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
     return calls, n
 
 
-def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]]:
-    """Warm-up (and count) every library once, then time them interleaved `repeats` times."""
-    runners = runners_for(w)
+def benchmark(w: Workload, repeats: int, compile_steps: int = 1
+              ) -> tuple[list[Result], dict[str, float]]:
+    """Warm-up (and count) every library once, then time them interleaved `repeats` times;
+    the compiled tidal row takes `compile_steps` steps per compiled call."""
+    runners = runners_for(w, compile_steps)
     results: dict[str, Result] = {}
     for runner in runners:
         runner.counter.calls = 0
+        start = time.process_time()
         if runner.count_steps is not None:
             with runner.count_steps() as counted_steps:
                 out = runner.run()
             out.steps = counted_steps()
         else:
             out = runner.run()
+        first = time.process_time() - start
         res = Result(runner.name, runner.counter.calls, out.steps, runner.steps_note,
-                     float(np.max(np.abs(out.ys - w.reference))), runner.floor_kind)
+                     float(np.max(np.abs(out.ys - w.reference))), runner.floor_kind, first)
         if out.reported_nfe is not None and out.reported_nfe != res.nfe:
             res.notes.append(f"{runner.name} reports {out.reported_nfe} f evaluations, "
                              f"f was called {res.nfe} times")
@@ -421,6 +428,13 @@ def report(w: Workload, results: list[Result], f_time: dict[str, float], repeats
                      f"{floor * 1e3:.3f}", f"{t / floor:.2f}", per_step, f"{r.error:.1e}"])
     print_table(["library", "time ms", "x tidal", "NFE", "steps", "floor ms", "x floor",
                  "us/step", "max|err|"], rows)
+    compiled = next(r for r in results if r.name == "tidal (compiled)")
+    t_compiled = statistics.median(compiled.times)
+    saved = base - t_compiled
+    pays = f"pays for itself after {compiled.first / saved:.0f} solves" if saved > 0 else \
+        "never pays for itself here"
+    print(f"    tidal (compiled): first solve {compiled.first:.2f} s CPU (compilation), {pays} "
+          f"(compile time / time saved per solve against eager tidal)")
     for r in results:
         for note in dict.fromkeys(r.notes):  # unique, in order
             print(f"    note: {note}")
@@ -441,6 +455,8 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help=f"comma-separated workloads, from {', '.join(WORKLOADS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats for every workload")
+    parser.add_argument("--compile-steps", type=int, default=1,
+                        help="steps per compiled call of the compiled tidal row (compile=n)")
     args = parser.parse_args()
     names = list(WORKLOADS)
     if args.only:
@@ -467,7 +483,7 @@ def main() -> None:
         with torch.no_grad():
             work = WORKLOADS[name]()
             repeats = args.repeats or (work.quick_repeats if args.quick else work.repeats)
-            results, f_time = benchmark(work, repeats)
+            results, f_time = benchmark(work, repeats, args.compile_steps)
         report(work, results, f_time, repeats)
         sys.stdout.flush()
     print(f"\n{_load()}")

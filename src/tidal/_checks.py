@@ -146,3 +146,14 @@ def max_steps(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidArgumentError(f"`solve(max_steps={n!r})` must be a positive integer.")
     return n
+
+
+def compile_steps(compile: Any) -> int:
+    """`solve(compile=...)` as steps per compiled call: False -> 0 (eager), True -> 1, n -> n."""
+    if isinstance(compile, bool):
+        return int(compile)
+    if isinstance(compile, int) and compile >= 1:
+        return compile
+    raise InvalidArgumentError(
+        f"`solve(compile={compile!r})`: give True (one compiled call per step), False (eager) "
+        "or a positive integer: the number of steps each compiled call takes.")

@@ -44,6 +44,7 @@ class Problem:
     max_steps: int
     throw: bool
     start: Start | None = None
+    compile: int = 0  # steps per call of the compiled loop (`tidal.compiled`); 0: eager
 
     @property
     def time_grad(self) -> bool:
@@ -58,7 +59,7 @@ class Problem:
 def make_problem(f: Callable[..., torch.Tensor], y0: torch.Tensor,
                  ts: torch.Tensor | Sequence[float], *, solver: Any, controller: Any,
                  adjoint: Any, args: Any, event: Any, dense: bool, max_steps: Any,
-                 throw: bool) -> Problem:
+                 throw: bool, compile: bool | int = False) -> Problem:
     """Check every argument of `tidal.solve` and build its `Problem`."""
     check.callable_field(f)
     check.state(y0)
@@ -70,6 +71,7 @@ def make_problem(f: Callable[..., torch.Tensor], y0: torch.Tensor,
         f=bind_args(f, args), args=args, y0=y0, ts=ts, grid=Grid.of(times, y0.device),
         solver=solver, controller=check.controller(controller, solver),
         adjoint=check.adjoint(adjoint), event=event, dense=bool(dense),
-        max_steps=check.max_steps(max_steps), throw=bool(throw))
+        max_steps=check.max_steps(max_steps), throw=bool(throw),
+        compile=check.compile_steps(compile))
     problem.adjoint.check(problem)
     return problem

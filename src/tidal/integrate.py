@@ -13,6 +13,7 @@ from tidal._loop_io import LoopResult, Recorder, prepare, raise_if_failed
 from tidal._loop_per_sample import PerSampleLoop
 from tidal._problem import Problem, make_problem
 from tidal.adjoint.base import Adjoint
+from tidal.compiled import compiled_loop
 from tidal.controllers.base import StepSizeController
 from tidal.events import Event
 from tidal.solution import Solution
@@ -32,6 +33,7 @@ def solve(
     dense: bool = False,
     max_steps: int = defaults.MAX_STEPS,
     throw: bool = True,
+    compile: bool | int = False,
 ) -> Solution:
     r"""Solve dy/dt = f(t, y) from y(ts[0]) = y0 and return the states at the times `ts`.
 
@@ -69,6 +71,12 @@ def solve(
             `tidal.defaults`).
         throw: raise `SolveFailedError` if the solve cannot finish; with False, return the
             partial solution and check `Solution.status`.
+        compile: take the steps in a `torch.compile`d function with f traced in (explicit
+            adaptive methods on a shared grid, without events or dense output; anything else,
+            or an f that cannot be traced, runs eagerly with a warning). True: one call per
+            step; an integer n: n steps per call (less overhead per step, n times the
+            compilation). The first solve pays the compilation (seconds); see
+            `tidal.compiled` and docs/design.md.
 
     Returns:
         A `Solution` with `ys` of shape [T, *y0.shape] (time first), `stats` and `status`.
@@ -88,7 +96,7 @@ def solve(
     """
     problem = make_problem(f, y0, ts, solver=solver, controller=controller, adjoint=adjoint,
                            args=args, event=event, dense=dense, max_steps=max_steps,
-                           throw=throw)
+                           throw=throw, compile=compile)
     return problem.adjoint.run(problem, run_loop)
 
 
@@ -97,7 +105,8 @@ def run_loop(problem: Problem, y0: torch.Tensor, *, recorder: Recorder | None = 
     """The loop an adjoint drives (`tidal.adjoint.base.Loop`): the shared-grid loop or the
     per-sample one, as the problem's grid says."""
     setup = prepare(problem, y0, recorder)
-    loop = PerSampleLoop(setup) if problem.grid.batched else SharedLoop(setup)
+    compiled = compiled_loop(problem, setup) if problem.compile else None
+    loop = compiled or (PerSampleLoop(setup) if problem.grid.batched else SharedLoop(setup))
     result = loop.run()
     raise_if_failed(problem, result)
     return result

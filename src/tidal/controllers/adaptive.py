@@ -90,16 +90,23 @@ class AdaptiveControl(StepControl):
         return self.norm(errors, y0, y1, dt)
 
     def decide(self, ratio: Scalar, taken: Scalar, proposed: Scalar) -> tuple[Scalar, Scalar]:
-        """A rejected step at `dt_min` is accepted if it is finite (torchdiffeq's `min_step`
-        rule)."""
-        c = self.controller
-        accept, factor, self.history = c.adapt(ratio, self.history, self.exponent)
-        dt = taken * factor
-        if c.dt_min > 0.0:
-            accept = accept | ((taken <= c.dt_min) & _finite(ratio))
-        if c.dt_min > 0.0 or c.dt_max < math.inf:
-            dt = clip(dt, c.dt_min, c.dt_max)
+        accept, dt, self.history = next_step(self.controller, ratio, taken, self.history,
+                                             self.exponent)
         return accept, dt
+
+
+def next_step(c: AdaptiveController, ratio: Scalar, taken: Scalar, history: History,
+              exponent: float) -> tuple[Scalar, Scalar, History]:
+    """(accept, next step size, updated history) from the error ratio of a step of size
+    `taken`; pure, so the compiled loop (`tidal.compiled`) traces it. A rejected step at
+    `dt_min` is accepted if it is finite (torchdiffeq's `min_step` rule)."""
+    accept, factor, history = c.adapt(ratio, history, exponent)
+    dt = taken * factor
+    if c.dt_min > 0.0:
+        accept = accept | ((taken <= c.dt_min) & _finite(ratio))
+    if c.dt_min > 0.0 or c.dt_max < math.inf:
+        dt = clip(dt, c.dt_min, c.dt_max)
+    return accept, dt, history
 
 
 def _finite(x: Scalar) -> Scalar:

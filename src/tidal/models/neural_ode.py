@@ -36,21 +36,27 @@ class NeuralODE(nn.Module):
             bounded memory); `BackpropAdjoint()` or `BacksolveAdjoint()` (constant memory,
             approximate gradient).
         max_steps: most solver steps per solve.
+        compile: solve with the compiled loop (`tidal.solve(compile=...)`: True, or steps per
+            compiled call); the first solve pays the compilation.
 
     Strings name these objects only in config files and on the command line
     (`tidal.registry`). `model(y0, ts)` returns the states [T, *y0.shape]; ts is [T] (one grid
     for the batch) or [T, B] (every trajectory its own grid).
     """
 
+    #: `tidal.solve(compile=...)` for this model's solves (not `nn.Module.compile`)
+    compile_solve: bool | int = False
+
     def __init__(self, vector_field: nn.Module, *, solver: StepMethod | None = None,
                  controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
-                 max_steps: int = defaults.MAX_STEPS) -> None:
+                 max_steps: int = defaults.MAX_STEPS, compile: bool | int = False) -> None:
         super().__init__()
         self.vector_field = vector_field
         self.solver, self.controller, self.adjoint = solve_objects(
             type(self).__name__, solver if solver is not None else defaults.model_solver(),
             controller, adjoint)
         self.max_steps = max_steps
+        self.compile_solve = compile
         self.last_stats: Stats | None = None
 
     def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
@@ -65,7 +71,7 @@ class NeuralODE(nn.Module):
         """
         settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
                                     "adjoint": self.adjoint, "max_steps": self.max_steps,
-                                    **options}
+                                    "compile": self.compile_solve, **options}
         solution = solve(self.vector_field, y0, ts, **settings)
         self.last_stats = solution.stats
         return solution

@@ -1,0 +1,299 @@
+"""The compiled solve loop: `tidal.solve(..., compile=True)`.
+
+One `torch.compile`d function takes n adaptive steps (`compile=n`; 1 for `compile=True`) of an
+explicit Runge–Kutta method on a shared grid, the user's f traced in: for each step the stages,
+the scaled error norm, the accept/reject decision and the next step size from the controller
+(`tidal.controllers.adaptive.next_step`), all as tensors: one host synchronisation per call and
+no Python work per tensor operation. Time and step size are float64 0-d tensors (values, not
+constants: a new time grid does not recompile), and the batch dimension of the state is marked
+dynamic (a new batch size does not recompile either; a new f, another dtype, another trailing
+shape, tolerance or grad mode does). A step that starts at the end is masked: it changes
+nothing, so a call may run past the end of the solve.
+
+After each call the host reads the steps' records in one synchronisation and does, step by step,
+what the eager loop does after an attempt: statistics, the non-finite retries, `max_steps`,
+outputs by dense interpolation and the checkpoint recorder. The loop is `tidal._loop.SharedLoop`
+with `run` replaced, so outputs, results and failures are the eager loop's own.
+
+What the compiled step does not cover (events, dense output, `step_ts`/`jump_ts`, a user norm,
+per-sample grids, methods without a Butcher tableau or with extra interpolation stages, fixed
+steps) runs eagerly with a warning that says why; checkpoint replays (which retake recorded
+steps) run eagerly without one. A field dynamo cannot trace (a call into scipy, a `.item()`)
+falls back the same way, with one warning per field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tidal._errors import Status
+from tidal._loop import SLIVER, TINY, SharedLoop, _Step
+from tidal._loop_io import LoopResult, LoopSetup
+from tidal._problem import Problem
+from tidal._vector_field import Field
+from tidal.controllers.adaptive import AdaptiveControl, AdaptiveController, next_step
+from tidal.solvers.base import ExplicitRungeKutta
+from tidal.solvers.tableau import ButcherTableau
+
+# Fields dynamo could not trace: solved eagerly without trying again.
+_untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What is constant in a compiled step (dynamo guards on it): the tableau, the controller,
+    the controller's exponent 1 / (q + 1), the direction of time, the method (it combines error
+    norms) and the steps per call."""
+
+    tableau: ButcherTableau
+    controller: AdaptiveController
+    exponent: float
+    direction: float
+    solver: ExplicitRungeKutta
+    steps: int
+
+
+def _combine(coefficients: tuple[float, ...], ks: list[torch.Tensor]) -> torch.Tensor | None:
+    """sum_j coefficients_j k_j over the nonzero coefficients (None when all are zero)."""
+    total = None
+    for a, k in zip(coefficients, ks):
+        if a != 0.0:
+            total = a * k if total is None else total + a * k
+    return total
+
+
+def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
+             tau: torch.Tensor, dt: torch.Tensor, tau_end: torch.Tensor,
+             history: tuple[torch.Tensor, torch.Tensor], rtol: Any, atol: Any,
+             root_n: torch.Tensor) -> tuple[Any, ...]:
+    """One masked adaptive step, all tensors (record: active, accepted, finite, tau, dt, tau1,
+    next dt): the eager loop's `_clip`, the method's stages,
+    the error norm and the controller's decision."""
+    tableau, dtype = spec.tableau, y.dtype
+    active = tau < tau_end
+    last = tau + dt * (1.0 + SLIVER) >= tau_end
+    h = torch.where(active, torch.where(last, tau_end - tau, dt), torch.zeros_like(dt))
+    tau1 = torch.where(last, tau_end, tau + h)
+    h_state = h.to(dtype)
+    ks = [f0]
+    y_stage = y
+    for i in range(1, tableau.num_stages):
+        increment = _combine(tableau.a[i], ks)
+        y_stage = y if increment is None else y + h_state * increment
+        t_i = ((tau + tableau.c[i] * h) * spec.direction).to(dtype)
+        ks.append(field(t_i, y_stage))
+    if tableau.fsal and not tableau.reuse_last_stage:
+        y1 = y_stage
+    else:
+        increment = _combine(tableau.b, ks)
+        y1 = y if increment is None else y + h_state * increment
+    if not tableau.fsal:  # f(t1, y1): the next step's first stage and a dense stage
+        ks.append(field((tau1 * spec.direction).to(dtype), y1))
+    f1 = ks[-1]
+    # the error ratio (step sizes are constants for autograd, as in the eager loop)
+    y0_abs, y1_abs = y.detach().abs(), y1.detach().abs()
+    scale = torch.maximum(y0_abs, y1_abs) * rtol + atol
+    detached = [k.detach() for k in ks]
+    norms = []
+    for row in tableau.b_error:
+        error = _combine(row, detached)
+        norm = (torch.zeros((), dtype=dtype, device=y.device) if error is None
+                else torch.linalg.vector_norm(error / scale))
+        norms.append(norm.double() * h / root_n)
+    ratio = spec.solver.combine_error_norms(norms)
+    finite = torch.isfinite(ratio)
+    accept, dt_next, new_history = next_step(spec.controller, ratio, h, history, spec.exponent)
+    taken = accept & finite & active
+    keep = taken.reshape((1,) * y.dim())
+    state = (torch.where(keep, y1, y), torch.where(keep, f1, f0),
+             torch.where(taken, tau1, tau), torch.where(active, dt_next, dt),
+             tuple(torch.where(active, new, old) for new, old in zip(new_history, history)))
+    record = torch.stack([active.double(), taken.double(), finite.double(), tau, h, tau1,
+                          dt_next])
+    return state, y1, torch.stack(ks), record
+
+
+def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau: torch.Tensor,
+           dt: torch.Tensor, tau_end: torch.Tensor, history: tuple[torch.Tensor, torch.Tensor],
+           rtol: Any, atol: Any, root_n: torch.Tensor) -> tuple[Any, ...]:
+    """`spec.steps` masked steps: the state after them and each step's start state, end state,
+    stages and record, stacked."""
+    starts, ends, stages, records = [], [], [], []
+    for _ in range(spec.steps):
+        starts.append(y)
+        (y, f0, tau, dt, history), y1, ks, record = _attempt(
+            spec, field, y, f0, tau, dt, tau_end, history, rtol, atol, root_n)
+        ends.append(y1)
+        stages.append(ks)
+        records.append(record)
+    return ((y, f0, tau, dt, history), torch.stack(starts), torch.stack(ends),
+            torch.stack(stages), torch.stack(records))
+
+
+_compiled_steps = torch.compile(_steps, fullgraph=True)
+
+
+def unsupported(problem: Problem) -> str | None:
+    """Why the compiled step cannot run this problem (None: it can)."""
+    solver, controller = problem.solver, problem.controller
+    reasons = [
+        (problem.grid.batched, "per-sample time grids"),
+        (not isinstance(solver, ExplicitRungeKutta) or not solver.adaptive,
+         f"the solver {solver!r} (adaptive explicit Runge–Kutta methods only)"),
+        (isinstance(solver, ExplicitRungeKutta) and bool(solver.tableau.c_extra),
+         f"the interpolant's extra stages of {solver!r}"),
+        (not isinstance(controller, AdaptiveController) or controller.norm is not None
+         or bool(controller.step_ts) or bool(controller.jump_ts),
+         "this controller (a PIDController without norm, step_ts or jump_ts only)"),
+        (problem.event is not None, "events"),
+        (problem.dense, "dense output"),
+    ]
+    return next((reason for failed, reason in reasons if failed), None)
+
+
+def compiled_loop(problem: Problem, setup: LoopSetup) -> SharedLoop | None:
+    """The compiled loop for `problem`, or None (with a warning saying why, except for the
+    internal checkpoint replays) when it must run eagerly."""
+    if problem.start is not None:  # a checkpoint replay retakes recorded steps eagerly
+        return None
+    if problem.f in _untraceable:  # warned when it was found out
+        return None
+    reason = unsupported(problem)
+    if reason is not None:
+        _warn(reason)
+        return None
+    return CompiledLoop(setup, problem)
+
+
+def _warn(reason: str) -> None:
+    warnings.warn(f"tidal.solve(compile=True): not compiled because of {reason}; solving "
+                  "eagerly.", stacklevel=4)
+
+
+class CompiledLoop(SharedLoop):
+    """`SharedLoop` whose steps run in the compiled function (see the module docstring)."""
+
+    def __init__(self, s: LoopSetup, problem: Problem):
+        super().__init__(s)
+        control = s.control
+        assert isinstance(control, AdaptiveControl)
+        solver = s.solver
+        assert isinstance(solver, ExplicitRungeKutta)
+        self.problem, self.control = problem, control
+        self.spec = StepSpec(solver.tableau, control.controller, control.exponent,
+                             self.clock.direction, solver, problem.compile)
+
+    def run(self) -> LoopResult:
+        if self.status is not Status.SUCCESS or self.tau >= self.tau_end:
+            return self._result()
+        y0 = self.y
+        if y0.dim() >= 2:  # the batch: a new batch size does not recompile
+            y0 = y0.view_as(y0)  # marks a view, not the user's tensor
+            torch._dynamo.maybe_mark_dynamic(y0, 0)
+            torch._dynamo.maybe_mark_dynamic(self.f0, 0)
+
+        def scalar(value: float) -> torch.Tensor:
+            return torch.tensor(value, dtype=torch.float64, device=y0.device)
+
+        norm = self.control.norm
+        tau_end, root_n = scalar(self.tau_end), scalar(norm.root_n)
+        with _torch_warnings_ignored():
+            try:
+                out = _compiled_steps(self.spec, self.s.field, y0, self.f0, scalar(self.tau),
+                                      scalar(self.dt), tau_end, (scalar(1.0), scalar(1.0)),
+                                      norm.rtol, norm.atol, root_n)
+            except torch._dynamo.exc.TorchDynamoException as error:
+                out, reason = None, (f"a vector field torch.compile cannot trace "
+                                     f"({_first_line(error)})")
+            if out is not None:
+                self._continue(out, tau_end, root_n)
+                return self._result()
+        _remember_untraceable(self.problem.f)
+        _warn(reason)
+        return SharedLoop(self.s).run()
+
+    def _continue(self, out: tuple[Any, ...], tau_end: torch.Tensor, root_n: torch.Tensor
+                  ) -> None:
+        """Read each call's steps and call again until the end or a stop."""
+        norm = self.control.norm
+        while True:
+            (y, f0, tau, dt, history), starts, ends, stages, records = out
+            if not self._take(records.tolist(), starts, ends, stages):
+                return
+            self.y, self.f0 = y, f0
+            if self.tau >= self.tau_end:
+                return
+            out = _compiled_steps(self.spec, self.s.field, y, f0, tau, dt, tau_end, history,
+                                  norm.rtol, norm.atol, root_n)
+
+    def _take(self, records: list[list[float]], starts: torch.Tensor, ends: torch.Tensor,
+              stages: torch.Tensor) -> bool:
+        """The host's part of a call's steps, in order, as the eager loop does after each
+        attempt; False when the solve stopped (a failure or `max_steps`) at one of them, with
+        the state where it stopped."""
+        tableau, control = self.spec.tableau, self.s.control
+        fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
+        for j, (active, taken, finite, tau, dt, tau1, next_dt) in enumerate(records):
+            if not active:  # masked steps past the end: f was called all the same
+                self.fevals += fevals * (len(records) - j)
+                return True
+            if self.steps >= self.s.max_steps:
+                self.status, self.y = Status.MAX_STEPS, starts[j]
+                return False
+            self.steps += 1
+            self.fevals += fevals
+            self.dt = next_dt
+            self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
+            if taken:
+                self._accept_record(_Step(tau, dt, starts[j], ends[j],
+                                          stages[j].reshape(len(stages[j]), -1)), tau1)
+                continue
+            self.rejected += 1
+            if self.nonfinite_streak > control.nonfinite_retries:
+                self.status, self.dt = Status.NONFINITE, dt
+            elif self.dt <= TINY * abs(self.tau):
+                self.status = Status.DT_UNDERFLOW if finite else Status.NONFINITE
+            if self.status is not Status.SUCCESS:
+                self.y = starts[j]
+                return False
+        return True
+
+    def _accept_record(self, step: _Step, tau1: float) -> None:
+        """An accepted step: outputs, the recorder and the new time (the state itself comes
+        back from the compiled function)."""
+        self.accepted += 1
+        if self.s.recorder is not None:
+            self.s.recorder.record(None, torch.full((1,), tau1, dtype=torch.float64,
+                                                    device=step.y1.device), step.y1)
+        self._emit_outputs(step, tau1, tau1)
+        self.tau = tau1
+
+
+@contextlib.contextmanager
+def _torch_warnings_ignored() -> Iterator[None]:
+    """torch's own warnings while it compiles (any call may recompile: grad mode, a new shape),
+    which a `-W error` run would turn into failures; f's and tidal's warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+        # dynamo reads .grad of every input while it traces (a state may be a view)
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
+        yield
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _remember_untraceable(f: Any) -> None:
+    # a bound method is not weakly referenceable: it is tried again next time
+    with contextlib.suppress(TypeError):
+        _untraceable.add(f)
+

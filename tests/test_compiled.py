@@ -1,0 +1,201 @@
+"""`tidal.solve(..., compile=...)`: the compiled loop against closed forms and the eager loop.
+
+Compilation is slow (seconds per graph), so the fields are module-level functions (one code
+object: graphs are shared between tests) and the tests are few.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import scipy.special
+import torch
+from torch._dynamo.utils import counters
+
+import tidal
+import tidal.compiled
+from tidal._errors import InvalidArgumentError
+
+TOL = tidal.PIDController(rtol=1e-9, atol=1e-12)
+
+
+def decay(t: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return -k * y
+
+
+def rotation(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y' = J y with J a quarter turn: y(t) = (cos t y1 - sin t y2, sin t y1 + cos t y2)."""
+    return torch.stack([-y[..., 1], y[..., 0]], dim=-1)
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.slow
+def test_decay_matches_closed_form_and_eager_without_recompiling() -> None:
+    k = torch.tensor(0.7, dtype=torch.float64)
+    y0 = torch.linspace(0.5, 2.0, 12, dtype=torch.float64).view(4, 3)
+    ts = torch.linspace(0.0, 2.0, 7, dtype=torch.float64)
+    sol = tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=True)
+    exact = y0 * torch.exp(-k * ts).view(-1, 1, 1)
+    torch.testing.assert_close(sol.ys, exact, rtol=1e-8, atol=1e-10)
+    eager = tidal.solve(decay, y0, ts, args=k, controller=TOL)
+    torch.testing.assert_close(sol.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    assert int(sol.stats.num_steps) == int(eager.stats.num_steps)
+    assert int(sol.stats.num_fevals) == int(eager.stats.num_fevals)
+    # another batch size and another time grid (other length, other values): no new graph
+    before = graphs()
+    y0b = torch.linspace(0.1, 1.0, 15, dtype=torch.float64).view(5, 3)
+    tsb = torch.tensor([0.0, 0.3, 1.1, 1.5, 3.0], dtype=torch.float64)
+    other = tidal.solve(decay, y0b, tsb, args=k, controller=TOL, compile=True)
+    assert graphs() == before
+    torch.testing.assert_close(other.ys, y0b * torch.exp(-k * tsb).view(-1, 1, 1),
+                               rtol=1e-8, atol=1e-10)
+    # max_steps stops where the eager loop stops, with the same partial outputs
+    partial = [tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=compile,
+                           max_steps=5, throw=False) for compile in (True, False)]
+    assert partial[0].status == partial[1].status == tidal.Status.MAX_STEPS
+    torch.testing.assert_close(partial[0].ys, partial[1].ys, rtol=1e-13, atol=1e-14,
+                               equal_nan=True)
+    assert int(partial[0].stats.num_steps) == 5
+
+
+def test_several_steps_per_call_match_the_eager_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile=3: steps past the end inside a call are masked; outputs and steps unchanged,
+    the calls of f of the masked steps counted.
+    The step function runs uncompiled here (the same function inductor compiles; compiling 3
+    unrolled steps takes a minute on a loaded machine): this checks the masking and the host's
+    reading of several steps per call."""
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
+    k = torch.tensor(0.7, dtype=torch.float64)
+    y0 = torch.ones(2, 3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 2.0, 4, dtype=torch.float64)
+    chunked = tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=3)
+    eager = tidal.solve(decay, y0, ts, args=k, controller=TOL)
+    torch.testing.assert_close(chunked.ys, y0 * torch.exp(-k * ts).view(-1, 1, 1), rtol=1e-8,
+                               atol=1e-10)
+    torch.testing.assert_close(chunked.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    steps = int(eager.stats.num_steps)
+    assert int(chunked.stats.num_steps) == steps
+    masked = -steps % 3  # steps of the last call past the end: f is called, nothing changes
+    assert int(chunked.stats.num_fevals) == int(eager.stats.num_fevals) + 6 * masked
+
+
+def test_rotation_backwards_in_time_matches_closed_form(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Tsit5 backwards in time through the compiled loop's step function, run uncompiled (the
+    decay test compiles it; one more graph would cost another 15-25 s)."""
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
+    y0 = torch.tensor([[1.0, 0.0], [0.3, -0.4]], dtype=torch.float64)
+    ts = torch.linspace(0.0, -2 * math.pi, 9, dtype=torch.float64)
+    sol = tidal.solve(rotation, y0, ts, solver=tidal.Tsit5(), controller=TOL, compile=True)
+    c, s = torch.cos(ts).view(-1, 1), torch.sin(ts).view(-1, 1)
+    exact = torch.stack([c * y0[:, 0] - s * y0[:, 1], s * y0[:, 0] + c * y0[:, 1]], dim=-1)
+    torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-8)
+    eager = tidal.solve(rotation, y0, ts, solver=tidal.Tsit5(), controller=TOL)
+    torch.testing.assert_close(sol.ys, eager.ys, rtol=0, atol=1e-13)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adjoint", [tidal.BackpropAdjoint(), tidal.CheckpointAdjoint()])
+def test_gradients_match_closed_form_and_eager(adjoint: tidal.adjoint.Adjoint) -> None:
+    """y(T) = y0 exp(-k T): d sum y(T) / d y0 = exp(-k T), d / dk = -T sum y0 exp(-k T)."""
+    ts = torch.tensor([0.0, 0.5, 1.5], dtype=torch.float64)
+    grads = []
+    for compile in (True, False):
+        k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        y0 = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64, requires_grad=True)
+        sol = tidal.solve(decay, y0, ts, args=k, controller=TOL, adjoint=adjoint,
+                          compile=compile)
+        sol.ys[-1].sum().backward()
+        assert y0.grad is not None and k.grad is not None
+        grads.append((y0.grad, k.grad))
+    (gy, gk), (gy_eager, gk_eager) = grads
+    decayed = math.exp(-0.7 * 1.5)
+    torch.testing.assert_close(gy, torch.full_like(gy, decayed), rtol=1e-8, atol=0)
+    torch.testing.assert_close(gk, torch.tensor(-1.5 * 2.5 * decayed, dtype=torch.float64),
+                               rtol=1e-7, atol=0)
+    torch.testing.assert_close(gy, gy_eager, rtol=1e-13, atol=0)
+    torch.testing.assert_close(gk, gk_eager, rtol=1e-13, atol=0)
+
+
+def untraceable(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """-y through scipy (numpy itself dynamo traces; scipy it cannot)."""
+    return torch.from_numpy(scipy.special.logit(scipy.special.expit(-y.detach().numpy())))
+
+
+def test_untraceable_field_falls_back_to_eager_with_one_warning() -> None:
+    y0 = torch.ones(3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sol = tidal.solve(untraceable, y0, ts, compile=True)
+        again = tidal.solve(untraceable, y0, ts, compile=True)
+    ours = [str(w.message) for w in caught if "compile=True" in str(w.message)]
+    assert len(ours) == 1 and "cannot trace" in ours[0] and "eagerly" in ours[0]
+    torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3),
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(again.ys, sol.ys, rtol=0, atol=0)
+
+
+def test_options_the_compiled_step_lacks_run_eagerly_with_a_warning() -> None:
+    y0 = torch.ones(2, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="events"):
+        sol = tidal.solve(lambda t, y: -y, y0, [0.0, 5.0], event=lambda t, y: y[0] - 0.5,
+                          compile=True)
+    assert sol.event_t is not None
+    assert abs(float(sol.event_t) - math.log(2.0)) < 1e-6
+
+
+def test_neural_ode_solves_through_the_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`NeuralODE(compile=True)` reaches the compiled loop (its step run uncompiled: the
+    decay test compiles it) and trains to the eager model's gradients."""
+    calls = []
+
+    def steps(*args: object) -> object:
+        calls.append(1)
+        return tidal.compiled._steps(*args)
+
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", steps)
+    torch.manual_seed(0)
+    net = tidal.nn.MLP(2).double()
+    y0 = torch.randn(4, 2, dtype=torch.float64)
+    ts = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    grads = []
+    for compile in (True, False):
+        net.zero_grad()
+        tidal.NeuralODE(net, compile=compile)(y0, ts).square().sum().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()
+                                if p.grad is not None]))
+    assert calls
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_bad_compile_argument_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="compile"):
+        tidal.solve(lambda t, y: -y, torch.ones(2), [0.0, 1.0], compile=0)
+
+
+@pytest.mark.gpu
+def test_compiled_and_eager_agree_on_cuda() -> None:
+    device = torch.device("cuda")
+    net = tidal.nn.MLP(2).to(device, torch.float64)
+    y0 = torch.randn(64, 2, dtype=torch.float64, device=device)
+    ts = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    results = []
+    for compile in (True, False):
+        model = tidal.NeuralODE(net, adjoint=tidal.BackpropAdjoint(), compile=compile)
+        net.zero_grad()
+        ys = model(y0, ts)
+        ys.square().sum().backward()
+        results.append((ys, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (ys, grads), (ys_eager, grads_eager) = results
+    torch.testing.assert_close(ys, ys_eager, rtol=1e-10, atol=1e-12)
+    for g, g_eager in zip(grads, grads_eager, strict=True):
+        torch.testing.assert_close(g, g_eager, rtol=1e-10, atol=1e-12)
+    exact = tidal.solve(rotation, y0, ts, controller=TOL, compile=True).ys
+    c, s = torch.cos(ts).view(-1, 1).to(device), torch.sin(ts).view(-1, 1).to(device)
+    torch.testing.assert_close(exact[..., 0], c * y0[:, 0] - s * y0[:, 1], rtol=0, atol=1e-8)
