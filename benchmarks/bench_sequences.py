@@ -33,8 +33,12 @@ import torch
 import tidal
 from tidal.data.sequences import IrregularSeries, periodic_signals
 from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE
+from tidal.nn import RotationMLP
 
-HIDDEN, WIDTH, LATENT = 16, 32, 4
+HIDDEN, WIDTH, LATENT = 16, 32, 8
+#: The initial rotation's frequencies are of order ROTATION_SCALE * sqrt(2 LATENT) = 4 rad per
+#: unit of time; the reference family's are 2 pi (0.4..0.8) = 2.5..5.
+ROTATION_SCALE = 1.0
 ONE_RK4_STEP = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(1.0)}
 #: `periodic_signals` options of each `--data` family.
 DATA: dict[str, dict[str, Any]] = {"reference": {},
@@ -42,13 +46,17 @@ DATA: dict[str, dict[str, Any]] = {"reference": {},
                    "offset": 0.0, "offset_std": 0.0}}
 
 
-def make_models() -> dict[str, torch.nn.Module]:
+def make_models(decoder: str = "rotation") -> dict[str, torch.nn.Module]:
+    """The four models; `decoder` is the latent ODE decoder's field: "rotation" (a learned
+    rotation plus an MLP, `tidal.nn.RotationMLP`) or "mlp" (the MLP alone)."""
+    field = (RotationMLP(LATENT, width=WIDTH, rotation_scale=ROTATION_SCALE)
+             if decoder == "rotation" else None)
     return {
         "GRUDelta": GRUDelta(1, HIDDEN),
         "ODERNN": ODERNN(1, HIDDEN, width=WIDTH, **ONE_RK4_STEP),
         # one RK4 step per encoder interval; the decoder crosses the whole span in one solve
         # (up to 7.5 periods), so it takes fine steps: 0.05 is 100 steps over [0, 5]
-        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=0.1,
+        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=0.1, vector_field=field,
                                decoder_options={"solver": tidal.RK4(),
                                                 "controller": tidal.ConstantStepSize(0.05)},
                                **ONE_RK4_STEP),
@@ -106,7 +114,7 @@ def run(name: str, task: str, seed: int, args: argparse.Namespace
     torch.manual_seed(seed)
     data = periodic_signals(args.train + args.test, observed=0.5, seed=seed, **DATA[args.data])
     train, test = data[:args.train], data[args.train:]
-    model = make_models()[name]
+    model = make_models(args.decoder)[name]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -163,6 +171,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--data", choices=list(DATA), default="reference")
+    parser.add_argument("--decoder", choices=["rotation", "mlp"], default="rotation",
+                        help="the latent ODE decoder's field")
     parser.add_argument("--models", nargs="+", default=list(make_models()))
     parser.add_argument("--tasks", nargs="+", default=["interpolation", "extrapolation"])
     parser.add_argument("--skip-grid-costs", action="store_true")
