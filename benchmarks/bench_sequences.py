@@ -3,42 +3,60 @@
 several seeds; and the cost of an ODE-RNN pass on the union grid against per-sample grids.
 
     .venv/bin/python benchmarks/bench_sequences.py [--seeds 0 1 2] [--epochs 6] [--train 96]
-        [--models GRUDelta ...] [--tasks interpolation extrapolation] [--skip-grid-costs]
+        [--data reference|varied] [--models GRUDelta ...]
+        [--tasks interpolation extrapolation] [--skip-grid-costs]
 
 Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], half of the
-points observed). Interpolation: the models see the observed points of the whole span; MSE on
+points observed): `--data reference` (the default) is the reference implementation's family
+(1 + sin(2 pi f t), f ~ U(0.4, 0.8)), `--data varied` a harder one with random amplitude and
+phase and f ~ U(0.5, 1.5).
+Interpolation: the models see the observed points of the whole span; MSE on
 the points not observed. Extrapolation: they see the observed points of the first half; MSE on
 every point of the second half. Each model trains on its own natural objective: one-step-ahead
 prediction (GRUDelta, ODERNN: the readout before each update), the negative ELBO (LatentODE),
 and for NeuralCDE (whose readout at an observed point could copy it) the prediction of 30% of
 the observed points hidden from its input. Adam at lr 1e-2 with a cosine decay, gradients
-clipped to norm 10. Prints mean and spread (min-max / 2) over seeds.
+clipped to norm 10 (`--lr` sets the initial rate). Prints mean and spread (min-max / 2) over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 import tidal
 from tidal.data.sequences import IrregularSeries, periodic_signals
 from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE
+from tidal.nn import RotationMLP
 
-HIDDEN, WIDTH, LATENT = 16, 32, 4
+HIDDEN, WIDTH, LATENT = 16, 32, 8
+#: The initial rotation's frequencies are of order ROTATION_SCALE * sqrt(2 LATENT) = 4 rad per
+#: unit of time; the reference family's are 2 pi (0.4..0.8) = 2.5..5.
+ROTATION_SCALE = 1.0
 ONE_RK4_STEP = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(1.0)}
+#: `periodic_signals` options of each `--data` family.
+DATA: dict[str, dict[str, Any]] = {"reference": {},
+        "varied": {"frequency": (0.5, 1.5), "amplitude": (0.5, 1.5), "phase": (0.0, 2 * math.pi),
+                   "offset": 0.0, "offset_std": 0.0}}
 
 
-def make_models() -> dict[str, torch.nn.Module]:
+def make_models(decoder: str = "rotation") -> dict[str, torch.nn.Module]:
+    """The four models; `decoder` is the latent ODE decoder's field: "rotation" (a learned
+    rotation plus an MLP, `tidal.nn.RotationMLP`) or "mlp" (the MLP alone)."""
+    field = (RotationMLP(LATENT, width=WIDTH, rotation_scale=ROTATION_SCALE)
+             if decoder == "rotation" else None)
     return {
         "GRUDelta": GRUDelta(1, HIDDEN),
         "ODERNN": ODERNN(1, HIDDEN, width=WIDTH, **ONE_RK4_STEP),
         # one RK4 step per encoder interval; the decoder crosses the whole span in one solve
         # (up to 7.5 periods), so it takes fine steps: 0.05 is 100 steps over [0, 5]
-        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=0.1,
+        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=0.1, vector_field=field,
                                decoder_options={"solver": tidal.RK4(),
                                                 "controller": tidal.ConstantStepSize(0.05)},
                                **ONE_RK4_STEP),
@@ -94,10 +112,10 @@ def loss_of(name: str, model: torch.nn.Module, data: IrregularSeries, task: str,
 def run(name: str, task: str, seed: int, args: argparse.Namespace
         ) -> tuple[float, float]:
     torch.manual_seed(seed)
-    data = periodic_signals(args.train + args.test, observed=0.5, seed=seed)
+    data = periodic_signals(args.train + args.test, observed=0.5, seed=seed, **DATA[args.data])
     train, test = data[:args.train], data[args.train:]
-    model = make_models()[name]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = make_models(args.decoder)[name]
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     steps = args.epochs * -(-args.train // args.batch)
@@ -152,6 +170,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=96)
     parser.add_argument("--test", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam's initial learning rate")
+    parser.add_argument("--data", choices=list(DATA), default="reference")
+    parser.add_argument("--decoder", choices=["rotation", "mlp"], default="rotation",
+                        help="the latent ODE decoder's field")
     parser.add_argument("--models", nargs="+", default=list(make_models()))
     parser.add_argument("--tasks", nargs="+", default=["interpolation", "extrapolation"])
     parser.add_argument("--skip-grid-costs", action="store_true")

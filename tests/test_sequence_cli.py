@@ -3,6 +3,7 @@ its report, loading it back (weights_only), and the errors of bad input."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -175,3 +176,79 @@ def test_interpolation_run_scores_the_hidden_observations(tmp_path):
     test = loaded.series("test")
     hidden = test.mask & ~visible_mask(test, loaded.options)
     assert 0 < int(hidden.sum()) < int(test.mask.sum())
+
+
+# ---- tidal predict on sequence runs --------------------------------------------------------
+
+def level_table(path, n=12, points=6, seed=0):
+    """Series whose class is the sign of their level: x near +3 ("high") or -3 ("low"),
+    each at its own random times; the class is readable from any one observation."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        level = 3.0 if i % 2 else -3.0
+        for t in np.sort(rng.uniform(0, 2, points)):
+            rows.append({"id": f"s{seed}_{i}", "t": t, "x": level + rng.normal(0, 0.2),
+                         "kind": "high" if level > 0 else "low"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_predict_classifies_new_series_of_a_separable_set(tmp_path):
+    run = tmp_path / "run"
+    result = invoke("fit", str(level_table(tmp_path / "train.csv")), "--id", "id", "--model",
+                    "gru", "--task", "classify", "--label", "kind", "--hidden", "4",
+                    "--epochs", "5", "--lr", "0.1", "-o", str(run), "--quiet")
+    assert result.exit_code == 0, result.output
+    new = level_table(tmp_path / "new.csv", n=10, seed=1)
+    out = tmp_path / "predicted.csv"
+    result = invoke("predict", str(run), "--data", str(new), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    truth = pd.read_csv(new).groupby("id")["kind"].first()
+    assert list(table.columns) == ["id", "kind", "p_high", "p_low"]
+    assert (table.set_index("id")["kind"] == truth.loc[table["id"]]).all()
+    np.testing.assert_allclose(table["p_high"] + table["p_low"], 1.0, rtol=1e-12)
+
+
+def test_predict_forecasts_in_user_units_and_reads_only_the_past(tmp_path):
+    """GRU forecasts: one row per input row, in the user's units (series near 1000), and a
+    row's prediction does not change when later rows change (it reads what came before)."""
+    data = sine_table(tmp_path / "data.csv")
+    table = pd.read_csv(data)
+    table["x"] += 1000.0
+    table.to_csv(data, index=False)
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "gru", "-o",
+                  str(run), *TINY).exit_code == 0
+    new = table[table["id"].isin(["s0", "s1"])].copy()
+    new.to_csv(tmp_path / "new.csv", index=False)
+    result = invoke("predict", str(run), "--data", str(tmp_path / "new.csv"))
+    assert result.exit_code == 0, result.output
+    first = pd.read_csv(io.StringIO(result.output))
+    assert list(first.columns) == ["t", "id", "x", "y"] and len(first) == len(new)
+    assert first["x"].between(990, 1010).all() and first["y"].abs().lt(10).all()
+    later = new["t"] > new.groupby("id")["t"].transform("median")
+    new.loc[later, ["x", "y"]] = new.loc[later, ["x", "y"]] + 50.0
+    new.to_csv(tmp_path / "changed.csv", index=False)
+    changed = pd.read_csv(io.StringIO(invoke("predict", str(run), "--data",
+                                             str(tmp_path / "changed.csv")).output))
+    # the first row after the change still reads only unchanged rows
+    unchanged = ~later.to_numpy() | ~np.r_[False, later.to_numpy()[:-1]] & later.to_numpy()
+    np.testing.assert_allclose(changed[unchanged][["x", "y"]], first[unchanged][["x", "y"]],
+                               rtol=1e-12)
+    assert not np.allclose(changed[~unchanged][["x", "y"]], first[~unchanged][["x", "y"]])
+
+
+def test_predict_on_a_sequence_run_refuses_wrong_input(tmp_path):
+    data = sine_table(tmp_path / "data.csv")
+    run = tmp_path / "run"
+    assert invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", "gru", "-o",
+                  str(run), *TINY).exit_code == 0
+    pd.read_csv(data).drop(columns=["x"]).to_csv(tmp_path / "no_x.csv", index=False)
+    for args, message in ((["--data", str(tmp_path / "no_x.csv")], "no column(s) ['x']"),
+                          (["--y0", "1,2", "--t", "0:1:0.5"], "--y0, --t apply to ODE runs"),
+                          ([], "give the series to predict with --data")):
+        result = invoke("predict", str(run), *args, catch=True)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

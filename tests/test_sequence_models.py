@@ -24,6 +24,7 @@ from tidal.models.control_paths import (
     rectilinear,
 )
 from tidal.models.latent_ode import negative_elbo
+from tidal.nn import RotationMLP
 
 
 class LinearField(torch.nn.Module):
@@ -207,6 +208,33 @@ def test_latent_ode_gradcheck_and_shapes():
     assert torch.autograd.gradcheck(loss, (values, weight))
 
 
+def test_rotation_field_flow_is_the_matrix_exponential_and_gradchecks():
+    """With the MLP's output zeroed, RotationMLP is y' = y (S - S^T): the flow is
+    y0 exp((S - S^T) t) (torch.linalg.matrix_exp) and keeps |y|; gradients by gradcheck in a
+    latent ODE's decoder."""
+    torch.manual_seed(8)
+    field = RotationMLP(3, width=4, rotation_scale=1.5).double()
+    with torch.no_grad():
+        field.mlp.net[-1].weight.zero_()
+    y0 = torch.randn(2, 3, dtype=torch.float64)
+    ts = torch.linspace(0, 2, 5, dtype=torch.float64)
+    ys = tidal.solve(field, y0, ts, controller=tidal.PIDController(rtol=1e-10, atol=1e-12)).ys
+    generator = field.generator.detach()
+    exact = torch.stack([y0 @ torch.linalg.matrix_exp((generator - generator.T) * t)
+                         for t in ts])
+    torch.testing.assert_close(ys, exact, atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(ys.norm(dim=-1), y0.norm(dim=-1).expand(5, 2))
+    model = LatentODE(2, 3, 3, width=4, vector_field=RotationMLP(3, width=4).double(),
+                      **RK4).double()
+    times, values, mask = tiny_batch(k=3, b=2)
+    shared = times[:, 0]
+
+    assert torch.autograd.gradcheck(lambda w: model(shared, values, mask, shared),
+                                    (model.vector_field.generator,))
+    with pytest.raises(tidal.InvalidArgumentError, match="rotation_scale"):
+        RotationMLP(3, rotation_scale=-1.0)
+
+
 def test_latent_ode_per_sample_targets_equal_shared_ones():
     torch.manual_seed(7)
     model = LatentODE(2, 2, 3, width=4, **RK4).double()
@@ -293,15 +321,29 @@ def test_bad_series_are_named():
 # ---- generated data ------------------------------------------------------------------------
 
 def test_periodic_signals_are_the_documented_sines():
-    data = periodic_signals(5, observed=0.4, noise=0.0, seed=3)
+    """Without noise, each series is c + a sin(2 pi f t + phi) exactly: checked in closed form
+    for a fixed (f, a, phi, c), and for the reference family (a = 1, phi = 0: x(0) = c and
+    x - c = sin(2 pi f t) with one f in [0.4, 0.8] per series, recovered by least squares over
+    a fine grid of f)."""
+    data = periodic_signals(5, observed=0.4, noise=0.0, frequency=(0.7, 0.7),
+                            amplitude=(1.5, 1.5), phase=(0.3, 0.3), offset_std=0.0, seed=3)
     assert data.times[0] == 0 and bool((data.times.diff() > 0).all())
     assert data.mask.any(0).all()
-    observed = data.mask.double().mean().item()
-    assert 0.25 < observed < 0.55
-    x = data.values[:, :, 0].double()
-    assert x.abs().max() <= 1.5 + 1e-6
-    spectrum = torch.fft.rfft(x - x.mean(0), dim=0)  # irregular grid: a rough check only
-    assert spectrum.abs().sum() > 0
+    assert 0.25 < data.mask.double().mean().item() < 0.55
+    expected = 1.0 + 1.5 * torch.sin(2 * math.pi * 0.7 * data.times + 0.3)
+    torch.testing.assert_close(data.values[:, :, 0].double(), expected[:, None].expand(-1, 5),
+                               atol=1e-6, rtol=0)
+    reference = periodic_signals(6, noise=0.0, seed=1)
+    x = reference.values[:, :, 0].double()
+    c = x[0]
+    assert bool(((c - 1.0).abs() < 0.5).all())
+    grid = torch.linspace(0.35, 0.85, 501, dtype=torch.float64)
+    sines = torch.sin(2 * math.pi * grid[:, None] * reference.times[None, :])  # [F, K]
+    residual = ((x - c)[None, :, :] - sines[:, :, None]).square().sum(1)  # [F, B]
+    best = grid[residual.argmin(0)]
+    assert bool(((best >= 0.4 - 1e-3) & (best <= 0.8 + 1e-3)).all())
+    # the grid step 1e-3 in f leaves at most ~0.03 (a wrong family: tens)
+    assert residual.min(0).values.max() < 0.05
 
 
 def test_spirals_turn_in_the_labelled_direction():

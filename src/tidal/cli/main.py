@@ -462,15 +462,34 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--y0", required=True, help="Initial state, comma-separated (user units).")
-@click.option("--t", "times", required=True, help="Times: start:stop:step or a list 0,1,2.")
+@click.option("--y0", default=None, help="Initial state, comma-separated (user units).")
+@click.option("--t", "times", default=None, help="Times: start:stop:step or a list 0,1,2.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Sequence runs (fit --model latent-ode|ode-rnn|cde|gru): a table of new "
+                   "series with the fit's time, id and feature columns.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="CSV or Parquet file (default: print CSV).")
-def predict(run_dir: str, y0: str, times: str, output: str | None) -> None:
-    """Forecast from an initial state with the model in RUN_DIR. For an ensemble (fit
-    --ensemble K): the members' mean and, as columns NAME_q05 and NAME_q95, the 90% predictive
-    band of an observation (members' spread and observation noise)."""
+def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
+            output: str | None) -> None:
+    """Forecast from an initial state (--y0, --t) with the model in RUN_DIR. For an ensemble
+    (fit --ensemble K): the members' mean and, as columns NAME_q05 and NAME_q95, the 90%
+    predictive band of an observation (members' spread and observation noise). For a
+    sequence run: predict every row of the series in --data (forecast, interpolate), or
+    classify each series."""
     import numpy as np
+
+    from tidal.cli.sequence import is_sequence_run, predict_sequence
+
+    if is_sequence_run(run_dir):
+        predict_sequence(run_dir, data, given=[name for name, value in (("--y0", y0),
+                                                                         ("--t", times))
+                                               if value is not None], output=output)
+        return
+    if data is not None:
+        raise BadInput("--data applies to sequence runs (fit --model latent-ode, ode-rnn, cde "
+                       "or gru); for this run give --y0 and --t")
+    if y0 is None or times is None:
+        raise BadInput("give the initial state --y0 and the times --t to forecast")
 
     from tidal.data import Trajectories, write_table
     from tidal.models import Ensemble

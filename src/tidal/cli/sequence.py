@@ -114,3 +114,34 @@ def finish(status: str, message: str, run_dir: Path) -> None:
 
     finish_run(status, message, run_dir, report=write_sequence_report,
                summary=sequence_summary, resume="tidal fit", remedy="a lower --lr")
+
+
+def predict_sequence(run_dir: str, data: str | None, *, given: list[str],
+                     output: str | None) -> None:
+    """`tidal predict RUN --data FILE` for a sequence run: its model's predictions for the
+    series in FILE (`tidal.training.sequence_run.predict_sequences`), as CSV on stdout or in
+    `output` (CSV or Parquet, written atomically)."""
+    from tidal._files import atomic_path
+    from tidal.cli.main import BadInput, _flags_named, notify, output_file
+    from tidal.training.sequence_run import load_sequence_run, predict_sequences
+
+    if given:
+        raise BadInput(f"{', '.join(given)} apply to ODE runs; {run_dir} holds a sequence "
+                       "model: give the series to predict with --data FILE")
+    if data is None:
+        raise BadInput(f"{run_dir} holds a sequence model: give the series to predict with "
+                       "--data FILE (the fit's time, id and feature columns)")
+    with _flags_named():
+        run = load_sequence_run(run_dir)
+        notify(run.notice)
+        table = predict_sequences(run, data)
+    if output is None:
+        click.echo(table.to_csv(index=False), nl=False)
+        return
+    path = Path(output_file(output))
+    with atomic_path(path) as temporary:
+        if path.suffix in (".parquet", ".pq"):
+            table.to_parquet(temporary, index=False)
+        else:
+            table.to_csv(temporary, index=False)
+    click.echo(f"wrote {len(table)} rows to {output}")

@@ -9,11 +9,16 @@ observed. All generators are deterministic given `seed`.
   x(t) = r(t) (cos(d t + phi), sin(d t + phi)), r(t) = 1 - 0.8 t / t_max, d = +-1, random phase
   phi and small noise, observed at each sample's own `num_points` random times in
   [0, t_max]; `drop` removes that fraction of the values at random (entry by entry).
-- `periodic_signals`: as in Rubanova et al. 2019, section 4.1: each series is
-  a sin(2 pi f t + phi) + Gaussian noise with frequency f ~ U(0.5, 1.5) (in cycles per unit
-  of time, so [0, 5] holds 2.5-7.5 periods), amplitude a ~ U(0.5, 1.5), phase
-  phi ~ U(0, 2 pi), sampled on `num_points` times in [0, 5] shared by the batch (one random
-  irregular grid); a fraction `observed` of the points of each series are observed.
+- `periodic_signals`: the toy of Rubanova et al. 2019, section 4.1. Each series is
+  a sin(2 pi f t + phi) + c + noise, sampled on `num_points` times in [0, t_max] shared by the
+  batch (one random irregular grid, the first at 0); a fraction `observed` of the points of
+  each series are observed. The defaults are the reference implementation's
+  (github.com/YuliaRubanova/latent_ode, `--dataset periodic`): frequency f ~ U(0.4, 0.8)
+  cycles per unit of time (2-4 periods in [0, 5]), amplitude a = 1, phase phi = 0, offset
+  c ~ N(1, 0.1^2), noise of scale 0.01; series then differ by their frequency and offset.
+  `frequency`, `amplitude` and `phase` ranges widen the family (e.g. f ~ U(0.5, 1.5),
+  a ~ U(0.5, 1.5), phi ~ U(0, 2 pi), offset 0: three free parameters per series, a harder
+  task than the paper's).
 """
 
 from __future__ import annotations
@@ -104,20 +109,32 @@ def spirals(n: int, *, num_points: int = 50, t_max: float = 4 * math.pi, noise: 
 
 
 def periodic_signals(n: int, *, num_points: int = 100, t_max: float = 5.0,
-                     observed: float = 0.5, noise: float = 0.01, seed: int = 0
-                     ) -> IrregularSeries:
-    """`n` noisy sine waves of random frequency, amplitude and phase on one irregular grid of
-    `num_points` times in [0, t_max] (the first at 0); each point of each series is observed
-    with probability `observed` (the mask), but at least once per series."""
+                     observed: float = 0.5, noise: float = 0.01,
+                     frequency: tuple[float, float] = (0.4, 0.8),
+                     amplitude: tuple[float, float] = (1.0, 1.0),
+                     phase: tuple[float, float] = (0.0, 0.0), offset: float = 1.0,
+                     offset_std: float = 0.1, seed: int = 0) -> IrregularSeries:
+    """`n` noisy sine waves a sin(2 pi f t + phi) + c, with f, a and phi uniform in the given
+    ranges and c ~ N(offset, offset_std^2), on one irregular grid of `num_points` times in
+    [0, t_max] (the first at 0); each point of each series is observed with probability
+    `observed` (the mask), but at least once per series."""
     if not 0.0 < observed <= 1.0:
         raise InvalidArgumentError(f"`observed={observed!r}`: must be a fraction in (0, 1].")
+    for name, (low, high) in (("frequency", frequency), ("amplitude", amplitude),
+                              ("phase", phase)):
+        if not low <= high:
+            raise InvalidArgumentError(f"`{name}={(low, high)!r}`: must be a range (low, high) "
+                                       "with low <= high.")
     g = torch.Generator().manual_seed(seed)
     times = torch.rand(num_points - 1, generator=g, dtype=torch.float64).sort().values * t_max
     times = torch.cat([times.new_zeros(1), times])
-    frequency = 0.5 + torch.rand(n, generator=g, dtype=torch.float64)
-    amplitude = 0.5 + torch.rand(n, generator=g, dtype=torch.float64)
-    phase = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
-    clean = amplitude * torch.sin(2 * math.pi * frequency * times[:, None] + phase)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+
+    f, a, phi = uniform(*frequency), uniform(*amplitude), uniform(*phase)
+    c = offset + offset_std * torch.randn(n, generator=g, dtype=torch.float64)
+    clean = a * torch.sin(2 * math.pi * f * times[:, None] + phi) + c
     values = clean + noise * torch.randn(clean.shape, generator=g, dtype=torch.float64)
     mask = torch.rand(clean.shape, generator=g) < observed
     mask[0] |= ~mask.any(0)

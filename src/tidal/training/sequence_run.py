@@ -41,6 +41,8 @@ from tidal.training.sequence_fit import (
     SequenceObjective,
     SequenceOptions,
     build_sequence_model,
+    classify,
+    forecast,
 )
 from tidal.training.trainer import FINAL_STATES, LoopSettings, train
 
@@ -254,3 +256,45 @@ def load_sequence_run(path: str | Path) -> SequenceRun:
         f"tidal fit --resume -o {run.path}")
     model = build_with_weights(lambda: _build(config), run.file(CONFIG), weights, weights_file)
     return SequenceRun(run.path, model.eval(), config, run, notice)
+
+
+def predict_sequences(run: SequenceRun, path: str | Path) -> pd.DataFrame:
+    """The run's model applied to the series of the table at `path`, which has the fit's
+    schema: its time and id columns and its feature columns (blank where unobserved; other
+    columns are ignored).
+
+    - classify: one row per series: the id, the predicted class (in the label column's name)
+      and the probability of each class (`p_CLASS`).
+    - forecast / interpolate: every row of every series (time, id, features), each feature
+      predicted in the user's units from the series' observed cells: rows with blank
+      features after the last observation ask for a forecast at their times, blanks between
+      observations for an interpolation. The ODE-RNN, GRU and CDE predict a row from the
+      observations before it (as in training), the latent ODE decodes every row from the
+      encoding of all of them (its posterior mean).
+    """
+    config, options = run.config, run.options
+    needed = [config["time"], config["id"], *config["features"]]
+    missing = [name for name in needed if name not in _columns(Path(path))]
+    if missing:
+        raise InvalidArgumentError(
+            f"{path}: no column(s) {missing}. The model in {run.path} was fitted on a table "
+            f"with time column {config['time']!r}, id column {config['id']!r} and features "
+            f"{config['features']}; give new series with the same columns.")
+    data = read_table(path, time=config["time"], id=config["id"], states=config["features"])
+    series = IrregularSeries.from_trajectories(data.scaled(run.scaling))
+    with torch.no_grad():
+        if options.task == "classify":
+            probabilities = classify(run.model, series).double().softmax(-1).numpy()
+            table = pd.DataFrame({config["id"]: list(data.ids),
+                                  config["label"]: [config["classes"][i] for i in
+                                                    probabilities.argmax(-1)]})
+            for j, name in enumerate(config["classes"]):
+                table[f"p_{name}"] = probabilities[:, j]
+            return table
+        predicted = forecast(run.model, series, series.mask)
+    frames = []
+    for b, (times, name) in enumerate(zip(data.times, data.ids)):
+        values = run.unscale(predicted[:len(times), b])
+        frames.append(pd.DataFrame({config["time"]: times, config["id"]: name,
+                                    **dict(zip(config["features"], values.T))}))
+    return pd.concat(frames, ignore_index=True)
