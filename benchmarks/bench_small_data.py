@@ -244,6 +244,7 @@ COLUMNS = {
                    ("warnings", "{}")],
     "lotka-volterra": [("seed", "{}"), ("status", "{}"), ("baseline_in", "{:.3f}"),
                        ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
+                       ("train_ratio", "{:.2f}"),
                        ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
                        ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
                        ("warnings", "{}")],

@@ -34,10 +34,10 @@ from tidal.training.run import Run, load_run
 PER_PAGE = 4
 MAX_PAGES = 3
 BAND = (0.05, 0.95)  # the predictive band drawn for an ensemble
-SPREAD_CAPTION = (" For an ensemble: the members' mean field, and beside it their spread (the "
-                  "standard deviation of the members' vectors, summed over both components): "
-                  "where it is large, the members disagree and the data do not pin the field "
-                  "down.")
+SPREAD_CAPTION = (" For an ensemble: the members' mean field, and beside it their spread "
+                  "(sqrt of the members' variances of dy/dt, summed over the two states "
+                  "drawn): where it is large, the members disagree and the data do not pin "
+                  "the field down.")
 
 
 def write_report(run_dir: str | Path) -> Path:
