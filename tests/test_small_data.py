@@ -351,3 +351,16 @@ def test_a_split_in_time_validates_each_series_carried_on_from_its_start():
     other = TrajectoryObjective(model, train[[0]], train[[1]], TrainConfig(epochs=3),
                                 torch.float64)
     assert other.val_continued is None
+
+
+def test_one_training_series_is_fitted_by_multiple_shooting_unless_told_otherwise():
+    from tidal.training import TrainConfig
+    from tidal.training.pipeline import SINGLE_SERIES_SEGMENTS, ModelOptions, single_series_config
+
+    chosen = single_series_config(TrainConfig(), 1, ModelOptions())
+    assert (chosen.shooting_segments, chosen.horizons) == (SINGLE_SERIES_SEGMENTS, (1.0,))
+    for config, n, model in ((TrainConfig(), 2, ModelOptions()),
+                             (TrainConfig(horizons=(0.5, 1.0)), 1, ModelOptions()),
+                             (TrainConfig(shooting_segments=3), 1, ModelOptions()),
+                             (TrainConfig(), 1, ModelOptions(augment=1))):
+        assert single_series_config(config, n, model) == config
