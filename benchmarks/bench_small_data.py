@@ -33,7 +33,8 @@ Cases (issue 19's acceptance):
   ("exact_start"), the band's mean width as a fraction of the range, and the held-out RMSE
   of the members' mean.
 
-Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags).
+Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags);
+--config sets TrainConfig fields (JSON).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import tempfile
@@ -108,8 +110,8 @@ def fitted_run(data: Trajectories, folder: str, seed: int, epochs: int,
                fit_options: dict[str, Any]) -> tuple[Any, Any, float]:
     """`train_run` into folder/run: the result, the loaded run and the seconds it took."""
     started = time.perf_counter()
-    result = train_run(data, f"{folder}/run", config=TrainConfig(epochs=epochs, seed=seed),
-                       progress=False, **fit_options)
+    config = TrainConfig(**{"epochs": epochs, "seed": seed, **CONFIG_FIELDS})
+    result = train_run(data, f"{folder}/run", config=config, progress=False, **fit_options)
     return result, load_run(f"{folder}/run"), time.perf_counter() - started
 
 
@@ -195,7 +197,6 @@ def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> 
 
 def _warnings(run_dir: str) -> list[str]:
     """The report's warnings (none when the report has no warnings yet)."""
-    import json
     from pathlib import Path
 
     from tidal.report import write_report
@@ -231,6 +232,9 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
     return row
 
 
+#: TrainConfig fields of every fit (--config).
+CONFIG_FIELDS: dict[str, Any] = {}
+
 #: The coverage case's systems (--coverage-systems).
 COVERAGE_SYSTEMS = ("oscillator", "toggle")
 
@@ -244,6 +248,7 @@ COLUMNS = {
                    ("warnings", "{}")],
     "lotka-volterra": [("seed", "{}"), ("status", "{}"), ("baseline_in", "{:.3f}"),
                        ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
+                       ("train_ratio", "{:.2f}"),
                        ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
                        ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
                        ("warnings", "{}")],
@@ -267,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
     parser.add_argument("--coverage-systems", default="oscillator,toggle",
                         help="the coverage case's systems, comma-separated")
+    parser.add_argument("--config", default="{}",
+                        help='TrainConfig fields as JSON, e.g. \'{"shooting_segments": 4}\'')
     args = parser.parse_args(argv)
+    CONFIG_FIELDS.update(json.loads(args.config))
     global COVERAGE_SYSTEMS
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}

@@ -299,3 +299,68 @@ def test_the_band_from_a_noisy_first_observation_carries_its_noise():
                       zip(times, values) for lo, hi in
                       [predictive_quantiles(run, v[0], t, (0.05, 0.95))]])
     assert inside < 0.86, inside
+
+
+def test_the_vector_field_of_an_ensemble_shows_its_members_spread(ensemble_run):
+    from tidal.report.build import _vector_fields
+
+    run = load_run(ensemble_run[0])
+    figure = _vector_fields(run, run.training_data())
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[:2] == ["learned (members' mean)", "members' spread"]
+    mesh = figure.axes[1].collections[0]
+    assert figure.axes[-1].get_ylabel().startswith("members' spread of dy/dt")
+    # the drawn spread at one grid corner: the sd of the members' vectors, by hand
+    observed = np.concatenate(run.training_data().values)
+    lo, hi = np.nanmin(observed, axis=0), np.nanmax(observed, axis=0)
+    corner = lo - 0.1 * (hi - lo)
+    y = run.scaling.scale_values(torch.as_tensor(corner[None], dtype=run.dtype))
+    with torch.no_grad():
+        rates = np.stack([m.vector_field(torch.zeros((), dtype=run.dtype), y).numpy()[0]
+                          for m in run.model.members]) * np.asarray(run.scaling.state_scale)
+    expected = np.sqrt(sum(np.var(rates[:, i], ddof=1) for i in range(2)))
+    assert np.asarray(mesh.get_array()).reshape(40, 40)[0, 0] == pytest.approx(expected,
+                                                                               rel=1e-9)
+
+
+def test_a_split_in_time_validates_each_series_carried_on_from_its_start():
+    from tidal.models import NeuralODE
+    from tidal.nn import MLP
+    from tidal.training import TrainConfig
+    from tidal.training.fit import TrajectoryObjective, continuations
+
+    data = simulate("lotka-volterra", 2, n_obs=16, seed=0)
+    train, val, _ = split_in_time(data, 0.125, 0.125)
+    continued = continuations(train, val)
+    for t, v, c_t in zip(train.times, val.times, continued.times):
+        assert list(c_t) == [*t, *v[1:]]  # the start row (the training series' last) once
+    torch.manual_seed(0)
+    model = NeuralODE(MLP(2, width=8, depth=1)).to(torch.float64)
+    objective = TrajectoryObjective(model, train, val, TrainConfig(epochs=3), torch.float64)
+    with torch.no_grad():
+        objective.initial_offsets.fill_(0.01)
+    errors = []
+    for i in range(2):  # each series from its first observation + offset, by its own solve
+        ts = torch.as_tensor(np.concatenate(([train.times[i][0]], val.times[i][1:])))
+        y0 = torch.as_tensor(train.values[i][0] + 0.01)
+        with torch.no_grad():
+            errors.append((model(y0, ts)[1:].numpy() - val.values[i][1:]).ravel())
+    expected = float(np.mean(np.concatenate(errors) ** 2))
+    assert objective.validation_loss() == pytest.approx(expected, rel=1e-5)
+    # held out by trajectory (other ids): each validation series from its own first state
+    other = TrajectoryObjective(model, train[[0]], train[[1]], TrainConfig(epochs=3),
+                                torch.float64)
+    assert other.val_continued is None
+
+
+def test_one_training_series_is_fitted_by_multiple_shooting_unless_told_otherwise():
+    from tidal.training import TrainConfig
+    from tidal.training.pipeline import SINGLE_SERIES_SEGMENTS, ModelOptions, single_series_config
+
+    chosen = single_series_config(TrainConfig(), 1, ModelOptions())
+    assert (chosen.shooting_segments, chosen.horizons) == (SINGLE_SERIES_SEGMENTS, (1.0,))
+    for config, n, model in ((TrainConfig(), 2, ModelOptions()),
+                             (TrainConfig(horizons=(0.5, 1.0)), 1, ModelOptions()),
+                             (TrainConfig(shooting_segments=3), 1, ModelOptions()),
+                             (TrainConfig(), 1, ModelOptions(augment=1))):
+        assert single_series_config(config, n, model) == config

@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 Field = Callable[[np.ndarray], np.ndarray]  # points [N, 2] -> derivatives [N, 2]
+Spread = Callable[[np.ndarray], np.ndarray]  # points [N, 2] -> a spread of derivatives [N]
 
 
 def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[tuple[float,
                        float]], axis_names: Sequence[str], points: np.ndarray | None = None,
-                       resolution: int = 40) -> Any:
+                       resolution: int = 40, spread: tuple[str, Spread] | None = None) -> Any:
     """Stream plots of 2-D vector fields side by side, on the same box, coloured by speed on
     one shared colour scale (the colour bar).
 
@@ -22,6 +23,9 @@ def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[
         axis_names: labels of the two axes.
         points: observations [N, 2] drawn on every panel.
         resolution: grid points per axis.
+        spread: (title, spread) drawn as one more panel, a colour map of a scalar per point
+            (an ensemble's disagreement: the spread of its members' vectors) on its own
+            colour scale, with the observations.
     """
     from matplotlib.figure import Figure
 
@@ -31,8 +35,11 @@ def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[
     grid = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
     from matplotlib.colors import Normalize
 
-    figure = Figure(figsize=(5.0 * len(fields) + 1.0, 4.6), layout="constrained")
-    axes = figure.subplots(1, len(fields), squeeze=False)[0]
+    panels = len(fields) + (spread is not None)
+    figure = Figure(figsize=(5.0 * panels + 1.0 + (spread is not None), 4.6),
+                    layout="constrained")
+    all_axes = figure.subplots(1, panels, squeeze=False)[0]
+    axes = all_axes[:len(fields)]
     derivatives = [field(grid) for _, field in fields]
     speeds = [np.hypot(d[:, 0], d[:, 1]) for d in derivatives]
     finite = np.concatenate(speeds)
@@ -49,8 +56,23 @@ def plot_vector_fields(fields: Sequence[tuple[str, Field]], *, bounds: Sequence[
             ax.legend(loc="upper right", fontsize=7, markerscale=4)
         ax.set_xlim(x_lo, x_hi)
         ax.set_ylim(y_lo, y_hi)
-        ax.set_title(title)
-        ax.set_xlabel(axis_names[0])
-        ax.set_ylabel(axis_names[1])
+        _label(ax, title, axis_names)
     figure.colorbar(lines, ax=list(axes), label="speed |dy/dt| (data units per unit time)")
+    if spread is not None:
+        ax = all_axes[-1]
+        title, values = spread
+        mesh = ax.pcolormesh(xs, ys, values(grid).reshape(grid_x.shape), cmap="magma",
+                             shading="auto")
+        if points is not None:
+            ax.plot(points[:, 0], points[:, 1], ".", color="#4fc3f7", ms=2, alpha=0.6,
+                    label="observations")
+            ax.legend(loc="upper right", fontsize=7, markerscale=4)
+        _label(ax, title, axis_names)
+        figure.colorbar(mesh, ax=ax, label="members' spread of dy/dt (same units)")
     return figure
+
+
+def _label(ax: Any, title: str, axis_names: Sequence[str]) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])

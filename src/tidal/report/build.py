@@ -34,6 +34,10 @@ from tidal.training.run import Run, load_run
 PER_PAGE = 4
 MAX_PAGES = 3
 BAND = (0.05, 0.95)  # the predictive band drawn for an ensemble
+SPREAD_CAPTION = (" For an ensemble: the members' mean field, and beside it their spread "
+                  "(sqrt of the members' variances of dy/dt, summed over the two states "
+                  "drawn): where it is large, the members disagree and the data do not pin "
+                  "the field down.")
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -61,7 +65,8 @@ def write_report(run_dir: str | Path) -> Path:
                      [_save(run, "forecast.png", _forecast(run, test))]))
     if len(run.state_names) >= 2 and not extra_states(run.model):  # no field in y alone
         sections.append(("Vector field", "Streamlines coloured by speed |dy/dt|; other states "
-                         "at their mean.", [_save(run, "vector_field.png",
+                         "at their mean." + (SPREAD_CAPTION if isinstance(run.model, Ensemble)
+                                             else ""), [_save(run, "vector_field.png",
                                                   _vector_fields(run, test))]))
     if isinstance(run.model, HamiltonianNN):
         ts, learned, true = energy_along_forecasts(run, test)
@@ -154,22 +159,32 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
         full[:, :2] = points
         return full
 
-    def learned(points: np.ndarray) -> np.ndarray:
+    def rates(model: Any, points: np.ndarray) -> np.ndarray:
         dtype = run.dtype
         y = run.scaling.scale_values(torch.as_tensor(lift(points), dtype=dtype))
         with torch.no_grad():
-            dy = run.model.vector_field(torch.zeros((), dtype=dtype), y)
+            dy = model.vector_field(torch.zeros((), dtype=dtype), y)
         # chain rule: y_user = offset + scale * y, t_user = time_scale * t
         return (dy.numpy() * run.scaling.state_scale / run.scaling.time_scale)[:, :2]
 
-    fields = [("learned", learned)]
+    spread = None
+    if isinstance(run.model, Ensemble):
+        members = run.model.members
+
+        def disagreement(points: np.ndarray) -> np.ndarray:
+            each = np.stack([rates(member, points) for member in members])
+            return np.sqrt(each.var(axis=0, ddof=1).sum(axis=-1))
+
+        spread = ("members' spread", disagreement)
+    fields = [("learned" if spread is None else "learned (members' mean)",
+               lambda points: rates(run.model, points))]
     if system is not None:
         def true(points: np.ndarray) -> np.ndarray:
             y = torch.as_tensor(lift(points), dtype=torch.float64)
             return system.vector_field(torch.zeros((), dtype=torch.float64), y).numpy()[:, :2]
         fields.append(("true", true))
     return plot_vector_fields(fields, bounds=bounds, axis_names=run.state_names[:2],
-                              points=observed[:, :2])
+                              points=observed[:, :2], spread=spread)
 
 
 def _history(run: Run) -> list[dict[str, Any]]:
