@@ -37,7 +37,7 @@ STATES = ("running", "finished", "interrupted", "diverged")
 WRITTEN_BY = {"neural-ode": "tidal fit", "flow": "tidal flow fit", "sde": "tidal fit",
               "sequence": "tidal fit", "diffusion": "tidal diffusion fit"}
 READ_BY = {"neural-ode": "tidal predict", "flow": "tidal flow sample", "sde": "tidal report",
-           "sequence": "tidal report", "diffusion": "tidal diffusion sample"}
+           "sequence": "tidal predict --data", "diffusion": "tidal diffusion sample"}
 
 
 class RunDirectory:
