@@ -62,6 +62,11 @@ def test_simulate_fit_predict_report_end_to_end(tmp_path):
     table = pd.read_csv(forecast)
     np.testing.assert_allclose(table["t"], [0, 0.5, 1.0, 1.5, 2.0])
     np.testing.assert_allclose(table.iloc[0, -2:], [1.0, 0.5])  # starts at y0, user units
+    # an ODE run forecasts from --y0 and --t; a table of series (--data) is for sequence runs
+    for args, message in ((["--t", "0:2:0.5"], "give the initial state --y0 and the times --t"),
+                          (["--data", str(data)], "--data applies to sequence runs")):
+        result = invoke("predict", str(run), *args)
+        assert result.exit_code == 2 and message in result.output, result.output
 
     # refuses to overwrite, resumes on request
     assert invoke("fit", str(data), "--id", "id", "-o", str(run), *TINY).exit_code == 2
