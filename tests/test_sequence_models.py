@@ -376,3 +376,10 @@ def test_compacted_per_sample_grid_gives_the_union_grid_encoding():
         rows = data.mask[:, b, 0]
         torch.testing.assert_close(per_sample[:int(rows.sum()), b], union[rows, b],
                                    rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["frequency", "amplitude", "phase"])
+def test_periodic_signals_refuse_a_reversed_range(name):
+    message = rf"`{name}=\(2.0, 1.0\)`: must be a range"
+    with pytest.raises(tidal.InvalidArgumentError, match=message):
+        periodic_signals(4, **{name: (2.0, 1.0)})
