@@ -64,12 +64,12 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
         x = entropy.simulate_linear(a, d, samples, seed=seed)
         names = ["x", "f"] if system == "active-ou" else ["x1", "x2"]
     else:
-        from tidal.cli.flow import _read_samples
+        from tidal.cli.density import read_samples
 
         assert data is not None  # one of DATA and --system, checked above
         if drift_matrix is None or diffusion is None:
             raise BadInput("DATA needs --drift-matrix and --diffusion (the known dynamics)")
-        names, values = _read_samples(Path(data), columns)
+        names, values = read_samples(Path(data), columns)
         x = torch.tensor(values, dtype=torch.float64)
         a = _matrix(drift_matrix, "--drift-matrix")
         if a.shape != (x.shape[1], x.shape[1]):
