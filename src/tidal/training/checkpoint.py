@@ -48,6 +48,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def has_checkpoint_to_resume(run: RunDirectory, total: int, option: str, unit: str) -> bool:
+    """Whether `run` holds a checkpoint to continue from; refuses a new total of `total`
+    `unit` (given on the command line as `option`, e.g. "--steps 40") below those the
+    checkpoint has already trained."""
+    if not run.has(CHECKPOINT):
+        return False
+    trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
+    if isinstance(trained, int) and total < trained:
+        raise InvalidArgumentError(f"`{option}`: the run has already trained {trained} {unit}; "
+                                   "give at least that many.")
+    return True
+
+
 def checked_weights(weights: Any, expected: dict[str, torch.Size], where: str) -> None:
     """Check a state_dict against the shapes a model expects: the same names and shapes,
     finite floating-point tensors of one dtype. `where` names the file in the message."""

@@ -33,7 +33,11 @@ from tidal.diffusion.likelihood import dequantize, log_likelihood
 from tidal.diffusion.processes import ForwardProcess, process_from_config
 from tidal.diffusion.score_matching import ScoreMLP, ScoreModel
 from tidal.distributed import World
-from tidal.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from tidal.training.checkpoint import (
+    has_checkpoint_to_resume,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tidal.training.flow_run import SPLITS, create_sample_run, read_samples
 from tidal.training.run_directory import RunDirectory
 from tidal.training.score import ScoreHistory, fit_score
@@ -101,13 +105,8 @@ def resume_diffusion_run(run_dir: str | Path, *, steps: int | None = None,
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InvalidArgumentError(f"`--steps {steps}`: must be a positive integer.")
         config["options"]["steps"] = steps
-    restart = not run.has(CHECKPOINT)
-    if not restart:
-        trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
-        if isinstance(trained, int) and config["options"]["steps"] < trained:
-            raise InvalidArgumentError(
-                f"`--steps {steps}`: the run has already trained {trained} steps; give at "
-                "least that many.")
+    restart = not has_checkpoint_to_resume(run, config["options"]["steps"],
+                                           f"--steps {steps}", "steps")
     train, val = (read_samples(run, split, config["columns"]) for split in SPLITS)
     history = _fit(run, config, train, val, resume=not restart, progress=progress)
     if restart:

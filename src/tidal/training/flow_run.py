@@ -35,10 +35,9 @@ from tidal.models import CNF
 from tidal.nn import ConcatSquashMLP
 from tidal.solvers import Dopri5
 from tidal.training.checkpoint import (
-    CHECKPOINT,
     build_with_weights,
+    has_checkpoint_to_resume,
     kept_weights,
-    load_checkpoint,
     save_checkpoint,
 )
 from tidal.training.flow import FlowHistory, evaluate_nll, fit_flow
@@ -118,13 +117,8 @@ def resume_flow_run(run_dir: str | Path, *, steps: int | None = None,
         if not isinstance(steps, int) or steps < 1:
             raise InvalidArgumentError(f"`--steps {steps}`: must be a positive integer.")
         config["options"]["steps"] = steps
-    restart = not run.has(CHECKPOINT)
-    if not restart:
-        trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
-        if isinstance(trained, int) and config["options"]["steps"] < trained:
-            raise InvalidArgumentError(
-                f"`--steps {steps}`: the run has already trained {trained} steps; give at "
-                "least that many.")
+    restart = not has_checkpoint_to_resume(run, config["options"]["steps"],
+                                           f"--steps {steps}", "steps")
     torch.manual_seed(options.seed)
     cnf = build_cnf(len(config["columns"]), options, options.train_tol)
     history = _train(run, cnf, config, resume=not restart, progress=progress)

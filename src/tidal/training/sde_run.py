@@ -31,10 +31,9 @@ from tidal.models.neural_sde import NeuralSDE, PositiveDiffusion
 from tidal.nn import MLP
 from tidal.training.batches import make_batch
 from tidal.training.checkpoint import (
-    CHECKPOINT,
     build_with_weights,
+    has_checkpoint_to_resume,
     kept_weights,
-    load_checkpoint,
     save_checkpoint,
 )
 from tidal.training.config import TrainConfig
@@ -167,13 +166,8 @@ def resume_sde_run(run_dir: str | Path, *, epochs: int | None = None,
                                                  epochs=epochs).to_dict()
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"`--epochs {epochs}`: {error}") from None
-    restart = not run.has(CHECKPOINT)
-    if not restart:
-        trained = load_checkpoint(run.file(CHECKPOINT)).get("epoch")
-        if isinstance(trained, int) and saved["train"]["epochs"] < trained:
-            raise InvalidArgumentError(
-                f"`--epochs {epochs}`: the run has already trained {trained} epochs; give at "
-                "least that many.")
+    restart = not has_checkpoint_to_resume(run, saved["train"]["epochs"],
+                                           f"--epochs {epochs}", "epochs")
     with torch.random.fork_rng():
         torch.manual_seed(saved["train"]["seed"])
         model = build_sde_model(SDEOptions(**saved["options"]), len(saved["state_names"]))
