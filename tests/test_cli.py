@@ -38,6 +38,16 @@ def test_simulate_fit_predict_report_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     table = read_table(data, time="t", id="id")
     assert len(table) == 6 and table.state_names == SYSTEMS["lotka-volterra"].state_names
+    # an existing file is replaced only on request
+    before = data.read_bytes()
+    again = ["simulate", "lotka-volterra", "--trajectories", "2", "-o", str(data)]
+    result = invoke(*again)
+    assert result.exit_code == 2 and "add --overwrite" in result.output
+    assert data.read_bytes() == before
+    replaced = tmp_path / "replaced.csv"
+    replaced.write_bytes(before)
+    assert invoke(*again[:-1], str(replaced), "--overwrite").exit_code == 0
+    assert len(read_table(replaced, time="t", id="id")) == 2
 
     run = tmp_path / "run"
     result = invoke("fit", str(data), "--id", "id", "--system", "lotka-volterra", "-o", str(run),
@@ -62,6 +72,14 @@ def test_simulate_fit_predict_report_end_to_end(tmp_path):
     table = pd.read_csv(forecast)
     np.testing.assert_allclose(table["t"], [0, 0.5, 1.0, 1.5, 2.0])
     np.testing.assert_allclose(table.iloc[0, -2:], [1.0, 0.5])  # starts at y0, user units
+    kept = forecast.read_bytes()
+    result = invoke("predict", str(run), "--y0", "2.0,0.5", "--t", "0:1:0.5", "-o",
+                    str(forecast))
+    assert result.exit_code == 2 and "the file exists" in result.output
+    assert forecast.read_bytes() == kept
+    assert invoke("predict", str(run), "--y0", "2.0,0.5", "--t", "0:1:0.5", "-o",
+                  str(forecast), "--overwrite").exit_code == 0
+    assert len(pd.read_csv(forecast)) == 3
     # an ODE run forecasts from --y0 and --t; a table of series (--data) is for sequence runs
     for args, message in ((["--t", "0:2:0.5"], "give the initial state --y0 and the times --t"),
                           (["--data", str(data)], "--data applies to sequence runs")):
@@ -116,6 +134,12 @@ def test_flow_fit_and_sample_end_to_end(tmp_path):
     table = pd.read_csv(out)
     assert list(table.columns) == ["x", "y"] and len(table) == 50
     assert np.isfinite(table.to_numpy()).all()
+    result = invoke("flow", "sample", str(run), "-n", "5", "-o", str(out))
+    assert result.exit_code == 2 and "add --overwrite" in result.output
+    assert len(pd.read_csv(out)) == 50
+    assert invoke("flow", "sample", str(run), "-n", "5", "-o", str(out),
+                  "--overwrite").exit_code == 0
+    assert len(pd.read_csv(out)) == 5
 
 
 def test_flow_density_in_user_units_integrates_to_one(tmp_path):

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tidal.cli.main import nproc_option
+from tidal.cli.main import nproc_option, overwrite_file_option
 
 Command = Callable[..., Any]
 
@@ -125,24 +125,31 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
 
 
 def sample_options(command: Command) -> Command:
-    """`-n` and `-o` of the sample commands."""
+    """`-n`, `-o` and `--overwrite` of the sample commands."""
+    command = overwrite_file_option(command)
     command = click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
                            help="CSV file (default: print CSV).")(command)
     return click.option("-n", "count", default=1000, show_default=True,
                         help="Number of samples.")(command)
 
 
+def checked_output(output: str | None, overwrite: bool) -> str | None:
+    """The sample file named with -o, checked before sampling (`output_file`)."""
+    from tidal.cli.main import output_file
+
+    return None if output is None else output_file(output, overwrite)
+
+
 def write_samples(values: Any, columns: list[str], output: str | None) -> None:
-    """Print the samples as CSV, or write them to `output` (atomically)."""
+    """Print the samples as CSV, or write them to `output` (checked; atomically)."""
     import pandas as pd
 
     from tidal._files import atomic_path
-    from tidal.cli.main import output_file
 
     table = pd.DataFrame(values, columns=columns)
     if output is None:
         click.echo(table.to_csv(index=False), nl=False)
         return
-    with atomic_path(output_file(output)) as tmp:
+    with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
     click.echo(f"wrote {len(table)} samples to {output}")

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tidal.cli.density import (
+    checked_output,
     fit_options,
     read_samples,
     resume_if_asked,
@@ -93,10 +94,11 @@ def _finish(status: str, message: str, run_dir: Path) -> None:
               help="Heun times (2 x steps NFE) or reverse-SDE steps.")
 @click.option("--seed", default=0, show_default=True)
 def diffusion_sample(run_dir: str, count: int, sampler: str, steps: int, output: str | None,
-                     seed: int) -> None:
+                     overwrite: bool, seed: int) -> None:
     """Draw samples from the model in RUN_DIR (the NFE goes to stderr)."""
     from tidal.training.diffusion_run import load_diffusion_run
 
+    output = checked_output(output, overwrite)
     run = load_diffusion_run(run_dir)
     values, nfe = run.sample(count, sampler=sampler, steps=steps, seed=seed)
     click.echo(f"{sampler}: {nfe} score evaluations", err=True)

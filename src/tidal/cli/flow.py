@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tidal.cli.density import (
+    checked_output,
     fit_options,
     resume_if_asked,
     sample_options,
@@ -72,11 +73,13 @@ def _finish(status: str, message: str, run_dir: Path) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @sample_options
 @click.option("--seed", default=0, show_default=True)
-def flow_sample(run_dir: str, count: int, output: str | None, seed: int) -> None:
+def flow_sample(run_dir: str, count: int, output: str | None, overwrite: bool,
+                seed: int) -> None:
     """Draw samples from the flow in RUN_DIR."""
     from tidal.cli.main import notify
     from tidal.training.flow_run import load_flow_run
 
+    output = checked_output(output, overwrite)
     run = load_flow_run(run_dir)
     notify(run.notice)
     write_samples(run.sample(count, seed=seed), run.config["columns"], output)

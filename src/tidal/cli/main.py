@@ -145,6 +145,23 @@ def _obs(text: str) -> int | tuple[int, int]:
         raise BadInput(f"--obs {text!r}: expected a count (30) or a range (20:40)") from None
 
 
+def output_file(path: str, overwrite: bool) -> str:
+    """Check an output file named with -o before any work: an existing file is replaced only
+    with --overwrite (tidal never replaces a file unasked); missing parent folders are
+    created (a run's folder is created the same way)."""
+    if Path(path).exists() and not overwrite:
+        raise BadInput(f"-o {path}: the file exists and tidal does not replace a file unasked; "
+                       "choose another -o, or add --overwrite to replace it")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def overwrite_file_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The `--overwrite` option of commands that write one file named with -o."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the file named with -o if it exists.")(command)
+
+
 @main.command(help="Simulate noisy, irregular observations of a built-in SYSTEM.\n\n"
               f"SYSTEM is one of: {', '.join(SYSTEMS)}; or a stochastic one (its own noise): "
               f"{', '.join(_STOCHASTIC)}.")
@@ -165,9 +182,10 @@ def _obs(text: str) -> int | tuple[int, int]:
 @click.option("--noise-process", default=0.0, show_default=True,
               help="Process noise sigma: simulate dy = f dt + sigma dW (state units per "
                    "sqrt(time)) instead of the ODE; 0 for none.")
+@overwrite_file_option
 def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float | None,
              noise: float, irregular: bool, missing: float, seed: int,
-             noise_process: float) -> None:
+             noise_process: float, overwrite: bool) -> None:
     from tidal.data import simulate as simulate_system
     from tidal.data import write_table
     from tidal.data.stochastic_systems import STOCHASTIC_SYSTEMS, observe_sde
@@ -177,31 +195,25 @@ def simulate(system: str, output: str, trajectories: int, obs: str, t_end: float
             raise BadInput(f"{system} is a stochastic system: leave out --noise-process (its "
                            f"noise is its own: {STOCHASTIC_SYSTEMS[system].description})")
         start = STOCHASTIC_SYSTEMS[system].default_t_span[0]
+        output = output_file(output, overwrite)
         data = observe_sde(system, trajectories, n_obs=_obs(obs), noise=noise,
                            irregular=irregular,
                            t_span=None if t_end is None else (start, t_end), missing=missing,
                            seed=seed)
-        write_table(data, output_file(output))
-        click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
-        return
-    if system not in SYSTEMS:
-        raise BadInput(f"unknown system {system!r}; choose one of "
-                       f"{', '.join([*SYSTEMS, *STOCHASTIC_SYSTEMS])}")
-    if not 0 <= noise_process < math.inf:
-        raise BadInput(f"--noise-process {noise_process}: must be a finite number >= 0 (the "
-                       f"process noise sigma; 0 for none)")
-    t_span = None if t_end is None else (SYSTEMS[system].default_t_span[0], t_end)
-    data = simulate_system(system, trajectories, t_span=t_span, n_obs=_obs(obs), noise=noise,
-                           irregular=irregular, missing=missing, seed=seed,
-                           noise_process=noise_process)
-    write_table(data, output_file(output))
+    else:
+        if system not in SYSTEMS:
+            raise BadInput(f"unknown system {system!r}; choose one of "
+                           f"{', '.join([*SYSTEMS, *STOCHASTIC_SYSTEMS])}")
+        if not 0 <= noise_process < math.inf:
+            raise BadInput(f"--noise-process {noise_process}: must be a finite number >= 0 "
+                           "(the process noise sigma; 0 for none)")
+        t_span = None if t_end is None else (SYSTEMS[system].default_t_span[0], t_end)
+        output = output_file(output, overwrite)
+        data = simulate_system(system, trajectories, t_span=t_span, n_obs=_obs(obs),
+                               noise=noise, irregular=irregular, missing=missing, seed=seed,
+                               noise_process=noise_process)
+    write_table(data, output)
     click.echo(f"wrote {len(data)} trajectories of {system} to {output}")
-
-
-def output_file(path: str) -> str:
-    """Every -o creates missing parent folders (a run's folder is created the same way)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _train_options(function):
@@ -469,8 +481,9 @@ def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
                    "series with the fit's time, id and feature columns.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="CSV or Parquet file (default: print CSV).")
+@overwrite_file_option
 def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
-            output: str | None) -> None:
+            output: str | None, overwrite: bool) -> None:
     """Forecast from an initial state (--y0, --t) with the model in RUN_DIR. For an ensemble
     (fit --ensemble K): the members' mean and, as columns NAME_q05 and NAME_q95, the 90%
     predictive band of an observation (members' spread and observation noise). For a
@@ -480,6 +493,8 @@ def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
 
     from tidal.cli.sequence import is_sequence_run, predict_sequence
 
+    if output is not None:
+        output = output_file(output, overwrite)
     if is_sequence_run(run_dir):
         predict_sequence(run_dir, data, given=[name for name, value in (("--y0", y0),
                                                                          ("--t", times))
@@ -515,7 +530,7 @@ def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
         for t, row in zip(ts, values):
             click.echo(",".join(repr(float(x)) for x in (t, *row)))
         return
-    write_table(table, output_file(output))
+    write_table(table, output)
     click.echo(f"wrote {len(ts)} rows to {output}")
 
 

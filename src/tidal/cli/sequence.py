@@ -122,7 +122,7 @@ def predict_sequence(run_dir: str, data: str | None, *, given: list[str],
     series in FILE (`tidal.training.sequence_run.predict_sequences`), as CSV on stdout or in
     `output` (CSV or Parquet, written atomically)."""
     from tidal._files import atomic_path
-    from tidal.cli.main import BadInput, _flags_named, notify, output_file
+    from tidal.cli.main import BadInput, _flags_named, notify
     from tidal.training.sequence_run import load_sequence_run, predict_sequences
 
     if given:
@@ -138,7 +138,7 @@ def predict_sequence(run_dir: str, data: str | None, *, given: list[str],
     if output is None:
         click.echo(table.to_csv(index=False), nl=False)
         return
-    path = Path(output_file(output))
+    path = Path(output)  # checked by `tidal predict` (output_file)
     with atomic_path(path) as temporary:
         if path.suffix in (".parquet", ".pq"):
             table.to_parquet(temporary, index=False)
