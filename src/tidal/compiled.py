@@ -25,6 +25,7 @@ falls back the same way, with one warning per field.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch._higher_order_ops import while_loop
 
 from tidal._errors import Status
 from tidal._loop import SLIVER, TINY, SharedLoop, _Step
@@ -39,11 +41,15 @@ from tidal._loop_io import LoopResult, LoopSetup
 from tidal._problem import Problem
 from tidal._vector_field import Field
 from tidal.controllers.adaptive import AdaptiveControl, AdaptiveController, next_step
+from tidal.interpolation import dense_weights
 from tidal.solvers.base import ExplicitRungeKutta
+from tidal.solvers.explicit_rk import BufferedStages
 from tidal.solvers.tableau import ButcherTableau
 
 # Fields dynamo could not trace: solved eagerly without trying again.
 _untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
+# Fields the whole loop cannot take (Python side effects): solved by the per-step function.
+_not_whole: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,9 @@ def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
              tau: torch.Tensor, dt: torch.Tensor, tau_end: torch.Tensor,
              history: tuple[torch.Tensor, torch.Tensor], rtol: Any, atol: Any,
              root_n: torch.Tensor) -> tuple[Any, ...]:
-    """One masked adaptive step, all tensors (record: active, accepted, finite, tau, dt, tau1,
-    next dt): the eager loop's `_clip`, the method's stages,
-    the error norm and the controller's decision."""
+    """One masked adaptive step, all tensors: (the state after it, its end state y1, its stages,
+    its parts: active, accepted, finite, tau, dt, tau1, next dt): the eager loop's `_clip`, the
+    method's stages, the error norm and the controller's decision."""
     tableau, dtype = spec.tableau, y.dtype
     active = tau < tau_end
     last = tau + dt * (1.0 + SLIVER) >= tau_end
@@ -115,9 +121,7 @@ def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
     state = (torch.where(keep, y1, y), torch.where(keep, f1, f0),
              torch.where(taken, tau1, tau), torch.where(active, dt_next, dt),
              tuple(torch.where(active, new, old) for new, old in zip(new_history, history)))
-    record = torch.stack([active.double(), taken.double(), finite.double(), tau, h, tau1,
-                          dt_next])
-    return state, y1, torch.stack(ks), record
+    return state, y1, torch.stack(ks), (active, taken, finite, tau, h, tau1, dt_next)
 
 
 def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau: torch.Tensor,
@@ -128,16 +132,81 @@ def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau:
     starts, ends, stages, records = [], [], [], []
     for _ in range(spec.steps):
         starts.append(y)
-        (y, f0, tau, dt, history), y1, ks, record = _attempt(
+        (y, f0, tau, dt, history), y1, ks, parts = _attempt(
             spec, field, y, f0, tau, dt, tau_end, history, rtol, atol, root_n)
         ends.append(y1)
         stages.append(ks)
-        records.append(record)
+        records.append(torch.stack([part.double() for part in parts]))
     return ((y, f0, tau, dt, history), torch.stack(starts), torch.stack(ends),
             torch.stack(stages), torch.stack(records))
 
 
 _compiled_steps = torch.compile(_steps, fullgraph=True)
+
+
+WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes any more)
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """The whole loop's tensors that are not carried from step to step: the end, the output
+    times (padded with WINDOW infinities), the steps left before `max_steps`, the tolerances,
+    the error norm's sqrt(N) and the interpolant's polynomials."""
+
+    tau_end: torch.Tensor
+    taus: torch.Tensor
+    steps_left: torch.Tensor
+    rtol: Any
+    atol: Any
+    root_n: torch.Tensor
+    dense: torch.Tensor
+
+
+def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits,
+                carried: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Adaptive steps in one `while_loop` until the end, a failure, `max_steps` or a step that
+    passes more than WINDOW outputs. Each accepted step writes the outputs it passes into `ys`
+    by the method's interpolant (its end exactly), as `SharedLoop._emit_outputs` does; the
+    counts and the failure rules are the eager loop's. Carried, all tensors: y, f0, tau, dt,
+    the controller's history (2), ys [T + WINDOW, N], the next output k, attempts, accepted,
+    rejected, the non-finite streak, the status, whether the last step filled its window, and
+    that step's start state, stages, start and size."""
+    window = torch.arange(WINDOW, device=limits.taus.device)
+
+    def cond(*c: torch.Tensor) -> torch.Tensor:
+        tau, steps, status, full = c[2], c[8], c[12], c[13]
+        return (tau < limits.tau_end) & (steps < limits.steps_left) & (status == 0) & ~full
+
+    def body(*c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y, f0, tau, dt, h0, h1, ys, k, steps, accepted, rejected, streak, status = c[:13]
+        (y_next, f_next, tau_next, dt_next, (g0, g1)), y1, ks, parts = _attempt(
+            spec, field, y, f0, tau, dt, limits.tau_end, (h0, h1), limits.rtol, limits.atol,
+            limits.root_n)
+        _, taken, finite, _, h, tau1, _ = parts
+        # the outputs in (tau, tau1]: interpolated, the one at tau1 exactly y1
+        index = k + window
+        t_out = limits.taus[index]
+        passed = taken & (t_out <= tau1)
+        weights = dense_weights((t_out - tau) / h, limits.dense, y.dtype)  # [WINDOW, S]
+        flat_y, flat_y1 = y.reshape(1, -1), y1.reshape(1, -1)
+        rows = flat_y + h.to(y.dtype) * (weights @ ks.reshape(ks.shape[0], -1))
+        rows = torch.where((t_out == tau1).unsqueeze(1), flat_y1, rows)
+        ys = ys.index_copy(0, index, torch.where(passed.unsqueeze(1), rows, ys[index]))
+        # the eager loop's counts and failures (`SharedLoop._attempt_step`)
+        streak = torch.where(finite, 0, streak + 1)
+        rejected_now = ~taken
+        gave_up = rejected_now & (streak > retries)
+        underflow = rejected_now & (dt_next <= TINY * tau.abs())
+        status = torch.where(gave_up | (underflow & ~finite), int(Status.NONFINITE),
+                             torch.where(underflow, int(Status.DT_UNDERFLOW), status))
+        return (y_next, f_next, tau_next, dt_next, g0, g1, ys, k + passed.sum(), steps + 1,
+                accepted + taken.long(), rejected + rejected_now.long(), streak, status,
+                passed[-1], y.clone(), ks, tau.clone(), h)
+
+    return while_loop(cond, body, carried)
+
+
+_compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
 
 
 def unsupported(problem: Problem) -> str | None:
@@ -204,7 +273,12 @@ class CompiledLoop(SharedLoop):
 
         norm = self.control.norm
         tau_end, root_n = scalar(self.tau_end), scalar(norm.root_n)
-        with _torch_warnings_ignored():
+        # no graph to record (and no checkpoints): the whole loop in one compiled call
+        whole = (self.s.recorder is None and isinstance(self.stages, BufferedStages)
+                 and self.problem.f not in _not_whole)
+        with _compiling():
+            if whole and self._run_whole(y0, tau_end, root_n):
+                return self._result()
             try:
                 out = _compiled_steps(self.spec, self.s.field, y0, self.f0, scalar(self.tau),
                                       scalar(self.dt), tau_end, (scalar(1.0), scalar(1.0)),
@@ -215,9 +289,78 @@ class CompiledLoop(SharedLoop):
             if out is not None:
                 self._continue(out, tau_end, root_n)
                 return self._result()
-        _remember_untraceable(self.problem.f)
+        _remember(_untraceable, self.problem.f)
         _warn(reason)
         return SharedLoop(self.s).run()
+
+    def _run_whole(self, y0: torch.Tensor, tau_end: torch.Tensor, root_n: torch.Tensor) -> bool:
+        """The solve in calls of the whole loop (`_solve_loop`); the host reads each call's
+        counts in one synchronisation and writes the outputs of a step that passed more than
+        WINDOW of them. False (nothing done) when the loop cannot be traced with this field:
+        a field with Python side effects (counting its calls, say) can only be traced into
+        the per-step function, whose side effects dynamo replays."""
+        tableau, device = self.spec.tableau, y0.device
+        norm, width = self.control.norm, y0.numel()
+        attempt_fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
+
+        def scalar(value: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.tensor(value, dtype=dtype, device=device)
+
+        taus = torch.tensor(self.taus + [math.inf] * WINDOW, dtype=torch.float64, device=device)
+        torch._dynamo.maybe_mark_dynamic(taus, 0)  # a new time grid does not recompile
+        y, f0, history = y0, self.f0, (scalar(1.0), scalar(1.0))
+        tau, dt = scalar(self.tau), scalar(self.dt)
+        while self.tau < self.tau_end and self.status is Status.SUCCESS:
+            if self.steps >= self.s.max_steps:
+                self.status = Status.MAX_STEPS
+                break
+            limits = LoopLimits(tau_end, taus, scalar(self.s.max_steps - self.steps, torch.int64),
+                                norm.rtol, norm.atol, root_n, self.coef.dense)
+            ys = y0.new_empty(len(taus), width)
+            torch._dynamo.maybe_mark_dynamic(ys, 0)
+            y_last, ks_last = torch.zeros_like(y), y.new_zeros(len(self.coef.dense), *y.shape)
+            if y.dim() >= 2:  # the batch, as in `run`
+                for tensor, dim in ((ys, 1), (y_last, 0), (ks_last, 1)):
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
+            count = torch.zeros((), dtype=torch.int64, device=device)
+            carried = (y, f0, tau, dt, *history, ys, scalar(self.next_out, torch.int64),
+                       count, count.clone(), count.clone(),
+                       scalar(self.nonfinite_streak, torch.int64), count.clone(),
+                       torch.zeros((), dtype=torch.bool, device=device), y_last, ks_last,
+                       scalar(0.0), scalar(0.0))
+            try:
+                out = _compiled_loop(self.spec, self.s.field, self.control.nonfinite_retries,
+                                     limits, carried)
+            except torch._dynamo.exc.TorchDynamoException:
+                if self.steps:  # a later call that failed to compile: not the field's doing
+                    raise
+                _remember(_not_whole, self.problem.f)
+                return False
+            (y, f0, tau, dt, g0, g1, ys, k, steps, accepted, rejected, streak, status, full,
+             y_last, ks_last, tau_last, h_last) = out
+            history = (g0, g1)
+            numbers = torch.stack([tau, dt, tau_last, h_last, k.double(), steps.double(),
+                                   accepted.double(), rejected.double(), streak.double(),
+                                   status.double(), full.double()]).tolist()
+            self.tau, self.dt, tau_last_, h_last_ = numbers[:4]
+            k_, steps_, accepted_, rejected_, streak_, status_, full_ = map(int, numbers[4:])
+            self.steps += steps_
+            self.accepted += accepted_
+            self.rejected += rejected_
+            self.fevals += attempt_fevals * steps_
+            self.nonfinite_streak = streak_
+            if k_ > self.next_out:
+                self.rows.append(ys[self.next_out:k_])
+                self.next_out = k_
+            self.y, self.f0 = y, f0
+            if status_:
+                self.status = Status(status_)
+                if streak_ > self.control.nonfinite_retries:  # as the eager loop leaves it
+                    self.dt = h_last_
+            if full_:  # the step passed more outputs than its window: the rest here
+                step = _Step(tau_last_, h_last_, y_last, y, ks_last.reshape(len(ks_last), -1))
+                self._emit_outputs(step, self.tau, self.tau)
+        return True
 
     def _continue(self, out: tuple[Any, ...], tau_end: torch.Tensor, root_n: torch.Tensor
                   ) -> None:
@@ -277,10 +420,13 @@ class CompiledLoop(SharedLoop):
 
 
 @contextlib.contextmanager
-def _torch_warnings_ignored() -> Iterator[None]:
-    """torch's own warnings while it compiles (any call may recompile: grad mode, a new shape),
+def _compiling() -> Iterator[None]:
+    """The settings of every call of a compiled function (any call may compile: a new field,
+    grad mode, dtype). Without dynamo's automatic dynamic shapes: a second graph would
+    otherwise make every size symbolic (the batch is marked dynamic where it is one), and
+    W4's whole loop ran 6x slower after W1-solver-only's. torch's own warnings ignored,
     which a `-W error` run would turn into failures; f's and tidal's warnings pass."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):
         warnings.filterwarnings("ignore", module=r"torch(\.|$)")
         # dynamo reads .grad of every input while it traces (a state may be a view)
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
@@ -292,8 +438,8 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _remember_untraceable(f: Any) -> None:
+def _remember(fields: weakref.WeakSet[Any], f: Any) -> None:
     # a bound method is not weakly referenceable: it is tried again next time
     with contextlib.suppress(TypeError):
-        _untraceable.add(f)
+        fields.add(f)
 
