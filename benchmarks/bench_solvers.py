@@ -306,8 +306,8 @@ def scipy_runner(w: Workload, method: str) -> Runner:
                   count_steps=_count_scipy_steps)
 
 
-def runners_for(w: Workload, compile_steps: int = 1) -> list[Runner]:
-    runners = [tidal_runner(w, per_sample=False), tidal_runner(w, False, compile=compile_steps)]
+def runners_for(w: Workload) -> list[Runner]:
+    runners = [tidal_runner(w, per_sample=False), tidal_runner(w, False, compile=True)]
     if w.per_sample:
         runners.append(tidal_runner(w, per_sample=True))
     runners += [torchdiffeq_runner(w), torchode_runner(w)]
@@ -358,11 +358,10 @@ def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
     return calls, n
 
 
-def benchmark(w: Workload, repeats: int, compile_steps: int = 1
-              ) -> tuple[list[Result], dict[str, float]]:
+def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]]:
     """Warm-up (and count) every library once, then time them interleaved `repeats` times;
-    the compiled tidal row takes `compile_steps` steps per compiled call."""
-    runners = runners_for(w, compile_steps)
+    the compiled tidal row solves without a graph: the whole compiled loop."""
+    runners = runners_for(w)
     results: dict[str, Result] = {}
     for runner in runners:
         runner.counter.calls = 0
@@ -462,8 +461,6 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help=f"comma-separated workloads, from {', '.join(WORKLOADS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats for every workload")
-    parser.add_argument("--compile-steps", type=int, default=1,
-                        help="steps per compiled call of the compiled tidal row (compile=n)")
     args = parser.parse_args()
     names = list(WORKLOADS)
     if args.only:
@@ -490,7 +487,7 @@ def main() -> None:
         with torch.no_grad():
             work = WORKLOADS[name]()
             repeats = args.repeats or (work.quick_repeats if args.quick else work.repeats)
-            results, f_time = benchmark(work, repeats, args.compile_steps)
+            results, f_time = benchmark(work, repeats)
         report(work, results, f_time, repeats)
         sys.stdout.flush()
     print(f"\n{_load()}")
