@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import scipy.integrate
 import scipy.special
 import torch
 from torch._dynamo.utils import counters
@@ -211,6 +212,28 @@ def test_untraceable_field_falls_back_to_eager_with_one_warning() -> None:
     torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3),
                                rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(again.ys, sol.ys, rtol=0, atol=0)
+
+
+def lotka_volterra(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x, z = y[..., 0], y[..., 1]
+    return torch.stack((1.5 * x - x * z, x * z - 3.0 * z), dim=-1)
+
+
+def test_whole_loop_lotka_volterra_matches_scipy(uncompiled_whole_loop: list[int]) -> None:
+    """W4's problem (batch 1, 100 outputs, about one a step) against scipy's DOP853 at rtol
+    1e-12, and the eager loop's outputs and counts."""
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    ts = torch.linspace(0.0, 10.0, 100, dtype=torch.float64)
+    controller = tidal.PIDController(rtol=1e-8, atol=1e-10)
+    sol = tidal.solve(lotka_volterra, y0, ts, controller=controller, compile=True)
+    reference = scipy.integrate.solve_ivp(
+        lambda t, y: [1.5 * y[0] - y[0] * y[1], y[0] * y[1] - 3.0 * y[1]], (0.0, 10.0),
+        y0.numpy(), method="DOP853", t_eval=ts.numpy(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sol.ys, torch.from_numpy(reference.y.T), rtol=0, atol=1e-6)
+    eager = tidal.solve(lotka_volterra, y0, ts, controller=controller)
+    torch.testing.assert_close(sol.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    assert dataclasses.asdict(sol.stats) == dataclasses.asdict(eager.stats)
+    assert len(uncompiled_whole_loop) == 1
 
 
 def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[int]) -> None:
