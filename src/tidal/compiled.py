@@ -228,10 +228,11 @@ def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, 
         rows = flat_y + h.to(y.dtype) * (weights @ ks.reshape(ks.shape[0], -1))
         rows = torch.where((t_out == tau1).unsqueeze(1), flat_y1, rows)
         ys = c.ys.index_copy(0, index, torch.where(passed.unsqueeze(1), rows, c.ys[index]))
-        saved, saved_taus = c.saved.clone(), c.saved_taus.clone()  # (R = 0: nothing)
         if capacity:  # a rejected step's end is overwritten by the next accepted one
             saved = c.saved.index_copy(0, c.accepted.view(1), y1.unsqueeze(0))
             saved_taus = c.saved_taus.index_copy(0, c.accepted.view(1), tau1.view(1))
+        else:  # empty (a carry must not be returned as it came in)
+            saved, saved_taus = c.saved.clone(), c.saved_taus.clone()
         streak = torch.where(finite, 0, c.streak + 1)
         rejected = ~taken
         gave_up = rejected & (streak > retries)
