@@ -256,6 +256,41 @@ def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[i
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
 
 
+class CountingDecay:
+    """y' = -y through a wrapper that counts its calls: a Python side effect."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return -y
+
+
+def test_field_with_side_effects_takes_the_per_step_function(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The whole loop cannot trace a side effect (dynamo refuses it in a `while_loop` body):
+    the solve takes the per-step function (run uncompiled here) without a warning, and the
+    field is remembered for the next solve."""
+    steps: list[int] = []
+
+    def per_step(*args: Any) -> Any:
+        steps.append(1)
+        return tidal.compiled._steps(*args)
+
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", per_step)
+    field = CountingDecay()
+    y0 = torch.ones(3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = tidal.solve(field, y0, ts, controller=TOL, compile=True)
+    assert steps and field in tidal.compiled._not_whole
+    assert field.calls == int(sol.stats.num_fevals)
+    torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3), rtol=1e-8,
+                               atol=0)
+
+
 def test_options_the_compiled_step_lacks_run_eagerly_with_a_warning() -> None:
     y0 = torch.ones(2, dtype=torch.float64)
     with pytest.warns(UserWarning, match="events"):
