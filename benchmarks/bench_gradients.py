@@ -115,11 +115,16 @@ def _tidal(adjoint_of: Callable[[list[torch.Tensor]], object], compile: bool = F
               atol: float) -> Solve:
         solver, controller = tidal.Dopri5(), tidal.PIDController(rtol=rtol, atol=atol)
         adjoint = adjoint_of(params)
+        # compiled: the bare field (a counting wrapper's side effect would keep the solve out
+        # of the whole compiled loop); its forward calls are tidal's count, replays uncounted
+        field = f.f if compile else f
 
         def solve(y0: torch.Tensor) -> tuple[torch.Tensor, int]:
-            sol = tidal.solve(f, y0, ts, solver=solver, controller=controller, adjoint=adjoint,
-                              compile=compile)
+            sol = tidal.solve(field, y0, ts, solver=solver, controller=controller,
+                              adjoint=adjoint, compile=compile)
             f.solver_fevals = int(sol.stats.num_fevals)  # the adaptive solve's own f calls
+            if compile:
+                f.calls += f.solver_fevals
             return sol.ys, int(sol.stats.num_steps)
         return solve
     return build

@@ -6,10 +6,14 @@ object: graphs are shared between tests) and the tests are few.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+import scipy.integrate
 import scipy.special
 import torch
 from torch._dynamo.utils import counters
@@ -64,14 +68,14 @@ def test_decay_matches_closed_form_and_eager_without_recompiling() -> None:
 
 
 def test_several_steps_per_call_match_the_eager_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """compile=3: steps past the end inside a call are masked; outputs and steps unchanged,
-    the calls of f of the masked steps counted.
+    """compile=3 with a graph to record: steps past the end inside a call are masked; outputs
+    and steps unchanged, the calls of f of the masked steps counted.
     The step function runs uncompiled here (the same function inductor compiles; compiling 3
     unrolled steps takes a minute on a loaded machine): this checks the masking and the host's
     reading of several steps per call."""
     monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
     k = torch.tensor(0.7, dtype=torch.float64)
-    y0 = torch.ones(2, 3, dtype=torch.float64)
+    y0 = torch.ones(2, 3, dtype=torch.float64, requires_grad=True)  # a graph: per-step calls
     ts = torch.linspace(0.0, 2.0, 4, dtype=torch.float64)
     chunked = tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=3)
     eager = tidal.solve(decay, y0, ts, args=k, controller=TOL)
@@ -84,11 +88,36 @@ def test_several_steps_per_call_match_the_eager_loop(monkeypatch: pytest.MonkeyP
     assert int(chunked.stats.num_fevals) == int(eager.stats.num_fevals) + 6 * masked
 
 
-def test_rotation_backwards_in_time_matches_closed_form(monkeypatch: pytest.MonkeyPatch
+def python_while_loop(cond: Callable[..., torch.Tensor], body: Callable[..., tuple[Any, ...]],
+                      carried: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`torch._higher_order_ops.while_loop` as its documentation defines it, in plain Python."""
+    while bool(cond(*carried)):
+        carried = body(*carried)
+    return carried
+
+
+@pytest.fixture
+def uncompiled_whole_loop(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The whole loop run uncompiled (the decay test compiles it; another graph would cost
+    another 15-50 s); the per-step function refused. Returns a list that counts the calls."""
+    calls: list[int] = []
+
+    def loop(*args: Any) -> tuple[Any, ...]:
+        calls.append(1)
+        return tidal.compiled._solve_loop(*args)
+
+    def refused(*args: Any) -> None:
+        raise AssertionError("a solve without a graph took the per-step function")
+
+    monkeypatch.setattr(tidal.compiled, "while_loop", python_while_loop)
+    monkeypatch.setattr(tidal.compiled, "_compiled_loop", loop)
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", refused)
+    return calls
+
+
+def test_rotation_backwards_in_time_matches_closed_form(uncompiled_whole_loop: list[int]
                                                         ) -> None:
-    """Tsit5 backwards in time through the compiled loop's step function, run uncompiled (the
-    decay test compiles it; one more graph would cost another 15-25 s)."""
-    monkeypatch.setattr(tidal.compiled, "_compiled_steps", tidal.compiled._steps)
+    """Tsit5 backwards in time through the whole loop."""
     y0 = torch.tensor([[1.0, 0.0], [0.3, -0.4]], dtype=torch.float64)
     ts = torch.linspace(0.0, -2 * math.pi, 9, dtype=torch.float64)
     sol = tidal.solve(rotation, y0, ts, solver=tidal.Tsit5(), controller=TOL, compile=True)
@@ -97,6 +126,50 @@ def test_rotation_backwards_in_time_matches_closed_form(monkeypatch: pytest.Monk
     torch.testing.assert_close(sol.ys, exact, rtol=0, atol=1e-8)
     eager = tidal.solve(rotation, y0, ts, solver=tidal.Tsit5(), controller=TOL)
     torch.testing.assert_close(sol.ys, eager.ys, rtol=0, atol=1e-13)
+    assert len(uncompiled_whole_loop) == 1
+
+
+def broken(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y' = -y until t = 0.3, then NaN."""
+    return torch.where(t < 0.3, -y, math.nan)
+
+
+def test_whole_loop_outputs_counts_and_failures_match_the_eager_loop(
+        uncompiled_whole_loop: list[int]) -> None:
+    """Many outputs per step (more than a step's window: the host writes the rest), a solve
+    that stops where f turns NaN, and `max_steps`: outputs, statuses and counts as the eager
+    loop's, the outputs against the closed forms. (The error ratios agree with the eager
+    loop's to round-off amplified by the error estimate's cancellation, ~1e-9 relative at
+    rtol 1e-9: enough to change how many retries reach the NaN boundary, not the outputs.)"""
+    k = torch.tensor(0.7, dtype=torch.float64)
+    y0 = torch.linspace(0.5, 2.0, 6, dtype=torch.float64).view(2, 3)
+    ts = torch.linspace(0.0, 2.0, 301, dtype=torch.float64)
+    cases = [(decay, k, ts, {}), (broken, None, ts, {}), (decay, k, ts, {"max_steps": 7})]
+    solves = []
+    for f, args, times, options in cases:
+        compiled, eager = (tidal.solve(f, y0, times, args=args, controller=TOL,
+                                       compile=compile, throw=False, **options)
+                           for compile in (True, False))
+        assert compiled.status == eager.status
+        if f is not broken:  # retries at the NaN boundary follow round-off in the step sizes
+            assert dataclasses.asdict(compiled.stats) == dataclasses.asdict(eager.stats)
+        torch.testing.assert_close(compiled.ys, eager.ys, rtol=1e-13, atol=1e-14,
+                                   equal_nan=True)
+        solves.append(compiled)
+    whole, blown, stopped = solves
+    assert int(whole.stats.num_steps) < len(ts) // 8  # steps passing more outputs than 8
+    exact = y0 * torch.exp(-k * ts).view(-1, 1, 1)
+    torch.testing.assert_close(whole.ys, exact, rtol=1e-8, atol=1e-10)
+    assert stopped.status == tidal.Status.MAX_STEPS and int(stopped.stats.num_steps) == 7
+    reached = ~stopped.ys[:, 0, 0].isnan()
+    assert 0 < int(reached.sum()) < len(ts)
+    torch.testing.assert_close(stopped.ys[reached], exact[reached], rtol=1e-8, atol=1e-10)
+    assert blown.status == tidal.Status.NONFINITE
+    reached = ~blown.ys[:, 0, 0].isnan()
+    assert reached.tolist() == (ts < 0.3).tolist()
+    torch.testing.assert_close(blown.ys[reached], torch.exp(-ts[reached]).view(-1, 1, 1) * y0,
+                               rtol=1e-8, atol=1e-10)
+    assert len(uncompiled_whole_loop) >= 3
 
 
 @pytest.mark.slow
@@ -141,6 +214,83 @@ def test_untraceable_field_falls_back_to_eager_with_one_warning() -> None:
     torch.testing.assert_close(again.ys, sol.ys, rtol=0, atol=0)
 
 
+def lotka_volterra(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x, z = y[..., 0], y[..., 1]
+    return torch.stack((1.5 * x - x * z, x * z - 3.0 * z), dim=-1)
+
+
+def test_whole_loop_lotka_volterra_matches_scipy(uncompiled_whole_loop: list[int]) -> None:
+    """W4's problem (batch 1, 100 outputs, about one a step) against scipy's DOP853 at rtol
+    1e-12, and the eager loop's outputs and counts."""
+    y0 = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    ts = torch.linspace(0.0, 10.0, 100, dtype=torch.float64)
+    controller = tidal.PIDController(rtol=1e-8, atol=1e-10)
+    sol = tidal.solve(lotka_volterra, y0, ts, controller=controller, compile=True)
+    reference = scipy.integrate.solve_ivp(
+        lambda t, y: [1.5 * y[0] - y[0] * y[1], y[0] * y[1] - 3.0 * y[1]], (0.0, 10.0),
+        y0.numpy(), method="DOP853", t_eval=ts.numpy(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sol.ys, torch.from_numpy(reference.y.T), rtol=0, atol=1e-6)
+    eager = tidal.solve(lotka_volterra, y0, ts, controller=controller)
+    torch.testing.assert_close(sol.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    assert dataclasses.asdict(sol.stats) == dataclasses.asdict(eager.stats)
+    assert len(uncompiled_whole_loop) == 1
+
+
+def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[int]) -> None:
+    """Checkpoint's forward solve (no graph) saves its 25 step ends in calls of at most 16;
+    gradients as the eager loop's and the closed form of y' = -k y."""
+    ts = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)
+    grads = []
+    for compile in (True, False):
+        k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        y0 = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64, requires_grad=True)
+        sol = tidal.solve(decay, y0, ts, args=k, controller=TOL,
+                          adjoint=tidal.CheckpointAdjoint(), compile=compile)
+        sol.ys[-1].sum().backward()
+        assert y0.grad is not None and k.grad is not None
+        grads.append(torch.cat([y0.grad.reshape(-1), k.grad.reshape(1)]))
+    assert len(uncompiled_whole_loop) == 2 and int(sol.stats.num_accepted) > 16
+    decayed = math.exp(-0.7 * 2.0)
+    exact = torch.tensor([decayed] * 4 + [-2.0 * 2.5 * decayed], dtype=torch.float64)
+    torch.testing.assert_close(grads[0], exact, rtol=1e-7, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=0)
+
+
+class CountingDecay:
+    """y' = -y through a wrapper that counts its calls: a Python side effect."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return -y
+
+
+def test_field_with_side_effects_takes_the_per_step_function(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The whole loop cannot trace a side effect (dynamo refuses it in a `while_loop` body):
+    the solve takes the per-step function (run uncompiled here) without a warning, and the
+    field is remembered for the next solve."""
+    steps: list[int] = []
+
+    def per_step(*args: Any) -> Any:
+        steps.append(1)
+        return tidal.compiled._steps(*args)
+
+    monkeypatch.setattr(tidal.compiled, "_compiled_steps", per_step)
+    field = CountingDecay()
+    y0 = torch.ones(3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sol = tidal.solve(field, y0, ts, controller=TOL, compile=True)
+    assert steps and field in tidal.compiled._not_whole
+    assert field.calls == int(sol.stats.num_fevals)
+    torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3), rtol=1e-8,
+                               atol=0)
+
+
 def test_options_the_compiled_step_lacks_run_eagerly_with_a_warning() -> None:
     y0 = torch.ones(2, dtype=torch.float64)
     with pytest.warns(UserWarning, match="events"):
@@ -150,16 +300,10 @@ def test_options_the_compiled_step_lacks_run_eagerly_with_a_warning() -> None:
     assert abs(float(sol.event_t) - math.log(2.0)) < 1e-6
 
 
-def test_neural_ode_solves_through_the_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`NeuralODE(compile=True)` reaches the compiled loop (its step run uncompiled: the
-    decay test compiles it) and trains to the eager model's gradients."""
-    calls = []
-
-    def steps(*args: object) -> object:
-        calls.append(1)
-        return tidal.compiled._steps(*args)
-
-    monkeypatch.setattr(tidal.compiled, "_compiled_steps", steps)
+def test_neural_ode_solves_through_the_compiled_loop(uncompiled_whole_loop: list[int]) -> None:
+    """`NeuralODE(compile=True)` reaches the compiled loop (the whole loop, run uncompiled, for
+    its default checkpoint forward) and trains to the eager model's gradients."""
+    calls = uncompiled_whole_loop
     torch.manual_seed(0)
     net = tidal.nn.MLP(2).double()
     y0 = torch.randn(4, 2, dtype=torch.float64)

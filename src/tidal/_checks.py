@@ -155,5 +155,5 @@ def compile_steps(compile: Any) -> int:
     if isinstance(compile, int) and compile >= 1:
         return compile
     raise InvalidArgumentError(
-        f"`solve(compile={compile!r})`: give True (one compiled call per step), False (eager) "
-        "or a positive integer: the number of steps each compiled call takes.")
+        f"`solve(compile={compile!r})`: give True (compiled), False (eager) or a positive "
+        "integer: the number of steps each compiled call takes when the solve records a graph.")

@@ -1,37 +1,45 @@
 """The compiled solve loop: `tidal.solve(..., compile=True)`.
 
-One `torch.compile`d function takes n adaptive steps (`compile=n`; 1 for `compile=True`) of an
-explicit Runge–Kutta method on a shared grid, the user's f traced in: for each step the stages,
+Two compiled functions take the adaptive steps of an explicit Runge–Kutta method on a shared
+grid, the user's f traced in; each step is the same traced attempt (`_attempt`): the stages,
 the scaled error norm, the accept/reject decision and the next step size from the controller
-(`tidal.controllers.adaptive.next_step`), all as tensors: one host synchronisation per call and
-no Python work per tensor operation. Time and step size are float64 0-d tensors (values, not
-constants: a new time grid does not recompile), and the batch dimension of the state is marked
-dynamic (a new batch size does not recompile either; a new f, another dtype, another trailing
-shape, tolerance or grad mode does). A step that starts at the end is masked: it changes
-nothing, so a call may run past the end of the solve.
+(`tidal.controllers.adaptive.next_step`), all as tensors.
 
-After each call the host reads the steps' records in one synchronisation and does, step by step,
-what the eager loop does after an attempt: statistics, the non-finite retries, `max_steps`,
-outputs by dense interpolation and the checkpoint recorder. The loop is `tidal._loop.SharedLoop`
-with `run` replaced, so outputs, results and failures are the eager loop's own.
+- Without a graph to record (inference, the checkpoint adjoint's forward solve) the whole loop
+  is one `torch._higher_order_ops.while_loop` (`_solve_loop`), compiled by inductor with its
+  C++ wrapper: no Python and no dynamo guards per step. Each accepted step writes the outputs
+  it passes by the method's interpolant (at most WINDOW; the host writes any more) and saves
+  its end for the checkpoint recorder; a call stops at the end, a failure, `max_steps`, a full
+  window or a full store of saved ends, and the host reads its counts in one synchronisation.
+- With a graph (Backprop: `while_loop` has no autograd for loops of unknown length here) one
+  call takes n steps (`compile=n`; 1 for `compile=True`), masked past the end, and the host
+  reads each step's record as the eager loop reads an attempt (`_steps`).
+
+Time and step size are float64 0-d tensors (values, not constants: a new time grid does not
+recompile), and the batch dimension of the state is marked dynamic (a new batch size does not
+recompile either; a new f, another dtype, another trailing shape, tolerance or grad mode
+does). The loop is `tidal._loop.SharedLoop` with `run` replaced, so outputs, results and
+failures are the eager loop's own.
 
 What the compiled step does not cover (events, dense output, `step_ts`/`jump_ts`, a user norm,
 per-sample grids, methods without a Butcher tableau or with extra interpolation stages, fixed
 steps) runs eagerly with a warning that says why; checkpoint replays (which retake recorded
 steps) run eagerly without one. A field dynamo cannot trace (a call into scipy, a `.item()`)
-falls back the same way, with one warning per field.
+falls back the same way, with one warning per field; a field with Python side effects (one that
+counts its calls) cannot be traced into the whole loop and takes the per-step function.
 """
-
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch._higher_order_ops import while_loop
 
 from tidal._errors import Status
 from tidal._loop import SLIVER, TINY, SharedLoop, _Step
@@ -39,11 +47,15 @@ from tidal._loop_io import LoopResult, LoopSetup
 from tidal._problem import Problem
 from tidal._vector_field import Field
 from tidal.controllers.adaptive import AdaptiveControl, AdaptiveController, next_step
+from tidal.interpolation import dense_weights
 from tidal.solvers.base import ExplicitRungeKutta
+from tidal.solvers.explicit_rk import BufferedStages
 from tidal.solvers.tableau import ButcherTableau
 
 # Fields dynamo could not trace: solved eagerly without trying again.
 _untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
+# Fields the whole loop cannot take (Python side effects): solved by the per-step function.
+_not_whole: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,9 @@ def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
              tau: torch.Tensor, dt: torch.Tensor, tau_end: torch.Tensor,
              history: tuple[torch.Tensor, torch.Tensor], rtol: Any, atol: Any,
              root_n: torch.Tensor) -> tuple[Any, ...]:
-    """One masked adaptive step, all tensors (record: active, accepted, finite, tau, dt, tau1,
-    next dt): the eager loop's `_clip`, the method's stages,
-    the error norm and the controller's decision."""
+    """One masked adaptive step, all tensors: (the state after it, its end state y1, its stages,
+    its parts: active, accepted, finite, tau, dt, tau1, next dt): the eager loop's `_clip`, the
+    method's stages, the error norm and the controller's decision."""
     tableau, dtype = spec.tableau, y.dtype
     active = tau < tau_end
     last = tau + dt * (1.0 + SLIVER) >= tau_end
@@ -115,9 +127,7 @@ def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
     state = (torch.where(keep, y1, y), torch.where(keep, f1, f0),
              torch.where(taken, tau1, tau), torch.where(active, dt_next, dt),
              tuple(torch.where(active, new, old) for new, old in zip(new_history, history)))
-    record = torch.stack([active.double(), taken.double(), finite.double(), tau, h, tau1,
-                          dt_next])
-    return state, y1, torch.stack(ks), record
+    return state, y1, torch.stack(ks), (active, taken, finite, tau, h, tau1, dt_next)
 
 
 def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau: torch.Tensor,
@@ -128,16 +138,117 @@ def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau:
     starts, ends, stages, records = [], [], [], []
     for _ in range(spec.steps):
         starts.append(y)
-        (y, f0, tau, dt, history), y1, ks, record = _attempt(
+        (y, f0, tau, dt, history), y1, ks, parts = _attempt(
             spec, field, y, f0, tau, dt, tau_end, history, rtol, atol, root_n)
         ends.append(y1)
         stages.append(ks)
-        records.append(record)
+        records.append(torch.stack([part.double() for part in parts]))
     return ((y, f0, tau, dt, history), torch.stack(starts), torch.stack(ends),
             torch.stack(stages), torch.stack(records))
 
 
 _compiled_steps = torch.compile(_steps, fullgraph=True)
+
+
+WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes any more)
+SAVED = 16  # step ends one call of the whole loop saves for the checkpoint recorder at most
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """The whole loop's tensors that are not carried from step to step: the end, the output
+    times (padded with WINDOW infinities), the steps left before `max_steps`, the tolerances,
+    the error norm's sqrt(N) and the interpolant's polynomials."""
+
+    tau_end: torch.Tensor
+    taus: torch.Tensor
+    steps_left: torch.Tensor
+    rtol: Any
+    atol: Any
+    root_n: torch.Tensor
+    dense: torch.Tensor
+
+
+class Carry(NamedTuple):
+    """What the whole loop carries from step to step, all tensors: the state, f(t, y), time,
+    next step size and the controller's history; the outputs `ys` [T + WINDOW, N] with the
+    next output's index; this call's attempts, accepted and rejected steps, the non-finite
+    streak and the status; whether the last step filled its window of outputs, and that step's
+    start state, stages, start and size; the ends of the accepted steps for the checkpoint
+    recorder, `saved` [R, ...] and `saved_taus` [R] (R = 0: no recorder)."""
+
+    y: torch.Tensor
+    f0: torch.Tensor
+    tau: torch.Tensor
+    dt: torch.Tensor
+    history: tuple[torch.Tensor, torch.Tensor]
+    ys: torch.Tensor
+    k: torch.Tensor
+    steps: torch.Tensor
+    accepted: torch.Tensor
+    rejected: torch.Tensor
+    streak: torch.Tensor
+    status: torch.Tensor
+    full: torch.Tensor
+    y_last: torch.Tensor
+    ks_last: torch.Tensor
+    tau_last: torch.Tensor
+    h_last: torch.Tensor
+    saved: torch.Tensor
+    saved_taus: torch.Tensor
+
+
+def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, start: Carry
+                ) -> Carry:
+    """Adaptive steps in one `while_loop` until the end, a failure, `max_steps`, a step that
+    passes more than WINDOW outputs or a full `saved`. Each accepted step writes the outputs
+    it passes into `ys` by the method's interpolant (its end exactly), as
+    `SharedLoop._emit_outputs` does, and its end into `saved`; the counts and the failure
+    rules are the eager loop's (`SharedLoop._attempt_step`)."""
+    window = torch.arange(WINDOW, device=limits.taus.device)
+    capacity = start.saved.shape[0]
+
+    def cond(c: Carry) -> torch.Tensor:
+        going = ((c.tau < limits.tau_end) & (c.steps < limits.steps_left) & (c.status == 0)
+                 & ~c.full)
+        return going & (c.accepted < capacity) if capacity else going
+
+    def body(c: Carry) -> tuple[Carry]:
+        y, tau = c.y, c.tau
+        (y_next, f_next, tau_next, dt_next, history), y1, ks, parts = _attempt(
+            spec, field, y, c.f0, tau, c.dt, limits.tau_end, c.history, limits.rtol,
+            limits.atol, limits.root_n)
+        _, taken, finite, _, h, tau1, _ = parts
+        # the outputs in (tau, tau1]: interpolated, the one at tau1 exactly y1
+        index = c.k + window
+        t_out = limits.taus[index]
+        passed = taken & (t_out <= tau1)
+        weights = dense_weights((t_out - tau) / h, limits.dense, y.dtype)  # [WINDOW, S]
+        flat_y, flat_y1 = y.reshape(1, -1), y1.reshape(1, -1)
+        rows = flat_y + h.to(y.dtype) * (weights @ ks.reshape(ks.shape[0], -1))
+        rows = torch.where((t_out == tau1).unsqueeze(1), flat_y1, rows)
+        ys = c.ys.index_copy(0, index, torch.where(passed.unsqueeze(1), rows, c.ys[index]))
+        if capacity:  # a rejected step's end is overwritten by the next accepted one
+            saved = c.saved.index_copy(0, c.accepted.view(1), y1.unsqueeze(0))
+            saved_taus = c.saved_taus.index_copy(0, c.accepted.view(1), tau1.view(1))
+        else:  # empty (a carry must not be returned as it came in)
+            saved, saved_taus = c.saved.clone(), c.saved_taus.clone()
+        streak = torch.where(finite, 0, c.streak + 1)
+        rejected = ~taken
+        gave_up = rejected & (streak > retries)
+        underflow = rejected & (dt_next <= TINY * tau.abs())
+        status = torch.where(gave_up | (underflow & ~finite), int(Status.NONFINITE),
+                             torch.where(underflow, int(Status.DT_UNDERFLOW), c.status))
+        return (Carry(y_next, f_next, tau_next, dt_next, history, ys, c.k + passed.sum(),
+                      c.steps + 1, c.accepted + taken.long(), c.rejected + rejected.long(),
+                      streak, status, passed[-1], y.clone(), ks, tau.clone(), h, saved,
+                      saved_taus),)
+
+    (end,) = while_loop(cond, body, (start,))
+    return end
+
+
+_compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
 
 
 def unsupported(problem: Problem) -> str | None:
@@ -204,7 +315,11 @@ class CompiledLoop(SharedLoop):
 
         norm = self.control.norm
         tau_end, root_n = scalar(self.tau_end), scalar(norm.root_n)
-        with _torch_warnings_ignored():
+        # no graph to record: the whole loop in one compiled call
+        whole = isinstance(self.stages, BufferedStages) and self.problem.f not in _not_whole
+        with _compiling():
+            if whole and self._run_whole(y0, tau_end, root_n):
+                return self._result()
             try:
                 out = _compiled_steps(self.spec, self.s.field, y0, self.f0, scalar(self.tau),
                                       scalar(self.dt), tau_end, (scalar(1.0), scalar(1.0)),
@@ -215,9 +330,86 @@ class CompiledLoop(SharedLoop):
             if out is not None:
                 self._continue(out, tau_end, root_n)
                 return self._result()
-        _remember_untraceable(self.problem.f)
+        _remember(_untraceable, self.problem.f)
         _warn(reason)
         return SharedLoop(self.s).run()
+
+    def _run_whole(self, y0: torch.Tensor, tau_end: torch.Tensor, root_n: torch.Tensor) -> bool:
+        """The solve in calls of the whole loop (`_solve_loop`); the host reads each call's
+        counts in one synchronisation, writes the outputs of a step that passed more than
+        WINDOW of them and hands the saved step ends to the checkpoint recorder. False
+        (nothing done) when the loop cannot be traced with this field: a field with Python
+        side effects (counting its calls, say) can only be traced into the per-step function,
+        whose side effects dynamo replays."""
+        tableau, device, recorder = self.spec.tableau, y0.device, self.s.recorder
+        attempt_fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
+
+        def scalar(value: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.tensor(value, dtype=dtype, device=device)
+
+        def count(value: int = 0) -> torch.Tensor:
+            return scalar(value, torch.int64)
+
+        taus = torch.tensor(self.taus + [math.inf] * WINDOW, dtype=torch.float64, device=device)
+        torch._dynamo.maybe_mark_dynamic(taus, 0)  # a new time grid does not recompile
+        norm = self.control.norm
+        y, f0, tau, dt, history = (y0, self.f0, scalar(self.tau), scalar(self.dt),
+                                   (scalar(1.0), scalar(1.0)))
+        saving = SAVED if recorder is not None else 0
+        while self.tau < self.tau_end and self.status is Status.SUCCESS:
+            if self.steps >= self.s.max_steps:
+                self.status = Status.MAX_STEPS
+                break
+            limits = LoopLimits(tau_end, taus, count(self.s.max_steps - self.steps),
+                                norm.rtol, norm.atol, root_n, self.coef.dense)
+            start = Carry(
+                y, f0, tau, dt, history, y0.new_empty(len(taus), y0.numel()),
+                k=count(self.next_out), steps=count(), accepted=count(), rejected=count(),
+                streak=count(self.nonfinite_streak), status=count(),
+                full=scalar(False, torch.bool), y_last=torch.zeros_like(y),
+                ks_last=y.new_zeros(len(self.coef.dense), *y.shape), tau_last=scalar(0.0),
+                h_last=scalar(0.0), saved=y.new_empty(saving, *y.shape),
+                saved_taus=taus.new_empty(saving))
+            torch._dynamo.maybe_mark_dynamic(start.ys, 0)
+            if y.dim() >= 2:  # the batch, as in `run`
+                for tensor, dim in ((start.ys, 1), (start.y_last, 0), (start.ks_last, 1),
+                                    (start.saved, 1)):
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
+            try:
+                end = _compiled_loop(self.spec, self.s.field, self.control.nonfinite_retries,
+                                     limits, start)
+            except torch._dynamo.exc.TorchDynamoException:
+                if self.steps:  # a later call that failed to compile: not the field's doing
+                    raise
+                _remember(_not_whole, self.problem.f)
+                return False
+            y, f0, tau, dt, history = end.y, end.f0, end.tau, end.dt, end.history
+            numbers = torch.stack([end.tau, end.dt, end.tau_last, end.h_last] + [
+                count.double() for count in (end.k, end.steps, end.accepted, end.rejected,
+                                             end.streak, end.status, end.full)]).tolist()
+            self.tau, self.dt, tau_last, h_last = numbers[:4]
+            k, steps, accepted, rejected, streak, status, full = map(int, numbers[4:])
+            self.steps += steps
+            self.accepted += accepted
+            self.rejected += rejected
+            self.fevals += attempt_fevals * steps
+            self.nonfinite_streak = streak
+            if k > self.next_out:
+                self.rows.append(end.ys[self.next_out:k])
+                self.next_out = k
+            if recorder is not None:
+                for j in range(accepted):
+                    recorder.record(None, end.saved_taus[j:j + 1], end.saved[j])
+            self.y, self.f0 = y, f0
+            if status:
+                self.status = Status(status)
+                if streak > self.control.nonfinite_retries:  # as the eager loop leaves it
+                    self.dt = h_last
+            if full:  # the step passed more outputs than its window: the rest here
+                ks_last = end.ks_last
+                step = _Step(tau_last, h_last, end.y_last, y, ks_last.reshape(len(ks_last), -1))
+                self._emit_outputs(step, self.tau, self.tau)
+        return True
 
     def _continue(self, out: tuple[Any, ...], tau_end: torch.Tensor, root_n: torch.Tensor
                   ) -> None:
@@ -277,10 +469,13 @@ class CompiledLoop(SharedLoop):
 
 
 @contextlib.contextmanager
-def _torch_warnings_ignored() -> Iterator[None]:
-    """torch's own warnings while it compiles (any call may recompile: grad mode, a new shape),
+def _compiling() -> Iterator[None]:
+    """The settings of every call of a compiled function (any call may compile: a new field,
+    grad mode, dtype). Without dynamo's automatic dynamic shapes: a second graph would
+    otherwise make every size symbolic (the batch is marked dynamic where it is one), and
+    W4's whole loop ran 6x slower after W1-solver-only's. torch's own warnings ignored,
     which a `-W error` run would turn into failures; f's and tidal's warnings pass."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):
         warnings.filterwarnings("ignore", module=r"torch(\.|$)")
         # dynamo reads .grad of every input while it traces (a state may be a view)
         warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
@@ -292,8 +487,8 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _remember_untraceable(f: Any) -> None:
+def _remember(fields: weakref.WeakSet[Any], f: Any) -> None:
     # a bound method is not weakly referenceable: it is tried again next time
     with contextlib.suppress(TypeError):
-        _untraceable.add(f)
+        fields.add(f)
 
