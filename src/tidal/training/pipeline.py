@@ -28,6 +28,7 @@ from tidal.training.collocation import build_prefitted
 from tidal.training.config import TrainConfig
 from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FitResult, fit
+from tidal.training.rates import with_rate_scales
 from tidal.training.run import (
     CONFIG,
     KIND,
@@ -55,6 +56,9 @@ class ModelOptions:
     Tsit5, or for a Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`.
     augment: extra unobserved states of a "neural-ode" (`AugmentedNeuralODE`), e.g. 1 for
     one observed variable that oscillates; 0: none.
+    rate_scale: per-species rate scales of a "neural-ode"'s outputs (`tidal.training.rates`):
+    "species", "off", or "auto" (on when the species' time scales are decades apart);
+    `train_run` resolves it on the training data into `output_scale` (`MLP(output_scale=)`).
     """
 
     kind: str = "neural-ode"
@@ -71,6 +75,8 @@ class ModelOptions:
     known: str | None = None
     params: tuple[tuple[str, float], ...] = ()
     augment: int = 0
+    rate_scale: str = "auto"
+    output_scale: tuple[float, ...] | None = None
 
     def build(self, n_states: int, seed: int) -> NeuralODE:
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -104,7 +110,8 @@ class ModelOptions:
 
 def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
     field = MLP(n_states + options.augment, width=options.width, depth=options.depth,
-                activation=options.activation, time_input=options.time_input)
+                activation=options.activation, time_input=options.time_input,
+                output_scale=options.output_scale)
     if options.augment:
         return AugmentedNeuralODE(field, options.augment, **options.solve_objects("tsit5"))
     return NeuralODE(field, **options.solve_objects("tsit5"))
@@ -188,6 +195,7 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
         raise InvalidArgumentError("An ensemble (--ensemble) and a search (--auto) train in "
                                    "separate runs themselves; run them without torchrun or "
                                    "--nproc.")
+    model = with_rate_scales(model, train, scaling)
     searched = None
     if auto:
         model, config, searched = choose(model, config, train, val, scaling, data.n_states, auto)
