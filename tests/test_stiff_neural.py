@@ -118,7 +118,10 @@ def test_gelu_field_learns_rober_through_rodas5p() -> None:
     output scales, Rodas5P at rtol 1e-4, CheckpointAdjoint) trained by `fit` for EPOCHS
     epochs finishes without a solver failure, and its error on 2 held-out initial states
     against scipy's Radau (rtol 1e-10), the largest over species and times as a fraction of
-    each species' range, falls below 25 % and below a third of the untrained model's."""
+    each species' range, falls below 25 %, far below the untrained model's (~1e13: its
+    random B output times B's rate scale grows without bound) and below a third of the error
+    of predicting no change at all (y(t) = y0: ~1, as B rises from 0 to its range).
+    Measured: 0.092 (median 0.0014) after 40 epochs, ~10 s CPU for the fit."""
     example = _example()
     data = simulate("rober", 3, t_span=(0.0, 10.0), n_obs=12, noise=0.0, irregular=False,
                     seed=0)
@@ -136,12 +139,15 @@ def test_gelu_field_learns_rober_through_rodas5p() -> None:
     held_out, times = np.array([0.7, 1.3]), np.concatenate([[0.0], np.geomspace(1e-5, 10, 12)])
     model.double()
     before = example.held_out_errors(predict, held_out, times).max()
+    unchanged = example.held_out_errors(lambda y0, t: np.broadcast_to(y0, (len(t), 3)),
+                                        held_out, times).max()
     config = TrainConfig(epochs=EPOCHS, lr=3e-2, horizons=(1.0,), patience=None,
                          eval_every=EPOCHS, seed=0)
     result = fit(model, data, config=config, scaling=scaling, progress=False)
     assert result.status == "finished", result.message
     after = example.held_out_errors(predict, held_out, times).max()
-    assert after < 0.25 and after < before / 3, (before, after)
+    assert after < 0.25 and after < before / 100 and after < unchanged / 3, (
+        before, unchanged, after)
 
 
 EPOCHS = 40
