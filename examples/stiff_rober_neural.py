@@ -92,8 +92,7 @@ def main() -> None:
         data = simulate("rober", 12, n_obs=30, noise=0.01, irregular=False, seed=0)
         model = ModelOptions(width=32, depth=2, activation="gelu", solver="rodas5p")
         epochs = 6 if args.quick else args.epochs
-        config = TrainConfig(epochs=epochs, lr=3e-2, horizons=(1.0,), patience=None,
-                             eval_every=max(1, epochs // 10))
+        config = TrainConfig(epochs=epochs, lr=3e-2, horizons=(1.0,), patience=None)
         start = time.perf_counter()
         result = train_run(data, args.output, model=model, config=config, overwrite=True,
                            source={"system": "rober", "simulated": True}, progress=False)
