@@ -155,3 +155,18 @@ def test_gelu_field_learns_rober_through_rodas5p() -> None:
 
 
 EPOCHS = 40
+
+
+def test_the_report_solves_a_stiff_true_system_with_a_stiff_method() -> None:
+    """The report's truth for ROBER (it compares a run with `--system rober`): Dopri5 took
+    minutes to reach its step limit; against scipy's Radau at rtol 1e-10."""
+    from tidal.data import SYSTEMS
+    from tidal.report.metrics import true_trajectories
+
+    ts = np.array([0.0, 1e-4, 1.0, 1e2, 1e4, 1e5])
+    y0 = np.array([[1.0, 0.0, 0.0], [0.6, 0.0, 0.0]])
+    ours = true_trajectories(SYSTEMS["rober"], y0, ts)
+    example = _example()
+    for b in range(2):
+        reference = example.reference(y0[b], ts)
+        np.testing.assert_allclose(ours[:, b], reference, rtol=1e-5, atol=1e-9)
