@@ -9,6 +9,8 @@ saved model is rebuilt from JSON without executing code from the file.
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,18 +41,34 @@ class MLP(nn.Module):
         time_input: concatenate t to the state as an extra input (non-autonomous fields).
         final_scale: the last layer's initial weights are multiplied by this, so an untrained
             field is gentle and the first solves take few steps.
+        output_scale: one positive factor per output, fixed (not trained): output i is
+            output_scale[i] times the network's. Per-species rate scales for data whose
+            species move on time scales decades apart (`tidal.training.rates`): each output
+            of the network proper stays of order one. None: no factors.
 
     `t` is a scalar or has the state's batch shape (per-sample grids pass t of shape [B]).
     """
 
+    output_scale: torch.Tensor | None
+
     def __init__(self, in_features: int, out_features: int | None = None, *, width: int = 64,
                  depth: int = 2, activation: str = "tanh", time_input: bool = False,
-                 final_scale: float = 0.1) -> None:
+                 final_scale: float = 0.1, output_scale: Sequence[float] | None = None) -> None:
         super().__init__()
         out_features = _checked("MLP", in_features, out_features, width, depth, activation)
+        factors = None if output_scale is None else [float(x) for x in output_scale]
+        if factors is not None and (len(factors) != out_features or not all(
+                0 < x < math.inf for x in factors)):
+            raise InvalidArgumentError(
+                f"`MLP(output_scale={output_scale!r})`: need {out_features} finite factors > 0 "
+                "(one per output), or None.")
         self._config = {"in_features": in_features, "out_features": out_features,
                         "width": width, "depth": depth, "activation": activation,
-                        "time_input": time_input, "final_scale": final_scale}
+                        "time_input": time_input, "final_scale": final_scale,
+                        **({"output_scale": factors} if factors is not None else {})}
+        # not in the state_dict: config() carries it, as the other constructor arguments
+        self.register_buffer("output_scale", None if factors is None else torch.tensor(
+            factors, dtype=torch.get_default_dtype()), persistent=False)
         self.time_input = time_input
         layers: list[nn.Module] = []
         size = in_features + int(time_input)
@@ -64,11 +82,13 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers, last)
 
     def forward(self, t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
-        if not self.time_input:
-            return self.net(y)
-        t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-        t = t.reshape(*t.shape, 1).expand(*y.shape[:-1], 1)
-        return self.net(torch.cat([y, t], dim=-1))
+        if self.time_input:
+            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+            t = t.reshape(*t.shape, 1).expand(*y.shape[:-1], 1)
+            out = self.net(torch.cat([y, t], dim=-1))
+        else:
+            out = self.net(y)
+        return out if self.output_scale is None else out * self.output_scale
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-able: `MLP(**mlp.config())` rebuilds the network."""

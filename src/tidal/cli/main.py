@@ -238,6 +238,12 @@ def _train_options(function):
         click.option("--width", default=64, show_default=True),
         click.option("--depth", default=2, show_default=True),
         click.option("--activation", default="tanh", show_default=True),
+        click.option("--rate-scale", default="auto", show_default=True,
+                     type=click.Choice(["auto", "species", "off"]),
+                     help="Neural ODE: multiply the network's output for each state by its "
+                          "rate in the training data (range / time to move half of it; Kim "
+                          "et al.'s per-species output scaling for stiff data). auto: when "
+                          "the states' time scales are 100x or more apart (e.g. rober)."),
         click.option("--model", "kind", default="neural-ode", show_default=True,
                      type=click.Choice(["neural-ode", "hamiltonian", "ude", "sde",
                                         "latent-sde", *SEQUENCE_CHOICES]),
@@ -255,7 +261,8 @@ def _train_options(function):
         click.option("--dt", default=0.05, show_default=True,
                      help="Step of fixed-step solvers (leapfrog, yoshida4, ...)."),
         click.option("--solver", default="auto", show_default=True,
-                     help="auto: tsit5; for --model hamiltonian leapfrog (separable) or "
+                     help="auto: tsit5 (rodas5p for stiff data, where --rate-scale "
+                          "auto turns on); for --model hamiltonian leapfrog (separable) or "
                           "implicit_midpoint."),
         click.option("--rtol", default=1e-4, show_default=True),
         click.option("--atol", default=1e-6, show_default=True),
@@ -282,7 +289,8 @@ def _configs(kw: dict):
     model = ModelOptions(kind=kw["kind"], width=kw["width"], depth=kw["depth"],
                          activation=kw["activation"], solver=kw["solver"], rtol=kw["rtol"],
                          atol=kw["atol"], adjoint=kw["adjoint"], separable=kw["separable"],
-                         dt=kw["dt"], known=kw["known"], params=tuple(params))
+                         dt=kw["dt"], known=kw["known"], params=tuple(params),
+                         rate_scale=kw["rate_scale"])
     config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["batch_size"],
                          horizons=tuple(_floats(kw["horizons"], "--horizons")),
                          patience=kw["patience"] or None, seed=kw["seed"],

@@ -102,9 +102,9 @@ class NeuralODE(nn.Module):
                 f"`{name}.config()`: the controller {controller!r} cannot be saved as data; "
                 "use PIDController(rtol=..., atol=...) or ConstantStepSize(dt) with their "
                 "other options at their defaults, or save the state_dict yourself.")
-        options = getattr(self.solver, "__dict__", {})
+        options = solver_options(self.solver, name)
         if options:
-            config["solver_options"] = dict(options)
+            config["solver_options"] = options
         return config
 
     @classmethod
@@ -135,6 +135,22 @@ def solve_objects(name: str, solver: StepMethod, controller: StepSizeController 
                 "model's time units).")
         controller = defaults.model_controller()
     return solver, controller, adjoint if adjoint is not None else defaults.model_adjoint()
+
+
+def solver_options(solver: StepMethod, name: str) -> dict[str, float]:
+    """The solver's options as plain numbers (`registry.solver(solver.name, **options)`
+    rebuilds it): its public attributes, less those left at None (the default of every
+    optional one: `tol`, `jac`). Private attributes (`Auto`'s inner solvers) are built from
+    the others. A function given as an option (`jac=`) cannot be saved as data."""
+    options = {key: value for key, value in vars(solver).items()
+               if not key.startswith("_") and value is not None}
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgumentError(
+                f"`{name}.config()`: the solver's option {key}={value!r} cannot be saved as "
+                f"data; build the model with {type(solver).__name__}() without it to save it, "
+                "or save the state_dict yourself.")
+    return options
 
 
 def _plain(controller: Any, *kept: str) -> bool:

@@ -23,6 +23,7 @@ from tidal.data import System, Trajectories
 from tidal.integrate import solve
 from tidal.models import UDE, HamiltonianNN
 from tidal.models.ensemble import Ensemble
+from tidal.solvers import Rodas5P
 from tidal.training.ensemble import predictive_quantiles
 from tidal.training.fit import INITIAL_STATES
 from tidal.training.run import SPLITS, Run
@@ -207,9 +208,12 @@ def band_coverage(run: Run, data: Trajectories, initial_states: np.ndarray | Non
 
 
 def true_trajectories(system: System, y0: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """The true system from initial states y0 [B, D] at times ts [T]: [T, B, D]."""
+    """The true system from initial states y0 [B, D] at times ts [T]: [T, B, D] (with Rodas5P
+    for a stiff system, as `simulate` does: Dopri5 ran into the step limit on ROBER, for
+    minutes)."""
     solution = solve(system.vector_field, torch.as_tensor(y0, dtype=torch.float64),
                      torch.as_tensor(ts, dtype=torch.float64),
+                     solver=Rodas5P() if system.first_obs is not None else None,
                      controller=PIDController(rtol=1e-8, atol=1e-10), max_steps=200_000)
     return solution.ys.numpy()
 

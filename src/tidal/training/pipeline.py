@@ -28,6 +28,7 @@ from tidal.training.collocation import build_prefitted
 from tidal.training.config import TrainConfig
 from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FitResult, fit
+from tidal.training.rates import with_rate_scales
 from tidal.training.run import (
     CONFIG,
     KIND,
@@ -52,9 +53,14 @@ class ModelOptions:
     optionally `separable` H = T(p) + V(q); state = (q, p) halves) or "ude" (`UDE`: the
     registered `known` terms, with `params` as initial values of the learned physical
     parameters, plus an MLP correction; trained in the data's units). solver "auto" picks
-    Tsit5, or for a Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`.
+    Tsit5 (Rodas5P for a neural ODE with per-species rates, i.e. stiff data), or for a
+    Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`; `tidal.Auto`
+    (registry name "auto") is not reachable by name here.
     augment: extra unobserved states of a "neural-ode" (`AugmentedNeuralODE`), e.g. 1 for
     one observed variable that oscillates; 0: none.
+    rate_scale: per-species rate scales of a "neural-ode"'s outputs (`tidal.training.rates`):
+    "species", "off", or "auto" (on when the species' time scales are decades apart);
+    `train_run` resolves it on the training data into `output_scale` (`MLP(output_scale=)`).
     """
 
     kind: str = "neural-ode"
@@ -71,6 +77,8 @@ class ModelOptions:
     known: str | None = None
     params: tuple[tuple[str, float], ...] = ()
     augment: int = 0
+    rate_scale: str = "auto"
+    output_scale: tuple[float, ...] | None = None
 
     def build(self, n_states: int, seed: int) -> NeuralODE:
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -104,10 +112,14 @@ class ModelOptions:
 
 def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
     field = MLP(n_states + options.augment, width=options.width, depth=options.depth,
-                activation=options.activation, time_input=options.time_input)
+                activation=options.activation, time_input=options.time_input,
+                output_scale=options.output_scale)
     if options.augment:
         return AugmentedNeuralODE(field, options.augment, **options.solve_objects("tsit5"))
-    return NeuralODE(field, **options.solve_objects("tsit5"))
+    # per-species rates are on for stiff data, where Tsit5 stops at max_steps (ROBER: at
+    # t ~ 900 in the first epoch): Rodas5P by default there
+    default = "tsit5" if options.output_scale is None else "rodas5p"
+    return NeuralODE(field, **options.solve_objects(default))
 
 
 def _hamiltonian(options: ModelOptions, n_states: int) -> NeuralODE:
@@ -188,6 +200,7 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
         raise InvalidArgumentError("An ensemble (--ensemble) and a search (--auto) train in "
                                    "separate runs themselves; run them without torchrun or "
                                    "--nproc.")
+    model = with_rate_scales(model, train, scaling)
     searched = None
     if auto:
         model, config, searched = choose(model, config, train, val, scaling, data.n_states, auto)
