@@ -50,7 +50,7 @@ import torch
 from tidal._errors import InvalidArgumentError
 from tidal.solvers.base import StepField, StepMethod, checked_jac
 from tidal.solvers.explicit_rk import BufferedStages, RKCoefficients, StackedStages, Stages
-from tidal.solvers.rosenbrock_solver import Rodas5P
+from tidal.solvers.rosenbrock_solver import Rodas5P, checked_calibration
 from tidal.solvers.tsit5 import Tsit5
 
 _DEGREE = 4  # both interpolants: theta^1 .. theta^4
@@ -106,6 +106,9 @@ class Auto(StepMethod):
         nonstiff_bound: switch back when h ||J||_inf is below this.
         patience: attempts in a row that must agree before a switch.
         jac: the Jacobian for the Rosenbrock steps, as for `tidal.Rodas5P(jac=...)`.
+        tolerance_calibration: the Rosenbrock steps' tolerance calibration, as for
+            `tidal.Rodas5P(tolerance_calibration=...)` (default: Rodas5P's); the explicit
+            steps are not calibrated.
     """
 
     name = "auto"
@@ -117,7 +120,8 @@ class Auto(StepMethod):
     keeps_state = True
 
     def __init__(self, stiff_bound: float = 3.0, nonstiff_bound: float = 1.5,
-                 patience: int = 10, jac: Callable[..., torch.Tensor] | None = None) -> None:
+                 patience: int = 10, jac: Callable[..., torch.Tensor] | None = None,
+                 tolerance_calibration: float | None = None) -> None:
         for label, value in (("stiff_bound", stiff_bound), ("nonstiff_bound", nonstiff_bound)):
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
                 raise InvalidArgumentError(f"`Auto({label}={value!r})`: must be a positive "
@@ -132,7 +136,9 @@ class Auto(StepMethod):
         self.stiff_bound, self.nonstiff_bound = float(stiff_bound), float(nonstiff_bound)
         self.patience = patience
         self.jac = checked_jac(jac, "Auto")
-        self._explicit, self._stiff = Tsit5(), Rodas5P(jac=self.jac)
+        self._explicit = Tsit5()
+        self._stiff = Rodas5P(jac=self.jac, tolerance_calibration=checked_calibration(
+            tolerance_calibration, Rodas5P.default_calibration, "Auto"))
 
     def __repr__(self) -> str:
         return (f"Auto(stiff_bound={self.stiff_bound}, nonstiff_bound={self.nonstiff_bound}, "
