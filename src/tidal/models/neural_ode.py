@@ -102,9 +102,11 @@ class NeuralODE(nn.Module):
                 f"`{name}.config()`: the controller {controller!r} cannot be saved as data; "
                 "use PIDController(rtol=..., atol=...) or ConstantStepSize(dt) with their "
                 "other options at their defaults, or save the state_dict yourself.")
-        options = getattr(self.solver, "__dict__", {})
+        # None is every option's default (e.g. a Rosenbrock method's `jac`): not saved
+        options = {k: v for k, v in getattr(self.solver, "__dict__", {}).items()
+                   if v is not None}
         if options:
-            config["solver_options"] = dict(options)
+            config["solver_options"] = options
         return config
 
     @classmethod
