@@ -25,7 +25,7 @@ scipy Radau solves (same tolerances), with the largest error of either against p
 Radau references at rtol 1e-10.
 
 `auto`: what `tidal.Auto` costs where it stays explicit (non-stiff problems: calls of f and
-CPU time against Tsit5, the median of 7 interleaved runs in one process, and their ratio)
+CPU time against Tsit5, the median of 9 interleaved runs in one process, and their ratio)
 and what it gives on stiff ones
 (against Rodas5P, errors against Radau at rtol 1e-12).
 
@@ -310,7 +310,7 @@ def _mlp_field() -> Callable:
 
 def auto() -> None:
     """tidal.Auto on non-stiff problems (against Tsit5) and stiff ones (against Rodas5P)."""
-    print(f"rtol {RTOL}, atol = rtol x scale; CPU time, median of 7 interleaved runs "
+    print(f"rtol {RTOL}, atol = rtol x scale; CPU time, median of 9 interleaved runs "
           "(non-stiff)\n")
     print("| problem | method | error | f calls | Jacobians | switches | steps | CPU time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -331,7 +331,7 @@ def auto() -> None:
         methods = (tidal.Rodas5P(), tidal.Auto()) if stiff else (tidal.Tsit5(), tidal.Auto())
         walls: dict[str, list[float]] = {}
         solutions = {}
-        for _ in range(1 if stiff else 7):
+        for _ in range(1 if stiff else 9):
             for solver in methods:
                 controller = tidal.PIDController(RTOL, RTOL * torch.tensor(scale))
                 start = time.process_time()
