@@ -163,7 +163,8 @@ class Auto(StepMethod):
         if mode is None:
             mode = field.state["auto"] = _Mode(len(field.rows(y0)), y0.device)
         if not mode.any_stiff:  # the common case: Tsit5 steps in the loop's own store
-            test = not mode.shared or mode.streak > 0 or mode.untested + 1 >= _TEST_EVERY
+            test = (not mode.shared or int(mode.streak) > 0  # (an int on a shared grid)
+                    or mode.untested + 1 >= _TEST_EVERY)
             y1, rows, norms = self._explicit_step(field, stages, stages, mode, test)
             _replace_rows(stages, rows)
             if norms is None:
