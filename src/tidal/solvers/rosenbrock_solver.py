@@ -102,10 +102,12 @@ class Rosenbrock(StepMethod):
     **Tolerance calibration.** The step-size controller sees the embedded error estimate
     multiplied by c = `tolerance_calibration`: the method steps as if asked for rtol / c and
     atol / c, so that the error it delivers at the user's rtol is comparable with that of
-    scipy's (and Hairer's) Radau, which is typically 10-100x below its rtol while a Rosenbrock
-    method's is about its rtol (Hairer's RADAU5 likewise maps the user's rtol to an internal
+    scipy's (and Hairer's) Radau, which is often 10-100x below its rtol while uncalibrated
+    Rodas5P's is about its rtol (Hairer's RADAU5 likewise maps the user's rtol to an internal
     one). Each method's default was measured on the classical stiff test set
-    (docs/benchmarks.md, "Stiff solvers, fifth part"); c = 1 gives the uncalibrated method.
+    (docs/benchmarks.md, "Stiff solvers, fifth part"): Rodas5P 4; Rodas4P and Rosenbrock23 1,
+    since no c brings them within 10x of Radau without more calls of f than Radau. c = 1
+    gives the uncalibrated method.
 
     Args:
         jac: the Jacobian df/dy as `jac(t, y)` (`jac(t, y, args)` when the solve has `args`),
@@ -189,7 +191,7 @@ class Rodas5P(Rosenbrock):
     scipy Radau's on HIRES and OREGO, which delivers 10-100x less than its rtol there. With
     c = 4 its error is within 10x of Radau's at the same rtol on all six problems of the
     classical stiff test set (HIRES narrowly: 9.3x; c = 3 gives 15x) with 0.65-0.97x Radau's
-    calls of f (c = 6 costs more calls than Radau on OREGO), for 10-35% more calls than
+    calls of f (c = 6 costs more calls than Radau on OREGO), for 23-37% more calls than
     uncalibrated (docs/benchmarks.md, "Stiff solvers, fifth part")."""
 
     name = "rodas5p"
