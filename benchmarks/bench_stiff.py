@@ -7,14 +7,17 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_stiff.py batch      # 1024 ROBER samples vs a scipy loop
     .venv/bin/python benchmarks/bench_stiff.py auto       # tidal.Auto against Tsit5 / Rodas5P
     .venv/bin/python benchmarks/bench_stiff.py grad       # gradient accuracy, backward cost
-    .venv/bin/python benchmarks/bench_stiff.py precision  # Rodas5P at tighter rtol vs Radau
+    .venv/bin/python benchmarks/bench_stiff.py calibration rodas5p 1e-4 1e-6 1e-8
 
 For each problem, float64, rtol 1e-6 and atol = 1e-6 times each component's scale: the error
-at the final time against scipy's Radau at rtol 1e-12 (max over components of
-|y - ref| / (scale + |ref|)), calls of f (tidal: the stages' calls, not the autodiff
-Jacobians'; scipy: `nfev`, which does not count the calls of its finite-difference
-Jacobians either), Jacobian evaluations, steps and wall time (one thread). An explicit
-method (Tsit5) is run with `max_steps` 20,000 to show where it fails.
+against scipy's Radau at rtol 1e-12 (max over components of |y - ref| / (scale + |ref|)) at
+the final time and over the trajectory (the largest over 41 log-spaced output times from 1e-5
+to the end, which both libraries reach by their dense output; the reference is restarted at
+each of them, so it is exact to ~1e-12 there), each also as a ratio to scipy Radau's at the
+same tolerances, calls of f (tidal: the stages' calls, not the autodiff Jacobians'; scipy:
+`nfev`, which does not count the calls of its finite-difference Jacobians either) and their
+ratio to Radau's, Jacobian evaluations, steps and wall time (one thread). An explicit method
+(Tsit5) is run with `max_steps` 20,000 to show where it fails.
 
 `batch`: ROBER on [0, 1e5] for 1024 samples whose three rates are scaled by log-uniform
 factors in [0.5, 2], one batched Rodas5P solve on per-sample grids against a Python loop of
@@ -22,15 +25,17 @@ scipy Radau solves (same tolerances), with the largest error of either against p
 Radau references at rtol 1e-10.
 
 `auto`: what `tidal.Auto` costs where it stays explicit (non-stiff problems: calls of f and
-CPU time against Tsit5, the median of 7 interleaved runs in one process, and their ratio)
+CPU time against Tsit5, the median of 9 interleaved runs in one process, and their ratio)
 and what it gives on stiff ones
 (against Rodas5P, errors against Radau at rtol 1e-12).
 
-`precision`: work against accuracy. For each problem, scipy Radau at rtol 1e-6 against
-Rodas5P at rtol 1e-6, 2.5e-7 and 1e-7 (atol = rtol x scale): the error ratio Rodas5P / Radau
-(the acceptance asks for at most 10 at the same tolerance) and the f-call ratio (at most 1).
-Rodas5P's error is about rtol (its embedded estimate has order 4, one below the method);
-Radau's is often far below rtol (scipy's estimate has order 3 for an order-5 method).
+`calibration METHOD RTOL...`: how the tolerance calibration c of a Rosenbrock method
+(`tolerance_calibration`) trades accuracy for work. For each rtol and problem, scipy Radau
+against the method with c = 1 (uncalibrated), 2, 3, 4 and 6 at the same rtol (atol = rtol x
+scale): the error ratios method / Radau at the final time and over the trajectory (the
+acceptance asks for at most 10) and the f-call ratio (at most 1). An uncalibrated Rosenbrock
+method's error is about rtol (its embedded estimate has order p - 1); Radau's is often far
+below rtol (scipy's estimate has order 3 for an order-5 method).
 
 `grad`: the gradient of a ROBER loss (weighted scaled states at t = 1e-3 .. 10) with respect
 to the three log-rates, Rodas5P at rtol 1e-6, Backprop and Checkpoint, with the Jacobian from
@@ -40,6 +45,7 @@ autodiff and from `jac=`: relative error against central differences of Radau so
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -153,32 +159,90 @@ def _error(y: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> float:
     return float(np.max(np.abs(y - reference) / (scale + np.abs(reference))))
 
 
-def run(problem: Problem) -> list[str]:
+def output_times(problem: Problem) -> np.ndarray:
+    """0 and 41 log-spaced times from 1e-5 to the end (the last is the end itself)."""
+    times = np.logspace(-5.0, math.log10(problem.t_end), 41)
+    times[-1] = problem.t_end
+    return np.concatenate([[0.0], times])
+
+
+_REFERENCES: dict[str, np.ndarray] = {}
+
+
+def reference(problem: Problem) -> np.ndarray:
+    """[T, D] scipy Radau at rtol 1e-12 at `output_times`, restarted at each of them (so that
+    each is a step end, not a point of the dense output)."""
+    if problem.name not in _REFERENCES:
+        times, scale = output_times(problem), np.asarray(problem.scale)
+        ys = [np.asarray(problem.y0, dtype=float)]
+        for t0, t1 in itertools.pairwise(times):
+            ys.append(scipy.integrate.solve_ivp(problem.f, (t0, t1), ys[-1], method="Radau",
+                                                rtol=1e-12, atol=1e-12 * scale).y[:, -1])
+        _REFERENCES[problem.name] = np.stack(ys)
+    return _REFERENCES[problem.name]
+
+
+@dataclass
+class Result:
+    """One solve at `output_times`: errors at the final time and over the trajectory."""
+
+    final: float
+    trajectory: float
+    fevals: int
+    jacobians: int
+    steps: int
+    wall: float
+    status: str = "ok"
+
+
+def radau(problem: Problem, rtol: float) -> Result:
     scale = np.asarray(problem.scale)
-    reference = scipy.integrate.solve_ivp(problem.f, (0.0, problem.t_end), problem.y0,
-                                          method="Radau", rtol=1e-12,
-                                          atol=1e-12 * scale).y[:, -1]
-    rows = []
+    times = output_times(problem)
     start = time.perf_counter()
-    radau = scipy.integrate.solve_ivp(problem.f, (0.0, problem.t_end), problem.y0,
-                                      method="Radau", rtol=RTOL, atol=RTOL * scale)
+    sol = scipy.integrate.solve_ivp(problem.f, (0.0, problem.t_end), problem.y0,
+                                    method="Radau", rtol=rtol, atol=rtol * scale,
+                                    dense_output=True)
     wall = time.perf_counter() - start
-    rows.append(f"| {problem.name} | scipy Radau | {_error(radau.y[:, -1], reference, scale):.1e}"
-                f" | {radau.nfev} | {radau.njev} | {len(radau.t) - 1} | {wall:.2f} s |")
-    y0, ts = torch.tensor(problem.y0), torch.tensor([0.0, problem.t_end])
-    controller = tidal.PIDController(RTOL, RTOL * torch.tensor(scale))
+    errors = [_error(y, ref, scale) for y, ref in zip(sol.sol(times).T, reference(problem))]
+    return Result(errors[-1], max(errors), sol.nfev, sol.njev, len(sol.t) - 1, wall)
+
+
+def run_tidal(problem: Problem, solver: tidal.solvers.StepMethod, rtol: float,
+              max_steps: int = 100_000) -> Result:
+    scale = np.asarray(problem.scale)
+    controller = tidal.PIDController(rtol, rtol * torch.tensor(scale))
+    start = time.perf_counter()
+    sol = tidal.solve(problem.f, torch.tensor(problem.y0),
+                      torch.tensor(output_times(problem)), solver=solver,
+                      controller=controller, max_steps=max_steps, throw=False)
+    wall = time.perf_counter() - start
+    s = sol.stats
+    counts = (int(s.num_fevals), int(s.num_jacobians), int(s.num_accepted), wall)
+    if not sol.status.ok:
+        return Result(math.nan, math.nan, *counts, status=sol.status.name)
+    errors = [_error(y, ref, scale) for y, ref in zip(sol.ys.numpy(), reference(problem))]
+    return Result(errors[-1], max(errors), *counts)
+
+
+def _row(problem: Problem, method: str, result: Result, base: Result, *extra: str) -> str:
+    """A table row: errors and f calls with their ratios to `base` (scipy Radau's)."""
+    if result.status != "ok":
+        errors = f"{result.status} | - | - | -"
+    else:
+        errors = (f"{result.final:.1e} | {result.final / base.final:.1f} | "
+                  f"{result.trajectory:.1e} | {result.trajectory / base.trajectory:.1f}")
+    return (f"| {problem.name} | {method} | {' | '.join(extra)}{' | ' if extra else ''}"
+            f"{errors} | {result.fevals} | {result.fevals / base.fevals:.2f}")
+
+
+def run(problem: Problem) -> list[str]:
+    base = radau(problem, RTOL)
+    rows = [_row(problem, "scipy Radau", base, base)
+            + f" | {base.jacobians} | {base.steps} | {base.wall:.2f} s |"]
     for solver in (tidal.Rodas5P(), tidal.Rodas4P(), tidal.Tsit5()):
-        start = time.perf_counter()
-        sol = tidal.solve(problem.f, y0, ts, solver=solver, controller=controller,
-                          max_steps=20_000 if solver.name == "tsit5" else 100_000,
-                          throw=False)
-        wall = time.perf_counter() - start
-        s = sol.stats
-        error = (_error(sol.ys[-1].numpy(), reference, scale) if sol.status.ok
-                 else sol.status.name)
-        error = f"{error:.1e}" if isinstance(error, float) else error
-        rows.append(f"| {problem.name} | {solver.name} | {error} | {int(s.num_fevals)} | "
-                    f"{int(s.num_jacobians)} | {int(s.num_accepted)} | {wall:.2f} s |")
+        result = run_tidal(problem, solver, RTOL, 20_000 if solver.name == "tsit5" else 100_000)
+        rows.append(_row(problem, solver.name, result, base)
+                    + f" | {result.jacobians} | {result.steps} | {result.wall:.2f} s |")
     return rows
 
 
@@ -246,7 +310,7 @@ def _mlp_field() -> Callable:
 
 def auto() -> None:
     """tidal.Auto on non-stiff problems (against Tsit5) and stiff ones (against Rodas5P)."""
-    print(f"rtol {RTOL}, atol = rtol x scale; CPU time, median of 7 interleaved runs "
+    print(f"rtol {RTOL}, atol = rtol x scale; CPU time, median of 9 interleaved runs "
           "(non-stiff)\n")
     print("| problem | method | error | f calls | Jacobians | switches | steps | CPU time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -267,7 +331,7 @@ def auto() -> None:
         methods = (tidal.Rodas5P(), tidal.Auto()) if stiff else (tidal.Tsit5(), tidal.Auto())
         walls: dict[str, list[float]] = {}
         solutions = {}
-        for _ in range(1 if stiff else 7):
+        for _ in range(1 if stiff else 9):
             for solver in methods:
                 controller = tidal.PIDController(RTOL, RTOL * torch.tensor(scale))
                 start = time.process_time()
@@ -346,30 +410,27 @@ def grad() -> None:
                   f"{forward:.2f} s | {backward:.2f} s | {backward / forward:.1f} |", flush=True)
 
 
-def precision() -> None:
-    """Rodas5P at rtol 1e-6 and tighter against scipy Radau at 1e-6 (module docstring)."""
-    print("error: vs Radau at rtol 1e-12; ratios against scipy Radau at rtol 1e-6\n")
-    print("| problem | method | rtol | error | error / Radau's | f calls | f calls / Radau's |")
-    print("|---|---|---|---|---|---|---|")
-    for problem in PROBLEMS:
-        scale = np.asarray(problem.scale)
-        span = (0.0, problem.t_end)
-        reference = scipy.integrate.solve_ivp(problem.f, span, problem.y0, method="Radau",
-                                              rtol=1e-12, atol=1e-12 * scale).y[:, -1]
-        radau = scipy.integrate.solve_ivp(problem.f, span, problem.y0, method="Radau",
-                                          rtol=RTOL, atol=RTOL * scale)
-        radau_error = _error(radau.y[:, -1], reference, scale)
-        print(f"| {problem.name} | scipy Radau | {RTOL:g} | {radau_error:.1e} | 1 | "
-              f"{radau.nfev} | 1 |", flush=True)
-        for rtol in (RTOL, RTOL / 4, RTOL / 10):
-            sol = tidal.solve(problem.f, torch.tensor(problem.y0), torch.tensor(span),
-                              solver=tidal.Rodas5P(), max_steps=100_000,
-                              controller=tidal.PIDController(rtol, rtol * torch.tensor(scale)))
-            error = _error(sol.ys[-1].numpy(), reference, scale)
-            fevals = int(sol.stats.num_fevals)
-            print(f"| {problem.name} | rodas5p | {rtol:.2g} | {error:.1e} | "
-                  f"{error / radau_error:.1f} | {fevals} | {fevals / radau.nfev:.2f} |",
-                  flush=True)
+CALIBRATIONS = (1.0, 2.0, 3.0, 4.0, 6.0)
+ROSENBROCKS = {cls.name: cls for cls in (tidal.Rodas5P, tidal.Rodas4P, tidal.Rosenbrock23)}
+
+
+def calibration(method: str, rtols: list[float]) -> None:
+    """`method` with each of `CALIBRATIONS` against scipy Radau at each rtol (module
+    docstring)."""
+    cls = ROSENBROCKS[method]
+    print(f"{method} (default calibration {cls.default_calibration:g}); errors vs Radau at "
+          "rtol 1e-12, ratios against scipy Radau at the same rtol\n")
+    print("| problem | method | rtol | c | error | / Radau's | error over the trajectory | "
+          "/ Radau's | f calls | / Radau's |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rtol in rtols:
+        for problem in PROBLEMS:
+            base = radau(problem, rtol)
+            print(_row(problem, "scipy Radau", base, base, f"{rtol:g}", "-") + " |", flush=True)
+            for c in CALIBRATIONS:
+                result = run_tidal(problem, cls(tolerance_calibration=c), rtol)
+                print(_row(problem, method, result, base, f"{rtol:g}", f"{c:g}") + " |",
+                      flush=True)
 
 
 def main() -> None:
@@ -381,16 +442,18 @@ def main() -> None:
     if sys.argv[1:] == ["auto"]:
         auto()
         return
-    if sys.argv[1:] == ["precision"]:
-        precision()
+    if sys.argv[1:2] == ["calibration"]:
+        calibration(sys.argv[2], [float(rtol) for rtol in sys.argv[3:]] or [RTOL])
         return
     if sys.argv[1:] == ["grad"]:
         grad()
         return
     chosen = sys.argv[1:] or [p.name for p in PROBLEMS]
-    print(f"rtol {RTOL}, atol = rtol x scale; error vs Radau rtol 1e-12\n")
-    print("| problem | method | error | f calls | Jacobians | steps | wall |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"rtol {RTOL}, atol = rtol x scale; errors vs Radau at rtol 1e-12, ratios against "
+          "scipy Radau\n")
+    print("| problem | method | error | / Radau's | error over the trajectory | / Radau's | "
+          "f calls | / Radau's | Jacobians | steps | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for problem in PROBLEMS:
         if problem.name in chosen:
             for row in run(problem):

@@ -131,8 +131,14 @@ def _jacobian_errors(cls: type, **fixed: object) -> list[ErrorInput]:
     ]
 
 
+def _calibration_error(cls: type) -> ErrorInput:
+    return ErrorInput("a tolerance calibration that is not positive",
+                      lambda: cls(tolerance_calibration=0.0), tidal.InvalidArgumentError,
+                      rf"{cls.__name__}\(tolerance_calibration=0.0\)")
+
+
 def _rosenbrock_errors(cls: type) -> Callable[[], list[ErrorInput]]:
-    return lambda: [*_adaptive_errors(cls)(), *_jacobian_errors(cls)]
+    return lambda: [*_adaptive_errors(cls)(), *_jacobian_errors(cls), _calibration_error(cls)]
 
 
 def _auto_errors() -> list[ErrorInput]:
@@ -144,6 +150,7 @@ def _auto_errors() -> list[ErrorInput]:
                    tidal.InvalidArgumentError, r"nonstiff_bound must be below"),
         ErrorInput("patience not a positive integer", lambda: tidal.Auto(patience=0),
                    tidal.InvalidArgumentError, r"Auto\(patience=0\)"),
+        _calibration_error(tidal.Auto),
         ErrorInput("the checkpoint adjoint (a replay restarts the detection)",
                    _solve(solver=tidal.Auto(), adjoint=tidal.CheckpointAdjoint()),
                    tidal.IncompatibleOptionsError, r"BackpropAdjoint"),

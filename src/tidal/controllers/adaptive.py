@@ -76,8 +76,10 @@ class AdaptiveControl(StepControl):
         else:
             q = self.solver.error_order
             assert q is not None
-            dt0 = initial_step(trial, y, f0, self.norm.rows(self.norm.rtol),
-                               self.norm.rows(self.norm.atol), q)
+            # the tolerances the method's (calibrated) error estimate is controlled to
+            calibration = self.solver.tolerance_calibration
+            dt0 = initial_step(trial, y, f0, self.norm.rows(self.norm.rtol) / calibration,
+                               self.norm.rows(self.norm.atol) / calibration, q)
             fevals = 2
         return dt0.clamp(c.dt_min, c.dt_max), fevals
 

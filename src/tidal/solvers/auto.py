@@ -14,7 +14,10 @@ row with h rho > `stiff_bound` (not interrupted by 6 attempts below it), the gro
 to Rodas5P. In Rosenbrock mode the step's
 own Jacobian gives the bound rho <= ||J||_inf (no extra work); after `patience` attempts in
 a row with h ||J||_inf < `nonstiff_bound` (an explicit step of this size would be stable
-with margin) it switches back. The counters run over attempts, rejected ones too.
+with margin) it switches back. The counters run over attempts, rejected ones too. On a
+shared grid in explicit mode the estimate is taken at every 4th attempt only while no
+attempt argues for a switch (DOPRI5 likewise tests every NSTIFF-th step unless suspicious),
+and at every attempt from the first that does: a switch comes at most 3 attempts later.
 
 **One stage layout for both methods.** The loop keeps one stage store and one set of
 dense-output weights per solve, so each attempt stores the same rows whichever method took it:
@@ -28,12 +31,13 @@ has it as its last stage, the Rosenbrock path calls f once more per attempt). Bo
 estimates have order 4, so the controller's exponent is the same. Dense output, events,
 checkpoint replays and gradients therefore work unchanged.
 
-**Cost.** In explicit mode Tsit5 steps in the loop's own stage store, and one product of
-its stages with a fixed [8, 7] matrix gives the stored rows and both differences of the
-stiffness estimate; the rest is one norm and, on a shared grid, one host synchronisation
-(two numbers) with the switching counters in Python. That is exactly Tsit5's calls of f and
-about five extra tensor operations per attempt. On per-sample grids a batch whose samples
-are in different modes runs both methods and keeps each sample's own (it pays for both;
+**Cost.** In explicit mode Tsit5 steps in the loop's own stage store, one product of its
+stages with a fixed [5, 7] matrix gives the stored rows and, at a stiffness estimate, one
+with a fixed [2, 7] matrix both differences; the rest is one norm and, on a shared grid, one
+host synchronisation (two numbers) with the switching counters in Python. That is exactly
+Tsit5's calls of f and two extra tensor operations per attempt (the product and a copy into
+the store), five at a stiffness estimate. On per-sample grids a batch whose samples are in
+different modes runs both methods and keeps each sample's own (it pays for both;
 `num_jacobians` then counts the Jacobian for every stepping sample). Switches are counted in
 `Stats.num_switches`.
 """
@@ -50,13 +54,17 @@ import torch
 from tidal._errors import InvalidArgumentError
 from tidal.solvers.base import StepField, StepMethod, checked_jac
 from tidal.solvers.explicit_rk import BufferedStages, RKCoefficients, StackedStages, Stages
-from tidal.solvers.rosenbrock_solver import Rodas5P
+from tidal.solvers.rosenbrock_solver import Rodas5P, checked_calibration
 from tidal.solvers.tsit5 import Tsit5
 
 _DEGREE = 4  # both interpolants: theta^1 .. theta^4
 _ERROR_ROW = 1 + _DEGREE
 _ROWS = _ERROR_ROW + 2  # f0, Q_1..Q_4, E, f1
 _FORGET = 6  # attempts in a row against a switch that reset its count (Hairer's DOPRI5)
+# On a shared grid in explicit mode with no attempt arguing for a switch, the stiffness is
+# estimated at every _TEST_EVERY-th attempt only (DOPRI5 tests every NSTIFF-th step unless
+# suspicious); once an attempt argues for a switch, at every attempt.
+_TEST_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class _Mode:
         self.misses: torch.Tensor | int = 0 if self.shared else torch.zeros(
             groups, dtype=torch.long, device=device)
         self.any_stiff = self.all_stiff = False
+        self.untested = 0  # explicit attempts since the last stiffness estimate (shared grid)
         self.scratch: dict[str, Stages] = {}
 
 
@@ -106,6 +115,9 @@ class Auto(StepMethod):
         nonstiff_bound: switch back when h ||J||_inf is below this.
         patience: attempts in a row that must agree before a switch.
         jac: the Jacobian for the Rosenbrock steps, as for `tidal.Rodas5P(jac=...)`.
+        tolerance_calibration: the Rosenbrock steps' tolerance calibration, as for
+            `tidal.Rodas5P(tolerance_calibration=...)` (default: Rodas5P's); the explicit
+            steps are not calibrated.
     """
 
     name = "auto"
@@ -117,7 +129,8 @@ class Auto(StepMethod):
     keeps_state = True
 
     def __init__(self, stiff_bound: float = 3.0, nonstiff_bound: float = 1.5,
-                 patience: int = 10, jac: Callable[..., torch.Tensor] | None = None) -> None:
+                 patience: int = 10, jac: Callable[..., torch.Tensor] | None = None,
+                 tolerance_calibration: float | None = None) -> None:
         for label, value in (("stiff_bound", stiff_bound), ("nonstiff_bound", nonstiff_bound)):
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
                 raise InvalidArgumentError(f"`Auto({label}={value!r})`: must be a positive "
@@ -132,7 +145,9 @@ class Auto(StepMethod):
         self.stiff_bound, self.nonstiff_bound = float(stiff_bound), float(nonstiff_bound)
         self.patience = patience
         self.jac = checked_jac(jac, "Auto")
-        self._explicit, self._stiff = Tsit5(), Rodas5P(jac=self.jac)
+        self._explicit = Tsit5()
+        self._stiff = Rodas5P(jac=self.jac, tolerance_calibration=checked_calibration(
+            tolerance_calibration, Rodas5P.default_calibration, "Auto"))
 
     def __repr__(self) -> str:
         return (f"Auto(stiff_bound={self.stiff_bound}, nonstiff_bound={self.nonstiff_bound}, "
@@ -148,9 +163,15 @@ class Auto(StepMethod):
         if mode is None:
             mode = field.state["auto"] = _Mode(len(field.rows(y0)), y0.device)
         if not mode.any_stiff:  # the common case: Tsit5 steps in the loop's own store
-            y1, rows, norms = self._explicit_step(field, stages, stages, mode)
+            test = (not mode.shared or int(mode.streak) > 0  # (an int on a shared grid)
+                    or mode.untested + 1 >= _TEST_EVERY)
+            y1, rows, norms = self._explicit_step(field, stages, stages, mode, test)
             _replace_rows(stages, rows)
-            self._update_mode(field, mode, norms)
+            if norms is None:
+                mode.untested += 1
+            else:
+                mode.untested = 0
+                self._update_mode(field, mode, norms)
             return y1, self._explicit.tableau.num_stages - 1
         (y_s, store_s), rho_s = self._stiff_step(field, stages, mode)
         fevals = self._stiff.rosenbrock.num_stages
@@ -159,6 +180,7 @@ class Auto(StepMethod):
         else:  # per-sample grids with samples in both modes: each keeps its own
             scratch = _scratch(mode, stages, "explicit", self._explicit.tableau.num_dense_stages)
             y_e, rows, dy_dk = self._explicit_step(field, stages, scratch, mode)
+            assert dy_dk is not None
             store_e = torch.cat([rows, scratch.matrix()[_ROWS - 1:]])  # and f1
             fevals += self._explicit.tableau.num_stages - 1
             pick = mode.stiff.unsqueeze(-1)
@@ -171,11 +193,11 @@ class Auto(StepMethod):
         self._update_mode(field, mode, rho)
         return y1, fevals
 
-    def _explicit_step(self, field: StepField, stages: Stages, store: Stages, mode: _Mode
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _explicit_step(self, field: StepField, stages: Stages, store: Stages, mode: _Mode,
+                       test: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """A Tsit5 attempt into `store` (the loop's own or a scratch store): y1, [Q_1..Q_4, E]
-        [5, N] (f1 is the store's last row) and the norms ||y1 - y6|| / h and
-        ||f(y1) - f(y6)|| per group [2, G]."""
+        [5, N] (f1 is the store's last row) and, if `test`, the norms ||y1 - y6|| / h and
+        ||f(y1) - f(y6)|| per group [2, G] (else None)."""
         if store is not stages:
             store.begin(stages.y0, stages.dt, stages.first())
         y1, _ = self._explicit.attempt(field, store, _tsit5_coefficients(stages.y0.dtype,
@@ -185,10 +207,12 @@ class Auto(StepMethod):
         # at y6 = y0 + h sum_j a_6j k_j, stage 7 at y1 = y0 + h sum_j b_j k_j, so
         # y1 - y6 = h sum_j (b_j - a_6j) k_j: one product gives both differences, and h
         # cancels from h ||f(y1) - f(y6)|| / ||y1 - y6||.
-        weights = _weights(_tsit5_coefficients(K.dtype, K.device), len(K), K.dtype)
+        rows = _explicit_rows(K.dtype, K.device) @ K
+        if not test:
+            return y1, rows, None
         differences = _stiffness_rows(K.dtype, K.device) @ K.detach()  # [dy / h, dk]
         norms = torch.linalg.vector_norm(differences.view(2, len(mode.stiff), -1), dim=-1)
-        return y1, weights.T @ K, norms
+        return y1, rows, norms
 
     def _update_mode(self, field: StepField, mode: _Mode, h_rho: torch.Tensor) -> None:
         """`_update`, or `_update_shared` in Python numbers for the one group of a shared grid
@@ -305,6 +329,13 @@ def _weights(coef: RKCoefficients, count: int, dtype: torch.dtype) -> torch.Tens
     """A method's dense weights (theta^1..theta^4) and error weights over its first `count`
     stages, as the columns of one matrix."""
     return torch.cat([coef.dense[:count].to(dtype), coef.b_error[:1, :count].T.to(dtype)], 1)
+
+
+@lru_cache(maxsize=16)
+def _explicit_rows(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[5, 7]: Tsit5's stages -> [Q_1..Q_4, E] (its dense and error weights)."""
+    coef = _tsit5_coefficients(dtype, device)
+    return _weights(coef, coef.dense.shape[0], dtype).T
 
 
 @lru_cache(maxsize=16)

@@ -126,6 +126,10 @@ class StepMethod(ABC):
     #: the user's Jacobian df/dy, jac(t, y) (or jac(t, y, args)), for a method that uses one
     #: (Rosenbrock, implicit Runge–Kutta); None: the method differentiates f itself
     jac: Callable[..., torch.Tensor] | None = None
+    #: c: the method's error estimates (its `coefficients`' b_error) carry the factor c, so
+    #: that the controller steps as if asked for rtol / c and atol / c; the first step is
+    #: chosen for those tolerances too (a `Rosenbrock` method's calibration; 1 for others)
+    tolerance_calibration: float = 1.0
 
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
         """The tableau as tensors (cached per dtype and device): what the loop, the error
