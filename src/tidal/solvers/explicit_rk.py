@@ -92,39 +92,18 @@ class Stages:
         return f1
 
 
-class _SharedGridStages(Stages):
-    """A shared grid's stages combine flat: y0 + dt K^T row on y0 [N], shaped like y0."""
-
-    y0_flat: torch.Tensor
-    _combined: tuple[torch.Tensor, torch.Tensor] | None = None  # the last (shaped, flat) result
-
-    def _flatten(self, y0: torch.Tensor) -> torch.Tensor:
-        """y0 flat: the last combination's own flat vector when y0 is its result (an accepted
-        y1 of an FSAL method), saving a reshape per step."""
-        if y0.dim() == 1:
-            return y0
-        combined = self._combined
-        return combined[1] if combined is not None and combined[0] is y0 else y0.reshape(-1)
-
-    def _shaped(self, y: torch.Tensor) -> torch.Tensor:
-        if self.y0.dim() == 1:
-            return y
-        shaped = y.view_as(self.y0)
-        self._combined = (shaped, y)
-        return shaped
-
-
-class StackedStages(_SharedGridStages):
+class StackedStages(Stages):
     """Stages as a list, stacked for each combination (autograd-friendly)."""
 
     ks: list[torch.Tensor]
 
     def begin(self, y0: torch.Tensor, dt: float | torch.Tensor, f0: torch.Tensor) -> None:
-        self.y0, self.y0_flat, self.dt, self.ks = y0, self._flatten(y0), dt, [f0]
+        self.y0, self.y0_flat, self.dt, self.ks = y0, y0.reshape(-1), dt, [f0]
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.dt, float)
-        return self._shaped(torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt))
+        y = torch.addmv(self.y0_flat, self.matrix().T, row, alpha=self.dt)
+        return y if self.y0.dim() == 1 else y.view_as(self.y0)
 
     def append(self, k: torch.Tensor) -> None:
         self.ks.append(k)
@@ -139,10 +118,14 @@ class StackedStages(_SharedGridStages):
         return torch.stack(self.ks).view(len(self.ks), -1)
 
 
-class BufferedStages(_SharedGridStages):
+class BufferedStages(Stages):
     """Stages written into a reusable [S_dense, N] buffer (no autograd graph). Row 0 holds the
     current step's f(t0, y0) until `hand_over` replaces it after an accepted step, so it
-    survives rejected attempts."""
+    survives rejected attempts. The flat result of the last combination is kept: when it is
+    the next step's y0 (an accepted y1), it is that step's flat y0 (no reshape per step; on
+    the autograd path, `StackedStages`, the same reuse made the backward pass ~2% slower)."""
+
+    _combined: tuple[torch.Tensor, torch.Tensor] | None = None  # the last (shaped, flat) result
 
     def __init__(self, num_rows: int, like: torch.Tensor):
         self.buffer = torch.zeros(num_rows, like.numel(), dtype=like.dtype, device=like.device)
@@ -152,14 +135,21 @@ class BufferedStages(_SharedGridStages):
         self.count = 0
 
     def begin(self, y0: torch.Tensor, dt: float | torch.Tensor, f0: torch.Tensor) -> None:
-        self.y0, self.y0_flat, self.dt, self.count = y0, self._flatten(y0), dt, 1
+        combined = self._combined
+        flat = (y0 if y0.dim() == 1 else combined[1]
+                if combined is not None and combined[0] is y0 else y0.reshape(-1))
+        self.y0, self.y0_flat, self.dt, self.count = y0, flat, dt, 1
         if f0 is not self.rows[0]:
             self.rows[0].copy_(f0)
 
     def combine(self, row: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.dt, float)
-        return self._shaped(torch.addmv(self.y0_flat, self.prefixes_t[self.count], row,
-                                        alpha=self.dt))
+        y = torch.addmv(self.y0_flat, self.prefixes_t[self.count], row, alpha=self.dt)
+        if self.y0.dim() == 1:
+            return y
+        shaped = y.view_as(self.y0)
+        self._combined = (shaped, y)
+        return shaped
 
     def append(self, k: torch.Tensor) -> None:
         self.rows[self.count].copy_(k)
