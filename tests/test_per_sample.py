@@ -76,6 +76,29 @@ def test_many_outputs_inside_one_step_and_few_in_another() -> None:
     assert torch.allclose(sol.ys, exact, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("limit", [1, 300])
+def test_outputs_interpolated_in_batches_match_analytic(monkeypatch: pytest.MonkeyPatch,
+                                                        limit: int) -> None:
+    """Outputs inside steps wait and are interpolated together; with a small limit on what may
+    wait they go in many batches (after every step, or every few), with the gradient through
+    them, and every batching gives the analytic solution (and the same values)."""
+    from tidal import _loop_per_sample
+
+    ts = grids([0.0, 1.0, 0.0], [3.0, -2.0, 0.2], 40)  # many outputs per step in sample 2
+    k = torch.tensor([1.0, -0.5, 2.0], dtype=F64)
+    y0 = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    controller = tidal.PIDController(1e-9, 1e-11)
+    together = tidal.solve(modulated, y0, ts, args=k, controller=controller).ys
+    monkeypatch.setattr(_loop_per_sample, "PENDING_ELEMENTS", limit)
+    sol = tidal.solve(modulated, y0, ts, args=k, controller=controller)
+    exact = modulated_exact(ts, y0.detach(), k)
+    assert torch.allclose(sol.ys, exact, rtol=1e-7, atol=1e-10)
+    assert torch.allclose(sol.ys, together, rtol=1e-14, atol=0.0)
+    (grad,) = torch.autograd.grad(sol.ys[-1].sum(), y0)  # d y(T) / d y0 = exp(k (sin T - sin t0))
+    growth = torch.exp(k * (torch.sin(ts[-1]) - torch.sin(ts[0]))).unsqueeze(-1)
+    assert torch.allclose(grad, growth.expand(3, 2), rtol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_f_sees_per_sample_times_and_args(dtype: torch.dtype) -> None:
     """f(t, y, args): t is [B] in the state's dtype, equal to each sample's own time (every

@@ -27,10 +27,13 @@ from tidal.interpolation import DenseSteps, interpolate_per_sample
 from tidal.solvers.explicit_rk import (
     PerSampleBufferedStages,
     PerSampleStages,
-    Stages,
     extra_stages,
 )
 from tidal.solvers.jacobian import Jacobian, StepJacobian
+
+#: outputs inside steps wait to be interpolated together until their steps' stages hold this
+#: many elements (64 MiB in float32)
+PENDING_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -133,8 +136,9 @@ class PerSampleLoop:
         self.tableau = s.solver.tableau
         self.coef = s.solver.coefficients(y0.dtype, y0.device)
         records_graph = torch.is_grad_enabled() and (y0.requires_grad or s.f0.requires_grad)
-        self.stages: Stages = (PerSampleStages() if records_graph
-                               else PerSampleBufferedStages(self.tableau.num_dense_stages, y0))
+        self.stages: PerSampleStages | PerSampleBufferedStages = (
+            PerSampleStages() if records_graph
+            else PerSampleBufferedStages(self.tableau.num_dense_stages, y0))
         batch, device = y0.shape[0], y0.device
         self.step_field = _StepField(s.field, self._user_time, s.field.shape[-1], device)
         self.tau, self.tau_end = s.tau0.clone(), s.tau_end
@@ -164,6 +168,10 @@ class PerSampleLoop:
                             else torch.zeros_like(s.watcher.previous))
         self.crossing = self.g1 = torch.zeros(0)
         self.dense_steps: list[_Step] = []
+        # outputs inside steps, interpolated together (see `_emit_outputs`): (rows [m, B],
+        # valid [m, B], the step) and the elements of the stages they hold
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, _Step]] = []
+        self.pending_elements = 0
 
     def _user_time(self, tau: torch.Tensor) -> torch.Tensor:
         """Forward times [..., B] to the user's times in the state's dtype."""
@@ -231,13 +239,17 @@ class PerSampleLoop:
         step = _Step(self.tau, h, h_col, tau1, self.y, y1, running)
         ratio = s.control.error_ratio(self.stages, self.y, y1, h)
         accept, dt_next = s.control.decide(ratio, h, self.dt)
-        finite = torch.isfinite(ratio)
+        finite = ratio.abs() < constant(math.inf, ratio)  # isfinite costs four operations
         step.accept = accept = accept & running
         if s.recorder is not None:
             s.recorder.record(accept, tau1, y1)
         crossed = self._crossed(step)
         next_out = torch.where(accept, self._outputs_before(tau1, right=True), self.next_out)
-        inside = accept & (self._outputs_before(tau1) > self.next_out)  # outputs with theta < 1
+        # samples with outputs strictly inside the step (theta < 1): needed to count the calls
+        # of f for an interpolant's extra stages; without those, every passed output is
+        # interpolated (exact y1 at theta = 1) and this costs five operations less
+        inside = (accept & (self._outputs_before(tau1) > self.next_out) if self.tableau.c_extra
+                  else None)
         # The common case on the device: a sample stops running when an accepted step reaches
         # its end (or an event); anything else (a step that is not finite, a rejected step too
         # small for float64 time, a run of non-finite steps) is flagged and handled on the host.
@@ -247,17 +259,23 @@ class PerSampleLoop:
             running_next = running_next & ~crossed
         # accepted steps are finite; a rejected one is fine when finite and not tiny
         trouble = running > (accept | (finite & (dt_next > constant(TINY, tau) * tau.abs())))
-        flags = [next_out - self.next_out, accept, inside, running_next, trouble, finished]
+        passed = next_out - self.next_out  # outputs passed in this step
+        flags = [passed > 0, passed > 1, accept, running_next, trouble, finished]
+        if inside is not None:
+            flags.append(inside)
         if s.watcher is not None:
             flags.append(crossed)
         if s.boundaries is not None:
             jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
             flags.append(jumped)
-        # the one host synchronisation: the most outputs passed, then which flags any sample has
-        (most_outputs, any_accepted, any_inside, any_running, any_trouble, any_finished,
-         *more) = torch.stack(flags).amax(1).tolist()
+        # the one host synchronisation (all flags bool: stacking mixed dtypes costs as much as
+        # six operations); a second only when some sample passed two outputs or more
+        (any_passed, many_passed, any_accepted, any_running, any_trouble, any_finished,
+         *more) = torch.stack(flags).any(1).tolist()
+        any_inside = more.pop(0) if inside is not None else True
         any_crossed = more.pop(0) if s.watcher is not None else False
         any_jumped = more.pop(0) if s.boundaries is not None else False
+        most_outputs = int(passed.max()) if many_passed else int(any_passed)
         if any_trouble or self.streak_active:
             running_next = self._update_status(step, dt_next, finite, crossed)
             any_running = bool(running_next.any())
@@ -274,7 +292,8 @@ class PerSampleLoop:
         if s.watcher is not None:
             s.watcher.advance(self.g1, accept)
         if most_outputs > 0:
-            self._emit_outputs(step, next_out, most_outputs, inside if any_inside else None)
+            self._emit_outputs(step, next_out, most_outputs,
+                               (accept if inside is None else inside) if any_inside else None)
         if s.dense and any_accepted:
             self._dense_stages(step, accept)
             self.dense_steps.append(step)
@@ -284,7 +303,7 @@ class PerSampleLoop:
             self.fevals += jumped
         if any_accepted:  # else y stays the same object (a method may reuse its Jacobian)
             column = accept.unsqueeze(-1)
-            self.y, self.f0 = torch.where(column, y1, self.y), torch.where(column, f1, self.f0)
+            self.y, self.f0 = torch.where(column, y1, self.y), self.stages.merge_first(column, f1)
             self.tau = torch.where(accept, tau1, self.tau)
             self.accepted += accept
         self.next_out, self.dt, self.running = next_out, dt_next, running_next
@@ -373,7 +392,7 @@ class PerSampleLoop:
                 times = self._user_time(step.tau + extra_c * step.h).unbind(0)
                 extra_stages(self.s.field, times, self.stages, self.coef)
             step.stages = self.stages.matrix().view(-1, *step.y.shape)
-            if self.s.dense and isinstance(self.stages, PerSampleBufferedStages):
+            if isinstance(self.stages, PerSampleBufferedStages):  # the buffer is reused
                 step.stages = step.stages.clone()
         return step.stages
 
@@ -388,21 +407,52 @@ class PerSampleLoop:
                       inside: torch.Tensor | None) -> None:
         """Write the outputs each sample passed in this step; `inside` marks samples with an
         output strictly inside the step (None: every output lies on a step's end). Slots
-        [count, B] past a sample's last output are written at the end (see `_outputs`)."""
+        [count, B] past a sample's last output are written at the end (see `_outputs`).
+
+        Outputs inside steps are interpolated later, many steps in one go (`_interpolate_
+        pending`): on per-sample grids some sample passes an output in most iterations, and
+        the interpolation's twenty-odd small operations would cost as much as the step."""
         index = self.next_out + self.slots[:count]  # [count, B] output rows
         valid = index < next_out
         if inside is None:
             values = step.y1.unsqueeze(0).expand(count, *step.y1.shape)
-        else:
-            # slots past a sample's last output interpolate at theta = 0 (times = the step's
-            # start), not at a far (or infinite) time whose weights would turn their zero
-            # gradient into NaN; samples that did not step (h = 0) have no valid slot
-            taus = self.s.grid.taus
-            times = torch.where(valid, taus.gather(0, index.clamp(max=len(taus) - 1)), step.tau)
-            zero, one = constant(0.0, step.h), constant(1.0, step.h)
-            theta = (times - step.tau) / torch.where(step.h > zero, step.h, one)
-            values = self._interpolate(step, theta, inside)
-        self.chunks.append((index, valid, values.reshape(-1, values.shape[-1])))
+            self.chunks.append((index, valid, values.reshape(-1, values.shape[-1])))
+            return
+        stages = self._dense_stages(step, inside)  # now: the stage buffer is reused
+        self.pending.append((index, valid, step))
+        self.pending_elements += count * stages.numel()
+        if self.pending_elements > PENDING_ELEMENTS:
+            self._interpolate_pending()
+
+    def _interpolate_pending(self) -> None:
+        """Interpolate the pending outputs: their M slots [M, B] as one batch of M B states."""
+        if not self.pending:
+            return
+        pending, self.pending, self.pending_elements = self.pending, [], 0
+        index = torch.cat([rows for rows, _, _ in pending])  # [M, B]
+        valid = torch.cat([v for _, v, _ in pending])
+        steps = [step for rows, _, step in pending for _ in range(len(rows))]  # one per slot
+        slots, batch = index.shape
+
+        def per_slot(values: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+            return torch.stack(values, dim) if len(values) > 1 else values[0].unsqueeze(dim)
+
+        tau, h = per_slot([s.tau for s in steps]), per_slot([s.h for s in steps])  # [M, B]
+        stages = per_slot([s.stages for s in steps if s.stages is not None], dim=1)
+        # slots past a sample's last output interpolate at theta = 0 (times = the step's
+        # start), not at a far (or infinite) time whose weights would turn their zero
+        # gradient into NaN; samples that did not step (h = 0) have no valid slot
+        taus = self.s.grid.taus
+        times = torch.where(valid, taus.gather(0, index.clamp(max=len(taus) - 1)), tau)
+        theta = (times - tau) / torch.where(h > constant(0.0, h), h, constant(1.0, h))
+        flat = slots * batch
+        values = interpolate_per_sample(
+            per_slot([s.y for s in steps]).reshape(flat, -1),
+            per_slot([s.h_col for s in steps]).reshape(flat, 1),
+            stages.reshape(len(stages), flat, -1), self.coef.dense, theta.view(1, flat))[0]
+        at_end = (theta == constant(1.0, theta)).view(flat, 1)  # exact y1 there
+        values = torch.where(at_end, per_slot([s.y1 for s in steps]).reshape(flat, -1), values)
+        self.chunks.append((index, valid, values))
 
     def _locate_events(self, step: _Step, crossed: torch.Tensor) -> torch.Tensor:
         """Bisect each crossed sample's step for its event; returns where outputs stop.
@@ -434,6 +484,7 @@ class PerSampleLoop:
 
     def _outputs(self) -> torch.Tensor:
         """[T, B, D]: the emitted slots scattered into place; NaN where none was written."""
+        self._interpolate_pending()
         num_times, batch = self.s.grid.taus.shape
         y0 = self.s.y0
         width = y0.shape[1]

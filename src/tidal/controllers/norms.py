@@ -55,6 +55,8 @@ class ErrorNorm:
         self.shape, self.groups, self.combine, self.user_norm = shape, groups, combine, norm
         self.root_n = math.sqrt(y0.numel() // groups)
         self._last: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        # the scale atol + rtol max(|y0|, |y1|), rewritten each step, and its flat view
+        self._scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def rows(self, tol: Tolerance) -> Tolerance:
         """A tolerance in group rows [G, N] (for the initial step)."""
@@ -69,18 +71,30 @@ class ErrorNorm:
         abs_y1 = y1.abs()
         self._last = (y1, abs_y1)
         rtol, atol = self.rtol, self.atol  # floats as cached tensors: no cast per step
-        scale = torch.maximum(abs_y0, abs_y1).mul_(
+        scale, scale_flat = self._scale_buffer(abs_y1)
+        torch.maximum(abs_y0, abs_y1, out=scale).mul_(
             constant(rtol, abs_y1) if isinstance(rtol, float) else rtol).add_(
             constant(atol, abs_y1) if isinstance(atol, float) else atol)
-        scaled = errors.div_(scale.view(-1))
+        scaled = errors.div_(scale_flat)
         if self.user_norm is not None:
             return self._user(scaled, dt)
         if isinstance(dt, float):  # one group: one host synchronisation
             size = dt / self.root_n
             return self.combine([size * n for n in torch.linalg.vector_norm(
                 scaled, dim=-1).tolist()])
+        size = dt / self.root_n  # float64 [G]: the product below is float64 (exact promotion)
+        if len(scaled) == 1:
+            return self.combine([torch.linalg.vector_norm(scaled.view(self.groups, -1), dim=-1)
+                                 * size])
         norms = torch.linalg.vector_norm(scaled.view(len(scaled), self.groups, -1), dim=-1)
-        return self.combine((norms.double() * (dt / self.root_n)).unbind(0))
+        return self.combine((norms * size).unbind(0))
+
+    def _scale_buffer(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scale's buffer in the state's layout and its flat view (made on first use)."""
+        if self._scale is None or self._scale[0].shape != like.shape:
+            scale = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+            self._scale = (scale, scale.view(-1))
+        return self._scale
 
     def _user(self, scaled: torch.Tensor, dt: Scalar) -> Scalar:
         assert self.user_norm is not None

@@ -123,16 +123,18 @@ class PIDController(AdaptiveController):
             factor = factor * history[0] ** (-b2 * exponent)
         if self.dcoeff != 0.0:
             factor = factor * history[1] ** (-self.dcoeff * exponent)
-        factor = clip(factor, self.factor_min, self.factor_max)
-        if tensor:
-            factor = torch.where(accept, factor, torch.clamp(factor, max=1.0))
+        if tensor:  # [factor_min, factor_max], or [factor_min, 1] after a rejection
+            upper = torch.where(accept, constant(self.factor_max, factor), constant(1.0, factor))
+            factor = torch.clamp(factor, constant(self.factor_min, factor), upper)
             if self.uses_history:
                 history = (torch.where(accept, r, history[0]),
                            torch.where(accept, history[0], history[1]))
-        elif accept:
-            history = (r, history[0])
         else:
-            factor = min(factor, 1.0)
+            factor = clip(factor, self.factor_min, self.factor_max)
+            if accept:
+                history = (r, history[0])
+            else:
+                factor = min(factor, 1.0)
         return accept, factor, history
 
 
