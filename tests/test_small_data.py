@@ -100,6 +100,14 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert "held out in time, not by trajectory" in output
     assert "ensemble of 3 members (3 finished)" in output
     assert "model: ensemble of 3 members (mean and 5-95% band): neural ODE (MLP 8 x 1" in output
+    # the band calibrated on the 4 series' validation rows (one row of 2 states each)
+    calibration = config["model"]["band_calibration"]
+    assert calibration["points"] == 8 and calibration["scale"] > 0
+    assert run.model.band_calibration == calibration
+    from tidal.report.build import band_caption
+
+    assert "calibrated on validation data" in band_caption(run.model)
+    assert "of 8 validation observations" in band_caption(run.model)
 
 
 def test_predict_gives_the_band_of_an_ensemble(ensemble_run):
@@ -364,3 +372,58 @@ def test_one_training_series_is_fitted_by_multiple_shooting_unless_told_otherwis
                              (TrainConfig(shooting_segments=3), 1, ModelOptions()),
                              (TrainConfig(), 1, ModelOptions(augment=1))):
         assert single_series_config(config, n, model) == config
+
+
+def _decay_series(rng: np.random.Generator, n: int, sigma: float) -> Trajectories:
+    """`n` series y0 exp(-t) (y0 uniform in [1, 2]^2) at 0 and 60 times on (0, 2], each
+    entry with N(0, sigma^2) noise."""
+    times = [np.concatenate([[0.0], np.sort(rng.uniform(0, 2, 60))]) for _ in range(n)]
+    return Trajectories(times, [rng.uniform(1, 2, 2) * np.exp(-t)[:, None]
+                                + rng.normal(0, sigma, (61, 2)) for t in times])
+
+
+def test_conformal_scale_is_the_rank_of_the_split_conformal_quantile():
+    from tidal.training.band_calibration import band_scores, conformal_scale
+
+    scores = np.arange(1.0, 11.0)[::-1]  # ceil(11 x 0.9) = 10th smallest of 1..10
+    assert conformal_scale(scores, 0.9) == 10.0
+    assert conformal_scale(scores, 0.5) == 6.0  # ceil(5.5) = 6th
+    assert conformal_scale(scores[-3:], 0.9) == 3.0  # too few for the rank: the largest
+    # a band [m - 1, m + 2] needs s = 0.5 for y = m + 1 and s = 3 for y = m - 3
+    np.testing.assert_allclose(band_scores(np.array([1.0, -3.0]), np.zeros(2), -np.ones(2),
+                                           2 * np.ones(2)), [0.5, 3.0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["trajectory", "time"])
+def test_a_band_calibrated_on_validation_data_covers_fresh_data_at_nominal(split):
+    """Members that follow the true flow y0 exp(-t) with half the true noise sd: predicted
+    from a noisy first observation, the error e0 exp(-t) - e_t is normal with twice the
+    sd the band assumes, so it holds P(|z| < 1.645 / 2) = 58.9% of fresh observations; the
+    band calibrated on validation data is scaled by 2 (the normal's quantile ratio) and holds
+    90% of fresh ones (1440 entries: binomial sd 0.8%)."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+    from tidal.training.ensemble import calibrate_band
+
+    rng = np.random.default_rng(2)
+    sigma = 0.1
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(2)], observation_noise=[sigma / 2] * 2)
+    model = model.to(torch.float64)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    series = _decay_series(rng, 8, sigma)
+    if split == "time":  # the validation rows after each series' first 50%
+        train, val, _ = split_in_time(series, 0.5, 0.0)
+    else:
+        train, val = series[[0]], series
+    calibration = calibrate_band(model, scaling, train, val)
+    assert calibration is not None and calibration["points"] == 8 * 2 * (30 if split == "time"
+                                                                         else 60)
+    assert calibration["scale"] == pytest.approx(2.0, abs=0.2)
+    run = SimpleNamespace(model=model, dtype=torch.float64, scaling=scaling)
+    fresh = _decay_series(rng, 12, sigma)
+    assert abs(band_coverage(run, fresh, skip_start=True) - 0.589) < 0.04
+    model.band_calibration = calibration
+    assert abs(band_coverage(run, fresh, skip_start=True) - 0.9) < 0.03
