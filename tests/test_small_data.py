@@ -361,17 +361,28 @@ def test_a_split_in_time_validates_each_series_carried_on_from_its_start():
     assert other.val_continued is None
 
 
-def test_one_training_series_is_fitted_by_multiple_shooting_unless_told_otherwise():
+def test_few_training_series_are_fitted_by_multiple_shooting_unless_told_otherwise():
     from tidal.training import TrainConfig
-    from tidal.training.pipeline import SINGLE_SERIES_SEGMENTS, ModelOptions, single_series_config
+    from tidal.training.pipeline import (
+        FEW_SERIES_SEGMENTS,
+        SINGLE_SERIES_SEGMENTS,
+        ModelOptions,
+        small_data_config,
+    )
 
-    chosen = single_series_config(TrainConfig(), 1, ModelOptions())
+    chosen = small_data_config(TrainConfig(), 1, ModelOptions())
     assert (chosen.shooting_segments, chosen.horizons) == (SINGLE_SERIES_SEGMENTS, (1.0,))
-    for config, n, model in ((TrainConfig(), 2, ModelOptions()),
+    for n in (2, TIME_SPLIT_BELOW - 1):  # shooting, then the default curriculum
+        chosen = small_data_config(TrainConfig(), n, ModelOptions())
+        assert (chosen.shooting_segments, chosen.horizons) == (FEW_SERIES_SEGMENTS,
+                                                               TrainConfig().horizons)
+    for config, n, model in ((TrainConfig(), TIME_SPLIT_BELOW, ModelOptions()),
                              (TrainConfig(horizons=(0.5, 1.0)), 1, ModelOptions()),
                              (TrainConfig(shooting_segments=3), 1, ModelOptions()),
-                             (TrainConfig(), 1, ModelOptions(augment=1))):
-        assert single_series_config(config, n, model) == config
+                             (TrainConfig(), 1, ModelOptions(augment=1)),
+                             (TrainConfig(), 3, ModelOptions(augment=1)),
+                             (TrainConfig(epochs=3), 3, ModelOptions())):  # 4 stages
+        assert small_data_config(config, n, model) == config
 
 
 def _decay_series(rng: np.random.Generator, n: int, sigma: float) -> Trajectories:
