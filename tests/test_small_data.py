@@ -110,6 +110,21 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert "of 8 validation observations" in band_caption(run.model)
 
 
+def test_a_damaged_band_calibration_is_refused_on_loading(ensemble_run, tmp_path):
+    import shutil
+
+    from tidal._errors import InvalidArgumentError
+
+    path, _ = ensemble_run
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["band_calibration"]["scale"] = -1.0
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidArgumentError, match=r"band_calibration\.scale"):
+        load_run(copy)
+
+
 def test_predict_gives_the_band_of_an_ensemble(ensemble_run):
     path, _ = ensemble_run
     result = invoke("predict", str(path), "--y0", "1.5,1.0", "--t", "0:4:1")
