@@ -99,7 +99,8 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
     assert "held out in time, not by trajectory" in output
     assert "ensemble of 3 members (3 finished)" in output
-    assert "model: ensemble of 3 members (mean and 5-95% band): neural ODE (MLP 8 x 1" in output
+    assert ("model: ensemble of 3 members (mean and 5-95% band, calibrated on 8 validation "
+            "observations): neural ODE (MLP 8 x 1") in output
     # the band calibrated on the 4 series' validation rows (one row of 2 states each)
     calibration = config["model"]["band_calibration"]
     assert calibration["points"] == 8 and calibration["scale"] > 0
