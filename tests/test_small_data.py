@@ -454,3 +454,18 @@ def test_a_band_calibrated_on_validation_data_covers_fresh_data_at_nominal(split
     assert abs(band_coverage(run, fresh, skip_start=True) - 0.589) < 0.04
     model.band_calibration = calibration
     assert abs(band_coverage(run, fresh, skip_start=True) - 0.9) < 0.03
+
+
+def test_no_calibration_when_no_finite_factor_holds_the_validation_data():
+    """Members with no observation noise and no spread give a band of no width: no factor
+    widens it to hold noisy observations, so the band stays uncalibrated (None), and a run
+    without validation data has none either."""
+    from tidal.models import NeuralODE
+    from tidal.training.ensemble import calibrate_band
+
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(2)], observation_noise=[0.0] * 2)
+    model = model.to(torch.float64)
+    series = _decay_series(np.random.default_rng(3), 2, 0.1)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    assert calibrate_band(model, scaling, series[[0]], series) is None
+    assert calibrate_band(model, scaling, series, None) is None

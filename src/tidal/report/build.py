@@ -241,7 +241,7 @@ def band_caption(model: Ensemble) -> str:
     """BAND_CAPTION and how the band was calibrated (`tidal.training.band_calibration`)."""
     calibration = model.band_calibration
     if calibration is None:
-        return BAND_CAPTION + " The band is not calibrated (the run had no validation data)."
+        return BAND_CAPTION + " The band is not calibrated on validation data."
     return (BAND_CAPTION + f" The band is calibrated on validation data: scaled by "
             f"{significant(calibration['scale'])} about the members' mean so that it holds 90% "
             f"of {calibration['points']} validation observations ({_e(calibration['data'])}); "

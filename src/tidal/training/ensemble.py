@@ -40,6 +40,8 @@ from tidal.training.trainer import write_history
 
 #: The seed of member k is `config.seed + SEED_STRIDE * k`.
 SEED_STRIDE = 1000
+#: The largest band calibration factor stored (config.json's bound); larger: uncalibrated.
+MAX_SCALE = 1e300
 #: Starts drawn per member around a noisy observed start (`predictive_quantiles`).
 START_DRAWS = 16
 
@@ -208,7 +210,8 @@ def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
     (noisy) observation with the start's noise in the band: a split in time (`val`
     continuing `train`'s series) from each training series' first observation through
     its validation rows, scoring those rows; else each validation trajectory from its first
-    observation, scoring the later ones. None without validation data."""
+    observation, scoring the later ones. None without validation rows, or when no finite
+    factor covers 90% of them (members that fail to solve, or a band of no width)."""
     if val is None:
         return None
     continued = continuations(train, val)
@@ -223,10 +226,11 @@ def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
         score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
         scores.append(score[mask & (times > end)[:, None]])
     points = np.concatenate(scores)
-    if points.size == 0:
+    points = np.where(np.isnan(points), np.inf, points)  # NaN: a member failed
+    scale = conformal_scale(points, BAND_LEVEL) if points.size else np.inf
+    if not 0 < scale <= MAX_SCALE:  # no validation rows, or no finite band holds them
         return None
     where = ("the validation rows of each series, carried on from its first observation"
              if continued is not None else "the validation trajectories after their first "
              "observations")
-    return {"scale": conformal_scale(points, BAND_LEVEL), "points": int(points.size),
-            "data": where}
+    return {"scale": scale, "points": int(points.size), "data": where}
