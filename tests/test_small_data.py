@@ -421,7 +421,6 @@ def test_conformal_scale_is_the_rank_of_the_split_conformal_quantile():
                                            2 * np.ones(2)), [0.5, 3.0])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("split", ["trajectory", "time"])
 def test_a_band_calibrated_on_validation_data_covers_fresh_data_at_nominal(split):
     """Members that follow the true flow y0 exp(-t) with half the true noise sd: predicted
