@@ -29,9 +29,9 @@ Cases (issue 19's acceptance):
   (same sampling and noise; --coverage-systems names them), an ensemble of K
   (--workers N: members in N processes); on 20 fresh noisy trajectories predicted from their
   first observations, the fraction of the later observations inside the 5-95% predictive
-  band (target 80-98%) with the start's noise in the band (`noisy_start=True`) and without
-  ("exact_start"), the band's mean width as a fraction of the range, and the held-out RMSE
-  of the members' mean.
+  band (target 80-98%; the start's noise in the band, `noisy_start=True`) calibrated on the
+  validation data (`calibrate_band`: its scale and number of points) and uncalibrated, the
+  band's mean width as a fraction of the range, and the held-out RMSE of the members' mean.
 
 Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags);
 --config sets TrainConfig fields (JSON).
@@ -126,7 +126,8 @@ def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict
     return {"seed": seed, "status": result.status, "seconds": seconds,
             "frequency": frequency,
             "frequency_error": abs(frequency - TRUE_FREQUENCY) / TRUE_FREQUENCY,
-            "heldout": float(rmse.max()), "warnings": warnings}
+            "heldout": float(rmse.max()), "val_loss": result.best_val_loss,
+            "warnings": warnings}
 
 
 def lotka_volterra_data(seed: int) -> tuple[Trajectories, np.ndarray, np.ndarray]:
@@ -192,7 +193,8 @@ def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> 
             "baseline_in": baseline_in, "model_in": model_in, "in_ratio": model_in / baseline_in,
             "trained": trained, "train_ratio": model_train / baseline_train,
             "baseline_forecast": baseline_out, "model_forecast": model_out,
-            "forecast_ratio": model_out / baseline_out, "warnings": warnings}
+            "forecast_ratio": model_out / baseline_out, "val_loss": result.best_val_loss,
+            "warnings": warnings}
 
 
 def _warnings(run_dir: str) -> list[str]:
@@ -217,11 +219,15 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
         with tempfile.TemporaryDirectory() as folder:
             _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
             row[f"{name}_heldout"] = float(heldout_rmse(run, fresh).max())
-            for start, key in ((True, ""), (False, "_exact_start")):
+            calibration = run.model.band_calibration or {}
+            row[f"{name}_scale"] = calibration.get("scale", math.nan)
+            row[f"{name}_points"] = calibration.get("points", 0)
+            for calibrated, key in ((True, ""), (False, "_uncalibrated")):
                 inside, total, widths = 0, 0, []
                 for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
                     low, high = predictive_quantiles(run, np.array(values[0]), times,
-                                                     (0.05, 0.95), noisy_start=start)
+                                                     (0.05, 0.95), noisy_start=True,
+                                                     calibrated=calibrated)
                     later = mask[1:]
                     inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later]
                                   .sum())
@@ -244,20 +250,20 @@ CASES: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {
     "coverage": coverage_case}
 COLUMNS = {
     "oscillator": [("seed", "{}"), ("status", "{}"), ("frequency", "{:.3f}"),
-                   ("frequency_error", "{:.1%}"), ("heldout", "{:.1%}"), ("seconds", "{:.0f}"),
-                   ("warnings", "{}")],
+                   ("frequency_error", "{:.1%}"), ("heldout", "{:.1%}"), ("val_loss", "{:.4g}"),
+                   ("seconds", "{:.0f}"), ("warnings", "{}")],
     "lotka-volterra": [("seed", "{}"), ("status", "{}"), ("baseline_in", "{:.3f}"),
                        ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
                        ("train_ratio", "{:.2f}"),
                        ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
-                       ("forecast_ratio", "{:.2f}"), ("seconds", "{:.0f}"),
+                       ("forecast_ratio", "{:.2f}"), ("val_loss", "{:.4g}"),
+                       ("seconds", "{:.0f}"),
                        ("warnings", "{}")],
-    "coverage": [("seed", "{}"), ("oscillator_coverage", "{:.1%}"),
-                 ("oscillator_width", "{:.1%}"), ("oscillator_coverage_exact_start", "{:.1%}"),
-                 ("oscillator_heldout", "{:.1%}"),
-                 ("toggle_coverage", "{:.1%}"), ("toggle_width", "{:.1%}"),
-                 ("toggle_coverage_exact_start", "{:.1%}"),
-                 ("toggle_heldout", "{:.1%}")]}
+    "coverage": [("seed", "{}")] + [
+        (f"{system}_{column}", fmt) for system in ("oscillator", "toggle")
+        for column, fmt in (("coverage", "{:.1%}"), ("width", "{:.1%}"), ("scale", "{:.3g}"),
+                            ("points", "{}"), ("coverage_uncalibrated", "{:.1%}"),
+                            ("width_uncalibrated", "{:.1%}"), ("heldout", "{:.1%}"))]}
 
 
 def main(argv: list[str] | None = None) -> None:

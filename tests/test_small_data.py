@@ -99,7 +99,31 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
     assert "held out in time, not by trajectory" in output
     assert "ensemble of 3 members (3 finished)" in output
-    assert "model: ensemble of 3 members (mean and 5-95% band): neural ODE (MLP 8 x 1" in output
+    assert ("model: ensemble of 3 members (mean and 5-95% band, calibrated on 8 validation "
+            "observations): neural ODE (MLP 8 x 1") in output
+    # the band calibrated on the 4 series' validation rows (one row of 2 states each)
+    calibration = config["model"]["band_calibration"]
+    assert calibration["points"] == 8 and calibration["scale"] > 0
+    assert run.model.band_calibration == calibration
+    from tidal.report.build import band_caption
+
+    assert "calibrated on validation data" in band_caption(run.model)
+    assert "of 8 validation observations" in band_caption(run.model)
+
+
+def test_a_damaged_band_calibration_is_refused_on_loading(ensemble_run, tmp_path):
+    import shutil
+
+    from tidal._errors import InvalidArgumentError
+
+    path, _ = ensemble_run
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["band_calibration"]["scale"] = -1.0
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidArgumentError, match=r"band_calibration\.scale"):
+        load_run(copy)
 
 
 def test_predict_gives_the_band_of_an_ensemble(ensemble_run):
@@ -353,14 +377,94 @@ def test_a_split_in_time_validates_each_series_carried_on_from_its_start():
     assert other.val_continued is None
 
 
-def test_one_training_series_is_fitted_by_multiple_shooting_unless_told_otherwise():
+def test_few_training_series_are_fitted_by_multiple_shooting_unless_told_otherwise():
     from tidal.training import TrainConfig
-    from tidal.training.pipeline import SINGLE_SERIES_SEGMENTS, ModelOptions, single_series_config
+    from tidal.training.pipeline import (
+        FEW_SERIES_SEGMENTS,
+        SINGLE_SERIES_SEGMENTS,
+        ModelOptions,
+        small_data_config,
+    )
 
-    chosen = single_series_config(TrainConfig(), 1, ModelOptions())
+    chosen = small_data_config(TrainConfig(), 1, ModelOptions())
     assert (chosen.shooting_segments, chosen.horizons) == (SINGLE_SERIES_SEGMENTS, (1.0,))
-    for config, n, model in ((TrainConfig(), 2, ModelOptions()),
+    for n in (2, TIME_SPLIT_BELOW - 1):  # shooting, then the default curriculum
+        chosen = small_data_config(TrainConfig(), n, ModelOptions())
+        assert (chosen.shooting_segments, chosen.horizons) == (FEW_SERIES_SEGMENTS,
+                                                               TrainConfig().horizons)
+    for config, n, model in ((TrainConfig(), TIME_SPLIT_BELOW, ModelOptions()),
                              (TrainConfig(horizons=(0.5, 1.0)), 1, ModelOptions()),
                              (TrainConfig(shooting_segments=3), 1, ModelOptions()),
-                             (TrainConfig(), 1, ModelOptions(augment=1))):
-        assert single_series_config(config, n, model) == config
+                             (TrainConfig(), 1, ModelOptions(augment=1)),
+                             (TrainConfig(), 3, ModelOptions(augment=1)),
+                             (TrainConfig(epochs=3), 3, ModelOptions())):  # 4 stages
+        assert small_data_config(config, n, model) == config
+
+
+def _decay_series(rng: np.random.Generator, n: int, sigma: float) -> Trajectories:
+    """`n` series y0 exp(-t) (y0 uniform in [1, 2]^2) at 0 and 60 times on (0, 2], each
+    entry with N(0, sigma^2) noise."""
+    times = [np.concatenate([[0.0], np.sort(rng.uniform(0, 2, 60))]) for _ in range(n)]
+    return Trajectories(times, [rng.uniform(1, 2, 2) * np.exp(-t)[:, None]
+                                + rng.normal(0, sigma, (61, 2)) for t in times])
+
+
+def test_conformal_scale_is_the_rank_of_the_split_conformal_quantile():
+    from tidal.training.band_calibration import band_scores, conformal_scale
+
+    scores = np.arange(1.0, 11.0)[::-1]  # ceil(11 x 0.9) = 10th smallest of 1..10
+    assert conformal_scale(scores, 0.9) == 10.0
+    assert conformal_scale(scores, 0.5) == 6.0  # ceil(5.5) = 6th
+    assert conformal_scale(scores[-3:], 0.9) == 3.0  # too few for the rank: the largest
+    # a band [m - 1, m + 2] needs s = 0.5 for y = m + 1 and s = 3 for y = m - 3
+    np.testing.assert_allclose(band_scores(np.array([1.0, -3.0]), np.zeros(2), -np.ones(2),
+                                           2 * np.ones(2)), [0.5, 3.0])
+
+
+@pytest.mark.parametrize("split", ["trajectory", "time"])
+def test_a_band_calibrated_on_validation_data_covers_fresh_data_at_nominal(split):
+    """Members that follow the true flow y0 exp(-t) with half the true noise sd: predicted
+    from a noisy first observation, the error e0 exp(-t) - e_t is normal with twice the
+    sd the band assumes, so it holds P(|z| < 1.645 / 2) = 58.9% of fresh observations; the
+    band calibrated on validation data is scaled by 2 (the normal's quantile ratio) and holds
+    90% of fresh ones (1440 entries: binomial sd 0.8%)."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+    from tidal.training.ensemble import calibrate_band
+
+    rng = np.random.default_rng(2)
+    sigma = 0.1
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(2)], observation_noise=[sigma / 2] * 2)
+    model = model.to(torch.float64)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    series = _decay_series(rng, 8, sigma)
+    if split == "time":  # the validation rows after each series' first 50%
+        train, val, _ = split_in_time(series, 0.5, 0.0)
+    else:
+        train, val = series[[0]], series
+    calibration = calibrate_band(model, scaling, train, val)
+    assert calibration is not None and calibration["points"] == 8 * 2 * (30 if split == "time"
+                                                                         else 60)
+    assert calibration["scale"] == pytest.approx(2.0, abs=0.2)
+    run = SimpleNamespace(model=model, dtype=torch.float64, scaling=scaling)
+    fresh = _decay_series(rng, 12, sigma)
+    assert abs(band_coverage(run, fresh, skip_start=True) - 0.589) < 0.04
+    model.band_calibration = calibration
+    assert abs(band_coverage(run, fresh, skip_start=True) - 0.9) < 0.03
+
+
+def test_no_calibration_when_no_finite_factor_holds_the_validation_data():
+    """Members with no observation noise and no spread give a band of no width: no factor
+    widens it to hold noisy observations, so the band stays uncalibrated (None), and a run
+    without validation data has none either."""
+    from tidal.models import NeuralODE
+    from tidal.training.ensemble import calibrate_band
+
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(2)], observation_noise=[0.0] * 2)
+    model = model.to(torch.float64)
+    series = _decay_series(np.random.default_rng(3), 2, 0.1)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    assert calibrate_band(model, scaling, series[[0]], series) is None
+    assert calibrate_band(model, scaling, series, None) is None

@@ -232,7 +232,9 @@ def _train_options(function):
                      help="Early stopping patience in epochs (0: never)."),
         click.option("--shooting-segments", default=1, show_default=True,
                      help="Multiple shooting: a first stage fits this many segments of each "
-                          "trajectory, each from its own estimated start (1: off)."),
+                          "trajectory, each from its own estimated start (1: off; with "
+                          "fewer than 12 training series and the default --horizons, "
+                          "4, or 6 then whole series for one)."),
         click.option("--shooting-weight", default=1.0, show_default=True,
                      help="Weight of the gaps between consecutive segments."),
         click.option("--width", default=64, show_default=True),

@@ -48,11 +48,14 @@ class Ensemble(NeuralODE):
             trajectories (recorded).
         observation_noise: the observations' noise sd per state, in the data's units (used
             by `tidal.training.ensemble.predictive_quantiles`); None: not known.
+        band_calibration: how the predictive band was calibrated on held-out data
+            (`tidal.training.band_calibration`): {"scale": the factor on the mixture's spread,
+            "points": how many observations chose it, "data": which}; None: not calibrated.
     """
 
     def __init__(self, members: Sequence[NeuralODE], *, seeds: Sequence[int] | None = None,
-                 bootstrap: bool = False, observation_noise: Sequence[float] | None = None
-                 ) -> None:
+                 bootstrap: bool = False, observation_noise: Sequence[float] | None = None,
+                 band_calibration: dict[str, Any] | None = None) -> None:
         if not 1 <= len(members) <= MAX_MEMBERS:
             raise InvalidArgumentError(f"`Ensemble(members=...)` needs 1 to {MAX_MEMBERS} "
                                        f"models; got {len(members)}.")
@@ -65,6 +68,7 @@ class Ensemble(NeuralODE):
         self.bootstrap = bool(bootstrap)
         self.observation_noise = (None if observation_noise is None
                                   else [float(s) for s in observation_noise])
+        self.band_calibration = None if band_calibration is None else dict(band_calibration)
 
     def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.member_predictions(y0, ts).mean(0)
@@ -83,6 +87,8 @@ class Ensemble(NeuralODE):
                                   "seeds": self.seeds, "bootstrap": self.bootstrap}
         if self.observation_noise is not None:
             config["observation_noise"] = self.observation_noise
+        if self.band_calibration is not None:
+            config["band_calibration"] = self.band_calibration
         return config
 
     @classmethod
@@ -94,7 +100,8 @@ class Ensemble(NeuralODE):
                                        "ensemble.")
         members = [model_from_config(config["member"]) for _ in range(config["members"])]
         return cls(members, seeds=config.get("seeds"), bootstrap=config.get("bootstrap", False),
-                   observation_noise=config.get("observation_noise"))
+                   observation_noise=config.get("observation_noise"),
+                   band_calibration=config.get("band_calibration"))
 
 
 def mixture_quantiles(centres: np.ndarray, sd: np.ndarray, quantiles: Sequence[float]

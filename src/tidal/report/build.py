@@ -228,13 +228,24 @@ def _errors(run: Run, metrics: dict[str, Any]) -> str:
     return ("<h2>Error against the observations</h2><p class='caption'>RMSE as % of "
             "each state's observed range (in the data's units in brackets). Observations "
             "are noisy, so the noise level is the floor."
-            f"{BAND_CAPTION if isinstance(run.model, Ensemble) else ''}</p>"
+            f"{band_caption(run.model) if isinstance(run.model, Ensemble) else ''}</p>"
             f"<table><tr><th>split</th>{header}<th>trajectories predicted</th></tr>"
             f"{''.join(rows)}</table>")
 
 
 BAND_CAPTION = (" An ensemble's 90% band (its members' spread and the noise estimated from "
                 "the data) should hold about 90% of the observations it was not trained on.")
+
+
+def band_caption(model: Ensemble) -> str:
+    """BAND_CAPTION and how the band was calibrated (`tidal.training.band_calibration`)."""
+    calibration = model.band_calibration
+    if calibration is None:
+        return BAND_CAPTION + " The band is not calibrated on validation data."
+    return (BAND_CAPTION + f" The band is calibrated on validation data: scaled by "
+            f"{significant(calibration['scale'])} about the members' mean so that it holds 90% "
+            f"of {calibration['points']} validation observations ({_e(calibration['data'])}); "
+            "the validation split is therefore not an independent check of the band.")
 
 
 def _ude_section(ude: dict[str, Any]) -> str:

@@ -137,7 +137,10 @@ def describe_model(model: dict[str, Any]) -> str:
     kind = model.get("type", "NeuralODE")
     if kind == "Ensemble":  # tidal.models.ensemble
         sampled = ", each on a bootstrap resample" if model.get("bootstrap") else ""
-        return (f"ensemble of {model.get('members')} members (mean and 5-95% band){sampled}: "
+        calibration = model.get("band_calibration")
+        band = "5-95% band" if calibration is None else (
+            f"5-95% band, calibrated on {calibration['points']} validation observations")
+        return (f"ensemble of {model.get('members')} members (mean and {band}){sampled}: "
                 f"{describe_model(model.get('member', {}))}")
     network = model.get("vector_field") or model.get("correction") or \
         model.get("hamiltonian") or model.get("potential") or {}

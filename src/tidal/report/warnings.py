@@ -225,7 +225,8 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
             f"above the noise ({significant(100 * noise[j])}%)",
             "more data, or read the forecasts with their bands"))
     ahead = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 100)
-    low, high = predictive_quantiles(run, starts, ahead, (0.05, 0.95), noise=False)
+    low, high = predictive_quantiles(run, starts, ahead, (0.05, 0.95), noise=False,
+                                     calibrated=False)
     width = (high - low) / ranges
     j = int(np.argmax(width.max(axis=(0, 1))))
     if not width[..., j].max() <= BAND_REACH:

@@ -20,13 +20,28 @@ from tidal.data import Scaling, Trajectories
 from tidal.data.noise import noise_level
 from tidal.models import NeuralODE
 from tidal.models.ensemble import MAX_MEMBERS, Ensemble, mixture_quantiles
+from tidal.training.band_calibration import (
+    BAND,
+    BAND_LEVEL,
+    band_scores,
+    conformal_scale,
+    scale_about_mean,
+)
 from tidal.training.config import TrainConfig
-from tidal.training.fit import FitResult, TrajectoryObjective, fit, write_initial_states
+from tidal.training.fit import (
+    FitResult,
+    TrajectoryObjective,
+    continuations,
+    fit,
+    write_initial_states,
+)
 from tidal.training.run_directory import RunDirectory
 from tidal.training.trainer import write_history
 
 #: The seed of member k is `config.seed + SEED_STRIDE * k`.
 SEED_STRIDE = 1000
+#: The largest band calibration factor stored (config.json's bound); larger: uncalibrated.
+MAX_SCALE = 1e300
 #: Starts drawn per member around a noisy observed start (`predictive_quantiles`).
 START_DRAWS = 16
 
@@ -60,7 +75,8 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     Member k trains with seed `config.seed + 1000 k` (its initial weights, when `build` seeds
     them, and its batch order) on `train`, or on a bootstrap resample of `train`'s
     trajectories. Members write nothing; with `run_dir`, the ensemble writes metrics.csv (the
-    first member's loss curve) and the initial states (the members' mean). The result's
+    first member's loss curve) and the initial states (the members' mean). With `val`, the
+    predictive band is calibrated on it (`calibrate_band`, stored in the ensemble). The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
     bootstrap, the first observations: members saw different trajectories).
@@ -84,6 +100,8 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     noise = noise_level(train)
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
+    ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
+                                               getattr(torch, config.dtype))
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
                if not options.bootstrap else train.initial_states())
     if run_dir is not None:
@@ -138,7 +156,8 @@ def _summary(results: Sequence[FitResult]) -> str:
 
 def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
                          quantiles: Sequence[float] = (0.05, 0.5, 0.95), *,
-                         noise: bool = True, noisy_start: bool = False) -> np.ndarray:
+                         noise: bool = True, noisy_start: bool = False,
+                         calibrated: bool = True) -> np.ndarray:
     """Quantiles [Q, T, (B,) D] of the ensemble's predictive distribution of the states
     (user units) from initial states `y0` [D] or [B, D] at times `ts`: the mixture over
     members of normals around each member's trajectory with the run's observation noise
@@ -147,11 +166,25 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
     `noisy_start`: `y0` is an observation, as noisy as the others; each member is then run
     from `START_DRAWS` starts y0 + sigma z (`start_draws`), so the band also
     carries the start's error along the trajectory (a held-out series predicted from its first
-    observation needs it)."""
+    observation needs it).
+
+    `calibrated`: scale the mixture about its mean by the ensemble's band calibration (its
+    `band_calibration["scale"]`, chosen on validation data by `calibrate_band`), when it has
+    one; False: the members and the noise as they are."""
     model = run.model
     if not isinstance(model, Ensemble):
         raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
                                    "with --ensemble K to get predictive bands.")
+    members, sd = _mixture(model, run.scaling, run.dtype, y0, ts, noisy_start)
+    if calibrated and model.band_calibration is not None:
+        members, sd = scale_about_mean(members, sd, model.band_calibration["scale"])
+    return mixture_quantiles(members, sd if noise else np.zeros_like(sd), quantiles)
+
+
+def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarray,
+             ts: np.ndarray, noisy_start: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The predictive mixture from `y0` at `ts` (user units): its centres [K (x draws), T,
+    (B,) D] and the observation noise sd [D]."""
     y = np.array(y0, dtype=float)
     sd = np.asarray(model.observation_noise or 0.0) * np.ones(y.shape[-1])
     draws = 1
@@ -159,11 +192,45 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
         y, draws = (y + sd * start_draws(y.shape)).reshape(-1, y.shape[-1]), START_DRAWS
     with torch.no_grad():
         scaled = model.member_predictions(
-            run.scaling.scale_values(torch.as_tensor(y, dtype=run.dtype)),
-            torch.as_tensor(run.scaling.scale_times(np.asarray(ts, dtype=float))))
-    members = run.scaling.unscale_values(scaled).numpy()  # [K, T, (draws x B,) D]
+            scaling.scale_values(torch.as_tensor(y, dtype=dtype)),
+            torch.as_tensor(scaling.scale_times(np.asarray(ts, dtype=float))))
+    members = scaling.unscale_values(scaled).numpy()  # [K, T, (draws x B,) D]
     if draws > 1:  # the draws join the members in the mixture: [K x draws, T, (B,) D]
         k, t = members.shape[:2]
         members = np.moveaxis(members.reshape(k, t, draws, *np.shape(y0)), 2, 1)
         members = members.reshape(k * draws, t, *np.shape(y0))
-    return mixture_quantiles(members, sd if noise else np.zeros_like(sd), quantiles)
+    return members, sd
+
+
+def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
+                   val: Trajectories | None, dtype: torch.dtype = torch.float64
+                   ) -> dict[str, Any] | None:
+    """The band calibration (`tidal.training.band_calibration`) of `model` on the
+    validation observations, each series predicted as a held-out one is, from its first
+    (noisy) observation with the start's noise in the band: a split in time (`val`
+    continuing `train`'s series) from each training series' first observation through
+    its validation rows, scoring those rows; else each validation trajectory from its first
+    observation, scoring the later ones. None without validation rows, or when no finite
+    factor covers 90% of them (members that fail to solve, or a band of no width)."""
+    if val is None:
+        return None
+    continued = continuations(train, val)
+    if continued is not None:
+        data, ends = continued, [t[-1] for t in train.times]
+    else:
+        data, ends = val, [t[0] for t in val.times]
+    scores = []
+    for times, values, mask, end in zip(data.times, data.values, data.masks, ends):
+        members, sd = _mixture(model, scaling, dtype, values[0], times, noisy_start=True)
+        low, high = mixture_quantiles(members, sd, BAND)
+        score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
+        scores.append(score[mask & (times > end)[:, None]])
+    points = np.concatenate(scores)
+    points = np.where(np.isnan(points), np.inf, points)  # NaN: a member failed
+    scale = conformal_scale(points, BAND_LEVEL) if points.size else np.inf
+    if not 0 < scale <= MAX_SCALE:  # no validation rows, or no finite band holds them
+        return None
+    where = ("the validation rows of each series, carried on from its first observation"
+             if continued is not None else "the validation trajectories after their first "
+             "observations")
+    return {"scale": scale, "points": int(points.size), "data": where}

@@ -205,7 +205,9 @@ def _run_config() -> Schema:
     models["Ensemble"] = record(  # tidal.models.ensemble: K members of one of the kinds above
         {"type": text(), "members": integer(1, MAX_MEMBERS), "member": tagged("type", dict(models)),
          "seeds": list_of(integer(0, 2**63 - 1), 1, MAX_MEMBERS), "bootstrap": boolean},
-        {"observation_noise": list_of(number(0.0, 1e300), 1)})
+        {"observation_noise": list_of(number(0.0, 1e300), 1),
+         "band_calibration": record({"scale": number(0.0, 1e300, positive=True),
+                                     "points": integer(1, 2**63 - 1), "data": text()})})
     states = list_of(text(), 1, MAX_STATES, unique=True)
     return record({
         "tidal_version": text(),
