@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tidal
+from stiff_problems import float64_default  # noqa: F401  (an autouse fixture: float64, restored)
 from tidal.data import Scaling, simulate
 
 _EXAMPLE = Path(__file__).parents[1] / "examples" / "stiff_rober_training.py"
@@ -35,7 +36,6 @@ def test_rober_rates_recovered_through_rodas5p() -> None:
     below 25 % of each species' range and to a quarter of the initial model's. (B's level
     moves with k1 / k2: rates 10 % off already give ~16 % of B's range.)"""
     example = _example()
-    torch.set_default_dtype(torch.float64)
     data = simulate("rober", 2, t_span=(0.0, 10.0), n_obs=10, noise=0.0, seed=0)
     observed = np.concatenate(data.values)
     ranges = np.ptp(observed, axis=0)
