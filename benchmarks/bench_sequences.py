@@ -4,7 +4,8 @@ several seeds; and the cost of an ODE-RNN pass on the union grid against per-sam
 
     .venv/bin/python benchmarks/bench_sequences.py [--seeds 0 1 2] [--epochs 6] [--train 96]
         [--data reference|varied] [--models GRUDelta ...]
-        [--tasks interpolation extrapolation] [--skip-grid-costs]
+        [--tasks interpolation extrapolation] [--skip-grid-costs] [--lr 1e-2]
+        [--obs-std 0.1] [--progress N]
 
 Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], half of the
 points observed): `--data reference` (the default) is the reference implementation's family
@@ -16,7 +17,9 @@ every point of the second half. Each model trains on its own natural objective: 
 prediction (GRUDelta, ODERNN: the readout before each update), the negative ELBO (LatentODE),
 and for NeuralCDE (whose readout at an observed point could copy it) the prediction of 30% of
 the observed points hidden from its input. Adam at lr 1e-2 with a cosine decay, gradients
-clipped to norm 10 (`--lr` sets the initial rate). Prints mean and spread (min-max / 2) over seeds.
+clipped to norm 10 (`--lr` sets the initial rate). The latent ODE's likelihood has the
+observation noise `--obs-std` (0.1; the reference implementation's is 0.01). Prints mean and
+spread (min-max / 2) over seeds.
 """
 
 from __future__ import annotations
