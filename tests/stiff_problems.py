@@ -7,7 +7,10 @@ computing one Jacobian per step, and asserts that every step succeeded. The loop
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,6 +23,16 @@ from tidal.solvers.implicit_step import implicit_step
 from tidal.solvers.jacobian import BatchedJacobian
 from tidal.solvers.rosenbrock import RosenbrockTableau
 from tidal.solvers.rosenbrock_step import rosenbrock_step
+
+
+def load_example(name: str) -> ModuleType:
+    """The module examples/NAME.py, imported from its file (examples are not a package)."""
+    path = Path(__file__).parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

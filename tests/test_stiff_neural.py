@@ -5,7 +5,6 @@ a GELU field trained on ROBER through Rodas5P against a scipy Radau reference.""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,14 +14,13 @@ import pytest
 import torch
 
 import tidal
+from stiff_problems import load_example
 from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories, simulate
 from tidal.models import NeuralODE
 from tidal.nn import MLP
 from tidal.training import ModelOptions, TrainConfig, fit, load_run, save_run
 from tidal.training.rates import time_scales, with_rate_scales
-
-_EXAMPLE = Path(__file__).parents[1] / "examples" / "stiff_rober_neural.py"
 
 
 def _relaxations(taus: tuple[float, ...]) -> tuple[Trajectories, np.ndarray]:
@@ -107,13 +105,6 @@ def test_a_model_solved_by_an_implicit_or_stiff_method_saves_and_loads(tmp_path:
         NeuralODE(field, solver=tidal.Rodas5P(jac=lambda t, y: y)).config()
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("stiff_rober_neural", _EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.slow
 def test_gelu_field_learns_rober_through_rodas5p() -> None:
@@ -126,7 +117,7 @@ def test_gelu_field_learns_rober_through_rodas5p() -> None:
     random B output times B's rate scale grows without bound) and below a third of the error
     of predicting no change at all (y(t) = y0: ~1, as B rises from 0 to its range).
     Measured: 0.092 (median 0.0014) after 40 epochs, ~10 s CPU for the fit."""
-    example = _example()
+    example = load_example("stiff_rober_neural")
     data = simulate("rober", 3, t_span=(0.0, 10.0), n_obs=12, noise=0.0, irregular=False,
                     seed=0)
     scaling = Scaling.fit(data)
@@ -166,7 +157,7 @@ def test_the_report_solves_a_stiff_true_system_with_a_stiff_method() -> None:
     ts = np.array([0.0, 1e-4, 1.0, 1e2, 1e4, 1e5])
     y0 = np.array([[1.0, 0.0, 0.0], [0.6, 0.0, 0.0]])
     ours = true_trajectories(SYSTEMS["rober"], y0, ts)
-    example = _example()
+    example = load_example("stiff_rober_neural")
     for b in range(2):
         reference = example.reference(y0[b], ts)
         np.testing.assert_allclose(ours[:, b], reference, rtol=1e-5, atol=1e-9)

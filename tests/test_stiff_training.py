@@ -4,27 +4,15 @@ true rates."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import tidal
-from stiff_problems import float64_default  # noqa: F401  (an autouse fixture: float64, restored)
+from stiff_problems import float64_default, load_example  # noqa: F401  (float64_default: an autouse fixture)
 from tidal.data import Scaling, simulate
-
-_EXAMPLE = Path(__file__).parents[1] / "examples" / "stiff_rober_training.py"
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location("stiff_rober_training", _EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -35,7 +23,7 @@ def test_rober_rates_recovered_through_rodas5p() -> None:
     and the error of two held-out trajectories against scipy's Radau (rtol 1e-10) falls
     below 25 % of each species' range and to a quarter of the initial model's. (B's level
     moves with k1 / k2: rates 10 % off already give ~16 % of B's range.)"""
-    example = _example()
+    example = load_example("stiff_rober_training")
     data = simulate("rober", 2, t_span=(0.0, 10.0), n_obs=10, noise=0.0, seed=0)
     observed = np.concatenate(data.values)
     ranges = np.ptp(observed, axis=0)
