@@ -15,7 +15,7 @@ import torch
 import tidal
 from tidal.data import Scaling, System, Trajectories, simulate
 from tidal.data.noise import noise_level
-from tidal.data.spectrum import dominant_frequency
+from tidal.data.spectrum import dominant_frequency, half_cycles_observed
 from tidal.models import Ensemble, NeuralODE
 from tidal.nn import MLP
 from tidal.report import evaluate_run
@@ -39,8 +39,13 @@ OSCILLATOR = System("damped-oscillator", ("x", "v"), {"w": W, "zeta": ZETA}, _os
 
 def linear_model(w: float, zeta: float) -> NeuralODE:
     """A NeuralODE whose field is (v, -w^2 x - 2 zeta w v) up to O(EPS^2)."""
+    return matrix_model([[0.0, 1.0], [-w * w, -2 * zeta * w]])
+
+
+def matrix_model(matrix: list[list[float]]) -> NeuralODE:
+    """A NeuralODE whose field is y -> matrix y (2 states) up to O(EPS^2)."""
     field = MLP(2, width=2, depth=1).to(torch.float64)
-    a = torch.tensor([[0.0, 1.0], [-w * w, -2 * zeta * w]], dtype=torch.float64)
+    a = torch.tensor(matrix, dtype=torch.float64)
     with torch.no_grad():
         first, last = field.net[0], field.net[2]
         first.weight.copy_(EPS * torch.eye(2))
@@ -114,6 +119,46 @@ def test_the_periodogram_peak_is_at_a_sinusoid_frequency():
     assert abs(peak.frequency - 1.7) < 0.05 and peak.power > 0.8
     # below 1.5 cycles per span nothing counts as an oscillation
     assert dominant_frequency([(t, np.sin(1.7 * t))], 20.0, 1.5 * 2 * math.pi / 20) is None
+
+
+def _decay_chain(t: torch.Tensor, y: torch.Tensor, p: Mapping[str, float]) -> torch.Tensor:
+    return torch.stack((-p["k1"] * y[..., 0], p["k1"] * y[..., 0] - p["k2"] * y[..., 1]), -1)
+
+
+#: a -> b -> (nothing) with rates 0.03 and 1e-3, observed at log-spaced times (as ROBER is)
+DECAY_CHAIN = System("decay-chain", ("a", "b"), {"k1": 0.03, "k2": 1e-3}, _decay_chain,
+                     (0.0, 1e4), ((0.5, 1.0), (0.0, 0.2)), ((0.0, 1.0), (0.0, 1.0)), None,
+                     "a' = -k1 a, b' = k1 a - k2 b", first_obs=1e-3)
+
+
+def test_half_cycles_observed_counts_the_cycles_that_hold_an_observation():
+    """Period 2 on a span of 10: 10 half-cycles [0, 1), [1, 2), ..., [9, 10]. An even grid of 11
+    times fills all of them; the log-spaced 0, 1e-3, 1e-2, 0.1, 1, 10 fill [0, 1), [1, 2) and
+    [9, 10]."""
+    assert half_cycles_observed([np.linspace(0, 10, 11)], math.pi, 10.0) == 1.0
+    log_spaced = np.array([0.0, 1e-3, 1e-2, 0.1, 1.0, 10.0])
+    assert half_cycles_observed([log_spaced], math.pi, 10.0) == pytest.approx(0.3)
+    assert half_cycles_observed([np.linspace(0, 10, 11), log_spaced], math.pi, 10.0
+                                ) == pytest.approx(0.65)
+    # a series that ends early fills only its own half-cycles of the common span
+    assert half_cycles_observed([np.linspace(0, 1.5, 4)], math.pi, 10.0) == pytest.approx(0.2)
+
+
+def test_log_spaced_decays_do_not_raise_a_frequency_warning(tmp_path):
+    """The exact model of a decay chain observed as ROBER is: its data have a periodogram peak
+    above the oscillation threshold (the periodogram alone would call them oscillating), yet
+    no warning is raised: most half-cycles of that peak hold no observation."""
+    from tidal.report.warnings import OSCILLATION_POWER
+
+    data = simulate(DECAY_CHAIN, 6, n_obs=30, noise=0.01, seed=0)
+    span = data.t_span[1] - data.t_span[0]
+    observed = [(t, v[:, 0]) for t, v in zip(data.times, data.values)]
+    assert dominant_frequency(observed, span, math.pi * 30 / span).power > OSCILLATION_POWER
+    save_run(tmp_path, matrix_model([[-0.03, 0.0], [0.03, -1e-3]]), Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["a", "b"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
+    run = load_run(tmp_path)
+    assert [w.kind for w in fit_warnings(run, evaluate_run(run))] == []
 
 
 def ensemble_warnings(tmp_path, members: list[tuple[float, float]]):

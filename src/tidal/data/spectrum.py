@@ -1,7 +1,9 @@
-"""`dominant_frequency`: the angular frequency at which irregularly sampled series oscillate."""
+"""`dominant_frequency`: the angular frequency at which irregularly sampled series oscillate;
+`half_cycles_observed`: whether their sampling shows the cycles of such a frequency at all."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,3 +44,21 @@ def dominant_frequency(series: Sequence[tuple[np.ndarray, np.ndarray]], span: fl
     mean = np.mean(powers, axis=0)
     best = int(np.argmax(mean))
     return Peak(float(grid[best]), float(mean[best]), float(resolution))
+
+
+def half_cycles_observed(times: Sequence[np.ndarray], frequency: float, span: float) -> float:
+    """The fraction of the half-periods pi / `frequency` of [t_0, t_0 + `span`] (t_0: a
+    series' first time; `span` as in `dominant_frequency`) that hold at least one of a series'
+    observation `times`, averaged over the series.
+
+    A periodogram peak says little where most cycles hold no observation: a decay sampled at
+    log-spaced times (most observations early, a few late; ROBER's) looks like a step, which a
+    slow sinusoid fits well, though no cycle of it is seen."""
+    half = np.pi / frequency
+    count = max(1, math.ceil(span / half - 1e-9))
+    fractions = []
+    for t in times:
+        t = np.asarray(t, dtype=float)
+        which = np.clip(((t - t.min()) / half).astype(int), 0, count - 1)
+        fractions.append(np.unique(which).size / count)
+    return float(np.mean(fractions))

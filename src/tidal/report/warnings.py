@@ -11,7 +11,8 @@ known; warnings need no truth and are about the user's own data:
 - the training data unexplained: the training error leaves more than `UNEXPLAINED` of a
   state's variance in the training data unexplained (1 - R^2; needs no noise estimate);
 - a spectral mismatch: the training data oscillate (the Lomb-Scargle periodogram, averaged
-  over the trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance) but the
+  over the trajectories, has a peak explaining at least `OSCILLATION_POWER` of the variance,
+  and at least `OBSERVED_HALF_CYCLES` of its half-cycles hold an observation) but the
   model, run from the same starts over the same spans, oscillates at a frequency more than
   `FREQUENCY_TOLERANCE` (or half the periodogram's resolution) away, or not at all;
 - a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
@@ -34,7 +35,7 @@ import torch
 
 from tidal.data import Trajectories
 from tidal.data.noise import noise_level
-from tidal.data.spectrum import Peak, dominant_frequency
+from tidal.data.spectrum import Peak, dominant_frequency, half_cycles_observed
 from tidal.models import UDE
 from tidal.models.augmented import extra_states
 from tidal.models.ensemble import Ensemble
@@ -48,6 +49,7 @@ NOISE_FLOOR = 0.01  # of the range: below this, noise estimates are not trusted
 UNEXPLAINED = 0.25  # of a state's variance in the training data
 OSCILLATION_POWER = 0.4
 MODEL_OSCILLATION_POWER = 0.2
+OBSERVED_HALF_CYCLES = 0.6  # log-spaced kinetics: ~0.4; 8 uniform times over 3 cycles: ~0.8
 FREQUENCY_TOLERANCE = 0.2
 FORECAST_REACH = 1.0
 SPREAD_FACTOR = 1.0
@@ -153,8 +155,9 @@ def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
         observed = [(t[m[:, j]], v[m[:, j], j])
                     for t, v, m in zip(train.times, train.values, train.masks)]
         data_peak = dominant_frequency(observed, span, highest)
-        if data_peak is None or data_peak.power < OSCILLATION_POWER:
-            continue
+        if data_peak is None or data_peak.power < OSCILLATION_POWER or half_cycles_observed(
+                [t for t, _ in observed], data_peak.frequency, span) < OBSERVED_HALF_CYCLES:
+            continue  # no oscillation, or one the sampling does not show (log-spaced times)
         model_peak = dominant_frequency([(ts, p[:, j]) for ts, p in zip(grids, predicted)],
                                         span, 4 * highest)
         if _mismatch(data_peak, model_peak):
