@@ -468,3 +468,96 @@ def test_no_calibration_when_no_finite_factor_holds_the_validation_data():
     scaling = Scaling((0.0, 0.0), (1.0, 1.0))
     assert calibrate_band(model, scaling, series[[0]], series) is None
     assert calibrate_band(model, scaling, series, None) is None
+
+
+class _Rate(torch.nn.Module):
+    """y' = -rate y."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.rate * y
+
+
+def test_a_band_calibrated_out_of_bag_covers_fresh_data_at_nominal():
+    """Out-of-bag calibration (jackknife+-after-bootstrap): members 0 and 1 follow the true
+    flow y0 exp(-t) with half the true noise sd (so, as on validation data, the factor is the
+    normal's quantile ratio 2); member 2 decays three times too fast but trained on every
+    series, so it predicts none. Series 0 is in every member's resample: left out, 7 series x
+    60 rows x 2 states scored. Calibrated, the true members' band holds 90% of fresh data
+    (1440 entries: binomial sd 0.8%); a factor that had used member 2 would be far from 2."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+    from tidal.training.ensemble import calibrate_band
+
+    rng = np.random.default_rng(4)
+    sigma = 0.1
+    model = Ensemble([NeuralODE(_Rate(rate)) for rate in (1.0, 1.0, 3.0)],
+                     observation_noise=[sigma / 2] * 2).to(torch.float64)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    series = _decay_series(rng, 8, sigma)
+    picks = [np.array([0, 1, 1, 2, 2, 3, 0, 0]), np.array([0, 4, 5, 6, 7, 7, 0, 4]),
+             np.arange(8)]
+    calibration = calibrate_band(model, scaling, series, None, picks=picks)
+    assert calibration is not None and calibration["source"] == "out-of-bag"
+    assert calibration["points"] == 7 * 60 * 2 and "7 of 8 training series" in \
+        calibration["data"]
+    assert calibration["scale"] == pytest.approx(2.0, abs=0.2)
+    true_members = Ensemble(list(model.members[:2]), observation_noise=[sigma / 2] * 2,
+                            band_calibration=calibration)
+    run = SimpleNamespace(model=true_members, dtype=torch.float64, scaling=scaling)
+    assert abs(band_coverage(run, _decay_series(rng, 12, sigma), skip_start=True) - 0.9) < 0.03
+    # no series out of bag: the validation data calibrate the band, as without a bootstrap
+    everything = [np.arange(8)] * 3
+    assert calibrate_band(model, scaling, series, None, picks=everything) is None
+    assert calibrate_band(model, scaling, series[[0]], series,
+                          picks=everything)["source"] == "validation"
+
+
+def test_bootstrap_members_validate_on_their_own_series_later_rows():
+    """With a split in time, a member on a resample (repeats allowed) gets the same
+    resample of the validation rows, so its validation still continues its series."""
+    from tidal.training.ensemble import _member_data, bootstrap_picks
+    from tidal.training.fit import continuations
+
+    series = _decay_series(np.random.default_rng(5), 5, 0.1)
+    train, val, _ = split_in_time(series, 0.25, 0.0)
+    picks = bootstrap_picks(5, 7)
+    assert len(set(picks.tolist())) < 5  # a resample with repeats
+    member_train, member_val = _member_data(train, val, picks)
+    assert continuations(member_train, member_val) is not None
+    for k, i in enumerate(picks):
+        np.testing.assert_array_equal(member_train.values[k], train.values[i])
+        np.testing.assert_array_equal(member_val.times[k], val.times[i])
+    # validation trajectories of their own (a split by trajectory) are kept whole
+    assert _member_data(train, series[[0]], picks)[1] is not None
+    assert _member_data(train, series[[0]], picks)[1].ids == series[[0]].ids
+
+
+@pytest.mark.slow
+def test_a_bootstrap_ensemble_run_is_calibrated_out_of_bag(tmp_path):
+    """`tidal fit --ensemble 3 --bootstrap` on 4 series: the band calibrated on the out-of-bag
+    series, said so in the model line and the caption; a run written before the calibration
+    had a "source" (validation data) still loads and reads as validation."""
+    from tidal.report.build import band_caption
+
+    data = tmp_path / "data.csv"
+    assert invoke("simulate", "lotka-volterra", "--trajectories", "4", "--obs", "10", "-o",
+                  str(data)).exit_code == 0
+    result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "run"), "--ensemble",
+                    "3", "--bootstrap", *TINY)
+    assert result.exit_code == 0, result.output
+    run = load_run(tmp_path / "run")
+    calibration = run.model.band_calibration
+    assert calibration is not None and calibration["source"] == "out-of-bag"
+    assert f"calibrated on {calibration['points']} out-of-bag observations" in result.output
+    assert "calibrated out of bag" in band_caption(run.model)
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["model"]["band_calibration"]["source"]
+    config_path.write_text(json.dumps(config))
+    assert "calibrated on validation data" in band_caption(load_run(tmp_path / "run").model)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.special
@@ -88,7 +88,9 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
         raise InvalidArgumentError("`bootstrap=True` resamples training trajectories; there is "
                                    "only one. Train without bootstrap (members differ by seed).")
     seeds = [config.seed + SEED_STRIDE * k for k in range(options.members)]
-    jobs = [(build, _resample(train, seed) if options.bootstrap else train, val,
+    picks = ([bootstrap_picks(len(train), seed) for seed in seeds] if options.bootstrap
+             else None)
+    jobs = [(build, *_member_data(train, val, None if picks is None else picks[k]),
              dataclasses.replace(config, seed=seed), scaling, progress and k == 0)
             for k, seed in enumerate(seeds)]
     if options.workers > 1:
@@ -101,7 +103,7 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
     ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
-                                               getattr(torch, config.dtype))
+                                               getattr(torch, config.dtype), picks=picks)
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
                if not options.bootstrap else train.initial_states())
     if run_dir is not None:
@@ -129,13 +131,28 @@ def _fit_member(job: tuple[Any, ...]) -> FitResult:
                progress=progress)
 
 
-def _resample(train: Trajectories, seed: int) -> Trajectories:
-    """A bootstrap resample of the trajectories (with replacement; repeated ones renamed)."""
-    picks = np.random.default_rng(seed).integers(0, len(train), len(train))
-    chosen = train[picks]
-    return Trajectories(chosen.times, chosen.values,
-                        ids=[f"{name}#{k}" for k, name in enumerate(chosen.ids)],
-                        state_names=train.state_names)
+def bootstrap_picks(n: int, seed: int) -> np.ndarray:
+    """The trajectories (indices) of a bootstrap resample of `n`, drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n, n)
+
+
+def _member_data(train: Trajectories, val: Trajectories | None, picks: np.ndarray | None
+                 ) -> tuple[Trajectories, Trajectories | None]:
+    """A member's training and validation data: all of it, or the trajectories `picks` of
+    `train`, and of `val` too when it continues `train`'s series (a split in time: the
+    member validates on its own series' later rows, never on an out-of-bag one's)."""
+    if picks is None:
+        return train, val
+    if val is not None and continuations(train, val) is not None:
+        return _resample(train, picks), _resample(val, picks)
+    return _resample(train, picks), val
+
+
+def _resample(data: Trajectories, picks: np.ndarray) -> Trajectories:
+    """The trajectories `picks` of `data` (repeated ones renamed)."""
+    return Trajectories([data.times[i] for i in picks], [data.values[i] for i in picks],
+                        ids=[f"{data.ids[i]}#{k}" for k, i in enumerate(picks)],
+                        state_names=data.state_names)
 
 
 _SEVERITY = ("finished", "early-stopped", "interrupted", "diverged")
@@ -203,34 +220,72 @@ def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarr
 
 
 def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
-                   val: Trajectories | None, dtype: torch.dtype = torch.float64
-                   ) -> dict[str, Any] | None:
-    """The band calibration (`tidal.training.band_calibration`) of `model` on the
-    validation observations, each series predicted as a held-out one is, from its first
-    (noisy) observation with the start's noise in the band: a split in time (`val`
-    continuing `train`'s series) from each training series' first observation through
-    its validation rows, scoring those rows; else each validation trajectory from its first
-    observation, scoring the later ones. None without validation rows, or when no finite
-    factor covers 90% of them (members that fail to solve, or a band of no width)."""
+                   val: Trajectories | None, dtype: torch.dtype = torch.float64, *,
+                   picks: Sequence[np.ndarray] | None = None) -> dict[str, Any] | None:
+    """The band calibration (`tidal.training.band_calibration`) of `model`, each series
+    predicted as a held-out one is, from its first (noisy) observation with the start's
+    noise in the band.
+
+    With `picks` (member k trained on the trajectories `picks[k]` of `train`, a bootstrap):
+    on the out-of-bag series, each training series (continued by its validation rows in a
+    split in time) predicted by the members that did not train on it, their mixture (mean
+    and spread) scoring all its observations after the first; series in every member's
+    resample are left out. Otherwise, or when no series is out of bag: on the validation
+    observations, a split in time (`val` continuing `train`'s series) from each training
+    series' first observation through its validation rows, scoring those rows; else each
+    validation trajectory from its first observation, scoring the later ones.
+
+    None without such observations, or when no finite factor covers 90% of them (members
+    that fail to solve, or a band of no width)."""
+    continued = continuations(train, val)
+    if picks is not None:
+        series = continued if continued is not None else train
+        left_out = [[k for k, pick in enumerate(picks) if i not in pick]
+                    for i in range(len(series))]
+        used = [i for i, members in enumerate(left_out) if members]
+        if used:
+            points = _scores([_submodel(model, left_out[i]) for i in used], scaling, dtype,
+                             series[used], [t[0] for t in series[used].times])
+            rows = " with their validation rows" if continued is not None else ""
+            return _calibration(points, "out-of-bag", f"{len(used)} of {len(series)} "
+                                f"training series{rows}, each predicted from its first "
+                                "observation by the members not trained on it")
     if val is None:
         return None
-    continued = continuations(train, val)
     if continued is not None:
-        data, ends = continued, [t[-1] for t in train.times]
-    else:
-        data, ends = val, [t[0] for t in val.times]
+        points = _scores([model] * len(train), scaling, dtype, continued,
+                         [t[-1] for t in train.times])
+        return _calibration(points, "validation", "the validation rows of each series, "
+                            "carried on from its first observation")
+    points = _scores([model] * len(val), scaling, dtype, val, [t[0] for t in val.times])
+    return _calibration(points, "validation", "the validation trajectories after their first "
+                        "observations")
+
+
+def _submodel(model: Ensemble, members: Sequence[int]) -> Ensemble:
+    """The ensemble of `model`'s `members` (the same modules), with its observation noise."""
+    return Ensemble([cast(NeuralODE, model.members[k]) for k in members],
+                    observation_noise=model.observation_noise)
+
+
+def _scores(models: Sequence[Ensemble], scaling: Scaling, dtype: torch.dtype,
+            data: Trajectories, ends: Sequence[float]) -> np.ndarray:
+    """The band scores of `data`'s observations after `ends` (one per series), series i
+    predicted by `models[i]` from its first observation (NaN, a failed member: inf)."""
     scores = []
-    for times, values, mask, end in zip(data.times, data.values, data.masks, ends):
+    for model, times, values, mask, end in zip(models, data.times, data.values, data.masks,
+                                               ends):
         members, sd = _mixture(model, scaling, dtype, values[0], times, noisy_start=True)
         low, high = mixture_quantiles(members, sd, BAND)
         score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
         scores.append(score[mask & (times > end)[:, None]])
     points = np.concatenate(scores)
-    points = np.where(np.isnan(points), np.inf, points)  # NaN: a member failed
+    return np.where(np.isnan(points), np.inf, points)
+
+
+def _calibration(points: np.ndarray, source: str, where: str) -> dict[str, Any] | None:
+    """The stored calibration, or None when no finite positive factor holds 90% of `points`."""
     scale = conformal_scale(points, BAND_LEVEL) if points.size else np.inf
-    if not 0 < scale <= MAX_SCALE:  # no validation rows, or no finite band holds them
+    if not 0 < scale <= MAX_SCALE:
         return None
-    where = ("the validation rows of each series, carried on from its first observation"
-             if continued is not None else "the validation trajectories after their first "
-             "observations")
-    return {"scale": scale, "points": int(points.size), "data": where}
+    return {"scale": scale, "points": int(points.size), "data": where, "source": source}
