@@ -244,8 +244,8 @@ def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
                     for i in range(len(series))]
         used = [i for i, members in enumerate(left_out) if members]
         if used:
-            points = _scores([_submodel(model, left_out[i]) for i in used], scaling, dtype,
-                             series[used], [t[0] for t in series[used].times])
+            points = _scores(model, [_submodel(model, left_out[i]) for i in used], scaling,
+                             dtype, series[used], [t[0] for t in series[used].times])
             rows = " with their validation rows" if continued is not None else ""
             return _calibration(points, "out-of-bag", f"{len(used)} of {len(series)} "
                                 f"training series{rows}, each predicted from its first "
@@ -253,11 +253,11 @@ def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
     if val is None:
         return None
     if continued is not None:
-        points = _scores([model] * len(train), scaling, dtype, continued,
+        points = _scores(model, None, scaling, dtype, continued,
                          [t[-1] for t in train.times])
         return _calibration(points, "validation", "the validation rows of each series, "
                             "carried on from its first observation")
-    points = _scores([model] * len(val), scaling, dtype, val, [t[0] for t in val.times])
+    points = _scores(model, None, scaling, dtype, val, [t[0] for t in val.times])
     return _calibration(points, "validation", "the validation trajectories after their first "
                         "observations")
 
@@ -268,16 +268,22 @@ def _submodel(model: Ensemble, members: Sequence[int]) -> Ensemble:
                     observation_noise=model.observation_noise)
 
 
-def _scores(models: Sequence[Ensemble], scaling: Scaling, dtype: torch.dtype,
-            data: Trajectories, ends: Sequence[float]) -> np.ndarray:
-    """The band scores of `data`'s observations after `ends` (one per series), series i
-    predicted by `models[i]` from its first observation (NaN, a failed member: inf)."""
+def _scores(model: Ensemble, centres: Sequence[Ensemble] | None, scaling: Scaling,
+            dtype: torch.dtype, data: Trajectories, ends: Sequence[float]) -> np.ndarray:
+    """The band scores of `data`'s observations after `ends` (one per series), each series
+    predicted from its first observation: distances from the mean of `centres[i]` (None:
+    `model`'s), in units of `model`'s band about its own mean (NaN, a failed member: inf)."""
     scores = []
-    for model, times, values, mask, end in zip(models, data.times, data.values, data.masks,
-                                               ends):
+    for i, (times, values, mask, end) in enumerate(zip(data.times, data.values, data.masks,
+                                                       ends)):
         members, sd = _mixture(model, scaling, dtype, values[0], times, noisy_start=True)
         low, high = mixture_quantiles(members, sd, BAND)
-        score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
+        mean = members.mean(axis=0)
+        centre = mean if centres is None else _mixture(
+            centres[i], scaling, dtype, values[0], times, noisy_start=True)[0].mean(axis=0)
+        # the band about the centre as wide as the model's about its mean
+        score = band_scores(np.nan_to_num(values), centre, centre - (mean - low),
+                            centre + (high - mean))
         scores.append(score[mask & (times > end)[:, None]])
     points = np.concatenate(scores)
     return np.where(np.isnan(points), np.inf, points)
