@@ -32,8 +32,9 @@ Cases (issue 19's acceptance):
   band (target 80-98%; the start's noise in the band, `noisy_start=True`) calibrated on the
   validation data (`calibrate_band`: its scale and number of points) and uncalibrated, the
   band's mean width as a fraction of the range, and the held-out RMSE of the members' mean.
-  With --bootstrap (members on resamples, the band calibrated on out-of-bag series), also
-  the same members' band calibrated on the validation rows instead (`_val` columns).
+  With bootstrap members (on resamples, the band calibrated on the out-of-bag series; by
+  default for these 6 series held out in time, --bootstrap no: without), also the same
+  members' band calibrated on the validation rows instead (`_val` columns).
 
 Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags);
 --config sets TrainConfig fields (JSON).
@@ -291,9 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
     parser.add_argument("--ensemble", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
-    parser.add_argument("--bootstrap", action="store_true",
-                        help="with --ensemble: members on bootstrap resamples (calibrated out "
-                             "of bag)")
+    parser.add_argument("--bootstrap", choices=["auto", "yes", "no"], default="auto",
+                        help="with --ensemble: members on bootstrap resamples, the band "
+                             "calibrated out of bag (auto: as tidal fit, when held out in time)")
     parser.add_argument("--coverage-systems", default="oscillator,toggle",
                         help="the coverage case's systems, comma-separated")
     parser.add_argument("--config", default="{}",
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     KEEP = args.keep
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
     if args.ensemble > 1:
-        options["ensemble"] = EnsembleOptions(args.ensemble, args.bootstrap, args.workers)
+        bootstrap = {"auto": None, "yes": True, "no": False}[args.bootstrap]
+        options["ensemble"] = EnsembleOptions(args.ensemble, bootstrap, args.workers)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     for case in (["oscillator", "lotka-volterra"] if args.case == "all" else [args.case]):

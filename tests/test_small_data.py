@@ -99,16 +99,38 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
     assert "held out in time, not by trajectory" in output
     assert "ensemble of 3 members (3 finished)" in output
-    assert ("model: ensemble of 3 members (mean and 5-95% band, calibrated on 8 validation "
-            "observations): neural ODE (MLP 8 x 1") in output
-    # the band calibrated on the 4 series' validation rows (one row of 2 states each)
+    # held out in time: members on bootstrap resamples by default, the band calibrated on
+    # the series each member did not train on (their training and validation rows after the
+    # first, 2 states each; a validation part starts at its training part's last row)
+    assert config["model"]["bootstrap"] is True
     calibration = config["model"]["band_calibration"]
-    assert calibration["points"] == 8 and calibration["scale"] > 0
+    assert calibration["source"] == "out-of-bag" and calibration["scale"] > 0
+    series = int(calibration["data"].split(" of ")[0])
+    rows = len(run.data("train").times[0]) + len(run.data("val").times[0]) - 2
+    assert 1 <= series <= 4 and calibration["points"] == series * rows * 2
+    assert (f"model: ensemble of 3 members (mean and 5-95% band, calibrated on "
+            f"{calibration['points']} out-of-bag observations), each on a bootstrap resample: "
+            "neural ODE (MLP 8 x 1") in output
     assert run.model.band_calibration == calibration
     from tidal.report.build import band_caption
 
-    assert "calibrated on validation data" in band_caption(run.model)
-    assert "of 8 validation observations" in band_caption(run.model)
+    assert "calibrated out of bag" in band_caption(run.model)
+    assert f"of {calibration['points']} observations" in band_caption(run.model)
+
+
+def test_a_run_calibrated_before_out_of_bag_calibration_still_loads(ensemble_run, tmp_path):
+    """A band_calibration entry without "source" (written before it existed) is validation
+    data's, as it was then."""
+    import shutil
+
+    from tidal.report.build import band_caption
+
+    copy = tmp_path / "run"
+    shutil.copytree(ensemble_run[0], copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["model"]["band_calibration"]["source"]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert "calibrated on validation data" in band_caption(load_run(copy).model)
 
 
 def test_a_damaged_band_calibration_is_refused_on_loading(ensemble_run, tmp_path):
@@ -523,28 +545,3 @@ def test_bootstrap_members_validate_on_their_own_series_later_rows():
     # validation trajectories of their own (a split by trajectory) are kept whole
     assert _member_data(train, series[[0]], picks)[1] is not None
     assert _member_data(train, series[[0]], picks)[1].ids == series[[0]].ids
-
-
-@pytest.mark.slow
-def test_a_bootstrap_ensemble_run_is_calibrated_out_of_bag(tmp_path):
-    """`tidal fit --ensemble 3 --bootstrap` on 4 series: the band calibrated on the out-of-bag
-    series, said so in the model line and the caption; a run written before the calibration
-    had a "source" (validation data) still loads and reads as validation."""
-    from tidal.report.build import band_caption
-
-    data = tmp_path / "data.csv"
-    assert invoke("simulate", "lotka-volterra", "--trajectories", "4", "--obs", "10", "-o",
-                  str(data)).exit_code == 0
-    result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "run"), "--ensemble",
-                    "3", "--bootstrap", *TINY)
-    assert result.exit_code == 0, result.output
-    run = load_run(tmp_path / "run")
-    calibration = run.model.band_calibration
-    assert calibration is not None and calibration["source"] == "out-of-bag"
-    assert f"calibrated on {calibration['points']} out-of-bag observations" in result.output
-    assert "calibrated out of bag" in band_caption(run.model)
-    config_path = tmp_path / "run" / "config.json"
-    config = json.loads(config_path.read_text())
-    del config["model"]["band_calibration"]["source"]
-    config_path.write_text(json.dumps(config))
-    assert "calibrated on validation data" in band_caption(load_run(tmp_path / "run").model)

@@ -49,11 +49,14 @@ START_DRAWS = 16
 @dataclass(frozen=True)
 class EnsembleOptions:
     """members: how many models (>= 2); bootstrap: train each on a resample, with
-    replacement, of the training trajectories (needs >= 2 of them); workers: processes that
-    train members at once (1: one after another in this process)."""
+    replacement, of the training trajectories (True needs >= 2 of them), which calibrates
+    the band on the out-of-bag series (`calibrate_band`); None: when the validation data
+    continue the training series (a split in time, few series: no held-out series to
+    calibrate on otherwise) and there are >= 2 of them; workers: processes that train
+    members at once (1: one after another in this process)."""
 
     members: int = 5
-    bootstrap: bool = False
+    bootstrap: bool | None = None
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -75,8 +78,9 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     Member k trains with seed `config.seed + 1000 k` (its initial weights, when `build` seeds
     them, and its batch order) on `train`, or on a bootstrap resample of `train`'s
     trajectories. Members write nothing; with `run_dir`, the ensemble writes metrics.csv (the
-    first member's loss curve) and the initial states (the members' mean). With `val`, the
-    predictive band is calibrated on it (`calibrate_band`, stored in the ensemble). The result's
+    first member's loss curve) and the initial states (the members' mean). The predictive
+    band is calibrated (`calibrate_band`: on the out-of-bag series with a bootstrap, else on
+    `val`) and the calibration stored in the ensemble. The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
     bootstrap, the first observations: members saw different trajectories).
@@ -84,11 +88,14 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     config = config or TrainConfig()
     options = options or EnsembleOptions()
     scaling = scaling or Scaling.fit(train)
-    if options.bootstrap and len(train) < 2:
+    bootstrap = options.bootstrap
+    if bootstrap is None:
+        bootstrap = len(train) >= 2 and continuations(train, val) is not None
+    if bootstrap and len(train) < 2:
         raise InvalidArgumentError("`bootstrap=True` resamples training trajectories; there is "
                                    "only one. Train without bootstrap (members differ by seed).")
     seeds = [config.seed + SEED_STRIDE * k for k in range(options.members)]
-    picks = ([bootstrap_picks(len(train), seed) for seed in seeds] if options.bootstrap
+    picks = ([bootstrap_picks(len(train), seed) for seed in seeds] if bootstrap
              else None)
     jobs = [(build, *_member_data(train, val, None if picks is None else picks[k]),
              dataclasses.replace(config, seed=seed), scaling, progress and k == 0)
@@ -100,12 +107,12 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     else:
         results = [_fit_member(job) for job in jobs]
     noise = noise_level(train)
-    ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
+    ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
     ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
                                                getattr(torch, config.dtype), picks=picks)
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
-               if not options.bootstrap else train.initial_states())
+               if not bootstrap else train.initial_states())
     if run_dir is not None:
         write_history(run_dir, results[0].history,
                       (TrajectoryObjective.unit, *TrajectoryObjective.columns))
@@ -228,9 +235,11 @@ def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
 
     With `picks` (member k trained on the trajectories `picks[k]` of `train`, a bootstrap):
     on the out-of-bag series, each training series (continued by its validation rows in a
-    split in time) predicted by the members that did not train on it, their mixture (mean
-    and spread) scoring all its observations after the first; series in every member's
-    resample are left out. Otherwise, or when no series is out of bag: on the validation
+    split in time) predicted by the members that did not train on it: every observation
+    after the first scored by its distance from their mean, in units of the whole
+    ensemble's band about its mean (the band the factor will scale; the one or two members
+    out of bag have too little spread of their own); series in every member's resample are
+    left out. Otherwise, or when no series is out of bag: on the validation
     observations, a split in time (`val` continuing `train`'s series) from each training
     series' first observation through its validation rows, scoring those rows; else each
     validation trajectory from its first observation, scoring the later ones.
