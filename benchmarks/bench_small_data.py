@@ -32,6 +32,9 @@ Cases (issue 19's acceptance):
   band (target 80-98%; the start's noise in the band, `noisy_start=True`) calibrated on the
   validation data (`calibrate_band`: its scale and number of points) and uncalibrated, the
   band's mean width as a fraction of the range, and the held-out RMSE of the members' mean.
+  With bootstrap members (on resamples, the band calibrated on the out-of-bag series; by
+  default for these 6 series held out in time, --bootstrap no: without), also the same
+  members' band calibrated on the validation rows instead (`_val` columns).
 
 Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags);
 --config sets TrainConfig fields (JSON).
@@ -209,25 +212,33 @@ def _warnings(run_dir: str) -> list[str]:
 
 
 def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
-    from tidal.training.ensemble import predictive_quantiles
+    from tidal.training.ensemble import calibrate_band, predictive_quantiles
 
     row: dict[str, Any] = {"seed": seed}
     systems = (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"]))
     for name, system in (s for s in systems if s[0] in COVERAGE_SYSTEMS):
         data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
         fresh = simulate(system, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as temporary:
+            folder = f"{KEEP}/{name}_{seed}" if KEEP else temporary
             _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
             row[f"{name}_heldout"] = float(heldout_rmse(run, fresh).max())
             calibration = run.model.band_calibration or {}
             row[f"{name}_scale"] = calibration.get("scale", math.nan)
             row[f"{name}_points"] = calibration.get("points", 0)
-            for calibrated, key in ((True, ""), (False, "_uncalibrated")):
+            variants: list[tuple[Any, str]] = [(calibration or None, ""),
+                                               (None, "_uncalibrated")]
+            if run.model.bootstrap:  # the same members calibrated on the validation rows
+                on_val = calibrate_band(run.model, run.scaling, run.data("train"),
+                                        run.data("val"), run.dtype)
+                row[f"{name}_val_scale"] = (on_val or {}).get("scale", math.nan)
+                variants.append((on_val, "_val"))
+            for variant, key in variants:
+                run.model.band_calibration = variant
                 inside, total, widths = 0, 0, []
                 for times, values, mask in zip(fresh.times, fresh.values, fresh.masks):
                     low, high = predictive_quantiles(run, np.array(values[0]), times,
-                                                     (0.05, 0.95), noisy_start=True,
-                                                     calibrated=calibrated)
+                                                     (0.05, 0.95), noisy_start=True)
                     later = mask[1:]
                     inside += int(((values[1:] >= low[1:]) & (values[1:] <= high[1:]))[later]
                                   .sum())
@@ -240,6 +251,9 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
 
 #: TrainConfig fields of every fit (--config).
 CONFIG_FIELDS: dict[str, Any] = {}
+
+#: Where the coverage case keeps its runs, KEEP/<system>_<seed>/run (--keep; "": nowhere).
+KEEP = ""
 
 #: The coverage case's systems (--coverage-systems).
 COVERAGE_SYSTEMS = ("oscillator", "toggle")
@@ -263,7 +277,9 @@ COLUMNS = {
         (f"{system}_{column}", fmt) for system in ("oscillator", "toggle")
         for column, fmt in (("coverage", "{:.1%}"), ("width", "{:.1%}"), ("scale", "{:.3g}"),
                             ("points", "{}"), ("coverage_uncalibrated", "{:.1%}"),
-                            ("width_uncalibrated", "{:.1%}"), ("heldout", "{:.1%}"))]}
+                            ("width_uncalibrated", "{:.1%}"), ("val_scale", "{:.3g}"),
+                            ("coverage_val", "{:.1%}"), ("width_val", "{:.1%}"),
+                            ("heldout", "{:.1%}"))]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,17 +292,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
     parser.add_argument("--ensemble", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
+    parser.add_argument("--bootstrap", choices=["auto", "yes", "no"], default="auto",
+                        help="with --ensemble: members on bootstrap resamples, the band "
+                             "calibrated out of bag (auto: as tidal fit, when held out in time)")
     parser.add_argument("--coverage-systems", default="oscillator,toggle",
                         help="the coverage case's systems, comma-separated")
     parser.add_argument("--config", default="{}",
                         help='TrainConfig fields as JSON, e.g. \'{"shooting_segments": 4}\'')
+    parser.add_argument("--keep", default="",
+                        help="the coverage case keeps its runs in KEEP/<system>_<seed>/run")
     args = parser.parse_args(argv)
     CONFIG_FIELDS.update(json.loads(args.config))
-    global COVERAGE_SYSTEMS
+    global COVERAGE_SYSTEMS, KEEP
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
+    KEEP = args.keep
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
     if args.ensemble > 1:
-        options["ensemble"] = EnsembleOptions(args.ensemble, workers=args.workers)
+        bootstrap = {"auto": None, "yes": True, "no": False}[args.bootstrap]
+        options["ensemble"] = EnsembleOptions(args.ensemble, bootstrap, args.workers)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     for case in (["oscillator", "lotka-volterra"] if args.case == "all" else [args.case]):

@@ -99,16 +99,38 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
     assert config["data"]["split"] == "time"  # 4 trajectories: held out in time
     assert "held out in time, not by trajectory" in output
     assert "ensemble of 3 members (3 finished)" in output
-    assert ("model: ensemble of 3 members (mean and 5-95% band, calibrated on 8 validation "
-            "observations): neural ODE (MLP 8 x 1") in output
-    # the band calibrated on the 4 series' validation rows (one row of 2 states each)
+    # held out in time: members on bootstrap resamples by default, the band calibrated on
+    # the series each member did not train on (their training and validation rows after the
+    # first, 2 states each; a validation part starts at its training part's last row)
+    assert config["model"]["bootstrap"] is True
     calibration = config["model"]["band_calibration"]
-    assert calibration["points"] == 8 and calibration["scale"] > 0
+    assert calibration["source"] == "out-of-bag" and calibration["scale"] > 0
+    series = int(calibration["data"].split(" of ")[0])
+    rows = len(run.data("train").times[0]) + len(run.data("val").times[0]) - 2
+    assert 1 <= series <= 4 and calibration["points"] == series * rows * 2
+    assert (f"model: ensemble of 3 members (mean and 5-95% band, calibrated on "
+            f"{calibration['points']} out-of-bag observations), each on a bootstrap resample: "
+            "neural ODE (MLP 8 x 1") in output
     assert run.model.band_calibration == calibration
     from tidal.report.build import band_caption
 
-    assert "calibrated on validation data" in band_caption(run.model)
-    assert "of 8 validation observations" in band_caption(run.model)
+    assert "calibrated out of bag" in band_caption(run.model)
+    assert f"of {calibration['points']} observations" in band_caption(run.model)
+
+
+def test_a_run_calibrated_before_out_of_bag_calibration_still_loads(ensemble_run, tmp_path):
+    """A band_calibration entry without "source" (written before it existed) is validation
+    data's, as it was then."""
+    import shutil
+
+    from tidal.report.build import band_caption
+
+    copy = tmp_path / "run"
+    shutil.copytree(ensemble_run[0], copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["model"]["band_calibration"]["source"]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert "calibrated on validation data" in band_caption(load_run(copy).model)
 
 
 def test_a_damaged_band_calibration_is_refused_on_loading(ensemble_run, tmp_path):
@@ -468,3 +490,58 @@ def test_no_calibration_when_no_finite_factor_holds_the_validation_data():
     scaling = Scaling((0.0, 0.0), (1.0, 1.0))
     assert calibrate_band(model, scaling, series[[0]], series) is None
     assert calibrate_band(model, scaling, series, None) is None
+
+
+def test_a_band_calibrated_out_of_bag_covers_fresh_data_at_nominal():
+    """Out-of-bag calibration (as in the jackknife+-after-bootstrap): three members that
+    follow the true flow y0 exp(-t) with half the true noise sd, so that, as on validation
+    data, the factor is the normal's quantile ratio 2. Series 0 is in every member's
+    resample: left out, 7 series x 60 rows x 2 states scored. Calibrated, the band holds 90%
+    of fresh data (1440 entries: binomial sd 0.8%)."""
+    from types import SimpleNamespace
+
+    from tidal.models import NeuralODE
+    from tidal.report.metrics import band_coverage
+    from tidal.training.ensemble import calibrate_band
+
+    rng = np.random.default_rng(4)
+    sigma = 0.1
+    model = Ensemble([NeuralODE(_Decay()) for _ in range(3)],
+                     observation_noise=[sigma / 2] * 2).to(torch.float64)
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    series = _decay_series(rng, 8, sigma)
+    picks = [np.array([0, 1, 1, 2, 2, 3, 0, 0]), np.array([0, 4, 5, 6, 7, 7, 0, 4]),
+             np.array([0, 0, 2, 3, 5, 5, 6, 6])]
+    calibration = calibrate_band(model, scaling, series, None, picks=picks)
+    assert calibration is not None and calibration["source"] == "out-of-bag"
+    assert calibration["points"] == 7 * 60 * 2 and "7 of 8 training series" in \
+        calibration["data"]
+    assert calibration["scale"] == pytest.approx(2.0, abs=0.2)
+    run = SimpleNamespace(model=model, dtype=torch.float64, scaling=scaling)
+    model.band_calibration = calibration
+    assert abs(band_coverage(run, _decay_series(rng, 12, sigma), skip_start=True) - 0.9) < 0.03
+    # no series out of bag: the validation data calibrate the band, as without a bootstrap
+    everything = [np.arange(8)] * 3
+    assert calibrate_band(model, scaling, series, None, picks=everything) is None
+    assert calibrate_band(model, scaling, series[[0]], series,
+                          picks=everything)["source"] == "validation"
+
+
+def test_bootstrap_members_validate_on_their_own_series_later_rows():
+    """With a split in time, a member on a resample (repeats allowed) gets the same
+    resample of the validation rows, so its validation still continues its series."""
+    from tidal.training.ensemble import _member_data, bootstrap_picks
+    from tidal.training.fit import continuations
+
+    series = _decay_series(np.random.default_rng(5), 5, 0.1)
+    train, val, _ = split_in_time(series, 0.25, 0.0)
+    picks = bootstrap_picks(5, 7)
+    assert len(set(picks.tolist())) < 5  # a resample with repeats
+    member_train, member_val = _member_data(train, val, picks)
+    assert continuations(member_train, member_val) is not None
+    for k, i in enumerate(picks):
+        np.testing.assert_array_equal(member_train.values[k], train.values[i])
+        np.testing.assert_array_equal(member_val.times[k], val.times[i])
+    # validation trajectories of their own (a split by trajectory) are kept whole
+    assert _member_data(train, series[[0]], picks)[1] is not None
+    assert _member_data(train, series[[0]], picks)[1].ids == series[[0]].ids

@@ -399,8 +399,10 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train this many models from different seeds; predict and the report give "
                    "their mean and 5-95% bands (1: one model).")
-@click.option("--bootstrap", is_flag=True,
-              help="With --ensemble: train each member on a resample of the trajectories.")
+@click.option("--bootstrap/--no-bootstrap", default=None,
+              help="With --ensemble: train each member on a resample of the trajectories, and "
+                   "calibrate the band on the series each member did not train on (default: "
+                   "when held out in time).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ensemble: members trained at once, in separate processes.")
 @click.option("--prefit", is_flag=True,
@@ -417,7 +419,7 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
 @click.pass_context
 def fit(ctx: click.Context, data: str | None, run_dir: str, time_column: str,
         id_column: str | None, states: str | None, system: str | None, val: float,
-        test: float, split_by: str, ensemble: int, bootstrap: bool, workers: int,
+        test: float, split_by: str, ensemble: int, bootstrap: bool | None, workers: int,
         prefit: bool, resume: bool, nproc: int, overwrite: bool, **kw) -> None:
     """Learn the dynamics of the trajectories in DATA (CSV or Parquet, long format: a time
     column, an optional id column, one column per state; blank = not observed).

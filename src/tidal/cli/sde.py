@@ -14,7 +14,7 @@ from tidal.data import Trajectories
 from tidal.training.config import TrainConfig
 
 #: `fit` options that do not apply to SDE models, with the value that means "not given".
-_NOT_FOR_SDE = {"ensemble": 1, "bootstrap": False, "workers": 1, "prefit": False,
+_NOT_FOR_SDE = {"ensemble": 1, "bootstrap": None, "workers": 1, "prefit": False,
                 "shooting_segments": 1, "separable": False, "known": None, "params": (),
                 "system": None, "solver": "auto", "adjoint": "checkpoint",
                 "horizons": "0.3,0.6,1.0", "shooting_weight": 1.0, "rate_scale": "auto"}

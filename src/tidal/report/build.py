@@ -242,6 +242,10 @@ def band_caption(model: Ensemble) -> str:
     calibration = model.band_calibration
     if calibration is None:
         return BAND_CAPTION + " The band is not calibrated on validation data."
+    if calibration.get("source") == "out-of-bag":
+        return (BAND_CAPTION + f" The band is calibrated out of bag: scaled by "
+                f"{significant(calibration['scale'])} about the members' mean so that it "
+                f"holds 90% of {calibration['points']} observations ({_e(calibration['data'])}).")
     return (BAND_CAPTION + f" The band is calibrated on validation data: scaled by "
             f"{significant(calibration['scale'])} about the members' mean so that it holds 90% "
             f"of {calibration['points']} validation observations ({_e(calibration['data'])}); "

@@ -139,7 +139,8 @@ def describe_model(model: dict[str, Any]) -> str:
         sampled = ", each on a bootstrap resample" if model.get("bootstrap") else ""
         calibration = model.get("band_calibration")
         band = "5-95% band" if calibration is None else (
-            f"5-95% band, calibrated on {calibration['points']} validation observations")
+            f"5-95% band, calibrated on {calibration['points']} "
+            f"{calibration.get('source', 'validation')} observations")
         return (f"ensemble of {model.get('members')} members (mean and {band}){sampled}: "
                 f"{describe_model(model.get('member', {}))}")
     network = model.get("vector_field") or model.get("correction") or \

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.special
@@ -49,11 +49,14 @@ START_DRAWS = 16
 @dataclass(frozen=True)
 class EnsembleOptions:
     """members: how many models (>= 2); bootstrap: train each on a resample, with
-    replacement, of the training trajectories (needs >= 2 of them); workers: processes that
-    train members at once (1: one after another in this process)."""
+    replacement, of the training trajectories (True needs >= 2 of them), which calibrates
+    the band on the out-of-bag series (`calibrate_band`); None: when the validation data
+    continue the training series (a split in time, few series: no held-out series to
+    calibrate on otherwise) and there are >= 2 of them; workers: processes that train
+    members at once (1: one after another in this process)."""
 
     members: int = 5
-    bootstrap: bool = False
+    bootstrap: bool | None = None
     workers: int = 1
 
     def __post_init__(self) -> None:
@@ -75,8 +78,9 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     Member k trains with seed `config.seed + 1000 k` (its initial weights, when `build` seeds
     them, and its batch order) on `train`, or on a bootstrap resample of `train`'s
     trajectories. Members write nothing; with `run_dir`, the ensemble writes metrics.csv (the
-    first member's loss curve) and the initial states (the members' mean). With `val`, the
-    predictive band is calibrated on it (`calibrate_band`, stored in the ensemble). The result's
+    first member's loss curve) and the initial states (the members' mean). The predictive
+    band is calibrated (`calibrate_band`: on the out-of-bag series with a bootstrap, else on
+    `val`) and the calibration stored in the ensemble. The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
     bootstrap, the first observations: members saw different trajectories).
@@ -84,11 +88,16 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     config = config or TrainConfig()
     options = options or EnsembleOptions()
     scaling = scaling or Scaling.fit(train)
-    if options.bootstrap and len(train) < 2:
+    bootstrap = options.bootstrap
+    if bootstrap is None:
+        bootstrap = len(train) >= 2 and continuations(train, val) is not None
+    if bootstrap and len(train) < 2:
         raise InvalidArgumentError("`bootstrap=True` resamples training trajectories; there is "
                                    "only one. Train without bootstrap (members differ by seed).")
     seeds = [config.seed + SEED_STRIDE * k for k in range(options.members)]
-    jobs = [(build, _resample(train, seed) if options.bootstrap else train, val,
+    picks = ([bootstrap_picks(len(train), seed) for seed in seeds] if bootstrap
+             else None)
+    jobs = [(build, *_member_data(train, val, None if picks is None else picks[k]),
              dataclasses.replace(config, seed=seed), scaling, progress and k == 0)
             for k, seed in enumerate(seeds)]
     if options.workers > 1:
@@ -98,12 +107,12 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     else:
         results = [_fit_member(job) for job in jobs]
     noise = noise_level(train)
-    ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=options.bootstrap,
+    ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
     ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
-                                               getattr(torch, config.dtype))
+                                               getattr(torch, config.dtype), picks=picks)
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
-               if not options.bootstrap else train.initial_states())
+               if not bootstrap else train.initial_states())
     if run_dir is not None:
         write_history(run_dir, results[0].history,
                       (TrajectoryObjective.unit, *TrajectoryObjective.columns))
@@ -129,13 +138,28 @@ def _fit_member(job: tuple[Any, ...]) -> FitResult:
                progress=progress)
 
 
-def _resample(train: Trajectories, seed: int) -> Trajectories:
-    """A bootstrap resample of the trajectories (with replacement; repeated ones renamed)."""
-    picks = np.random.default_rng(seed).integers(0, len(train), len(train))
-    chosen = train[picks]
-    return Trajectories(chosen.times, chosen.values,
-                        ids=[f"{name}#{k}" for k, name in enumerate(chosen.ids)],
-                        state_names=train.state_names)
+def bootstrap_picks(n: int, seed: int) -> np.ndarray:
+    """The trajectories (indices) of a bootstrap resample of `n`, drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n, n)
+
+
+def _member_data(train: Trajectories, val: Trajectories | None, picks: np.ndarray | None
+                 ) -> tuple[Trajectories, Trajectories | None]:
+    """A member's training and validation data: all of it, or the trajectories `picks` of
+    `train`, and of `val` too when it continues `train`'s series (a split in time: the
+    member validates on its own series' later rows, never on an out-of-bag one's)."""
+    if picks is None:
+        return train, val
+    if val is not None and continuations(train, val) is not None:
+        return _resample(train, picks), _resample(val, picks)
+    return _resample(train, picks), val
+
+
+def _resample(data: Trajectories, picks: np.ndarray) -> Trajectories:
+    """The trajectories `picks` of `data` (repeated ones renamed)."""
+    return Trajectories([data.times[i] for i in picks], [data.values[i] for i in picks],
+                        ids=[f"{data.ids[i]}#{k}" for k, i in enumerate(picks)],
+                        state_names=data.state_names)
 
 
 _SEVERITY = ("finished", "early-stopped", "interrupted", "diverged")
@@ -203,34 +227,80 @@ def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarr
 
 
 def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
-                   val: Trajectories | None, dtype: torch.dtype = torch.float64
-                   ) -> dict[str, Any] | None:
-    """The band calibration (`tidal.training.band_calibration`) of `model` on the
-    validation observations, each series predicted as a held-out one is, from its first
-    (noisy) observation with the start's noise in the band: a split in time (`val`
-    continuing `train`'s series) from each training series' first observation through
-    its validation rows, scoring those rows; else each validation trajectory from its first
-    observation, scoring the later ones. None without validation rows, or when no finite
-    factor covers 90% of them (members that fail to solve, or a band of no width)."""
+                   val: Trajectories | None, dtype: torch.dtype = torch.float64, *,
+                   picks: Sequence[np.ndarray] | None = None) -> dict[str, Any] | None:
+    """The band calibration (`tidal.training.band_calibration`) of `model`, each series
+    predicted as a held-out one is, from its first (noisy) observation with the start's
+    noise in the band.
+
+    With `picks` (member k trained on the trajectories `picks[k]` of `train`, a bootstrap):
+    on the out-of-bag series, each training series (continued by its validation rows in a
+    split in time) predicted by the members that did not train on it: every observation
+    after the first scored by its distance from their mean, in units of the whole
+    ensemble's band about its mean (the band the factor will scale; the one or two members
+    out of bag have too little spread of their own); series in every member's resample are
+    left out. Otherwise, or when no series is out of bag: on the validation
+    observations, a split in time (`val` continuing `train`'s series) from each training
+    series' first observation through its validation rows, scoring those rows; else each
+    validation trajectory from its first observation, scoring the later ones.
+
+    None without such observations, or when no finite factor covers 90% of them (members
+    that fail to solve, or a band of no width)."""
+    continued = continuations(train, val)
+    if picks is not None:
+        series = continued if continued is not None else train
+        left_out = [[k for k, pick in enumerate(picks) if i not in pick]
+                    for i in range(len(series))]
+        used = [i for i, members in enumerate(left_out) if members]
+        if used:
+            points = _scores(model, [_submodel(model, left_out[i]) for i in used], scaling,
+                             dtype, series[used], [t[0] for t in series[used].times])
+            rows = " with their validation rows" if continued is not None else ""
+            return _calibration(points, "out-of-bag", f"{len(used)} of {len(series)} "
+                                f"training series{rows}, each predicted from its first "
+                                "observation by the members not trained on it")
     if val is None:
         return None
-    continued = continuations(train, val)
     if continued is not None:
-        data, ends = continued, [t[-1] for t in train.times]
-    else:
-        data, ends = val, [t[0] for t in val.times]
+        points = _scores(model, None, scaling, dtype, continued,
+                         [t[-1] for t in train.times])
+        return _calibration(points, "validation", "the validation rows of each series, "
+                            "carried on from its first observation")
+    points = _scores(model, None, scaling, dtype, val, [t[0] for t in val.times])
+    return _calibration(points, "validation", "the validation trajectories after their first "
+                        "observations")
+
+
+def _submodel(model: Ensemble, members: Sequence[int]) -> Ensemble:
+    """The ensemble of `model`'s `members` (the same modules), with its observation noise."""
+    return Ensemble([cast(NeuralODE, model.members[k]) for k in members],
+                    observation_noise=model.observation_noise)
+
+
+def _scores(model: Ensemble, centres: Sequence[Ensemble] | None, scaling: Scaling,
+            dtype: torch.dtype, data: Trajectories, ends: Sequence[float]) -> np.ndarray:
+    """The band scores of `data`'s observations after `ends` (one per series), each series
+    predicted from its first observation: distances from the mean of `centres[i]` (None:
+    `model`'s), in units of `model`'s band about its own mean (NaN, a failed member: inf)."""
     scores = []
-    for times, values, mask, end in zip(data.times, data.values, data.masks, ends):
+    for i, (times, values, mask, end) in enumerate(zip(data.times, data.values, data.masks,
+                                                       ends)):
         members, sd = _mixture(model, scaling, dtype, values[0], times, noisy_start=True)
         low, high = mixture_quantiles(members, sd, BAND)
-        score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
+        mean = members.mean(axis=0)
+        centre = mean if centres is None else _mixture(
+            centres[i], scaling, dtype, values[0], times, noisy_start=True)[0].mean(axis=0)
+        # the band about the centre as wide as the model's about its mean
+        score = band_scores(np.nan_to_num(values), centre, centre - (mean - low),
+                            centre + (high - mean))
         scores.append(score[mask & (times > end)[:, None]])
     points = np.concatenate(scores)
-    points = np.where(np.isnan(points), np.inf, points)  # NaN: a member failed
+    return np.where(np.isnan(points), np.inf, points)
+
+
+def _calibration(points: np.ndarray, source: str, where: str) -> dict[str, Any] | None:
+    """The stored calibration, or None when no finite positive factor holds 90% of `points`."""
     scale = conformal_scale(points, BAND_LEVEL) if points.size else np.inf
-    if not 0 < scale <= MAX_SCALE:  # no validation rows, or no finite band holds them
+    if not 0 < scale <= MAX_SCALE:
         return None
-    where = ("the validation rows of each series, carried on from its first observation"
-             if continued is not None else "the validation trajectories after their first "
-             "observations")
-    return {"scale": scale, "points": int(points.size), "data": where}
+    return {"scale": scale, "points": int(points.size), "data": where, "source": source}

@@ -207,7 +207,8 @@ def _run_config() -> Schema:
          "seeds": list_of(integer(0, 2**63 - 1), 1, MAX_MEMBERS), "bootstrap": boolean},
         {"observation_noise": list_of(number(0.0, 1e300), 1),
          "band_calibration": record({"scale": number(0.0, 1e300, positive=True),
-                                     "points": integer(1, 2**63 - 1), "data": text()})})
+                                     "points": integer(1, 2**63 - 1), "data": text()},
+                                    {"source": text(("validation", "out-of-bag"))})})
     states = list_of(text(), 1, MAX_STATES, unique=True)
     return record({
         "tidal_version": text(),
