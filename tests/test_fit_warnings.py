@@ -161,10 +161,13 @@ def test_log_spaced_decays_do_not_raise_a_frequency_warning(tmp_path):
     assert [w.kind for w in fit_warnings(run, evaluate_run(run))] == []
 
 
-def ensemble_warnings(tmp_path, members: list[tuple[float, float]]):
+def ensemble_warnings(tmp_path, members: list[tuple[float, float]],
+                      band_scale: float | None = None):
     data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+    calibration = (None if band_scale is None else
+                   {"scale": band_scale, "points": 100, "data": "validation"})
     model = Ensemble([linear_model(w, zeta) for w, zeta in members],
-                     observation_noise=[0.05, 0.1])
+                     observation_noise=[0.05, 0.1], band_calibration=calibration)
     save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
              data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
              splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
@@ -176,6 +179,15 @@ def test_agreeing_members_raise_no_warning_and_disagreeing_ones_do(tmp_path):
     assert ensemble_warnings(tmp_path / "same", [(W, ZETA), (W, ZETA)]) == []
     kinds = ensemble_warnings(tmp_path / "apart", [(W, ZETA), (W, -0.1)])
     assert "members-disagree" in kinds and "band-explodes" in kinds
+
+
+def test_a_calibrated_band_wider_than_the_data_warns(tmp_path):
+    """Exact members: the band is the noise's, +-1.645 sd about the truth (plus the start's
+    noise carried along), so its width is about 3.3 x 0.1 x factor = 0.33 x factor for v
+    (range about 4): a factor of 2 is informative; a factor of 20 is ~1.6 ranges wide."""
+    exact = [(W, ZETA), (W, ZETA)]
+    assert "band-uninformative" not in ensemble_warnings(tmp_path / "tight", exact, 2.0)
+    assert "band-uninformative" in ensemble_warnings(tmp_path / "wide", exact, 20.0)
 
 
 def test_a_ude_parameter_the_members_disagree_on_is_flagged():
