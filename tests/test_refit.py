@@ -94,3 +94,15 @@ def test_one_series_is_refitted_by_default_and_the_run_records_it(tmp_path, refi
         assert config["train"]["epochs"] == epochs  # the run's own settings, as trained
     else:
         assert "refit" not in config["data"]
+
+
+def test_resuming_a_refitted_run_refits_it_again(tmp_path):
+    from tidal.training import resume_run
+
+    data = simulate("lotka-volterra", 1, n_obs=16, seed=0)
+    train_run(data, tmp_path / "run", config=TrainConfig(epochs=4, horizons=(1.0,)),
+              progress=False)
+    result = resume_run(tmp_path / "run", epochs=6, progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["refit"]["observations"] == "training and validation"
+    assert config["fit"]["epochs"] == 6 and "then fine-tuned" in result.message
