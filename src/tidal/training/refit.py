@@ -51,6 +51,6 @@ def refit(result: FitResult, train: Trajectories, val: Trajectories | None, scal
     record = {"epochs": config.epochs, "lr": config.lr,
               "observations": "training and validation"}
     message = (f"{result.message}; then fine-tuned on the training and validation "
-               f"observations for {config.epochs} epochs")
+               f"observations for {config.epochs} epoch{'s' * (config.epochs != 1)}")
     return dataclasses.replace(result, model=tuned.model, message=message,
                                initial_states=tuned.initial_states), record
