@@ -106,3 +106,18 @@ def test_resuming_a_refitted_run_refits_it_again(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"]["refit"]["observations"] == "training and validation"
     assert config["fit"]["epochs"] == 6 and "then fine-tuned" in result.message
+
+
+def test_fit_no_refit_keeps_the_chosen_model_of_one_series(tmp_path):
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+    from tidal.data.io import write_table
+
+    write_table(simulate("lotka-volterra", 1, n_obs=16, seed=0), tmp_path / "one.csv")
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "one.csv"), "--id", "id", "-o",
+                                       str(tmp_path / "run"), "--epochs", "3", "--quiet",
+                                       "--no-refit"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "refit" not in config["data"] and "fine-tuned" not in config["fit"]["message"]
