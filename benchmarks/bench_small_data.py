@@ -36,7 +36,8 @@ Cases (issue 19's acceptance):
   default for these 6 series held out in time, --bootstrap no: without), also the same
   members' band calibrated on the validation rows instead (`_val` columns).
 
-Options --prefit, --split-by and --ensemble are passed to `train_run` (as `tidal fit`'s flags);
+Options --prefit, --split-by, --ensemble and --refit are passed to `train_run` (as `tidal fit`'s
+flags; --refit compare prints a row without the refit and one with it, from one training);
 --config sets TrainConfig fields (JSON).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
 """
@@ -118,19 +119,53 @@ def fitted_run(data: Trajectories, folder: str, seed: int, epochs: int,
     return result, load_run(f"{folder}/run"), time.perf_counter() - started
 
 
-def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+def refitted_run(result: Any, folder: str) -> tuple[Any, Any, float]:
+    """folder/run (trained with refit=False) refitted as `train_run` would have
+    (--refit compare): the result, the loaded run and the seconds the refit took."""
+    from tidal.training.pipeline import _refitted, _save_result
+    from tidal.training.run_directory import RunDirectory
+
+    started = time.perf_counter()
+    run = load_run(f"{folder}/run")
+    directory = RunDirectory.open(f"{folder}/run", "neural-ode")
+    info = dict(run.config["data"])
+    result = _refitted(directory, result, run.training_data(), run.data("val"),
+                       result.scaling, info, progress=False)
+    _save_result(directory, result, info)
+    return result, load_run(f"{folder}/run"), time.perf_counter() - started
+
+
+def measured(case: Callable[..., dict[str, Any]], seed: int, epochs: int,
+             fit_options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The case's row; with --refit compare, one without the refit and one with it (the
+    same training, then the refit)."""
+    if REFIT != "compare":
+        return [case(seed, epochs, {**fit_options, "refit": REFITS[REFIT]})]
+    rows = case(seed, epochs, {**fit_options, "refit": False}, compare=True)
+    for row, label in zip(rows, ("no refit", "refit")):
+        row["seed"] = f"{seed} ({label})"
+    return rows
+
+
+def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any],
+                    compare: bool = False) -> Any:
     data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=seed)
     fresh = simulate(OSCILLATOR, 20, n_obs=(20, 40), noise=0.05, seed=1000 + seed)
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
-        frequency = learned_frequency(run, np.zeros(2))
-        rmse = heldout_rmse(run, fresh)
-        warnings = _warnings(f"{folder}/run")
-    return {"seed": seed, "status": result.status, "seconds": seconds,
-            "frequency": frequency,
-            "frequency_error": abs(frequency - TRUE_FREQUENCY) / TRUE_FREQUENCY,
-            "heldout": float(rmse.max()), "val_loss": result.best_val_loss,
-            "warnings": warnings}
+        for refit in (False, True)[:1 + compare]:
+            if refit:
+                result, run, seconds = refitted_run(result, folder)
+            frequency = learned_frequency(run, np.zeros(2))
+            rmse = heldout_rmse(run, fresh)
+            rows.append({
+                "seed": seed, "status": result.status, "seconds": seconds,
+                "frequency": frequency,
+                "frequency_error": abs(frequency - TRUE_FREQUENCY) / TRUE_FREQUENCY,
+                "heldout": float(rmse.max()), "val_loss": result.best_val_loss,
+                "warnings": _warnings(f"{folder}/run")})
+    return rows if compare else rows[0]
 
 
 def lotka_volterra_data(seed: int) -> tuple[Trajectories, np.ndarray, np.ndarray]:
@@ -175,19 +210,32 @@ def least_squares_baseline(data: Trajectories, future: np.ndarray) -> tuple[np.n
                                                        )[1:]
 
 
-def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[str, Any]:
+def lotka_volterra_case(seed: int, epochs: int, fit_options: dict[str, Any],
+                        compare: bool = False) -> Any:
     data, future, truth = lotka_volterra_data(seed)
-    values = data.values[0]
     fitted, forecast = least_squares_baseline(data, future)
-    baseline_in = float(np.sqrt(np.mean((fitted - values) ** 2)))
-    baseline_out = float(np.sqrt(np.mean((forecast - truth) ** 2)))
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         result, run, seconds = fitted_run(data, folder, seed, epochs, fit_options)
-        y0 = result.initial_states[0]
-        inside = run.predict(y0, data.times[0])
-        ahead = run.predict(y0, np.concatenate(([data.times[0][0]], future)))[1:]
-        warnings = _warnings(f"{folder}/run")
-        trained = len(run.data("train").times[0])  # the first observations (all, unsplit)
+        for refit in (False, True)[:1 + compare]:
+            if refit:
+                result, run, seconds = refitted_run(result, folder)
+            rows.append(_lotka_volterra_row(seed, data, future, truth, fitted, forecast,
+                                            result, run, seconds, folder))
+    return rows if compare else rows[0]
+
+
+def _lotka_volterra_row(seed: int, data: Trajectories, future: np.ndarray, truth: np.ndarray,
+                        fitted: np.ndarray, forecast: np.ndarray, result: Any, run: Any,
+                        seconds: float, folder: str) -> dict[str, Any]:
+    values = data.values[0]
+    baseline_in = float(np.sqrt(np.mean((fitted - values) ** 2)))
+    baseline_out = float(np.sqrt(np.mean((forecast - truth) ** 2)))
+    y0 = result.initial_states[0]
+    inside = run.predict(y0, data.times[0])
+    ahead = run.predict(y0, np.concatenate(([data.times[0][0]], future)))[1:]
+    warnings = _warnings(f"{folder}/run")
+    trained = len(run.data("train").times[0])  # the first observations (all, unsplit)
     model_in = float(np.sqrt(np.mean((inside - values) ** 2)))
     model_out = float(np.sqrt(np.mean((ahead - truth) ** 2)))
     model_train = float(np.sqrt(np.mean((inside - values)[:trained] ** 2)))
@@ -255,11 +303,16 @@ CONFIG_FIELDS: dict[str, Any] = {}
 #: Where the coverage case keeps its runs, KEEP/<system>_<seed>/run (--keep; "": nowhere).
 KEEP = ""
 
+#: --refit: "default" (train_run's: for one series), "on", "off", or "compare" (a row
+#: without and one with it, from one training).
+REFIT = "default"
+REFITS = {"default": None, "on": True, "off": False}
+
 #: The coverage case's systems (--coverage-systems).
 COVERAGE_SYSTEMS = ("oscillator", "toggle")
 
 
-CASES: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {
+CASES: dict[str, Callable[..., Any]] = {
     "oscillator": oscillator_case, "lotka-volterra": lotka_volterra_case,
     "coverage": coverage_case}
 COLUMNS = {
@@ -301,9 +354,14 @@ def main(argv: list[str] | None = None) -> None:
                         help='TrainConfig fields as JSON, e.g. \'{"shooting_segments": 4}\'')
     parser.add_argument("--keep", default="",
                         help="the coverage case keeps its runs in KEEP/<system>_<seed>/run")
+    parser.add_argument("--refit", default="default",
+                        choices=["default", "on", "off", "compare"],
+                        help="train_run's refit after a split in time; compare: a row "
+                             "without it and one with it, from the same training")
     args = parser.parse_args(argv)
     CONFIG_FIELDS.update(json.loads(args.config))
-    global COVERAGE_SYSTEMS, KEEP
+    global COVERAGE_SYSTEMS, KEEP, REFIT
+    REFIT = args.refit
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     KEEP = args.keep
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
@@ -319,10 +377,11 @@ def main(argv: list[str] | None = None) -> None:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for seed in seeds:
-            row = CASES[case](seed, args.epochs, options)
-            print("| " + " | ".join(fmt.format(row.get(name, math.nan))
-                                    for name, fmt in COLUMNS[case])
-                  + " |", flush=True)
+            for row in (measured(CASES[case], seed, args.epochs, options)
+                        if case != "coverage" else [CASES[case](seed, args.epochs, options)]):
+                print("| " + " | ".join(fmt.format(row.get(name, math.nan))
+                                        for name, fmt in COLUMNS[case])
+                      + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ import click
 
 
 def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --augment and --auto to a command; `apply_small_data_options` reads them."""
+    """Adds --augment, --auto and --refit/--no-refit to a command;
+    `apply_small_data_options` reads them."""
+    function = click.option(
+        "--refit/--no-refit", default=None,
+        help="Held out in time: fine-tune the model chosen on the validation observations on "
+             "them too (tidal.training.refit) [default: for one training series].")(function)
     function = click.option(
         "--auto", type=click.IntRange(min=0), default=0, show_default=True,
         help="Choose width, depth, activation, weight decay and learning rate among this many "
@@ -25,8 +30,8 @@ def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def apply_small_data_options(model: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The `ModelOptions` `model` with --augment applied, and `train_run`'s keyword for
-    --auto (both removed from `kw`)."""
+    """The `ModelOptions` `model` with --augment applied, and `train_run`'s keywords for
+    --auto and --refit (all removed from `kw`)."""
     augment = kw.pop("augment", 0)
     model = dataclasses.replace(model, augment=augment) if augment else model
-    return model, {"auto": kw.pop("auto", 0)}
+    return model, {"auto": kw.pop("auto", 0), "refit": kw.pop("refit", None)}

@@ -82,7 +82,7 @@ _CACHED_BATCHES = 8
 def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = None,
         config: TrainConfig | None = None, scaling: Scaling | None = None,
         run_dir: str | Path | RunDirectory | None = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, initial_states: np.ndarray | None = None) -> FitResult:
     """Fit `model` so its trajectories from each training trajectory's first state pass
     through the observations (mean squared error over observed entries, in scaled units).
 
@@ -100,6 +100,9 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         resume: continue from `run_dir`'s checkpoint.pt; the loss curve continues as if never
             stopped.
         progress: show a progress bar with the loss and the ETA.
+        initial_states: [N, D] (user units) to start the training trajectories' estimated
+            initial states from, e.g. an earlier fit's `FitResult.initial_states`; default
+            their first observations.
 
     Returns:
         A `FitResult`. Divergence (a non-finite loss or a failed solve) and Ctrl-C do not
@@ -123,6 +126,8 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         run = RunDirectory.open(folder, "neural-ode")
     objective = TrajectoryObjective(model, train.scaled(scaling),
                                     val.scaled(scaling) if val else None, config, dtype)
+    if initial_states is not None:
+        objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
     outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
                          progress=progress)
     model.load_state_dict(outcome.kept["model"])
@@ -217,6 +222,17 @@ class TrajectoryObjective:
             self.initial_offsets.copy_(state["initial_offsets"])
             if "segment_offsets" in state:
                 self.segment_offsets.copy_(state["segment_offsets"])
+
+    def start_initial_states(self, states: np.ndarray) -> None:
+        """Start the estimated initial states at `states` [N, D] (scaled units)."""
+        first = self.train.initial_states()
+        if np.shape(states) != first.shape:
+            raise InvalidArgumentError(
+                f"`fit(initial_states=...)`: shape {np.shape(states)}, but the training data "
+                f"has {first.shape[0]} trajectories of {first.shape[1]} states; give one "
+                "initial state per training trajectory.")
+        with torch.no_grad():
+            self.initial_offsets.copy_(torch.as_tensor(states - first, dtype=self.dtype))
 
     def batch(self, data: Trajectories, horizon: float, indices: tuple[int, ...]) -> Batch:
         """Trajectories `indices` of `data`, cut to `horizon`, as a batch. The last few are
