@@ -51,9 +51,12 @@ class StepField(Protocol):
     #: size of the user's state's last dimension (a method splitting the state into (q, p)
     #: halves works along it)
     last_dim: int
-    #: the step's start in the loop's own time (forward, float64): a float on a shared grid,
-    #: [B] on per-sample grids (a checkpoint replay finds a recorded step by it)
-    tau0: float | torch.Tensor
+
+    @property
+    def tau0(self) -> float | torch.Tensor:
+        """The step's start in the loop's own time (forward, float64): a float on a shared
+        grid, [B] on per-sample grids (a checkpoint replay finds a recorded step by it)."""
+
     @property
     def f(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """f(t, y) at a time made by `times`."""
