@@ -93,7 +93,7 @@ def main(threads: int) -> None:
 
     \b
     tidal simulate toggle-switch -o data.csv   simulate a built-in system
-    tidal fit data.csv -o runs/toggle          learn its dynamics (writes a run directory)
+    tidal fit data.csv --id id -o runs/toggle  learn its dynamics (writes a run directory)
     tidal predict runs/toggle --y0 1,0.2 --t 0:20:0.1 -o forecast.csv
     tidal report runs/toggle                   figures, metrics.json and report.html
     tidal demo                                 all of the above on built-in data
