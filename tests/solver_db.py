@@ -151,9 +151,6 @@ def _auto_errors() -> list[ErrorInput]:
         ErrorInput("patience not a positive integer", lambda: tidal.Auto(patience=0),
                    tidal.InvalidArgumentError, r"Auto\(patience=0\)"),
         _calibration_error(tidal.Auto),
-        ErrorInput("the checkpoint adjoint (a replay restarts the detection)",
-                   _solve(solver=tidal.Auto(), adjoint=tidal.CheckpointAdjoint()),
-                   tidal.IncompatibleOptionsError, r"BackpropAdjoint"),
     ]
 
 

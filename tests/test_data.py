@@ -277,6 +277,7 @@ def test_quoted_multiline_ids_read_fine(tmp_path):
     ("t,id,x\n0,a,1\n1,b,5\n0,a,2\n2,b,3\n", {"id": "id"},
      "trajectory 'a' has the time 0.0 (column 't') twice, at line 2 and line 4"),
     ("t,x\n0,1\n1,2\n0,3\n", {}, "at line 2 and line 4. If the file holds several trajectories"),
+    ("t,id,x\n0,1,1\n1,1,2\n0,2,3\n1,2,4\n", {}, "with `id=...` (column 'id' looks like one)."),
     ("t,id,x\n0,a,1\n1,a,2\n0,b,3\n1,b,\n", {"id": "id"},
      "trajectory 'b' has 1 observed time(s)"),
     ("t,id\n0,a\n1,a\n", {"id": "id"}, "no state columns (the columns are 't', 'id')"),

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from tidal.cli.main import main
@@ -76,3 +77,17 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
     for produced in ("runs/demo/report.html", "runs/toggle/report.html", "forecast.csv",
                      "runs/ham/report.html", "runs/ude/report.html", "samples.csv"):
         assert (tmp_path / produced).is_file(), produced
+
+
+def test_the_solver_snippets_run_as_written():
+    """The README's Python blocks that solve (the first solve, the stiff example, gradients),
+    run in order in one namespace as a reader would paste them."""
+    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
+    snippets = [block for block in blocks if ("tidal.solve(f" in block or "rober" in block)
+                and "solve_ensemble" not in block]  # (that one needs torchrun)
+    assert len(snippets) == 3
+    namespace: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["stiff"].status == namespace["tidal"].Status.SUCCESS
+    assert namespace["y0"].grad is not None and torch.isfinite(namespace["y0"].grad).all()

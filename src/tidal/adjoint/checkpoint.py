@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
+from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
 from tidal._loop_io import Start, solution_of
 from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of
@@ -65,16 +65,6 @@ class CheckpointAdjoint(DiscreteAdjoint):
             raise InvalidArgumentError(
                 f"`CheckpointAdjoint(checkpoints={n!r})` must be a positive integer or None.")
 
-    def check(self, problem: Problem) -> None:
-        super().check(problem)
-        if getattr(problem.solver, "keeps_state", False):  # SDE methods have no such flag
-            raise IncompatibleOptionsError(
-                f"`solve(solver={problem.solver!r}, adjoint=CheckpointAdjoint())`: a replay "
-                "from a checkpoint restarts the method's state (Auto's stiffness detection) "
-                "and could step differently from the forward solve. Use "
-                "adjoint=tidal.BackpropAdjoint(), or the method itself (tidal.Rodas5P() for a "
-                "stiff problem) with CheckpointAdjoint.")
-
     def limit(self, num_steps: int) -> int:
         """Most checkpoints to keep after `num_steps` accepted steps."""
         n = self.checkpoints if self.checkpoints is not None else math.isqrt(8 * num_steps)
@@ -84,9 +74,13 @@ class CheckpointAdjoint(DiscreteAdjoint):
                ) -> tuple[Solution, torch.Tensor | None]:
         grid = problem.grid
         start = grid.rows(y0.detach())
-        recorder = CheckpointRecorder(self, grid.taus[0], start)
+        forward, choice = problem, None
+        if getattr(problem.solver, "keeps_state", False):  # (SDE methods have no such flag)
+            method, choice = problem.solver.recording()
+            forward = problem.replace(solver=method)
+        recorder = CheckpointRecorder(self, grid.taus[0], start, choice)
         with torch.no_grad():
-            result = loop(problem, y0.detach(), recorder=recorder)
+            result = loop(forward, y0.detach(), recorder=recorder)
         solution = solution_of(problem, result)
         if not recorder.ends:  # no step: the only output reached is y0 itself
             solution.ys = torch.cat([y0.unsqueeze(0), solution.ys[1:]])
@@ -96,13 +90,17 @@ class CheckpointAdjoint(DiscreteAdjoint):
         replay_taus, reached, event_row = _replay_rows(grid.taus, event_tau, recorder.last_end)
         spans, starts = recorder.segments(grid.taus[0], start)
         replay_grid = grid.with_taus(replay_taus)
+        step_ends, choices = recorder.step_ends(), recorder.step_choices()
         controller = RecordedSteps(math.inf, recorded=Boundaries(
-            recorder.step_ends(), _jumps(problem, recorder.step_ends())))
+            step_ends, _jumps(problem, step_ends)))
+        solver = (problem.solver if choices is None
+                  else problem.solver.replaying(step_ends, choices))
 
         def replay(j: int, y_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             tau_start, tau_end = spans[j]
             segment = problem.replace(
-                grid=replay_grid, controller=controller, event=None, dense=False, throw=True,
+                grid=replay_grid, controller=controller, solver=solver, event=None,
+                dense=False, throw=True,
                 start=Start(tau_start, (replay_taus <= tau_start).sum(0), tau_end))
             out = loop(segment, y_start.view(y0.shape))
             return out.ys.reshape(len(replay_taus), grid.groups, -1), grid.rows(out.y_end)
@@ -153,15 +151,18 @@ class CheckpointRecorder:
     of calls (an upper bound on every group's count, known without asking the device); when
     the slots reach the adjoint's limit they are halved and the stride doubled. Slot c is
     filled for group g exactly when g took at least (c + 1) x stride accepted steps. Also
-    notes where every accepted step ended, per group, for the replay.
+    notes where every accepted step ended, per group, for the replay, and for a method that
+    keeps state (`choice`: its `recording` function) what it chose for each accepted step.
     """
 
-    def __init__(self, adjoint: CheckpointAdjoint, tau0: torch.Tensor, y0: torch.Tensor):
-        self.adjoint, self.stride, self.calls = adjoint, 1, 0
+    def __init__(self, adjoint: CheckpointAdjoint, tau0: torch.Tensor, y0: torch.Tensor,
+                 choice: Callable[[], torch.Tensor] | None = None):
+        self.adjoint, self.stride, self.calls, self.choice = adjoint, 1, 0, choice
         groups = len(tau0)
         self.groups = torch.arange(groups, device=y0.device)
         self.count = torch.zeros(groups, dtype=torch.long, device=y0.device)
         self.ends: list[torch.Tensor] = []
+        self.choices: list[torch.Tensor] = []
         self.last_end = tau0.clone()
         self.taus = torch.empty(0, groups, dtype=torch.float64, device=y0.device)
         self.states = torch.empty(0, *y0.shape, dtype=y0.dtype, device=y0.device)
@@ -170,6 +171,8 @@ class CheckpointRecorder:
                ) -> None:
         y1 = y1.reshape(len(self.groups), -1)
         self.calls += 1
+        if self.choice is not None:  # (only accepted steps' choices are ever read)
+            self.choices.append(self.choice().expand(len(self.groups)))
         if self.calls // self.stride > len(self.taus):  # a slot some group may reach
             self.taus = torch.cat([self.taus, torch.full_like(tau1, math.nan)[None]])
             self.states = torch.cat([self.states, torch.full_like(y1, math.nan)[None]])
@@ -207,8 +210,18 @@ class CheckpointRecorder:
         if not self.ends:
             return torch.full((len(self.groups), 1), math.inf, dtype=torch.float64,
                               device=self.groups.device)
-        ends = torch.stack(self.ends).sort(0).values.T  # accepted ends first, inf after
+        ends = torch.stack(self.ends).sort(dim=0, stable=True).values.T  # accepted first, inf after
         return ends[:, :max(1, int(self.count.max()))].contiguous()
+
+    def step_choices(self) -> torch.Tensor | None:
+        """[G, J]: a stateful method's choice for each step of `step_ends` (None without)."""
+        if self.choice is None:
+            return None
+        if not self.ends:
+            return torch.zeros(len(self.groups), 1, dtype=torch.bool, device=self.groups.device)
+        order = torch.stack(self.ends).sort(dim=0, stable=True).indices
+        choices = torch.stack(self.choices).gather(0, order).T
+        return choices[:, :max(1, int(self.count.max()))].contiguous()
 
     def segments(self, tau0: torch.Tensor, y0: torch.Tensor
                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:

@@ -93,7 +93,7 @@ def main(threads: int) -> None:
 
     \b
     tidal simulate toggle-switch -o data.csv   simulate a built-in system
-    tidal fit data.csv -o runs/toggle          learn its dynamics (writes a run directory)
+    tidal fit data.csv --id id -o runs/toggle  learn its dynamics (writes a run directory)
     tidal predict runs/toggle --y0 1,0.2 --t 0:20:0.1 -o forecast.csv
     tidal report runs/toggle                   figures, metrics.json and report.html
     tidal demo                                 all of the above on built-in data
@@ -263,8 +263,9 @@ def _train_options(function):
         click.option("--dt", default=0.05, show_default=True,
                      help="Step of fixed-step solvers (leapfrog, yoshida4, ...)."),
         click.option("--solver", default="auto", show_default=True,
-                     help="auto: tsit5 (rodas5p for stiff data, where --rate-scale "
-                          "auto turns on); for --model hamiltonian leapfrog (separable) or "
+                     help="auto: tsit5; for stiff data (where --rate-scale auto turns "
+                          "on) tidal.Auto, tsit5 switching to rodas5p where the field is "
+                          "stiff; for --model hamiltonian leapfrog (separable) or "
                           "implicit_midpoint."),
         click.option("--rtol", default=1e-4, show_default=True),
         click.option("--atol", default=1e-6, show_default=True),

@@ -511,6 +511,10 @@ def _trajectory_ids(table: _Table, id: str | None) -> tuple[np.ndarray, list[str
     return codes, names
 
 
+#: column names that usually hold trajectory ids (named in the hint for repeated times)
+_ID_NAMES = ("id", "trajectory", "trajectory_id", "series", "series_id", "run", "sample")
+
+
 def _check_trajectories(table: _Table, id: str | None, time: str, times: np.ndarray,
                         values: np.ndarray, rank: np.ndarray, names: list[str],
                         order: np.ndarray | None, starts: np.ndarray) -> None:
@@ -524,8 +528,10 @@ def _check_trajectories(table: _Table, id: str | None, time: str, times: np.ndar
         pair = [repeated[0], repeated[0] + 1]
         pair = pair if order is None else sorted(order[pair])
         lines = " and ".join(table.where(r, time) for r in pair)
-        hint = (" If the file holds several trajectories, name the id column with `id=...`."
-                if id is None else " Merge the two rows or correct one of the times.")
+        likely = [name for name in table.columns if name.lower() in _ID_NAMES][:1]
+        hint = (" Merge the two rows or correct one of the times." if id is not None else
+                " If the file holds several trajectories, name the id column with `id=...`"
+                + "".join(f" (column {name!r} looks like one)" for name in likely) + ".")
         raise DataFormatError(f"{table.path}: trajectory {names[rank[repeated[0]]]!r} has the "
                               f"time {float(times[repeated[0]])!r} (column {time!r}) twice, at "
                               f"{lines}.{hint}")

@@ -28,8 +28,15 @@ with the interpolant y(t0 + theta h) = y0 + h sum_k theta^k Q_k (both methods ha
 degree-4 interpolant; Q_k = sum_i w_ik K_i from the method's own weights), the error estimate
 E (before the factor h) and f(t1, y1), taken by the method itself (FSAL for the loop: Tsit5
 has it as its last stage, the Rosenbrock path calls f once more per attempt). Both error
-estimates have order 4, so the controller's exponent is the same. Dense output, events,
-checkpoint replays and gradients therefore work unchanged.
+estimates have order 4, so the controller's exponent is the same. Dense output, events
+and gradients therefore work unchanged.
+
+**Checkpoint replays.** A replay restarts mid-solve and retakes only the accepted steps, so
+it cannot rebuild the switching counters (rejected attempts count too). Under
+`CheckpointAdjoint` the forward solve runs a `recording` copy that notes each attempt's mode
+per group, the recorder keeps it for every accepted step, and the replay runs a `replaying`
+copy that takes each step in its recorded mode, found by the step's start: the replay
+steps with the forward solve's methods, so the gradient is the same as `BackpropAdjoint`'s.
 
 **Cost.** In explicit mode Tsit5 steps in the loop's own stage store, one product of its
 stages with a fixed [5, 7] matrix gives the stored rows and, at a stiffness estimate, one
@@ -44,6 +51,7 @@ different modes runs both methods and keeps each sample's own (it pays for both;
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +113,22 @@ class _Mode:
         self.untested = 0  # explicit attempts since the last stiffness estimate (shared grid)
         self.scratch: dict[str, Stages] = {}
 
+    def follow(self, stiff: torch.Tensor) -> None:
+        """Take the modes `stiff` [G] (a replay's recorded ones)."""
+        self.stiff = stiff
+        self.any_stiff, self.all_stiff = bool(stiff.any()), bool(stiff.all())
+
+
+@dataclass
+class _ModeLog:
+    """The mode of a recording `Auto`'s latest attempt, per group [G]."""
+
+    latest: torch.Tensor | None = None
+
+    def read(self) -> torch.Tensor:
+        assert self.latest is not None, "read after an attempt"
+        return self.latest
+
 
 class Auto(StepMethod):
     """Tsit5 while the problem is not stiff, Rodas5P while it is, switching per group (see
@@ -148,6 +172,27 @@ class Auto(StepMethod):
         self._explicit = Tsit5()
         self._stiff = Rodas5P(jac=self.jac, tolerance_calibration=checked_calibration(
             tolerance_calibration, Rodas5P.default_calibration, "Auto"))
+        self._log: _ModeLog | None = None  # set on a `recording` copy
+        self._schedule: tuple[torch.Tensor, torch.Tensor] | None = None  # a `replaying` copy's
+
+    def recording(self) -> tuple[Auto, Callable[[], torch.Tensor]]:
+        twin = copy.copy(self)
+        twin._log = _ModeLog()
+        return twin, twin._log.read
+
+    def replaying(self, step_ends: torch.Tensor, choices: torch.Tensor) -> Auto:
+        twin = copy.copy(self)
+        twin._log, twin._schedule = None, (step_ends.contiguous(), choices)
+        return twin
+
+    def _replayed_modes(self, field: StepField) -> torch.Tensor:
+        """[G] the recorded mode of the step each group starts now: step k of a group starts
+        where its (k-1)-th recorded step ended."""
+        assert self._schedule is not None
+        ends, choices = self._schedule
+        start = torch.as_tensor(field.tau0, dtype=ends.dtype, device=ends.device).reshape(-1, 1)
+        k = torch.searchsorted(ends, start.expand(len(ends), 1), right=True)
+        return choices.gather(1, k.clamp(max=ends.shape[1] - 1)).squeeze(1)
 
     def __repr__(self) -> str:
         return (f"Auto(stiff_bound={self.stiff_bound}, nonstiff_bound={self.nonstiff_bound}, "
@@ -162,9 +207,14 @@ class Auto(StepMethod):
         mode = field.state.get("auto")
         if mode is None:
             mode = field.state["auto"] = _Mode(len(field.rows(y0)), y0.device)
+        replay = self._schedule is not None
+        if replay:
+            mode.follow(self._replayed_modes(field))
+        if self._log is not None:
+            self._log.latest = mode.stiff
         if not mode.any_stiff:  # the common case: Tsit5 steps in the loop's own store
-            test = (not mode.shared or int(mode.streak) > 0  # (an int on a shared grid)
-                    or mode.untested + 1 >= _TEST_EVERY)
+            test = not replay and (not mode.shared or int(mode.streak) > 0  # (an int if shared)
+                                   or mode.untested + 1 >= _TEST_EVERY)
             y1, rows, norms = self._explicit_step(field, stages, stages, mode, test)
             _replace_rows(stages, rows)
             if norms is None:
@@ -190,7 +240,8 @@ class Auto(StepMethod):
                                 ).view(len(store_e), -1)
             rho = torch.where(mode.stiff, rho_s, _stiffness(dy_dk))
         _append_rows(stages, store)
-        self._update_mode(field, mode, rho)
+        if not replay:
+            self._update_mode(field, mode, rho)
         return y1, fevals
 
     def _explicit_step(self, field: StepField, stages: Stages, store: Stages, mode: _Mode,

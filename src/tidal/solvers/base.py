@@ -51,6 +51,12 @@ class StepField(Protocol):
     #: size of the user's state's last dimension (a method splitting the state into (q, p)
     #: halves works along it)
     last_dim: int
+
+    @property
+    def tau0(self) -> float | torch.Tensor:
+        """The step's start in the loop's own time (forward, float64): a float on a shared
+        grid, [B] on per-sample grids (a checkpoint replay finds a recorded step by it)."""
+
     @property
     def f(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """f(t, y) at a time made by `times`."""
@@ -121,7 +127,8 @@ class StepMethod(ABC):
     #: the method forms df/dy (Rosenbrock, implicit Runge–Kutta)
     uses_jacobian: ClassVar[bool] = False
     #: the method chooses how to step from state it keeps across steps (`Auto`'s modes),
-    #: which a checkpoint replay, starting mid-solve, would not restore
+    #: which a checkpoint replay, starting mid-solve, cannot rebuild: such a method
+    #: implements `recording` and `replaying`
     keeps_state: ClassVar[bool] = False
     #: the user's Jacobian df/dy, jac(t, y) (or jac(t, y, args)), for a method that uses one
     #: (Rosenbrock, implicit Runge–Kutta); None: the method differentiates f itself
@@ -130,6 +137,18 @@ class StepMethod(ABC):
     #: that the controller steps as if asked for rtol / c and atol / c; the first step is
     #: chosen for those tolerances too (a `Rosenbrock` method's calibration; 1 for others)
     tolerance_calibration: float = 1.0
+
+    def recording(self) -> tuple[StepMethod, Callable[[], torch.Tensor]]:
+        """For a method that `keeps_state`: a copy for one forward solve that notes its choice
+        at every attempt, and a function returning the latest attempt's choice per group
+        [G] (what a checkpoint recorder keeps for every accepted step)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state across steps")
+
+    def replaying(self, step_ends: torch.Tensor, choices: torch.Tensor) -> StepMethod:
+        """For a method that `keeps_state`: a copy that retakes recorded accepted steps
+        making the recorded choices: `choices` [G, J] of the steps ending at `step_ends`
+        [G, J] (loop time, each group's ends increasing), found by each step's start."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state across steps")
 
     def coefficients(self, dtype: torch.dtype, device: torch.device) -> RKCoefficients:
         """The tableau as tensors (cached per dtype and device): what the loop, the error

@@ -54,9 +54,9 @@ class ModelOptions:
     optionally `separable` H = T(p) + V(q); state = (q, p) halves) or "ude" (`UDE`: the
     registered `known` terms, with `params` as initial values of the learned physical
     parameters, plus an MLP correction; trained in the data's units). solver "auto" picks
-    Tsit5 (Rodas5P for a neural ODE with per-species rates, i.e. stiff data), or for a
-    Hamiltonian leapfrog (separable) / implicit midpoint, with step `dt`; `tidal.Auto`
-    (registry name "auto") is not reachable by name here.
+    Tsit5, or for a neural ODE with per-species rates (stiff data) `tidal.Auto` (Tsit5
+    switching to Rodas5P where the field is stiff), or for a Hamiltonian leapfrog
+    (separable) / implicit midpoint, with step `dt`.
     augment: extra unobserved states of a "neural-ode" (`AugmentedNeuralODE`), e.g. 1 for
     one observed variable that oscillates; 0: none.
     rate_scale: per-species rate scales of a "neural-ode"'s outputs (`tidal.training.rates`):
@@ -118,8 +118,8 @@ def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
     if options.augment:
         return AugmentedNeuralODE(field, options.augment, **options.solve_objects("tsit5"))
     # per-species rates are on for stiff data, where Tsit5 stops at max_steps (ROBER: at
-    # t ~ 900 in the first epoch): Rodas5P by default there
-    default = "tsit5" if options.output_scale is None else "rodas5p"
+    # t ~ 900 in the first epoch): there `tidal.Auto`, Tsit5 switching to Rodas5P
+    default = "tsit5" if options.output_scale is None else "auto"
     return NeuralODE(field, **options.solve_objects(default))
 
 
