@@ -5,12 +5,13 @@ several seeds; and the cost of an ODE-RNN pass on the union grid against per-sam
     .venv/bin/python benchmarks/bench_sequences.py [--seeds 0 1 2] [--epochs 6] [--train 96]
         [--data reference|varied] [--models GRUDelta ...]
         [--tasks interpolation extrapolation] [--skip-grid-costs] [--lr 1e-2]
-        [--obs-std 0.1] [--progress N]
+        [--obs-std 0.1] [--observed 0.5] [--latent-sizes 8 16 32] [--progress N]
 
-Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], half of the
-points observed): `--data reference` (the default) is the reference implementation's family
-(1 + sin(2 pi f t), f ~ U(0.4, 0.8)), `--data varied` a harder one with random amplitude and
-phase and f ~ U(0.5, 1.5).
+Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], each point
+observed with probability `--observed`, 0.5 as in the reference implementation's command):
+`--data reference` (the default) is the reference implementation's family (1 + sin(2 pi f t),
+f ~ U(0.4, 0.8)), `--data varied` a harder one with random amplitude and phase and
+f ~ U(0.5, 1.5).
 Interpolation: the models see the observed points of the whole span; MSE on
 the points not observed. Extrapolation: they see the observed points of the first half; MSE on
 every point of the second half. Each model trains on its own natural objective: one-step-ahead
@@ -49,18 +50,21 @@ DATA: dict[str, dict[str, Any]] = {"reference": {},
                    "offset": 0.0, "offset_std": 0.0}}
 
 
-def make_models(decoder: str = "rotation", obs_std: float = 0.1) -> dict[str, torch.nn.Module]:
+def make_models(decoder: str = "rotation", obs_std: float = 0.1,
+                latent_sizes: tuple[int, int, int] = (LATENT, HIDDEN, WIDTH)
+                ) -> dict[str, torch.nn.Module]:
     """The four models; `decoder` is the latent ODE decoder's field: "rotation" (a learned
     rotation plus an MLP, `tidal.nn.RotationMLP`) or "mlp" (the MLP alone); `obs_std` its
-    likelihood's observation noise."""
-    field = (RotationMLP(LATENT, width=WIDTH, rotation_scale=ROTATION_SCALE)
+    likelihood's observation noise; `latent_sizes` its (latent, hidden, width)."""
+    latent, hidden, width = latent_sizes
+    field = (RotationMLP(latent, width=width, rotation_scale=ROTATION_SCALE)
              if decoder == "rotation" else None)
     return {
         "GRUDelta": GRUDelta(1, HIDDEN),
         "ODERNN": ODERNN(1, HIDDEN, width=WIDTH, **ONE_RK4_STEP),
         # one RK4 step per encoder interval; the decoder crosses the whole span in one solve
         # (up to 7.5 periods), so it takes fine steps: 0.05 is 100 steps over [0, 5]
-        "LatentODE": LatentODE(1, LATENT, HIDDEN, width=WIDTH, obs_std=obs_std, vector_field=field,
+        "LatentODE": LatentODE(1, latent, hidden, width=width, obs_std=obs_std, vector_field=field,
                                decoder_options={"solver": tidal.RK4(),
                                                 "controller": tidal.ConstantStepSize(0.05)},
                                **ONE_RK4_STEP),
@@ -116,9 +120,10 @@ def loss_of(name: str, model: torch.nn.Module, data: IrregularSeries, task: str,
 def run(name: str, task: str, seed: int, args: argparse.Namespace
         ) -> tuple[float, float]:
     torch.manual_seed(seed)
-    data = periodic_signals(args.train + args.test, observed=0.5, seed=seed, **DATA[args.data])
+    data = periodic_signals(args.train + args.test, observed=args.observed, seed=seed,
+                            **DATA[args.data])
     train, test = data[:args.train], data[args.train:]
-    model = make_models(args.decoder, args.obs_std)[name]
+    model = make_models(args.decoder, args.obs_std, tuple(args.latent_sizes))[name]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -184,6 +189,12 @@ def main() -> None:
                         help="the latent ODE decoder's field")
     parser.add_argument("--obs-std", type=float, default=0.1,
                         help="the latent ODE likelihood's observation noise")
+    parser.add_argument("--latent-sizes", type=int, nargs=3, default=[LATENT, HIDDEN, WIDTH],
+                        metavar=("LATENT", "HIDDEN", "WIDTH"),
+                        help="the latent ODE's latent size, encoder hidden size and MLP width "
+                             "(the reference implementation's toy run: 10 20 100)")
+    parser.add_argument("--observed", type=float, default=0.5,
+                        help="the fraction of the 100 points observed")
     parser.add_argument("--models", nargs="+", default=list(make_models()))
     parser.add_argument("--tasks", nargs="+", default=["interpolation", "extrapolation"])
     parser.add_argument("--skip-grid-costs", action="store_true")
