@@ -24,7 +24,7 @@ from tidal.nn import MLP
 from tidal.registry import SOLVERS
 from tidal.training.auto import choose
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
-from tidal.training.collocation import build_prefitted
+from tidal.training.collocation import build_prefitted, build_with_linear_start
 from tidal.training.config import TrainConfig
 from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FitResult, fit, write_initial_states
@@ -62,6 +62,8 @@ class ModelOptions:
     rate_scale: per-species rate scales of a "neural-ode"'s outputs (`tidal.training.rates`):
     "species", "off", or "auto" (on when the species' time scales are decades apart);
     `train_run` resolves it on the training data into `output_scale` (`MLP(output_scale=)`).
+    linear_term: an affine term beside a "neural-ode"'s network (`MLP(linear_term=True)`),
+    exempt from weight decay.
     """
 
     kind: str = "neural-ode"
@@ -80,6 +82,7 @@ class ModelOptions:
     augment: int = 0
     rate_scale: str = "auto"
     output_scale: tuple[float, ...] | None = None
+    linear_term: bool = False
 
     def build(self, n_states: int, seed: int) -> NeuralODE:
         if self.solver != "auto" and self.solver not in SOLVERS:
@@ -91,6 +94,9 @@ class ModelOptions:
         if self.augment and self.kind != "neural-ode":
             raise InvalidArgumentError(f"`--augment {self.augment}` applies to `--model "
                                        f"neural-ode`, not `--model {self.kind}`.")
+        if self.linear_term and self.kind != "neural-ode":
+            raise InvalidArgumentError("`--linear-term` applies to `--model neural-ode`, not "
+                                       f"`--model {self.kind}`.")
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             return MODEL_KINDS[self.kind](self, n_states)
@@ -114,7 +120,7 @@ class ModelOptions:
 def _neural_ode(options: ModelOptions, n_states: int) -> NeuralODE:
     field = MLP(n_states + options.augment, width=options.width, depth=options.depth,
                 activation=options.activation, time_input=options.time_input,
-                output_scale=options.output_scale)
+                output_scale=options.output_scale, linear_term=options.linear_term)
     if options.augment:
         return AugmentedNeuralODE(field, options.augment, **options.solve_objects("tsit5"))
     # per-species rates are on for stiff data, where Tsit5 stops at max_steps (ROBER: at
@@ -224,8 +230,11 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     build = functools.partial(model.build, data.n_states)
     if prefit:
         build = functools.partial(build_prefitted, build, train, scaling)
+    elif model.linear_term:
+        build = functools.partial(build_with_linear_start, build, train, scaling)
     if ensemble is None:
-        result = fit(build(config.seed) if prefit else network, train, val=val, config=config,
+        result = fit(build(config.seed) if prefit or model.linear_term else network, train,
+                     val=val, config=config,
                      scaling=scaling, run_dir=run, progress=progress)
         if (len(train) < REFIT_BELOW if refit is None else refit) and kind == "time" \
                 and not world.distributed:
