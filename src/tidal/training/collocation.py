@@ -16,6 +16,7 @@ from tidal.data import Scaling, Trajectories
 from tidal.data.collocation import derivative_estimates
 from tidal.models import NeuralODE
 from tidal.models.augmented import extra_states
+from tidal.nn import MLP
 
 PREFIT_STEPS = 500
 PREFIT_LR = 1e-2
@@ -70,28 +71,26 @@ def linear_start(model: NeuralODE, train: Trajectories, scaling: Scaling) -> boo
     """Set the linear term A y + b of `model.vector_field` (an `MLP(linear_term=True)`) so
     that the whole field fits the splines' rates best in least squares, given the network's
     own (small, untrained) output: [A b] = argmin sum ||rate - g(y) - A y - b||^2. Returns
-    False (the term left at zero) when the data give no pairs."""
-    linear = model.vector_field.linear
-    pairs = _pairs(model, train, scaling)
+    False (the term left at zero) when the data give no pairs, or the model has augmented
+    states (whose rates the data cannot estimate)."""
+    field = model.vector_field
+    assert isinstance(field, MLP) and field.linear is not None, "an MLP with a linear term"
+    linear = field.linear
+    pairs = None if extra_states(model) else _pairs(model, train, scaling)
     if pairs is None:
         return False
     y, target = pairs
-    field = model.vector_field
     with torch.no_grad():
         linear.weight.zero_()
         linear.bias.zero_()
         # the field is (g(y) + A y + b) x output_scale
-        residual = (target - field(torch.zeros((), dtype=y.dtype), y)) / _output_scale(model)
+        scale = 1.0 if field.output_scale is None else field.output_scale
+        residual = (target - field(torch.zeros((), dtype=y.dtype), y)) / scale
         design = torch.cat([y, torch.ones_like(y[:, :1])], 1)
         solution = torch.linalg.lstsq(design.double(), residual.double()).solution  # [D + 1, D]
         linear.weight.copy_(solution[:-1].T)
         linear.bias.copy_(solution[-1])
     return True
-
-
-def _output_scale(model: NeuralODE) -> torch.Tensor | float:
-    scale = getattr(model.vector_field, "output_scale", None)
-    return 1.0 if scale is None else scale
 
 
 def build_with_linear_start(build: Callable[[int], NeuralODE], train: Trajectories,
