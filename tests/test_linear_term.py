@@ -112,6 +112,7 @@ def test_the_command_line_records_the_term_and_the_decay(tmp_path) -> None:
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["vector_field"]["linear_term"] is True
     assert config["train"]["weight_decay"] == 0.1
+    assert "neural ODE (MLP 8 x 2, tanh + linear term)" in result.output
     refused = CliRunner().invoke(main, ["fit", str(tmp_path / "data.csv"), "--id", "id",
                                         "--model", "ode-rnn", "--linear-term", "-o",
                                         str(tmp_path / "seq")])
