@@ -117,3 +117,16 @@ def test_the_command_line_records_the_term_and_the_decay(tmp_path) -> None:
                                         "--model", "ode-rnn", "--linear-term", "-o",
                                         str(tmp_path / "seq")])
     assert refused.exit_code == 2 and "--linear-term do(es) not apply" in refused.output
+
+
+def test_the_default_is_on_for_a_few_series_only() -> None:
+    from tidal.training.pipeline import with_small_data_model
+
+    def decided(n: int, **options: object) -> bool | None:
+        return with_small_data_model(ModelOptions(**options), n).linear_term
+
+    assert decided(6) is True and decided(2) is True
+    assert decided(12) is False and decided(32) is False and decided(1) is False
+    assert decided(6, augment=1) is False and decided(6, kind="hamiltonian") is False
+    assert decided(6, output_scale=(1.0, 2.0)) is False  # stiff data (per-species rates)
+    assert decided(6, linear_term=False) is False and decided(32, linear_term=True) is True

@@ -14,10 +14,10 @@ def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Adds --augment, --linear-term, --auto and --refit/--no-refit to a command;
     `apply_small_data_options` reads them."""
     function = click.option(
-        "--linear-term", is_flag=True,
+        "--linear-term/--no-linear-term", default=None,
         help="A neural ODE's field as A y + b + network, A and b started at the "
              "least-squares fit of smoothing-spline rates and exempt from --weight-decay "
-             "(so the network stays a correction).")(function)
+             "[default: on for 2 to 11 training series].")(function)
     function = click.option(
         "--refit/--no-refit", default=None,
         help="Held out in time: fine-tune the model chosen on the validation observations on "
@@ -37,7 +37,6 @@ def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def apply_small_data_options(model: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The `ModelOptions` `model` with --augment applied, and `train_run`'s keywords for
     --auto and --refit (all removed from `kw`)."""
-    augment, linear_term = kw.pop("augment", 0), kw.pop("linear_term", False)
-    model = dataclasses.replace(model, augment=augment) if augment else model
-    model = dataclasses.replace(model, linear_term=True) if linear_term else model
+    augment = kw.pop("augment", 0)
+    model = dataclasses.replace(model, augment=augment, linear_term=kw.pop("linear_term", None))
     return model, {"auto": kw.pop("auto", 0), "refit": kw.pop("refit", None)}
