@@ -62,6 +62,7 @@ from tidal.data import SYSTEMS, System, Trajectories, simulate
 from tidal.report.metrics import state_ranges, true_trajectories
 from tidal.training import TrainConfig, train_run
 from tidal.training.ensemble import EnsembleOptions
+from tidal.training.pipeline import ModelOptions
 from tidal.training.run import load_run
 
 W, ZETA = 2.0, 0.1
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the coverage case's systems, comma-separated")
     parser.add_argument("--config", default="{}",
                         help='TrainConfig fields as JSON, e.g. \'{"shooting_segments": 4}\'')
+    parser.add_argument("--model", default="{}",
+                        help='ModelOptions fields as JSON, e.g. \'{"linear_term": true}\'')
     parser.add_argument("--keep", default="",
                         help="the coverage case keeps its runs in KEEP/<system>_<seed>/run")
     parser.add_argument("--refit", default="default",
@@ -365,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     KEEP = args.keep
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
+    if args.model != "{}":
+        options["model"] = ModelOptions(**json.loads(args.model))
     if args.ensemble > 1:
         bootstrap = {"auto": None, "yes": True, "no": False}[args.bootstrap]
         options["ensemble"] = EnsembleOptions(args.ensemble, bootstrap, args.workers)

@@ -45,6 +45,11 @@ class MLP(nn.Module):
             output_scale[i] times the network's. Per-species rate scales for data whose
             species move on time scales decades apart (`tidal.training.rates`): each output
             of the network proper stays of order one. None: no factors.
+        linear_term: add an affine term beside the network, f(y) = A y + b + g(y), with A and
+            b starting at zero and exempt from weight decay (`undecayed_parameters`): with
+            weight decay the network g stays a small correction and the linear part carries
+            what the data determine, e.g. a damped oscillation's frequency near its fixed
+            point, where a tanh network alone extrapolates freely.
 
     `t` is a scalar or has the state's batch shape (per-sample grids pass t of shape [B]).
     """
@@ -53,7 +58,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, out_features: int | None = None, *, width: int = 64,
                  depth: int = 2, activation: str = "tanh", time_input: bool = False,
-                 final_scale: float = 0.1, output_scale: Sequence[float] | None = None) -> None:
+                 final_scale: float = 0.1, output_scale: Sequence[float] | None = None,
+                 linear_term: bool = False) -> None:
         super().__init__()
         out_features = _checked("MLP", in_features, out_features, width, depth, activation)
         factors = None if output_scale is None else [float(x) for x in output_scale]
@@ -65,7 +71,8 @@ class MLP(nn.Module):
         self._config = {"in_features": in_features, "out_features": out_features,
                         "width": width, "depth": depth, "activation": activation,
                         "time_input": time_input, "final_scale": final_scale,
-                        **({"output_scale": factors} if factors is not None else {})}
+                        **({"output_scale": factors} if factors is not None else {}),
+                        **({"linear_term": True} if linear_term else {})}
         # not in the state_dict: config() carries it, as the other constructor arguments
         self.register_buffer("output_scale", None if factors is None else torch.tensor(
             factors, dtype=torch.get_default_dtype()), persistent=False)
@@ -80,6 +87,16 @@ class MLP(nn.Module):
             last.weight.mul_(final_scale)
             last.bias.zero_()
         self.net = nn.Sequential(*layers, last)
+        self.linear: nn.Linear | None = None
+        if linear_term:
+            self.linear = nn.Linear(in_features, out_features)
+            with torch.no_grad():
+                self.linear.weight.zero_()
+                self.linear.bias.zero_()
+
+    def undecayed_parameters(self) -> list[nn.Parameter]:
+        """The parameters a trainer leaves out of weight decay: the linear term's."""
+        return [] if self.linear is None else list(self.linear.parameters())
 
     def forward(self, t: torch.Tensor | float, y: torch.Tensor) -> torch.Tensor:
         if self.time_input:
@@ -88,6 +105,8 @@ class MLP(nn.Module):
             out = self.net(torch.cat([y, t], dim=-1))
         else:
             out = self.net(y)
+        if self.linear is not None:
+            out = out + self.linear(y)
         return out if self.output_scale is None else out * self.output_scale
 
     def config(self) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def _flags_named() -> Iterator[None]:
 
 _FLAG_SPELLING = re.compile(r"`(?:TrainConfig\()?(\w+)=(.*?)\)?`")
 _FLAGS = {"time": "--time", "id": "--id", "states": "--states", "epochs": "--epochs",
-          "lr": "--lr", "batch_size": "--batch-size", "horizons": "--horizons",
+          "lr": "--lr", "weight_decay": "--weight-decay", "batch_size": "--batch-size",
+          "horizons": "--horizons",
           "patience": "--patience", "shooting_segments": "--shooting-segments",
           "shooting_weight": "--shooting-weight", "seed": "--seed",
           "checkpoint_every": "--checkpoint-every"}
@@ -224,6 +225,9 @@ def _train_options(function):
         click.option("--checkpoint-every", default=25, show_default=True,
                      help="Epochs between checkpoints."),
         click.option("--lr", default=1e-2, show_default=True, help="Peak learning rate."),
+        click.option("--weight-decay", default=0.0, show_default=True,
+                     type=click.FloatRange(min=0.0),
+                     help="AdamW's decoupled weight decay (not on --linear-term's A and b)."),
         click.option("--batch-size", type=int, default=None,
                      help="Trajectories per step (default: all)."),
         click.option("--horizons", default="0.3,0.6,1.0", show_default=True,
@@ -294,7 +298,8 @@ def _configs(kw: dict):
                          atol=kw["atol"], adjoint=kw["adjoint"], separable=kw["separable"],
                          dt=kw["dt"], known=kw["known"], params=tuple(params),
                          rate_scale=kw["rate_scale"])
-    config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["batch_size"],
+    config = TrainConfig(epochs=kw["epochs"], lr=kw["lr"], weight_decay=kw["weight_decay"],
+                         batch_size=kw["batch_size"],
                          horizons=tuple(_floats(kw["horizons"], "--horizons")),
                          patience=kw["patience"] or None, seed=kw["seed"],
                          shooting_segments=kw["shooting_segments"],

@@ -1,5 +1,5 @@
-"""`tidal fit`'s options for small data sets (issue 19) that change the model, `--augment`
-and `--auto`, kept here so the command's own module stays short."""
+"""`tidal fit`'s options for small data sets (issue 19) that change the model, `--augment`,
+`--linear-term` and `--auto`, kept here so the command's own module stays short."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import click
 
 
 def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --augment, --auto and --refit/--no-refit to a command;
+    """Adds --augment, --linear-term, --auto and --refit/--no-refit to a command;
     `apply_small_data_options` reads them."""
+    function = click.option(
+        "--linear-term/--no-linear-term", default=None,
+        help="A neural ODE's field as A y + b + network, A and b started at the "
+             "least-squares fit of smoothing-spline rates and exempt from --weight-decay "
+             "[default: on for 2 to 11 training series].")(function)
     function = click.option(
         "--refit/--no-refit", default=None,
         help="Held out in time: fine-tune the model chosen on the validation observations on "
@@ -33,5 +38,5 @@ def apply_small_data_options(model: Any, kw: dict[str, Any]) -> tuple[Any, dict[
     """The `ModelOptions` `model` with --augment applied, and `train_run`'s keywords for
     --auto and --refit (all removed from `kw`)."""
     augment = kw.pop("augment", 0)
-    model = dataclasses.replace(model, augment=augment) if augment else model
+    model = dataclasses.replace(model, augment=augment, linear_term=kw.pop("linear_term", None))
     return model, {"auto": kw.pop("auto", 0), "refit": kw.pop("refit", None)}

@@ -146,7 +146,8 @@ def describe_model(model: dict[str, Any]) -> str:
     network = model.get("vector_field") or model.get("correction") or \
         model.get("hamiltonian") or model.get("potential") or {}
     net = (f"{network.get('type', 'network')} {network.get('width', '?')} x "
-           f"{network.get('depth', '?')}, {network.get('activation', '?')}")
+           f"{network.get('depth', '?')}, {network.get('activation', '?')}"
+           + (" + linear term" if network.get("linear_term") else ""))
     if kind == "HamiltonianNN":
         form = "separable H = T(p) + V(q)" if "potential" in model else "H(q, p)"
         text = f"Hamiltonian neural network ({form}, {net})"

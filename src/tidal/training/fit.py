@@ -189,7 +189,13 @@ class TrajectoryObjective:
         self.val_continued = continuations(train, val)
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        groups = [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+        exempt = {id(p) for module in self.model.modules()
+                  for p in getattr(module, "undecayed_parameters", list)()}
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in exempt],
+                   "weight_decay": weight_decay}]
+        if exempt:
+            groups.append({"params": [p for p in self.model.parameters() if id(p) in exempt],
+                           "weight_decay": 0.0})
         if self.config.learn_initial_states:
             groups.append({"params": [self.initial_offsets], "weight_decay": 0.0})
         if self.config.shooting_segments > 1:

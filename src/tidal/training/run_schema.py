@@ -181,7 +181,8 @@ def _run_config() -> Schema:
                       "out_features": integer(1, MAX_STATES), "width": integer(1, MAX_WIDTH),
                       "depth": integer(1, MAX_DEPTH), "activation": text(ACTIVATIONS),
                       "time_input": boolean, "final_scale": number(-1e6, 1e6)},
-                     {"output_scale": list_of(number(0.0, 1e300, positive=True), 1)})
+                     {"output_scale": list_of(number(0.0, 1e300, positive=True), 1),
+                      "linear_term": boolean})
     solve = {"solver": text(SOLVERS), "adjoint": text(ADJOINTS),
              "max_steps": integer(1, MAX_STEPS)}
     # rtol and atol for a PIDController, dt for a ConstantStepSize (runs written before
