@@ -215,7 +215,7 @@ def test_cli_prints_the_headline_and_the_page_states_the_result(tmp_path):
         "learned vs true system forecast to 3x the span", "basin agreement with the true system"]
 
     page = (run / "report.html").read_text()
-    for text in ("What was fitted", "neural ODE (MLP 8 x 1, tanh)", "Checks",
+    for text in ("What was fitted", "neural ODE (MLP 8 x 1, tanh + linear term)", "Checks",
                  "from the initial states estimated in training",
                  f"{significant(100 * metrics['test']['relative_rmse'][0])}%",
                  f"{significant(100 * metrics['truth']['basin_agreement']['fraction'])}%"):
