@@ -46,7 +46,8 @@ class MLP(nn.Module):
             species move on time scales decades apart (`tidal.training.rates`): each output
             of the network proper stays of order one. None: no factors.
         linear_term: add an affine term beside the network, f(y) = A y + b + g(y), with A and
-            b starting at zero and exempt from weight decay (`undecayed_parameters`): with
+            b zero here (`tidal.training.collocation.linear_start` starts them at a fit to
+            the data) and exempt from weight decay (`undecayed_parameters`): with
             weight decay the network g stays a small correction and the linear part carries
             what the data determine, e.g. a damped oscillation's frequency near its fixed
             point, where a tanh network alone extrapolates freely.

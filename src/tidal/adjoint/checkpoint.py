@@ -90,7 +90,7 @@ class CheckpointAdjoint(DiscreteAdjoint):
         replay_taus, reached, event_row = _replay_rows(grid.taus, event_tau, recorder.last_end)
         spans, starts = recorder.segments(grid.taus[0], start)
         replay_grid = grid.with_taus(replay_taus)
-        step_ends, choices = recorder.step_ends(), recorder.step_choices()
+        step_ends, choices = recorder.steps()
         controller = RecordedSteps(math.inf, recorded=Boundaries(
             step_ends, _jumps(problem, step_ends)))
         solver = (problem.solver if choices is None
@@ -205,23 +205,20 @@ class CheckpointRecorder:
         self.states[slot, self.groups] = torch.where(due.unsqueeze(-1), y1,
                                                      self.states[slot, self.groups])
 
-    def step_ends(self) -> torch.Tensor:
-        """[G, J]: each group's accepted step ends in order, padded with inf."""
+    def steps(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """([G, J] each group's accepted step ends in order, padded with inf; [G, J] a stateful
+        method's choice for each of those steps, None without one)."""
+        shape = (len(self.groups), 1)
+        device = self.groups.device
         if not self.ends:
-            return torch.full((len(self.groups), 1), math.inf, dtype=torch.float64,
-                              device=self.groups.device)
-        ends = torch.stack(self.ends).sort(dim=0, stable=True).values.T  # accepted first, inf after
-        return ends[:, :max(1, int(self.count.max()))].contiguous()
-
-    def step_choices(self) -> torch.Tensor | None:
-        """[G, J]: a stateful method's choice for each step of `step_ends` (None without)."""
-        if self.choice is None:
-            return None
-        if not self.ends:
-            return torch.zeros(len(self.groups), 1, dtype=torch.bool, device=self.groups.device)
-        order = torch.stack(self.ends).sort(dim=0, stable=True).indices
-        choices = torch.stack(self.choices).gather(0, order).T
-        return choices[:, :max(1, int(self.count.max()))].contiguous()
+            return (torch.full(shape, math.inf, dtype=torch.float64, device=device),
+                    None if self.choice is None
+                    else torch.zeros(shape, dtype=torch.bool, device=device))
+        ends, order = torch.stack(self.ends).sort(dim=0)  # accepted first, inf after
+        used = max(1, int(self.count.max()))
+        choices = (None if self.choice is None
+                   else torch.stack(self.choices).gather(0, order).T[:, :used].contiguous())
+        return ends.T[:, :used].contiguous(), choices
 
     def segments(self, tau0: torch.Tensor, y0: torch.Tensor
                  ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:

@@ -229,14 +229,14 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     if not world.leader:
         run = RunDirectory.open(run_dir, KIND)
     build = functools.partial(model.build, data.n_states)
-    if prefit:
-        build = functools.partial(build_prefitted, build, train, scaling)
-    elif model.linear_term:
-        build = functools.partial(build_with_linear_start, build, train, scaling)
+    # a start from the data (collocation pre-fit, or the linear term's least-squares fit)
+    start = (build_prefitted if prefit else build_with_linear_start if model.linear_term
+             else None)
+    if start is not None:
+        build = functools.partial(start, build, train, scaling)
     if ensemble is None:
-        result = fit(build(config.seed) if prefit or model.linear_term else network, train,
-                     val=val, config=config,
-                     scaling=scaling, run_dir=run, progress=progress)
+        result = fit(network if start is None else build(config.seed), train, val=val,
+                     config=config, scaling=scaling, run_dir=run, progress=progress)
         if (len(train) < REFIT_BELOW if refit is None else refit) and kind == "time" \
                 and not world.distributed:
             result = _refitted(run, result, train, val, scaling, info, progress)
