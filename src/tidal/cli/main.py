@@ -116,10 +116,13 @@ def main(threads: int) -> None:
 
 def _floats(text: str, option: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise BadInput(f"{option} {text!r}: expected comma-separated numbers, "
                        "e.g. 1.0,0.2") from None
+    if not all(math.isfinite(x) for x in values):
+        raise BadInput(f"{option} {text!r}: every number must be finite (not nan or inf)")
+    return values
 
 
 def _times(text: str) -> list[float]:
