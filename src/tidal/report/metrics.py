@@ -211,8 +211,8 @@ def true_trajectories(system: System, y0: np.ndarray, ts: np.ndarray) -> np.ndar
     """The true system from initial states y0 [B, D] at times ts [T]: [T, B, D] (with Rodas5P
     for a stiff system, as `simulate` does: Dopri5 ran into the step limit on ROBER, for
     minutes)."""
-    solution = solve(system.vector_field, torch.as_tensor(y0, dtype=torch.float64),
-                     torch.as_tensor(ts, dtype=torch.float64),
+    solution = solve(system.vector_field, torch.tensor(y0, dtype=torch.float64),
+                     torch.tensor(ts, dtype=torch.float64),
                      solver=Rodas5P() if system.first_obs is not None else None,
                      controller=PIDController(rtol=1e-8, atol=1e-10), max_steps=200_000)
     return solution.ys.numpy()
