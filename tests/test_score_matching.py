@@ -176,6 +176,8 @@ def test_cli_score_entropy(tmp_path) -> None:
     assert [line.split()[0] for line in lines[2:4]] == ["x1", "x2"]
     for args, message in (([str(path), "--diffusion", "1"], "--drift-matrix"),
                           (["--system", "coupled-ou", "--param", "speed=1"], "--param"),
+                          (["--system", "active-ou", "--param", "activity=nan"],
+                           "--param 'activity=nan': the number must be finite"),
                           ([str(path), "--drift-matrix", "1,0;0", "--diffusion", "1"],
                            "rows of different lengths")):
         bad = CliRunner().invoke(main, ["score", "entropy", *args])

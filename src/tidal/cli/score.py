@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,9 +99,12 @@ def _params(pairs: tuple[str, ...]) -> dict[str, float]:
     for pair in pairs:
         name, _, value = pair.partition("=")
         try:
-            out[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
             raise BadInput(f"--param {pair!r}: expected NAME=NUMBER, e.g. activity=0.5") from None
+        if not math.isfinite(number):
+            raise BadInput(f"--param {pair!r}: the number must be finite (not nan or inf)")
+        out[name.strip()] = number
     return out
 
 
