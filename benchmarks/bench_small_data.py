@@ -32,9 +32,9 @@ Cases (issue 19's acceptance):
   band (target 80-98%; the start's noise in the band, `noisy_start=True`) calibrated on the
   validation data (`calibrate_band`: its scale and number of points) and uncalibrated, the
   band's mean width as a fraction of the range, and the held-out RMSE of the members' mean.
-  With bootstrap members (on resamples, the band calibrated on the out-of-bag series; by
-  default for these 6 series held out in time, --bootstrap no: without), also the same
-  members' band calibrated on the validation rows instead (`_val` columns).
+  With bootstrap members (on resamples; by default for these 6 series held out in time,
+  --bootstrap no: without; their band is not rescaled, so the first two columns agree),
+  also the same members' band calibrated on the validation rows (`_val` columns).
 
 Options --prefit, --split-by, --ensemble and --refit are passed to `train_run` (as `tidal fit`'s
 flags; --refit compare prints a row without the refit and one with it, from one training);

@@ -240,9 +240,12 @@ BAND_CAPTION = (" An ensemble's 90% band (its members' spread and the noise esti
 def band_caption(model: Ensemble) -> str:
     """BAND_CAPTION and how the band was calibrated (`tidal.training.band_calibration`)."""
     calibration = model.band_calibration
+    if calibration is None and model.bootstrap:
+        return BAND_CAPTION + (" Each member trained on a bootstrap resample of the training "
+                               "series; the band is their spread and the noise, not rescaled.")
     if calibration is None:
         return BAND_CAPTION + " The band is not calibrated on validation data."
-    if calibration.get("source") == "out-of-bag":
+    if calibration.get("source") == "out-of-bag":  # runs saved before the eighth session
         return (BAND_CAPTION + f" The band is calibrated out of bag: scaled by "
                 f"{significant(calibration['scale'])} about the members' mean so that it "
                 f"holds 90% of {calibration['points']} observations ({_e(calibration['data'])}).")

@@ -20,7 +20,7 @@ known; warnings need no truth and are about the user's own data:
   beyond the observed values;
 - for an ensemble: members that disagree within the data (their standard deviation, averaged
   over the training spans, above `SPREAD_FACTOR` times the noise), and a band of the
-  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast, and a calibrated
+  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast, and a
   predictive band (5-95%) wider on average than `BAND_WIDTH` of the range within the data
   (it covers by saying little); for an ensemble of UDEs, a physical parameter whose members'
   values spread by more than `PARAMETER_SPREAD` of their mean (not identifiable: the
@@ -56,7 +56,7 @@ FREQUENCY_TOLERANCE = 0.2
 FORECAST_REACH = 1.0
 SPREAD_FACTOR = 1.0
 BAND_REACH = 1.0
-BAND_WIDTH = 0.75  # of the range, the calibrated band's mean width within the data
+BAND_WIDTH = 0.75  # of the range, the predictive band's mean width within the data
 PARAMETER_SPREAD = 0.1
 MODEL_POINTS = 400  # per trajectory, for the model's periodogram
 MAX_TRAJECTORIES = 16  # of each split, for the spectral and forecast checks
@@ -242,28 +242,28 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
             f"{significant(100 * width[row, :, j].max())}% of its range by t = "
             f"{significant(ahead[row])} in the forecast: the forecast is not determined by "
             "the data", "to trust the model only within the data, or data that reach further"))
-    if model.band_calibration is not None:
-        found += _wide_band(run, model, train, starts, inside, ranges)
-    return found
+    return found + _wide_band(run, model, starts, inside, ranges)
 
 
-def _wide_band(run: Run, model: Ensemble, train: Trajectories, starts: np.ndarray,
-               inside: np.ndarray, ranges: np.ndarray) -> list[FitWarning]:
-    """The calibrated predictive band (the one predict and the report show) from the training
-    series' starts, each as noisy as an observation, across the data's span: a band wider on
-    average than `BAND_WIDTH` of a state's range covers by saying little."""
+def _wide_band(run: Run, model: Ensemble, starts: np.ndarray, inside: np.ndarray,
+               ranges: np.ndarray) -> list[FitWarning]:
+    """The predictive band (the one predict and the report show, calibrated or not) from the
+    training series' starts, each as noisy as an observation, across the data's span: a band
+    wider on average than `BAND_WIDTH` of a state's range covers by saying little."""
     low, high = predictive_quantiles(run, starts, inside, (0.05, 0.95), noisy_start=True)
     width = ((high - low) / ranges).mean(axis=(0, 1))
     j = int(np.argmax(width))
     if not width[j] > BAND_WIDTH:
         return []
-    assert model.band_calibration is not None
+    calibration = model.band_calibration
+    factor = ("" if calibration is None
+              else f" (calibration factor {significant(calibration['scale'])})")
     return [FitWarning(
-        "band-uninformative", f"the calibrated 90% band of {run.state_names[j]} is on average "
-        f"{significant(100 * width[j])}% of its range wide within the data (calibration factor "
-        f"{significant(model.band_calibration['scale'])}): it covers by saying little; the "
-        "members predict new series poorly", "more trajectories, --shooting-segments 4 or "
-        "more --epochs for a better fit, and read the held-out error before the band")]
+        "band-uninformative", f"the 90% band of {run.state_names[j]} is on average "
+        f"{significant(100 * width[j])}% of its range wide within the data{factor}: it covers "
+        "by saying little; the members predict new series poorly", "more trajectories, "
+        "--shooting-segments 4 or more --epochs for a better fit, and read the held-out error "
+        "before the band")]
 
 
 def _identifiability(model: Ensemble) -> list[FitWarning]:

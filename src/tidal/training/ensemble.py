@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import scipy.special
@@ -49,11 +49,10 @@ START_DRAWS = 16
 @dataclass(frozen=True)
 class EnsembleOptions:
     """members: how many models (>= 2); bootstrap: train each on a resample, with
-    replacement, of the training trajectories (True needs >= 2 of them), which calibrates
-    the band on the out-of-bag series (`calibrate_band`); None: when the validation data
-    continue the training series (a split in time, few series: no held-out series to
-    calibrate on otherwise) and there are >= 2 of them; workers: processes that train
-    members at once (1: one after another in this process)."""
+    replacement, of the training trajectories (True needs >= 2 of them), so that the members'
+    spread carries the uncertainty of a fit to so few series; None: when the validation data
+    continue the training series (a split in time, few series) and there are >= 2 of them;
+    workers: processes that train members at once (1: one after another in this process)."""
 
     members: int = 5
     bootstrap: bool | None = None
@@ -79,8 +78,9 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     them, and its batch order) on `train`, or on a bootstrap resample of `train`'s
     trajectories. Members write nothing; with `run_dir`, the ensemble writes metrics.csv (the
     first member's loss curve) and the initial states (the members' mean). The predictive
-    band is calibrated (`calibrate_band`: on the out-of-bag series with a bootstrap, else on
-    `val`) and the calibration stored in the ensemble. The result's
+    band is calibrated on `val` (`calibrate_band`) and the calibration stored in the
+    ensemble, except for bootstrap members in a split in time, whose band is their spread
+    and the noise as they are. The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
     bootstrap, the first observations: members saw different trajectories).
@@ -109,8 +109,13 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     noise = noise_level(train)
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
-    ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
-                                               getattr(torch, config.dtype), picks=picks)
+    # Bootstrap members held out in time: the band is their spread and the noise as they
+    # are. Rescaled on the series each member left out it was too wide (those members saw
+    # about 4 of 6 series), on the validation rows too narrow (the members fitted those
+    # series' early parts): design.md, "Small data, eighth session".
+    if not (bootstrap and continuations(train, val) is not None):
+        ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
+                                                   getattr(torch, config.dtype))
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
                if not bootstrap else train.initial_states())
     if run_dir is not None:
@@ -227,72 +232,38 @@ def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarr
 
 
 def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,
-                   val: Trajectories | None, dtype: torch.dtype = torch.float64, *,
-                   picks: Sequence[np.ndarray] | None = None) -> dict[str, Any] | None:
-    """The band calibration (`tidal.training.band_calibration`) of `model`, each series
-    predicted as a held-out one is, from its first (noisy) observation with the start's
-    noise in the band.
-
-    With `picks` (member k trained on the trajectories `picks[k]` of `train`, a bootstrap):
-    on the out-of-bag series, each training series (continued by its validation rows in a
-    split in time) predicted by the members that did not train on it: every observation
-    after the first scored by its distance from their mean, in units of the whole
-    ensemble's band about its mean (the band the factor will scale; the one or two members
-    out of bag have too little spread of their own); series in every member's resample are
-    left out. Otherwise, or when no series is out of bag: on the validation
-    observations, a split in time (`val` continuing `train`'s series) from each training
-    series' first observation through its validation rows, scoring those rows; else each
-    validation trajectory from its first observation, scoring the later ones.
+                   val: Trajectories | None, dtype: torch.dtype = torch.float64
+                   ) -> dict[str, Any] | None:
+    """The band calibration (`tidal.training.band_calibration`) of `model` on the validation
+    observations, each series predicted as a held-out one is, from its first (noisy)
+    observation with the start's noise in the band: in a split in time (`val` continuing
+    `train`'s series) from each training series' first observation through its validation
+    rows, scoring those rows; else each validation trajectory from its first observation,
+    scoring the later ones.
 
     None without such observations, or when no finite factor covers 90% of them (members
     that fail to solve, or a band of no width)."""
-    continued = continuations(train, val)
-    if picks is not None:
-        series = continued if continued is not None else train
-        left_out = [[k for k, pick in enumerate(picks) if i not in pick]
-                    for i in range(len(series))]
-        used = [i for i, members in enumerate(left_out) if members]
-        if used:
-            points = _scores(model, [_submodel(model, left_out[i]) for i in used], scaling,
-                             dtype, series[used], [t[0] for t in series[used].times])
-            rows = " with their validation rows" if continued is not None else ""
-            return _calibration(points, "out-of-bag", f"{len(used)} of {len(series)} "
-                                f"training series{rows}, each predicted from its first "
-                                "observation by the members not trained on it")
     if val is None:
         return None
+    continued = continuations(train, val)
     if continued is not None:
-        points = _scores(model, None, scaling, dtype, continued,
-                         [t[-1] for t in train.times])
+        points = _scores(model, scaling, dtype, continued, [t[-1] for t in train.times])
         return _calibration(points, "validation", "the validation rows of each series, "
                             "carried on from its first observation")
-    points = _scores(model, None, scaling, dtype, val, [t[0] for t in val.times])
+    points = _scores(model, scaling, dtype, val, [t[0] for t in val.times])
     return _calibration(points, "validation", "the validation trajectories after their first "
                         "observations")
 
 
-def _submodel(model: Ensemble, members: Sequence[int]) -> Ensemble:
-    """The ensemble of `model`'s `members` (the same modules), with its observation noise."""
-    return Ensemble([cast(NeuralODE, model.members[k]) for k in members],
-                    observation_noise=model.observation_noise)
-
-
-def _scores(model: Ensemble, centres: Sequence[Ensemble] | None, scaling: Scaling,
-            dtype: torch.dtype, data: Trajectories, ends: Sequence[float]) -> np.ndarray:
+def _scores(model: Ensemble, scaling: Scaling, dtype: torch.dtype, data: Trajectories,
+            ends: Sequence[float]) -> np.ndarray:
     """The band scores of `data`'s observations after `ends` (one per series), each series
-    predicted from its first observation: distances from the mean of `centres[i]` (None:
-    `model`'s), in units of `model`'s band about its own mean (NaN, a failed member: inf)."""
+    predicted from its first observation (NaN, a failed member: inf)."""
     scores = []
-    for i, (times, values, mask, end) in enumerate(zip(data.times, data.values, data.masks,
-                                                       ends)):
+    for times, values, mask, end in zip(data.times, data.values, data.masks, ends):
         members, sd = _mixture(model, scaling, dtype, values[0], times, noisy_start=True)
         low, high = mixture_quantiles(members, sd, BAND)
-        mean = members.mean(axis=0)
-        centre = mean if centres is None else _mixture(
-            centres[i], scaling, dtype, values[0], times, noisy_start=True)[0].mean(axis=0)
-        # the band about the centre as wide as the model's about its mean
-        score = band_scores(np.nan_to_num(values), centre, centre - (mean - low),
-                            centre + (high - mean))
+        score = band_scores(np.nan_to_num(values), members.mean(axis=0), low, high)
         scores.append(score[mask & (times > end)[:, None]])
     points = np.concatenate(scores)
     return np.where(np.isnan(points), np.inf, points)
