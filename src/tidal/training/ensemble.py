@@ -110,9 +110,9 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
     # Bootstrap members held out in time: the band is their spread and the noise as they
-    # are. Rescaled on the series each member left out it was too wide (those members saw
-    # about 4 of 6 series), on the validation rows too narrow (the members fitted those
-    # series' early parts): design.md, "Small data, eighth session".
+    # are. Rescaled on the series each member left out (members that saw about 4 of 6
+    # series) or on the validation rows (later rows of series they fitted) it covered
+    # worse: design.md, "Small data, eighth session".
     if not (bootstrap and continuations(train, val) is not None):
         ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
                                                    getattr(torch, config.dtype))
