@@ -29,7 +29,7 @@ Cases (issue 19's acceptance):
 
 - coverage (with --ensemble K): the oscillator's 6 trajectories and 6 of the toggle switch
   (same sampling and noise; --coverage-systems names them), an ensemble of K
-  (--workers N: members in N processes); on 20 fresh trajectories with the training data's
+  (--workers N: members in N processes); on 20 (--fresh) new trajectories with the training data's
   noise (`fresh_series`) predicted from their first observations, the fraction of the later
   observations inside the 5-95% predictive band (target 80-98%; the start's noise in the
   band, `noisy_start=True`) as the run gives it (its calibration's scale and number of
@@ -284,7 +284,7 @@ def coverage_case(seed: int, epochs: int, fit_options: dict[str, Any]) -> dict[s
     systems = (("oscillator", OSCILLATOR), ("toggle", SYSTEMS["toggle-switch"]))
     for name, system in (s for s in systems if s[0] in COVERAGE_SYSTEMS):
         data = simulate(system, 6, n_obs=(20, 40), noise=0.05, seed=seed)
-        fresh = fresh_series(system, seed)
+        fresh = fresh_series(system, seed, FRESH)
         with tempfile.TemporaryDirectory() as temporary:
             folder = f"{KEEP}/{name}_{seed}" if KEEP else temporary
             _, run, _ = fitted_run(data, folder, seed, epochs, fit_options)
@@ -326,8 +326,9 @@ KEEP = ""
 REFIT = "default"
 REFITS = {"default": None, "on": True, "off": False}
 
-#: The coverage case's systems (--coverage-systems).
+#: The coverage case's systems (--coverage-systems) and fresh series per system (--fresh).
 COVERAGE_SYSTEMS = ("oscillator", "toggle")
+FRESH = 20
 
 
 CASES: dict[str, Callable[..., Any]] = {
@@ -364,10 +365,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ensemble", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
     parser.add_argument("--bootstrap", choices=["auto", "yes", "no"], default="auto",
-                        help="with --ensemble: members on bootstrap resamples, the band "
-                             "calibrated out of bag (auto: as tidal fit, when held out in time)")
+                        help="with --ensemble: members on bootstrap resamples (auto: as "
+                             "tidal fit, when held out in time)")
     parser.add_argument("--coverage-systems", default="oscillator,toggle",
                         help="the coverage case's systems, comma-separated")
+    parser.add_argument("--fresh", type=int, default=20,
+                        help="the coverage case's fresh series per system")
     parser.add_argument("--config", default="{}",
                         help='TrainConfig fields as JSON, e.g. \'{"shooting_segments": 4}\'')
     parser.add_argument("--model", default="{}",
@@ -380,8 +383,9 @@ def main(argv: list[str] | None = None) -> None:
                              "without it and one with it, from the same training")
     args = parser.parse_args(argv)
     CONFIG_FIELDS.update(json.loads(args.config))
-    global COVERAGE_SYSTEMS, KEEP, REFIT
+    global COVERAGE_SYSTEMS, FRESH, KEEP, REFIT
     REFIT = args.refit
+    FRESH = args.fresh
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     KEEP = args.keep
     options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
