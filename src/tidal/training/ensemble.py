@@ -88,9 +88,10 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     config = config or TrainConfig()
     options = options or EnsembleOptions()
     scaling = scaling or Scaling.fit(train)
+    in_time = continuations(train, val) is not None  # val continues the training series
     bootstrap = options.bootstrap
     if bootstrap is None:
-        bootstrap = len(train) >= 2 and continuations(train, val) is not None
+        bootstrap = len(train) >= 2 and in_time
     if bootstrap and len(train) < 2:
         raise InvalidArgumentError("`bootstrap=True` resamples training trajectories; there is "
                                    "only one. Train without bootstrap (members differ by seed).")
@@ -113,7 +114,7 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     # are. Rescaled on the series each member left out (members that saw about 4 of 6
     # series) or on the validation rows (later rows of series they fitted) it covered
     # worse: design.md, "Small data, eighth session".
-    if not (bootstrap and continuations(train, val) is not None):
+    if not (bootstrap and in_time):
         ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
                                                    getattr(torch, config.dtype))
     initial = (np.mean([np.asarray(r.initial_states) for r in results], axis=0)
