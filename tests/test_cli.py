@@ -71,7 +71,7 @@ def test_simulate_fit_predict_report_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(forecast)
     np.testing.assert_allclose(table["t"], [0, 0.5, 1.0, 1.5, 2.0])
-    np.testing.assert_allclose(table.iloc[0, -2:], [1.0, 0.5])  # starts at y0, user units
+    np.testing.assert_allclose(table.iloc[0, -2:].to_numpy(float), [1.0, 0.5])  # y0, user units
     kept = forecast.read_bytes()
     result = invoke("predict", str(run), "--y0", "2.0,0.5", "--t", "0:1:0.5", "-o",
                     str(forecast))

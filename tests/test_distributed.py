@@ -281,6 +281,19 @@ def test_nproc_is_refused_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
         launch(2, ["fit", "data.csv", "-o", "run"])
 
 
+def test_a_process_without_a_gpu_of_its_own_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda=True with more local processes than GPUs (here none) says so before joining: on a
+    one-GPU machine `--nproc 2` used to die in torch.cuda.set_device with 'invalid device
+    ordinal' (the command line now asks for gloo on the CPU, where it trains)."""
+    from tidal import InvalidArgumentError
+    from tidal.distributed import init_from_environment
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))
+    with pytest.raises(InvalidArgumentError, match=r"has no GPU of its own.*cuda=False"):
+        init_from_environment(cuda=True)
+
+
 def test_nproc_checks_the_input_before_starting_processes(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

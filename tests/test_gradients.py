@@ -495,6 +495,48 @@ def test_backsolve_takes_module_parameters_and_explicit_params() -> None:
     assert relative_error(Grads(gk.numpy()[None], gy0.numpy()), reference, with_ts=False) < 1e-8
 
 
+class _FreshNode:
+    """A stand-in for an autograd node whose `next_functions` makes new Python objects each
+    time, as torch's do: one freed during the walk can leave its id to the next."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+
+    @property
+    def variable(self) -> torch.Tensor | None:
+        return self.spec.get("variable")
+
+    @property
+    def next_functions(self) -> tuple:
+        return tuple((_FreshNode(child), 0) for child in self.spec.get("next", ()))
+
+
+def test_the_search_for_the_tensors_f_uses_misses_none() -> None:
+    """The Checkpoint and Backsolve adjoints find f's tensors by walking f's graph; a walk that
+    remembered nodes by id alone missed closure tensors on Python 3.12 (their gradients came
+    back None), and misses them here on this deep graph of short-lived node objects."""
+    from tidal.adjoint.base import _leaves
+
+    rng = np.random.default_rng(0)
+    leaves = [torch.ones(1) for _ in range(50)]
+
+    def graph(depth: int) -> dict:
+        if depth == 0:
+            return {"variable": leaves[rng.integers(len(leaves))]}
+        return {"next": [graph(depth - 1) for _ in range(rng.integers(1, 4))]}
+
+    def reachable(spec: dict) -> set[int]:
+        if "variable" in spec:
+            return {id(spec["variable"])}
+        return set().union(*(reachable(child) for child in spec["next"]))
+
+    for _ in range(5):
+        spec = graph(6)
+        assert {id(leaf) for leaf in _leaves(_FreshNode(spec))} == reachable(spec)
+
+
 def test_backsolve_with_its_own_solver_and_controller() -> None:
     """A loose forward solve, an accurate backward one: the gradient is as accurate as the
     backward solve (the states are re-integrated backwards from the stored outputs)."""

@@ -10,6 +10,8 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
     from tidal.solution import Solution
 
 
@@ -47,6 +49,26 @@ class Status(enum.IntEnum):
     @property
     def message(self) -> str:
         return _STATUS_MESSAGES[self]
+
+
+_BY_VALUE = tuple(Status)  # the values are 0, 1, 2, ...: the member of value v is _BY_VALUE[v]
+assert all(status.value == value for value, status in enumerate(_BY_VALUE))
+
+
+def statuses_of(codes: torch.Tensor) -> tuple[Status, ...]:
+    """The Status of each code in a tensor of them, fast for large batches (`Status(v)` costs
+    about half a microsecond each: 30 ms for 65,536 samples)."""
+    return tuple(map(_BY_VALUE.__getitem__, codes.tolist()))
+
+
+def overall_status(statuses: tuple[Status, ...]) -> Status:
+    """A solve's status from its samples' (or groups'): the first failure, else EVENT if any
+    stopped at one, else SUCCESS. The failures come after EVENT in value: `max` finds whether
+    there is one at C speed (a Python loop costs milliseconds at 65,536 samples)."""
+    worst = max(statuses, default=Status.SUCCESS)
+    if worst <= Status.EVENT:
+        return Status(worst)
+    return next(s for s in statuses if s > Status.EVENT)
 
 
 _STATUS_MESSAGES = {

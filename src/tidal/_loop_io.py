@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from tidal._errors import SolveFailedError, Status
+from tidal._errors import SolveFailedError, Status, overall_status
 from tidal._grid import Grid
 from tidal._vector_field import Field, bind_args, check_output
 from tidal.controllers.base import Boundaries, StepControl
@@ -129,7 +129,7 @@ def solution_of(problem: Problem, result: LoopResult) -> Solution:
     """The user's `Solution` of a loop's result (outputs, statistics, status, event, dense
     output), with the tensors as the loop made them (the adjoints attach gradients after)."""
     grid, shape = problem.grid, problem.y0.shape
-    status = _overall(result.statuses)
+    status = overall_status(result.statuses)
     event_t = event_y = None
     if result.event_tau is not None and result.event_y is not None:
         event_t = grid.per_group(result.event_tau * grid.direction).cpu()
@@ -147,13 +147,7 @@ def solution_of(problem: Problem, result: LoopResult) -> Solution:
 def raise_if_failed(problem: Problem, result: LoopResult) -> None:
     """With `throw=True`, a failed loop raises `SolveFailedError` with the partial solution."""
     if problem.throw:
-        status = _overall(result.statuses)
+        status = overall_status(result.statuses)
         if not status.ok:
             raise SolveFailedError(status, result.where, solution_of(problem, result))
 
-
-def _overall(statuses: tuple[Status, ...]) -> Status:
-    """The solve's status: the first failure, else EVENT if any group stopped at one, else
-    SUCCESS."""
-    failed = [s for s in statuses if not s.ok]
-    return failed[0] if failed else Status.EVENT if Status.EVENT in statuses else Status.SUCCESS

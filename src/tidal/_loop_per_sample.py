@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tidal._constants import constant
-from tidal._errors import Status
+from tidal._errors import Status, statuses_of
 from tidal._loop import SLIVER, TINY
 from tidal._loop_io import LoopResult, LoopSetup
 from tidal._vector_field import Field
@@ -195,7 +195,7 @@ class PerSampleLoop:
                                 self.accepted,
                                 self.steps - self.accepted,
                                 *self._linear_algebra_counts()]).cpu(),
-            statuses=tuple(Status(s) for s in self.status.tolist()), where=where, y_end=self.y,
+            statuses=statuses_of(self.status), where=where, y_end=self.y,
             event_tau=self.event_tau if has_event else None,
             event_y=self.event_y if has_event else None, event_signs=self.event_signs,
             dense=self._dense_steps() if self.s.dense else None)

@@ -69,15 +69,29 @@ class World:
             dist.barrier()
 
 
-def init_from_environment() -> World:
+def init_from_environment(*, cuda: bool | None = None) -> World:
     """Join the process group `torchrun` describes in the environment (WORLD_SIZE, RANK,
-    MASTER_ADDR, MASTER_PORT): NCCL when CUDA is available (one GPU per local rank), else
-    gloo. Without those variables, or with one process, nothing happens."""
+    LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). Without those variables, or with
+    one process, nothing happens.
+
+    Args:
+        cuda: True: NCCL, each process on the GPU of its local rank (for tensors on CUDA);
+            False: gloo, on the CPU (tidal's command line trains on the CPU); None: NCCL when
+            CUDA is available with a GPU for every local process, else gloo.
+    """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
-        cuda = torch.cuda.is_available()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if cuda is None:
+            cuda = gpus >= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if cuda and local_rank >= gpus:
+            raise InvalidArgumentError(
+                f"`init_from_environment(cuda=True)`: the process of local rank {local_rank} "
+                f"has no GPU of its own (this machine has {gpus}); start at most {gpus} "
+                "processes a machine, or pass cuda=False to train on the CPU with gloo.")
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
     return World.current()
 

@@ -113,15 +113,19 @@ def _tensors_in(args: Any) -> list[torch.Tensor]:
 
 
 def _leaves(root: Any) -> list[torch.Tensor]:
-    """Leaf tensors (those autograd accumulates into) reachable from a graph node."""
+    """Leaf tensors (those autograd accumulates into) reachable from a graph node.
+
+    `next_functions` makes a new Python object for a node each time it is asked, and one that
+    is freed can leave its id to the next: the nodes seen are kept alive in `seen`, or a leaf
+    reached after a freed node could be taken for it and skipped (seen on Python 3.12)."""
     found: dict[int, torch.Tensor] = {}
-    seen: set[int] = set()
+    seen: dict[int, Any] = {}
     stack = [root]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):
             found[id(variable)] = variable

@@ -363,7 +363,7 @@ def start_processes(nproc: int) -> None:
 
     if nproc > 1:
         sys.exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
-    init_from_environment()
+    init_from_environment(cuda=False)  # the command line trains on the CPU
 
 
 #: What `fit --resume` may change: everything else comes from the run's config.json.
