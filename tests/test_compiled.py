@@ -172,6 +172,25 @@ def test_whole_loop_outputs_counts_and_failures_match_the_eager_loop(
     assert len(uncompiled_whole_loop) >= 3
 
 
+def test_outputs_in_buffers_of_a_few_rows_match_the_eager_loop(
+        uncompiled_whole_loop: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole loop hands its outputs to the host every BUFFER values (at least WINDOW rows
+    more than a step's window), so that the buffer it carries, and copies each step, stays
+    small: with 61 outputs in buffers of 8 rows the solve takes several calls, and its
+    outputs are the eager loop's and the closed form's."""
+    monkeypatch.setattr(tidal.compiled, "BUFFER", 12)  # 2 rows of 6: the minimum, 8 rows
+    k = torch.tensor(0.7, dtype=torch.float64)
+    y0 = torch.linspace(0.5, 2.0, 6, dtype=torch.float64).view(2, 3)
+    ts = torch.linspace(0.0, 2.0, 61, dtype=torch.float64)
+    compiled, eager = (tidal.solve(decay, y0, ts, args=k, controller=TOL, compile=compile)
+                       for compile in (True, False))
+    assert len(uncompiled_whole_loop) >= 61 // 16
+    assert dataclasses.asdict(compiled.stats) == dataclasses.asdict(eager.stats)
+    torch.testing.assert_close(compiled.ys, eager.ys, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(compiled.ys, y0 * torch.exp(-k * ts).view(-1, 1, 1), rtol=1e-8,
+                               atol=1e-10)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("adjoint", [tidal.BackpropAdjoint(), tidal.CheckpointAdjoint()])
 def test_gradients_match_closed_form_and_eager(adjoint: tidal.adjoint.Adjoint) -> None:

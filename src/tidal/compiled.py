@@ -8,9 +8,11 @@ the scaled error norm, the accept/reject decision and the next step size from th
 - Without a graph to record (inference, the checkpoint adjoint's forward solve) the whole loop
   is one `torch._higher_order_ops.while_loop` (`_solve_loop`), compiled by inductor with its
   C++ wrapper: no Python and no dynamo guards per step. Each accepted step writes the outputs
-  it passes by the method's interpolant (at most WINDOW; the host writes any more) and saves
-  its end for the checkpoint recorder; a call stops at the end, a failure, `max_steps`, a full
-  window or a full store of saved ends, and the host reads its counts in one synchronisation.
+  it passes by the method's interpolant (at most WINDOW; the host writes any more) into a
+  buffer of at most BUFFER values (or 2 WINDOW rows), and saves its end for the checkpoint
+  recorder; a call stops at the end, a failure, `max_steps`, a full window, a full buffer of
+  outputs or a full store of saved ends, and the host reads its counts in one
+  synchronisation.
 - With a graph (Backprop: `while_loop` has no autograd for loops of unknown length here) one
   call takes n steps (`compile=n`; 1 for `compile=True`), masked past the end, and the host
   reads each step's record as the eager loop reads an attempt (`_steps`).
@@ -151,17 +153,27 @@ _compiled_steps = torch.compile(_steps, fullgraph=True)
 
 
 WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes any more)
+# Output values one call of the whole loop holds before it hands them to the host (at least
+# WINDOW rows of N). The loop carries its output buffer, and a carried tensor is copied every
+# step: a buffer for all T outputs made each step cost O(T N) (694 us a step for 1,000
+# outputs of 256 x 2 states, against 40 us for 10); small states keep all their rows. On a
+# GPU a copy is cheap and a call of the loop is not (a launch of every set-up tensor): there
+# the buffer may hold GPU_FACTOR times more (not measured: the H200 runs preceded this).
+BUFFER = 2**14
+GPU_FACTOR = 256
 SAVED = 16  # step ends one call of the whole loop saves for the checkpoint recorder at most
 
 
 @dataclass(frozen=True)
 class LoopLimits:
     """The whole loop's tensors that are not carried from step to step: the end, the output
-    times (padded with WINDOW infinities), the steps left before `max_steps`, the tolerances,
-    the error norm's sqrt(N) and the interpolant's polynomials."""
+    times (padded with WINDOW infinities), the index of the output in the buffer's first row,
+    the steps left before `max_steps`, the tolerances, the error norm's sqrt(N) and the
+    interpolant's polynomials."""
 
     tau_end: torch.Tensor
     taus: torch.Tensor
+    first_out: torch.Tensor
     steps_left: torch.Tensor
     rtol: Any
     atol: Any
@@ -171,11 +183,12 @@ class LoopLimits:
 
 class Carry(NamedTuple):
     """What the whole loop carries from step to step, all tensors: the state, f(t, y), time,
-    next step size and the controller's history; the outputs `ys` [T + WINDOW, N] with the
-    next output's index; this call's attempts, accepted and rejected steps, the non-finite
-    streak and the status; whether the last step filled its window of outputs, and that step's
-    start state, stages, start and size; the ends of the accepted steps for the checkpoint
-    recorder, `saved` [R, ...] and `saved_taus` [R] (R = 0: no recorder)."""
+    next step size and the controller's history; the output buffer `ys` [R + WINDOW, N] (row
+    i holds output first_out + i; see BUFFER) with the next output's index; this call's
+    attempts, accepted and rejected steps, the non-finite streak and the status; whether the
+    last step filled its window of outputs, and that step's start state, stages, start and
+    size; the ends of the accepted steps for the checkpoint recorder, `saved` [S, ...] and
+    `saved_taus` [S] (S = 0: no recorder)."""
 
     y: torch.Tensor
     f0: torch.Tensor
@@ -201,16 +214,18 @@ class Carry(NamedTuple):
 def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, start: Carry
                 ) -> Carry:
     """Adaptive steps in one `while_loop` until the end, a failure, `max_steps`, a step that
-    passes more than WINDOW outputs or a full `saved`. Each accepted step writes the outputs
-    it passes into `ys` by the method's interpolant (its end exactly), as
-    `SharedLoop._emit_outputs` does, and its end into `saved`; the counts and the failure
-    rules are the eager loop's (`SharedLoop._attempt_step`)."""
+    passes more than WINDOW outputs, a buffer `ys` without room for another WINDOW outputs or
+    a full `saved`. Each accepted step writes the outputs it passes into `ys` by the method's
+    interpolant (its end exactly), as `SharedLoop._emit_outputs` does, and its end into
+    `saved`; the counts and the failure rules are the eager loop's
+    (`SharedLoop._attempt_step`)."""
     window = torch.arange(WINDOW, device=limits.taus.device)
     capacity = start.saved.shape[0]
 
     def cond(c: Carry) -> torch.Tensor:
+        room = c.k - limits.first_out + WINDOW <= c.ys.shape[0]
         going = ((c.tau < limits.tau_end) & (c.steps < limits.steps_left) & (c.status == 0)
-                 & ~c.full)
+                 & ~c.full & room)
         return going & (c.accepted < capacity) if capacity else going
 
     def body(c: Carry) -> tuple[Carry]:
@@ -222,12 +237,13 @@ def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, 
         # the outputs in (tau, tau1]: interpolated, the one at tau1 exactly y1
         index = c.k + window
         t_out = limits.taus[index]
+        slot = index - limits.first_out  # the rows of the buffer
         passed = taken & (t_out <= tau1)
         weights = dense_weights((t_out - tau) / h, limits.dense, y.dtype)  # [WINDOW, S]
         flat_y, flat_y1 = y.reshape(1, -1), y1.reshape(1, -1)
         rows = flat_y + h.to(y.dtype) * (weights @ ks.reshape(ks.shape[0], -1))
         rows = torch.where((t_out == tau1).unsqueeze(1), flat_y1, rows)
-        ys = c.ys.index_copy(0, index, torch.where(passed.unsqueeze(1), rows, c.ys[index]))
+        ys = c.ys.index_copy(0, slot, torch.where(passed.unsqueeze(1), rows, c.ys[slot]))
         if capacity:  # a rejected step's end is overwritten by the next accepted one
             saved = c.saved.index_copy(0, c.accepted.view(1), y1.unsqueeze(0))
             saved_taus = c.saved_taus.index_copy(0, c.accepted.view(1), tau1.view(1))
@@ -360,10 +376,14 @@ class CompiledLoop(SharedLoop):
             if self.steps >= self.s.max_steps:
                 self.status = Status.MAX_STEPS
                 break
-            limits = LoopLimits(tau_end, taus, count(self.s.max_steps - self.steps),
-                                norm.rtol, norm.atol, root_n, self.coef.dense)
+            limits = LoopLimits(tau_end, taus, count(self.next_out),
+                                count(self.s.max_steps - self.steps), norm.rtol, norm.atol,
+                                root_n, self.coef.dense)
+            budget = BUFFER * (1 if device.type == "cpu" else GPU_FACTOR)
+            rows = min(len(self.taus) - self.next_out, max(WINDOW, budget // y0.numel()))
+            rows += WINDOW
             start = Carry(
-                y, f0, tau, dt, history, y0.new_empty(len(taus), y0.numel()),
+                y, f0, tau, dt, history, y0.new_empty(rows, y0.numel()),
                 k=count(self.next_out), steps=count(), accepted=count(), rejected=count(),
                 streak=count(self.nonfinite_streak), status=count(),
                 full=scalar(False, torch.bool), y_last=torch.zeros_like(y),
@@ -395,7 +415,7 @@ class CompiledLoop(SharedLoop):
             self.fevals += attempt_fevals * steps
             self.nonfinite_streak = streak
             if k > self.next_out:
-                self.rows.append(end.ys[self.next_out:k])
+                self.rows.append(end.ys[:k - self.next_out])
                 self.next_out = k
             if recorder is not None:
                 for j in range(accepted):
