@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tidal._errors import Status
+from tidal._errors import Status, statuses_of
 from tidal._loop import SLIVER, TINY
 from tidal._loop_io import LoopResult, Recorder, raise_if_failed
 from tidal.brownian import Increment
@@ -417,8 +417,8 @@ class _PerSampleLoop:
         y, steps = self.y, len(self.taus)
         base = torch.full((self.dump + 1, y.shape[1]), math.nan, dtype=y.dtype, device=y.device)
         ys = base.index_copy(0, torch.cat(self.index), torch.cat(self.values))[:-1]
-        statuses = tuple(Status(int(c)) for c in self.codes.tolist())
-        failed = [b for b, s in enumerate(statuses) if not s.ok]
+        statuses = statuses_of(self.codes)
+        failed = (self.codes > int(Status.EVENT)).nonzero()[:1].flatten().tolist()  # first
         where = (f"for sample {failed[0]} at t={self.tau[failed[0]].item():.17g}" if failed
                  else "")
         return SDELoopResult(
