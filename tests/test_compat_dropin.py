@@ -304,6 +304,29 @@ def test_adaptive_steps_are_torchdiffeqs(method: str, rtol: float, round_off: fl
     assert errors[0] <= 1.1 * errors[1]
 
 
+def test_a_last_step_landing_on_the_end_saves_torchdiffeqs_rejection() -> None:
+    """Where torchdiffeq's step past t[-1] is rejected and retaken, tidal's last step (ending
+    on t[-1]) is accepted: the same steps before it and one step's calls of f fewer (the
+    README's and docs/design.md's claim)."""
+
+    class Pendulum(Stepping):
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            self.nfe += 1
+            return torch.stack([y[1], -torch.sin(y[0]) - 0.1 * y[1] + 0.5 * torch.cos(t)])
+
+    t = torch.linspace(0.0, 4.0, 9, dtype=F64)
+    ours, theirs = Pendulum(), Pendulum()
+    odeint(ours, torch.tensor([1.0, -0.5], dtype=F64), t, rtol=1e-4, atol=1e-6)
+    torchdiffeq.odeint(theirs, torch.tensor([1.0, -0.5], dtype=F64), t, rtol=1e-4, atol=1e-6)
+    assert [a for a, _, _ in theirs.steps[-2:]] == [False, True]  # past 4, rejected, retaken
+    assert theirs.steps[-2][1] + theirs.steps[-2][2] > 4.0
+    assert len(ours.steps) == len(theirs.steps) - 1 and ours.steps[-1][0]
+    np.testing.assert_allclose([s[1:] for s in ours.steps[:-1]],
+                               [s[1:] for s in theirs.steps[:-2]], rtol=1e-9, atol=0)
+    assert ours.steps[-1][1] + ours.steps[-1][2] == pytest.approx(4.0, abs=1e-12)
+    assert ours.nfe == theirs.nfe - 6  # dopri5: six new stages a step
+
+
 @pytest.mark.parametrize("method", ["adaptive_heun", "fehlberg2"])
 def test_last_stage_reuse_is_torchdiffeqs(method: str) -> None:
     """torchdiffeq hands the last stage on as f(t1, y1) (not taken at y1 for these two): the
