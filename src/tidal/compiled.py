@@ -156,11 +156,12 @@ WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes
 # Output values one call of the whole loop holds before it hands them to the host (at least
 # WINDOW rows of N). The loop carries its output buffer, and a carried tensor is copied every
 # step: a buffer for all T outputs made each step cost O(T N) (694 us a step for 1,000
-# outputs of 256 x 2 states, against 40 us for 10); small states keep all their rows. On a
-# GPU a copy is cheap and a call of the loop is not (a launch of every set-up tensor): there
-# the buffer may hold GPU_FACTOR times more (not measured: the H200 runs preceded this).
-BUFFER = 2**14
-GPU_FACTOR = 256
+# outputs of 256 x 2 states, against 40 us for 10), while each call costs the host ~0.2 ms:
+# 2^16 values was the fastest of 2^14 .. 2^18 there. On a GPU a copy is cheaper still and a
+# call dearer (a launch of every set-up tensor): the buffer may hold GPU_FACTOR times more
+# (not measured: the H200 runs preceded this).
+BUFFER = 2**16
+GPU_FACTOR = 64  # 2^22 values on a GPU
 SAVED = 16  # step ends one call of the whole loop saves for the checkpoint recorder at most
 
 
