@@ -107,8 +107,9 @@ def test_an_ensemble_run_predicts_the_members_mean(ensemble_run):
             "neural ODE (MLP 8 x 1") in output
     from tidal.report.build import band_caption
 
-    assert "bootstrap resample of the training series; the band is their spread and the " \
-        "noise, not rescaled" in band_caption(run.model)
+    assert "bootstrap resample of the training series; the band is their spread, widened for " \
+        "their number (the truth as one more member), and the noise, not rescaled" \
+        in band_caption(run.model)
 
 
 @pytest.mark.parametrize("source, said", [(None, "calibrated on validation data"),
@@ -315,6 +316,33 @@ def test_auto_trains_the_candidate_with_the_lowest_validation_loss(tmp_path):
     result = invoke("fit", str(data), "--id", "id", "-o", str(tmp_path / "r2"), "--auto", "2",
                     "--val", "0", *TINY)
     assert result.exit_code == 2 and "--val" in result.output
+
+
+def test_the_members_spread_widens_to_that_of_one_more_member():
+    """With K members and the truth drawn from the same distribution, the truth's squared
+    distance from the members' mean averages sigma^2 (1 + 1/K); the widened members' squared
+    deviations about their mean average the same (the raw ones: sigma^2 (K - 1)/K). Start
+    draws (member-major rows) are widened member by member; one member is left as it is."""
+    from tidal.training.band_calibration import exchangeable
+
+    rng = np.random.default_rng(0)
+    for k in (2, 4, 8):
+        draws = rng.normal(size=(20000, k + 1))
+        members, truth = draws[:, :k], draws[:, k]
+        mean = members.mean(axis=1)
+        widened = exchangeable(members.T, k).T  # centres [K, trials]
+        assert np.allclose(widened.mean(axis=1), mean)
+        spread = ((widened - mean[:, None]) ** 2).mean()
+        target = ((truth - mean) ** 2).mean()
+        assert abs(spread / target - 1) < 0.03, (k, spread, target)
+        raw = ((members - mean[:, None]) ** 2).mean()
+        assert abs(raw / target - (k - 1) / (k + 1)) < 0.03
+    centres = np.arange(12.0).reshape(6, 2)  # 3 members x 2 draws, member-major
+    widened = exchangeable(centres, 3)
+    by_draw = centres.reshape(3, 2, 2)
+    expected = by_draw.mean(0) + np.sqrt(2.0) * (by_draw - by_draw.mean(0))
+    np.testing.assert_allclose(widened, expected.reshape(6, 2))
+    assert exchangeable(centres, 1) is centres
 
 
 def test_the_band_from_a_noisy_first_observation_carries_its_noise():

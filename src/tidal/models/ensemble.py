@@ -5,7 +5,9 @@ The spread of the members is the uncertainty that comes from the fit (the model 
 training); observations add their own noise, which the ensemble carries as
 `observation_noise` (one standard deviation per state, in the data's units, estimated from the
 data by `tidal.data.noise.noise_level`). The predictive distribution of an observation at time
-t is the mixture (1/K) sum_k N(y_k(t), sigma^2): `predictive_quantiles` gives its quantiles.
+t is the mixture (1/K) sum_k N(y_k(t), sigma^2), with the members' spread about their mean
+widened for their number or calibrated on held-out data: `predictive_quantiles` gives its
+quantiles.
 """
 
 from __future__ import annotations

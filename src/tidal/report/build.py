@@ -242,9 +242,11 @@ def band_caption(model: Ensemble) -> str:
     calibration = model.band_calibration
     if calibration is None and model.bootstrap:
         return BAND_CAPTION + (" Each member trained on a bootstrap resample of the training "
-                               "series; the band is their spread and the noise, not rescaled.")
+                               "series; the band is their spread, widened for their number "
+                               "(the truth as one more member), and the noise, not rescaled.")
     if calibration is None:
-        return BAND_CAPTION + " The band is not calibrated on validation data."
+        return BAND_CAPTION + (" The band is not calibrated on validation data; the members' "
+                               "spread is widened for their number.")
     if calibration.get("source") == "out-of-bag":  # runs saved before the eighth session
         return (BAND_CAPTION + f" The band is calibrated out of bag: scaled by "
                 f"{significant(calibration['scale'])} about the members' mean so that it "

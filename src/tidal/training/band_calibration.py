@@ -54,6 +54,24 @@ def conformal_scale(scores: np.ndarray, level: float = BAND_LEVEL) -> float:
     return float(scores[rank - 1])
 
 
+def exchangeable(centres: np.ndarray, members: int) -> np.ndarray:
+    """An uncalibrated ensemble's centres [K x draws, ...] (member-major) with each member's
+    deviation from the members' mean scaled by sqrt((K + 1) / (K - 1)).
+
+    The truth is taken as one more draw exchangeable with the K members: its deviation from
+    their mean has variance sigma^2 (1 + 1/K), while the K members scatter about that mean
+    with (K - 1)/K sigma^2 on average, so a band drawn from the members alone is too narrow
+    by that ratio (most for few members: 1.29 at K = 4, 1.13 at K = 8). Measured on the toggle
+    switch with 4 members and 100 fresh series: coverage of the 90% band 85.1, 86.4 and 79.7%
+    on three seeds before, 88.9, 90.5 and 87.7% after (docs/benchmarks.md)."""
+    if members < 2:
+        return centres
+    grouped = centres.reshape(members, -1, *centres.shape[1:])  # [K, draws, ...]
+    mean = grouped.mean(axis=0, keepdims=True)
+    factor = math.sqrt((members + 1) / (members - 1))
+    return (mean + factor * (grouped - mean)).reshape(centres.shape)
+
+
 def scale_about_mean(centres: np.ndarray, sd: np.ndarray, scale: float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """The mixture of N(centres[k], sd^2) scaled by `scale` about its mean (over axis 0)."""

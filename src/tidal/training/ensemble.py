@@ -25,6 +25,7 @@ from tidal.training.band_calibration import (
     BAND_LEVEL,
     band_scores,
     conformal_scale,
+    exchangeable,
     scale_about_mean,
 )
 from tidal.training.config import TrainConfig
@@ -200,7 +201,8 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
 
     `calibrated`: scale the mixture about its mean by the ensemble's band calibration (its
     `band_calibration["scale"]`, chosen on validation data by `calibrate_band`), when it has
-    one; False: the members and the noise as they are."""
+    one, else widen the members' spread for their number (`band_calibration.exchangeable`:
+    the truth as one more member); False: the members and the noise as they are."""
     model = run.model
     if not isinstance(model, Ensemble):
         raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
@@ -208,6 +210,8 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
     members, sd = _mixture(model, run.scaling, run.dtype, y0, ts, noisy_start)
     if calibrated and model.band_calibration is not None:
         members, sd = scale_about_mean(members, sd, model.band_calibration["scale"])
+    elif calibrated:
+        members = exchangeable(members, len(model.members))
     return mixture_quantiles(members, sd if noise else np.zeros_like(sd), quantiles)
 
 
