@@ -1,7 +1,8 @@
 """The main paths on a CUDA device, against analytic solutions and scipy references.
 
-Every test runs on the CPU too (CI has no GPU: there it checks the same assertions), and on
-CUDA where a GPU is present (the `gpu` mark; `pytest -m gpu` runs only those). Inputs are made
+Every test but the count of host synchronisations runs on the CPU too (CI has no GPU: there
+it checks the same assertions), and on CUDA where a GPU is present (the `gpu` mark; `pytest -m
+gpu` runs only those; passed on an H200, docs/benchmarks.md). Inputs are made
 on the CPU and moved, so both devices solve the same numbers.
 """
 
