@@ -20,7 +20,8 @@ for the compiled rows), the repeats are interleaved and the median wall time is 
 `torch.cuda.set_sync_debug_mode("warn")` (CUDA only). `floor`: the bare field's calls (NFE
 times one synchronised call on the whole batch); `x floor` = time / floor. The CUDA graphs
 rows try the compiled per-step function recorded as CUDA graphs (`mode="reduce-overhead"`)
-instead of the whole-loop function.
+instead of the whole-loop function. `stiff` (ROBER, Rodas5P, per-sample rates and grids) and
+`sde` (geometric Brownian motion, Milstein) time tidal on the CPU beside the device.
 """
 
 from __future__ import annotations
@@ -395,6 +396,76 @@ def print_rows(title: str, rows: list[Row], base: str, floor: float | None) -> N
     sys.stdout.flush()
 
 
+def stiff_rows(batch: int, device: torch.device) -> tuple[dict[str, Run], Callable]:
+    """ROBER with per-sample rates on per-sample grids: tidal on the CPU and on `device`."""
+    k = (0.04, 3e7, 1e4)
+    scales = torch.linspace(0.5, 2.0, batch, dtype=torch.float64)
+    ts = torch.linspace(0.0, 100.0, 5, dtype=torch.float64)
+
+    def run_on(where: torch.device) -> Run:
+        k1, k2, k3 = (rate * scales.to(where) for rate in k)
+
+        def rober(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            a, b, c = y.unbind(-1)
+            return torch.stack([-k1 * a + k3 * b * c, k1 * a - k3 * b * c - k2 * b ** 2,
+                                k2 * b ** 2], -1)
+
+        y0 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).expand(batch, 3).to(where)
+        grid = ts.unsqueeze(1).expand(-1, batch).contiguous().to(where)
+        atol = torch.tensor([1e-8, 1e-14, 1e-8], dtype=torch.float64, device=where)
+        controller = tidal.PIDController(rtol=1e-6, atol=atol)
+
+        def run():
+            with torch.no_grad():
+                sol = tidal.solve(rober, y0, grid, solver=tidal.Rodas5P(), controller=controller)
+            return sol.ys, int(sol.stats.num_steps.max()), int(sol.stats.num_fevals.max())
+        return run
+
+    picks = [0, batch // 3, 2 * batch // 3, batch - 1]
+    references = []
+    for b in picks:
+        r1, r2, r3 = (rate * float(scales[b]) for rate in k)
+        sol = scipy.integrate.solve_ivp(
+            lambda t, y, r1=r1, r2=r2, r3=r3: [-r1 * y[0] + r3 * y[1] * y[2],
+                                               r1 * y[0] - r3 * y[1] * y[2] - r2 * y[1] ** 2,
+                                               r2 * y[1] ** 2],
+            (0.0, 100.0), [1.0, 0.0, 0.0], method="Radau", rtol=1e-10, atol=1e-16)
+        references.append(sol.y[:, -1])
+
+    def error(ys: object) -> float:
+        assert isinstance(ys, torch.Tensor)
+        last = ys[-1, picks].double().cpu().numpy()
+        return float(np.max(np.abs(last - np.array(references)) / np.abs(references)))
+
+    rows = {"tidal (cpu)": run_on(torch.device("cpu"))}
+    if device.type != "cpu":
+        rows[f"tidal ({device.type})"] = run_on(device)
+    return rows, error
+
+
+def sde_rows(paths: int, device: torch.device) -> tuple[dict[str, Run], Callable]:
+    """Geometric Brownian motion by Milstein: tidal on the CPU and on `device`."""
+    mu, sigma = 0.5, 0.3
+
+    def run_on(where: torch.device) -> Run:
+        y0 = torch.ones(paths, 1, device=where)
+
+        def run():
+            sol = tidal.sdeint(lambda t, y: mu * y, lambda t, y: sigma * y, y0, [0.0, 1.0],
+                               dt=1.0 / 256, solver=tidal.Milstein(), seed=0)
+            return sol.ys, int(sol.stats.num_steps.max()), None
+        return run
+
+    def error(ys: object) -> float:
+        assert isinstance(ys, torch.Tensor)
+        return abs(float(ys[-1].double().mean()) - math.exp(mu))
+
+    rows = {"tidal (cpu)": run_on(torch.device("cpu"))}
+    if device.type != "cpu":
+        rows[f"tidal ({device.type})"] = run_on(device)
+    return rows, error
+
+
 def solver_rows(case: Case, with_jax: bool) -> dict[str, Run]:
     rows = {"tidal": tidal_solve(case), "tidal (compiled)": tidal_solve(case, compile=True)}
     if case.batch > 1:
@@ -412,7 +483,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 15")
     parser.add_argument("--batches", default="256,65536", help="W1 and W2 batch sizes")
     parser.add_argument("--w4-batches", default="1,4096")
-    parser.add_argument("--only", default="W1,W4,W2,graphs", help="parts, in order")
+    parser.add_argument("--only", default="W1,W4,W2,stiff,sde,graphs", help="parts, in order")
+    parser.add_argument("--stiff-batch", type=int, default=4096)
+    parser.add_argument("--sde-paths", type=int, default=65536)
     parser.add_argument("--deadline", type=float, default=math.inf,
                         help="seconds after which no new part starts")
     args = parser.parse_args()
@@ -461,6 +534,17 @@ def main() -> None:
                 print_rows(f"W2, batch {batch}: training step on W1 (max|err| = gradient's "
                            "largest difference to tidal Backprop's, relative)", rows,
                            "tidal Backprop", None)
+        elif part == "stiff":
+            rows, error = stiff_rows(args.stiff_batch, device)
+            print_rows(f"stiff: ROBER, {args.stiff_batch} samples with rates scaled by 0.5-2, "
+                       "per-sample grids to t = 100, Rodas5P, rtol 1e-6, float64 (max|err|: "
+                       "relative, 4 samples against scipy Radau at 1e-10)",
+                       measure(rows, device, max(3, repeats // 3), error), "tidal (cpu)", None)
+        elif part == "sde":
+            rows, error = sde_rows(args.sde_paths, device)
+            print_rows(f"sde: geometric Brownian motion, {args.sde_paths} paths, Milstein, dt "
+                       "1/256, float32 (max|err|: the sample mean at t = 1 against exp(mu))",
+                       measure(rows, device, max(3, repeats // 3), error), "tidal (cpu)", None)
         elif part == "graphs":
             for case in (w1(batches[0], device), w4(1, device)):
                 runs = {"tidal (compiled)": tidal_solve(case, compile=True)}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of one device session, as one command (about 6 minutes on an H200 after the
-# machine starts): the gpu-marked tests, then the GPU benchmark. Run from the repository root
+# The GPU checks of one device session, as one command (about 7 minutes on an H200 after the
+# machine starts): the gpu-marked tests, then the GPU benchmark (W1, W4, W2; then the stiff and
+# SDE parts, not yet run on a GPU, while the deadline allows). Run from the repository root
 # on a machine with CUDA and the machine's own PyTorch; logs go to $OUT when it is set (the
 # device tool's output folder), else to runs/gpu/. tidal runs from src/ (nothing installed).
 set -uo pipefail
@@ -12,5 +13,5 @@ python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__)"
 # pytest-benchmark (on the device image) warns under xdist, which filterwarnings=error fails
 timeout 170 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark tests 2>&1 \
     | tee "$out/tests.log" | tail -25
-timeout 330 python3 benchmarks/bench_gpu.py --only W1,W4,W2 --deadline 240 2>&1 \
+timeout 360 python3 benchmarks/bench_gpu.py --only W1,W4,W2,stiff,sde --deadline 230 2>&1 \
     | tee "$out/bench.log"
