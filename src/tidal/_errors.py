@@ -67,7 +67,7 @@ def overall_status(statuses: tuple[Status, ...]) -> Status:
     there is one at C speed (a Python loop costs milliseconds at 65,536 samples)."""
     worst = max(statuses, default=Status.SUCCESS)
     if worst <= Status.EVENT:
-        return Status(worst)
+        return worst
     return next(s for s in statuses if s > Status.EVENT)
 
 

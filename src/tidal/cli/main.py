@@ -411,7 +411,8 @@ def refuse_changes_on_resume(ctx: click.Context, run_dir: str,
 @click.option("--bootstrap/--no-bootstrap", default=None,
               help="With --ensemble: train each member on a resample of the trajectories, so "
                    "that their spread carries the uncertainty of a fit to few series (default: "
-                   "when held out in time, where the band is then that spread and the noise).")
+                   "when held out in time, where the band is then that spread, widened for the "
+                   "number of members, and the noise).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --ensemble: members trained at once, in separate processes.")
 @click.option("--prefit", is_flag=True,

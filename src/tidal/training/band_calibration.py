@@ -67,13 +67,16 @@ def exchangeable(centres: np.ndarray, members: int) -> np.ndarray:
     if members < 2:
         return centres
     grouped = centres.reshape(members, -1, *centres.shape[1:])  # [K, draws, ...]
-    mean = grouped.mean(axis=0, keepdims=True)
-    factor = math.sqrt((members + 1) / (members - 1))
-    return (mean + factor * (grouped - mean)).reshape(centres.shape)
+    return _about_mean(grouped, math.sqrt((members + 1) / (members - 1))).reshape(centres.shape)
 
 
 def scale_about_mean(centres: np.ndarray, sd: np.ndarray, scale: float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """The mixture of N(centres[k], sd^2) scaled by `scale` about its mean (over axis 0)."""
+    return _about_mean(centres, scale), scale * np.asarray(sd, dtype=float)
+
+
+def _about_mean(centres: np.ndarray, scale: float) -> np.ndarray:
+    """centres [K, ...] moved to mean + scale (centres - mean), the mean over axis 0."""
     mean = centres.mean(axis=0)
-    return mean + scale * (centres - mean), scale * np.asarray(sd, dtype=float)
+    return mean + scale * (centres - mean)

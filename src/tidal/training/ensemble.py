@@ -81,7 +81,7 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     first member's loss curve) and the initial states (the members' mean). The predictive
     band is calibrated on `val` (`calibrate_band`) and the calibration stored in the
     ensemble, except for bootstrap members in a split in time, whose band is their spread
-    and the noise as they are. The result's
+    (widened for their number by `predictive_quantiles`) and the noise. The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
     bootstrap, the first observations: members saw different trajectories).
@@ -111,10 +111,10 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     noise = noise_level(train)
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())
-    # Bootstrap members held out in time: the band is their spread and the noise as they
-    # are. Rescaled on the series each member left out (members that saw about 4 of 6
-    # series) or on the validation rows (later rows of series they fitted) it covered
-    # worse: design.md, "Small data, eighth session".
+    # Bootstrap members held out in time: the band is their spread (widened for their
+    # number) and the noise. Rescaled on the series each member left out (members that saw
+    # about 4 of 6 series) or on the validation rows (later rows of series they fitted) it
+    # covered worse: design.md, "Small data, eighth session".
     if not (bootstrap and in_time):
         ensemble.band_calibration = calibrate_band(ensemble, scaling, train, val,
                                                    getattr(torch, config.dtype))
