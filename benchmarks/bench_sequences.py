@@ -6,6 +6,7 @@ several seeds; and the cost of an ODE-RNN pass on the union grid against per-sam
         [--data reference|varied] [--models GRUDelta ...]
         [--tasks interpolation extrapolation] [--skip-grid-costs] [--lr 1e-2]
         [--obs-std 0.1] [--observed 0.5] [--latent-sizes 8 16 32] [--progress N]
+        [--encoder-drop P]
 
 Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], each point
 observed with probability `--observed`, 0.5 as in the reference implementation's command):
@@ -103,10 +104,15 @@ def predict(name: str, model: torch.nn.Module, data: IrregularSeries, seen: torc
 
 
 def loss_of(name: str, model: torch.nn.Module, data: IrregularSeries, task: str,
-            generator: torch.Generator, progress: float) -> torch.Tensor:
+            generator: torch.Generator, progress: float, encoder_drop: float = 0.0
+            ) -> torch.Tensor:
     seen = visible(data, task)
     target = data.mask if task == "interpolation" else data.mask | scored(data, task) & data.mask
     if name == "LatentODE":
+        if encoder_drop:  # the encoder reads a random (1 - encoder_drop) of what the model
+            # may read; the ELBO scores all of it (the reference implementation's training)
+            seen = seen & (torch.rand(seen.shape, generator=generator) >= encoder_drop)
+            seen[0] |= ~seen.any(0)
         prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
         return model.loss(data.times[:prefix], data.values[:prefix], seen[:prefix],
                           data.times, data.values, target, kl_weight=min(1.0, progress))
@@ -134,7 +140,8 @@ def run(name: str, task: str, seed: int, args: argparse.Namespace
         for index in torch.randperm(args.train, generator=generator).split(args.batch):
             optimizer.zero_grad()
             # the latent ODE's KL weight rises from 0 to 1 over the first 30% of the steps
-            loss = loss_of(name, model, train[index], task, generator, step / (0.3 * steps))
+            loss = loss_of(name, model, train[index], task, generator, step / (0.3 * steps),
+                           args.encoder_drop)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimizer.step()
@@ -195,6 +202,9 @@ def main() -> None:
                              "(the reference implementation's toy run: 10 20 100)")
     parser.add_argument("--observed", type=float, default=0.5,
                         help="the fraction of the 100 points observed")
+    parser.add_argument("--encoder-drop", type=float, default=0.0, metavar="P",
+                        help="the latent ODE's encoder reads each visible point with "
+                             "probability 1 - P in training; the ELBO scores them all")
     parser.add_argument("--models", nargs="+", default=list(make_models()))
     parser.add_argument("--tasks", nargs="+", default=["interpolation", "extrapolation"])
     parser.add_argument("--skip-grid-costs", action="store_true")

@@ -249,8 +249,10 @@ class _Killed(BaseException):
 
 def test_a_killed_diffusion_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     """Kill a run in step 7 (checkpoints every 4), resume it (API and `fit --resume`): it runs
-    steps 4-9 only and its weights equal an uninterrupted run's bit for bit; --resume refuses
-    changed settings."""
+    steps 4-9 only and its weights equal an uninterrupted run's to round-off (bit for bit with
+    torch 2.13 here; torch 2.4, and 2.11 on another machine's CPU, leave one weight of 24 one
+    unit in the last place apart, 3e-15 relative: kernels that differ with the tensors'
+    history); --resume refuses changed settings."""
     from click.testing import CliRunner
 
     from tidal.cli.main import main
@@ -308,7 +310,7 @@ def test_a_killed_diffusion_run_resumes_to_the_uninterrupted_result(tmp_path, mo
     for run in ("b", "c"):
         weights = load_diffusion_run(tmp_path / run).model.state_dict()
         for name, value in expected.items():
-            torch.testing.assert_close(weights[name], value, rtol=0, atol=0)
+            torch.testing.assert_close(weights[name], value, rtol=1e-13, atol=0)
 
 
 def test_too_few_or_non_finite_samples_are_refused_before_a_run_is_created(tmp_path) -> None:

@@ -68,7 +68,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results = _wait(processes)
     assert all((out / f"result{r}.pt").is_file() for r in (0, 1)), results[0][1][-3000:]
     return {"out": out, "reference": reference, "killed": results,
-            "grads": [torch.load(out / f"grads{r}.pt") for r in (0, 1)],
+            "grads": [torch.load(out / f"grads{r}.pt", weights_only=True) for r in (0, 1)],
             "results": [torch.load(out / f"result{r}.pt", weights_only=False) for r in (0, 1)]}
 
 

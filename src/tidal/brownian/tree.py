@@ -174,6 +174,7 @@ class BrownianTree:
         levels = len(self._widths_host)
         codes = ids.astype(np.int64) * levels + np.arange(levels)  # (node, level) -> one int
         nodes, column = np.unique(codes, return_inverse=True)
+        column = column.reshape(codes.shape)  # numpy 1 returns it flat, numpy 2 shaped
         n, c, j = taus.shape[0], weights.shape[-1], weights.shape[-2]
         matrix = np.zeros((n, c, len(nodes), j))
         rows = np.broadcast_to(np.arange(n)[:, None, None], column.shape)

@@ -214,11 +214,13 @@ def _time_derivative_reverse(field: Field, t: torch.Tensor, y: torch.Tensor,
 
 @functools.cache
 def _load_forward_mode_rules() -> None:
-    """Load torch's forward-mode decompositions once, quietly: torch 2.13 compiles them with
-    `torch.jit.script` on the first JVP, which emits a DeprecationWarning (an error under
-    `-W error`, and the import would then be left half done)."""
+    """Load torch's forward-mode decompositions once, quietly: torch compiles them with
+    `torch.jit.script` on the first JVP, which warns that it is deprecated (a
+    DeprecationWarning in torch 2.13, a FutureWarning in 2.14; an error under `-W error`, and
+    the import would then be left half done). Only torch's own code runs in this import."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 
