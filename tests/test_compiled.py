@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 import scipy.integrate
 import scipy.special
@@ -24,6 +23,10 @@ import tidal.compiled
 from tidal._errors import InvalidArgumentError
 
 TOL = tidal.PIDController(rtol=1e-9, atol=1e-12)
+
+# before torch 2.11 compile=True solves eagerly (tests/test_compiled_versions.py)
+pytestmark = pytest.mark.skipif(tidal.compiled._TORCH_VERSION < tidal.compiled.MIN_TORCH,
+                                reason="the compiled loop needs torch >= 2.11")
 
 
 def decay(t: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -232,47 +235,6 @@ def test_untraceable_field_falls_back_to_eager_with_one_warning() -> None:
     torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3),
                                rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(again.ys, sol.ys, rtol=0, atol=0)
-
-
-def _subnormal_survives() -> bool:
-    """Whether numpy's float64 arithmetic keeps a subnormal number (1e-310) from becoming 0
-    (a comparison with 1e-310 itself would not tell: flushing reads both sides as 0)."""
-    return bool((np.array([1e-310]) * 1.0)[0] != 0.0)
-
-
-def test_a_compiled_solve_leaves_subnormal_numbers_alone() -> None:
-    """torch before 2.5 switched the CPU to flushing subnormals to zero for the whole process
-    when it loaded compiled code (pytorch#126848: scipy's LSODA then failed in this suite);
-    the compiled path switches it back. On torch >= 2.5 the solve must not switch it either."""
-    assert _subnormal_survives()
-    y0 = torch.ones(3, dtype=torch.float64)
-    ts = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
-    sol = tidal.solve(decay, y0, ts, args=torch.tensor(1.0, dtype=torch.float64),
-                      controller=TOL, compile=True)
-    torch.testing.assert_close(sol.ys, torch.exp(-ts).view(-1, 1).expand(-1, 3), rtol=1e-8,
-                               atol=1e-10)
-    assert _subnormal_survives()
-
-
-def test_the_compiled_calls_restore_the_subnormal_mode_they_found() -> None:
-    """The guard around every compiled call: flushing switched on inside (as loading code built
-    with -ffast-math does) is switched off after it; a process that flushed before keeps
-    flushing (the user's choice)."""
-    if not torch.set_flush_denormal(False):  # a CPU without the setting: nothing to restore
-        assert _subnormal_survives()
-        return
-    with tidal.compiled._compiling():
-        torch.set_flush_denormal(True)
-        assert not _subnormal_survives()
-    assert _subnormal_survives()
-    torch.set_flush_denormal(True)
-    try:
-        with tidal.compiled._compiling():
-            pass
-        assert not _subnormal_survives()
-    finally:
-        torch.set_flush_denormal(False)
-    assert _subnormal_survives()
 
 
 def lotka_volterra(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -268,10 +268,24 @@ def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, 
 _compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
 
 
+#: The oldest torch the compiled loop runs on. torch 2.4, 2.5 and 2.6 (the range's oldest,
+#: checked in the tenth session) cannot compile the whole `while_loop` (2.4, 2.5: the loop
+#: is not captured whole; 2.6: inductor cannot carry a view through it) and guard the
+#: per-step function on the identity of each solve's field object, so every solve compiled
+#: again (seconds each); torch 2.4 also left the process flushing subnormal numbers to zero.
+#: Checked to compile once: 2.13 and 2.14 here, 2.11 on the H200 machine (ninth session).
+MIN_TORCH = (2, 11)
+_TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
 def unsupported(problem: Problem) -> str | None:
     """Why the compiled step cannot run this problem (None: it can)."""
     solver, controller = problem.solver, problem.controller
     reasons = [
+        (_TORCH_VERSION < MIN_TORCH,
+         f"torch {torch.__version__} (the compiled loop needs torch >= "
+         f"{'.'.join(map(str, MIN_TORCH))}: before, the whole loop does not compile and the "
+         "per-step function compiles again for every solve)"),
         (problem.grid.batched, "per-sample time grids"),
         (not isinstance(solver, ExplicitRungeKutta) or not solver.adaptive,
          f"the solver {solver!r} (adaptive explicit Runge–Kutta methods only)"),
@@ -495,33 +509,12 @@ def _compiling() -> Iterator[None]:
     grad mode, dtype). Without dynamo's automatic dynamic shapes: a second graph would
     otherwise make every size symbolic (the batch is marked dynamic where it is one), and
     W4's whole loop ran 6x slower after W1-solver-only's. torch's own warnings ignored,
-    which a `-W error` run would turn into failures; f's and tidal's warnings pass. The
-    process's handling of subnormal numbers is left as it was (`_subnormals_flushed`)."""
-    flushed_before = _subnormals_flushed()
-    try:
-        with warnings.catch_warnings(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):
-            warnings.filterwarnings("ignore", module=r"torch(\.|$)")
-            # dynamo reads .grad of every input while it traces (a state may be a view)
-            warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
-            yield
-    finally:
-        if not flushed_before and _subnormals_flushed():
-            torch.set_flush_denormal(False)
-
-
-#: The smallest positive float64, a subnormal number: 0 after multiplying by one when the CPU
-#: flushes subnormals to zero.
-_SMALLEST_SUBNORMAL = math.ldexp(1.0, -1074)
-_ONE = 1.0
-
-
-def _subnormals_flushed() -> bool:
-    """Whether the CPU now flushes subnormal numbers to zero for this whole process. torch
-    before 2.5 builds inductor's C++ with -ffast-math, and loading that code switches
-    flushing on (pytorch/pytorch#126848): afterwards every float64 below 2.2e-308, in torch,
-    numpy and scipy alike, became 0 (scipy's LSODA then failed on a problem it solves).
-    `_compiling` switches it off again when a compiled call switched it on."""
-    return _SMALLEST_SUBNORMAL * _ONE == 0.0
+    which a `-W error` run would turn into failures; f's and tidal's warnings pass."""
+    with warnings.catch_warnings(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+        # dynamo reads .grad of every input while it traces (a state may be a view)
+        warnings.filterwarnings("ignore", "The .grad attribute of a Tensor that is not")
+        yield
 
 
 def _first_line(error: Exception) -> str:

@@ -72,8 +72,9 @@ def solve(
         throw: raise `SolveFailedError` if the solve cannot finish; with False, return the
             partial solution and check `Solution.status`.
         compile: take the steps in a `torch.compile`d function with f traced in (explicit
-            adaptive methods on a shared grid, without events or dense output; anything else,
-            or an f that cannot be traced, runs eagerly with a warning). A solve that records
+            adaptive methods on a shared grid, without events or dense output, torch >= 2.11;
+            anything else, or an f that cannot be traced, runs eagerly with a warning). A
+            solve that records
             no graph (inference, the checkpoint adjoint's forward) runs its whole loop in one
             compiled call. With a graph (Backprop), True: one call per step; an integer n: n
             steps per call (less overhead per step, n times the compilation). The first solve
