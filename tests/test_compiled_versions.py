@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.torch_version import TorchVersion
 
 import tidal
 import tidal.compiled
@@ -41,7 +42,7 @@ def test_a_compiled_solve_leaves_subnormal_numbers_alone() -> None:
 
 def test_an_older_torch_solves_eagerly_with_one_warning(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    monkeypatch.setattr(tidal.compiled, "_TORCH_VERSION", (2, 6))
+    monkeypatch.setattr(tidal.compiled, "_TORCH_VERSION", TorchVersion("2.6.0"))
     with pytest.warns(UserWarning, match=r"compile=True\): not compiled because of torch "
                       r".*needs torch >= 2\.11.*solving eagerly"):
         sol = tidal.solve(decay, Y0, TS, controller=TOL, compile=True)

@@ -274,8 +274,8 @@ _compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrappe
 #: per-step function on the identity of each solve's field object, so every solve compiled
 #: again (seconds each); torch 2.4 also left the process flushing subnormal numbers to zero.
 #: Checked to compile once: 2.13 and 2.14 here, 2.11 on the H200 machine (ninth session).
-MIN_TORCH = (2, 11)
-_TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+MIN_TORCH = "2.11"
+_TORCH_VERSION = torch.__version__  # a TorchVersion: compares as a version, "2.9" < "2.11"
 
 
 def unsupported(problem: Problem) -> str | None:
@@ -283,9 +283,9 @@ def unsupported(problem: Problem) -> str | None:
     solver, controller = problem.solver, problem.controller
     reasons = [
         (_TORCH_VERSION < MIN_TORCH,
-         f"torch {torch.__version__} (the compiled loop needs torch >= "
-         f"{'.'.join(map(str, MIN_TORCH))}: before, the whole loop does not compile and the "
-         "per-step function compiles again for every solve)"),
+         f"torch {torch.__version__} (the compiled loop needs torch >= {MIN_TORCH}: before, "
+         "the whole loop does not compile and the per-step function compiles again for every "
+         "solve)"),
         (problem.grid.batched, "per-sample time grids"),
         (not isinstance(solver, ExplicitRungeKutta) or not solver.adaptive,
          f"the solver {solver!r} (adaptive explicit Runge–Kutta methods only)"),
