@@ -183,60 +183,59 @@ class LoopLimits:
 
 
 class Carry(NamedTuple):
-    """What the whole loop carries from step to step, all tensors: the state, f(t, y), time,
-    next step size and the controller's history; the output buffer `ys` [R + WINDOW, N] (row
-    i holds output first_out + i; see BUFFER) with the next output's index; this call's
-    attempts, accepted and rejected steps, the non-finite streak and the status; whether the
-    last step filled its window of outputs, and that step's start state, stages, start and
-    size; the ends of the accepted steps for the checkpoint recorder, `saved` [S, ...] and
-    `saved_taus` [S] (S = 0: no recorder)."""
+    """What the whole loop carries from step to step: the state and f(t, y); the output buffer
+    `ys` [R + WINDOW, N] (row i holds output first_out + i; see BUFFER); the scalars packed in
+    two vectors, `clock` (float64, CLOCK) and `counts` (int64, COUNTS); the start state and
+    stages of the last step (for a step that filled its window of outputs). Every carried
+    tensor is a new buffer each step: two vectors instead of 13 0-d tensors saved ~3 us a
+    step on the CPU (docs/benchmarks.md)."""
 
     y: torch.Tensor
     f0: torch.Tensor
-    tau: torch.Tensor
-    dt: torch.Tensor
-    history: tuple[torch.Tensor, torch.Tensor]
     ys: torch.Tensor
-    k: torch.Tensor
-    steps: torch.Tensor
-    accepted: torch.Tensor
-    rejected: torch.Tensor
-    streak: torch.Tensor
-    status: torch.Tensor
-    full: torch.Tensor
+    clock: torch.Tensor
+    counts: torch.Tensor
     y_last: torch.Tensor
     ks_last: torch.Tensor
-    tau_last: torch.Tensor
-    h_last: torch.Tensor
-    saved: torch.Tensor
-    saved_taus: torch.Tensor
 
 
-def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, start: Carry
-                ) -> Carry:
+#: `Carry.clock`: time, next step size, the controller's history (r_{n-1}, r_{n-2}), and the
+#: last step's start and size
+CLOCK = ("tau", "dt", "history_1", "history_2", "tau_last", "h_last")
+#: `Carry.counts`: the next output's index, this call's attempts, accepted and rejected steps,
+#: the non-finite streak, the status, and whether the last step filled its window of outputs
+COUNTS = ("k", "steps", "accepted", "rejected", "streak", "status", "full")
+
+
+def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, start: Carry,
+                store: tuple[torch.Tensor, ...]) -> tuple[Carry, tuple[torch.Tensor, ...]]:
     """Adaptive steps in one `while_loop` until the end, a failure, `max_steps`, a step that
     passes more than WINDOW outputs, a buffer `ys` without room for another WINDOW outputs or
-    a full `saved`. Each accepted step writes the outputs it passes into `ys` by the method's
+    a full store. Each accepted step writes the outputs it passes into `ys` by the method's
     interpolant (its end exactly), as `SharedLoop._emit_outputs` does, and its end into
-    `saved`; the counts and the failure rules are the eager loop's
+    `store` = (saved [S, ...], saved_taus [S]) for the checkpoint recorder (empty without a
+    recorder: nothing carried); the counts and the failure rules are the eager loop's
     (`SharedLoop._attempt_step`)."""
     window = torch.arange(WINDOW, device=limits.taus.device)
-    capacity = start.saved.shape[0]
+    capacity = store[0].shape[0] if store else 0
 
-    def cond(c: Carry) -> torch.Tensor:
-        room = c.k - limits.first_out + WINDOW <= c.ys.shape[0]
-        going = ((c.tau < limits.tau_end) & (c.steps < limits.steps_left) & (c.status == 0)
-                 & ~c.full & room)
-        return going & (c.accepted < capacity) if capacity else going
+    def cond(c: Carry, *store: torch.Tensor) -> torch.Tensor:
+        tau = c.clock[0]
+        k, steps, accepted, _, _, status, full = c.counts.unbind()
+        room = k - limits.first_out + WINDOW <= c.ys.shape[0]
+        going = ((tau < limits.tau_end) & (steps < limits.steps_left) & (status == 0)
+                 & (full == 0) & room)
+        return going & (accepted < capacity) if capacity else going
 
-    def body(c: Carry) -> tuple[Carry]:
-        y, tau = c.y, c.tau
+    def body(c: Carry, *store: torch.Tensor) -> tuple[Any, ...]:
+        y, (tau, dt, history_1, history_2, _, _) = c.y, c.clock.unbind()
+        k, steps, accepted, rejected, streak, status, _ = c.counts.unbind()
         (y_next, f_next, tau_next, dt_next, history), y1, ks, parts = _attempt(
-            spec, field, y, c.f0, tau, c.dt, limits.tau_end, c.history, limits.rtol,
-            limits.atol, limits.root_n)
+            spec, field, y, c.f0, tau, dt, limits.tau_end, (history_1, history_2),
+            limits.rtol, limits.atol, limits.root_n)
         _, taken, finite, _, h, tau1, _ = parts
         # the outputs in (tau, tau1]: interpolated, the one at tau1 exactly y1
-        index = c.k + window
+        index = k + window
         t_out = limits.taus[index]
         slot = index - limits.first_out  # the rows of the buffer
         passed = taken & (t_out <= tau1)
@@ -245,24 +244,24 @@ def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, 
         rows = flat_y + h.to(y.dtype) * (weights @ ks.reshape(ks.shape[0], -1))
         rows = torch.where((t_out == tau1).unsqueeze(1), flat_y1, rows)
         ys = c.ys.index_copy(0, slot, torch.where(passed.unsqueeze(1), rows, c.ys[slot]))
-        if capacity:  # a rejected step's end is overwritten by the next accepted one
-            saved = c.saved.index_copy(0, c.accepted.view(1), y1.unsqueeze(0))
-            saved_taus = c.saved_taus.index_copy(0, c.accepted.view(1), tau1.view(1))
-        else:  # empty (a carry must not be returned as it came in)
-            saved, saved_taus = c.saved.clone(), c.saved_taus.clone()
-        streak = torch.where(finite, 0, c.streak + 1)
-        rejected = ~taken
-        gave_up = rejected & (streak > retries)
-        underflow = rejected & (dt_next <= TINY * tau.abs())
+        if store:  # a rejected step's end is overwritten by the next accepted one
+            saved, saved_taus = store
+            store = (saved.index_copy(0, accepted.view(1), y1.unsqueeze(0)),
+                     saved_taus.index_copy(0, accepted.view(1), tau1.view(1)))
+        streak = torch.where(finite, 0, streak + 1)
+        rejected_now = ~taken
+        gave_up = rejected_now & (streak > retries)
+        underflow = rejected_now & (dt_next <= TINY * tau.abs())
         status = torch.where(gave_up | (underflow & ~finite), int(Status.NONFINITE),
-                             torch.where(underflow, int(Status.DT_UNDERFLOW), c.status))
-        return (Carry(y_next, f_next, tau_next, dt_next, history, ys, c.k + passed.sum(),
-                      c.steps + 1, c.accepted + taken.long(), c.rejected + rejected.long(),
-                      streak, status, passed[-1], y.clone(), ks, tau.clone(), h, saved,
-                      saved_taus),)
+                             torch.where(underflow, int(Status.DT_UNDERFLOW), status))
+        clock = torch.stack([tau_next, dt_next, *history, tau, h])
+        counts = torch.stack([k + passed.sum(), steps + 1, accepted + taken.long(),
+                              rejected + rejected_now.long(), streak, status,
+                              passed[-1].long()])
+        return (Carry(y_next, f_next, ys, clock, counts, y.clone(), ks), *store)
 
-    (end,) = while_loop(cond, body, (start,))
-    return end
+    end, *store = while_loop(cond, body, (start, *store))
+    return end, tuple(store)
 
 
 _compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
@@ -386,7 +385,6 @@ class CompiledLoop(SharedLoop):
         norm = self.control.norm
         y, f0, tau, dt, history = (y0, self.f0, scalar(self.tau), scalar(self.dt),
                                    (scalar(1.0), scalar(1.0)))
-        saving = SAVED if recorder is not None else 0
         while self.tau < self.tau_end and self.status is Status.SUCCESS:
             if self.steps >= self.s.max_steps:
                 self.status = Status.MAX_STEPS
@@ -397,33 +395,32 @@ class CompiledLoop(SharedLoop):
             budget = BUFFER * (1 if device.type == "cpu" else GPU_FACTOR)
             rows = min(len(self.taus) - self.next_out, max(WINDOW, budget // y0.numel()))
             rows += WINDOW
+            clock = torch.stack([tau, dt, *history, scalar(0.0), scalar(0.0)])
+            counts = torch.tensor([self.next_out, 0, 0, 0, self.nonfinite_streak, 0, 0],
+                                  dtype=torch.int64, device=device)
             start = Carry(
-                y, f0, tau, dt, history, y0.new_empty(rows, y0.numel()),
-                k=count(self.next_out), steps=count(), accepted=count(), rejected=count(),
-                streak=count(self.nonfinite_streak), status=count(),
-                full=scalar(False, torch.bool), y_last=torch.zeros_like(y),
-                ks_last=y.new_zeros(len(self.coef.dense), *y.shape), tau_last=scalar(0.0),
-                h_last=scalar(0.0), saved=y.new_empty(saving, *y.shape),
-                saved_taus=taus.new_empty(saving))
+                y, f0, y0.new_empty(rows, y0.numel()), clock, counts,
+                y_last=torch.zeros_like(y), ks_last=y.new_zeros(len(self.coef.dense), *y.shape))
+            store: tuple[torch.Tensor, ...] = (() if recorder is None else
+                     (y.new_empty(SAVED, *y.shape), taus.new_empty(SAVED)))
             torch._dynamo.maybe_mark_dynamic(start.ys, 0)
             if y.dim() >= 2:  # the batch, as in `run`
                 for tensor, dim in ((start.ys, 1), (start.y_last, 0), (start.ks_last, 1),
-                                    (start.saved, 1)):
+                                    *((saved, 1) for saved in store[:1])):
                     torch._dynamo.maybe_mark_dynamic(tensor, dim)
             try:
-                end = _compiled_loop(self.spec, self.s.field, self.control.nonfinite_retries,
-                                     limits, start)
+                end, store = _compiled_loop(self.spec, self.s.field,
+                                            self.control.nonfinite_retries, limits, start, store)
             except torch._dynamo.exc.TorchDynamoException:
                 if self.steps:  # a later call that failed to compile: not the field's doing
                     raise
                 _remember(_not_whole, self.problem.f)
                 return False
-            y, f0, tau, dt, history = end.y, end.f0, end.tau, end.dt, end.history
-            numbers = torch.stack([end.tau, end.dt, end.tau_last, end.h_last] + [
-                count.double() for count in (end.k, end.steps, end.accepted, end.rejected,
-                                             end.streak, end.status, end.full)]).tolist()
-            self.tau, self.dt, tau_last, h_last = numbers[:4]
-            k, steps, accepted, rejected, streak, status, full = map(int, numbers[4:])
+            y, f0 = end.y, end.f0
+            tau, dt, history = end.clock[0], end.clock[1], (end.clock[2], end.clock[3])
+            numbers = torch.cat([end.clock, end.counts.double()]).tolist()
+            self.tau, self.dt, _, _, tau_last, h_last = numbers[:len(CLOCK)]
+            k, steps, accepted, rejected, streak, status, full = map(int, numbers[len(CLOCK):])
             self.steps += steps
             self.accepted += accepted
             self.rejected += rejected
@@ -434,7 +431,7 @@ class CompiledLoop(SharedLoop):
                 self.next_out = k
             if recorder is not None:
                 for j in range(accepted):
-                    recorder.record(None, end.saved_taus[j:j + 1], end.saved[j])
+                    recorder.record(None, store[1][j:j + 1], store[0][j])
             self.y, self.f0 = y, f0
             if status:
                 self.status = Status(status)
