@@ -10,7 +10,8 @@ W2 times one training step (solve, loss = mean of squared outputs, backward to t
 parameters and y0) on the W1 and W1-long problems of bench_solvers.py, for every way of
 differentiating a solve that tidal, torchdiffeq and torchode offer. Everything runs in one
 process on one CPU thread; after one untimed warm-up per method (which also counts f calls and
-measures the gradient's error), the repeats are interleaved as in bench_solvers.py.
+measures the gradient's error), the repeats are interleaved as in bench_solvers.py, each sample
+at least SAMPLE_SECONDS of back-to-back steps (`--cold`: one step after a garbage collection).
 
 W5 measures the peak memory of one training step against the length of the solve (t_end in
 {1, 10, 100} on W1-long's rotating field), each configuration in its own subprocess.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import hashlib
 import multiprocessing
@@ -46,7 +48,17 @@ import tidal
 
 # The solver benchmark's problem pieces, counter, timer and table printer.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_solvers import ROT, Counted, _batch_y0, _load, _mlp, _timed, print_table
+from bench_solvers import (
+    ROT,
+    SAMPLE_SECONDS,
+    Counted,
+    _batch_y0,
+    _load,
+    _mlp,
+    _runs_per_sample,
+    _timed,
+    print_table,
+)
 
 RTOL, ATOL = 1e-5, 1e-6  # the solves being benchmarked (float32)
 NUM_OUTPUTS = 10
@@ -238,11 +250,11 @@ class Result:
 
 
 def _per_call_probe(call: Callable[[], object]) -> tuple[Callable[[], None], int]:
-    """n repeated calls (about 5 ms of them) of `call`, and n; as bench_solvers' floor probe.
-    (Timed beside every training step, so the medians take many samples.)"""
+    """n repeated calls (SAMPLE_SECONDS of them) of `call`, and n; as bench_solvers' floor
+    probe. (Timed beside every training step, so the medians take many samples.)"""
     call()
     once = _timed(lambda: [call() for _ in range(20)]) / 20
-    n = max(20, int(0.005 / once))
+    n = max(20, int(SAMPLE_SECONDS / once))
 
     def calls() -> None:
         for _ in range(n):
@@ -286,7 +298,7 @@ def reference(problem: Problem, y0: torch.Tensor) -> tuple[Step, float]:
     return out, time.perf_counter() - start
 
 
-def run_w2(problem: Problem, repeats: int) -> None:
+def run_w2(problem: Problem, repeats: int, cold: bool = False) -> None:
     y0 = _batch_y0()
     ts = problem.ts()
     ref, ref_seconds = reference(problem, y0)
@@ -304,6 +316,7 @@ def run_w2(problem: Problem, repeats: int) -> None:
     _, f, params = counted_field(problem.rotation)
     probes = _f_probes(f, params, y0)
     probe_times: dict[str, list[float]] = {kind: [] for kind in probes}
+    runs = {name: _runs_per_sample(job, cold) for name, job in jobs}
 
     for rep in range(repeats):
         shift = rep % len(jobs)
@@ -313,13 +326,13 @@ def run_w2(problem: Problem, repeats: int) -> None:
                 probe_times[kind].append(_timed(probe) / calls)
             res = results[name]
             out: list[Step] = []
-            res.times.append(_timed(lambda job=job, out=out: out.append(job())))
-            if (out[0].fwd_calls, out[0].bwd_calls) != (res.first.fwd_calls,
-                                                          res.first.bwd_calls):
+            res.times.append(_timed(lambda job=job, out=out: out.append(job()), runs[name]))
+            if any((o.fwd_calls, o.bwd_calls) != (res.first.fwd_calls, res.first.bwd_calls)
+                   for o in out):
                 res.notes.append(f"{name}: f calls changed between runs")
     t_f = statistics.median(probe_times["f"])
     t_fv = statistics.median(probe_times["f+vjp"])
-    report_w2(problem, list(results.values()), ref, ref_seconds, t_f, t_fv, repeats)
+    report_w2(problem, list(results.values()), ref, ref_seconds, t_f, t_fv, repeats, cold)
 
 
 def floor_of(r: Result, t_f: float, t_fv: float) -> float:
@@ -332,14 +345,25 @@ def floor_of(r: Result, t_f: float, t_fv: float) -> float:
 
 
 def report_w2(problem: Problem, results: list[Result], ref: Step, ref_seconds: float,
-              t_f: float, t_fv: float, repeats: int) -> None:
+              t_f: float, t_fv: float, repeats: int, cold: bool = False) -> None:
     print(f"\n=== W2 training step on {problem.name}: {problem.about}")
-    print(f"    median of {repeats} interleaved repeats; f {t_f * 1e6:.1f} us/call, f+VJP "
+    sample = ("one step after a garbage collection" if cold else
+              f"at least {SAMPLE_SECONDS * 1e3:.0f} ms of back-to-back steps")
+    print(f"    median of {repeats} interleaved repeats (a sample: {sample}); f "
+          f"{t_f * 1e6:.1f} us/call, f+VJP "
           f"{t_fv * 1e6:.1f} us/call (on y0, timed beside every step)")
     print(f"    reference: tidal Backprop float64 rtol {problem.ref_tol[0]:g} atol "
           f"{problem.ref_tol[1]:g}: "
           f"{ref.fwd_calls} f calls, {ref.steps} steps, {ref_seconds:.1f} s")
     base = statistics.median(results[0].times)  # tidal Backprop comes first
+    by_name = {r.method.name: r for r in results}
+    for r in results:  # the compiled checkpoint's replays call the bare f: not counted
+        eager = by_name.get(r.method.name.removesuffix(" (compiled)"))
+        if (r.method.kind == "checkpoint" and r is not eager and eager is not None
+                and r.first.steps == eager.first.steps):
+            r.first = dataclasses.replace(r.first, bwd_calls=eager.first.bwd_calls)
+            r.notes.append(f"{r.method.name}: bwd NFE is the eager checkpoint's (the backward "
+                           "replays the same steps eagerly with the bare f, which is not counted)")
     rows = []
     for r in results:
         t = statistics.median(r.times)
@@ -350,7 +374,6 @@ def report_w2(problem: Problem, results: list[Result], ref: Step, ref_seconds: f
                      f"{r.err_params:.1e}", f"{r.err_y0:.1e}"])
     print_table(["method", "time ms", "x Backprop", "fwd NFE", "bwd NFE", "steps", "floor ms",
                  "x floor", "err dL/dθ", "err dL/dy0"], rows)
-    by_name = {r.method.name: r for r in results}
     for r in results:
         if r.method.name.endswith(" (compiled)"):
             eager = by_name[r.method.name.removesuffix(" (compiled)")]
@@ -504,6 +527,9 @@ def main() -> None:
                         help="smoke run: W2 on W1 only (3 repeats), W5 without t_end=100")
     parser.add_argument("--only", default="", help="comma-separated parts: W2, W5")
     parser.add_argument("--repeats", type=int, default=None, help="repeats for every W2 problem")
+    parser.add_argument("--cold", action="store_true",
+                        help="one training step per timed sample after a garbage collection "
+                             "(the harness before 2026-12-05)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="W5 subprocesses at a time (memory is per process; default 2)")
     args = parser.parse_args()
@@ -528,7 +554,7 @@ def main() -> None:
         for problem in (W1, W1_LONG):
             repeats = args.repeats or (problem.quick_repeats if args.quick else problem.repeats)
             if repeats > 0:
-                run_w2(problem, repeats)
+                run_w2(problem, repeats, args.cold)
             sys.stdout.flush()
     if "W5" in parts:
         run_w5(W5_T_ENDS[:2] if args.quick else W5_T_ENDS, max(1, args.jobs))

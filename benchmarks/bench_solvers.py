@@ -9,7 +9,11 @@ Run from the repository root:
 Every library solves the same problem (same f, y0, output times and tolerances) in one process
 on one CPU thread. After one untimed warm-up run per library (which also counts steps and checks
 the accuracy), the repeats are interleaved: for each repeat, every library is timed once, in an
-order that rotates between repeats. See benchmarks/README.md for what the columns mean.
+order that rotates between repeats. A timed sample is at least SAMPLE_SECONDS of back-to-back
+runs of one job (a solve of a few milliseconds runs several times), as the floor's calls of f
+are: both in the steady state a training loop sees. `--cold` times one run per sample after a
+garbage collection instead (the harness before 2026-12-05: a fast solve then pays ~1 ms of cold
+caches that the floor does not). See benchmarks/README.md for what the columns mean.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import tidal
 SEED = 0
 BATCH = 256
 REF_TOL = 1e-12  # rtol = atol of the float64 scipy DOP853 reference
+SAMPLE_SECONDS = 0.02  # CPU time of one timed sample at least: back-to-back runs of one job
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,12 +338,19 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    """CPU seconds of fn() (one thread: the machine's other load does not count)."""
+def _timed(fn: Callable[[], object], number: int = 1) -> float:
+    """CPU seconds of one fn() (one thread: the machine's other load does not count), the mean
+    of `number` back-to-back runs after a garbage collection."""
     gc.collect()
     start = time.process_time()
-    fn()
-    return time.process_time() - start
+    for _ in range(number):
+        fn()
+    return (time.process_time() - start) / number
+
+
+def _runs_per_sample(fn: Callable[[], object], cold: bool) -> int:
+    """Back-to-back runs of fn that take at least SAMPLE_SECONDS (1 with `cold`)."""
+    return 1 if cold else max(1, math.ceil(SAMPLE_SECONDS / _timed(fn)))
 
 
 def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
@@ -349,7 +361,7 @@ def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
         f, t, y = Counted(w.f_numpy), w.ts[0].item(), w.y0.double().numpy().reshape(-1)
     f(t, y)
     once = _timed(lambda: [f(t, y) for _ in range(20)]) / 20
-    n = max(20, int(0.005 / once))  # about 5 ms of calls per sample
+    n = max(20, int(SAMPLE_SECONDS / once))  # a sample of SAMPLE_SECONDS of calls
 
     def calls() -> None:
         for _ in range(n):
@@ -358,9 +370,11 @@ def _floor_probe(w: Workload, kind: str) -> tuple[Callable[[], object], int]:
     return calls, n
 
 
-def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]]:
-    """Warm-up (and count) every library once, then time them interleaved `repeats` times;
-    the compiled tidal row solves without a graph: the whole compiled loop."""
+def benchmark(w: Workload, repeats: int, cold: bool = False
+              ) -> tuple[list[Result], dict[str, float]]:
+    """Warm-up (and count) every library once, then time them interleaved `repeats` times (a
+    sample: `_runs_per_sample` runs); the compiled tidal row solves without a graph: the whole
+    compiled loop."""
     runners = runners_for(w)
     results: dict[str, Result] = {}
     for runner in runners:
@@ -385,6 +399,7 @@ def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]
     floor_times: dict[str, list[float]] = {kind: [] for kind in kinds}
     jobs: list[tuple[str, Callable[[], object]]] = [(r.name, r.run) for r in runners]
     jobs += [(f"f:{kind}", probes[kind][0]) for kind in kinds]
+    runs = {name: _runs_per_sample(job, cold) for name, job in jobs if not name.startswith("f:")}
     for rep in range(repeats):
         shift = rep % len(jobs)
         for name, job in jobs[shift:] + jobs[:shift]:
@@ -394,11 +409,11 @@ def benchmark(w: Workload, repeats: int) -> tuple[list[Result], dict[str, float]
                 continue
             runner = next(r for r in runners if r.name == name)
             runner.counter.calls = 0
-            results[name].times.append(_timed(job))
-            if runner.counter.calls != results[name].nfe:
+            results[name].times.append(_timed(job, runs[name]))
+            if runner.counter.calls != results[name].nfe * runs[name]:
                 results[name].notes.append(
                     f"{name}: f calls changed between runs ({results[name].nfe} -> "
-                    f"{runner.counter.calls})")
+                    f"{runner.counter.calls / runs[name]:g} a run)")
     f_time = {kind: statistics.median(ts) for kind, ts in floor_times.items()}
     return list(results.values()), f_time
 
@@ -419,10 +434,13 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
                         for i, c in enumerate(row)))
 
 
-def report(w: Workload, results: list[Result], f_time: dict[str, float], repeats: int) -> None:
+def report(w: Workload, results: list[Result], f_time: dict[str, float], repeats: int,
+           cold: bool = False) -> None:
     print(f"\n=== {w.name}: {w.about}")
     floors = ", ".join(f"{kind} f {t * 1e6:.1f} us/call" for kind, t in f_time.items())
-    print(f"    median of {repeats} interleaved repeats; bare {floors}")
+    sample = ("one run after a garbage collection" if cold else
+              f"at least {SAMPLE_SECONDS * 1e3:.0f} ms of back-to-back runs")
+    print(f"    median of {repeats} interleaved repeats (a sample: {sample}); bare {floors}")
     base = statistics.median(results[0].times)  # tidal (shared grid) comes first
     rows = []
     for r in results:
@@ -461,6 +479,9 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help=f"comma-separated workloads, from {', '.join(WORKLOADS)}")
     parser.add_argument("--repeats", type=int, default=None, help="repeats for every workload")
+    parser.add_argument("--cold", action="store_true",
+                        help="one run per timed sample after a garbage collection (the harness "
+                             "before 2026-12-05), not SAMPLE_SECONDS of back-to-back runs")
     args = parser.parse_args()
     names = list(WORKLOADS)
     if args.only:
@@ -487,8 +508,8 @@ def main() -> None:
         with torch.no_grad():
             work = WORKLOADS[name]()
             repeats = args.repeats or (work.quick_repeats if args.quick else work.repeats)
-            results, f_time = benchmark(work, repeats)
-        report(work, results, f_time, repeats)
+            results, f_time = benchmark(work, repeats, args.cold)
+        report(work, results, f_time, repeats, args.cold)
         sys.stdout.flush()
     print(f"\n{_load()}")
     print("steps: step attempts (accepted + rejected); on per-sample grids the most any "
