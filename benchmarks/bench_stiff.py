@@ -8,6 +8,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_stiff.py auto       # tidal.Auto against Tsit5 / Rodas5P
     .venv/bin/python benchmarks/bench_stiff.py grad       # gradient accuracy, backward cost
     .venv/bin/python benchmarks/bench_stiff.py calibration rodas5p 1e-4 1e-6 1e-8
+    .venv/bin/python benchmarks/bench_stiff.py max-norm 1e-4 1e-6 1e-8
+    .venv/bin/python benchmarks/bench_stiff.py rober-steps
 
 For each problem, float64, rtol 1e-6 and atol = 1e-6 times each component's scale: the error
 against scipy's Radau at rtol 1e-12 (max over components of |y - ref| / (scale + |ref|)) at
@@ -36,6 +38,11 @@ scale): the error ratios method / Radau at the final time and over the trajector
 acceptance asks for at most 10) and the f-call ratio (at most 1). An uncalibrated Rosenbrock
 method's error is about rtol (its embedded estimate has order p - 1); Radau's is often far
 below rtol (scipy's estimate has order 3 for an order-5 method).
+
+`max-norm RTOL...`: `calibration rodas5p` with the max norm (the largest scaled error
+component, as MATLAB's ode suite) in place of the RMS, at c = 1, 1.5, 2 and 3.
+`rober-steps`: ROBER on [0, 100] at rtol = atol = 1e-8, Rodas5P's accepted steps (the
+acceptance: at most 60) for c from 1 to 4 with either norm.
 
 `grad`: the gradient of a ROBER loss (weighted scaled states at t = 1e-3 .. 10) with respect
 to the three log-rates, Rodas5P at rtol 1e-6, Backprop and Checkpoint, with the Jacobian from
@@ -207,10 +214,15 @@ def radau(problem: Problem, rtol: float) -> Result:
     return Result(errors[-1], max(errors), sol.nfev, sol.njev, len(sol.t) - 1, wall)
 
 
+def max_norm(scaled_error: torch.Tensor) -> torch.Tensor:
+    """The largest scaled error component (MATLAB's ode suite's norm), in place of the RMS."""
+    return scaled_error.abs().amax()
+
+
 def run_tidal(problem: Problem, solver: tidal.solvers.StepMethod, rtol: float,
-              max_steps: int = 100_000) -> Result:
+              max_steps: int = 100_000, norm: Callable | None = None) -> Result:
     scale = np.asarray(problem.scale)
-    controller = tidal.PIDController(rtol, rtol * torch.tensor(scale))
+    controller = tidal.PIDController(rtol, rtol * torch.tensor(scale), norm=norm)
     start = time.perf_counter()
     sol = tidal.solve(problem.f, torch.tensor(problem.y0),
                       torch.tensor(output_times(problem)), solver=solver,
@@ -417,11 +429,13 @@ CALIBRATIONS = (1.0, 2.0, 3.0, 4.0, 6.0)
 ROSENBROCKS = {cls.name: cls for cls in (tidal.Rodas5P, tidal.Rodas4P, tidal.Rosenbrock23)}
 
 
-def calibration(method: str, rtols: list[float]) -> None:
-    """`method` with each of `CALIBRATIONS` against scipy Radau at each rtol (module
-    docstring)."""
+def calibration(method: str, rtols: list[float], norm: Callable | None = None,
+                calibrations: tuple[float, ...] = CALIBRATIONS) -> None:
+    """`method` with each of `calibrations` against scipy Radau at each rtol (module
+    docstring); `norm` replaces the RMS error norm."""
     cls = ROSENBROCKS[method]
-    print(f"{method} (default calibration {cls.default_calibration:g}); errors vs Radau at "
+    print(f"{method} (default calibration {cls.default_calibration:g}), "
+          f"{'RMS' if norm is None else norm.__name__} error norm; errors vs Radau at "
           "rtol 1e-12, ratios against scipy Radau at the same rtol\n")
     print("| problem | method | rtol | c | error | / Radau's | error over the trajectory | "
           "/ Radau's | f calls | / Radau's |")
@@ -430,10 +444,29 @@ def calibration(method: str, rtols: list[float]) -> None:
         for problem in PROBLEMS:
             base = radau(problem, rtol)
             print(_row(problem, "scipy Radau", base, base, f"{rtol:g}", "-") + " |", flush=True)
-            for c in CALIBRATIONS:
-                result = run_tidal(problem, cls(tolerance_calibration=c), rtol)
+            for c in calibrations:
+                result = run_tidal(problem, cls(tolerance_calibration=c), rtol, norm=norm)
                 print(_row(problem, method, result, base, f"{rtol:g}", f"{c:g}") + " |",
                       flush=True)
+
+
+def rober_steps() -> None:
+    """ROBER on [0, 100] at rtol = atol = 1e-8 (the acceptance item: at most 60 accepted
+    steps): Rodas5P's accepted steps and final error against Radau at rtol 1e-12, for
+    calibrations c with the RMS and the max norm."""
+    y0, ts = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 100.0])
+    ref = scipy.integrate.solve_ivp(rober, (0.0, 100.0), y0.numpy(), method="Radau",
+                                    rtol=1e-12, atol=1e-14).y[:, -1]
+    print("| norm | c | accepted steps | f calls | max error at t = 100 |")
+    print("|---|---|---|---|---|")
+    for norm in (None, max_norm):
+        for c in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+            sol = tidal.solve(rober, y0, ts, solver=tidal.Rodas5P(tolerance_calibration=c),
+                              controller=tidal.PIDController(1e-8, 1e-8, norm=norm))
+            error = float(np.max(np.abs(sol.ys[-1].numpy() - ref)))
+            print(f"| {'RMS' if norm is None else 'max'} | {c:g} | "
+                  f"{int(sol.stats.num_accepted)} | {int(sol.stats.num_fevals)} | "
+                  f"{error:.1e} |", flush=True)
 
 
 def main() -> None:
@@ -447,6 +480,13 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["calibration"]:
         calibration(sys.argv[2], [float(rtol) for rtol in sys.argv[3:]] or [RTOL])
+        return
+    if sys.argv[1:2] == ["max-norm"]:  # Rodas5P with the max norm (eleventh session)
+        calibration("rodas5p", [float(rtol) for rtol in sys.argv[2:]] or [RTOL],
+                    norm=max_norm, calibrations=(1.0, 1.5, 2.0, 3.0))
+        return
+    if sys.argv[1:] == ["rober-steps"]:
+        rober_steps()
         return
     if sys.argv[1:] == ["grad"]:
         grad()
