@@ -43,7 +43,11 @@ import tidal
 SEED = 0
 BATCH = 256
 REF_TOL = 1e-12  # rtol = atol of the float64 scipy DOP853 reference
-SAMPLE_SECONDS = 0.02  # CPU time of one timed sample at least: back-to-back runs of one job
+# CPU time of one timed sample at least: back-to-back runs of one job. The first run of a
+# sample finds the caches the other jobs left (~1 ms dearer for a few-millisecond solve): at
+# 100 ms that is ~1% of a sample (at 20 ms, W1's compiled solve measured 1.21-1.27x its floor
+# against 1.11x at 100 ms).
+SAMPLE_SECONDS = 0.1
 
 
 # --------------------------------------------------------------------------------------------
