@@ -185,26 +185,21 @@ class LoopLimits:
 class Carry(NamedTuple):
     """What the whole loop carries from step to step: the state and f(t, y); the output buffer
     `ys` [R + WINDOW, N] (row i holds output first_out + i; see BUFFER); the scalars packed in
-    two vectors, `clock` (float64, CLOCK) and `counts` (int64, COUNTS); the start state and
-    stages of the last step (for a step that filled its window of outputs). Every carried
-    tensor is a new buffer each step: two vectors instead of 13 0-d tensors saved ~3 us a
-    step on the CPU (docs/benchmarks.md)."""
+    two vectors; the start state and stages of the last step (for a step that filled its
+    window of outputs). Every carried tensor is a new buffer each step: two vectors instead of
+    13 0-d tensors saved ~3 us a step on the CPU (docs/benchmarks.md)."""
 
     y: torch.Tensor
     f0: torch.Tensor
     ys: torch.Tensor
+    # float64 [6]: time, next step size, the controller's history (r_{n-1}, r_{n-2}), and the
+    # last step's start and size
     clock: torch.Tensor
+    # int64 [7]: the next output's index; this call's attempts, accepted and rejected steps;
+    # the non-finite streak; the status; whether the last step filled its window of outputs
     counts: torch.Tensor
     y_last: torch.Tensor
     ks_last: torch.Tensor
-
-
-#: `Carry.clock`: time, next step size, the controller's history (r_{n-1}, r_{n-2}), and the
-#: last step's start and size
-CLOCK = ("tau", "dt", "history_1", "history_2", "tau_last", "h_last")
-#: `Carry.counts`: the next output's index, this call's attempts, accepted and rejected steps,
-#: the non-finite streak, the status, and whether the last step filled its window of outputs
-COUNTS = ("k", "steps", "accepted", "rejected", "streak", "status", "full")
 
 
 def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, start: Carry,
@@ -374,17 +369,16 @@ class CompiledLoop(SharedLoop):
         tableau, device, recorder = self.spec.tableau, y0.device, self.s.recorder
         attempt_fevals = tableau.num_stages - 1 + (0 if tableau.fsal else 1)
 
-        def scalar(value: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-            return torch.tensor(value, dtype=dtype, device=device)
-
-        def count(value: int = 0) -> torch.Tensor:
-            return scalar(value, torch.int64)
+        def count(value: int) -> torch.Tensor:
+            return torch.tensor(value, dtype=torch.int64, device=device)
 
         taus = torch.tensor(self.taus + [math.inf] * WINDOW, dtype=torch.float64, device=device)
         torch._dynamo.maybe_mark_dynamic(taus, 0)  # a new time grid does not recompile
         norm = self.control.norm
-        y, f0, tau, dt, history = (y0, self.f0, scalar(self.tau), scalar(self.dt),
-                                   (scalar(1.0), scalar(1.0)))
+        y, f0 = y0, self.f0
+        # the controller's history starts at (1, 1); each call's end is the next one's start
+        clock = torch.tensor([self.tau, self.dt, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64,
+                             device=device)
         while self.tau < self.tau_end and self.status is Status.SUCCESS:
             if self.steps >= self.s.max_steps:
                 self.status = Status.MAX_STEPS
@@ -395,7 +389,6 @@ class CompiledLoop(SharedLoop):
             budget = BUFFER * (1 if device.type == "cpu" else GPU_FACTOR)
             rows = min(len(self.taus) - self.next_out, max(WINDOW, budget // y0.numel()))
             rows += WINDOW
-            clock = torch.stack([tau, dt, *history, scalar(0.0), scalar(0.0)])
             counts = torch.tensor([self.next_out, 0, 0, 0, self.nonfinite_streak, 0, 0],
                                   dtype=torch.int64, device=device)
             start = Carry(
@@ -416,11 +409,10 @@ class CompiledLoop(SharedLoop):
                     raise
                 _remember(_not_whole, self.problem.f)
                 return False
-            y, f0 = end.y, end.f0
-            tau, dt, history = end.clock[0], end.clock[1], (end.clock[2], end.clock[3])
-            numbers = torch.cat([end.clock, end.counts.double()]).tolist()
-            self.tau, self.dt, _, _, tau_last, h_last = numbers[:len(CLOCK)]
-            k, steps, accepted, rejected, streak, status, full = map(int, numbers[len(CLOCK):])
+            y, f0, clock = end.y, end.f0, end.clock
+            self.tau, self.dt, _, _, tau_last, h_last, *numbers = torch.cat(
+                [clock, end.counts.double()]).tolist()
+            k, steps, accepted, rejected, streak, status, full = map(int, numbers)
             self.steps += steps
             self.accepted += accepted
             self.rejected += rejected
