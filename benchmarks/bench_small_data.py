@@ -39,9 +39,9 @@ Cases (issue 19's acceptance):
   --bootstrap no: without; their band is not rescaled, so the first two columns agree),
   also the same members' band calibrated on the validation rows (`_val` columns).
 
-Options --prefit, --split-by, --ensemble and --refit are passed to `train_run` (as `tidal fit`'s
-flags; --refit compare prints a row without the refit and one with it, from one training);
---config sets TrainConfig fields (JSON).
+Options --prefit, --discover, --split-by, --ensemble and --refit are passed to `train_run` (as
+`tidal fit`'s flags; --refit compare prints a row without the refit and one with it, from one
+training); --config sets TrainConfig fields (JSON).
 Each fit runs in this process on one thread; the numbers go in docs/benchmarks.md.
 """
 
@@ -249,7 +249,20 @@ def _lotka_volterra_row(seed: int, data: Trajectories, future: np.ndarray, truth
             "trained": trained, "train_ratio": model_train / baseline_train,
             "baseline_forecast": baseline_out, "model_forecast": model_out,
             "forecast_ratio": model_out / baseline_out, "val_loss": result.best_val_loss,
+            "kept": _kept(run.config["data"]),
             "warnings": warnings}
+
+
+def _kept(info: dict[str, Any]) -> str:
+    """With --discover: the model kept, and the validation losses (network, formula)."""
+    found = info.get("discover")
+    if found is None:
+        return "-"
+    if found["formula"] is None:
+        return "network (no formula)"
+    losses = {name: "-" if loss is None else f"{loss:.4g}"
+              for name, loss in found["val_loss"].items()}
+    return f"{found['kept']} ({losses['network']}, {losses['formula']}, {found['status']})"
 
 
 def _warnings(run_dir: str) -> list[str]:
@@ -343,7 +356,7 @@ COLUMNS = {
                        ("train_ratio", "{:.2f}"),
                        ("baseline_forecast", "{:.3f}"), ("model_forecast", "{:.3f}"),
                        ("forecast_ratio", "{:.2f}"), ("val_loss", "{:.4g}"),
-                       ("seconds", "{:.0f}"),
+                       ("kept", "{}"), ("seconds", "{:.0f}"),
                        ("warnings", "{}")],
     "coverage": [("seed", "{}")] + [
         (f"{system}_{column}", fmt) for system in ("oscillator", "toggle")
@@ -361,7 +374,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--prefit", action="store_true")
+    parser.add_argument("--discover", action="store_true",
+                        help="train_run(discover=True): a refitted formula where it validates "
+                             "better (tidal.training.discovery)")
     parser.add_argument("--split-by", default="auto", choices=["auto", "trajectory", "time"])
+    parser.add_argument("--test", type=float, default=0.125,
+                        help="the fraction held out for testing (train_run's split; the "
+                             "validation fraction stays 0.125); 0: the fit sees every "
+                             "observation, as the Lotka-Volterra case's least-squares baseline")
     parser.add_argument("--ensemble", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="with --ensemble")
     parser.add_argument("--bootstrap", choices=["auto", "yes", "no"], default="auto",
@@ -388,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     FRESH = args.fresh
     COVERAGE_SYSTEMS = tuple(args.coverage_systems.split(","))
     KEEP = args.keep
-    options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by}
+    options: dict[str, Any] = {"prefit": args.prefit, "split_by": args.split_by,
+                               "discover": args.discover, "split": (0.125, args.test)}
     if args.model != "{}":
         options["model"] = ModelOptions(**json.loads(args.model))
     if args.ensemble > 1:

@@ -333,6 +333,21 @@ def _object_errors(make: Callable[..., object], name: str) -> list[ErrorInput]:
                    rf"{name}\(solver=.*ConstantStepSize")]
 
 
+def _polynomial_errors() -> list[ErrorInput]:
+    from tidal.models import PolynomialODE
+
+    def make(**options: object) -> object:
+        return PolynomialODE.from_terms(_POLYNOMIAL, ("x", "y"), **options)
+
+    return [*_object_errors(make, "PolynomialODE"),
+            ErrorInput("a term that is not a monomial of the states",
+                       lambda: PolynomialODE.from_terms({"dx": {"z": 1.0}}, ("x", "y")),
+                       tidal.InvalidArgumentError, r"'z' is not a monomial")]
+
+
+_POLYNOMIAL = {"dx": {"x": -1.0, "x y": 0.5}, "dy": {"y": -0.5, "1": 0.2}}
+
+
 def _neural_ode_errors() -> list[ErrorInput]:
     def make(**options: object) -> object:
         return tidal.NeuralODE(tidal.nn.MLP(2, width=4), **options)
@@ -461,6 +476,7 @@ def _models() -> list[ModelInfo]:
         HamiltonianNN,
         NeuralODE,
         NeuralSDE,
+        PolynomialODE,
         PositiveDiffusion,
     )
 
@@ -472,6 +488,8 @@ def _models() -> list[ModelInfo]:
         ModelInfo(UDE, lambda: UDE(_lotka_known(), tidal.nn.MLP(2, width=4),
                                    {"alpha": 1.0, "gamma": 1.0}), _trajectory,
                   error_inputs=_ude_errors),
+        ModelInfo(PolynomialODE, lambda: PolynomialODE.from_terms(_POLYNOMIAL, ("x", "y")),
+                  _trajectory, error_inputs=_polynomial_errors),
         ModelInfo(CNF, lambda: CNF(tidal.nn.MLP(2, width=4, time_input=True)),
                   lambda cnf: cnf.log_prob(torch.full((3, 2), 0.5)), saveable=False,
                   error_inputs=_cnf_errors),

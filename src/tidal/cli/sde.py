@@ -17,7 +17,8 @@ from tidal.training.config import TrainConfig
 _NOT_FOR_SDE = {"ensemble": 1, "bootstrap": None, "workers": 1, "prefit": False,
                 "shooting_segments": 1, "separable": False, "known": None, "params": (),
                 "system": None, "solver": "auto", "adjoint": "checkpoint",
-                "horizons": "0.3,0.6,1.0", "shooting_weight": 1.0, "rate_scale": "auto"}
+                "horizons": "0.3,0.6,1.0", "shooting_weight": 1.0, "rate_scale": "auto",
+                "augment": 0, "linear_term": None, "auto": 0, "refit": None, "discover": False}
 
 
 def fit_sde(ctx: click.Context, data: Trajectories, run_dir: str, kw: dict[str, Any],

@@ -16,7 +16,7 @@ _NOT_FOR_SEQUENCES = ("horizons", "shooting_segments", "shooting_weight", "depth
                       "activation", "separable", "known", "params", "dt", "solver", "rtol",
                       "atol", "adjoint", "system", "split_by", "ensemble", "bootstrap",
                       "workers", "prefit", "resume", "rate_scale", "augment", "linear_term",
-                      "weight_decay", "auto", "refit")
+                      "weight_decay", "auto", "refit", "discover")
 
 
 def is_sequence_run(run_dir: str) -> bool:

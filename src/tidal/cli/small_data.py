@@ -11,8 +11,13 @@ import click
 
 
 def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --augment, --linear-term, --auto and --refit/--no-refit to a command;
+    """Adds --augment, --linear-term, --auto, --refit/--no-refit and --discover to a command;
     `apply_small_data_options` reads them."""
+    function = click.option(
+        "--discover", is_flag=True,
+        help="After the fit, explain the learned field by the sparsest polynomial (SINDy), fit "
+             "that formula to the data again and keep it if it validates better; the report "
+             "shows what was found (tidal.training.discovery).")(function)
     function = click.option(
         "--linear-term/--no-linear-term", default=None,
         help="A neural ODE's field as A y + b + network, A and b started at the "
@@ -36,7 +41,8 @@ def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def apply_small_data_options(model: Any, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The `ModelOptions` `model` with --augment applied, and `train_run`'s keywords for
-    --auto and --refit (all removed from `kw`)."""
+    --auto, --refit and --discover (all removed from `kw`)."""
     augment = kw.pop("augment", 0)
     model = dataclasses.replace(model, augment=augment, linear_term=kw.pop("linear_term", None))
-    return model, {"auto": kw.pop("auto", 0), "refit": kw.pop("refit", None)}
+    return model, {"auto": kw.pop("auto", 0), "refit": kw.pop("refit", None),
+                   "discover": kw.pop("discover", False)}

@@ -10,9 +10,10 @@ from tidal.models.neural_cde import NeuralCDE
 from tidal.models.neural_ode import NeuralODE
 from tidal.models.neural_sde import NeuralSDE, PositiveDiffusion
 from tidal.models.ode_block import ODEBlock
+from tidal.models.polynomial import PolynomialODE
 from tidal.models.recurrent import ODERNN, GRUDelta
 from tidal.models.ude import UDE
 
 __all__ = ["CNF", "ODERNN", "UDE", "AugmentedNeuralODE", "Ensemble", "GRUDelta",
            "HamiltonianNN", "LatentODE", "LatentSDE", "NeuralCDE", "NeuralODE", "NeuralSDE",
-           "ODEBlock", "PositiveDiffusion"]
+           "ODEBlock", "PolynomialODE", "PositiveDiffusion"]

@@ -12,10 +12,12 @@ from tidal.models.augmented import AugmentedNeuralODE
 from tidal.models.ensemble import Ensemble
 from tidal.models.hamiltonian import HamiltonianNN
 from tidal.models.neural_ode import NeuralODE
+from tidal.models.polynomial import PolynomialODE
 from tidal.models.ude import UDE
 
 MODELS: Mapping[str, type[NeuralODE]] = types.MappingProxyType(
-    {cls.__name__: cls for cls in (NeuralODE, HamiltonianNN, UDE, Ensemble, AugmentedNeuralODE)})
+    {cls.__name__: cls for cls in (NeuralODE, HamiltonianNN, UDE, Ensemble, AugmentedNeuralODE,
+                                       PolynomialODE)})
 
 
 def model_from_config(config: Mapping[str, Any]) -> NeuralODE:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
+from tidal.models.polynomial import monomial_factors
 from tidal.models.ude import UDE
 
 
@@ -65,17 +66,8 @@ class SymbolicFit:
 
     def equations(self, precision: int = 4) -> list[str]:
         """One readable line per output, e.g. "dx = 1.5 x - 1.0002 x y"."""
-        lines = []
-        for out, row in zip(self.output_names, self.coefficients):
-            text = ""
-            for feature, c in zip(self.features, row):
-                if c == 0:
-                    continue
-                term = f"{abs(c):.{precision}g}" + ("" if feature == "1" else f" {feature}")
-                sign = ("-" if c < 0 else "") if not text else (" - " if c < 0 else " + ")
-                text += sign + term
-            lines.append(f"{out} = {text or '0'}")
-        return lines
+        return [format_equation(out, zip(self.features, row), precision)
+                for out, row in zip(self.output_names, self.coefficients)]
 
     def predict(self, states: Any) -> np.ndarray:
         """The formula's values [N, outputs] at states [N, D] (array or tensor)."""
@@ -90,17 +82,37 @@ class SymbolicFit:
         return self.formula
 
 
-def polynomial_library(x: np.ndarray, degree: int, names: Sequence[str]
-                       ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Monomials of the columns of x [N, D] up to `degree`, constant first, in PySINDy's
-    order and naming ("1", "x", "y", "x^2", "x y", "y^2", ...). Returns ([N, F], names)."""
-    columns, labels = [np.ones(len(x))], ["1"]
+def format_equation(output: str, terms: Iterable[tuple[str, float]], precision: int = 4
+                    ) -> str:
+    """"output = c1 term1 + c2 term2 ..." over the nonzero coefficients ("0" if none)."""
+    text = ""
+    for feature, c in terms:
+        if c == 0:
+            continue
+        term = f"{abs(c):.{precision}g}" + ("" if feature == "1" else f" {feature}")
+        sign = ("-" if c < 0 else "") if not text else (" - " if c < 0 else " + ")
+        text += sign + term
+    return f"{output} = {text or '0'}"
+
+
+def feature_names(degree: int, names: Sequence[str]) -> tuple[str, ...]:
+    """The polynomial library's term names up to `degree`, constant first, in PySINDy's order
+    and naming ("1", "x", "y", "x^2", "x y", "y^2", ...)."""
+    labels = ["1"]
     for d in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(x.shape[1]), d):
-            columns.append(np.prod(x[:, list(combo)], axis=1))
+        for combo in itertools.combinations_with_replacement(range(len(names)), d):
             labels.append(" ".join(f"{names[i]}^{k}" if k > 1 else names[i]
                                    for i, k in _counts(combo)))
-    return np.stack(columns, axis=1), tuple(labels)
+    return tuple(labels)
+
+
+def polynomial_library(x: np.ndarray, degree: int, names: Sequence[str]
+                       ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Monomials of the columns of x [N, D] up to `degree` (`feature_names`' order). Returns
+    ([N, F], names)."""
+    columns = [np.prod(x[:, list(combo)], axis=1)
+               for combo in monomial_factors(x.shape[1], degree)]
+    return np.stack(columns, axis=1), feature_names(degree, names)
 
 
 def _counts(combo: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from tidal.data import Trajectories
 from tidal.models import HamiltonianNN
 from tidal.models.augmented import extra_states
 from tidal.models.ensemble import Ensemble
+from tidal.models.polynomial import PolynomialODE
 from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
@@ -203,6 +204,8 @@ def _save(run: Run, name: str, figure: Any) -> str:
 def _html(run: Run, metrics: dict[str, Any], checks: list[Check],
           sections: list[tuple[str, str, list[str]]], warned: list[FitWarning]) -> str:
     after = [_ude_section(metrics["ude"])] if "ude" in metrics else []
+    if "discover" in run.config["data"]:
+        after.append(_discovery_section(run.config["data"]["discover"], run.model))
     return report_page(f"tidal report: {run.path.name}", checks,
                        run_facts(metrics, run.config), tables=[_errors(run, metrics)],
                        sections=[Section(*section) for section in sections],
@@ -255,6 +258,27 @@ def band_caption(model: Ensemble) -> str:
             f"{significant(calibration['scale'])} about the members' mean so that it holds 90% "
             f"of {calibration['points']} validation observations ({_e(calibration['data'])}); "
             "the validation split is therefore not an independent check of the band.")
+
+
+def _discovery_section(found: dict[str, Any], model: Any) -> str:
+    """What `--discover` found and which model the run kept (`tidal.training.discovery`)."""
+    parts = ["<h2>Equations discovered (--discover)</h2>"]
+    if found["formula"] is None:
+        parts.append(f"<p>{_e(found['why'])}; the network is kept.</p>")
+        return "".join(parts)
+    losses = found["val_loss"]
+    formula_loss = ("its fit did not finish (" + _e(found["status"]) + ")"
+                    if losses["formula"] is None else significant(losses["formula"]))
+    parts.append("<h3>The sparsest formula that explains the learned field</h3>"
+                 f"<pre>{_e(chr(10).join(found['formula']))}\n(SINDy threshold "
+                 f"{found['threshold']:g})</pre>"
+                 f"<p>Fitted to the data again: validation loss {formula_loss}, against the "
+                 f"network's {significant(losses['network'])}. Kept: <b>{_e(found['kept'])}"
+                 "</b> (the formula unless the network validates at least twice as well).</p>")
+    if isinstance(model, PolynomialODE):
+        parts.append("<h3>The kept model, refitted</h3>"
+                     f"<pre>{_e(chr(10).join(model.equations()))}</pre>")
+    return "".join(parts)
 
 
 def _ude_section(ude: dict[str, Any]) -> str:

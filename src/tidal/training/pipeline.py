@@ -26,6 +26,7 @@ from tidal.training.auto import choose
 from tidal.training.checkpoint import CHECKPOINT, load_checkpoint
 from tidal.training.collocation import build_prefitted, build_with_linear_start
 from tidal.training.config import TrainConfig
+from tidal.training.discovery import discover as discover_formula
 from tidal.training.ensemble import EnsembleOptions, fit_ensemble
 from tidal.training.fit import FitResult, fit, write_initial_states
 from tidal.training.rates import with_rate_scales
@@ -165,7 +166,7 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
               source: dict[str, Any] | None = None, overwrite: bool = False,
               command: str = "fit", progress: bool = True, split_by: str = "auto",
               ensemble: EnsembleOptions | None = None, prefit: bool = False,
-              auto: int = 0, refit: bool | None = None) -> FitResult:
+              auto: int = 0, refit: bool | None = None, discover: bool = False) -> FitResult:
     """Split `data` by trajectory into train / validation / test, fit a NeuralODE on the
     training part and write the run directory.
 
@@ -191,6 +192,11 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
             validation observations (`tidal.training.refit`; one model, not an ensemble);
             None: when there is one training series (`REFIT_BELOW`). Recorded in
             config.json's data.refit.
+        discover: after the fit, explain the learned field by a sparse polynomial, fit that
+            formula to the data again and keep it where it validates better than the network
+            (`tidal.training.discovery`; before the refit, which then refits the model kept).
+            Needs validation data; one model, not an ensemble, without augmented states.
+            Recorded in config.json's data.discover.
         source: what the data is, stored in config.json: e.g. {"path": ...} (that file is
             never deleted by `overwrite`) or {"system": "toggle-switch"} (a built-in system
             enables checks against the truth; it must match the data's states).
@@ -208,10 +214,15 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     scaling = (Scaling((0.0,) * data.n_states, (1.0,) * data.n_states)
                if model.needs_identity_scaling() else Scaling.fit(train))
     world = World.current()  # under torchrun rank 0 writes the run, the others read it
-    if world.distributed and (ensemble is not None or auto):
-        raise InvalidArgumentError("An ensemble (--ensemble) and a search (--auto) train in "
-                                   "separate runs themselves; run them without torchrun or "
-                                   "--nproc.")
+    if discover and (ensemble is not None or model.augment or val is None):
+        raise InvalidArgumentError(
+            "--discover explains one model's field over the data's states and chooses on the "
+            "validation data: it needs validation data (--val > 0) and applies to one model "
+            "without augmented states (no --ensemble, no --augment).")
+    if world.distributed and (ensemble is not None or auto or discover):
+        raise InvalidArgumentError("An ensemble (--ensemble), a search (--auto) and a formula "
+                                   "search (--discover) train in one process; run them "
+                                   "without torchrun or --nproc.")
     model = with_small_data_model(with_rate_scales(model, train, scaling), len(train))
     searched = None
     if auto:
@@ -237,6 +248,11 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
     if ensemble is None:
         result = fit(network if start is None else build(config.seed), train, val=val,
                      config=config, scaling=scaling, run_dir=run, progress=progress)
+        if discover and result.status not in ("diverged", "interrupted"):
+            assert val is not None
+            result, info["discover"] = discover_formula(result, train, val, progress)
+            if result.initial_states is not None and info["discover"]["kept"] == "formula":
+                write_initial_states(run, train, result.initial_states)
         if (len(train) < REFIT_BELOW if refit is None else refit) and kind == "time" \
                 and not world.distributed:
             result = _refitted(run, result, train, val, scaling, info, progress)
@@ -325,6 +341,11 @@ def resume_run(run_dir: str | Path, *, epochs: int | None = None,
     checkpoint starts over from epoch 0 with its own settings."""
     run = RunDirectory.open(run_dir, KIND)
     saved = read_config(run)
+    if "discover" in saved["data"]:
+        raise InvalidArgumentError(f"{run_dir} was fitted with --discover, which follows the "
+                                   "network's training with a formula's; its checkpoint is the "
+                                   "network's alone and cannot continue both. Fit it again with "
+                                   "--overwrite (and more --epochs).")
     if saved["model"]["type"] == "Ensemble":
         raise InvalidArgumentError(f"{run_dir} holds an ensemble, which keeps no checkpoints and "
                                    "cannot be resumed; fit it again with --overwrite.")

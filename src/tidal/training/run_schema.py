@@ -25,6 +25,8 @@ MAX_STATES = 10_000
 MAX_WIDTH = 65_536
 MAX_DEPTH = 100
 MAX_STEPS = 2**31 - 1
+MAX_DEGREE = 6  # of a PolynomialODE's monomials
+MAX_TERMS = 100_000  # monomials of a PolynomialODE
 
 
 class _Invalid(Exception):
@@ -185,6 +187,9 @@ def _run_config() -> Schema:
                       "linear_term": boolean})
     solve = {"solver": text(SOLVERS), "adjoint": text(ADJOINTS),
              "max_steps": integer(1, MAX_STEPS)}
+    scaling = record({"state_offset": list_of(number(), 1),
+                      "state_scale": list_of(number(positive=True), 1),
+                      "time_scale": number(positive=True)})
     # rtol and atol for a PIDController, dt for a ConstantStepSize (runs written before
     # issue 11 hold all three; dt wins)
     solve_optional = {"rtol": number(1e-13, 1.0), "atol": number(0.0, 1e6),
@@ -199,6 +204,11 @@ def _run_config() -> Schema:
         "UDE": record({"type": text(), "known": text(KNOWN_PHYSICS),
                        "params": mapping(number(-1e12, 1e12)),
                        "correction": optional(network), **solve}, solve_optional),
+        "PolynomialODE": record(  # tidal.models.polynomial (a formula, --discover)
+            {"type": text(), "degree": integer(1, MAX_DEGREE),
+             "state_names": list_of(text(), 1, MAX_STATES, unique=True),
+             "active": list_of(list_of(boolean, 1, MAX_TERMS), 1, MAX_STATES),
+             "scaling": scaling, **solve}, solve_optional),
         "AugmentedNeuralODE": record(  # tidal.models.augmented
             {"type": text(), "vector_field": network, "augment": integer(1, MAX_AUGMENT),
              **solve}, solve_optional),
@@ -214,9 +224,7 @@ def _run_config() -> Schema:
     return record({
         "tidal_version": text(),
         "model": tagged("type", models),
-        "scaling": record({"state_offset": list_of(number(), 1),
-                           "state_scale": list_of(number(positive=True), 1),
-                           "time_scale": number(positive=True)}),
+        "scaling": scaling,
         "train": mapping(anything),  # checked by TrainConfig.from_dict
         "data": record({"state_names": states}, {"system": text(SYSTEMS)}, extra=True),
         "fit": mapping(anything),

@@ -1,0 +1,193 @@
+r"""`PolynomialODE`: a sparse polynomial vector field whose coefficients are learned.
+
+$$ \frac{dy_i}{dt} = \sum_{k \in A_i} c_{ik} \, \theta_k(y), $$
+
+with theta_k the monomials of the state up to a degree (in `tidal.models.symbolic`'s order and
+naming: "1", "x", "y", "x^2", "x y", "y^2", ...) and A_i the active terms of output i. This is
+the form a formula found by sparse regression takes when it is fitted again to the data: the
+last step of the UDE workflow (train a UDE, explain the learned field by SINDy, refit the
+equations; Rackauckas et al. 2020). The terms stay as found; only their coefficients move.
+
+The coefficients are in the data's units whatever units the model is trained in: the field
+maps a scaled state back to the data's units, evaluates the polynomial there and scales the
+rate back (`Scaling`), so a run standardized for a neural network trains it the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tidal import defaults
+from tidal._errors import InvalidArgumentError
+from tidal.adjoint.base import Adjoint
+from tidal.controllers.base import StepSizeController
+from tidal.data import Scaling
+from tidal.models.neural_ode import NeuralODE, solve_options
+from tidal.solvers.base import StepMethod
+
+
+def monomial_factors(n_states: int, degree: int) -> list[tuple[int, ...]]:
+    """Each monomial of the library as the state indices it multiplies, in
+    `tidal.models.symbolic.polynomial_library`'s order: (), (0,), (1,), (0, 0), (0, 1), ..."""
+    return [combo for d in range(degree + 1)
+            for combo in itertools.combinations_with_replacement(range(n_states), d)]
+
+
+class PolynomialField(nn.Module):
+    """The field of a `PolynomialODE`: `coefficients` [D, F] (zero outside `active`) in the
+    data's units, applied to scaled states through `scaling`."""
+
+    factor_index: torch.Tensor  # [F, degree]: indices into [1, y] multiplied per monomial
+    active: torch.Tensor  # [D, F] bool: the learned terms
+    offset: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, coefficients: np.ndarray | Sequence[Sequence[float]], degree: int,
+                 scaling: Scaling, active: np.ndarray | Sequence[Sequence[bool]] | None = None
+                 ) -> None:
+        super().__init__()
+        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+            raise InvalidArgumentError(f"`PolynomialField(degree={degree!r})`: must be an "
+                                       "integer >= 1.")
+        values = np.asarray(coefficients, dtype=np.float64)
+        n_states = len(scaling.state_offset)
+        terms = math.comb(n_states + degree, degree)  # counted before they are listed
+        if values.shape != (n_states, terms):
+            raise InvalidArgumentError(
+                f"`PolynomialField(coefficients=...)`: expected shape ({n_states}, {terms}) for "
+                f"{n_states} states up to degree {degree}; got {values.shape}.")
+        factors = monomial_factors(n_states, degree)
+        mask = values != 0 if active is None else np.asarray(active, dtype=bool)
+        if mask.shape != values.shape or not np.isfinite(values).all():
+            raise InvalidArgumentError("`PolynomialField(active=...)` must have the "
+                                       "coefficients' shape, and the coefficients be finite.")
+        self.degree, self.scaling = degree, scaling
+        # state indices per monomial, padded with index 0 of [1, y] (a factor of one)
+        index = torch.zeros(len(factors), max(degree, 1), dtype=torch.long)
+        for k, combo in enumerate(factors):
+            index[k, :len(combo)] = torch.tensor(combo, dtype=torch.long) + 1
+        self.register_buffer("factor_index", index, persistent=False)
+        self.register_buffer("active", torch.as_tensor(mask), persistent=False)
+        self.coefficients = nn.Parameter(torch.as_tensor(values[mask],
+                                                         dtype=torch.get_default_dtype()))
+        self.register_buffer("offset", torch.tensor(scaling.state_offset), persistent=False)
+        self.register_buffer("scale", torch.tensor(scaling.state_scale), persistent=False)
+
+    def matrix(self) -> torch.Tensor:
+        """The coefficients [D, F], zero outside the active terms."""
+        full = self.coefficients.new_zeros(self.active.shape)
+        return full.masked_scatter(self.active, self.coefficients)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        offset, scale = self.offset.to(y.dtype), self.scale.to(y.dtype)
+        state = offset + scale * y  # the data's units
+        padded = torch.cat((torch.ones_like(state[..., :1]), state), -1)
+        monomials = padded[..., self.factor_index].prod(-1)  # [..., F]
+        rate = monomials @ self.matrix().to(y.dtype).T
+        return rate * (self.scaling.time_scale / scale)
+
+
+class PolynomialODE(NeuralODE):
+    """dy/dt = a sparse polynomial with learned coefficients (see the module docstring).
+
+    Args:
+        coefficients: [D, F] initial coefficients in the data's units, F the monomials up to
+            `degree` (`monomial_factors`); the nonzero ones are learned, the zeros stay zero
+            unless `active` says otherwise.
+        degree: the monomials' highest total degree.
+        scaling: the units the model works in (as `tidal.fit`'s `scaling`); the coefficients
+            keep the data's units.
+        state_names: names for the formula (default x0, x1, ...).
+        active: [D, F] which terms are learned (default: the nonzero coefficients).
+        solver, controller, adjoint, max_steps: as for `NeuralODE`.
+
+    Example:
+        >>> lv = PolynomialODE.from_terms(
+        ...     {"dx": {"x": 1.5, "x y": -1.0}, "dy": {"x y": 1.0, "y": -3.0}}, ("x", "y"))
+        >>> lv.equations()
+        ['dx = 1.5 x - 1 x y', 'dy = -3 y + 1 x y']
+    """
+
+    vector_field: PolynomialField
+
+    def __init__(self, coefficients: np.ndarray | Sequence[Sequence[float]], degree: int,
+                 scaling: Scaling | None = None, *, state_names: Sequence[str] | None = None,
+                 active: np.ndarray | Sequence[Sequence[bool]] | None = None,
+                 solver: StepMethod | None = None,
+                 controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
+                 max_steps: int = defaults.MAX_STEPS) -> None:
+        n_states = np.asarray(coefficients).shape[0]
+        scaling = scaling or Scaling((0.0,) * n_states, (1.0,) * n_states)
+        names = tuple(state_names) if state_names is not None else tuple(
+            f"x{i}" for i in range(n_states))
+        if len(names) != n_states:
+            raise InvalidArgumentError(f"`PolynomialODE(state_names=...)`: {len(names)} names "
+                                       f"for {n_states} states.")
+        super().__init__(PolynomialField(coefficients, degree, scaling, active), solver=solver,
+                         controller=controller, adjoint=adjoint, max_steps=max_steps)
+        self.state_names = names
+
+    @classmethod
+    def from_terms(cls, terms: dict[str, dict[str, float]], state_names: Sequence[str],
+                   degree: int = 2, **options: Any) -> PolynomialODE:
+        """From {output: {term: coefficient}} as `SymbolicFit.terms()` gives them, outputs in
+        the states' order ("d" + name) and terms named as the library names them."""
+        from tidal.models.symbolic import feature_names
+
+        features = feature_names(degree, state_names)
+        values = np.zeros((len(state_names), len(features)))
+        for i, name in enumerate(state_names):
+            for term, value in terms.get(f"d{name}", {}).items():
+                if term not in features:
+                    raise InvalidArgumentError(
+                        f"`PolynomialODE.from_terms`: {term!r} is not a monomial of degree <= "
+                        f"{degree} in {list(state_names)} (terms: {list(features)}).")
+                values[i, features.index(term)] = value
+        return cls(values, degree, state_names=state_names, **options)
+
+    def terms(self) -> dict[str, dict[str, float]]:
+        """{output: {term: coefficient}} of the active terms, at the current coefficients."""
+        from tidal.models.symbolic import feature_names
+
+        features = feature_names(self.vector_field.degree, self.state_names)
+        matrix = self.vector_field.matrix().detach().double().cpu().numpy()
+        active = self.vector_field.active.cpu().numpy()
+        return {f"d{name}": {feature: float(value) for feature, value, on
+                             in zip(features, row, keep) if on}
+                for name, row, keep in zip(self.state_names, matrix, active)}
+
+    def equations(self, precision: int = 4) -> list[str]:
+        """One readable line per state at the current coefficients, e.g. "dx = 1.5 x - 1 x y"."""
+        from tidal.models.symbolic import format_equation
+
+        return [format_equation(out, row.items(), precision)
+                for out, row in self.terms().items()]
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model, as plain JSON values (the coefficients'
+        current values are the weights; the active terms are structure)."""
+        field = self.vector_field
+        return {"type": "PolynomialODE", "degree": field.degree,
+                "state_names": list(self.state_names),
+                "active": field.active.cpu().tolist(),
+                "scaling": field.scaling.to_dict(),
+                **self._solve_config()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PolynomialODE:
+        """Rebuild a model from `config()` (coefficients at 1 until the weights are loaded)."""
+        try:
+            active = np.asarray(config["active"], dtype=bool)
+            scaling = Scaling.from_dict(config["scaling"])
+            degree = int(config["degree"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidArgumentError(f"PolynomialODE config is malformed: {error}.") from None
+        return cls(active.astype(np.float64), degree, scaling,
+                   state_names=config["state_names"], active=active, **solve_options(config))

@@ -1,0 +1,207 @@
+"""Discovered equations: `PolynomialODE` (a sparse polynomial field with learned
+coefficients) and `tidal.training.discovery` (SINDy on a fitted field, the formula refitted,
+the simpler model kept unless the network validates clearly better)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.integrate
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from tidal import PIDController
+from tidal._errors import InvalidArgumentError
+from tidal.cli.main import main
+from tidal.data import Scaling, Trajectories, simulate, write_table
+from tidal.models.polynomial import PolynomialODE
+from tidal.models.ude import KNOWN_PHYSICS, UDE
+from tidal.report import write_report
+from tidal.training import TrainConfig, discovery, load_run, save_run
+from tidal.training.fit import FitResult
+from tidal.training.pipeline import train_run
+from tidal.training.time_split import split_in_time
+
+LV = {"dx": {"x": 1.5, "x y": -1.0}, "dy": {"y": -3.0, "x y": 1.0}}  # SYSTEMS' parameters
+TIGHT = PIDController(rtol=1e-10, atol=1e-12)
+
+
+def lotka_volterra(y0: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The reference: scipy's DOP853 at tight tolerance."""
+    def f(t: float, z: np.ndarray) -> list[float]:
+        return [1.5 * z[0] - z[0] * z[1], z[0] * z[1] - 3.0 * z[1]]
+    return scipy.integrate.solve_ivp(f, (ts[0], ts[-1]), y0, t_eval=ts, method="DOP853",
+                                     rtol=1e-12, atol=1e-12).y.T
+
+
+def test_polynomial_ode_solves_lotka_volterra() -> None:
+    model = PolynomialODE.from_terms(LV, ("x", "y"), controller=TIGHT).double()
+    assert model.equations() == ["dx = 1.5 x - 1 x y", "dy = -3 y + 1 x y"]
+    ts = np.linspace(0.0, 5.0, 21)
+    ys = model(torch.tensor([[1.5, 1.0]], dtype=torch.float64), torch.tensor(ts))[:, 0]
+    np.testing.assert_allclose(ys.detach().numpy(), lotka_volterra(np.array([1.5, 1.0]), ts),
+                               atol=1e-8)
+
+
+def test_coefficients_keep_the_data_units_under_a_scaling() -> None:
+    """Trained in standardized units (a shifted, scaled state and a scaled time), the field
+    still holds the coefficients in the data's units and gives the same trajectory."""
+    plain = PolynomialODE.from_terms(LV, ("x", "y"))
+    scaling = Scaling((2.0, 1.0), (3.0, 0.5), 2.0)
+    model = PolynomialODE(plain.vector_field.matrix().detach().numpy(), 2, scaling,
+                          state_names=("x", "y"), controller=TIGHT).double()
+    assert model.terms() == plain.terms()
+    ts = np.linspace(0.0, 5.0, 21)
+    start = (np.array([1.5, 1.0]) - np.array([2.0, 1.0])) / np.array([3.0, 0.5])
+    scaled = model(torch.tensor(start[None]), torch.tensor(ts / 2.0))[:, 0].detach().numpy()
+    np.testing.assert_allclose(scaled * [3.0, 0.5] + [2.0, 1.0],
+                               lotka_volterra(np.array([1.5, 1.0]), ts), atol=1e-8)
+
+
+def test_gradients_of_the_coefficients_match_finite_differences() -> None:
+    model = PolynomialODE.from_terms(LV, ("x", "y"), degree=3).double()
+    y = torch.rand(5, 2, dtype=torch.float64) + 0.5
+    coefficients = model.vector_field.coefficients
+    assert torch.autograd.gradcheck(
+        lambda c, s: torch.func.functional_call(model.vector_field, {"coefficients": c},
+                                                (torch.zeros(()), s)),
+        (coefficients.detach().clone().requires_grad_(), y.requires_grad_()))
+
+
+def test_config_round_trip_through_a_run_directory(tmp_path) -> None:
+    model = PolynomialODE.from_terms(LV, ("x", "y"), controller=TIGHT).double()
+    data = Trajectories([np.array([0.0, 1.0])], [np.array([[1.5, 1.0], [1.0, 1.0]])],
+                        state_names=("x", "y"))
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "y"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data})
+    run = load_run(tmp_path)
+    assert isinstance(run.model, PolynomialODE)
+    assert run.model.equations() == model.equations()
+    ts = np.linspace(0.0, 3.0, 7)
+    np.testing.assert_allclose(run.predict(np.array([1.5, 1.0]), ts),
+                               lotka_volterra(np.array([1.5, 1.0]), ts), atol=1e-7)
+
+
+def test_an_edited_config_is_refused_before_anything_is_built(tmp_path) -> None:
+    import json
+
+    model = PolynomialODE.from_terms(LV, ("x", "y"))
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "y"]}, train_config=TrainConfig().to_dict())
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model"]["degree"] = 1000  # millions of monomials
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidArgumentError, match=r"model\.degree"):
+        load_run(tmp_path)
+    config["model"]["degree"] = 3  # the active terms no longer fit
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidArgumentError, match="expected shape"):
+        load_run(tmp_path)
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(InvalidArgumentError, match="'x z' is not a monomial"):
+        PolynomialODE.from_terms({"dx": {"x z": 1.0}}, ("x", "y"))
+    with pytest.raises(InvalidArgumentError, match="degree=0"):
+        PolynomialODE(np.zeros((2, 1)), 0)
+    with pytest.raises(InvalidArgumentError, match=r"expected shape \(2, 6\)"):
+        PolynomialODE(np.zeros((2, 5)), 2)
+    with pytest.raises(InvalidArgumentError, match="2 names for 3 states"):
+        PolynomialODE(np.zeros((3, 10)), 2, state_names=("x", "y"))
+
+
+class _Interactions(nn.Module):
+    """Lotka-Volterra's interaction terms exactly (-x y, x y), or plus a term no quadratic
+    explains."""
+
+    def __init__(self, wiggle: float = 0.0) -> None:
+        super().__init__()
+        self.wiggle = wiggle
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xy = y[..., :1] * y[..., 1:]
+        return torch.cat((-xy, xy), -1) + self.wiggle * torch.sin(3 * y)
+
+
+def _fitted_network(wiggle: float, val_loss: float) -> tuple[FitResult, Trajectories,
+                                                              Trajectories]:
+    """A 'fitted network' that is the exact Lotka-Volterra field (a UDE whose correction holds
+    the interactions), on noise-free data split in time."""
+    data = simulate("lotka-volterra", 4, n_obs=(15, 15), noise=0.0, seed=0)
+    train, val, _ = split_in_time(data, 0.25, 0.0)
+    model = UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, _Interactions(wiggle),
+                {"alpha": 1.5, "gamma": 3.0}).double()
+    config = TrainConfig(epochs=10, lr=1e-3, horizons=(1.0,), seed=0)
+    firsts = np.stack([values[0] for values in train.values])
+    result = FitResult(model, Scaling((0.0, 0.0), (1.0, 1.0)), [], "finished", "finished",
+                       10, val_loss, config, firsts)
+    return result, train, val
+
+
+def test_discovery_recovers_and_keeps_the_law(monkeypatch) -> None:
+    """The exact field is explained by exactly Lotka-Volterra's four terms; refitted on
+    noise-free data the coefficients stay at the truth, and the formula is kept."""
+    monkeypatch.setattr(discovery, "FORMULA_EPOCHS", 10)
+    result, train, val = _fitted_network(0.0, val_loss=1.0)
+    kept, record = discovery.discover(result, train, val)
+    assert record["kept"] == "formula"
+    assert isinstance(kept.model, PolynomialODE)
+    terms = kept.model.terms()
+    assert {out: sorted(t) for out, t in terms.items()} == {"dx": ["x", "x y"],
+                                                           "dy": ["x y", "y"]}
+    for out, expected in LV.items():
+        for term, value in expected.items():
+            assert terms[out][term] == pytest.approx(value, abs=2e-2)
+    assert record["val_loss"]["formula"] < 1e-3
+    assert "kept: validation loss" in kept.message
+
+
+def test_a_clearly_better_network_stays(monkeypatch) -> None:
+    monkeypatch.setattr(discovery, "FORMULA_EPOCHS", 10)
+    result, train, val = _fitted_network(0.0, val_loss=1e-12)
+    kept, record = discovery.discover(result, train, val)
+    assert record["kept"] == "network" and kept is result
+    assert record["formula"] == ["dx = 1.5 x - 1 x y", "dy = -3 y + 1 x y"]
+
+
+def test_a_field_no_quadratic_explains_keeps_the_network(monkeypatch) -> None:
+    monkeypatch.setattr(discovery, "FORMULA_EPOCHS", 10)
+    result, train, val = _fitted_network(5.0, val_loss=1.0)
+    kept, record = discovery.discover(result, train, val)
+    assert kept is result
+    assert record == {"formula": None, "kept": "network", "why": record["why"]}
+    assert "degree <= 2" in record["why"]
+
+
+def test_train_run_refuses_discovery_where_it_cannot_choose(tmp_path) -> None:
+    data = simulate("lotka-volterra", 16, n_obs=(10, 10), noise=0.0, seed=0)
+    with pytest.raises(InvalidArgumentError, match="--discover"):
+        train_run(data, tmp_path / "a", split=(0.0, 0.25), split_by="trajectory",
+                  discover=True, config=TrainConfig(epochs=3))
+    csv = tmp_path / "lv.csv"
+    write_table(data, csv, time="t", id="id")
+    out = CliRunner().invoke(main, ["fit", str(csv), "--id", "id", "--discover", "--ensemble",
+                                    "2", "--epochs", "3", "-o", str(tmp_path / "b")])
+    assert out.exit_code == 2 and "--discover" in out.output and "--ensemble" in out.output
+    out = CliRunner().invoke(main, ["fit", str(csv), "--id", "id", "--model", "sde",
+                                    "--discover", "-o", str(tmp_path / "c")])
+    assert out.exit_code == 2 and "--discover do(es) not apply to --model sde" in out.output
+
+
+def test_a_discovered_run_reports_and_refuses_resume(tmp_path, monkeypatch) -> None:
+    """End to end on one noise-free series: the run records what was found, the report shows
+    it, and --resume (whose checkpoint is the network's) is refused with what to do."""
+    monkeypatch.setattr(discovery, "FORMULA_EPOCHS", 5)
+    data = simulate("lotka-volterra", 1, n_obs=(16, 16), noise=0.0, seed=0)
+    train_run(data, tmp_path / "run", config=TrainConfig(epochs=10, seed=0), discover=True,
+              progress=False)
+    run = load_run(tmp_path / "run")
+    found = run.config["data"]["discover"]
+    assert found["kept"] in ("formula", "network")
+    assert isinstance(run.model, PolynomialODE) == (found["kept"] == "formula")
+    html = write_report(tmp_path / "run").read_text()
+    assert "Equations discovered (--discover)" in html
+    out = CliRunner().invoke(main, ["fit", "--resume", "-o", str(tmp_path / "run")])
+    assert out.exit_code != 0 and "--discover" in out.output and "--overwrite" in out.output
