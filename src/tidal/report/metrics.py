@@ -24,6 +24,7 @@ from tidal.integrate import solve
 from tidal.models import UDE, HamiltonianNN
 from tidal.models.ensemble import Ensemble
 from tidal.solvers import Rodas5P
+from tidal.training.discovery import observed_states
 from tidal.training.ensemble import predictive_quantiles
 from tidal.training.fit import INITIAL_STATES
 from tidal.training.run import SPLITS, Run
@@ -97,7 +98,7 @@ def ude_summary(run: Run, datasets: list[Trajectories]) -> dict[str, Any]:
 
     model = run.model
     assert isinstance(model, UDE)
-    region = _observed_states(datasets)
+    region = observed_states(datasets)
     summary: dict[str, Any] = {"physical_parameters": model.physical_parameters()}
     system = run.system
     if system is not None:
@@ -121,7 +122,7 @@ def energy_summary(run: Run, datasets: list[Trajectories], data: Trajectories
     ts, learned, true = energy_along_forecasts(run, data)
     model = run.model
     assert isinstance(model, HamiltonianNN)
-    region = torch.as_tensor(_observed_states(datasets), dtype=run.dtype)
+    region = torch.as_tensor(observed_states(datasets), dtype=run.dtype)
     with torch.enable_grad():
         over_data = model.energy(run.scaling.scale_values(region)).detach().numpy()
     spread = max(float(np.ptp(over_data)), 1e-12)
@@ -132,12 +133,6 @@ def energy_summary(run: Run, datasets: list[Trajectories], data: Trajectories
     if true is not None:
         summary["true_absolute_drift"] = np.abs(true - true[:1]).max(axis=0).tolist()
     return summary
-
-
-def _observed_states(datasets: list[Trajectories]) -> np.ndarray:
-    """Every fully observed state of `datasets`, [N, D]."""
-    region = np.concatenate([np.concatenate(data.values) for data in datasets])
-    return region[~np.isnan(region).any(axis=1)]
 
 
 def energy_along_forecasts(run: Run, data: Trajectories, *, count: int = 4

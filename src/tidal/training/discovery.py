@@ -21,7 +21,7 @@ stays, and config.json's data.discover says what was found.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,7 +102,7 @@ def user_field(model: NeuralODE, scaling: Scaling
     return lambda t, y: field(torch.as_tensor(t, dtype=dtype), y.to(dtype))
 
 
-def observed_states(datasets: list[Trajectories | None]) -> np.ndarray:
+def observed_states(datasets: Sequence[Trajectories | None]) -> np.ndarray:
     """Every fully observed state of `datasets`, [N, D], in the data's units."""
     rows = np.concatenate([np.concatenate(data.values) for data in datasets
                            if data is not None])
