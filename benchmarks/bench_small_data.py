@@ -254,15 +254,15 @@ def _lotka_volterra_row(seed: int, data: Trajectories, future: np.ndarray, truth
 
 
 def _kept(info: dict[str, Any]) -> str:
-    """With --discover: the model kept, and the validation losses (network, formula)."""
+    """With --discover: the model kept, and the validation losses (network; each candidate
+    formula's, with its number of terms)."""
     found = info.get("discover")
     if found is None:
         return "-"
-    if found["formula"] is None:
-        return "network (no formula)"
-    losses = {name: "-" if loss is None else f"{loss:.4g}"
-              for name, loss in found["val_loss"].items()}
-    return f"{found['kept']} ({losses['network']}, {losses['formula']}, {found['status']})"
+    formulas = ", ".join(f"{c['terms']} terms: " + (c["status"] if c["val_loss"] is None
+                                                     else f"{c['val_loss']:.4g}")
+                         for c in found["candidates"])
+    return f"{found['kept']} (network {found.get('network_val_loss', math.nan):.4g}; {formulas})"
 
 
 def _warnings(run_dir: str) -> list[str]:

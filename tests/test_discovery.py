@@ -154,7 +154,7 @@ def test_discovery_recovers_and_keeps_the_law(monkeypatch) -> None:
     for out, expected in LV.items():
         for term, value in expected.items():
             assert terms[out][term] == pytest.approx(value, abs=2e-2)
-    assert record["val_loss"]["formula"] < 1e-3
+    assert record["candidates"][record["chosen"]]["val_loss"] < 1e-3
     assert "kept: validation loss" in kept.message
 
 
@@ -163,7 +163,7 @@ def test_a_clearly_better_network_stays(monkeypatch) -> None:
     result, train, val = _fitted_network(0.0, val_loss=1e-12)
     kept, record = discovery.discover(result, train, val)
     assert record["kept"] == "network" and kept is result
-    assert record["formula"] == ["dx = 1.5 x - 1 x y", "dy = -3 y + 1 x y"]
+    assert record["candidates"][0]["formula"] == ["dx = 1.5 x - 1 x y", "dy = -3 y + 1 x y"]
 
 
 def test_a_field_no_quadratic_explains_keeps_the_network(monkeypatch) -> None:
@@ -171,8 +171,17 @@ def test_a_field_no_quadratic_explains_keeps_the_network(monkeypatch) -> None:
     result, train, val = _fitted_network(5.0, val_loss=1.0)
     kept, record = discovery.discover(result, train, val)
     assert kept is result
-    assert record == {"formula": None, "kept": "network", "why": record["why"]}
+    assert record == {"candidates": [], "kept": "network", "why": record["why"]}
     assert "degree <= 2" in record["why"]
+
+
+def test_the_sparsest_formula_that_validates_about_as_well_as_the_best_is_kept() -> None:
+    """Candidates come sparsest first; the network's loss counts toward the best."""
+    assert discovery.choose(1.0, [1.9, 0.5]) == 1  # 1.9 > 2 x 0.5
+    assert discovery.choose(1.0, [0.9, 0.5]) == 0
+    assert discovery.choose(1.0, [None, 2.0]) == 1  # a fit that did not finish is skipped
+    assert discovery.choose(0.1, [0.3, 0.25]) is None  # the network is clearly better
+    assert discovery.choose(1.0, []) is None
 
 
 def test_train_run_refuses_discovery_where_it_cannot_choose(tmp_path) -> None:

@@ -221,12 +221,12 @@ def recover(correction: Callable[..., Any], region_samples: Any, *,
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
 
 
-def sparsest(correction: Callable[..., Any], region_samples: Any, *, tolerance: float = 0.05,
-             degree: int = 2, state_names: Sequence[str] | None = None
-             ) -> tuple[float, SymbolicFit] | None:
-    """The sparsest formula that still explains the correction: the largest threshold in
-    `THRESHOLDS` whose formula's RMSE on `region_samples` is within `tolerance` times the
-    correction's range, for every output. None when no threshold does."""
+def explanations(correction: Callable[..., Any], region_samples: Any, *,
+                 tolerance: float = 0.05, degree: int = 2,
+                 state_names: Sequence[str] | None = None) -> list[tuple[float, SymbolicFit]]:
+    """Every distinct formula along `THRESHOLDS` that explains the correction: its RMSE on
+    `region_samples` within `tolerance` times the correction's range, for every output. Each
+    set of terms once (at the largest threshold that gives it), sparsest first."""
     x = _samples(region_samples)
     function = correction.correction if isinstance(correction, UDE) else correction
     if function is None:
@@ -234,14 +234,25 @@ def sparsest(correction: Callable[..., Any], region_samples: Any, *, tolerance: 
                                    "network to explain.")
     target = _evaluate(function, x, 0.0)
     spread = target.max(0) - target.min(0)
-    best = None
+    found: dict[bytes, tuple[float, SymbolicFit]] = {}
     for threshold in THRESHOLDS:
         fit = recover(correction, x, degree=degree, threshold=threshold,
                       state_names=state_names)
         rmse = np.sqrt(((fit.predict(x) - target) ** 2).mean(0))
-        if (rmse <= tolerance * spread).all():
-            best = (threshold, fit)
-    return best
+        if (rmse <= tolerance * spread).all():  # a larger threshold replaces the same terms
+            found[(fit.coefficients != 0).tobytes()] = (threshold, fit)
+    return sorted(found.values(),
+                  key=lambda pair: (int((pair[1].coefficients != 0).sum()), -pair[0]))
+
+
+def sparsest(correction: Callable[..., Any], region_samples: Any, *, tolerance: float = 0.05,
+             degree: int = 2, state_names: Sequence[str] | None = None
+             ) -> tuple[float, SymbolicFit] | None:
+    """The sparsest formula that still explains the correction (`explanations`' first):
+    (threshold, formula), or None when no threshold in `THRESHOLDS` gives one."""
+    found = explanations(correction, region_samples, tolerance=tolerance, degree=degree,
+                         state_names=state_names)
+    return found[0] if found else None
 
 
 def _samples(region_samples: Any) -> np.ndarray:

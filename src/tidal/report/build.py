@@ -263,21 +263,25 @@ def band_caption(model: Ensemble) -> str:
 def _discovery_section(found: dict[str, Any], model: Any) -> str:
     """What `--discover` found and which model the run kept (`tidal.training.discovery`)."""
     parts = ["<h2>Equations discovered (--discover)</h2>"]
-    if found["formula"] is None:
+    if not found["candidates"]:
         parts.append(f"<p>{_e(found['why'])}; the network is kept.</p>")
         return "".join(parts)
-    losses = found["val_loss"]
-    formula_loss = ("its fit did not finish (" + _e(found["status"]) + ")"
-                    if losses["formula"] is None else significant(losses["formula"]))
-    parts.append("<h3>The sparsest formula that explains the learned field</h3>"
-                 f"<pre>{_e(chr(10).join(found['formula']))}\n(SINDy threshold "
-                 f"{found['threshold']:g})</pre>"
-                 f"<p>Fitted to the data again: validation loss {formula_loss}, against the "
-                 f"network's {significant(losses['network'])}. Kept: <b>{_e(found['kept'])}"
-                 "</b> (the formula unless the network validates at least twice as well).</p>")
+    rows = "".join(
+        f"<tr><td><pre>{_e(chr(10).join(c['formula']))}</pre></td><td class='n'>{c['terms']}"
+        f"</td><td class='n'>{c['threshold']:g}</td><td class='n'>"
+        f"{_e(c['status']) if c['val_loss'] is None else significant(c['val_loss'])}</td></tr>"
+        for c in found["candidates"])
+    parts.append("<p class='caption'>Formulas that explain the learned field (SINDy, within "
+                 "10% of its range), each fitted to the data again. Kept: the sparsest whose "
+                 "validation loss is within twice the best, else the network (validation loss "
+                 f"{significant(found['network_val_loss'])}).</p>"
+                 "<table><tr><th>formula, as found</th><th>terms</th><th>threshold</th>"
+                 f"<th>validation loss, refitted</th></tr>{rows}</table>")
     if isinstance(model, PolynomialODE):
-        parts.append("<h3>The kept model, refitted</h3>"
+        parts.append("<h3>Kept: the formula, refitted</h3>"
                      f"<pre>{_e(chr(10).join(model.equations()))}</pre>")
+    else:
+        parts.append("<h3>Kept: the network</h3>")
     return "".join(parts)
 
 

@@ -3,19 +3,23 @@
 The last steps of the UDE workflow (Rackauckas et al., "Universal Differential Equations for
 Scientific Machine Learning", 2020), after a network has been fitted:
 
-1. explain the learned field by the sparsest polynomial (degree 2) that matches it within 5%
-   of its range over the observed states, in the data's units (SINDy, `tidal.models.symbolic.
-   sparsest`);
-2. fit that formula's coefficients to the trajectories again, as a `PolynomialODE` started at
+1. explain the learned field by sparse polynomials (degree 2) in the data's units: the
+   distinct formulas SINDy finds along its thresholds that match the field within 10% of
+   its range over the observed states (`tidal.models.symbolic.explanations`), at most four,
+   sparsest first;
+2. fit each formula's coefficients to the trajectories again, as a `PolynomialODE` started at
    the formula and at the network's estimated initial states, with the network's settings
    (weight decay off: the coefficients are the model);
-3. keep the formula unless the network validates clearly better (`MARGIN`; both trained on
-   the same rows and chosen on the same validation rows, in the same units): the formula is
-   the simpler model, and a few validation rows cannot tell two good fits apart finely.
+3. keep the sparsest formula whose validation loss is within `MARGIN` (2) times the best of
+   all (the network's included), else the network: all are trained on the same rows and
+   chosen on the same validation rows, in the same units, and a few validation rows cannot
+   tell two good fits apart finely, so the simpler model wins unless they can.
 
-Where the learned field is close to a sparse law, the refitted formula is that law's
-least-squares fit, which forecasts as well as the true model's; where it is not, the network
-stays, and config.json's data.discover says what was found.
+Where the learned field is close to a sparse law, the refitted formula is that law's fit to
+the data, which forecasts as well as the true model's; where it is not, the network stays,
+and config.json's data.discover says what was found. A field only approximately explained
+(within 10%, not 5% as the report's formulas) can still be the right law: the network's
+field carries its fitting errors, and the refit, not the match to the network, decides.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.models.polynomial import PolynomialODE
-from tidal.models.symbolic import sparsest
+from tidal.models.symbolic import explanations
 from tidal.training.fit import FitResult, fit
 
 #: the formula's highest total degree
@@ -39,52 +43,73 @@ DEGREE = 2
 #: walk slowly along the flat valleys of a trajectory fit: on one Lotka-Volterra series,
 #: 300 epochs with early stopping ended at 1.13 times the training loss of 1,000)
 FORMULA_EPOCHS = 1000
-#: the formula is kept unless the network's validation loss is below 1 / MARGIN of its own:
-#: the simpler model wins unless the validation rows (a few per series, held out in time)
-#: tell the two apart clearly
+#: candidate formulas: the distinct ones along SINDy's thresholds that explain the learned
+#: field within TOLERANCE of its range (each output), at most CANDIDATES, sparsest first
+TOLERANCE = 0.1
+CANDIDATES = 4
+#: the sparsest candidate whose validation loss is within MARGIN times the best (network's
+#: or any candidate's) is kept, else the network: the simpler model wins unless the
+#: validation rows (a few per series, held out in time) tell the models apart clearly
 MARGIN = 2.0
 
 
 def discover(result: FitResult, train: Trajectories, val: Trajectories,
              progress: bool = False) -> tuple[FitResult, dict[str, Any]]:
-    """`result`, or the refitted formula's result where it validates better, and what to
-    record in config.json's data.discover."""
+    """`result`, or a refitted formula's result (see the module docstring), and what to
+    record in config.json's data.discover: every candidate formula with its validation loss,
+    and which model was kept."""
     names = tuple(train.state_names)
-    region = observed_states([train, val])
-    found = sparsest(user_field(result.model, result.scaling), region, degree=DEGREE,
-                     state_names=names)
-    if found is None:
-        return result, {"formula": None, "kept": "network",
-                        "why": "no polynomial of degree <= 2 explains the learned field within "
-                               "5% of its range"}
-    threshold, formula = found
+    found = [(threshold, formula) for threshold, formula in explanations(
+        user_field(result.model, result.scaling), observed_states([train, val]),
+        tolerance=TOLERANCE, degree=DEGREE, state_names=names)
+        if formula.coefficients.any()][:CANDIDATES]
+    if not found:
+        return result, {"candidates": [], "kept": "network",
+                        "why": f"no polynomial of degree <= {DEGREE} explains the learned field "
+                               f"within {TOLERANCE:.0%} of its range"}
     network = result.model
-    candidate = PolynomialODE(formula.coefficients, DEGREE, result.scaling, state_names=names,
-                              solver=network.solver, controller=network.controller,
-                              adjoint=network.adjoint, max_steps=network.max_steps)
-    candidate.to(next(network.parameters()).dtype)
     config = dataclasses.replace(result.config, weight_decay=0.0, patience=None,
                                  epochs=max(result.config.epochs, FORMULA_EPOCHS))
-    refitted = fit(candidate, train, val=val, config=config, scaling=result.scaling,
-                   progress=progress, initial_states=result.initial_states)
-    record = {"formula": formula.equations(), "threshold": threshold,
-              "val_loss": {"network": result.best_val_loss,
-                           "formula": refitted.best_val_loss},
-              "status": refitted.status}
-    kept = (refitted.status == "finished"
-            and refitted.best_val_loss <= MARGIN * result.best_val_loss)
-    if not kept:
+    candidates: list[dict[str, Any]] = []
+    fits: list[FitResult] = []
+    losses: list[float | None] = []  # None: the fit did not finish
+    for threshold, formula in found:
+        model = PolynomialODE(formula.coefficients, DEGREE, result.scaling, state_names=names,
+                              solver=network.solver, controller=network.controller,
+                              adjoint=network.adjoint, max_steps=network.max_steps)
+        model.to(next(network.parameters()).dtype)
+        refitted = fit(model, train, val=val, config=config, scaling=result.scaling,
+                       progress=progress, initial_states=result.initial_states)
+        fits.append(refitted)
+        losses.append(refitted.best_val_loss if refitted.status == "finished" else None)
+        candidates.append({"formula": formula.equations(), "threshold": threshold,
+                           "terms": int((formula.coefficients != 0).sum()),
+                           "val_loss": losses[-1], "status": refitted.status})
+    record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
+              "epochs": config.epochs}
+    chosen = choose(result.best_val_loss, losses)
+    if chosen is None:
         return result, {**record, "kept": "network"}
+    refitted = fits[chosen]
     assert isinstance(refitted.model, PolynomialODE)
     equations = "; ".join(refitted.model.equations())
     message = (f"{result.message}; the learned field is explained by a formula, refitted to "
                f"the data ({equations}) and kept: validation loss {refitted.best_val_loss:.4g} "
                f"against the network's {result.best_val_loss:.4g}")
-    chosen = dataclasses.replace(result, model=refitted.model, message=message,
+    kept = dataclasses.replace(result, model=refitted.model, message=message,
                                best_epoch=refitted.best_epoch,
                                best_val_loss=refitted.best_val_loss,
                                initial_states=refitted.initial_states)
-    return chosen, {**record, "kept": "formula"}
+    return kept, {**record, "kept": "formula", "chosen": chosen}
+
+
+def choose(network_loss: float, losses: list[float | None]) -> int | None:
+    """The first (sparsest) candidate whose validation loss is within `MARGIN` times the best
+    of all, the network's included; None (the network) when there is none. `losses[i]` is
+    None where candidate i's fit did not finish."""
+    best = min([network_loss, *(loss for loss in losses if loss is not None)])
+    return next((i for i, loss in enumerate(losses)
+                 if loss is not None and loss <= MARGIN * best), None)
 
 
 def user_field(model: NeuralODE, scaling: Scaling
