@@ -15,9 +15,10 @@ def small_data_options(function: Callable[..., Any]) -> Callable[..., Any]:
     `apply_small_data_options` reads them."""
     function = click.option(
         "--discover", is_flag=True,
-        help="After the fit, explain the learned field by the sparsest polynomial (SINDy), fit "
-             "that formula to the data again and keep it if it validates better; the report "
-             "shows what was found (tidal.training.discovery).")(function)
+        help="After the fit, explain the learned field by sparse polynomials (SINDy), fit each "
+             "to the data again and keep the sparsest that validates within twice the best "
+             "(the network's included); the report shows what was found "
+             "(tidal.training.discovery).")(function)
     function = click.option(
         "--linear-term/--no-linear-term", default=None,
         help="A neural ODE's field as A y + b + network, A and b started at the "

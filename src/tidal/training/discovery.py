@@ -85,6 +85,8 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
         candidates.append({"formula": formula.equations(), "threshold": threshold,
                            "terms": int((formula.coefficients != 0).sum()),
                            "val_loss": losses[-1], "status": refitted.status})
+        if refitted.status == "interrupted":  # Ctrl-C: no more candidates
+            break
     record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
               "epochs": config.epochs}
     chosen = choose(result.best_val_loss, losses)

@@ -192,8 +192,8 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
             validation observations (`tidal.training.refit`; one model, not an ensemble);
             None: when there is one training series (`REFIT_BELOW`). Recorded in
             config.json's data.refit.
-        discover: after the fit, explain the learned field by a sparse polynomial, fit that
-            formula to the data again and keep it where it validates better than the network
+        discover: after the fit, explain the learned field by sparse polynomials, fit them
+            to the data again and keep the sparsest that validates about as well as the best
             (`tidal.training.discovery`; before the refit, which then refits the model kept).
             Needs validation data; one model, not an ensemble, without augmented states.
             Recorded in config.json's data.discover.
