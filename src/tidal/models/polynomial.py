@@ -2,7 +2,7 @@ r"""`PolynomialODE`: a sparse polynomial vector field whose coefficients are lea
 
 $$ \frac{dy_i}{dt} = \sum_{k \in A_i} c_{ik} \, \theta_k(y), $$
 
-with theta_k the monomials of the state up to a degree (in `tidal.models.symbolic`'s order and
+with theta_k the monomials of the state up to a degree (`monomial_factors`' order and
 naming: "1", "x", "y", "x^2", "x y", "y^2", ...) and A_i the active terms of output i. This is
 the form a formula found by sparse regression takes when it is fitted again to the data: the
 last step of the UDE workflow (train a UDE, explain the learned field by SINDy, refit the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,34 @@ from tidal.solvers.base import StepMethod
 
 
 def monomial_factors(n_states: int, degree: int) -> list[tuple[int, ...]]:
-    """Each monomial of the library as the state indices it multiplies, in
-    `tidal.models.symbolic.polynomial_library`'s order: (), (0,), (1,), (0, 0), (0, 1), ..."""
+    """Each monomial up to `degree` as the state indices it multiplies, constant first, in
+    PySINDy's order (`tidal.models.symbolic.polynomial_library` uses it): (), (0,), (1,),
+    (0, 0), (0, 1), ..."""
     return [combo for d in range(degree + 1)
             for combo in itertools.combinations_with_replacement(range(n_states), d)]
+
+
+def feature_names(degree: int, names: Sequence[str]) -> tuple[str, ...]:
+    """The monomials' names up to `degree` in `monomial_factors`' order, as PySINDy names
+    them: "1", "x", "y", "x^2", "x y", "y^2", ..."""
+    def name(combo: tuple[int, ...]) -> str:
+        return " ".join(f"{names[i]}^{combo.count(i)}" if combo.count(i) > 1 else names[i]
+                        for i, _ in itertools.groupby(combo)) or "1"
+
+    return tuple(name(combo) for combo in monomial_factors(len(names), degree))
+
+
+def format_equation(output: str, terms: Iterable[tuple[str, float]], precision: int = 4
+                    ) -> str:
+    """"output = c1 term1 + c2 term2 ..." over the nonzero coefficients ("0" if none)."""
+    text = ""
+    for feature, c in terms:
+        if c == 0:
+            continue
+        term = f"{abs(c):.{precision}g}" + ("" if feature == "1" else f" {feature}")
+        sign = ("-" if c < 0 else "") if not text else (" - " if c < 0 else " + ")
+        text += sign + term
+    return f"{output} = {text or '0'}"
 
 
 class PolynomialField(nn.Module):
@@ -139,8 +163,6 @@ class PolynomialODE(NeuralODE):
                    degree: int = 2, **options: Any) -> PolynomialODE:
         """From {output: {term: coefficient}} as `SymbolicFit.terms()` gives them, outputs in
         the states' order ("d" + name) and terms named as the library names them."""
-        from tidal.models.symbolic import feature_names
-
         features = feature_names(degree, state_names)
         values = np.zeros((len(state_names), len(features)))
         for i, name in enumerate(state_names):
@@ -154,8 +176,6 @@ class PolynomialODE(NeuralODE):
 
     def terms(self) -> dict[str, dict[str, float]]:
         """{output: {term: coefficient}} of the active terms, at the current coefficients."""
-        from tidal.models.symbolic import feature_names
-
         features = feature_names(self.vector_field.degree, self.state_names)
         matrix = self.vector_field.matrix().detach().double().cpu().numpy()
         active = self.vector_field.active.cpu().numpy()
@@ -165,8 +185,6 @@ class PolynomialODE(NeuralODE):
 
     def equations(self, precision: int = 4) -> list[str]:
         """One readable line per state at the current coefficients, e.g. "dx = 1.5 x - 1 x y"."""
-        from tidal.models.symbolic import format_equation
-
         return [format_equation(out, row.items(), precision)
                 for out, row in self.terms().items()]
 

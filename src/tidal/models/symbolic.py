@@ -16,9 +16,8 @@ of nonlinear dynamical systems", PNAS 113 (2016) 3932.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from tidal._errors import InvalidArgumentError
-from tidal.models.polynomial import monomial_factors
+from tidal.models.polynomial import feature_names, format_equation, monomial_factors
 from tidal.models.ude import UDE
 
 
@@ -82,30 +81,6 @@ class SymbolicFit:
         return self.formula
 
 
-def format_equation(output: str, terms: Iterable[tuple[str, float]], precision: int = 4
-                    ) -> str:
-    """"output = c1 term1 + c2 term2 ..." over the nonzero coefficients ("0" if none)."""
-    text = ""
-    for feature, c in terms:
-        if c == 0:
-            continue
-        term = f"{abs(c):.{precision}g}" + ("" if feature == "1" else f" {feature}")
-        sign = ("-" if c < 0 else "") if not text else (" - " if c < 0 else " + ")
-        text += sign + term
-    return f"{output} = {text or '0'}"
-
-
-def feature_names(degree: int, names: Sequence[str]) -> tuple[str, ...]:
-    """The polynomial library's term names up to `degree`, constant first, in PySINDy's order
-    and naming ("1", "x", "y", "x^2", "x y", "y^2", ...)."""
-    labels = ["1"]
-    for d in range(1, degree + 1):
-        for combo in itertools.combinations_with_replacement(range(len(names)), d):
-            labels.append(" ".join(f"{names[i]}^{k}" if k > 1 else names[i]
-                                   for i, k in _counts(combo)))
-    return tuple(labels)
-
-
 def polynomial_library(x: np.ndarray, degree: int, names: Sequence[str]
                        ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Monomials of the columns of x [N, D] up to `degree` (`feature_names`' order). Returns
@@ -113,10 +88,6 @@ def polynomial_library(x: np.ndarray, degree: int, names: Sequence[str]
     columns = [np.prod(x[:, list(combo)], axis=1)
                for combo in monomial_factors(x.shape[1], degree)]
     return np.stack(columns, axis=1), feature_names(degree, names)
-
-
-def _counts(combo: tuple[int, ...]) -> list[tuple[int, int]]:
-    return [(i, len(list(group))) for i, group in itertools.groupby(combo)]
 
 
 def stlsq(theta: np.ndarray, target: np.ndarray, threshold: float, alpha: float = 0.05,
