@@ -168,7 +168,7 @@ def oscillator_case(seed: int, epochs: int, fit_options: dict[str, Any],
                 "frequency": frequency,
                 "frequency_error": abs(frequency - TRUE_FREQUENCY) / TRUE_FREQUENCY,
                 "heldout": float(rmse.max()), "val_loss": result.best_val_loss,
-                "warnings": _warnings(f"{folder}/run")})
+                "kept": _kept(run.config["data"]), "warnings": _warnings(f"{folder}/run")})
     return rows if compare else rows[0]
 
 
@@ -350,7 +350,7 @@ CASES: dict[str, Callable[..., Any]] = {
 COLUMNS = {
     "oscillator": [("seed", "{}"), ("status", "{}"), ("frequency", "{:.3f}"),
                    ("frequency_error", "{:.1%}"), ("heldout", "{:.1%}"), ("val_loss", "{:.4g}"),
-                   ("seconds", "{:.0f}"), ("warnings", "{}")],
+                   ("kept", "{}"), ("seconds", "{:.0f}"), ("warnings", "{}")],
     "lotka-volterra": [("seed", "{}"), ("status", "{}"), ("baseline_in", "{:.3f}"),
                        ("model_in", "{:.3f}"), ("in_ratio", "{:.2f}"),
                        ("train_ratio", "{:.2f}"),
