@@ -103,6 +103,14 @@ def test_an_edited_config_is_refused_before_anything_is_built(tmp_path) -> None:
         load_run(tmp_path)
 
 
+def test_a_formula_run_is_described_in_words() -> None:
+    from tidal.report.checks import describe_model
+
+    config = PolynomialODE.from_terms(LV, ("x", "y")).config()
+    assert describe_model(config) == ("polynomial ODE (4 terms of degree <= 2, coefficients "
+                                      "fitted; see the equations below), solver tsit5")
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(InvalidArgumentError, match="'x z' is not a monomial"):
         PolynomialODE.from_terms({"dx": {"x z": 1.0}}, ("x", "y"))
@@ -246,5 +254,7 @@ def test_a_discovered_run_reports_and_refuses_resume(tmp_path, monkeypatch) -> N
     assert isinstance(run.model, PolynomialODE) == (found["kept"] == "formula")
     html = write_report(tmp_path / "run").read_text()
     assert "Equations discovered (--discover)" in html
+    if found["kept"] == "formula":
+        assert "polynomial ODE (" in html and "network ?" not in html
     out = CliRunner().invoke(main, ["fit", "--resume", "-o", str(tmp_path / "run")])
     assert out.exit_code != 0 and "--discover" in out.output and "--overwrite" in out.output

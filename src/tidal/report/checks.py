@@ -155,6 +155,10 @@ def describe_model(model: dict[str, Any]) -> str:
         text = f"UDE (known terms {model.get('known')} + {net} correction)"
     elif kind == "AugmentedNeuralODE":
         text = f"augmented neural ODE ({model.get('augment')} extra states, {net})"
+    elif kind == "PolynomialODE":  # tidal.models.polynomial, kept by --discover
+        terms = sum(sum(row) for row in model.get("active", []))
+        text = (f"polynomial ODE ({terms} terms of degree <= {model.get('degree', '?')}, "
+                "coefficients fitted; see the equations below)")
     else:
         text = f"neural ODE ({net})"
     return f"{text}, solver {model.get('solver', '?')}"
