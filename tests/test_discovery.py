@@ -217,6 +217,12 @@ def test_ctrl_c_during_a_candidate_stops_the_search(monkeypatch) -> None:
     assert [c["status"] for c in record["candidates"]] == ["interrupted"]
 
 
+def test_a_formula_trains_long_but_a_short_run_stays_short() -> None:
+    assert discovery.formula_epochs(300) == 1000  # the default run: the measured floor
+    assert discovery.formula_epochs(4) == 40  # a smoke run
+    assert discovery.formula_epochs(2000) == 2000
+
+
 def test_the_sparsest_formula_that_validates_about_as_well_as_the_best_is_kept() -> None:
     """Candidates come sparsest first; the network's loss counts toward the best."""
     assert discovery.choose(1.0, [1.9, 0.5]) == 1  # 1.9 > 2 x 0.5

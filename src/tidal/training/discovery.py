@@ -39,9 +39,10 @@ from tidal.training.fit import FitResult, fit
 
 #: the formula's highest total degree
 DEGREE = 2
-#: the formula's fit: at least this many epochs, without early stopping (a few coefficients
-#: walk slowly along the flat valleys of a trajectory fit: on one Lotka-Volterra series,
-#: 300 epochs with early stopping ended at 1.13 times the training loss of 1,000)
+#: the formula's fit: at least this many epochs (but at most ten times the network's, so a
+#: short run stays short), without early stopping (a few coefficients walk slowly along the
+#: flat valleys of a trajectory fit: on one Lotka-Volterra series, 300 epochs with early
+#: stopping ended at 1.13 times the training loss of 1,000)
 FORMULA_EPOCHS = 1000
 #: candidate formulas: the distinct ones along SINDy's thresholds that explain the learned
 #: field within TOLERANCE of its range (each output), at most CANDIDATES, sparsest first
@@ -69,7 +70,7 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                                f"within {TOLERANCE:.0%} of its range"}
     network = result.model
     config = dataclasses.replace(result.config, weight_decay=0.0, patience=None,
-                                 epochs=max(result.config.epochs, FORMULA_EPOCHS))
+                                 epochs=formula_epochs(result.config.epochs))
     candidates: list[dict[str, Any]] = []
     fits: list[FitResult] = []
     losses: list[float | None] = []  # None: the fit did not finish
@@ -103,6 +104,11 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                                best_val_loss=refitted.best_val_loss,
                                initial_states=refitted.initial_states)
     return kept, {**record, "kept": "formula", "chosen": chosen}
+
+
+def formula_epochs(network_epochs: int) -> int:
+    """The epochs of each formula's fit for a network trained `network_epochs`."""
+    return max(network_epochs, min(FORMULA_EPOCHS, 10 * network_epochs))
 
 
 def choose(network_loss: float, losses: list[float | None]) -> int | None:
