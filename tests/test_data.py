@@ -505,3 +505,25 @@ def test_parquet_errors_name_the_row(tmp_path):
     path.write_bytes(b"not parquet")
     with pytest.raises(DataFormatError, match="not a readable Parquet file"):
         read_table(path)
+
+
+def test_rates_follow_the_chain_rule_of_the_scaling() -> None:
+    """A trajectory's rate in scaled units is the derivative of the scaled trajectory in
+    scaled time (central differences); unscale_rates inverts it, for arrays and tensors."""
+    scaling = Scaling((2.0, -1.0), (3.0, 0.5), time_scale=2.0)
+
+    def y(t: np.ndarray) -> np.ndarray:  # data units
+        return np.stack([np.sin(t), 3.0 * np.cos(2.0 * t)], -1)
+
+    def dy(t: np.ndarray) -> np.ndarray:
+        return np.stack([np.cos(t), -6.0 * np.sin(2.0 * t)], -1)
+
+    s, h = np.linspace(0.1, 1.0, 7), 1e-6  # scaled times
+    scaled_y = lambda s: scaling.scale_values(y(scaling.unscale_times(s)))  # noqa: E731
+    numeric = (scaled_y(s + h) - scaled_y(s - h)) / (2 * h)
+    rates = scaling.scale_rates(dy(scaling.unscale_times(s)))
+    np.testing.assert_allclose(rates, numeric, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(scaling.unscale_rates(rates), dy(scaling.unscale_times(s)),
+                               rtol=1e-14)
+    tensor = scaling.scale_rates(torch.as_tensor(dy(s)))
+    np.testing.assert_allclose(tensor.numpy(), scaling.scale_rates(dy(s)), rtol=1e-14)

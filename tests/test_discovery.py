@@ -111,6 +111,18 @@ def test_a_formula_run_is_described_in_words() -> None:
                                       "fitted; see the equations below), solver tsit5")
 
 
+def test_a_ude_without_a_correction_has_nothing_to_explain() -> None:
+    from tidal.models.symbolic import sparsest
+
+    ude = UDE(KNOWN_PHYSICS["lotka-volterra-linear"].equations, None, {"alpha": 1.5,
+                                                                        "gamma": 3.0})
+    with pytest.raises(InvalidArgumentError, match="no correction network to explain"):
+        sparsest(ude, np.ones((4, 2)))
+    found = sparsest(ude.vector_field, np.random.default_rng(0).uniform(1, 2, (20, 2)),
+                     state_names=("x", "y"))
+    assert found is not None and found[1].equations() == ["dx = 1.5 x", "dy = -3 y"]
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(InvalidArgumentError, match="'x z' is not a monomial"):
         PolynomialODE.from_terms({"dx": {"x z": 1.0}}, ("x", "y"))
@@ -120,6 +132,12 @@ def test_bad_arguments_are_named() -> None:
         PolynomialODE(np.zeros((2, 5)), 2)
     with pytest.raises(InvalidArgumentError, match="2 names for 3 states"):
         PolynomialODE(np.zeros((3, 10)), 2, state_names=("x", "y"))
+    with pytest.raises(InvalidArgumentError, match=r"active=\.\.\.\)` must have the"):
+        PolynomialODE(np.ones((2, 6)), 2, active=np.ones((2, 5), dtype=bool))
+    with pytest.raises(InvalidArgumentError, match="coefficients be finite"):
+        PolynomialODE(np.full((2, 6), np.nan), 2)
+    with pytest.raises(InvalidArgumentError, match="PolynomialODE config is malformed"):
+        PolynomialODE.from_config({"type": "PolynomialODE", "degree": 2})
 
 
 class _Interactions(nn.Module):
@@ -247,6 +265,18 @@ def test_train_run_refuses_discovery_where_it_cannot_choose(tmp_path) -> None:
     assert out.exit_code == 2 and "--discover do(es) not apply to --model sde" in out.output
 
 
+def test_train_run_refuses_discovery_under_torchrun(tmp_path, monkeypatch) -> None:
+    from tidal.distributed import World
+    from tidal.training import pipeline
+
+    monkeypatch.setattr(pipeline.World, "current", classmethod(lambda cls: World(0, 2)))
+    data = simulate("lotka-volterra", 1, n_obs=(16, 16), noise=0.0, seed=0)
+    with pytest.raises(InvalidArgumentError, match=r"search \(--discover\) train in one "
+                                                   r"process; run them without torchrun"):
+        train_run(data, tmp_path / "run", discover=True, config=TrainConfig(epochs=3))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_discovered_run_reports_and_refuses_resume(tmp_path, monkeypatch) -> None:
     """End to end on one noise-free series: the run records what was found, the report shows
     it, and --resume (whose checkpoint is the network's) is refused with what to do."""
@@ -264,3 +294,24 @@ def test_a_discovered_run_reports_and_refuses_resume(tmp_path, monkeypatch) -> N
         assert "polynomial ODE (" in html and "network ?" not in html
     out = CliRunner().invoke(main, ["fit", "--resume", "-o", str(tmp_path / "run")])
     assert out.exit_code != 0 and "--discover" in out.output and "--overwrite" in out.output
+
+
+def test_a_discovered_run_keeps_files_tidal_did_not_write(tmp_path) -> None:
+    """--discover writes through the run directory like any fit: a folder holding someone
+    else's file is refused, and --overwrite of a discovered run leaves that file alone."""
+    data = simulate("lotka-volterra", 1, n_obs=(16, 16), noise=0.05, seed=0)
+    csv = tmp_path / "one.csv"
+    write_table(data, csv, time="t", id="id")
+    mine = tmp_path / "other" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("keep me")
+    args = ["fit", str(csv), "--id", "id", "--epochs", "3", "--width", "4", "--discover",
+            "--quiet"]
+    out = CliRunner().invoke(main, [*args, "-o", str(mine.parent)])
+    assert out.exit_code == 2 and mine.read_text() == "keep me"
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, [*args, "-o", str(run)]).exit_code == 0
+    (run / "notes.txt").write_text("keep me too")
+    out = CliRunner().invoke(main, [*args, "--overwrite", "-o", str(run)])
+    assert out.exit_code == 0, out.output
+    assert (run / "notes.txt").read_text() == "keep me too" and csv.is_file()

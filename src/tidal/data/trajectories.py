@@ -302,6 +302,17 @@ class Scaling:
         offset, scale = self._as(x)
         return x * scale + offset
 
+    def scale_rates(self, dy: ArrayOrTensor) -> ArrayOrTensor:
+        """Rates dy/dt [..., D] in data units to scaled units (the chain rule of the affine
+        change: dy_scaled/dt_scaled = dy/dt time_scale / state_scale)."""
+        _, scale = self._as(dy)
+        return dy * (self.time_scale / scale)
+
+    def unscale_rates(self, dy: ArrayOrTensor) -> ArrayOrTensor:
+        """Rates [..., D] in scaled units back to data units (`scale_rates`' inverse)."""
+        _, scale = self._as(dy)
+        return dy * (scale / self.time_scale)
+
     def scale_times(self, t: ArrayOrTensor) -> ArrayOrTensor:
         return t / self.time_scale
 

@@ -94,7 +94,7 @@ class PolynomialField(nn.Module):
                                        "coefficients' shape, and the coefficients be finite.")
         self.degree, self.scaling = degree, scaling
         # state indices per monomial, padded with index 0 of [1, y] (a factor of one)
-        index = torch.zeros(len(factors), max(degree, 1), dtype=torch.long)
+        index = torch.zeros(len(factors), degree, dtype=torch.long)
         for k, combo in enumerate(factors):
             index[k, :len(combo)] = torch.tensor(combo, dtype=torch.long) + 1
         self.register_buffer("factor_index", index, persistent=False)
@@ -110,6 +110,8 @@ class PolynomialField(nn.Module):
         return full.masked_scatter(self.active, self.coefficients)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # `Scaling.unscale_values` and `scale_rates`, with the offset and scale kept as buffers
+        # (no tensors made from the scaling's tuples at every call of f)
         offset, scale = self.offset.to(y.dtype), self.scale.to(y.dtype)
         state = offset + scale * y  # the data's units
         padded = torch.cat((torch.ones_like(state[..., :1]), state), -1)

@@ -201,8 +201,9 @@ def explanations(correction: Callable[..., Any], region_samples: Any, *,
     x = _samples(region_samples)
     function = correction.correction if isinstance(correction, UDE) else correction
     if function is None:
-        raise InvalidArgumentError("`sparsest(correction=...)`: the UDE has no correction "
-                                   "network to explain.")
+        raise InvalidArgumentError("`explanations(correction=...)` / `sparsest`: the UDE has "
+                                   "no correction network to explain; pass its "
+                                   "`vector_field` to explain the whole field.")
     target = _evaluate(function, x, 0.0)
     spread = target.max(0) - target.min(0)
     found: dict[bytes, tuple[float, SymbolicFit]] = {}

@@ -165,8 +165,7 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
         y = run.scaling.scale_values(torch.as_tensor(lift(points), dtype=dtype))
         with torch.no_grad():
             dy = model.vector_field(torch.zeros((), dtype=dtype), y)
-        # chain rule: y_user = offset + scale * y, t_user = time_scale * t
-        return (dy.numpy() * run.scaling.state_scale / run.scaling.time_scale)[:, :2]
+        return run.scaling.unscale_rates(dy).numpy()[:, :2]
 
     spread = None
     if isinstance(run.model, Ensemble):

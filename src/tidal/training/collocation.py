@@ -63,8 +63,7 @@ def _pairs(model: NeuralODE, train: Trajectories, scaling: Scaling
         return None
     dtype = next(model.parameters()).dtype
     y = scaling.scale_values(torch.as_tensor(states, dtype=dtype))
-    scale = torch.as_tensor(scaling.state_scale, dtype=dtype)
-    return y, torch.as_tensor(rates, dtype=dtype) * scaling.time_scale / scale
+    return y, scaling.scale_rates(torch.as_tensor(rates, dtype=dtype))
 
 
 def linear_start(model: NeuralODE, train: Trajectories, scaling: Scaling) -> bool:

@@ -73,24 +73,23 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                                  epochs=formula_epochs(result.config.epochs))
     candidates: list[dict[str, Any]] = []
     fits: list[FitResult] = []
-    losses: list[float | None] = []  # None: the fit did not finish
     for threshold, formula in found:
         model = PolynomialODE(formula.coefficients, DEGREE, result.scaling, state_names=names,
                               solver=network.solver, controller=network.controller,
                               adjoint=network.adjoint, max_steps=network.max_steps)
-        model.to(next(network.parameters()).dtype)
         refitted = fit(model, train, val=val, config=config, scaling=result.scaling,
                        progress=progress, initial_states=result.initial_states)
         fits.append(refitted)
-        losses.append(refitted.best_val_loss if refitted.status == "finished" else None)
         candidates.append({"formula": formula.equations(), "threshold": threshold,
                            "terms": int((formula.coefficients != 0).sum()),
-                           "val_loss": losses[-1], "status": refitted.status})
+                           "val_loss": (refitted.best_val_loss if refitted.status == "finished"
+                                        else None),  # None: the fit did not finish
+                           "status": refitted.status})
         if refitted.status == "interrupted":  # Ctrl-C: no more candidates
             break
     record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
               "epochs": config.epochs}
-    chosen = choose(result.best_val_loss, losses)
+    chosen = choose(result.best_val_loss, [c["val_loss"] for c in candidates])
     if chosen is None:
         return result, {**record, "kept": "network"}
     refitted = fits[chosen]
@@ -123,16 +122,14 @@ def choose(network_loss: float, losses: list[float | None]) -> int | None:
 def user_field(model: NeuralODE, scaling: Scaling
                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The model's field as rates in the data's units, at states in the data's units."""
-    offset = torch.tensor(scaling.state_offset)
-    scale = torch.tensor(scaling.state_scale)
+    dtype = next(model.parameters()).dtype
 
     def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        scaled = (y - offset.to(y.dtype)) / scale.to(y.dtype)
-        rate = model.vector_field(t / scaling.time_scale, scaled)
-        return rate * scale.to(y.dtype) / scaling.time_scale
+        t, y = torch.as_tensor(t, dtype=dtype), y.to(dtype)
+        rate = model.vector_field(scaling.scale_times(t), scaling.scale_values(y))
+        return scaling.unscale_rates(rate)
 
-    dtype = next(model.parameters()).dtype
-    return lambda t, y: field(torch.as_tensor(t, dtype=dtype), y.to(dtype))
+    return field
 
 
 def observed_states(datasets: Sequence[Trajectories | None]) -> np.ndarray:
