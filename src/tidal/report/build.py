@@ -265,16 +265,23 @@ def _discovery_section(found: dict[str, Any], model: Any) -> str:
     if not found["candidates"]:
         parts.append(f"<p>{_e(found['why'])}; the network is kept.</p>")
         return "".join(parts)
+    def loss(candidate: dict[str, Any], key: str) -> str:
+        value = candidate.get(key)  # no training loss in runs before the least-squares fit
+        return ("-" if key not in candidate else _e(candidate["status"]) if value is None
+                else significant(value))
+
     rows = "".join(
         f"<tr><td><pre>{_e(chr(10).join(c['formula']))}</pre></td><td class='n'>{c['terms']}"
-        f"</td><td class='n'>{c['threshold']:g}</td><td class='n'>"
-        f"{_e(c['status']) if c['val_loss'] is None else significant(c['val_loss'])}</td></tr>"
+        f"</td><td class='n'>{c['threshold']:g}</td><td class='n'>{loss(c, 'train_loss')}"
+        f"</td><td class='n'>{loss(c, 'val_loss')}</td></tr>"
         for c in found["candidates"])
     parts.append("<p class='caption'>Formulas that explain the learned field (SINDy, within "
-                 "10% of its range), each fitted to the data again. Kept: the sparsest whose "
-                 "validation loss is within twice the best, else the network (validation loss "
+                 "10% of its range), each fitted to the data again (to its least-squares "
+                 "optimum on the training rows). Kept: the sparsest whose validation loss is "
+                 "within twice the best, else the network (validation loss "
                  f"{significant(found['network_val_loss'])}).</p>"
                  "<table><tr><th>formula, as found</th><th>terms</th><th>threshold</th>"
+                 "<th>training loss, refitted</th>"
                  f"<th>validation loss, refitted</th></tr>{rows}</table>")
     if isinstance(model, PolynomialODE):
         parts.append("<h3>Kept: the formula, refitted</h3>"

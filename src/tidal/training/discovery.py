@@ -8,42 +8,45 @@ Scientific Machine Learning", 2020), after a network has been fitted:
    its range over the observed states (`tidal.models.symbolic.explanations`), at most four,
    sparsest first;
 2. fit each formula's coefficients to the trajectories again, as a `PolynomialODE` started at
-   the formula and at the network's estimated initial states, with the network's settings
-   (weight decay off: the coefficients are the model);
+   the formula and at the network's estimated initial states: the network's settings for as
+   many epochs (weight decay off: the coefficients are the model; no early stopping), then
+   to the least-squares optimum on the training rows (`tidal.training.least_squares`);
 3. keep the sparsest formula whose validation loss is within `MARGIN` (2) times the best of
    all (the network's included), else the network: all are trained on the same rows and
    chosen on the same validation rows, in the same units, and a few validation rows cannot
-   tell two good fits apart finely, so the simpler model wins unless they can.
+   tell two good fits apart finely, so the simpler model wins unless they can. A formula is
+   judged at its optimum, not at its best epoch on the validation rows, so a flexible one
+   that overfits the training rows shows it.
 
-Where the learned field is close to a sparse law, the refitted formula is that law's fit to
-the data, which forecasts as well as the true model's; where it is not, the network stays,
-and config.json's data.discover says what was found. A field only approximately explained
-(within 10%, not 5% as the report's formulas) can still be the right law: the network's
-field carries its fitting errors, and the refit, not the match to the network, decides.
+Where the learned field is close to a sparse law, the refitted formula is that law's
+least-squares fit to the data, the true model's fit when the law is the truth (after a split
+in time, `tidal.training.refit` refits it by least squares on all the rows); where it is not,
+the network stays, and config.json's data.discover says what was found. A field only
+approximately explained (within 10%, not 5% as the report's formulas) can still be the right
+law: the network's field carries its fitting errors, and the refit, not the match to the
+network, decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from tidal._errors import SolveFailedError
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.models.polynomial import PolynomialODE
 from tidal.models.symbolic import explanations
-from tidal.training.fit import FitResult, fit
+from tidal.training.fit import FitResult, fit, validation_loss
+from tidal.training.least_squares import least_squares
 
 #: the formula's highest total degree
 DEGREE = 2
-#: the formula's fit: at least this many epochs (but at most ten times the network's, so a
-#: short run stays short), without early stopping (a few coefficients walk slowly along the
-#: flat valleys of a trajectory fit: on one Lotka-Volterra series, 300 epochs with early
-#: stopping ended at 1.13 times the training loss of 1,000)
-FORMULA_EPOCHS = 1000
 #: candidate formulas: the distinct ones along SINDy's thresholds that explain the learned
 #: field within TOLERANCE of its range (each output), at most CANDIDATES, sparsest first
 TOLERANCE = 0.1
@@ -69,8 +72,7 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                         "why": f"no polynomial of degree <= {DEGREE} explains the learned field "
                                f"within {TOLERANCE:.0%} of its range"}
     network = result.model
-    config = dataclasses.replace(result.config, weight_decay=0.0, patience=None,
-                                 epochs=formula_epochs(result.config.epochs))
+    config = dataclasses.replace(result.config, weight_decay=0.0, patience=None)
     candidates: list[dict[str, Any]] = []
     fits: list[FitResult] = []
     for threshold, formula in found:
@@ -79,12 +81,20 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                               adjoint=network.adjoint, max_steps=network.max_steps)
         refitted = fit(model, train, val=val, config=config, scaling=result.scaling,
                        progress=progress, initial_states=result.initial_states)
-        fits.append(refitted)
+        train_loss = val_loss = None  # None: the fit did not finish
+        status = refitted.status
+        if status == "finished":
+            refitted, train_loss = polished(refitted, train)
+            try:
+                val_loss = validation_loss(refitted.model, train, val, config, result.scaling,
+                                           refitted.initial_states)
+            except SolveFailedError:
+                status = "failed on the validation rows"
+        fits.append(dataclasses.replace(refitted, best_val_loss=math.nan if val_loss is None
+                                        else val_loss))
         candidates.append({"formula": formula.equations(), "threshold": threshold,
                            "terms": int((formula.coefficients != 0).sum()),
-                           "val_loss": (refitted.best_val_loss if refitted.status == "finished"
-                                        else None),  # None: the fit did not finish
-                           "status": refitted.status})
+                           "train_loss": train_loss, "val_loss": val_loss, "status": status})
         if refitted.status == "interrupted":  # Ctrl-C: no more candidates
             break
     record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
@@ -105,9 +115,15 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
     return kept, {**record, "kept": "formula", "chosen": chosen}
 
 
-def formula_epochs(network_epochs: int) -> int:
-    """The epochs of each formula's fit for a network trained `network_epochs`."""
-    return max(network_epochs, min(FORMULA_EPOCHS, 10 * network_epochs))
+def polished(result: FitResult, train: Trajectories) -> tuple[FitResult, float]:
+    """A formula's fit carried to the least-squares optimum on `train`
+    (`tidal.training.least_squares`, from the fit's coefficients and initial states), and its
+    training loss there."""
+    found = least_squares(result.model, train, result.scaling,
+                          initial_states=result.initial_states,
+                          learn_initial_states=result.config.learn_initial_states,
+                          dtype=getattr(torch, result.config.dtype))
+    return dataclasses.replace(result, initial_states=found.initial_states), found.mse
 
 
 def choose(network_loss: float, losses: list[float | None]) -> int | None:

@@ -141,6 +141,19 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
                      outcome.best_round, outcome.best_val_loss, config, initial_states)
 
 
+def validation_loss(model: NeuralODE, train: Trajectories, val: Trajectories,
+                    config: TrainConfig, scaling: Scaling,
+                    initial_states: np.ndarray | None = None) -> float:
+    """`model`'s validation loss as `fit` measures it (`TrajectoryObjective.validation_loss`),
+    with the training trajectories' estimated `initial_states` [N, D] (user units; default
+    their first observations)."""
+    objective = TrajectoryObjective(model, train.scaled(scaling), val.scaled(scaling), config,
+                                    getattr(torch, config.dtype))
+    if initial_states is not None:
+        objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
+    return objective.validation_loss()
+
+
 def loop_settings(config: TrainConfig) -> LoopSettings:
     """The shared loop's settings for `config`: a cosine decay to lr / 100 after a warm-up."""
     return LoopSettings(rounds=config.epochs, lr=config.lr, weight_decay=config.weight_decay,

@@ -7,7 +7,8 @@ chosen, a short fine-tune from them on each series carried on through its valida
 (`continuations`), at a tenth of the learning rate and from the estimated initial states,
 lets the model use every observation but the test rows, which stay held out. Nothing
 validates the fine-tune: it is kept short and gentle so that it adjusts the chosen model
-rather than training a new one.
+rather than training a new one. A formula kept by `--discover` (a few coefficients) is instead
+refitted to its least-squares optimum on those observations.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import copy
 import dataclasses
 from typing import Any
 
+import torch
+
 from tidal.data import Scaling, Trajectories
+from tidal.models.polynomial import PolynomialODE
 from tidal.training.config import TrainConfig
 from tidal.training.fit import FitResult, continuations, fit
+from tidal.training.least_squares import least_squares
 
 #: The fine-tune's length as a fraction of the run's epochs, and its peak learning rate as a
 #: fraction of the run's.
@@ -43,6 +48,8 @@ def refit(result: FitResult, train: Trajectories, val: Trajectories | None, scal
     data = continuations(train, val)
     if data is None:
         return None
+    if isinstance(result.model, PolynomialODE):
+        return _least_squares_refit(result, data, scaling)
     config = refit_config(result.config)
     tuned = fit(copy.deepcopy(result.model), data, config=config, scaling=scaling,
                 progress=progress, initial_states=result.initial_states)
@@ -54,3 +61,19 @@ def refit(result: FitResult, train: Trajectories, val: Trajectories | None, scal
                f"observations for {config.epochs} epoch{'s' * (config.epochs != 1)}")
     return dataclasses.replace(result, model=tuned.model, message=message,
                                initial_states=tuned.initial_states), record
+
+
+def _least_squares_refit(result: FitResult, data: Trajectories, scaling: Scaling
+                         ) -> tuple[FitResult, dict[str, Any]]:
+    """A formula (a few coefficients, chosen as a whole) refitted to its least-squares
+    optimum on `data` (`tidal.training.least_squares`) rather than fine-tuned."""
+    model = copy.deepcopy(result.model)
+    found = least_squares(model, data, scaling, initial_states=result.initial_states,
+                          learn_initial_states=result.config.learn_initial_states,
+                          dtype=getattr(torch, result.config.dtype))
+    record = {"method": "least squares", "evaluations": found.evaluations,
+              "observations": "training and validation"}
+    message = (f"{result.message}; then refitted by least squares on the training and "
+               "validation observations")
+    return dataclasses.replace(result, model=model, message=message,
+                               initial_states=found.initial_states), record

@@ -1,0 +1,147 @@
+"""`tidal.training.least_squares`: a formula's coefficients (and initial states) fitted to
+trajectories by least squares, checked against scipy's own least-squares fit of the same
+model solved by scipy's DOP853."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+import torch
+
+from tidal import PIDController, Solution
+from tidal._errors import InvalidArgumentError, SolveFailedError, Status
+from tidal.data import Scaling, simulate
+from tidal.models.polynomial import PolynomialODE
+from tidal.training import TrainConfig
+from tidal.training import least_squares as least_squares_module
+from tidal.training.fit import FitResult
+from tidal.training.least_squares import least_squares
+from tidal.training.refit import refit
+from tidal.training.time_split import split_in_time
+
+TIGHT = PIDController(rtol=1e-8, atol=1e-10)
+LOOSE = PIDController(rtol=1e-5, atol=1e-7)  # where only the path, not the optimum, is tested
+START = {"dx": {"x": 1.3, "x y": -0.8}, "dy": {"y": -2.6, "x y": 0.9}}
+
+
+def scipy_reference(times: np.ndarray, values: np.ndarray, scale: np.ndarray,
+                    start: np.ndarray, first: np.ndarray | None) -> np.ndarray:
+    """(alpha, beta, gamma, delta[, x0, y0]) of dx = alpha x - beta x y, dy = delta x y -
+    gamma y fitted by scipy's least squares to `values`, residuals divided by `scale` (tidal
+    fits in standardized units); initial state fixed at `first` when given."""
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        a, b, c, d = theta[:4]
+        y0 = theta[4:] if first is None else first
+        solution = scipy.integrate.solve_ivp(
+            lambda t, z: [a * z[0] - b * z[0] * z[1], d * z[0] * z[1] - c * z[1]],
+            (times[0], times[-1]), y0, t_eval=times, method="DOP853", rtol=1e-12, atol=1e-12)
+        return ((solution.y.T - values) / scale).ravel()
+
+    return scipy.optimize.least_squares(residuals, start, xtol=1e-14, ftol=1e-14,
+                                        gtol=1e-14).x
+
+
+def _noisy_series():
+    data = simulate("lotka-volterra", 1, n_obs=(16, 16), noise=0.05, seed=3)
+    return data, Scaling.fit(data)
+
+
+def _model(scaling: Scaling, controller: PIDController = TIGHT) -> PolynomialODE:
+    plain = PolynomialODE.from_terms(START, ("x", "y"))
+    return PolynomialODE(plain.vector_field.matrix().detach().numpy(), 2, scaling,
+                         state_names=("x", "y"), controller=controller)
+
+
+def _parameters(model: PolynomialODE) -> np.ndarray:
+    terms = model.terms()
+    return np.array([terms["dx"]["x"], -terms["dx"]["x y"], -terms["dy"]["y"],
+                     terms["dy"]["x y"]])
+
+
+@pytest.mark.parametrize("learn_initial_states", [True, False])
+def test_least_squares_matches_scipy(learn_initial_states: bool) -> None:
+    data, scaling = _noisy_series()
+    times, values = data.times[0], data.values[0]
+    model = _model(scaling)
+    found = least_squares(model, data, scaling, learn_initial_states=learn_initial_states)
+    assert found.converged
+    first = None if learn_initial_states else values[0]
+    start = np.array([1.3, 0.8, 2.6, 0.9, *(values[0] if learn_initial_states else [])])
+    expected = scipy_reference(times, values, np.asarray(scaling.state_scale), start, first)
+    np.testing.assert_allclose(_parameters(model), expected[:4], rtol=1e-5)
+    np.testing.assert_allclose(found.initial_states[0],
+                               expected[4:] if learn_initial_states else values[0], rtol=1e-5)
+    prediction = model(torch.as_tensor(scaling.scale_values(found.initial_states)),
+                       torch.as_tensor(scaling.scale_times(times)))[:, 0].detach()
+    residual = prediction.numpy() - scaling.scale_values(values)
+    assert found.mse == pytest.approx(np.mean(residual ** 2), rel=1e-9)
+
+
+def test_a_trial_point_whose_solve_fails_is_stepped_back_from(monkeypatch) -> None:
+    """A failed solve at a trial point counts as NaN residuals: the trust region shrinks and
+    the fit still reaches the optimum."""
+    data, scaling = _noisy_series()
+    model = _model(scaling, LOOSE)
+    solve, start, failed = model.solve, model.vector_field.coefficients.detach().clone(), []
+
+    def failing_at_the_first_trial_point(y0: torch.Tensor, ts: torch.Tensor,
+                                         **options: Any) -> Solution:
+        if not failed and not torch.equal(model.vector_field.coefficients, start):
+            failed.append(1)
+            raise SolveFailedError(Status.MAX_STEPS, "at a trial point")
+        return solve(y0, ts, **options)
+
+    monkeypatch.setattr(model, "solve", failing_at_the_first_trial_point)
+    found = least_squares(model, data, scaling)
+    reference = least_squares(_model(scaling, LOOSE), data, scaling)
+    assert failed and found.converged
+    np.testing.assert_allclose(found.mse, reference.mse, rtol=1e-8)
+
+
+def test_a_start_that_cannot_be_solved_is_named(monkeypatch) -> None:
+    data, scaling = _noisy_series()
+    model = _model(scaling)
+
+    def failing(y0: torch.Tensor, ts: torch.Tensor, **options: Any) -> Solution:
+        raise SolveFailedError(Status.MAX_STEPS, "at the start")
+
+    monkeypatch.setattr(model, "solve", failing)
+    with pytest.raises(InvalidArgumentError, match="starting parameters"):
+        least_squares(model, data, scaling)
+
+
+def test_the_evaluations_are_bounded(monkeypatch) -> None:
+    data, scaling = _noisy_series()
+    monkeypatch.setattr(least_squares_module, "MAX_EVALUATIONS", 2)
+    found = least_squares(_model(scaling, LOOSE), data, scaling)
+    assert found.evaluations <= 2 and not found.converged
+
+
+def test_a_kept_formula_is_refitted_by_least_squares_on_every_observation() -> None:
+    """After a split in time, `refit` takes a formula to its least-squares optimum on the
+    training and validation rows together: scipy's fit of the same model on those rows."""
+    data, scaling = _noisy_series()
+    train, val, _ = split_in_time(data, 0.25, 0.0)
+    result = FitResult(_model(scaling), scaling, [], "finished", "finished", 1, 1.0,
+                       TrainConfig(), train.initial_states())
+    refitted, record = refit(result, train, val, scaling)
+    assert record["method"] == "least squares"
+    assert isinstance(refitted.model, PolynomialODE) and refitted.model is not result.model
+    times, values = data.times[0], data.values[0]
+    expected = scipy_reference(times, values, np.asarray(scaling.state_scale),
+                               np.array([1.3, 0.8, 2.6, 0.9, *values[0]]), None)
+    np.testing.assert_allclose(_parameters(refitted.model), expected[:4], rtol=1e-5)
+    np.testing.assert_allclose(refitted.initial_states[0], expected[4:], rtol=1e-5)
+
+
+def test_the_jacobian_in_blocks_of_rows_is_the_same(monkeypatch) -> None:
+    data, scaling = _noisy_series()
+    whole = least_squares(model := _model(scaling, LOOSE), data, scaling)
+    monkeypatch.setattr(least_squares_module, "JACOBIAN_ROWS", 5)  # 32 rows: 6 full, 1 short
+    blocks = least_squares(other := _model(scaling, LOOSE), data, scaling)
+    assert whole.evaluations == blocks.evaluations
+    np.testing.assert_allclose(_parameters(other), _parameters(model), rtol=1e-12)
