@@ -307,3 +307,34 @@ def test_a_discovered_run_keeps_files_tidal_did_not_write(tmp_path) -> None:
     out = CliRunner().invoke(main, [*args, "--overwrite", "-o", str(run)])
     assert out.exit_code == 0, out.output
     assert (run / "notes.txt").read_text() == "keep me too" and csv.is_file()
+
+
+def test_a_term_the_data_do_not_support_is_pruned() -> None:
+    """The law plus a spurious y^2 term, fitted to noisy data from the law: at the optimum
+    the y^2 coefficient is within two standard errors of zero and is removed; the law's four
+    terms are significant and stay. A set of terms already fitted ends the pruning."""
+    data = simulate("lotka-volterra", 4, n_obs=(20, 20), noise=0.02, seed=1)
+    scaling = Scaling.fit(data)
+
+    def spurious() -> FitResult:
+        start = PolynomialODE.from_terms({"dx": {"x": 1.5, "x y": -1.0, "y^2": 0.05},
+                                          "dy": {"y": -3.0, "x y": 1.0}}, ("x", "y"))
+        model = PolynomialODE(start.vector_field.matrix().detach().numpy(), 2, scaling,
+                              state_names=("x", "y")).double()
+        return FitResult(model, scaling, [], "finished", "finished", 1, 1.0, TrainConfig(),
+                         data.initial_states())
+
+    result, seen = spurious(), set()
+    path = list(discovery.optimum_and_pruned(result, data, seen))
+    assert [fitted.model.vector_field.coefficients.numel() for fitted, _ in path] == [5, 4]
+    assert path[0][0].model is result.model  # the formula itself first, at its optimum
+    law = path[-1][0].model.terms()
+    assert {out: sorted(terms) for out, terms in law.items()} == {"dx": ["x", "x y"],
+                                                                "dy": ["x y", "y"]}
+    for out, expected in LV.items():
+        for term, value in expected.items():
+            assert law[out][term] == pytest.approx(value, rel=0.05)
+    assert path[-1][1] >= path[0][1]  # fewer terms: no lower training loss
+    assert seen == {discovery._terms_key(path[-1][0].model.vector_field.active.numpy())}
+    again = list(discovery.optimum_and_pruned(spurious(), data, seen))
+    assert [fitted.model.vector_field.coefficients.numel() for fitted, _ in again] == [5]

@@ -145,3 +145,38 @@ def test_the_jacobian_in_blocks_of_rows_is_the_same(monkeypatch) -> None:
     blocks = least_squares(other := _model(scaling, LOOSE), data, scaling)
     assert whole.evaluations == blocks.evaluations
     np.testing.assert_allclose(_parameters(other), _parameters(model), rtol=1e-12)
+
+
+def test_standard_errors_match_scipys_linearization() -> None:
+    """sqrt(diag(s^2 (J^T J)^-1)) at the optimum, against the same formula from scipy's own
+    fit (finite-difference Jacobian, DOP853 at 1e-12), initial states fitted in both."""
+    data, scaling = _noisy_series()
+    times, values = data.times[0], data.values[0]
+    model = _model(scaling)
+    found = least_squares(model, data, scaling)
+    scale = np.asarray(scaling.state_scale)
+    theta = scipy_reference(times, values, scale, np.array([1.3, 0.8, 2.6, 0.9, *values[0]]),
+                            None)
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        a, b, c, d = p[:4]
+        solution = scipy.integrate.solve_ivp(
+            lambda t, z: [a * z[0] - b * z[0] * z[1], d * z[0] * z[1] - c * z[1]],
+            (times[0], times[-1]), p[4:], t_eval=times, method="DOP853", rtol=1e-12,
+            atol=1e-12)
+        return ((solution.y.T - values) / scale).ravel()
+
+    r = residuals(theta)
+    jacobian = np.stack([(residuals(theta + h) - residuals(theta - h)) / (2 * h.sum())
+                         for h in np.eye(6) * 1e-6 * np.maximum(np.abs(theta), 1.0)], 1)
+    variance = r @ r / (len(r) - len(theta))
+    expected = np.sqrt(np.diag(variance * np.linalg.inv(jacobian.T @ jacobian)))[:4]
+    np.testing.assert_allclose(found.standard_errors, expected, rtol=1e-3)
+
+
+def test_a_term_removed_keeps_the_others() -> None:
+    model = PolynomialODE.from_terms({"dx": {"x": 1.5, "x y": -1.0, "y^2": 0.1},
+                                      "dy": {"y": -3.0, "x y": 1.0}}, ("x", "y"))
+    smaller = model.without(2)  # dx's y^2, the third learned coefficient
+    assert smaller.terms() == {"dx": {"x": 1.5, "x y": -1.0}, "dy": {"y": -3.0, "x y": 1.0}}
+    assert model.terms()["dx"]["y^2"] == pytest.approx(0.1)  # the original is unchanged

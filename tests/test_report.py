@@ -312,3 +312,25 @@ def test_report_page_loads_in_headless_chromium(tmp_path):
     (tmp_path / "run" / "forecast.png").unlink()
     errors, broken = browse(page, tmp_path / "shot2.png")
     assert broken == ["forecast.png"] and errors
+
+
+def test_a_model_that_blows_up_in_the_forecast_gets_a_report_that_says_so(tmp_path):
+    """dx = x^2 from x = 1 reaches infinity at t = 1: the data end at 0.4, the forecast to 3x
+    the span does not. The report is still written; its forecast and period checks fail
+    (not measurable) and a warning says the model blows up."""
+    from tidal.models.polynomial import PolynomialODE
+
+    model = PolynomialODE.from_terms({"dx": {"x^2": 1.0}}, ("x", "y")).double()
+    times = np.linspace(0.0, 0.4, 5)
+    exact = np.stack([1.0 / (1.0 - times), np.ones_like(times)], axis=1)  # x(0) = 1
+    data = Trajectories([times, times], [exact, exact], state_names=("x", "y"))
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "y"], "system": "lotka-volterra"},
+             train_config=TrainConfig().to_dict(), splits={"train": data, "test": data})
+    html = write_report(tmp_path).read_text()
+    metrics = evaluate_run(load_run(tmp_path))
+    assert metrics["test"]["relative_rmse"][0] < 1e-3  # the data span is fitted (rtol 1e-6)
+    assert None in metrics["truth"]["forecast_relative_rmse"]
+    assert "cannot be solved to 3x the data" in html and "blows up" in html
+    summary = read_summary(tmp_path)
+    assert "FAIL" in summary and "forecast" in summary

@@ -176,6 +176,18 @@ class PolynomialODE(NeuralODE):
                 values[i, features.index(term)] = value
         return cls(values, degree, state_names=state_names, **options)
 
+    def without(self, term: int) -> PolynomialODE:
+        """This model with its `term`-th learned coefficient (in `coefficients`' order:
+        output by output, monomial by monomial) removed, the others at their values."""
+        field = self.vector_field
+        active = field.active.clone()
+        active.view(-1)[torch.nonzero(active.view(-1))[term, 0]] = False
+        values = field.matrix().detach().double().cpu().numpy() * active.cpu().numpy()
+        return PolynomialODE(values, field.degree, field.scaling, state_names=self.state_names,
+                             active=active.cpu().numpy(), solver=self.solver,
+                             controller=self.controller, adjoint=self.adjoint,
+                             max_steps=self.max_steps).to(field.coefficients.dtype)
+
     def terms(self) -> dict[str, dict[str, float]]:
         """{output: {term: coefficient}} of the active terms, at the current coefficients."""
         features = feature_names(self.vector_field.degree, self.state_names)

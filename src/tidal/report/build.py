@@ -24,6 +24,7 @@ from tidal.report.metrics import (
     energy_along_forecasts,
     evaluate_run,
     learned_initial_states,
+    predicted,
     true_trajectories,
 )
 from tidal.report.page import Section, report_page
@@ -119,7 +120,7 @@ def _forecast(run: Run, data: Trajectories) -> Any:
     t0, t1 = part.t_span
     ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
     y0 = part.initial_states()
-    predictions = run.predict(y0, ts)
+    predictions = predicted(run, y0, ts)
     truth = None
     if run.system is not None:
         true = true_trajectories(run.system, y0, ts)
@@ -265,22 +266,28 @@ def _discovery_section(found: dict[str, Any], model: Any) -> str:
     if not found["candidates"]:
         parts.append(f"<p>{_e(found['why'])}; the network is kept.</p>")
         return "".join(parts)
+
     def loss(candidate: dict[str, Any], key: str) -> str:
         value = candidate.get(key)  # no training loss in runs before the least-squares fit
         return ("-" if key not in candidate else _e(candidate["status"]) if value is None
                 else significant(value))
 
     rows = "".join(
-        f"<tr><td><pre>{_e(chr(10).join(c['formula']))}</pre></td><td class='n'>{c['terms']}"
+        f"<tr><td><pre>{_e(chr(10).join(c['formula']))}</pre>"
+        + (f"pruned from the {c['pruned_from']}-term formula" if c.get("pruned_from") else "")
+        + f"</td><td class='n'>{c['terms']}"
         f"</td><td class='n'>{c['threshold']:g}</td><td class='n'>{loss(c, 'train_loss')}"
         f"</td><td class='n'>{loss(c, 'val_loss')}</td></tr>"
         for c in found["candidates"])
     parts.append("<p class='caption'>Formulas that explain the learned field (SINDy, within "
                  "10% of its range), each fitted to the data again (to its least-squares "
-                 "optimum on the training rows). Kept: the sparsest whose validation loss is "
+                 "optimum on the training rows), then pruned one term at a time while a "
+                 "coefficient is within two standard errors of zero. Kept: the sparsest whose "
+                 "validation loss is "
                  "within twice the best, else the network (validation loss "
                  f"{significant(found['network_val_loss'])}).</p>"
-                 "<table><tr><th>formula, as found</th><th>terms</th><th>threshold</th>"
+                 "<table><tr><th>formula, as found (or pruned: at its optimum)</th><th>terms</th>"
+                 "<th>threshold</th>"
                  "<th>training loss, refitted</th>"
                  f"<th>validation loss, refitted</th></tr>{rows}</table>")
     if isinstance(model, PolynomialODE):

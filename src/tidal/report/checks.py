@@ -121,8 +121,11 @@ STARTS = {"learned": "from the initial states estimated in training",
           "first observation": "from the first (noisy) observations"}
 
 
-def _worst(metrics: dict[str, Any], values: list[float]) -> tuple[float, str]:
-    index = max(range(len(values)), key=lambda i: values[i])
+def _worst(metrics: dict[str, Any], values: list[float | None]) -> tuple[float | None, str]:
+    """The largest value and its state's name; a state that could not be measured (None:
+    its prediction blew up) first."""
+    index = next((i for i, value in enumerate(values) if value is None),
+                 max(range(len(values)), key=lambda i: values[i] or 0.0))
     return values[index], metrics["states"][index]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.controllers import PIDController
 from tidal.data import System, Trajectories
 from tidal.integrate import solve
@@ -222,10 +222,10 @@ def truth_checks(run: Run, system: System, test: Trajectories, ranges: np.ndarra
     checks: dict[str, Any] = {}
     for name, end in (("data_span", t1), ("forecast", t0 + FORECAST_FACTOR * (t1 - t0))):
         ts = np.linspace(t0, end, 200)
-        error = run.predict(y0, ts) - true_trajectories(system, y0, ts)
-        rmse = np.sqrt(np.mean(error ** 2, axis=(0, 1)))
-        checks[f"{name}_rmse"] = rmse.tolist()
-        checks[f"{name}_relative_rmse"] = (rmse / ranges).tolist()
+        error = predicted(run, y0, ts) - true_trajectories(system, y0, ts)
+        rmse = np.sqrt(np.mean(error ** 2, axis=(0, 1)))  # NaN (None) where it blew up
+        checks[f"{name}_rmse"] = _json_list(rmse)
+        checks[f"{name}_relative_rmse"] = _json_list(rmse / ranges)
         checks[f"{name}_t_end"] = float(end)
     if system.name == "toggle-switch":
         checks["basin_agreement"] = basin_agreement(run, system)
@@ -267,7 +267,7 @@ def period_check(run: Run, system: System, y0: np.ndarray, t0: float, t1: float
     training window)."""
     ts = np.linspace(t0, t0 + 4 * (t1 - t0), 4000)
     beyond = ts >= t1
-    learned = _periods(ts[beyond], run.predict(y0, ts)[beyond, :, 0])
+    learned = _periods(ts[beyond], predicted(run, y0, ts)[beyond, :, 0])
     true = _periods(ts[beyond], true_trajectories(system, y0, ts)[beyond, :, 0])
     relative = np.abs(learned - true) / true
     return {"learned": _json_list(learned), "true": _json_list(true),
@@ -276,6 +276,16 @@ def period_check(run: Run, system: System, y0: np.ndarray, t0: float, t1: float
             "max_relative_error": None if np.isnan(relative).any() else float(relative.max()),
             "median_relative_error": None if np.isnan(relative).any()
             else float(np.median(relative)), "starts": "uniform in the system's initial box"}
+
+
+def predicted(run: Run, y0: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """`run.predict(y0, ts)`, or NaN everywhere when the model's solve fails (a learned model,
+    a polynomial above all, can blow up in a forecast): the report's checks then fail and its
+    warnings say so, instead of the report failing."""
+    try:
+        return run.predict(y0, ts)
+    except SolveFailedError:
+        return np.full((len(ts), *np.shape(y0)[:-1], len(run.state_names)), np.nan)
 
 
 def _json_list(values: np.ndarray) -> list[float | None]:

@@ -42,7 +42,7 @@ from tidal.models import UDE
 from tidal.models.augmented import extra_states
 from tidal.models.ensemble import Ensemble
 from tidal.report.checks import significant
-from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states
+from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states, predicted
 from tidal.training.ensemble import predictive_quantiles
 from tidal.training.run import SPLITS, Run
 
@@ -191,8 +191,13 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
     t0, t1 = data.t_span
     ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
     starts = learned_initial_states(run, data)
-    forecast = run.predict(data.initial_states() if starts is None
-                           else np.ascontiguousarray(starts), ts)
+    forecast = predicted(run, data.initial_states() if starts is None
+                         else np.ascontiguousarray(starts), ts)
+    if np.isnan(forecast).all():
+        return [FitWarning(
+            "forecast", f"the model cannot be solved to {FORECAST_FACTOR:g}x the data's span: "
+            "it blows up", "to trust the model only within the data, or --ensemble 5 to see "
+            "the spread")]
     observed = np.concatenate([np.concatenate(d.values) for d in datasets])
     low = np.nanmin(observed, axis=0) - FORECAST_REACH * ranges
     high = np.nanmax(observed, axis=0) + FORECAST_REACH * ranges

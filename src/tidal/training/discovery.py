@@ -10,7 +10,10 @@ Scientific Machine Learning", 2020), after a network has been fitted:
 2. fit each formula's coefficients to the trajectories again, as a `PolynomialODE` started at
    the formula and at the network's estimated initial states: the network's settings for as
    many epochs (weight decay off: the coefficients are the model; no early stopping), then
-   to the least-squares optimum on the training rows (`tidal.training.least_squares`);
+   to the least-squares optimum on the training rows (`tidal.training.least_squares`); then,
+   while a coefficient is within `SIGNIFICANCE` (2) standard errors of zero, without its
+   least significant term, at the new optimum (backward elimination): each step a candidate
+   too, as the network's field can carry terms the data do not support;
 3. keep the sparsest formula whose validation loss is within `MARGIN` (2) times the best of
    all (the network's included), else the network: all are trained on the same rows and
    chosen on the same validation rows, in the same units, and a few validation rows cannot
@@ -31,17 +34,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from tidal._errors import SolveFailedError
+from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.data import Scaling, Trajectories
 from tidal.models import NeuralODE
 from tidal.models.polynomial import PolynomialODE
 from tidal.models.symbolic import explanations
+from tidal.training.config import TrainConfig
 from tidal.training.fit import FitResult, fit, validation_loss
 from tidal.training.least_squares import least_squares
 
@@ -55,6 +59,10 @@ CANDIDATES = 4
 #: or any candidate's) is kept, else the network: the simpler model wins unless the
 #: validation rows (a few per series, held out in time) tell the models apart clearly
 MARGIN = 2.0
+#: a formula at its optimum loses its least significant term while that term's coefficient is
+#: within this many standard errors of zero (about 95% two-sided), and the pruned formula is
+#: a candidate too: the network's field can carry terms the data do not support
+SIGNIFICANCE = 2.0
 
 
 def discover(result: FitResult, train: Trajectories, val: Trajectories,
@@ -73,30 +81,40 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                                f"within {TOLERANCE:.0%} of its range"}
     network = result.model
     config = dataclasses.replace(result.config, weight_decay=0.0, patience=None)
-    candidates: list[dict[str, Any]] = []
-    fits: list[FitResult] = []
+    judged: list[tuple[FitResult, dict[str, Any]]] = []
+    seen: set[bytes] = set()  # each set of terms is fitted once
     for threshold, formula in found:
+        if _terms_key(formula.coefficients != 0) in seen:
+            continue
+        seen.add(_terms_key(formula.coefficients != 0))
         model = PolynomialODE(formula.coefficients, DEGREE, result.scaling, state_names=names,
                               solver=network.solver, controller=network.controller,
                               adjoint=network.adjoint, max_steps=network.max_steps)
         refitted = fit(model, train, val=val, config=config, scaling=result.scaling,
                        progress=progress, initial_states=result.initial_states)
-        train_loss = val_loss = None  # None: the fit did not finish
-        status = refitted.status
-        if status == "finished":
-            refitted, train_loss = polished(refitted, train)
-            try:
-                val_loss = validation_loss(refitted.model, train, val, config, result.scaling,
-                                           refitted.initial_states)
-            except SolveFailedError:
-                status = "failed on the validation rows"
-        fits.append(dataclasses.replace(refitted, best_val_loss=math.nan if val_loss is None
-                                        else val_loss))
-        candidates.append({"formula": formula.equations(), "threshold": threshold,
-                           "terms": int((formula.coefficients != 0).sum()),
-                           "train_loss": train_loss, "val_loss": val_loss, "status": status})
-        if refitted.status == "interrupted":  # Ctrl-C: no more candidates
+        entry = {"formula": formula.equations(), "threshold": threshold,
+                 "terms": int((formula.coefficients != 0).sum()), "pruned_from": None}
+        if refitted.status != "finished":  # None: the fit did not finish
+            judged.append((refitted, {**entry, "train_loss": None, "val_loss": None,
+                                      "status": refitted.status}))
+            if refitted.status == "interrupted":  # Ctrl-C: no more candidates
+                break
+            continue
+        try:
+            for fitted, train_loss in optimum_and_pruned(refitted, train, seen):
+                formula_now = fitted.model
+                assert isinstance(formula_now, PolynomialODE)
+                pruned = {} if formula_now is model else {
+                    "formula": formula_now.equations(), "pruned_from": entry["terms"],
+                    "terms": formula_now.vector_field.coefficients.numel()}
+                judged.append(_judged(fitted, train_loss, train, val, config,
+                                      {**entry, **pruned}))
+        except KeyboardInterrupt:  # Ctrl-C in a least-squares fit: no more candidates
+            judged.append((refitted, {**entry, "train_loss": None, "val_loss": None,
+                                      "status": "interrupted"}))
             break
+    judged.sort(key=lambda pair: pair[1]["terms"])  # sparsest first
+    fits, candidates = [fitted for fitted, _ in judged], [entry for _, entry in judged]
     record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
               "epochs": config.epochs}
     chosen = choose(result.best_val_loss, [c["val_loss"] for c in candidates])
@@ -115,15 +133,54 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
     return kept, {**record, "kept": "formula", "chosen": chosen}
 
 
-def polished(result: FitResult, train: Trajectories) -> tuple[FitResult, float]:
+def optimum_and_pruned(result: FitResult, train: Trajectories, seen: set[bytes]
+                       ) -> Iterator[tuple[FitResult, float]]:
     """A formula's fit carried to the least-squares optimum on `train`
-    (`tidal.training.least_squares`, from the fit's coefficients and initial states), and its
-    training loss there."""
-    found = least_squares(result.model, train, result.scaling,
-                          initial_states=result.initial_states,
-                          learn_initial_states=result.config.learn_initial_states,
-                          dtype=getattr(torch, result.config.dtype))
-    return dataclasses.replace(result, initial_states=found.initial_states), found.mse
+    (`tidal.training.least_squares`, from the fit's coefficients and initial states), then,
+    while its least significant coefficient is within `SIGNIFICANCE` standard errors of zero,
+    the formula without that term at its optimum (backward elimination); each with its
+    training loss. The pruning ends at a set of terms already in `seen` (its own pruning is
+    another candidate's; the sets fitted here are added) or one that cannot be solved."""
+    model = result.model
+    assert isinstance(model, PolynomialODE)
+    states = result.initial_states
+    while True:
+        try:
+            found = least_squares(model, train, result.scaling, initial_states=states,
+                                  learn_initial_states=result.config.learn_initial_states,
+                                  dtype=getattr(torch, result.config.dtype))
+        except InvalidArgumentError:  # the pruned formula's start cannot be solved
+            return
+        states = found.initial_states
+        yield dataclasses.replace(result, model=model, initial_states=states), found.mse
+        coefficients = model.vector_field.coefficients.detach().double().cpu().numpy()
+        significance = np.abs(coefficients) / found.standard_errors
+        if len(coefficients) == 1 or not (significance < SIGNIFICANCE).any():
+            return
+        model = model.without(int(np.argmin(significance)))
+        key = _terms_key(model.vector_field.active.cpu().numpy())
+        if key in seen:
+            return
+        seen.add(key)
+
+
+def _judged(result: FitResult, train_loss: float, train: Trajectories, val: Trajectories,
+            config: TrainConfig, entry: dict[str, Any]) -> tuple[FitResult, dict[str, Any]]:
+    """A formula at its optimum with its validation loss, and its record."""
+    val_loss, status = None, "finished"
+    try:
+        val_loss = validation_loss(result.model, train, val, config, result.scaling,
+                                   result.initial_states)
+    except SolveFailedError:
+        status = "failed on the validation rows"
+    return (dataclasses.replace(result, best_val_loss=math.nan if val_loss is None
+                                else val_loss),
+            {**entry, "train_loss": train_loss, "val_loss": val_loss, "status": status})
+
+
+def _terms_key(active: np.ndarray) -> bytes:
+    """A formula's set of terms ([D, F] booleans) as a dictionary key."""
+    return np.asarray(active, dtype=bool).tobytes()
 
 
 def choose(network_loss: float, losses: list[float | None]) -> int | None:

@@ -52,12 +52,17 @@ class LeastSquaresResult:
         evaluations: the solves it took.
         converged: whether scipy's tolerances were met (else it stopped at
             `MAX_EVALUATIONS`; the parameters are the best found either way).
+        standard_errors: the model's parameters' standard errors (in `model.parameters()`'
+            order, flattened) from the linearization at the optimum, sqrt(diag(s^2 (J^T
+            J)^+)) with s^2 = RSS / (observed entries - fitted values); NaN where the entries
+            do not outnumber the fitted values.
     """
 
     initial_states: np.ndarray
     mse: float
     evaluations: int
     converged: bool
+    standard_errors: np.ndarray
 
 
 def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
@@ -115,6 +120,10 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
                                             x_scale="jac", max_nfev=MAX_EVALUATIONS)
     values(solution.x)  # leave the model at the optimum
     states = (start + offsets.detach().double()).numpy()
-    return LeastSquaresResult(scaling.unscale_values(states), float(2 * solution.cost
-                                                                   / len(solution.fun)),
-                              int(solution.nfev), bool(solution.status > 0))
+    residual_dof = len(solution.fun) - len(solution.x)
+    variance = 2 * solution.cost / residual_dof if residual_dof > 0 else np.nan
+    covariance = variance * np.linalg.pinv(solution.jac.T @ solution.jac)
+    return LeastSquaresResult(scaling.unscale_values(states),
+                              float(2 * solution.cost / len(solution.fun)),
+                              int(solution.nfev), bool(solution.status > 0),
+                              np.sqrt(np.diag(covariance)[:n_weights]))
