@@ -284,6 +284,9 @@ def test_a_discovered_run_reports_and_refuses_resume(tmp_path) -> None:
     if found["kept"] == "formula":
         assert "polynomial ODE (" in html and "network ?" not in html
         assert run.config["data"]["refit"]["method"] == "least squares"
+        assert "the kept formula was fitted after it" in html
+    else:
+        assert "the kept formula was fitted after it" not in html
     out = CliRunner().invoke(main, ["fit", "--resume", "-o", str(tmp_path / "run")])
     assert out.exit_code != 0 and "--discover" in out.output and "--overwrite" in out.output
 

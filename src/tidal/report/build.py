@@ -77,9 +77,13 @@ def write_report(run_dir: str | Path) -> Path:
                          [_save(run, "energy.png", plot_energy(ts, learned, true))]))
     history = _history(run)
     if history:
+        kept_formula = run.config["data"].get("discover", {}).get("kept") == "formula"
         sections.append(("Loss", "The loss rises where the curriculum lengthens the fitted "
                          "window (dotted lines): a longer window is harder to fit, not a "
-                         "divergence.", [_save(run, "loss.png", plot_losses(history))]))
+                         "divergence." + (" These are the network's losses: the kept formula "
+                                          "was fitted after it (its losses are in the table "
+                                          "of equations discovered)." if kept_formula else ""),
+                         [_save(run, "loss.png", plot_losses(history))]))
     run.directory.write_text("report.html", _html(run, metrics, checks, sections, warned))
     return run.path / "report.html"
 
