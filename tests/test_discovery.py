@@ -126,6 +126,8 @@ def test_a_ude_without_a_correction_has_nothing_to_explain() -> None:
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(InvalidArgumentError, match="'x z' is not a monomial"):
         PolynomialODE.from_terms({"dx": {"x z": 1.0}}, ("x", "y"))
+    with pytest.raises(InvalidArgumentError, match=r"\['dz'\] are not outputs.*'dx', 'dy'"):
+        PolynomialODE.from_terms({"dz": {"x": 1.0}}, ("x", "y"))
     with pytest.raises(InvalidArgumentError, match="degree=0"):
         PolynomialODE(np.zeros((2, 1)), 0)
     with pytest.raises(InvalidArgumentError, match=r"expected shape \(2, 6\)"):

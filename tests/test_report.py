@@ -334,3 +334,17 @@ def test_a_model_that_blows_up_in_the_forecast_gets_a_report_that_says_so(tmp_pa
     assert "cannot be solved to 3x the data" in html and "blows up" in html
     summary = read_summary(tmp_path)
     assert "FAIL" in summary and "forecast" in summary
+
+
+def test_a_basin_start_whose_solve_blows_up_does_not_agree(tmp_path):
+    """The basin check integrates from a grid to t = 30, far past most data: a model that
+    blows up there (dx = x^2) is counted as disagreeing, not as a crash or a stable state."""
+    from tidal.data import SYSTEMS
+    from tidal.models.polynomial import PolynomialODE
+    from tidal.report.metrics import basin_agreement
+
+    model = PolynomialODE.from_terms({"du": {"u^2": 1.0}}, ("u", "v")).double()
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["u", "v"]}, train_config=TrainConfig().to_dict())
+    basin = basin_agreement(load_run(tmp_path), SYSTEMS["toggle-switch"], size=4)
+    assert basin["fraction"] == 0.0

@@ -166,6 +166,12 @@ class PolynomialODE(NeuralODE):
         """From {output: {term: coefficient}} as `SymbolicFit.terms()` gives them, outputs in
         the states' order ("d" + name) and terms named as the library names them."""
         features = feature_names(degree, state_names)
+        outputs = [f"d{name}" for name in state_names]
+        unknown = sorted(set(terms) - set(outputs))
+        if unknown:
+            raise InvalidArgumentError(
+                f"`PolynomialODE.from_terms`: {unknown} are not outputs of the states "
+                f"{list(state_names)}; name them {outputs}.")
         values = np.zeros((len(state_names), len(features)))
         for i, name in enumerate(state_names):
             for term, value in terms.get(f"d{name}", {}).items():

@@ -249,13 +249,13 @@ def basin_agreement(run: Run, system: System, *, size: int = 20, box: float = 5.
     grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
     ts = np.array([0.0, t_end])
     stable = np.asarray(toggle_switch_stable_states())
-    learned_end = run.predict(grid, ts)[-1]
+    learned_end = predicted(run, grid, ts)[-1]  # NaN where it blew up: no agreement
     true_end = true_trajectories(system, grid, ts)[-1]
 
     def nearest(points: np.ndarray) -> np.ndarray:
         return np.argmin(((points[:, None, :] - stable[None]) ** 2).sum(-1), axis=1)
 
-    agree = nearest(learned_end) == nearest(true_end)
+    agree = (nearest(learned_end) == nearest(true_end)) & np.isfinite(learned_end).all(-1)
     return {"fraction": float(agree.mean()), "grid": f"{size}x{size} on [0, {box}]^2",
             "t_end": t_end}
 

@@ -84,9 +84,10 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
     judged: list[tuple[FitResult, dict[str, Any]]] = []
     seen: set[bytes] = set()  # each set of terms is fitted once
     for threshold, formula in found:
-        if _terms_key(formula.coefficients != 0) in seen:
+        key = _terms_key(formula.coefficients != 0)
+        if key in seen:
             continue
-        seen.add(_terms_key(formula.coefficients != 0))
+        seen.add(key)
         model = PolynomialODE(formula.coefficients, DEGREE, result.scaling, state_names=names,
                               solver=network.solver, controller=network.controller,
                               adjoint=network.adjoint, max_steps=network.max_steps)
@@ -94,9 +95,9 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                        progress=progress, initial_states=result.initial_states)
         entry = {"formula": formula.equations(), "threshold": threshold,
                  "terms": int((formula.coefficients != 0).sum()), "pruned_from": None}
-        if refitted.status != "finished":  # None: the fit did not finish
-            judged.append((refitted, {**entry, "train_loss": None, "val_loss": None,
-                                      "status": refitted.status}))
+        unfinished = {"train_loss": None, "val_loss": None}  # the fit did not finish
+        if refitted.status != "finished":
+            judged.append((refitted, {**entry, **unfinished, "status": refitted.status}))
             if refitted.status == "interrupted":  # Ctrl-C: no more candidates
                 break
             continue
@@ -110,8 +111,7 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                 judged.append(_judged(fitted, train_loss, train, val, config,
                                       {**entry, **pruned}))
         except KeyboardInterrupt:  # Ctrl-C in a least-squares fit: no more candidates
-            judged.append((refitted, {**entry, "train_loss": None, "val_loss": None,
-                                      "status": "interrupted"}))
+            judged.append((refitted, {**entry, **unfinished, "status": "interrupted"}))
             break
     judged.sort(key=lambda pair: pair[1]["terms"])  # sparsest first
     fits, candidates = [fitted for fitted, _ in judged], [entry for _, entry in judged]
