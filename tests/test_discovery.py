@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from tidal import PIDController
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError, Status
 from tidal.cli.main import main
 from tidal.data import Scaling, Trajectories, simulate, write_table
 from tidal.models.polynomial import PolynomialODE
@@ -343,3 +343,43 @@ def test_a_term_the_data_do_not_support_is_pruned() -> None:
     assert seen == {discovery._terms_key(path[-1][0].model.vector_field.active.numpy())}
     again = list(discovery.optimum_and_pruned(spurious(), data, seen))
     assert [fitted.model.vector_field.coefficients.numel() for fitted, _ in again] == [5]
+
+
+def test_a_formula_that_fails_on_the_validation_rows_is_passed_over(monkeypatch) -> None:
+    """A formula whose validation solve fails is recorded as such and cannot be kept."""
+    result, train, val = _fitted_network(0.0, val_loss=1.0)
+
+    def failing(*args, **kwargs):
+        raise SolveFailedError(Status.MAX_STEPS, "on the validation rows")
+
+    monkeypatch.setattr(discovery, "validation_loss", failing)
+    kept, record = discovery.discover(result, train, val)
+    assert kept is result and record["kept"] == "network"
+    assert record["candidates"] and all(
+        c["status"] == "failed on the validation rows" and c["val_loss"] is None
+        and c["train_loss"] is not None for c in record["candidates"])
+
+
+def test_ctrl_c_during_a_least_squares_fit_stops_the_search(monkeypatch) -> None:
+    result, train, val = _fitted_network(0.5, val_loss=1.0)  # several candidates
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(discovery, "least_squares", interrupted)
+    kept, record = discovery.discover(result, train, val)
+    assert kept is result and record["kept"] == "network"
+    assert [c["status"] for c in record["candidates"]] == ["interrupted"]
+
+
+def test_a_formula_whose_least_squares_fit_cannot_start_is_recorded(monkeypatch) -> None:
+    result, train, val = _fitted_network(0.0, val_loss=1.0)
+
+    def unsolvable(*args, **kwargs):
+        raise InvalidArgumentError("`least_squares`: cannot be solved")
+
+    monkeypatch.setattr(discovery, "least_squares", unsolvable)
+    kept, record = discovery.discover(result, train, val)
+    assert kept is result and record["kept"] == "network"
+    assert [c["status"] for c in record["candidates"]] == [
+        "its least-squares fit could not be solved"]

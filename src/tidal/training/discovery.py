@@ -101,6 +101,7 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
             if refitted.status == "interrupted":  # Ctrl-C: no more candidates
                 break
             continue
+        before = len(judged)
         try:
             for fitted, train_loss in optimum_and_pruned(refitted, train, seen):
                 formula_now = fitted.model
@@ -113,6 +114,9 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
         except KeyboardInterrupt:  # Ctrl-C in a least-squares fit: no more candidates
             judged.append((refitted, {**entry, **unfinished, "status": "interrupted"}))
             break
+        if len(judged) == before:  # its least-squares fit could not start
+            judged.append((refitted, {**entry, **unfinished,
+                                      "status": "its least-squares fit could not be solved"}))
     judged.sort(key=lambda pair: pair[1]["terms"])  # sparsest first
     fits, candidates = [fitted for fitted, _ in judged], [entry for _, entry in judged]
     record = {"candidates": candidates, "network_val_loss": result.best_val_loss,
