@@ -11,15 +11,18 @@ import pytest
 import scipy.integrate
 import scipy.optimize
 import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from tidal import PIDController, Solution
 from tidal._errors import InvalidArgumentError, SolveFailedError, Status
 from tidal.data import Scaling, simulate
+from tidal.models import NeuralODE
 from tidal.models.polynomial import PolynomialODE
+from tidal.nn import MLP
 from tidal.training import TrainConfig
 from tidal.training import least_squares as least_squares_module
 from tidal.training.fit import FitResult
-from tidal.training.least_squares import least_squares
+from tidal.training.least_squares import forward_sensitivities, least_squares
 from tidal.training.refit import refit
 from tidal.training.time_split import split_in_time
 
@@ -138,13 +141,52 @@ def test_a_kept_formula_is_refitted_by_least_squares_on_every_observation() -> N
     np.testing.assert_allclose(refitted.initial_states[0], expected[4:], rtol=1e-5)
 
 
-def test_the_jacobian_in_blocks_of_rows_is_the_same(monkeypatch) -> None:
-    data, scaling = _noisy_series()
-    whole = least_squares(model := _model(scaling, LOOSE), data, scaling)
-    monkeypatch.setattr(least_squares_module, "JACOBIAN_ROWS", 5)  # 32 rows: 6 full, 1 short
-    blocks = least_squares(other := _model(scaling, LOOSE), data, scaling)
-    assert whole.evaluations == blocks.evaluations
-    np.testing.assert_allclose(_parameters(other), _parameters(model), rtol=1e-12)
+@pytest.mark.parametrize("kind", ["formula", "network"])
+def test_forward_sensitivities_match_scipys_differences(kind: str) -> None:
+    """d y(t) / d(parameters, y0) from the sensitivity equations on two trajectories with
+    their own time grids, against central differences of scipy DOP853 solves at 1e-12 of the
+    same field: a formula (exact differences in the field) and a tanh network (nonlinear in
+    its weights)."""
+    scaling = Scaling((0.0, 0.0), (1.0, 1.0))
+    torch.manual_seed(0)
+    field = (_model(scaling).vector_field if kind == "formula"
+             else MLP(2, width=6, final_scale=1.0).double())
+    model = NeuralODE(field, controller=TIGHT).double()
+    y0 = torch.tensor([[1.2, 0.7], [0.6, 1.1]], dtype=torch.float64)
+    ts = torch.tensor([[0.0, 0.5], [0.3, 0.9], [1.1, 1.6], [2.0, 2.1]], dtype=torch.float64)
+    found = forward_sensitivities(model, y0, ts)  # [T, B, D, P + D]
+    theta = parameters_to_vector(model.parameters()).detach().clone()
+
+    def scipy_states(parameters: torch.Tensor, start: np.ndarray, times: np.ndarray
+                     ) -> np.ndarray:
+        vector_to_parameters(parameters, model.parameters())
+        with torch.no_grad():
+            def rate(t: float, y: np.ndarray) -> np.ndarray:
+                return field(torch.tensor(t, dtype=torch.float64),
+                             torch.as_tensor(y)[None])[0].numpy()
+            solution = scipy.integrate.solve_ivp(rate, (times[0], times[-1]), start,
+                                                 t_eval=times, method="DOP853", rtol=1e-12,
+                                                 atol=1e-12)
+        return solution.y.T
+
+    n_weights = len(theta)
+    for b in range(2):
+        start, times = y0[b].numpy(), ts[:, b].numpy()
+        columns = []
+        for k in range(n_weights + 2):
+            step = 1e-5 * max(1.0, abs(float(theta[k]))) if k < n_weights else 1e-5
+            shift = torch.zeros(n_weights, dtype=torch.float64)
+            moved = np.zeros(2)
+            if k < n_weights:
+                shift[k] = step
+            else:
+                moved[k - n_weights] = step
+            ahead = scipy_states(theta + shift, start + moved, times)
+            behind = scipy_states(theta - shift, start - moved, times)
+            columns.append((ahead - behind) / (2 * step))
+        expected = np.stack(columns, -1)  # [T, D, P + D]
+        np.testing.assert_allclose(found[:, b].numpy(), expected, rtol=1e-6,
+                                   atol=1e-6 * np.abs(expected).max())
 
 
 def test_standard_errors_match_scipys_linearization() -> None:

@@ -35,6 +35,20 @@ def tolerance(name: str, value: Tolerance, y0: torch.Tensor, shape: torch.Size) 
     return full.to(y0.device).reshape(y0.shape)
 
 
+class LeadingRMS:
+    """A `PIDController(norm=...)` that controls only the first `k` entries of each sample's
+    state (an augmented state's own part, not what rides along with it): the RMS of their
+    scaled error over the batch (a shared grid) or per sample (`per_sample`: per-sample grids).
+    """
+
+    def __init__(self, k: int, per_sample: bool = False) -> None:
+        self.k, self.per_sample = k, per_sample
+
+    def __call__(self, scaled: torch.Tensor) -> torch.Tensor:
+        leading = scaled[:, :self.k].square()
+        return (leading.mean(-1) if self.per_sample else leading.mean()).sqrt()
+
+
 class ErrorNorm:
     r"""The error ratio of a step: for each group, the RMS over its N entries of
 

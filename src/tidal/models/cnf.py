@@ -26,6 +26,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.adjoint.base import Adjoint
 from tidal.controllers import PIDController
 from tidal.controllers.base import StepSizeController
+from tidal.controllers.norms import LeadingRMS
 from tidal.integrate import solve
 from tidal.models import divergence
 from tidal.models.neural_ode import solve_objects
@@ -217,17 +218,7 @@ class CNF(nn.Module):
         c = self.controller
         if not isinstance(c, PIDController) or c.norm is not None:
             return c
-        return dataclasses.replace(c, norm=_LeadingRMS(d + 1))
-
-
-class _LeadingRMS:
-    """RMS of the scaled error over the first `k` columns (y and Δ, not the regularizers)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def __call__(self, scaled: torch.Tensor) -> torch.Tensor:
-        return scaled[:, :self.k].square().mean().sqrt()
+        return dataclasses.replace(c, norm=LeadingRMS(d + 1))  # y and Δ, not the regularizers
 
 
 class _AugmentedField:

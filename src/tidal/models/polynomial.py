@@ -70,6 +70,7 @@ class PolynomialField(nn.Module):
 
     factor_index: torch.Tensor  # [F, degree]: indices into [1, y] multiplied per monomial
     active: torch.Tensor  # [D, F] bool: the learned terms
+    active_index: torch.Tensor  # their flat indices, in the coefficients' order
     offset: torch.Tensor
     scale: torch.Tensor
 
@@ -99,6 +100,8 @@ class PolynomialField(nn.Module):
             index[k, :len(combo)] = torch.tensor(combo, dtype=torch.long) + 1
         self.register_buffer("factor_index", index, persistent=False)
         self.register_buffer("active", torch.as_tensor(mask), persistent=False)
+        self.register_buffer("active_index", torch.as_tensor(np.flatnonzero(mask)),
+                             persistent=False)
         self.coefficients = nn.Parameter(torch.as_tensor(values[mask],
                                                          dtype=torch.get_default_dtype()))
         self.register_buffer("offset", torch.tensor(scaling.state_offset), persistent=False)
@@ -106,8 +109,8 @@ class PolynomialField(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """The coefficients [D, F], zero outside the active terms."""
-        full = self.coefficients.new_zeros(self.active.shape)
-        return full.masked_scatter(self.active, self.coefficients)
+        full = self.coefficients.new_zeros(self.active.numel())
+        return full.index_copy(0, self.active_index, self.coefficients).view(self.active.shape)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # `Scaling.unscale_values` and `scale_rates`, with the offset and scale kept as buffers
