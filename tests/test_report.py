@@ -336,6 +336,37 @@ def test_a_model_that_blows_up_in_the_forecast_gets_a_report_that_says_so(tmp_pa
     assert "FAIL" in summary and "forecast" in summary
 
 
+def test_a_model_that_blows_up_within_a_test_trajectory_is_not_measured(tmp_path):
+    """dx = x^2 from x = 3 reaches infinity at t = 1/3, inside a test trajectory's span [0,
+    0.4] (from x = 1, the other test trajectory and the training ones are fine). The report is
+    still written: the test error is not measurable (null in metrics.json, a failed check,
+    "not measurable" in the summary), a warning says how many trajectories blow up, and the
+    fit plot keeps the trajectory that can be solved. (y is constant in the data: its vector
+    field plot's axis still has a width.)"""
+    from tidal.models.polynomial import PolynomialODE
+
+    model = PolynomialODE.from_terms({"dx": {"x^2": 1.0}}, ("x", "y")).double()
+    times = np.linspace(0.0, 0.4, 5)
+    exact = np.stack([1.0 / (1.0 - times), np.ones_like(times)], axis=1)  # x(0) = 1
+    far = np.stack([[3.0, 4.29, 7.5, 30.0, 30.0], np.ones_like(times)], axis=1)  # x(0) = 3
+    train = Trajectories([times, times], [exact, exact], state_names=("x", "y"))
+    test = Trajectories([times, times], [exact, far], state_names=("x", "y"))
+    save_run(tmp_path, model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "y"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": train, "test": test})
+    html = write_report(tmp_path).read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: null, no NaN
+    assert metrics["test"]["relative_rmse"] == [None, None]
+    assert metrics["test"]["unsolved"] == 1 and metrics["train"]["unsolved"] == 0
+    assert metrics["train"]["relative_rmse"][0] < 1e-3
+    summary = read_summary(tmp_path)
+    assert "test error, % of range (from the first (noisy) observations): x not measurable" \
+        in summary
+    assert "FAIL  held-out error" in summary
+    assert "cannot be solved along 1 of 2 test trajectories" in summary and "blows up" in html
+    assert (tmp_path / "fit_test_1.png").exists()
+
+
 def test_a_basin_start_whose_solve_blows_up_does_not_agree(tmp_path):
     """The basin check integrates from a grid to t = 30, far past most data: a model that
     blows up there (dx = x^2) is counted as disagreeing, not as a crash or a stable state."""

@@ -18,7 +18,15 @@ from tidal.plots.energy import plot_energy
 from tidal.plots.losses import plot_losses
 from tidal.plots.trajectories import plot_fits
 from tidal.plots.vector_field import plot_vector_fields
-from tidal.report.checks import STARTS, Check, checks_json, run_checks, run_facts, significant
+from tidal.report.checks import (
+    STARTS,
+    Check,
+    checks_json,
+    percent,
+    run_checks,
+    run_facts,
+    significant,
+)
 from tidal.report.metrics import (
     FORECAST_FACTOR,
     energy_along_forecasts,
@@ -107,7 +115,9 @@ def _fit_pages(run: Run, data: Trajectories, split: str, starts: np.ndarray | No
         part = data[picked]
         t0, t1 = part.t_span
         ts = np.linspace(t0, t1, 200)
-        predictions = run.predict(y0[picked], ts)
+        predictions = predicted(run, y0[picked], ts)
+        if not np.isfinite(predictions).all():  # one blew up: NaN (no line) for it alone
+            predictions = np.stack([predicted(run, y0[i], ts) for i in picked], 1)
         figure = plot_fits(list(zip(part.times, part.values)),
                            [(ts, predictions[:, b]) for b in range(len(part))],
                            state_names=run.state_names,
@@ -157,7 +167,8 @@ def _vector_fields(run: Run, data: Trajectories) -> Any:
         bounds = [(float(b[0]), float(b[1])) for b in system.bounds[:2]]
     else:
         lo, hi = np.nanmin(observed, axis=0), np.nanmax(observed, axis=0)
-        pad = 0.1 * (hi - lo)
+        # a state constant in the data still gets a plane (its value +- 10%, or +- 0.1)
+        pad = 0.1 * np.where(hi > lo, hi - lo, np.maximum(np.abs(hi), 1.0))
         bounds = [(lo[i] - pad[i], hi[i] + pad[i]) for i in range(2)]
 
     def lift(points: np.ndarray) -> np.ndarray:
@@ -222,7 +233,8 @@ def _errors(run: Run, metrics: dict[str, Any]) -> str:
     rows = []
     for split in ("test", "val", "train"):
         if split in metrics:
-            cells = "".join(f"<td class='n'>{significant(100 * r)}% ({significant(v)})</td>"
+            cells = "".join(f"<td class='n'>{percent(r)}"
+                            f"{'' if v is None else f' ({significant(v)})'}</td>"
                             for v, r in zip(metrics[split]["rmse"],
                                             metrics[split]["relative_rmse"]))
             covered = metrics[split].get("band_coverage")

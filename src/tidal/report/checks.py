@@ -57,6 +57,11 @@ class Check:
         return f"{'>=' if self.at_least else '<='} {self.shown(self.limit)}"
 
 
+def percent(x: float | None) -> str:
+    """A fraction as a percentage, or "not measurable" (None: the model could not be solved)."""
+    return "not measurable" if x is None else f"{significant(100 * x)}%"
+
+
 def significant(x: float, digits: int = 3) -> str:
     """x to `digits` significant digits: 0.0451 -> "0.0451", 4.5 -> "4.50", 98.5 -> "98.5"."""
     text = f"{x:#.{digits}g}"
@@ -207,7 +212,7 @@ def summary_lines(metrics: dict[str, Any], config: dict[str, Any]) -> list[str]:
     lines = []
     for split in ("test", "val", "train"):
         if split in metrics:
-            errors = ", ".join(f"{name} {significant(100 * r)}%" for name, r in
+            errors = ", ".join(f"{name} {percent(r)}" for name, r in
                                zip(metrics["states"], metrics[split]["relative_rmse"]))
             how = STARTS[metrics[split]["start"]]
             lines.append(f"{split} error, % of range ({how}): {errors}")

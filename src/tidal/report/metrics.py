@@ -34,7 +34,8 @@ PERIOD_STARTS = 16  # initial states for the period check
 
 
 def evaluate_run(run: Run) -> dict[str, Any]:
-    """metrics.json's content: per split RMSE (absolute and relative), the fit's outcome and,
+    """metrics.json's content: per split RMSE (absolute and relative; null where the model
+    cannot be solved along some trajectory, counted in `unsolved`), the fit's outcome and,
     for built-in systems, how the learned dynamics compare with the true ones."""
     splits = {name: data for name in SPLITS if (data := run.data(name)) is not None}
     ranges = state_ranges(list(splits.values()))
@@ -43,9 +44,10 @@ def evaluate_run(run: Run) -> dict[str, Any]:
     in_time = run.config["data"].get("split") == "time"  # tidal.training.time_split
     for name, data in splits.items():
         starts = learned_initial_states(run, data) if name == "train" else None
-        rmse = observation_rmse(run, data, starts, skip_start=in_time and name != "train")
-        metrics[name] = {"trajectories": len(data), "rmse": rmse.tolist(),
-                         "relative_rmse": (rmse / ranges).tolist(),
+        rmse, unsolved = observation_rmse(run, data, starts,
+                                          skip_start=in_time and name != "train")
+        metrics[name] = {"trajectories": len(data), "rmse": _json_list(rmse),
+                         "relative_rmse": _json_list(rmse / ranges), "unsolved": unsolved,
                          "start": "first observation" if starts is None else "learned"}
         if isinstance(run.model, Ensemble):
             metrics[name]["band_coverage"] = band_coverage(
@@ -168,20 +170,27 @@ def state_ranges(datasets: list[Trajectories]) -> np.ndarray:
 
 
 def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | None = None,
-                     *, skip_start: bool = False) -> np.ndarray:
+                     *, skip_start: bool = False) -> tuple[np.ndarray, int]:
     """Per state RMSE between the model and the observed entries, each trajectory predicted
-    from its row of `initial_states` [N, D] (default: its first observation). `skip_start`
-    leaves each trajectory's first row out (a part held out in time starts from a training
+    from its row of `initial_states` [N, D] (default: its first observation), and how many
+    trajectories the model cannot be solved along (`predicted`: it blows up within their
+    span); the RMSE is NaN (not measurable) when any cannot. `skip_start` leaves each
+    trajectory's first row out (a part held out in time starts from a training
     observation)."""
     squared, counts = np.zeros(data.n_states), np.zeros(data.n_states)
     starts = data.initial_states() if initial_states is None else initial_states
+    unsolved = 0
     for times, values, mask, y0 in zip(data.times, data.values, data.masks, starts):
         if skip_start:
             mask = np.concatenate([np.zeros_like(mask[:1]), mask[1:]])
-        prediction = run.predict(y0, times)
+        prediction = predicted(run, y0, times)
+        if not np.isfinite(prediction).all():
+            unsolved += 1
+            continue
         squared += np.where(mask, (prediction - np.nan_to_num(values)) ** 2, 0).sum(axis=0)
         counts += mask.sum(axis=0)
-    return np.sqrt(squared / np.maximum(counts, 1))
+    rmse = np.sqrt(squared / np.maximum(counts, 1))
+    return (np.full_like(rmse, np.nan) if unsolved else rmse), unsolved
 
 
 def band_coverage(run: Run, data: Trajectories, initial_states: np.ndarray | None = None,

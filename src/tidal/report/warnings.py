@@ -4,6 +4,9 @@ what to try. They head report.html, end the terminal's summary and are kept in m
 Checks (`tidal.report.checks`) compare a run with fixed limits, and with the truth when it is
 known; warnings need no truth and are about the user's own data:
 
+- a model that cannot be solved along some trajectory within its span (it blows up), so
+  that its error there cannot be measured (then the two error warnings below are not
+  computed);
 - held-out error well above the noise: the held-out RMSE of a state is more than
   `NOISE_FACTOR` times the observation noise estimated from the data alone
   (`tidal.data.noise.noise_level`); without held-out data, the same test on the training
@@ -83,9 +86,11 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     noise = _relative_noise(present, ranges)
     train = splits["train"]
     assert train is not None  # a run always has training data (read_split refuses otherwise)
-    found = _error_against_noise(metrics, noise)
-    if not any(w.kind == "underfit" for w in found):
-        found += _unexplained(metrics, train)
+    found = _unsolved(metrics)
+    if not found:  # else the errors cannot be measured
+        found += _error_against_noise(metrics, noise)
+        if not any(w.kind == "underfit" for w in found):
+            found += _unexplained(metrics, train)
     found += _spectral(run, train)
     found += _forecast(run, train, present, ranges)
     if isinstance(run.model, Ensemble):
@@ -103,6 +108,19 @@ def _relative_noise(datasets: list[Trajectories], ranges: np.ndarray) -> np.ndar
                           [v for d in datasets for v in d.values],
                           state_names=datasets[0].state_names)
     return np.maximum(noise_level(pooled) / ranges, NOISE_FLOOR)
+
+
+def _unsolved(metrics: dict[str, Any]) -> list[FitWarning]:
+    """Splits with trajectories the model cannot be solved along within their own span."""
+    failing = [f"{metrics[split]['unsolved']} of {metrics[split]['trajectories']} {split}"
+               for split in SPLITS if metrics.get(split, {}).get("unsolved")]
+    if not failing:
+        return []
+    return [FitWarning(
+        "unsolved", f"the model cannot be solved along {', '.join(failing)} trajectories "
+        "within their own span (it blows up): their error cannot be measured",
+        "--ensemble 5 to see whether other seeds fit, or, where --discover kept a formula, "
+        "the same fit without --discover (the network)")]
 
 
 def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[FitWarning]:
@@ -152,7 +170,9 @@ def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
     # contiguous rows: the solver's error norm needs them (a non-contiguous y0 fails there)
     starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
     grids = [np.linspace(t[0], t[-1], MODEL_POINTS) for t in train.times]
-    predicted = [run.predict(y0, ts) for y0, ts in zip(starts, grids)]
+    predictions = [predicted(run, y0, ts) for y0, ts in zip(starts, grids)]
+    if not all(np.isfinite(p).all() for p in predictions):
+        return []  # a model that blows up along its own training data: `_unsolved` says so
     found = []
     for j, name in enumerate(run.state_names):
         observed = [(t[m[:, j]], v[m[:, j], j])
@@ -161,7 +181,7 @@ def _spectral(run: Run, train: Trajectories) -> list[FitWarning]:
         if data_peak is None or data_peak.power < OSCILLATION_POWER or half_cycles_observed(
                 [t for t, _ in observed], data_peak.frequency, span) < OBSERVED_HALF_CYCLES:
             continue  # no oscillation, or one the sampling does not show (log-spaced times)
-        model_peak = dominant_frequency([(ts, p[:, j]) for ts, p in zip(grids, predicted)],
+        model_peak = dominant_frequency([(ts, p[:, j]) for ts, p in zip(grids, predictions)],
                                         span, 4 * highest)
         if _mismatch(data_peak, model_peak):
             learned = ("does not oscillate" if model_peak is None
