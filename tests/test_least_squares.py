@@ -84,19 +84,25 @@ def test_least_squares_matches_scipy(learn_initial_states: bool) -> None:
     assert found.mse == pytest.approx(np.mean(residual ** 2), rel=1e-9)
 
 
-def test_a_trial_point_whose_solve_fails_is_stepped_back_from(monkeypatch) -> None:
-    """A failed solve at a trial point counts as NaN residuals: the trust region shrinks and
-    the fit still reaches the optimum."""
+@pytest.mark.parametrize("failure", ["solve fails", "residuals overflow"])
+def test_a_trial_point_whose_solve_fails_is_stepped_back_from(monkeypatch, failure: str
+                                                              ) -> None:
+    """A failed solve at a trial point, or one whose squared residuals overflow float64 (a
+    solve that nearly blew up), counts as NaN residuals: the trust region shrinks and the
+    fit still reaches the optimum."""
     data, scaling = _noisy_series()
     model = _model(scaling, LOOSE)
     solve, start, failed = model.solve, model.vector_field.coefficients.detach().clone(), []
 
     def failing_at_the_first_trial_point(y0: torch.Tensor, ts: torch.Tensor,
                                          **options: Any) -> Solution:
+        solution = solve(y0, ts, **options)
         if not failed and not torch.equal(model.vector_field.coefficients, start):
             failed.append(1)
-            raise SolveFailedError(Status.MAX_STEPS, "at a trial point")
-        return solve(y0, ts, **options)
+            if failure == "solve fails":
+                raise SolveFailedError(Status.MAX_STEPS, "at a trial point")
+            solution.ys = solution.ys * 1e160
+        return solution
 
     monkeypatch.setattr(model, "solve", failing_at_the_first_trial_point)
     found = least_squares(model, data, scaling)

@@ -68,11 +68,12 @@ class PolynomialField(nn.Module):
     """The field of a `PolynomialODE`: `coefficients` [D, F] (zero outside `active`) in the
     data's units, applied to scaled states through `scaling`."""
 
-    factor_index: torch.Tensor  # [F, degree]: indices into [1, y] multiplied per monomial
     active: torch.Tensor  # [D, F] bool: the learned terms
     active_index: torch.Tensor  # their flat indices, in the coefficients' order
-    offset: torch.Tensor
-    scale: torch.Tensor
+    term_factors: torch.Tensor  # [P, degree]: each coefficient's monomial, indices into [1, y]
+    combine: torch.Tensor  # [P, D]: each coefficient's output, its rate in the model's units
+    lift: torch.Tensor  # [D, 1 + D] and lift_offset [1 + D]: scaled y -> [1, y in data units]
+    lift_offset: torch.Tensor
 
     def __init__(self, coefficients: np.ndarray | Sequence[Sequence[float]], degree: int,
                  scaling: Scaling, active: np.ndarray | Sequence[Sequence[bool]] | None = None
@@ -95,17 +96,22 @@ class PolynomialField(nn.Module):
                                        "coefficients' shape, and the coefficients be finite.")
         self.degree, self.scaling = degree, scaling
         # state indices per monomial, padded with index 0 of [1, y] (a factor of one)
-        index = torch.zeros(len(factors), degree, dtype=torch.long)
+        index = np.zeros((len(factors), degree), dtype=np.int64)
         for k, combo in enumerate(factors):
-            index[k, :len(combo)] = torch.tensor(combo, dtype=torch.long) + 1
-        self.register_buffer("factor_index", index, persistent=False)
-        self.register_buffer("active", torch.as_tensor(mask), persistent=False)
-        self.register_buffer("active_index", torch.as_tensor(np.flatnonzero(mask)),
-                             persistent=False)
+            index[k, :len(combo)] = np.asarray(combo) + 1
+        outputs, features = np.nonzero(mask)  # row-major: the coefficients' order
+        rate_scale = scaling.time_scale / np.asarray(scaling.state_scale)  # `scale_rates`
+        combine = np.zeros((len(outputs), n_states))
+        combine[np.arange(len(outputs)), outputs] = rate_scale[outputs]
+        lift = np.concatenate([np.zeros((n_states, 1)), np.diag(scaling.state_scale)], 1)
+        for name, value in (("active", torch.as_tensor(mask)),
+                            ("active_index", torch.as_tensor(np.flatnonzero(mask))),
+                            ("term_factors", torch.as_tensor(index[features])),
+                            ("combine", torch.as_tensor(combine)), ("lift", torch.as_tensor(lift)),
+                            ("lift_offset", torch.tensor([1.0, *scaling.state_offset]))):
+            self.register_buffer(name, value, persistent=False)
         self.coefficients = nn.Parameter(torch.as_tensor(values[mask],
                                                          dtype=torch.get_default_dtype()))
-        self.register_buffer("offset", torch.tensor(scaling.state_offset), persistent=False)
-        self.register_buffer("scale", torch.tensor(scaling.state_scale), persistent=False)
 
     def matrix(self) -> torch.Tensor:
         """The coefficients [D, F], zero outside the active terms."""
@@ -113,14 +119,16 @@ class PolynomialField(nn.Module):
         return full.index_copy(0, self.active_index, self.coefficients).view(self.active.shape)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # `Scaling.unscale_values` and `scale_rates`, with the offset and scale kept as buffers
-        # (no tensors made from the scaling's tuples at every call of f)
-        offset, scale = self.offset.to(y.dtype), self.scale.to(y.dtype)
-        state = offset + scale * y  # the data's units
-        padded = torch.cat((torch.ones_like(state[..., :1]), state), -1)
-        monomials = padded[..., self.factor_index].prod(-1)  # [..., F]
-        rate = monomials @ self.matrix().to(y.dtype).T
-        return rate * (self.scaling.time_scale / scale)
+        """sum_k c_k theta_k(state) e_(output k), with state = offset + scale y in the data's
+        units and the rates scaled back (`Scaling.unscale_values` and `scale_rates`, folded
+        into the constant `lift` and `combine`: five operations a call)."""
+        lift, lift_offset, combine, coefficients = (
+            value if value.dtype == y.dtype else value.to(y.dtype)
+            for value in (self.lift, self.lift_offset, self.combine, self.coefficients))
+        padded = (torch.addmm(lift_offset, y, lift) if y.dim() == 2
+                  else y @ lift + lift_offset)  # [..., 1 + D]: [1, the state in data units]
+        monomials = padded[..., self.term_factors].prod(-1)  # [..., P], one per coefficient
+        return (monomials * coefficients) @ combine
 
 
 class PolynomialODE(NeuralODE):

@@ -25,8 +25,9 @@ along the flat valleys of a trajectory fit (on one Lotka-Volterra series Adam ne
 epochs to come within a few percent of it), and it is what the least-squares fit of a known
 model, the usual baseline, computes.
 
-Where a trial point's solve fails (a formula that blows up), its residuals are reported as
-NaN, which makes the method shrink its trust region and try a nearer point.
+Where a trial point's solve fails (a formula that blows up), or its squared residuals
+overflow, its residuals are reported as NaN, which makes the method shrink its trust region
+and try a nearer point.
 """
 
 from __future__ import annotations
@@ -104,11 +105,14 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
     @torch.no_grad()
     def values(theta: np.ndarray) -> np.ndarray:
         y0 = load(theta)
+        failed = np.full(int(batch.mask.sum()), np.nan)
         try:
             solution = model.solve(y0, batch.ts, adjoint=BackpropAdjoint())
         except SolveFailedError:
-            return np.full(int(batch.mask.sum()), np.nan)
-        return (solution.ys - batch.ys)[batch.mask].double().numpy()
+            return failed
+        residuals = (solution.ys - batch.ys)[batch.mask].double().numpy()
+        with np.errstate(over="ignore"):  # a solve that nearly blew up fails the same way
+            return residuals if np.isfinite(residuals @ residuals) else failed
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
         sensitivities = forward_sensitivities(model, load(theta), batch.ts, learn_initial_states)
