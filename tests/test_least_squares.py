@@ -111,6 +111,35 @@ def test_a_trial_point_whose_solve_fails_is_stepped_back_from(monkeypatch, failu
     np.testing.assert_allclose(found.mse, reference.mse, rtol=1e-8)
 
 
+def test_a_jacobian_that_cannot_be_solved_ends_the_fit_at_its_best_point(monkeypatch
+                                                                          ) -> None:
+    """Where the sensitivity equations cannot be solved (a formula near a blow-up takes more
+    steps than allowed), the fit ends at the point it had reached: better than its start,
+    not converged, standard errors unknown (NaN: pruning stops there)."""
+    data, scaling = _noisy_series()
+    model = _model(scaling, LOOSE)
+    sensitivities, calls = least_squares_module.forward_sensitivities, []
+
+    def failing_on_the_third_call(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise SolveFailedError(Status.MAX_STEPS, "in the sensitivities")
+        return sensitivities(*args, **kwargs)
+
+    monkeypatch.setattr(least_squares_module, "forward_sensitivities", failing_on_the_third_call)
+    start = least_squares_module.MAX_EVALUATIONS
+    monkeypatch.setattr(least_squares_module, "MAX_EVALUATIONS", 1)  # no step: the start
+    reference = least_squares(_model(scaling, LOOSE), data, scaling, learn_initial_states=False)
+    monkeypatch.setattr(least_squares_module, "MAX_EVALUATIONS", start)
+    found = least_squares(model, data, scaling, learn_initial_states=False)
+    assert len(calls) == 3 and not found.converged
+    assert np.isnan(found.standard_errors).all() and found.mse < reference.mse
+    prediction = model(torch.as_tensor(scaling.scale_values(data.values[0][:1])),
+                       torch.as_tensor(scaling.scale_times(data.times[0])))[:, 0].detach()
+    residual = prediction.numpy() - scaling.scale_values(data.values[0])
+    assert found.mse == pytest.approx(np.mean(residual ** 2), rel=1e-9)  # the model is there
+
+
 def test_a_start_that_cannot_be_solved_is_named(monkeypatch) -> None:
     data, scaling = _noisy_series()
     model = _model(scaling)

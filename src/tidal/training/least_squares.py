@@ -64,11 +64,12 @@ class LeastSquaresResult:
             training loss.
         evaluations: the solves it took.
         converged: whether scipy's tolerances were met (else it stopped at
-            `MAX_EVALUATIONS`; the parameters are the best found either way).
+            `MAX_EVALUATIONS`, or where the sensitivity equations could not be solved; the
+            parameters are the best found either way).
         standard_errors: the model's parameters' standard errors (in `model.parameters()`'
             order, flattened) from the linearization at the optimum, sqrt(diag(s^2 (J^T
             J)^+)) with s^2 = RSS / (observed entries - fitted values); NaN where the entries
-            do not outnumber the fitted values.
+            do not outnumber the fitted values or no Jacobian could be computed there.
     """
 
     initial_states: np.ndarray
@@ -102,8 +103,11 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
             offsets.copy_(values[n_weights:].reshape(offsets.shape))
         return start.to(dtype) + offsets
 
+    evaluations = [0]
+
     @torch.no_grad()
     def values(theta: np.ndarray) -> np.ndarray:
+        evaluations[0] += 1
         y0 = load(theta)
         failed = np.full(int(batch.mask.sum()), np.nan)
         try:
@@ -115,7 +119,11 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
             return residuals if np.isfinite(residuals @ residuals) else failed
 
     def jacobian(theta: np.ndarray) -> np.ndarray:
-        sensitivities = forward_sensitivities(model, load(theta), batch.ts, learn_initial_states)
+        try:
+            sensitivities = forward_sensitivities(model, load(theta), batch.ts,
+                                                  learn_initial_states)
+        except SolveFailedError as error:  # scipy asks at its current (best) point
+            raise _NoJacobian(theta) from error
         rows = sensitivities[batch.mask]  # [R, P (+ D)]: d residual / d(theta (, its y0))
         if not learn_initial_states:
             return rows.double().numpy()
@@ -134,17 +142,30 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
         raise InvalidArgumentError(
             "`least_squares`: the model's trajectories from its starting parameters cannot be "
             "solved; start from parameters that fit the data roughly (e.g. after `fit`).")
-    solution = scipy.optimize.least_squares(values, theta0, jac=jacobian, method="trf",
-                                            x_scale="jac", max_nfev=MAX_EVALUATIONS)
-    values(solution.x)  # leave the model at the optimum
+    evaluations[0] = 0  # scipy's own, as its nfev
+    try:
+        solution = scipy.optimize.least_squares(values, theta0, jac=jacobian, method="trf",
+                                                x_scale="jac", max_nfev=MAX_EVALUATIONS)
+        theta, jac, converged = solution.x, solution.jac, bool(solution.status > 0)
+    except _NoJacobian as stop:  # the fit ends at the best point it reached
+        theta, jac, converged = stop.theta, None, False
+    count = evaluations[0]
+    residuals = values(theta)  # and leaves the model there
     states = (start + offsets.double()).numpy()
-    residual_dof = len(solution.fun) - len(solution.x)
-    variance = 2 * solution.cost / residual_dof if residual_dof > 0 else np.nan
-    covariance = variance * np.linalg.pinv(solution.jac.T @ solution.jac)
-    return LeastSquaresResult(scaling.unscale_values(states),
-                              float(2 * solution.cost / len(solution.fun)),
-                              int(solution.nfev), bool(solution.status > 0),
-                              np.sqrt(np.diag(covariance)[:n_weights]))
+    residual_dof = len(residuals) - len(theta)
+    variance = residuals @ residuals / residual_dof if residual_dof > 0 else np.nan
+    errors = (np.full(n_weights, np.nan) if jac is None else
+              np.sqrt(np.diag(variance * np.linalg.pinv(jac.T @ jac))[:n_weights]))
+    return LeastSquaresResult(scaling.unscale_values(states), float(np.mean(residuals ** 2)),
+                              count, converged, errors)
+
+
+class _NoJacobian(Exception):
+    """The sensitivities cannot be solved at `theta`, the fit's current point."""
+
+    def __init__(self, theta: np.ndarray) -> None:
+        super().__init__("the sensitivity equations cannot be solved")
+        self.theta = theta.copy()
 
 
 @torch.no_grad()
