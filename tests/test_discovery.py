@@ -61,6 +61,29 @@ def test_coefficients_keep_the_data_units_under_a_scaling() -> None:
                                lotka_volterra(np.array([1.5, 1.0]), ts), atol=1e-8)
 
 
+def test_a_cubic_field_in_three_states_matches_its_formula() -> None:
+    """Degree 3 in 3 states (20 monomials, about half learned), shifted, scaled states and
+    scaled time: the field against numpy's evaluation of sum_k c_k theta_k(state) in the
+    data's units, rates scaled back, for a batch and for a batch of batches."""
+    from tidal.models.polynomial import PolynomialField, monomial_factors
+
+    rng = np.random.default_rng(0)
+    coefficients = rng.normal(size=(3, 20)) * (rng.random((3, 20)) < 0.5)
+    scaling = Scaling((0.5, -1.0, 2.0), (2.0, 0.5, 3.0), 1.7)
+    field = PolynomialField(coefficients, 3, scaling).double()
+    y = rng.normal(size=(2, 4, 3))
+    state = np.asarray(scaling.state_offset) + np.asarray(scaling.state_scale) * y
+    monomials = np.stack([np.prod(state[..., list(combo)], axis=-1) for combo in
+                          monomial_factors(3, 3)], -1)  # the empty product is 1
+    expected = (monomials @ field.matrix().detach().numpy().T * scaling.time_scale
+                / np.asarray(scaling.state_scale))
+    t = torch.tensor(0.0, dtype=torch.float64)
+    for batch in (y, y.reshape(8, 3)):
+        found = field(t, torch.as_tensor(batch)).detach().numpy()
+        np.testing.assert_allclose(found.reshape(expected.shape), expected, rtol=1e-13,
+                                   atol=1e-13 * np.abs(expected).max())
+
+
 def test_gradients_of_the_coefficients_match_finite_differences() -> None:
     model = PolynomialODE.from_terms(LV, ("x", "y"), degree=3).double()
     y = torch.rand(5, 2, dtype=torch.float64) + 0.5
