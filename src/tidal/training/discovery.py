@@ -8,13 +8,12 @@ Scientific Machine Learning", 2020), after a network has been fitted:
    its range over the observed states (`tidal.models.symbolic.explanations`), at most four,
    sparsest first;
 2. fit each formula's coefficients to the trajectories again, as a `PolynomialODE` started at
-   the formula and at the network's estimated initial states: the network's settings for at
-   most `BASIN_EPOCHS` epochs (weight decay off: the coefficients are the model; no early
-   stopping) to reach the optimum's basin, then to the least-squares optimum on the
-   training rows (`tidal.training.least_squares`); then, while a coefficient is within
-   `SIGNIFICANCE` (2) standard errors of zero, without its least significant term, at the
-   new optimum (backward elimination): each step a candidate too, as the network's field
-   can carry terms the data do not support;
+   the formula and at the network's estimated initial states: the network's settings for as
+   many epochs (weight decay off: the coefficients are the model; no early stopping), then
+   to the least-squares optimum on the training rows (`tidal.training.least_squares`); then,
+   while a coefficient is within `SIGNIFICANCE` (2) standard errors of zero, without its
+   least significant term, at the new optimum (backward elimination): each step a candidate
+   too, as the network's field can carry terms the data do not support;
 3. keep the sparsest formula whose validation loss is within `MARGIN` (2) times the best of
    all (the network's included), else the network: all are trained on the same rows and
    chosen on the same validation rows, in the same units, and a few validation rows cannot
@@ -60,11 +59,6 @@ CANDIDATES = 4
 #: or any candidate's) is kept, else the network: the simpler model wins unless the
 #: validation rows (a few per series, held out in time) tell the models apart clearly
 MARGIN = 2.0
-#: epochs of the network's optimizer for a candidate formula before its least-squares fit
-#: (at most the network's own): enough to reach the optimum's basin from SINDy's start (on
-#: one Lotka-Volterra series, 100 and 300 led to the same optima on all twelve runs measured;
-#: least squares from SINDy's start alone can stop in a local minimum)
-BASIN_EPOCHS = 100
 #: a formula at its optimum loses its least significant term while that term's coefficient is
 #: within this many standard errors of zero (about 95% two-sided), and the pruned formula is
 #: a candidate too: the network's field can carry terms the data do not support
@@ -86,8 +80,7 @@ def discover(result: FitResult, train: Trajectories, val: Trajectories,
                         "why": f"no polynomial of degree <= {DEGREE} explains the learned field "
                                f"within {TOLERANCE:.0%} of its range"}
     network = result.model
-    config = dataclasses.replace(result.config, weight_decay=0.0, patience=None,
-                                 epochs=min(result.config.epochs, BASIN_EPOCHS))
+    config = dataclasses.replace(result.config, weight_decay=0.0, patience=None)
     judged: list[tuple[FitResult, dict[str, Any]]] = []
     seen: set[bytes] = set()  # each set of terms is fitted once
     for threshold, formula in found:
