@@ -66,10 +66,11 @@ class LeastSquaresResult:
         converged: whether scipy's tolerances were met (else it stopped at
             `MAX_EVALUATIONS`, or where the sensitivity equations could not be solved; the
             parameters are the best found either way).
-        standard_errors: the model's parameters' standard errors (in `model.parameters()`'
-            order, flattened) from the linearization at the optimum, sqrt(diag(s^2 (J^T
-            J)^+)) with s^2 = RSS / (observed entries - fitted values); NaN where the entries
-            do not outnumber the fitted values or no Jacobian could be computed there.
+        standard_errors: the field's parameters' standard errors (in
+            `model.vector_field.parameters()`' order, flattened) from the linearization at
+            the optimum, sqrt(diag(s^2 (J^T J)^+)) with s^2 = RSS / (observed entries -
+            fitted values); NaN where the entries do not outnumber the fitted values or no
+            Jacobian could be computed there.
     """
 
     initial_states: np.ndarray
@@ -91,7 +92,7 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
     first = batch.y0.to(torch.float64)
     start = (first if initial_states is None else torch.as_tensor(
         scaling.scale_values(np.asarray(initial_states)), dtype=torch.float64))
-    parameters = list(model.parameters())
+    parameters = list(model.vector_field.parameters())  # `forward_sensitivities`' columns
     n_weights = sum(p.numel() for p in parameters)
     offsets = torch.zeros_like(batch.y0)
 
@@ -103,11 +104,13 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
             offsets.copy_(values[n_weights:].reshape(offsets.shape))
         return start.to(dtype) + offsets
 
-    evaluations = [0]
+    evaluations = 0
+    sample = torch.nonzero(batch.mask)[:, 1:2]  # each residual's trajectory
 
     @torch.no_grad()
     def values(theta: np.ndarray) -> np.ndarray:
-        evaluations[0] += 1
+        nonlocal evaluations
+        evaluations += 1
         y0 = load(theta)
         failed = np.full(int(batch.mask.sum()), np.nan)
         try:
@@ -130,7 +133,6 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
         n_samples, n_states = batch.y0.shape
         matrix = rows.new_zeros(len(rows), n_weights + n_samples * n_states)
         matrix[:, :n_weights] = rows[:, :n_weights]
-        sample = torch.nonzero(batch.mask)[:, 1:2]  # each row's trajectory
         matrix.scatter_(1, n_weights + sample * n_states + torch.arange(n_states),
                         rows[:, n_weights:])
         return matrix.double().numpy()
@@ -142,14 +144,14 @@ def least_squares(model: NeuralODE, data: Trajectories, scaling: Scaling, *,
         raise InvalidArgumentError(
             "`least_squares`: the model's trajectories from its starting parameters cannot be "
             "solved; start from parameters that fit the data roughly (e.g. after `fit`).")
-    evaluations[0] = 0  # scipy's own, as its nfev
+    evaluations = 0  # scipy's own, as its nfev
     try:
         solution = scipy.optimize.least_squares(values, theta0, jac=jacobian, method="trf",
                                                 x_scale="jac", max_nfev=MAX_EVALUATIONS)
         theta, jac, converged = solution.x, solution.jac, bool(solution.status > 0)
     except _NoJacobian as stop:  # the fit ends at the best point it reached
         theta, jac, converged = stop.theta, None, False
-    count = evaluations[0]
+    count = evaluations
     residuals = values(theta)  # and leaves the model there
     states = (start + offsets.double()).numpy()
     residual_dof = len(residuals) - len(theta)
@@ -208,7 +210,8 @@ def forward_sensitivities(model: NeuralODE, y0: torch.Tensor, ts: torch.Tensor,
         return torch.cat([rates[0], derivatives.permute(1, 2, 0).reshape(n_samples, -1)], 1)
 
     start = y0.new_zeros(n_samples, n_states, n_columns)
-    start[:, :, n_weights:] = torch.eye(n_states, dtype=y0.dtype) if initial_states else 0
+    if initial_states:
+        start[:, :, n_weights:] = torch.eye(n_states, dtype=y0.dtype)
     controller = model.controller
     if isinstance(controller, PIDController) and controller.norm is None:
         # steps chosen by the states alone (as CVODES by default): the plain solve's steps
