@@ -181,6 +181,30 @@ def test_agreeing_members_raise_no_warning_and_disagreeing_ones_do(tmp_path):
     assert "members-disagree" in kinds and "band-explodes" in kinds
 
 
+def test_the_members_are_compared_over_the_data_span_whatever_the_time_unit(tmp_path):
+    """The same two members (one undamped) in a model time 4x the data's (Scaling's
+    time_scale 4, the fields 4x faster in it) give the same warnings, with the same numbers,
+    as in the data's time: the members are compared over the data's span, not 4x it (where
+    the undamped one's amplitude, not the phase, makes the spread)."""
+    data = simulate(OSCILLATOR, 6, n_obs=(20, 40), noise=0.05, seed=3)
+
+    def lines(time_scale: float) -> list[str]:
+        members = [matrix_model([[0.0, time_scale], [-W * W * time_scale,
+                                                     -2 * zeta * W * time_scale]])
+                   for zeta in (ZETA, 0.0)]
+        path = tmp_path / str(time_scale)
+        save_run(path, Ensemble(members, observation_noise=[0.05, 0.1]),
+                 Scaling((0.0, 0.0), (1.0, 1.0), time_scale),
+                 data={"state_names": ["x", "v"]}, train_config=TrainConfig().to_dict(),
+                 splits={"train": data[[0, 1, 2, 3]], "test": data[[4, 5]]})
+        run = load_run(path)
+        return [w.line for w in fit_warnings(run, evaluate_run(run))]
+
+    same_units = lines(1.0)
+    assert any("members disagree" in line for line in same_units)
+    assert lines(4.0) == same_units
+
+
 def test_a_calibrated_band_wider_than_the_data_warns(tmp_path):
     """Exact members: the band is the noise's, +-1.645 sd about the truth (plus the start's
     noise carried along), so its width is about 3.3 x 0.1 x factor = 0.33 x factor for v

@@ -367,6 +367,61 @@ def test_a_model_that_blows_up_within_a_test_trajectory_is_not_measured(tmp_path
     assert (tmp_path / "fit_test_1.png").exists()
 
 
+def _ensemble_run(path: Path, test_x0: float) -> None:
+    """An ensemble of dx = 0.01 x^2 and dx = x^2 (y constant) on series over [0, 0.4]: the
+    training series and one test series start at x = 1, the other test series at `test_x0`.
+    dx = x^2 from x0 reaches infinity at t = 1 / x0: from x = 1 beyond the data (before the
+    forecast's end, 1.2), from x0 = 3 within the series' span; dx = 0.01 x^2 never does."""
+    from tidal.models import Ensemble
+    from tidal.models.polynomial import PolynomialODE
+
+    members = [PolynomialODE.from_terms({"dx": {"x^2": c}}, ("x", "y")).double()
+               for c in (0.01, 1.0)]
+    times = np.linspace(0.0, 0.4, 5)
+    ones = np.ones_like(times)
+    start = np.stack([1.0 / (1.0 - 0.01 * times), ones], axis=1)  # the first member's, x0 = 1
+    other = np.stack([test_x0 / (1.0 - 0.01 * test_x0 * times), ones], axis=1)
+    train = Trajectories([times, times], [start, start], state_names=("x", "y"))
+    test = Trajectories([times, times], [start, other], state_names=("x", "y"))
+    save_run(path, Ensemble(members, observation_noise=[0.01, 0.01]),
+             Scaling((0.0, 0.0), (1.0, 1.0)), data={"state_names": ["x", "y"]},
+             train_config=TrainConfig().to_dict(), splits={"train": train, "test": test})
+
+
+def test_an_ensemble_member_that_blows_up_in_the_forecast_is_named(tmp_path):
+    """The second member blows up at t = 1, beyond the data (0.4) but before the forecast's
+    end: the report is written, the errors and the band's coverage are measured within the
+    data, and one warning says how many members blow up in the forecast (and no second one
+    for the members' mean). (The members differ within the data too: other warnings say
+    so.)"""
+    _ensemble_run(tmp_path, test_x0=1.5)
+    html = write_report(tmp_path).read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["unsolved"] == 0 and metrics["test"]["band_coverage"] is not None
+    kinds = [w["kind"] for w in metrics["warnings"]]
+    assert "forecast" not in kinds and "unsolved" not in kinds
+    (explodes,) = [w["message"] for w in metrics["warnings"] if w["kind"] == "band-explodes"]
+    assert explodes.startswith("1 of 2 members of the ensemble cannot be solved to 3x the "
+                               "data's span (it blows up)")
+    assert "cannot be solved to 3x" in html and "nan" not in read_summary(tmp_path)
+
+
+def test_an_ensemble_member_that_blows_up_within_a_test_series_is_not_measured(tmp_path):
+    """From x = 3 the second member blows up at t = 1/3, within a test series' span [0, 0.4]:
+    the test error and the band's coverage there are not measurable (null), the summary
+    and the table say so, and a warning says a member blows up."""
+    _ensemble_run(tmp_path, test_x0=3.0)
+    html = write_report(tmp_path).read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["unsolved"] == 1 and metrics["test"]["relative_rmse"] == [None, None]
+    assert metrics["test"]["band_coverage"] is None
+    assert metrics["train"]["band_coverage"] is not None
+    summary = read_summary(tmp_path)
+    assert "x not measurable" in summary and "FAIL  held-out error" in summary
+    assert "1 of 2 test trajectories within their own span (a member blows up)" in summary
+    assert "not measurable" in html.split("Error against the observations")[1]
+
+
 def test_a_basin_start_whose_solve_blows_up_does_not_agree(tmp_path):
     """The basin check integrates from a grid to t = 30, far past most data: a model that
     blows up there (dx = x^2) is counted as disagreeing, not as a crash or a stable state."""

@@ -12,6 +12,7 @@ quantiles.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ import scipy.special
 import torch
 from torch import nn
 
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.models.neural_ode import NeuralODE
 
 #: The most members an ensemble may have (also the bound config.json is checked against).
@@ -75,9 +76,21 @@ class Ensemble(NeuralODE):
     def forward(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.member_predictions(y0, ts).mean(0)
 
-    def member_predictions(self, y0: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        """Every member's trajectories, [K, T, *y0.shape]."""
-        return torch.stack([member(y0, ts) for member in self.members])
+    def member_predictions(self, y0: torch.Tensor, ts: torch.Tensor, *,
+                           unsolved_as_nan: bool = False) -> torch.Tensor:
+        """Every member's trajectories, [K, T, *y0.shape]. A member whose solve fails (it
+        blows up within `ts`) raises `SolveFailedError`, or with `unsolved_as_nan` gives NaN
+        for the whole call (the report's bands and warnings then say so)."""
+        if not unsolved_as_nan:
+            return torch.stack([member(y0, ts) for member in self.members])
+        predictions = []
+        for member in self.members:
+            try:
+                predictions.append(member(y0, ts))
+            except SolveFailedError:
+                predictions.append(torch.full((len(ts), *y0.shape), math.nan,
+                                              dtype=y0.dtype, device=y0.device))
+        return torch.stack(predictions)
 
     def solve(self, y0: torch.Tensor, ts: torch.Tensor, **options: Any) -> Any:
         raise InvalidArgumentError("An `Ensemble` has no single solve (its prediction is the "

@@ -237,9 +237,9 @@ def _errors(run: Run, metrics: dict[str, Any]) -> str:
                             f"{'' if v is None else f' ({significant(v)})'}</td>"
                             for v, r in zip(metrics[split]["rmse"],
                                             metrics[split]["relative_rmse"]))
-            covered = metrics[split].get("band_coverage")
-            if covered is not None:
-                cells += f"<td class='n'>{significant(100 * covered)}%</td>"
+            if isinstance(run.model, Ensemble):
+                covered = metrics[split].get("band_coverage")
+                cells += (f"<td class='n'>{percent(covered)}</td>")
             rows.append(f"<tr><th>{split} ({metrics[split]['trajectories']})</th>{cells}"
                         f"<td>{_e(STARTS[metrics[split]['start']])}</td></tr>")
     if isinstance(run.model, Ensemble):

@@ -194,11 +194,12 @@ def observation_rmse(run: Run, data: Trajectories, initial_states: np.ndarray | 
 
 
 def band_coverage(run: Run, data: Trajectories, initial_states: np.ndarray | None = None,
-                  *, skip_start: bool = False) -> float:
+                  *, skip_start: bool = False) -> float | None:
     """The fraction of `data`'s observed entries inside an ensemble's 90% (5-95%) predictive
     band, each trajectory predicted as in `observation_rmse` (from a first observation, the
     band includes that start's noise); a calibrated band covers about 90% of observations it
-    was not trained on."""
+    was not trained on. None (not measurable) where a member blows up along a trajectory, as
+    the RMSE."""
     inside, count = 0, 0
     starts = data.initial_states() if initial_states is None else initial_states
     for times, values, mask, y0 in zip(data.times, data.values, data.masks, starts):
@@ -206,6 +207,8 @@ def band_coverage(run: Run, data: Trajectories, initial_states: np.ndarray | Non
             mask = np.concatenate([np.zeros_like(mask[:1]), mask[1:]])
         low, high = predictive_quantiles(run, np.ascontiguousarray(y0), times, (0.05, 0.95),
                                          noisy_start=initial_states is None)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            return None
         inside += int(((values >= low) & (values <= high) & mask).sum())
         count += int(mask.sum())
     return inside / max(count, 1)

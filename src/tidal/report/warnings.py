@@ -21,12 +21,14 @@ known; warnings need no truth and are about the user's own data:
 - a forecast that leaves the data: forecasts to `FORECAST_FACTOR` times the span from the
   training trajectories' (estimated) starts go non-finite or further than `FORECAST_REACH` ranges
   beyond the observed values;
-- for an ensemble: members that disagree within the data (their standard deviation, averaged
-  over the training spans, above `SPREAD_FACTOR` times the noise), and a band of the
-  members (5-95%) wider than `BAND_REACH` ranges somewhere in the forecast, and a
-  predictive band (5-95%) wider on average than `BAND_WIDTH` of the range within the data
-  (it covers by saying little); for an ensemble of UDEs, a physical parameter whose members'
-  values spread by more than `PARAMETER_SPREAD` of their mean (not identifiable: the
+- for an ensemble: members that cannot be solved along the training series or to the
+  forecast's end (they blow up; the band is not known there), members that disagree within
+  the data (their standard deviation, averaged over the training spans, above
+  `SPREAD_FACTOR` times the noise), a band of the members (5-95%) wider than `BAND_REACH`
+  ranges somewhere in the forecast, and a predictive band (5-95%) wider on average than
+  `BAND_WIDTH` of the range within the data (it covers by saying little); for an ensemble
+  of UDEs, a physical parameter whose members' values spread by more than
+  `PARAMETER_SPREAD` of their mean (not identifiable: the
   correction can absorb it).
 """
 
@@ -86,13 +88,14 @@ def fit_warnings(run: Run, metrics: dict[str, Any]) -> list[FitWarning]:
     noise = _relative_noise(present, ranges)
     train = splits["train"]
     assert train is not None  # a run always has training data (read_split refuses otherwise)
-    found = _unsolved(metrics)
+    ensemble = isinstance(run.model, Ensemble)
+    found = _unsolved(metrics, ensemble)
     if not found:  # else the errors cannot be measured
         found += _error_against_noise(metrics, noise)
         if not any(w.kind == "underfit" for w in found):
             found += _unexplained(metrics, train)
     found += _spectral(run, train)
-    found += _forecast(run, train, present, ranges)
+    found += _forecast(run, train, present, ranges, ensemble)
     if isinstance(run.model, Ensemble):
         found += _members(run, run.model, train, ranges, noise)
         found += _identifiability(run.model)
@@ -110,17 +113,20 @@ def _relative_noise(datasets: list[Trajectories], ranges: np.ndarray) -> np.ndar
     return np.maximum(noise_level(pooled) / ranges, NOISE_FLOOR)
 
 
-def _unsolved(metrics: dict[str, Any]) -> list[FitWarning]:
-    """Splits with trajectories the model cannot be solved along within their own span."""
+def _unsolved(metrics: dict[str, Any], ensemble: bool) -> list[FitWarning]:
+    """Splits with trajectories the model (for an ensemble: some member) cannot be solved
+    along within their own span."""
     failing = [f"{metrics[split]['unsolved']} of {metrics[split]['trajectories']} {split}"
                for split in SPLITS if metrics.get(split, {}).get("unsolved")]
     if not failing:
         return []
     return [FitWarning(
         "unsolved", f"the model cannot be solved along {', '.join(failing)} trajectories "
-        "within their own span (it blows up): their error cannot be measured",
-        "--ensemble 5 to see whether other seeds fit, or, where --discover kept a formula, "
-        "the same fit without --discover (the network)")]
+        f"within their own span ({'a member' if ensemble else 'it'} blows up): their error "
+        "cannot be measured", ("a fit with other seeds (--seed) or more data" if ensemble
+                               else "--ensemble 5 to see whether other seeds fit, or, where "
+                               "--discover kept a formula, the same fit without --discover "
+                               "(the network)"))]
 
 
 def _error_against_noise(metrics: dict[str, Any], noise: np.ndarray) -> list[FitWarning]:
@@ -205,8 +211,8 @@ def _mismatch(data: Peak, model: Peak | None) -> bool:
     return abs(model.frequency - data.frequency) > tolerance
 
 
-def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges: np.ndarray
-              ) -> list[FitWarning]:
+def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges: np.ndarray,
+              ensemble: bool) -> list[FitWarning]:
     data = data[list(range(min(len(data), MAX_TRAJECTORIES)))]
     t0, t1 = data.t_span
     ts = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 300)
@@ -214,6 +220,8 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
     forecast = predicted(run, data.initial_states() if starts is None
                          else np.ascontiguousarray(starts), ts)
     if np.isnan(forecast).all():
+        if ensemble:  # some member blows up: `_members` says how many
+            return []
         return [FitWarning(
             "forecast", f"the model cannot be solved to {FORECAST_FACTOR:g}x the data's span: "
             "it blows up", "to trust the model only within the data, or --ensemble 5 to see "
@@ -231,8 +239,9 @@ def _forecast(run: Run, data: Trajectories, datasets: list[Trajectories], ranges
         "forecast", f"the forecast to {FORECAST_FACTOR:g}x the data's span leaves the data: "
         f"{run.state_names[j]} reaches {significant(value)} at t = {significant(ts[row])} "
         f"(observed {significant(low[j] + ranges[j])} to {significant(high[j] - ranges[j])})",
-        "to trust the model only within the data, --ensemble 5 to see the spread, or data "
-        "that cover the region")]
+        "to trust the model only within the data, "
+        + ("" if ensemble else "--ensemble 5 to see the spread, ") + "or data that cover the "
+        "region")]
 
 
 def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
@@ -241,12 +250,15 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
     starts = learned_initial_states(run, train)
     starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
     t0, t1 = train.t_span
-    found = []
     inside = np.linspace(t0, t1, 100)
-    with torch.no_grad():
-        members = run.scaling.unscale_values(model.member_predictions(
-            run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
-            torch.as_tensor(inside))).numpy()
+    members = _member_states(run, model, starts, inside)
+    unsolved = ~np.isfinite(members).all(axis=(1, 2, 3))  # [K]: blows up within the data
+    if unsolved.any():
+        where = "along the training series within their span"
+        return [FitWarning(
+            "members-unsolved", f"{_members_blowing_up(unsolved, where)}: the mean and the "
+            "band are not known there", "a fit with other seeds (--seed) or more data")]
+    found = []
     spread = members.std(axis=0).mean(axis=(0, 1)) / ranges
     j = int(np.argmax(spread / noise))
     if spread[j] > SPREAD_FACTOR * noise[j]:
@@ -256,11 +268,19 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
             f"above the noise ({significant(100 * noise[j])}%)",
             "more data, or read the forecasts with their bands"))
     ahead = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 100)
-    low, high = predictive_quantiles(run, starts, ahead, (0.05, 0.95), noise=False,
-                                     calibrated=False)
+    forecasts = _member_states(run, model, starts, ahead)
+    unsolved = ~np.isfinite(forecasts).all(axis=(1, 2, 3))
+    if unsolved.any():
+        where = f"to {FORECAST_FACTOR:g}x the data's span"
+        found.append(FitWarning(
+            "band-explodes", f"{_members_blowing_up(unsolved, where)}: the forecast is not "
+            "determined by the data", "to trust the model only within the data, or data that "
+            "reach further"))
+        return found + _wide_band(run, model, starts, inside, ranges)
+    low, high = np.quantile(forecasts, (0.05, 0.95), axis=0)  # the members' own band
     width = (high - low) / ranges
     j = int(np.argmax(width.max(axis=(0, 1))))
-    if not width[..., j].max() <= BAND_REACH:
+    if width[..., j].max() > BAND_REACH:
         row = int(np.argmax(width[..., j].max(axis=1)))
         found.append(FitWarning(
             "band-explodes", f"the members' 5-95% band of {run.state_names[j]} grows to "
@@ -270,13 +290,36 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
     return found + _wide_band(run, model, starts, inside, ranges)
 
 
+def _members_blowing_up(unsolved: np.ndarray, where: str) -> str:
+    """"k of K members of the ensemble cannot be solved WHERE (they blow up)" for `unsolved`
+    [K] (bool)."""
+    k = int(unsolved.sum())
+    return (f"{k} of {len(unsolved)} members of the ensemble cannot be solved {where} "
+            f"({'it blows' if k == 1 else 'they blow'} up)")
+
+
+def _member_states(run: Run, model: Ensemble, starts: np.ndarray, ts: np.ndarray
+                   ) -> np.ndarray:
+    """Every member's states from `starts` [B, D] at `ts` (user units), [K, T, B, D]; NaN for
+    a member that cannot be solved from them."""
+    with torch.no_grad():
+        scaled = model.member_predictions(
+            run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
+            torch.as_tensor(run.scaling.scale_times(ts)), unsolved_as_nan=True)
+    return run.scaling.unscale_values(scaled).numpy()
+
+
 def _wide_band(run: Run, model: Ensemble, starts: np.ndarray, inside: np.ndarray,
                ranges: np.ndarray) -> list[FitWarning]:
     """The predictive band (the one predict and the report show, calibrated or not) from the
     training series' starts, each as noisy as an observation, across the data's span: a band
     wider on average than `BAND_WIDTH` of a state's range covers by saying little."""
     low, high = predictive_quantiles(run, starts, inside, (0.05, 0.95), noisy_start=True)
-    width = ((high - low) / ranges).mean(axis=(0, 1))
+    width = (high - low) / ranges  # NaN from a start a member blows up from: left out
+    known = np.isfinite(width)
+    if not known.any():
+        return []
+    width = np.where(known, width, 0.0).sum(axis=(0, 1)) / np.maximum(known.sum(axis=(0, 1)), 1)
     j = int(np.argmax(width))
     if not width[j] > BAND_WIDTH:
         return []

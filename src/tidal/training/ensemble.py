@@ -202,7 +202,10 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
     `calibrated`: scale the mixture about its mean by the ensemble's band calibration (its
     `band_calibration["scale"]`, chosen on validation data by `calibrate_band`), when it has
     one, else widen the members' spread for their number (`band_calibration.exchangeable`:
-    the truth as one more member); False: the members and the noise as they are."""
+    the truth as one more member); False: the members and the noise as they are.
+
+    Where a member cannot be solved (it blows up within `ts`) the quantiles are NaN: the band
+    is not known (`run.predict`, the members' mean, raises)."""
     model = run.model
     if not isinstance(model, Ensemble):
         raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
@@ -227,7 +230,8 @@ def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarr
     with torch.no_grad():
         scaled = model.member_predictions(
             scaling.scale_values(torch.as_tensor(y, dtype=dtype)),
-            torch.as_tensor(scaling.scale_times(np.asarray(ts, dtype=float))))
+            torch.as_tensor(scaling.scale_times(np.asarray(ts, dtype=float))),
+            unsolved_as_nan=True)
     members = scaling.unscale_values(scaled).numpy()  # [K, T, (draws x B,) D]
     if draws > 1:  # the draws join the members in the mixture: [K x draws, T, (B,) D]
         k, t = members.shape[:2]
