@@ -334,3 +334,88 @@ def test_every_output_option_creates_missing_folders(tmp_path):
     forecast = tmp_path / "e" / "f" / "forecast.csv"
     result = invoke("predict", str(run), "--y0", "1,1", "--t", "0:1:0.5", "-o", str(forecast))
     assert result.exit_code == 0 and forecast.is_file()
+
+
+def test_predict_times_and_numbers_refuse_huge_grids_and_empty_values():
+    """`--t start:stop:step` asking for more than MAX_TIMES times is one line (not numpy's
+    MemoryError traceback), and `--y0 1,,1` (an empty value) is refused instead of being
+    read as `1,1`; a trailing comma stays harmless."""
+    from tidal.cli.main import MAX_TIMES, BadInput, _floats, _times
+
+    for text in ("0:1e9:1e-9", "0:1e300:1e-300", f"0:{MAX_TIMES}:1"):
+        with pytest.raises(BadInput, match="at most"):
+            _times(text)
+    assert len(_times(f"0:{MAX_TIMES - 1}:1")) == MAX_TIMES
+    for text in ("1,,1", ",1", ","):
+        with pytest.raises(BadInput, match="empty value"):
+            _floats(text, "--y0")
+    assert _floats("1, 0.5,", "--y0") == [1.0, 0.5]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"", "the file is empty"),
+    (b"a,b\n\xe9,1\n", "not UTF-8"),
+    (b"a,b\n1,2\n3,4,5\n", "line 3 has 3 fields but the header has 2"),
+    (b"a,b\n1,2,9\n3,4,9\n", "line 2 has 3 fields"),
+    (b'a,b\n"1,2\n', "fields but the header has 2"),
+    (b"a;b\n1;2\n", "the file seems to use ';' as separator"),
+])
+def test_flow_bad_sample_files_are_one_line_errors(tmp_path, text, message):
+    """The sample tables of `flow fit` / `diffusion fit` / `score entropy`: an empty file, bad
+    UTF-8, a row with too many fields or bad quoting, another separator are exit 2 and one
+    line naming the file (they were pandas tracebacks, or rows silently shifted)."""
+    bad = tmp_path / "samples.csv"
+    bad.write_bytes(text)
+    for command in (["flow", "fit"], ["diffusion", "fit"]):
+        result = CliRunner().invoke(main, [*command, str(bad), "-o", str(tmp_path / "r")])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_flow_samples_allow_trailing_blank_lines_and_a_bom(tmp_path):
+    from tidal.cli.density import read_samples
+
+    path = tmp_path / "samples.csv"
+    path.write_bytes("\ufeffa,b\r\n1,2\r\n3,4\r\n\r\n\r\n".encode())
+    names, values = read_samples(path, None)
+    assert names == ["a", "b"] and values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    parquet = tmp_path / "broken.parquet"
+    parquet.write_bytes(b"PAR1 not really")
+    with pytest.raises(Exception, match="not a readable Parquet file"):
+        read_samples(parquet, None)
+
+
+@pytest.mark.parametrize("columns", [
+    "a",                                         # one dimension: no 2-D figures
+    "c,b",                                       # a column of one value: zero-width bounds
+    "big,b",                                     # 1e140: a float32 grid overflowed to NaN
+])
+def test_flow_report_of_one_column_constant_or_large_data(tmp_path, columns):
+    """The flow fit finished but its report raised (one-line errors from the plotting code,
+    exit 2, and no report.html): for one column, a constant column and large values."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60), "c": 1.0,
+                          "big": 1e140 * rng.normal(size=60)})
+    data = tmp_path / "samples.csv"
+    table.to_csv(data, index=False)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["flow", "fit", str(data), "--columns", columns,
+                                       "--steps", "2", "--quiet", "-o", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.html").is_file()
+
+
+def test_interrupted_ensemble_does_not_promise_a_resume(tmp_path, capsys):
+    """An interrupted ensemble said "checkpoint saved; continue with: tidal fit --resume",
+    which `tidal fit --resume` then refuses (an ensemble keeps no checkpoints)."""
+    from tidal.cli.main import finish_run
+
+    for resumable, expected in ((True, "--resume -o"), (False, "cannot be resumed")):
+        with pytest.raises(SystemExit) as stop:
+            finish_run("interrupted", "stopped", tmp_path, report=lambda _: "r.html",
+                       summary=lambda _: "", resume="tidal fit", remedy="",
+                       resumable=resumable)
+        assert stop.value.code == 130
+        err = capsys.readouterr().err
+        assert expected in err and (resumable or "--resume -o" not in err)

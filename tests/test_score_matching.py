@@ -217,3 +217,23 @@ def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, monkeypatch) -> N
     assert history.status == "finished"
     for name, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_entropy_cli_diffusion_one_number_is_d_times_identity(tmp_path) -> None:
+    """`--diffusion 1` (one number, as --help documents) means D = I, the same as `1,1`;
+    a non-positive number is refused as not positive definite, not as a wrong shape."""
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+
+    x = torch.randn(400, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "snapshots.csv"
+    path.write_text("a,b\n" + "\n".join(f"{u},{v}" for u, v in x.tolist()) + "\n")
+    args = ["score", "entropy", str(path), "--drift-matrix", "1,0;0,1", "--steps", "3",
+            "--quiet", "--diffusion"]
+    one = CliRunner().invoke(main, [*args, "1"])
+    both = CliRunner().invoke(main, [*args, "1,1"])
+    assert one.exit_code == 0, one.output
+    assert one.output.splitlines()[1:] == both.output.splitlines()[1:]
+    negative = CliRunner().invoke(main, [*args, "-1"])
+    assert negative.exit_code == 2 and "positive definite" in negative.output

@@ -252,3 +252,25 @@ def test_predict_on_a_sequence_run_refuses_wrong_input(tmp_path):
         result = invoke("predict", str(run), *args, catch=True)
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_classify_check_needs_more_than_the_majority_and_two_classes(tmp_path):
+    """Accuracy equal to always guessing the most frequent class fails the check (it said
+    "pass" at a margin of 0.00%), and a label column with one class is refused up front."""
+    from tidal.report.sequence import sequence_checks
+
+    class Classify:
+        options = type("Options", (), {"task": "classify"})()
+
+    level = {"accuracy": 0.5, "majority_accuracy": 0.5, "test_series": 2}
+    better = {"accuracy": 1.0, "majority_accuracy": 0.5, "test_series": 2}
+    assert not sequence_checks(Classify(), level)[0].passed
+    assert sequence_checks(Classify(), better)[0].passed
+    rows = ["t,id,x,kind"] + [f"{t},{i},{(t + i) % 3},A" for i in range(6) for t in range(4)]
+    data = tmp_path / "one_class.csv"
+    data.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(main, ["fit", str(data), "--id", "id", "--model", "gru",
+                                       "--task", "classify", "--label", "kind", "--epochs", "2",
+                                       "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "at least 2 classes" in result.output
+    assert not (tmp_path / "run").exists()

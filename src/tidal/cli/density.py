@@ -106,10 +106,26 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
 
     from tidal.cli.main import BadInput
 
+    from tidal.data.io import _CsvTable, _separator_hint
+
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
-    table = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else \
-        pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    if path.suffix in (".parquet", ".pq"):
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as error:  # pyarrow's (ArrowInvalid is a ValueError)
+            raise BadInput(f"{path}: not a readable Parquet file ({error})") from None
+        where = [f"row {row + 1}" for row in range(len(table))]
+    else:
+        # tidal's exact CSV reader: UTF-8 (with or without BOM), blank lines skipped, a row
+        # with the wrong number of fields or bad quoting named by its line
+        csv_table = _CsvTable(path)
+        hint = _separator_hint(csv_table.columns) if len(csv_table.columns) == 1 else ""
+        if hint:
+            raise BadInput(f"{path}: the header has one column, {csv_table.columns[0]!r}; "
+                           f"{hint}")
+        table = pd.DataFrame(csv_table.cells, columns=csv_table.columns, dtype=object)
+        where = [f"line {line}" for line in csv_table.lines]
     names = list(table.columns) if columns is None else [c.strip() for c in columns.split(",")]
     unknown = [name for name in names if name not in table.columns]
     if unknown:
@@ -119,7 +135,7 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
     bad = np.argwhere(~np.isfinite(values))
     if len(bad):
         row, column = bad[0]
-        raise BadInput(f"{path}: line {row + 2}, column {names[column]!r}: "
+        raise BadInput(f"{path}: {where[row]}, column {names[column]!r}: "
                        f"{table[names[column]].iloc[row]!r} is not a finite number")
     return names, values
 

@@ -115,14 +115,24 @@ def main(threads: int) -> None:
 
 
 def _floats(text: str, option: str) -> list[float]:
+    fields = text.split(",")
+    if fields and not fields[-1].strip():
+        fields = fields[:-1]  # a trailing comma is harmless
+    if any(not field.strip() for field in fields):
+        raise BadInput(f"{option} {text!r}: an empty value between commas; give every number, "
+                       "e.g. 1.0,0.2")
     try:
-        values = [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in fields]
     except ValueError:
         raise BadInput(f"{option} {text!r}: expected comma-separated numbers, "
                        "e.g. 1.0,0.2") from None
     if not all(math.isfinite(x) for x in values):
         raise BadInput(f"{option} {text!r}: every number must be finite (not nan or inf)")
     return values
+
+
+#: The most output times `tidal predict --t start:stop:step` may ask for.
+MAX_TIMES = 1_000_000
 
 
 def _times(text: str) -> list[float]:
@@ -135,8 +145,11 @@ def _times(text: str) -> list[float]:
     if len(parts) != 3 or parts[2] <= 0 or parts[1] <= parts[0]:
         raise BadInput(f"--t {text!r}: expected start:stop:step with stop > start and "
                        "step > 0, e.g. 0:20:0.1")
-    count = int(np.floor((parts[1] - parts[0]) / parts[2] + 1e-9)) + 1
-    return list(parts[0] + parts[2] * np.arange(count))
+    count = np.floor((parts[1] - parts[0]) / parts[2] + 1e-9) + 1
+    if not count <= MAX_TIMES:
+        raise BadInput(f"--t {text!r} gives {count:.3g} times; at most {MAX_TIMES:,}: use a "
+                       "larger step or a shorter span")
+    return list(parts[0] + parts[2] * np.arange(int(count)))
 
 
 def _obs(text: str) -> int | tuple[int, int]:
@@ -316,16 +329,19 @@ def _finish(result, run_dir: Path) -> None:
     from tidal.report.sde import sde_summary, write_sde_report
     from tidal.training.sde_run import SDEResult
 
+    from tidal.models import Ensemble
+
     sde = isinstance(result, SDEResult)
+    ensemble = isinstance(getattr(result, "model", None), Ensemble)
     finish_run(result.status, result.message, run_dir,
                report=write_sde_report if sde else write_report,
                summary=sde_summary if sde else read_summary, resume="tidal fit",
-               remedy="a lower --lr or a tighter --rtol")
+               remedy="a lower --lr or a tighter --rtol", resumable=not ensemble)
 
 
 def finish_run(status: str, message: str, run_dir: Path, *,
                report: Callable[[Path], Any], summary: Callable[[Path], str], resume: str,
-               remedy: str) -> None:
+               remedy: str, resumable: bool = True) -> None:
     """Every fit command's ending: the status, the report and its summary, then exit 130 (with
     the `resume` command to continue) when interrupted, 3 (with the `remedy`) when training
     diverged. Under torchrun only rank 0 reports; the others exit with the same code."""
@@ -338,7 +354,13 @@ def finish_run(status: str, message: str, run_dir: Path, *,
     click.echo(summary(run_dir))
     click.echo(f"report: {page}")
     if status == "interrupted":
-        click.echo(f"checkpoint saved; continue with: {resume} --resume -o {run_dir}", err=True)
+        if resumable:
+            click.echo(f"checkpoint saved; continue with: {resume} --resume -o {run_dir}",
+                       err=True)
+        else:  # an ensemble keeps no checkpoints (`tidal fit --resume` refuses it)
+            click.echo(f"an ensemble keeps no checkpoints and cannot be resumed; {run_dir} "
+                       f"keeps the members as trained so far: fit it again with {resume} "
+                       "--overwrite", err=True)
         sys.exit(EXIT_INTERRUPTED)
     if status == "diverged":
         click.echo(f"tidal: training diverged; {run_dir} keeps the last good weights. Try "

@@ -77,7 +77,9 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
             raise BadInput(f"--drift-matrix is {tuple(a.shape)}; DATA has {x.shape[1]} "
                            f"columns, so A must be {x.shape[1]} x {x.shape[1]}")
         rows = _matrix(diffusion, "--diffusion")
-        d = entropy.diffusion_matrix(rows.reshape(-1) if rows.shape[0] == 1 else rows,
+        # one number: D = d I; one row: the diagonal; several rows: the matrix
+        d = entropy.diffusion_matrix(rows.reshape(()) if rows.numel() == 1
+                                     else rows.reshape(-1) if rows.shape[0] == 1 else rows,
                                      x.shape[1])
     result = learned_entropy_production(x, lambda y: -y @ a.T, d, steps=steps,
                                                 seed=seed, progress=not quiet)

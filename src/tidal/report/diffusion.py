@@ -127,6 +127,8 @@ def _figures(run: DiffusionRun) -> list[Section]:
             ax.imshow(image.reshape(8, 8), cmap="gray_r", vmin=0, vmax=run.levels - 1)
             ax.set_axis_off()
         caption = "64 samples (EDM Heun sampler), as 8 x 8 images."
+    elif samples.shape[1] < 2:  # the figures show two columns
+        return []
     else:
         data = run.data("train")
         plot_samples(samples[:, :2], reference=data[:2000, :2], ax=figure.subplots(),
@@ -146,12 +148,12 @@ def _density(run: DiffusionRun) -> Section:
 
     from tidal.plots.density import plot_density
 
-    data = run.data("train")
-    low, high = data.min(axis=0), data.max(axis=0)
-    pad = 0.15 * (high - low)
-    bounds = (low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1])
+    from tidal.report.flow import data_bounds
+
+    bounds = data_bounds(run.data("train"))
     figure = Figure(figsize=(5, 4.6), layout="constrained")
     plot_density(lambda x: run.log_prob(x.double().numpy())[0], bounds, resolution=48,
+                 dtype=torch.float64,
                  ax=figure.subplots(), title="learned density (probability-flow ODE)")
     with run.directory.writing("density.png") as tmp:
         figure.savefig(tmp, dpi=100, format="png")

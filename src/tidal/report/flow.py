@@ -141,15 +141,14 @@ def _figures(run: FlowRun, data: np.ndarray) -> list[Section]:
 
     from tidal.plots.density import plot_density, plot_samples
 
-    lo, hi = data.min(axis=0), data.max(axis=0)
-    pad = 0.15 * (hi - lo)
-    bounds = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1]) \
-        if data.shape[1] == 2 else None
+    if data.shape[1] < 2:  # the figures show two columns
+        return []
+    bounds = data_bounds(data) if data.shape[1] == 2 else None
     sections = []
     if bounds is not None:
         figure = Figure(figsize=(5, 4.6), layout="constrained")
         plot_density(run.log_prob, bounds, ax=figure.subplots(), resolution=80,
-                     title="learned density")
+                     title="learned density", dtype=torch.float64)
         sections.append(Section("Learned density", "exp(log p) on a grid over the data.",
                                 [_save(run, figure, "density.png")]))
     figure = Figure(figsize=(5, 4.6), layout="constrained")
@@ -158,6 +157,15 @@ def _figures(run: FlowRun, data: np.ndarray) -> list[Section]:
     sections.append(Section("Samples", "2000 samples of the flow over the data (grey); the "
                             "first two columns.", [_save(run, figure, "samples.png")]))
     return sections
+
+
+def data_bounds(data: np.ndarray) -> tuple[float, float, float, float]:
+    """(xmin, xmax, ymin, ymax) around the first two columns, padded by 15% of their range
+    (or, for a column of one value, by half its magnitude or 0.5)."""
+    lo, hi = data[:, :2].min(axis=0), data[:, :2].max(axis=0)
+    pad = np.where(hi > lo, 0.15 * (hi - lo), np.maximum(0.5 * np.abs(lo), 0.5))
+    return (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]),
+            float(hi[1] + pad[1]))
 
 
 def _save(run: FlowRun, figure: Any, name: str) -> str:

@@ -152,8 +152,11 @@ def load_run(path: str | Path) -> Run:
     """
     run = RunDirectory.open(path, KIND)
     config = read_config(run)
+    ensemble = config["model"].get("type") == "Ensemble"  # keeps no checkpoints
     weights, weights_file, notice = kept_weights(
-        run, WEIGHTS, config["fit"].get("message", ""), f"tidal fit --resume -o {run.path}")
+        run, WEIGHTS, config["fit"].get("message", ""),
+        f"tidal fit --overwrite -o {run.path}" if ensemble
+        else f"tidal fit --resume -o {run.path}")
     model = build_model(config, run.path / CONFIG, weights=weights, weights_file=weights_file)
     if notice is not None:
         config = {**config, "fit": {**config["fit"], "status": run.state, "message": notice}}

@@ -108,6 +108,9 @@ def train_sequence_run(path: str | Path, run_dir: str | Path, *, options: Sequen
                                    "least 3 (to hold out validation and test series).")
     labels = None if label is None else read_labels(path, id_column=id_column, label=label,
                                                     ids=data.ids)
+    if labels is not None and len(set(labels)) < 2:
+        raise InvalidArgumentError(f"{path}: every series has the label {labels[0]!r} in column "
+                                   f"{label!r}; classification needs at least 2 classes.")
     parts = data.split(*_split_fractions(split, len(data)), seed=options.seed)
     scaling = Scaling.fit(parts[0])
     spans = [float(t[-1] - t[0]) for t in parts[0].times]
