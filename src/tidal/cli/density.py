@@ -105,7 +105,6 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
     import pandas as pd
 
     from tidal.cli.main import BadInput
-
     from tidal.data.io import _CsvTable, _separator_hint
 
     if not path.is_file():

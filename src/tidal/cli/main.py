@@ -325,11 +325,10 @@ def _configs(kw: dict):
 
 
 def _finish(result, run_dir: Path) -> None:
+    from tidal.models import Ensemble
     from tidal.report import read_summary, write_report
     from tidal.report.sde import sde_summary, write_sde_report
     from tidal.training.sde_run import SDEResult
-
-    from tidal.models import Ensemble
 
     sde = isinstance(result, SDEResult)
     ensemble = isinstance(getattr(result, "model", None), Ensemble)

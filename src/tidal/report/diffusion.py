@@ -147,7 +147,6 @@ def _density(run: DiffusionRun) -> Section:
     from matplotlib.figure import Figure
 
     from tidal.plots.density import plot_density
-
     from tidal.report.flow import data_bounds
 
     bounds = data_bounds(run.data("train"))
