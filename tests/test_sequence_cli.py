@@ -17,16 +17,13 @@ from tidal.cli.main import main
 from tidal.cli.sequence import SEQUENCE_CHOICES
 from tidal.data import Trajectories
 from tidal.data.sequences import IrregularSeries
+from tidal.models.latent_ode import strictly_increasing
 from tidal.report.sequence import last_value_mse
 from tidal.training.checkpoint import load_checkpoint
-from tidal.training.sequence_fit import (
-    SEQUENCE_MODELS,
-    context_mask,
-    strictly_increasing,
-    visible_mask,
-)
+from tidal.training.sequence_fit import SEQUENCE_MODELS, context_mask, visible_mask
 from tidal.training.sequence_run import load_sequence_run
 
+CHOICES = (0, 2, 5)
 TINY = ["--hidden", "4", "--latent", "2", "--width", "8", "--epochs", "2", "--quiet"]
 
 
@@ -55,7 +52,9 @@ def test_choices_are_the_models():
 
 
 @pytest.mark.parametrize("model", ["gru", pytest.param("latent-ode", marks=pytest.mark.slow)])
-def test_forecast_run_end_to_end_and_loads_back(tmp_path, model):
+def test_forecast_run_end_to_end_and_loads_back(tmp_path, model, monkeypatch):
+    # the latent ODE's refinement chosen among fewer, shorter runs than tidal's (a test's cost)
+    monkeypatch.setattr("tidal.training.sequence_fit.REFINE_CHOICES", CHOICES)
     data = sine_table(tmp_path / "data.csv")
     run = tmp_path / "run"
     result = invoke("fit", str(data), "--id", "id", "--states", "x,y", "--model", model,
@@ -73,8 +72,15 @@ def test_forecast_run_end_to_end_and_loads_back(tmp_path, model):
     weights = load_checkpoint(run / "model.pt")
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, weights[name])
-    bands = "decodings of posterior samples" in (run / "report.html").read_text()
+    bands = "decodings of draws about it" in (run / "report.html").read_text()
     assert bands == (model == "latent-ode")
+    if model == "latent-ode":  # the steps toward the posterior's mode, chosen on validation
+        fit = json.loads((run / "config.json").read_text())["fit"]
+        losses = {int(k): v for k, v in fit["refine_val_loss"].items()}
+        assert set(losses) == set(CHOICES)
+        assert fit["refine"] == min(losses, key=lambda k: losses[k])
+        assert f"z0 moved {fit['refine']} steps" in (run / "report.html").read_text() or \
+            fit["refine"] == 0
     result = invoke("report", str(run))
     assert result.exit_code == 0 and "forecast MSE x" in result.output
 
@@ -134,6 +140,11 @@ def test_damaged_config_is_refused(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     result = invoke("report", str(run), catch=True)
     assert result.exit_code == 2 and "options.hidden" in result.output
+    config["options"]["hidden"] = 4
+    config["fit"]["refine"] = "many"  # (the latent ODE's chosen refinement)
+    (run / "config.json").write_text(json.dumps(config))
+    result = invoke("report", str(run), catch=True)
+    assert result.exit_code == 2 and "fit.refine" in result.output
 
 
 def test_from_trajectories_pads_with_the_last_time_and_an_empty_mask():
@@ -274,3 +285,18 @@ def test_classify_check_needs_more_than_the_majority_and_two_classes(tmp_path):
                                        "-o", str(tmp_path / "run")])
     assert result.exit_code == 2 and "at least 2 classes" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_refine_is_refused_where_it_does_not_apply(tmp_path):
+    """--refine (the latent ODE's steps toward the posterior's mode) with another sequence
+    model, with an ODE model, or negative: one-line errors before any training."""
+    data = str(sine_table(tmp_path / "data.csv"))
+    for args, message in ((["--model", "gru", "--refine", "5"], "--refine applies to --model "
+                           "latent-ode, not to --model gru"),
+                          (["--refine", "5"], "--refine apply to the sequence models"),
+                          (["--model", "latent-ode", "--refine", "-1"], "`refine=-1` must be")):
+        result = invoke("fit", data, "--id", "id", "--states", "x,y", *args, "-o",
+                        str(tmp_path / "run"), *TINY[4:], catch=True)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "run").exists()

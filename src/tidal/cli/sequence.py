@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from tidal.models.latent_ode import REFINE_CHOICES
+
 #: `--model` values that train a sequence model (tidal.training.sequence_fit.SEQUENCE_MODELS).
 SEQUENCE_CHOICES = ("latent-ode", "ode-rnn", "cde", "gru")
 #: `tidal fit` options that a sequence model does not read (refused when given).
@@ -57,6 +59,11 @@ def sequence_options(function: Any) -> Any:
                      help="Sequence models: size of the recurrent / CDE state."),
         click.option("--latent", type=int, default=8, show_default=True,
                      help="--model latent-ode: size of the latent state z."),
+        click.option("--refine", type=int, default=None,
+                     help="--model latent-ode: predict from z0 after N Adam steps toward the "
+                          "posterior's mode given the observations read (0: the encoder's "
+                          "posterior mean). Default: chosen on the validation series among "
+                          f"{', '.join(map(str, REFINE_CHOICES))}."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -69,7 +76,7 @@ def refuse_sequence_options(ctx: click.Context, kind: str) -> None:
 
     from tidal.cli.main import BadInput
 
-    given = [name for name in ("task", "label", "context", "hidden", "latent")
+    given = [name for name in ("task", "label", "context", "hidden", "latent", "refine")
              if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
     if given:
         flags = ", ".join("--" + name for name in given)
@@ -95,12 +102,15 @@ def fit_sequence(ctx: click.Context, data: str | None, run_dir: str, time_column
                        "see the --task, --label, --context, --hidden and --latent options)")
     if data is None:
         raise BadInput("give the DATA file to fit")
+    if kw["refine"] is not None and kw["kind"] != "latent-ode":
+        raise BadInput(f"--refine applies to --model latent-ode, not to --model {kw['kind']}")
     with _flags_named():
         options = SequenceOptions(
             model=kw["kind"], task=kw["task"], hidden=kw["hidden"], latent=kw["latent"],
             width=kw["width"], context=kw["context"], epochs=kw["epochs"], lr=kw["lr"],
             batch_size=kw["batch_size"] or 32, patience=kw["patience"] or None,
-            seed=kw["seed"], checkpoint_every=kw["checkpoint_every"])
+            seed=kw["seed"], checkpoint_every=kw["checkpoint_every"],
+            refine=kw["refine"])
         names = None if states is None else [s.strip() for s in states.split(",")]
         outcome = train_sequence_run(data, run_dir, options=options, time=time_column,
                                      id_column=id_column, states=names, label=kw["label"],

@@ -16,11 +16,22 @@ Interpolation: encode the observed points of a window, decode at every time of t
 Extrapolation: encode the first part, decode over the whole span. Targets start at the
 encoder's first time t_0 (z_0 lives there); a shared target grid [T] is one solve, a per-sample
 grid [T, B] (strictly increasing per sample) is one per-sample solve.
+
+Prediction can refine the encoder's guess (`refine=N`): N Adam steps on z_0 from the posterior
+mean toward the mode of the posterior the model itself defines,
+
+$$ \hat z_0 = \arg\max_{z_0}\; \log p(x \mid z_0) + \log \mathcal{N}(z_0;\, 0, I), $$
+
+the decoder fitted to the observations it is given (semi-amortized inference, Kim et al.
+2018). One encoder serves every series and leaves a gap (its mean fits the points it read no
+better than the hidden ones); the refinement closes it series by series.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -30,6 +41,13 @@ from tidal._errors import InvalidArgumentError
 from tidal.models.recurrent import ODERNN
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
+
+#: Adam's step size on z_0 in `LatentODE.posterior_mode` (z_0's prior scale is 1).
+MODE_LR = 0.02
+#: The numbers of steps toward the posterior's mode that `tidal fit` chooses among on the
+#: validation series (`tidal.training.sequence_fit.choose_refinement`; docs/benchmarks.md,
+#: "Latent ODE: the posterior's mode").
+REFINE_CHOICES = (0, 25, 50, 100, 200, 400)
 
 #: Shift of the posterior's pre-softplus std: an untrained encoder gives sigma = softplus(-4)
 #: = 0.018, not softplus(0) = 0.69. With codes that noisy (the prior's own scale) the decoder
@@ -88,13 +106,46 @@ class LatentODE(nn.Module):
         self.solve_config.num_fevals = 0
         return self.decoder(self.solve_config.solve(self.vector_field, z0, target_times).ys)
 
-    def forward(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                target_times: torch.Tensor, *, sample: bool = False) -> torch.Tensor:
-        """The reconstruction at `target_times` from the observations: decoded from the
-        posterior mean (or a posterior sample with `sample=True`), [T, B, input]."""
-        _check_targets(times, target_times)
+    def refinements(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
+                    lr: float = MODE_LR) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(z_0, the encoder's sigma), each [B, latent], after 0, 1, 2, ... Adam steps from
+        the posterior mean toward the mode of p(z_0 | x), without end; times [T] or [T, B]
+        (padded with a repeated last time), values and mask [T, B, input]. The objective is
+        the negative log posterior, -log p(x | z_0) - log N(z_0; 0, I), summed over the
+        series; each series' z_0 moves on its own terms (Adam is per coordinate). The model's
+        parameters are left as they are and get no gradient."""
         mean, std = self.posterior(times, values, mask)
-        z0 = mean + std * torch.randn_like(std) if sample else mean
+        std = std.detach()
+        grid = times if times.dim() == 1 else strictly_increasing(times)  # padding moved on
+        z0 = mean.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z0], lr=lr)
+        while True:
+            yield z0.detach().clone(), std
+            with torch.enable_grad():
+                predicted = self.decode(z0, grid)
+                residual = torch.where(mask, values - predicted, 0.0) / self.obs_std
+                loss = 0.5 * (residual.square().sum() + z0.square().sum())
+                (z0.grad,) = torch.autograd.grad(loss, z0)
+            optimizer.step()
+
+    def posterior_mode(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                       *, steps: int, lr: float = MODE_LR) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_0, sigma) after `steps` of `refinements` (0: the posterior mean)."""
+        return next(itertools.islice(self.refinements(times, values, mask, lr=lr), steps, None))
+
+    def forward(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                target_times: torch.Tensor, *, sample: bool = False, refine: int = 0
+                ) -> torch.Tensor:
+        """The reconstruction at `target_times` from the observations, [T, B, input]:
+        decoded from the posterior mean, or with `refine=N` from z_0 after N steps toward the
+        posterior's mode (`posterior_mode`); `sample=True` adds the encoder's sigma times a
+        normal draw to that z_0."""
+        _check_targets(times, target_times)
+        if refine:
+            center, std = self.posterior_mode(times, values, mask, steps=refine)
+        else:
+            center, std = self.posterior(times, values, mask)
+        z0 = center + std * torch.randn_like(std) if sample else center
         return self.decode(z0, target_times)
 
     def loss(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
@@ -120,6 +171,14 @@ def negative_elbo(predicted: torch.Tensor, values: torch.Tensor, mask: torch.Ten
     log_lik = -(0.5 * (residual / obs_std) ** 2 + log_norm * mask).sum(dim=(0, 2))
     kl = 0.5 * (mean ** 2 + std ** 2 - 1 - 2 * std.log()).sum(-1)
     return (kl_weight * kl - log_lik).mean()
+
+
+def strictly_increasing(times: torch.Tensor) -> torch.Tensor:
+    """Per-sample times [K, B] with padding (a repeated last time) moved just past the end,
+    by 1e-6 of the longest span per padded row: the decoder's grid must increase."""
+    span = float((times[-1] - times[0]).max().clamp_min(1e-12))
+    repeated = torch.cat([torch.zeros_like(times[:1]), (times[1:] <= times[:-1]).double()])
+    return times + repeated.cumsum(0) * 1e-6 * span
 
 
 def _check_targets(times: torch.Tensor, target_times: torch.Tensor) -> None:

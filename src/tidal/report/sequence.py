@@ -48,7 +48,7 @@ def evaluate_sequence(run: SequenceRun) -> dict[str, Any]:
     fit = run.config.get("fit", {})
     metrics: dict[str, Any] = {key: fit.get(key) for key in ("status", "message", "seconds")}
     test = run.series("test")
-    scores = evaluate(run.model, test, run.options)
+    scores = evaluate(run.model, test, run.options, refine=run.refine)
     metrics["test_series"] = test.values.shape[1]
     if run.options.task == "classify":
         assert test.labels is not None
@@ -78,7 +78,7 @@ def sequence_checks(run: SequenceRun, metrics: dict[str, Any]) -> list[Check]:
         # Both accuracies count test series, so "above" means at least one series more
         # than always predicting the most frequent class: equal accuracy (e.g. a single
         # class, or chance on two series) is not a pass.
-        step = 1.0 / max(int(metrics.get("test_series") or 1), 1)
+        step = 1.0 / metrics["test_series"]
         return [Check("test accuracy above the most frequent class's share",
                       metrics["accuracy"] - metrics["majority_accuracy"], step * (1 - 1e-9),
                       at_least=True,
@@ -175,12 +175,12 @@ def _fits_figure(run: SequenceRun) -> Section:
     chosen = torch.arange(min(PANELS, test.values.shape[1]))
     part = test[chosen]
     seen = visible_mask(part, run.options)
-    predicted = forecast(run.model, part, seen)
+    refine = run.refine
+    predicted = forecast(run.model, part, seen, refine=refine)
     bands = None
     if isinstance(run.model, LatentODE):
         torch.manual_seed(0)
-        draws = torch.stack([forecast(run.model, part, seen, sample=True)
-                             for _ in range(POSTERIOR_SAMPLES)])
+        draws = forecast(run.model, part, seen, refine=refine, samples=POSTERIOR_SAMPLES)
         low, high = torch.quantile(draws.double(), torch.tensor([0.05, 0.95],
                                                                 dtype=torch.float64), dim=0)
     times = part.times if part.times.dim() == 2 else part.times[:, None].expand(
@@ -203,14 +203,16 @@ def _fits_figure(run: SequenceRun) -> Section:
         bands = band_list
     figure = plot_fits(observed, fitted, state_names=run.config["features"], titles=titles,
                        shade_until=shade, bands=bands)
-    caption = ("Test series: observations (points) and the model's prediction of each "
-               "observed row from what came before it (lines); the grey region is forecast "
-               "from the context alone." if run.options.task == "forecast" else
-               "observed row from the observations read (lines); the hidden observations are "
-               "those the model did not read (scored).")
+    caption = "Test series: observations (points) and the model's prediction of each " + (
+        "observed row from what came before it (lines); the grey region is forecast from the "
+        "context alone." if run.options.task == "forecast" else "observed row from the "
+        "observations read (lines); the hidden observations are those the model did not read "
+        "(scored).")
     if bands is not None:
-        caption += (f" Shaded: 5-95% of {POSTERIOR_SAMPLES} decodings of posterior samples "
-                    "of z0.")
+        z0 = (f"z0 moved {refine} steps toward the posterior's mode" if refine
+              else "the posterior mean of z0")
+        caption += (f" The latent ODE decodes from {z0}; shaded: 5-95% of "
+                    f"{POSTERIOR_SAMPLES} decodings of draws about it (the encoder's sigma).")
     return Section("Per-feature fits", caption, [_save(run, figure, "fits.png")])
 
 

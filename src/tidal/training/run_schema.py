@@ -261,7 +261,7 @@ def _sequence_config() -> Schema:
         "epochs": integer(1, 10**9), "lr": number(0.0, 1e3, positive=True),
         "batch_size": integer(1, 10**9), "patience": optional(integer(1, 10**9)),
         "grad_clip": number(0.0, 1e12, positive=True), "seed": integer(0, 2**63 - 1),
-        "checkpoint_every": integer(1, 10**9)})
+        "checkpoint_every": integer(1, 10**9)}, {"refine": optional(integer(0, 10**9))})
     names = list_of(text(), 1, MAX_STATES, unique=True)
     return record({"type": text(("sequence",)), "options": options, "features": names,
                    "time": text(), "id": text(), "label": optional(text()),
@@ -270,7 +270,9 @@ def _sequence_config() -> Schema:
                                       "state_scale": list_of(number(positive=True), 1),
                                       "time_scale": number(positive=True)}),
                    "decoder_dt": number(0.0, 1e300, positive=True),
-                   "source": mapping(anything)}, {"fit": mapping(anything)})
+                   "source": mapping(anything)},
+                  {"fit": record({}, {"refine": integer(0, 10**9),
+                                      "refine_val_loss": mapping(number())}, extra=True)})
 
 
 RUN_CONFIG = _run_config()

@@ -35,6 +35,7 @@ import tidal
 from tidal._errors import InvalidArgumentError
 from tidal.data.sequences import IrregularSeries
 from tidal.models import ODERNN, GRUDelta, LatentODE, NeuralCDE
+from tidal.models.latent_ode import REFINE_CHOICES, strictly_increasing
 from tidal.training.trainer import finite
 
 #: The models `tidal fit --model` trains on sequences, and their classes.
@@ -62,6 +63,10 @@ class SequenceOptions:
     The ODE-RNN and the latent ODE's encoder take one RK4 step per interval between
     observations, the CDE one midpoint step per interval of its path, the latent ODE's
     decoder `DECODER_STEPS` RK4 steps over the longest training span (`decoder_dt`).
+    refine: the latent ODE predicts (report, `tidal predict`) from z_0 after this many steps
+    toward the posterior's mode (0: from the encoder's posterior mean, as it is validated
+    during training); None: the number `choose_refinement` picks on the validation series
+    after training (recorded in config.json's "fit").
     """
 
     model: str = "ode-rnn"
@@ -78,6 +83,7 @@ class SequenceOptions:
     grad_clip: float = 10.0
     seed: int = 0
     checkpoint_every: int = 25
+    refine: int | None = None
 
     def __post_init__(self) -> None:
         if self.model not in SEQUENCE_MODELS:
@@ -93,6 +99,10 @@ class SequenceOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgumentError(f"`{name}={value!r}` must be a positive integer.")
+        if self.refine is not None and (not isinstance(self.refine, int)
+                                        or isinstance(self.refine, bool) or self.refine < 0):
+            raise InvalidArgumentError(f"`refine={self.refine!r}` must be an integer >= 0 (steps "
+                                       "toward the posterior's mode; 0: the posterior mean).")
         if not 0.0 < self.context < 1.0:
             raise InvalidArgumentError(f"`context={self.context!r}` must be a fraction in (0, 1) "
                                        "(the part of each series read before forecasting).")
@@ -141,27 +151,54 @@ def visible_mask(series: IrregularSeries, options: SequenceOptions,
     return series.mask & (torch.rand(series.mask.shape, generator=generator) >= HIDDEN_FRACTION)
 
 
-def strictly_increasing(times: torch.Tensor) -> torch.Tensor:
-    """Per-sample times [K, B] with padding (a repeated last time) moved just past the end,
-    by 1e-6 of the longest span per padded row: the decoder's grid must increase."""
-    span = float((times[-1] - times[0]).max().clamp_min(1e-12))
-    repeated = torch.cat([torch.zeros_like(times[:1]), (times[1:] <= times[:-1]).double()])
-    return times + repeated.cumsum(0) * 1e-6 * span
-
-
 def forecast(model: nn.Module, series: IrregularSeries, seen: torch.Tensor, *,
-             sample: bool = False) -> torch.Tensor:
-    """Predictions of every row [K, B, D] from the observations `seen` (a latent ODE decodes
-    from its posterior mean, or a posterior sample with `sample`)."""
+             refine: int = 0, samples: int = 0) -> torch.Tensor:
+    """Predictions of every row [K, B, D] from the observations `seen`. A latent ODE decodes
+    from its posterior mean, or from z_0 after `refine` steps toward the posterior's mode;
+    with `samples` S > 0, the decodings of S draws about that z_0 (the encoder's sigma),
+    [S, K, B, D]."""
     times, values = series.times, series.values
     if isinstance(model, LatentODE):
-        prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
-        targets = times if times.dim() == 1 else strictly_increasing(times)
-        return model(times[:prefix], values[:prefix], seen[:prefix], targets, sample=sample)
+        read, targets = _latent_inputs(series, seen)
+        z0, std = model.posterior_mode(*read, steps=refine)
+        if not samples:
+            return model.decode(z0, targets)
+        draws = (z0 + std * torch.randn(samples, *std.shape, dtype=std.dtype)).flatten(0, 1)
+        grid = targets if targets.dim() == 1 else targets.repeat(1, samples)  # draw-major
+        decoded = model.decode(draws, grid)
+        return decoded.view(len(targets), samples, *z0.shape[:1], -1).transpose(0, 1)
     if isinstance(model, NeuralCDE):
         out = model(times, values, seen)
         return torch.cat([out[:1], out[:-1]])  # row i from the state at row i - 1
     return model(times, values, seen)
+
+
+def _latent_inputs(series: IrregularSeries, seen: torch.Tensor
+                   ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What a latent ODE's encoder reads (times, values, mask up to the last row with a seen
+    observation) and the grid it decodes on (every row, padding moved on)."""
+    times = series.times
+    prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
+    targets = times if times.dim() == 1 else strictly_increasing(times)
+    return (times[:prefix], series.values[:prefix], seen[:prefix]), targets
+
+
+@torch.no_grad()
+def choose_refinement(model: LatentODE, data: IrregularSeries, options: SequenceOptions
+                      ) -> tuple[int, dict[int, float]]:
+    """The number of steps toward the posterior's mode, among `REFINE_CHOICES`, after which
+    the latent ODE best predicts `data`'s observations not read (the validation loss), and
+    the MSE after each. Fewer steps win ties."""
+    seen = visible_mask(data, options)
+    read, targets = _latent_inputs(data, seen)
+    scores: dict[int, float] = {}
+    for step, (z0, _) in enumerate(model.refinements(*read)):
+        if step in REFINE_CHOICES:
+            scores[step] = masked_mse(model.decode(z0, targets), data.values,
+                                      data.mask & ~seen).item()
+        if step == REFINE_CHOICES[-1]:
+            break
+    return min(scores, key=lambda step: scores[step]), scores
 
 
 def classify(model: nn.Module, series: IrregularSeries) -> torch.Tensor:
@@ -255,11 +292,12 @@ class SequenceObjective:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: IrregularSeries, options: SequenceOptions
-             ) -> dict[str, Any]:
+def evaluate(model: nn.Module, data: IrregularSeries, options: SequenceOptions, *,
+             refine: int = 0) -> dict[str, Any]:
     """"loss" (the validation loss) and, for classification, "accuracy" and the "predicted"
     classes [B]; else "mse_per_feature" [D] of the observations not read (after the context,
-    or hidden), in scaled units."""
+    or hidden), in scaled units; a latent ODE predicts after `refine` steps toward the
+    posterior's mode."""
     if options.task == "classify":
         assert data.labels is not None
         logits = classify(model, data)
@@ -273,6 +311,7 @@ def evaluate(model: nn.Module, data: IrregularSeries, options: SequenceOptions
         raise InvalidArgumentError(
             f"No observation is left to score after the context (`context={options.context}`) "
             "or among the hidden ones; lower the context or give longer series.")
-    error = torch.where(after, forecast(model, data, seen) - data.values, 0.0).square()
+    predicted = forecast(model, data, seen, refine=refine)
+    error = torch.where(after, predicted - data.values, 0.0).square()
     per_feature = error.sum((0, 1)) / after.sum((0, 1)).clamp(min=1)
     return {"loss": float(error.sum() / after.sum()), "mse_per_feature": per_feature}

@@ -27,6 +27,7 @@ from torch import nn
 from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories, read_table, write_table
 from tidal.data.sequences import IrregularSeries
+from tidal.models import LatentODE
 from tidal.training.checkpoint import (
     CHECKPOINT,
     build_with_weights,
@@ -41,6 +42,7 @@ from tidal.training.sequence_fit import (
     SequenceObjective,
     SequenceOptions,
     build_sequence_model,
+    choose_refinement,
     classify,
     forecast,
 )
@@ -168,6 +170,9 @@ def _train(run: RunDirectory, config: dict[str, Any], *, resume: bool, progress:
            "best_epoch": outcome.best_round,
            "epochs": outcome.history[-1]["epoch"] if outcome.history else 0,
            "seconds": outcome.history[-1]["seconds"] if outcome.history else 0.0}
+    if isinstance(loaded.model, LatentODE) and options.refine is None:
+        fit["refine"], scores = choose_refinement(loaded.model, loaded.series("val"), options)
+        fit["refine_val_loss"] = {str(steps): loss for steps, loss in scores.items()}
     config["fit"] = fit
     run.write_json(CONFIG, config)
     run.set_state(FINAL_STATES[outcome.status])
@@ -215,6 +220,13 @@ class SequenceRun:
     @property
     def scaling(self) -> Scaling:
         return Scaling.from_dict(self.config["scaling"])
+
+    @property
+    def refine(self) -> int:
+        """Steps toward the posterior's mode before a latent ODE predicts: the option, else
+        the number chosen on the validation series (0 where none was: the posterior mean)."""
+        chosen = self.options.refine
+        return chosen if chosen is not None else int(self.config["fit"].get("refine", 0))
 
     def trajectories(self, split: str) -> Trajectories:
         """The run's "train", "val" or "test" series in the user's units."""
@@ -273,7 +285,8 @@ def predict_sequences(run: SequenceRun, path: str | Path) -> pd.DataFrame:
       features after the last observation ask for a forecast at their times, blanks between
       observations for an interpolation. The ODE-RNN, GRU and CDE predict a row from the
       observations before it (as in training), the latent ODE decodes every row from the
-      encoding of all of them (its posterior mean).
+      encoding of all of them (its posterior mean, moved `run.refine` steps toward the
+      posterior's mode).
     """
     config, options = run.config, run.options
     needed = [config["time"], config["id"], *config["features"]]
@@ -294,7 +307,7 @@ def predict_sequences(run: SequenceRun, path: str | Path) -> pd.DataFrame:
             for j, name in enumerate(config["classes"]):
                 table[f"p_{name}"] = probabilities[:, j]
             return table
-        predicted = forecast(run.model, series, series.mask)
+        predicted = forecast(run.model, series, series.mask, refine=run.refine)
     frames = []
     for b, (times, name) in enumerate(zip(data.times, data.ids)):
         values = run.unscale(predicted[:len(times), b])
