@@ -6,7 +6,7 @@ several seeds; and the cost of an ODE-RNN pass on the union grid against per-sam
         [--data reference|varied] [--models GRUDelta ...]
         [--tasks interpolation extrapolation] [--skip-grid-costs] [--lr 1e-2]
         [--obs-std 0.1] [--observed 0.5] [--latent-sizes 8 16 32] [--progress N]
-        [--encoder-drop P] [--refine N]
+        [--encoder-drop P] [--refine N|auto]
 
 Data: `tidal.data.sequences.periodic_signals` (100 irregular times in [0, 5], each point
 observed with probability `--observed`, 0.5 as in the reference implementation's command):
@@ -22,8 +22,9 @@ the observed points hidden from its input. Adam at lr 1e-2 with a cosine decay, 
 clipped to norm 10 (`--lr` sets the initial rate). The latent ODE's likelihood has the
 observation noise `--obs-std` (0.1; the reference implementation's is 0.01); it predicts
 from its posterior mean, or with `--refine N` from z_0 after N steps toward the posterior's
-mode given the points it reads (`LatentODE.posterior_mode`). Prints mean and spread (min-max
-/ 2) over seeds.
+mode given the points it reads (`LatentODE.posterior_mode`; `--refine auto`: N chosen on the
+unobserved points of the first 100 training series, `LatentODE.choose_refinement`). Prints
+mean and spread (min-max / 2) over seeds.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ HIDDEN, WIDTH, LATENT = 16, 32, 8
 #: The initial rotation's frequencies are of order ROTATION_SCALE * sqrt(2 LATENT) = 4 rad per
 #: unit of time; the reference family's are 2 pi (0.4..0.8) = 2.5..5.
 ROTATION_SCALE = 1.0
+#: Training series whose unobserved points choose the latent ODE's refinement (`--refine auto`).
+VALIDATION_SERIES = 100
 ONE_RK4_STEP = {"solver": tidal.RK4(), "controller": tidal.ConstantStepSize(1.0)}
 #: `periodic_signals` options of each `--data` family.
 DATA: dict[str, dict[str, Any]] = {"reference": {},
@@ -153,10 +156,30 @@ def run(name: str, task: str, seed: int, args: argparse.Namespace
             if args.progress and step % args.progress == 0:
                 print(f"  seed {seed} {name} {task} step {step}/{steps} loss {loss.item():.4g} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
+    refine = 0
+    if name == "LatentODE" and args.refine == "auto":
+        refine = choose_refinement(model, train[:VALIDATION_SERIES], task)
+    elif name == "LatentODE":
+        refine = int(args.refine)
     with torch.no_grad():
-        mse = masked_mse(predict(name, model, test, visible(test, task), args.refine),
+        mse = masked_mse(predict(name, model, test, visible(test, task), refine),
                          test.values, scored(test, task)).item()
     return mse, time.perf_counter() - start
+
+
+def choose_refinement(model: LatentODE, data: IrregularSeries, task: str) -> int:
+    """The latent ODE's steps toward the posterior's mode, chosen on the points of `data`
+    (training series) that no observation holds (never a training target: the ELBO scores
+    observed points only) and the task scores."""
+    seen = visible(data, task)
+    prefix = int(seen.any(-1).any(-1).nonzero().max()) + 1
+    chosen, losses = model.choose_refinement(
+        data.times[:prefix], data.values[:prefix], seen[:prefix], data.times, data.values,
+        scored(data, task) & ~data.mask)
+    print(f"  refinement: {chosen} steps chosen on the unobserved points of "
+          f"{data.values.shape[1]} training series (MSE "
+          f"{', '.join(f'{k}: {v:.5f}' for k, v in losses.items())})", flush=True)
+    return chosen
 
 
 def grid_costs() -> None:
@@ -208,9 +231,11 @@ def main() -> None:
     parser.add_argument("--encoder-drop", type=float, default=0.0, metavar="P",
                         help="the latent ODE's encoder reads each visible point with "
                              "probability 1 - P in training; the ELBO scores them all")
-    parser.add_argument("--refine", type=int, default=0, metavar="N",
+    parser.add_argument("--refine", default="0", metavar="N|auto",
                         help="the latent ODE predicts from z_0 after N Adam steps toward the "
-                             "posterior's mode (`LatentODE(refine=N)`); 0: the posterior mean")
+                             "posterior's mode; 0: the posterior mean; auto: N chosen on the "
+                             f"unobserved points of the first {VALIDATION_SERIES} training "
+                             "series")
     parser.add_argument("--models", nargs="+", default=list(make_models()))
     parser.add_argument("--tasks", nargs="+", default=["interpolation", "extrapolation"])
     parser.add_argument("--skip-grid-costs", action="store_true")

@@ -77,7 +77,7 @@ def test_forecast_run_end_to_end_and_loads_back(tmp_path, model, monkeypatch):
     if model == "latent-ode":  # the steps toward the posterior's mode, chosen on validation
         fit = json.loads((run / "config.json").read_text())["fit"]
         losses = {int(k): v for k, v in fit["refine_val_loss"].items()}
-        assert set(losses) == set(CHOICES)
+        assert 0 in losses and set(losses) <= set(CHOICES)
         assert fit["refine"] == min(losses, key=lambda k: losses[k])
         assert f"z0 moved {fit['refine']} steps" in (run / "report.html").read_text() or \
             fit["refine"] == 0

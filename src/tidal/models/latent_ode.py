@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -132,6 +132,26 @@ class LatentODE(nn.Module):
                        *, steps: int, lr: float = MODE_LR) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_0, sigma) after `steps` of `refinements` (0: the posterior mean)."""
         return next(itertools.islice(self.refinements(times, values, mask, lr=lr), steps, None))
+
+    @torch.no_grad()
+    def choose_refinement(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                          target_times: torch.Tensor, target_values: torch.Tensor,
+                          target_mask: torch.Tensor, choices: Sequence[int] = REFINE_CHOICES
+                          ) -> tuple[int, dict[int, float]]:
+        """The number of `refinements` steps, among `choices` (increasing), after which the
+        decoding at `target_times` best predicts `target_values` where `target_mask` (held-out
+        observations: MSE), and the MSE after each choice tried. The steps stop at the first
+        choice that does worse than an earlier one (past it the fit to the observations read
+        overfits them); fewer steps win ties."""
+        scores: dict[int, float] = {}
+        for step, (z0, _) in enumerate(self.refinements(times, values, mask)):
+            if step in choices:
+                error = torch.where(target_mask, self.decode(z0, target_times) - target_values,
+                                    0.0)
+                scores[step] = float(error.square().sum() / target_mask.sum().clamp(min=1))
+                if scores[step] > min(scores.values()) or step == choices[-1]:
+                    break
+        return min(scores, key=lambda step: scores[step]), scores
 
     def forward(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                 target_times: torch.Tensor, *, sample: bool = False, refine: int = 0

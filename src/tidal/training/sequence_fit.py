@@ -186,19 +186,12 @@ def _latent_inputs(series: IrregularSeries, seen: torch.Tensor
 @torch.no_grad()
 def choose_refinement(model: LatentODE, data: IrregularSeries, options: SequenceOptions
                       ) -> tuple[int, dict[int, float]]:
-    """The number of steps toward the posterior's mode, among `REFINE_CHOICES`, after which
-    the latent ODE best predicts `data`'s observations not read (the validation loss), and
-    the MSE after each. Fewer steps win ties."""
+    """`LatentODE.choose_refinement` on `data`'s observations not read (the validation loss),
+    among `REFINE_CHOICES`."""
     seen = visible_mask(data, options)
     read, targets = _latent_inputs(data, seen)
-    scores: dict[int, float] = {}
-    for step, (z0, _) in enumerate(model.refinements(*read)):
-        if step in REFINE_CHOICES:
-            scores[step] = masked_mse(model.decode(z0, targets), data.values,
-                                      data.mask & ~seen).item()
-        if step == REFINE_CHOICES[-1]:
-            break
-    return min(scores, key=lambda step: scores[step]), scores
+    return model.choose_refinement(*read, targets, data.values, data.mask & ~seen,
+                                   REFINE_CHOICES)
 
 
 def classify(model: nn.Module, series: IrregularSeries) -> torch.Tensor:
