@@ -95,6 +95,8 @@ CASES = {
                        "predict", ["config.json", "model.solver", "'magic' is not one of"]),
     "system of another size": (lambda run: edit_config(run, set_key("data.system", "lorenz")),
                                "predict", ["config.json", "system 'lorenz' has 3 states"]),
+    "unknown split": (lambda run: edit_config(run, set_key("data.split", "nope")),
+                      "report", ["config.json", "data.split", "'nope' is not one of"]),
     "negative epochs": (lambda run: edit_config(run, set_key("train.epochs", -5)),
                         "predict", ["config.json", "train:", "epochs"]),
     "states mismatch": (lambda run: edit_config(run, set_key("data.state_names", ["a"])),

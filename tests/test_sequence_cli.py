@@ -83,6 +83,7 @@ def test_forecast_run_end_to_end_and_loads_back(tmp_path, model, monkeypatch):
             fit["refine"] == 0
     result = invoke("report", str(run))
     assert result.exit_code == 0 and "forecast MSE x" in result.output
+    assert ("chosen on the validation series" in result.output) == (model == "latent-ode")
 
 
 def test_resume_continues_a_sequence_run_to_a_new_total(tmp_path):

@@ -536,3 +536,33 @@ def test_bootstrap_members_validate_on_their_own_series_later_rows():
     # validation trajectories of their own (a split by trajectory) are kept whole
     assert _member_data(train, series[[0]], picks)[1] is not None
     assert _member_data(train, series[[0]], picks)[1].ids == series[[0]].ids
+
+
+def test_an_interrupted_member_ends_the_ensemble(tmp_path, monkeypatch):
+    """Ctrl-C while member 2 of 3 trains: that member stops (its best weights kept) and member
+    3 is not started; the ensemble holds the two, its status is "interrupted"."""
+    import tidal.training.ensemble as ensemble_module
+    from tidal.data import read_table
+    from tidal.models import NeuralODE
+    from tidal.nn import MLP
+    from tidal.training import TrainConfig
+    from tidal.training.ensemble import EnsembleOptions, fit_ensemble
+
+    assert invoke("simulate", "lotka-volterra", "--trajectories", "4", "--obs", "10", "-o",
+                  str(tmp_path / "data.csv")).exit_code == 0
+    data = read_table(tmp_path / "data.csv", time="t", id="id")
+    real, started = ensemble_module._fit_member, []
+
+    def member(job):
+        started.append(job)
+        result = real(job)
+        if len(started) == 2:
+            result.status = "interrupted"
+        return result
+
+    monkeypatch.setattr(ensemble_module, "_fit_member", member)
+    result = fit_ensemble(lambda seed: NeuralODE(MLP(2, width=8, depth=1)), data[[0, 1, 2]],
+                          val=data[[3]], config=TrainConfig(epochs=3),
+                          options=EnsembleOptions(members=3), progress=False)
+    assert len(started) == 2 and result.status == "interrupted"
+    assert len(result.model.members) == 2 and result.model.seeds == [0, 1000]

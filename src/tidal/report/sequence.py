@@ -104,12 +104,30 @@ def sequence_facts(run: SequenceRun, metrics: dict[str, Any]) -> list[tuple[str,
             f"interpolate {HIDDEN_FRACTION:.0%} of the observations, hidden at random")
     seconds = fit.get("seconds")
     took = "" if seconds is None else f", {significant(float(seconds))} s"
-    return [("model", f"{model}, MLP width {options.width}"), ("task", task),
-            ("data", str(run.config["source"].get("path", "?"))),
-            ("features", ", ".join(run.config["features"])),
-            ("training", f"{fit.get('epochs', '?')} of {options.epochs} epochs{took}: "
-                         f"{fit.get('status', 'unknown')} ({fit.get('message', '')})"),
-            ("test series", str(metrics["test_series"]))]
+    facts = [("model", f"{model}, MLP width {options.width}"), ("task", task),
+             ("data", str(run.config["source"].get("path", "?"))),
+             ("features", ", ".join(run.config["features"])),
+             ("training", f"{fit.get('epochs', '?')} of {options.epochs} epochs{took}: "
+                          f"{fit.get('status', 'unknown')} ({fit.get('message', '')})"),
+             ("test series", str(metrics["test_series"]))]
+    if options.model == "latent-ode":
+        facts.append(("prediction", _refinement(run)))
+    return facts
+
+
+def _refinement(run: SequenceRun) -> str:
+    """How the latent ODE's z0 is found: the posterior mean, or refined (and how chosen)."""
+    steps, losses = run.refine, run.config["fit"].get("refine_val_loss")
+    start = ("from the encoder's posterior mean of z0" if not steps else
+             f"from z0 refined {steps} steps toward the posterior's mode")
+    if run.options.refine is not None:
+        return f"{start} (--refine)"
+    before, after = (losses or {}).get("0"), (losses or {}).get(str(steps))
+    if before is None or after is None:
+        return start
+    return (f"{start}, chosen on the validation series (MSE of the observations not read, "
+            f"scaled units: {significant(before)} from the posterior mean, "
+            f"{significant(after)} refined)")
 
 
 def _table(run: SequenceRun, metrics: dict[str, Any]) -> str:

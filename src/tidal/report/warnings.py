@@ -304,7 +304,7 @@ def _member_states(run: Run, model: Ensemble, starts: np.ndarray, ts: np.ndarray
     a member that cannot be solved from them."""
     with torch.no_grad():
         scaled = model.member_predictions(
-            run.scaling.scale_values(torch.as_tensor(starts, dtype=run.dtype)),
+            run.scaling.scale_values(torch.tensor(starts, dtype=run.dtype)),  # a copy
             torch.as_tensor(run.scaling.scale_times(ts)), unsolved_as_nan=True)
     return run.scaling.unscale_values(scaled).numpy()
 

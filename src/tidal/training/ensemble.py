@@ -84,7 +84,8 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
     (widened for their number by `predictive_quantiles`) and the noise. The result's
     status is the worst member's ("diverged" before "interrupted" before "finished"), its
     message counts the members' outcomes, and `initial_states` is the members' mean (with
-    bootstrap, the first observations: members saw different trajectories).
+    bootstrap, the first observations: members saw different trajectories). An interrupted
+    member (Ctrl-C) ends the fit: the ensemble holds the members trained until then.
     """
     config = config or TrainConfig()
     options = options or EnsembleOptions()
@@ -107,7 +108,12 @@ def fit_ensemble(build: Callable[[int], NeuralODE], train: Trajectories, *,
                                  initializer=torch.set_num_threads, initargs=(1,)) as pool:
             results = list(pool.map(_fit_member, jobs))
     else:
-        results = [_fit_member(job) for job in jobs]
+        results = []
+        for job in jobs:
+            results.append(_fit_member(job))
+            if results[-1].status == "interrupted":  # Ctrl-C: the rest are not started
+                break
+        seeds = seeds[:len(results)]
     noise = noise_level(train)
     ensemble = Ensemble([r.model for r in results], seeds=seeds, bootstrap=bootstrap,
                         observation_noise=np.nan_to_num(noise).tolist())

@@ -226,7 +226,9 @@ def _run_config() -> Schema:
         "model": tagged("type", models),
         "scaling": scaling,
         "train": mapping(anything),  # checked by TrainConfig.from_dict
-        "data": record({"state_names": states}, {"system": text(SYSTEMS)}, extra=True),
+        "data": record({"state_names": states}, {"system": text(SYSTEMS),
+                                                 "split": text(("time", "trajectory"))},
+                       extra=True),
         "fit": mapping(anything),
     })
 
