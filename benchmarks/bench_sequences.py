@@ -205,7 +205,7 @@ def table(results: dict[tuple[str, str], list[float]], args: argparse.Namespace)
         for task in args.tasks:
             values = results[name, task]
             spread = (max(values) - min(values)) / 2
-            cells.append(f"{statistics.mean(values):.4f} +- {spread:.4f}")
+            cells.append(f"{statistics.mean(values):.5f} +- {spread:.5f}")
         print(f"{name:12s}" + "".join(f" {cell:>24s}" for cell in cells))
 
 
@@ -251,7 +251,7 @@ def main() -> None:
             for task in args.tasks:
                 mse, seconds = run(name, task, seed, args)
                 results.setdefault((name, task), []).append(mse)
-                report(f"seed {seed} {name:10s} {task:13s} MSE {mse:.4f} ({seconds:.0f} s)")
+                report(f"seed {seed} {name:10s} {task:13s} MSE {mse:.5f} ({seconds:.0f} s)")
     table(results, args)
     if not args.skip_grid_costs:
         grid_costs()
