@@ -419,3 +419,28 @@ def test_interrupted_ensemble_does_not_promise_a_resume(tmp_path, capsys):
         assert stop.value.code == 130
         err = capsys.readouterr().err
         assert expected in err and (resumable or "--resume -o" not in err)
+
+
+def test_predict_of_a_model_that_blows_up_is_one_line_in_the_cli_s_terms(tmp_path):
+    """dx = x^2 from x = 1 reaches infinity at t = 1: `tidal predict --t 0:2:0.5` fails with
+    exit 2 and a line that names --y0 and --t and what to try (the solver's own message
+    names `solve(...)` options a command-line user has not got)."""
+    from tidal.data import Scaling, Trajectories
+    from tidal.models.polynomial import PolynomialODE
+    from tidal.training import TrainConfig, save_run
+
+    model = PolynomialODE.from_terms({"dx": {"x^2": 1.0}}, ("x", "y")).double()
+    times = np.linspace(0.0, 0.4, 5)
+    data = Trajectories([times], [np.stack([1 / (1 - times), np.ones(5)], 1)],
+                        state_names=("x", "y"))
+    save_run(tmp_path / "run", model, Scaling((0.0, 0.0), (1.0, 1.0)),
+             data={"state_names": ["x", "y"]}, train_config=TrainConfig().to_dict(),
+             splits={"train": data})
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--y0", "1,1",
+                                       "--t", "0:2:0.5"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot be solved from --y0 1,1 over --t 0:2:0.5" in result.output
+    assert "solve(" not in result.output and "shorter --t span" in result.output
+    ok = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), "--y0", "1,1", "--t",
+                                   "0:0.5:0.25"])
+    assert ok.exit_code == 0 and len(ok.output.strip().splitlines()) == 4

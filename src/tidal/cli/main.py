@@ -549,6 +549,7 @@ def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
     if y0 is None or times is None:
         raise BadInput("give the initial state --y0 and the times --t to forecast")
 
+    from tidal._errors import SolveFailedError
     from tidal.data import Trajectories, write_table
     from tidal.models import Ensemble
     from tidal.training import load_run
@@ -561,7 +562,13 @@ def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
     if len(state) != len(run.state_names):
         raise BadInput(f"--y0 has {len(state)} values; the model has {len(run.state_names)} "
                        f"states ({', '.join(run.state_names)})")
-    values = run.predict(np.array(state), np.array(ts))
+    try:
+        values = run.predict(np.array(state), np.array(ts))
+    except SolveFailedError as error:  # its own message names `solve`'s options, not ours
+        where = str(error).split(". ")[0]
+        raise BadInput(f"the model in {run_dir} cannot be solved from --y0 {y0} over --t "
+                       f"{times} ({where}): a learned model can blow up or stiffen outside "
+                       "its data; try a shorter --t span or a --y0 within the data") from None
     names = run.state_names
     if isinstance(run.model, Ensemble):  # the members' mean, and the 5-95% predictive band
         low, high = predictive_quantiles(run, np.array(state), np.array(ts), (0.05, 0.95))
