@@ -388,12 +388,16 @@ def test_flow_samples_allow_trailing_blank_lines_and_a_bom(tmp_path):
 
 @pytest.mark.parametrize("columns", [
     "a",                                         # one dimension: no 2-D figures
-    "c,b",                                       # a column of one value: zero-width bounds
+    "c,b",                                       # a column of one value: refused
     "big,b",                                     # 1e140: a float32 grid overflowed to NaN
 ])
 def test_flow_report_of_one_column_constant_or_large_data(tmp_path, columns):
     """The flow fit finished but its report raised (one-line errors from the plotting code,
-    exit 2, and no report.html): for one column, a constant column and large values."""
+    exit 2, and no report.html): for one column and large values. A constant column is
+    refused before training (a point mass has no density; its NLL "passed" its check), and a
+    figure's bounds around one value still have a width."""
+    from tidal.report.flow import data_bounds
+
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60), "c": 1.0,
                           "big": 1e140 * rng.normal(size=60)})
@@ -402,6 +406,12 @@ def test_flow_report_of_one_column_constant_or_large_data(tmp_path, columns):
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["flow", "fit", str(data), "--columns", columns,
                                        "--steps", "2", "--quiet", "-o", str(run)])
+    if columns == "c,b":
+        assert result.exit_code == 2 and "['c'] hold one value in every row" in result.output
+        assert not run.exists()
+        low, high = data_bounds(np.array([[1.0, 0.0], [1.0, 2.0]]))[:2]
+        assert low < 1.0 < high
+        return
     assert result.exit_code == 0, result.output
     assert (run / "report.html").is_file()
 

@@ -94,8 +94,18 @@ def toy_samples(toy: str, samples: int, seed: int) -> tuple[list[str], Any, dict
 
 
 def table_samples(data: str, columns: str | None) -> tuple[list[str], Any, dict[str, Any]]:
-    """The rows of the table `data`: column names, points, source."""
+    """The rows of the table `data` to fit a density to: column names, points, source. A
+    column of one value is refused: a density has no spread to learn there (a point mass),
+    and the fit's log-likelihood would mean nothing."""
+    import numpy as np
+
+    from tidal.cli.main import BadInput
+
     names, points = read_samples(Path(data), columns)
+    constant = [name for name, column in zip(names, points.T) if np.ptp(column) == 0]
+    if constant:
+        raise BadInput(f"{data}: column(s) {constant} hold one value in every row: there is no "
+                       "spread to learn a density of; leave them out with --columns")
     return names, points, {"path": str(data)}
 
 
