@@ -238,6 +238,10 @@ def test_cli_diffusion_fit_sample_likelihood(tmp_path) -> None:
     likelihood = CliRunner().invoke(main, ["diffusion", "likelihood", str(run),
                                            str(run / "data" / "val.csv")])
     assert likelihood.exit_code == 0 and f"{metrics['val_nll']:.4f} nats" in likelihood.output
+    (run / "report.html").unlink()  # `tidal report` writes it again (it refused diffusion runs)
+    again = CliRunner().invoke(main, ["report", str(run)])
+    assert again.exit_code == 0 and (run / "report.html").is_file(), again.output
+    assert json.loads((run / "metrics.json").read_text())["val_nll"] == metrics["val_nll"]
     bad = CliRunner().invoke(main, ["diffusion", "fit", "x.csv", "--toy", "rings", "-o",
                                     str(tmp_path / "other")])
     assert bad.exit_code == 2 and "one of DATA" in bad.output

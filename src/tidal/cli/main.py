@@ -593,7 +593,8 @@ def notify(notice: str | None) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
-    """Write figures, metrics.json and report.html into RUN_DIR (a fit or a flow run)."""
+    """Write figures, metrics.json and report.html into RUN_DIR (any run tidal wrote: fit,
+    flow, SDE, sequence or diffusion)."""
     from tidal.report import read_summary, write_report
     from tidal.report.flow import flow_summary, write_flow_report
     from tidal.training import RunDirectory, load_run
@@ -618,6 +619,11 @@ def report(run_dir: str) -> None:
         notify(load_flow_run(run_dir).notice)
         report = write_flow_report(run_dir)
         click.echo(flow_summary(run_dir))
+    elif found is not None and found.kind == "diffusion":
+        from tidal.report.diffusion import diffusion_summary, write_diffusion_report
+
+        report = write_diffusion_report(run_dir)
+        click.echo(diffusion_summary(run_dir))
     else:
         notify(load_run(run_dir).notice)
         report = write_report(run_dir)
