@@ -346,6 +346,11 @@ def test_predict_times_and_numbers_refuse_huge_grids_and_empty_values():
         with pytest.raises(BadInput, match="at most"):
             _times(text)
     assert len(_times(f"0:{MAX_TIMES - 1}:1")) == MAX_TIMES
+    for text, message in (("0", "at least two times"), ("3,2,1", "increasing"),
+                          ("0,1,1", "increasing"), ("0:0.05:0.1", "gives one time")):
+        with pytest.raises(BadInput, match=message):  # (they were data-file errors about
+            _times(text)                              # a trajectory named 'forecast')
+    assert _times("0,0.5,2") == [0.0, 0.5, 2.0]
     for text in ("1,,1", ",1", ","):
         with pytest.raises(BadInput, match="empty value"):
             _floats(text, "--y0")

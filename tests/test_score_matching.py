@@ -237,3 +237,25 @@ def test_entropy_cli_diffusion_one_number_is_d_times_identity(tmp_path) -> None:
     assert one.output.splitlines()[1:] == both.output.splitlines()[1:]
     negative = CliRunner().invoke(main, [*args, "-1"])
     assert negative.exit_code == 2 and "positive definite" in negative.output
+
+
+def test_entropy_cli_refuses_a_system_without_a_stationary_density_and_odd_sample_counts():
+    """--param stiffness=-1 makes the active OU process grow (A has the eigenvalue -1): no
+    stationary density to sample, said in the command line's terms (it was an error about
+    `sdeint(ts=...)` times); --samples that the snapshots of each path cannot fill likewise
+    (it named `simulate_linear(n=1, snapshots=10)`)."""
+    from click.testing import CliRunner
+
+    from tidal.cli.main import main
+
+    for extra, message in ((["--system", "active-ou", "--param", "stiffness=-1"],
+                            "the smallest real part here is -1"),
+                           (["--system", "coupled-ou", "--samples", "15"],
+                            "--samples 15: give a positive multiple of 10")):
+        result = CliRunner().invoke(main, ["score", "entropy", *extra, "--steps", "2",
+                                           "--quiet"])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "sdeint" not in result.output and "simulate_linear" not in result.output
+    with pytest.raises(InvalidArgumentError, match="positive real part"):
+        entropy.simulate_linear(torch.tensor([[0.0]], dtype=torch.float64),
+                                torch.tensor(1.0, dtype=torch.float64), 10)

@@ -4,6 +4,7 @@ weights), 130 interrupted (a checkpoint is saved)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
@@ -136,11 +137,16 @@ MAX_TIMES = 1_000_000
 
 
 def _times(text: str) -> list[float]:
-    """'0:20:0.1' (start:stop:step, stop included) or '0,1,2.5'."""
+    """'0:20:0.1' (start:stop:step, stop included) or '0,1,2.5': at least two times,
+    increasing (a forecast starts at the first)."""
     import numpy as np
 
     if ":" not in text:
-        return _floats(text, "--t")
+        times = _floats(text, "--t")
+        if len(times) < 2 or any(b <= a for a, b in itertools.pairwise(times)):
+            raise BadInput(f"--t {text!r}: give at least two times, increasing (the forecast "
+                           "starts from --y0 at the first), e.g. 0,1,2.5 or 0:20:0.1")
+        return times
     parts = _floats(text.replace(":", ","), "--t")
     if len(parts) != 3 or parts[2] <= 0 or parts[1] <= parts[0]:
         raise BadInput(f"--t {text!r}: expected start:stop:step with stop > start and "
@@ -149,6 +155,9 @@ def _times(text: str) -> list[float]:
     if not count <= MAX_TIMES:
         raise BadInput(f"--t {text!r} gives {count:.3g} times; at most {MAX_TIMES:,}: use a "
                        "larger step or a shorter span")
+    if count < 2:
+        raise BadInput(f"--t {text!r} gives one time: the step is longer than the span; give "
+                       "a smaller step, e.g. 0:20:0.1")
     return list(parts[0] + parts[2] * np.arange(int(count)))
 
 

@@ -47,6 +47,7 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
     to the linear theory's exact value."""
     import torch
 
+    from tidal._errors import InvalidArgumentError
     from tidal.cli.main import BadInput
     from tidal.diffusion import entropy
     from tidal.training.score import learned_entropy_production
@@ -62,7 +63,14 @@ def score_entropy(data: str | None, system: str | None, params: tuple[str, ...],
             a, d = build(**_params(params))
         except TypeError:
             raise BadInput(f"--param: unknown parameter for {system} (see --help)") from None
-        x = entropy.simulate_linear(a, d, samples, seed=seed)
+        if samples < 1 or samples % entropy.SNAPSHOTS:
+            raise BadInput(f"--samples {samples}: give a positive multiple of "
+                           f"{entropy.SNAPSHOTS} (each simulated path gives "
+                           f"{entropy.SNAPSHOTS} snapshots)")
+        try:
+            x = entropy.simulate_linear(a, d, samples, seed=seed)
+        except InvalidArgumentError as error:
+            raise BadInput(f"--system {system} {' '.join(params)}: {error}") from None
         names = ["x", "f"] if system == "active-ou" else ["x1", "x2"]
     else:
         from tidal.cli.density import read_samples

@@ -147,18 +147,27 @@ LINEAR_SYSTEMS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "active-ou": active_ou, "coupled-ou": coupled_ou}
 
 
-def simulate_linear(a: torch.Tensor, diffusion: torch.Tensor, n: int, *, snapshots: int = 10,
-                    seed: int = 0) -> torch.Tensor:
+#: States `simulate_linear` keeps of each path by default.
+SNAPSHOTS = 10
+
+
+def simulate_linear(a: torch.Tensor, diffusion: torch.Tensor, n: int, *,
+                    snapshots: int = SNAPSHOTS, seed: int = 0) -> torch.Tensor:
     """n stationary samples [n, d] of dx = -A x dt + √(2D) dW as trajectory snapshots: n /
     `snapshots` paths by `tidal.sdeint` (SRA1, strong order 1.5 for additive noise, 20 steps
     per relaxation time) from 0, a burn-in of 10 relaxation times, then `snapshots` states
     two relaxation times apart."""
-    if n % snapshots:
+    if n < 1 or n % snapshots:
         raise InvalidArgumentError(
-            f"`simulate_linear(n={n}, snapshots={snapshots})`: n must be a multiple of "
-            f"snapshots.")
+            f"`simulate_linear(n={n}, snapshots={snapshots})`: n must be a positive multiple "
+            f"of snapshots.")
     dim = a.shape[0]
-    relax = 1.0 / float(np.linalg.eigvals(a.numpy()).real.min())
+    slowest = float(np.linalg.eigvals(a.numpy()).real.min())
+    if not slowest > 0:
+        raise InvalidArgumentError(
+            "dx = -A x dt + sqrt(2D) dW has a stationary density only when every eigenvalue "
+            f"of A has a positive real part; the smallest real part here is {slowest:.3g}.")
+    relax = 1.0 / slowest
     root = torch.linalg.cholesky(2 * diffusion_matrix(diffusion, dim))
     paths = n // snapshots
     ts = torch.tensor([10 * relax + 2 * i * relax for i in range(snapshots)],
