@@ -259,3 +259,6 @@ def test_entropy_cli_refuses_a_system_without_a_stationary_density_and_odd_sampl
     with pytest.raises(InvalidArgumentError, match="positive real part"):
         entropy.simulate_linear(torch.tensor([[0.0]], dtype=torch.float64),
                                 torch.tensor(1.0, dtype=torch.float64), 10)
+    with pytest.raises(InvalidArgumentError, match="positive multiple of snapshots"):
+        entropy.simulate_linear(torch.tensor([[1.0]], dtype=torch.float64),
+                                torch.tensor(1.0, dtype=torch.float64), 0)

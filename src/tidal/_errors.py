@@ -111,11 +111,12 @@ _STATUS_MESSAGES = {
 
 
 class SolveFailedError(TidalError, RuntimeError):
-    """A solve could not finish. Carries `status` and the partial `solution` (`throw=False`
-    returns the same solution instead of raising)."""
+    """A solve could not finish. Carries `status`, `where` it stopped (words: the time, step
+    size and steps taken) and the partial `solution` (`throw=False` returns the same
+    solution instead of raising)."""
 
     def __init__(self, status: Status, where: str, solution: Solution | Any = None):
-        self.status = status
+        self.status, self.where = status, where
         self.solution = solution
         super().__init__(f"Solve failed ({status.name}) {where}. {status.message}")
 

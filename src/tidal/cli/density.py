@@ -115,7 +115,7 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
     import pandas as pd
 
     from tidal.cli.main import BadInput
-    from tidal.data.io import _CsvTable, _separator_hint
+    from tidal.data.io import _CsvTable
 
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
@@ -127,12 +127,9 @@ def read_samples(path: Path, columns: str | None) -> tuple[list[str], Any]:
         where = [f"row {row + 1}" for row in range(len(table))]
     else:
         # tidal's exact CSV reader: UTF-8 (with or without BOM), blank lines skipped, a row
-        # with the wrong number of fields or bad quoting named by its line
+        # with the wrong number of fields or bad quoting named by its line, a header of one
+        # column holding another separator named as such
         csv_table = _CsvTable(path)
-        hint = _separator_hint(csv_table.columns) if len(csv_table.columns) == 1 else ""
-        if hint:
-            raise BadInput(f"{path}: the header has one column, {csv_table.columns[0]!r}; "
-                           f"{hint}")
         table = pd.DataFrame(csv_table.cells, columns=csv_table.columns, dtype=object)
         where = [f"line {line}" for line in csv_table.lines]
     names = list(table.columns) if columns is None else [c.strip() for c in columns.split(",")]

@@ -573,11 +573,11 @@ def predict(run_dir: str, y0: str | None, times: str | None, data: str | None,
                        f"states ({', '.join(run.state_names)})")
     try:
         values = run.predict(np.array(state), np.array(ts))
-    except SolveFailedError as error:  # its own message names `solve`'s options, not ours
-        where = str(error).split(". ")[0]
+    except SolveFailedError as error:  # its own advice names `solve`'s options, not ours
         raise BadInput(f"the model in {run_dir} cannot be solved from --y0 {y0} over --t "
-                       f"{times} ({where}): a learned model can blow up or stiffen outside "
-                       "its data; try a shorter --t span or a --y0 within the data") from None
+                       f"{times} ({error.status.name} {error.where}): a learned model can "
+                       "blow up or stiffen outside its data; try a shorter --t span or a --y0 "
+                       "within the data") from None
     names = run.state_names
     if isinstance(run.model, Ensemble):  # the members' mean, and the 5-95% predictive band
         low, high = predictive_quantiles(run, np.array(state), np.array(ts), (0.05, 0.95))

@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from tidal.data import Trajectories
 from tidal.data.noise import noise_level
@@ -48,7 +47,7 @@ from tidal.models.augmented import extra_states
 from tidal.models.ensemble import Ensemble
 from tidal.report.checks import significant
 from tidal.report.metrics import FORECAST_FACTOR, learned_initial_states, predicted
-from tidal.training.ensemble import predictive_quantiles
+from tidal.training.ensemble import member_states, predictive_quantiles
 from tidal.training.run import SPLITS, Run
 
 NOISE_FACTOR = 2.5
@@ -251,7 +250,7 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
     starts = train.initial_states() if starts is None else np.ascontiguousarray(starts)
     t0, t1 = train.t_span
     inside = np.linspace(t0, t1, 100)
-    members = _member_states(run, model, starts, inside)
+    members = member_states(model, run.scaling, run.dtype, starts, inside)
     unsolved = ~np.isfinite(members).all(axis=(1, 2, 3))  # [K]: blows up within the data
     if unsolved.any():
         where = "along the training series within their span"
@@ -268,7 +267,7 @@ def _members(run: Run, model: Ensemble, train: Trajectories, ranges: np.ndarray,
             f"above the noise ({significant(100 * noise[j])}%)",
             "more data, or read the forecasts with their bands"))
     ahead = np.linspace(t0, t0 + FORECAST_FACTOR * (t1 - t0), 100)
-    forecasts = _member_states(run, model, starts, ahead)
+    forecasts = member_states(model, run.scaling, run.dtype, starts, ahead)
     unsolved = ~np.isfinite(forecasts).all(axis=(1, 2, 3))
     if unsolved.any():
         where = f"to {FORECAST_FACTOR:g}x the data's span"
@@ -296,17 +295,6 @@ def _members_blowing_up(unsolved: np.ndarray, where: str) -> str:
     k = int(unsolved.sum())
     return (f"{k} of {len(unsolved)} members of the ensemble cannot be solved {where} "
             f"({'it blows' if k == 1 else 'they blow'} up)")
-
-
-def _member_states(run: Run, model: Ensemble, starts: np.ndarray, ts: np.ndarray
-                   ) -> np.ndarray:
-    """Every member's states from `starts` [B, D] at `ts` (user units), [K, T, B, D]; NaN for
-    a member that cannot be solved from them."""
-    with torch.no_grad():
-        scaled = model.member_predictions(
-            run.scaling.scale_values(torch.tensor(starts, dtype=run.dtype)),  # a copy
-            torch.as_tensor(run.scaling.scale_times(ts)), unsolved_as_nan=True)
-    return run.scaling.unscale_values(scaled).numpy()
 
 
 def _wide_band(run: Run, model: Ensemble, starts: np.ndarray, inside: np.ndarray,

@@ -233,17 +233,24 @@ def _mixture(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarr
     draws = 1
     if noisy_start and np.any(sd > 0):
         y, draws = (y + sd * start_draws(y.shape)).reshape(-1, y.shape[-1]), START_DRAWS
-    with torch.no_grad():
-        scaled = model.member_predictions(
-            scaling.scale_values(torch.as_tensor(y, dtype=dtype)),
-            torch.as_tensor(scaling.scale_times(np.asarray(ts, dtype=float))),
-            unsolved_as_nan=True)
-    members = scaling.unscale_values(scaled).numpy()  # [K, T, (draws x B,) D]
+    members = member_states(model, scaling, dtype, y, ts)  # [K, T, (draws x B,) D]
     if draws > 1:  # the draws join the members in the mixture: [K x draws, T, (B,) D]
         k, t = members.shape[:2]
         members = np.moveaxis(members.reshape(k, t, draws, *np.shape(y0)), 2, 1)
         members = members.reshape(k * draws, t, *np.shape(y0))
     return members, sd
+
+
+def member_states(model: Ensemble, scaling: Scaling, dtype: torch.dtype, y0: np.ndarray,
+                  ts: np.ndarray) -> np.ndarray:
+    """Every member's states from `y0` [(B,) D] at `ts` (user units in and out), [K, T, (B,)
+    D]; NaN for a member that cannot be solved from them (it blows up)."""
+    with torch.no_grad():
+        scaled = model.member_predictions(
+            scaling.scale_values(torch.tensor(y0, dtype=dtype)),  # a copy: y0 may be read-only
+            torch.as_tensor(scaling.scale_times(np.asarray(ts, dtype=float))),
+            unsolved_as_nan=True)
+    return scaling.unscale_values(scaled).numpy()
 
 
 def calibrate_band(model: Ensemble, scaling: Scaling, train: Trajectories,

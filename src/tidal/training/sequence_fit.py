@@ -183,7 +183,6 @@ def _latent_inputs(series: IrregularSeries, seen: torch.Tensor
     return (times[:prefix], series.values[:prefix], seen[:prefix]), targets
 
 
-@torch.no_grad()
 def choose_refinement(model: LatentODE, data: IrregularSeries, options: SequenceOptions
                       ) -> tuple[int, dict[int, float]]:
     """`LatentODE.choose_refinement` on `data`'s observations not read (the validation loss),
