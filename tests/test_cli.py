@@ -107,6 +107,24 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, monkeypatch,
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("args", [
+    ["simulate", "lotka-volterra", "--trajectories", "2", "-o", "data.csv/new.csv"],
+    ["simulate", "lotka-volterra", "--trajectories", "2", "-o", "data.csv/a/new.csv"],
+    ["fit", "data.csv", "--id", "id", "-o", "data.csv/run"],
+    ["flow", "fit", "--toy", "two-moons", "--steps", "2", "-o", "data.csv/flow"],
+])
+def test_an_output_path_through_a_file_is_refused_by_name(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data.csv"
+    text = "id,t,x,y\n" + "".join(f"a,{t},{1 + t % 2},1\n" for t in range(8))
+    data.write_text(text)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "data.csv is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and "Errno" not in result.output
+    assert data.read_text() == text  # the user's file is untouched
+
+
 def test_malformed_csv_names_the_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("t,a,b\n0,1,2\n1,x,3\n")

@@ -18,8 +18,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tidal._errors import InvalidArgumentError
+
 #: The names of tidal's temporaries; the middle part is random.
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tidal-tmp$")
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """Create `folder` and its missing parents; a part of its path that is a file (``-o
+    data.csv/run`` with data.csv a file) is refused by name, not with the OS's errno."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                inside = "" if part == folder else f" (in {folder})"
+                raise InvalidArgumentError(f"{part} is a file, not a folder{inside}; choose "
+                                           "another path (-o).")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager
@@ -32,7 +48,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         ...     tmp.write_text("done")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = _new_temporary(path)
     try:
         yield tmp

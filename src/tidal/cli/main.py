@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from tidal._errors import TidalError
+from tidal._files import make_folder
 from tidal.cli.sequence import SEQUENCE_CHOICES, sequence_options
 from tidal.cli.small_data import apply_small_data_options, small_data_options
 from tidal.data import SYSTEMS
@@ -178,7 +179,7 @@ def output_file(path: str, overwrite: bool) -> str:
     if Path(path).exists() and not overwrite:
         raise BadInput(f"-o {path}: the file exists and tidal does not replace a file unasked; "
                        "choose another -o, or add --overwrite to replace it")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    make_folder(Path(path).parent)
     return path
 
 

@@ -27,7 +27,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tidal._errors import InvalidArgumentError
-from tidal._files import TEMPORARY, atomic_path, json_text, read_json, write_json
+from tidal._files import (
+    TEMPORARY,
+    atomic_path,
+    json_text,
+    make_folder,
+    read_json,
+    write_json,
+)
 
 MARKER = "tidal-run.json"
 FORMAT = 1
@@ -71,7 +78,7 @@ class RunDirectory:
                     f"{path} already holds a tidal run ({old.state}); pass --overwrite "
                     f"(overwrite=True) to replace it{resume}.")
             old._delete_files(keep)
-        path.mkdir(parents=True, exist_ok=True)
+        make_folder(path)
         run = cls(path, {"format": FORMAT, "kind": kind, "command": command,
                          "state": "running", "files": [], "process": _this_process()})
         run._write_marker()
@@ -220,7 +227,7 @@ class RunDirectory:
                     "move it away, or choose another folder for the run.")
             self._marker["files"] = sorted(self.files | {name})
             self._write_marker()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         return path
 
     def _delete_files(self, keep: Iterable[str | Path]) -> None:
