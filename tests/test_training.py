@@ -345,3 +345,34 @@ def test_a_model_solves_events_with_its_own_checkpoint_adjoint(monkeypatch):
                         adjoint=tidal.BackpropAdjoint())
     assert dense.evaluate(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
         2.0 * math.exp(-0.35), rel=1e-8)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_fit_refuses_a_model_built_for_another_number_of_states(width, tmp_path):
+    # the data has 2 states; torch's own "mat1 and mat2 shapes" error named neither
+    model = NeuralODE(MLP(width, width=4, depth=1))
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(model=\.\.\.\)`.*2 state\(s\)"
+                       r" \['x', 'y'\].*MLP\(2\)"):
+        fit(model, spiral_data(2), config=quiet(epochs=2), run_dir=tmp_path / "run",
+            progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"model": MLP(2)}, r"`fit\(model=\.\.\.\)` must be a tidal.NeuralODE.*got MLP"),
+    ({"train": np.zeros((2, 5, 2))}, r"`fit\(train=\.\.\.\)` must be a tidal.Trajectories"),
+    ({"val": [1.0]}, r"`fit\(val=\.\.\.\)` must be a tidal.Trajectories; got list"),
+    ({"config": {"epochs": 2}}, r"`fit\(config=\.\.\.\)`.*got dict.*TrainConfig\(\*\*config\)"),
+])
+def test_fit_names_an_argument_of_the_wrong_type(kwargs, pattern):
+    arguments = {"model": small_model(), "train": spiral_data(2), "config": quiet(epochs=2),
+                 **kwargs}
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        fit(**arguments, progress=False)
+
+
+def test_fit_refuses_validation_data_with_other_states():
+    one_state = Trajectories([[0.0, 1.0]], [[[1.0], [0.5]]])
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(val=\.\.\.\)` has 1 state\(s\)"):
+        fit(small_model(), spiral_data(2), val=one_state, config=quiet(epochs=2),
+            progress=False)
