@@ -112,6 +112,15 @@ def test_ts_not_convertible() -> None:
         tidal.solve(decay, y0_2(), "0 to 1")
 
 
+def test_ts_as_python_floats_keep_float64() -> None:
+    # a list went through float32 first: 0.1 became 0.10000000149..., 1e300 became inf
+    sol = tidal.solve(decay, y0_2(), [0.0, 0.1], controller=tidal.PIDController(1e-12, 1e-14))
+    assert sol.ts[-1].item() == 0.1
+    assert sol.ys[-1, 0].item() == pytest.approx(math.exp(-0.1), rel=1e-11)
+    far = tidal.solve(decay, y0_2(), (0.0, 1e300), throw=False)
+    assert far.ts[-1].item() == 1e300 and far.status == tidal.Status.MAX_STEPS
+
+
 @pytest.mark.parametrize(("y0_shape", "ts_shape"), [((3, 2), (4, 2)), ((2,), (3, 3)),
                                                      ((), (3, 1)), ((1, 4), (2, 4))])
 def test_per_sample_ts_batch_mismatch(y0_shape: tuple, ts_shape: tuple) -> None:

@@ -47,8 +47,9 @@ def state(y0: Any, owner: str = "solve") -> None:
 def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool, owner: str = "solve"
           ) -> torch.Tensor:
     """`ts` as float64 [T] or [T, B], finite (but for an event-only end) and monotonic."""
-    try:
-        out = torch.as_tensor(ts).detach().to(torch.float64)
+    try:  # Python floats straight to float64 (as_tensor alone would round them to float32)
+        out = (ts.detach().to(torch.float64) if isinstance(ts, torch.Tensor)
+               else torch.as_tensor(ts, dtype=torch.float64))
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidArgumentError(f"`{owner}(ts=...)` must be a tensor or sequence of times; "
                                    f"got {type(ts).__name__} ({error}).") from None
