@@ -151,6 +151,17 @@ def test_y0_bad_dtype(dtype: torch.dtype) -> None:
         tidal.solve(decay, torch.ones(2, dtype=dtype), ts_01())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_y0_half_precision_is_refused_by_name(dtype: torch.dtype) -> None:
+    # float16 ended in a misleading NONFINITE failure, bfloat16 in a TypeError from numpy
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(y0=\.\.\.\)` must have a real floating dtype.*"
+                             r"y0\.float\(\)"):
+        tidal.solve(decay, torch.ones(2, dtype=dtype), ts_01())
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`sdeint\(y0=\.\.\.\)`"):
+        tidal.sdeint(decay, decay, torch.ones(1, 2, dtype=dtype), ts_01(), dt=0.1)
+
+
 @pytest.mark.parametrize("y0", [[1.0, 2.0], 1.0, (torch.ones(2),)])
 def test_y0_not_a_tensor(y0: object) -> None:
     with pytest.raises(tidal.InvalidArgumentError, match=r"`solve\(y0=\.\.\.\)` must be a torch"):

@@ -29,9 +29,12 @@ def state(y0: Any, owner: str = "solve") -> None:
         raise InvalidArgumentError(
             f"`{owner}(y0=...)` must be a torch.Tensor; got {type(y0).__name__}. Use "
             "torch.as_tensor(y0, dtype=torch.float64), or tidal.odeint for a tuple of tensors.")
-    if not y0.is_floating_point() or y0.is_complex():
+    if y0.dtype not in (torch.float32, torch.float64):
+        hint = ("half precision is too coarse for the solvers' error control; use y0.float() "
+                "(and cast the result back)" if y0.dtype in (torch.float16, torch.bfloat16)
+                else "use y0.double()")
         raise InvalidArgumentError(f"`{owner}(y0=...)` must have a real floating dtype "
-                                   f"(float32 or float64); got {y0.dtype}. Use y0.double().")
+                                   f"(float32 or float64); got {y0.dtype}: {hint}.")
     if y0.numel() == 0:
         raise InvalidArgumentError(
             f"`{owner}(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing "
