@@ -457,6 +457,27 @@ def test_odeint_event_fn_needs_two_times(t: list) -> None:
         tidal.odeint(decay, y0_2(), torch.tensor(t, dtype=F64), event_fn=lambda t, y: y[0] - 0.5)
 
 
+def test_odeint_event_that_never_comes_fails_instead_of_searching_forever() -> None:
+    """y' = -y never reaches -0.5: the search used to run towards t = inf for 2^31 steps (a
+    hang); it now stops after tidal's default steps, or after `max_num_steps`."""
+    calls = 0
+
+    def counted_decay(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls > 20 * tidal.defaults.MAX_STEPS:  # the old behaviour: fail, do not hang
+            raise RuntimeError("the event search did not stop")
+        return -y
+
+    never = lambda t, y: y[0] + 0.5  # noqa: E731
+    with pytest.raises(tidal.SolveFailedError, match=r"MAX_STEPS.*max_num_steps") as info:
+        tidal.odeint_event(counted_decay, y0_2(), torch.tensor(0.0, dtype=F64), event_fn=never)
+    assert info.value.solution.stats.num_steps == tidal.defaults.MAX_STEPS
+    with pytest.raises(tidal.SolveFailedError) as info:
+        tidal.odeint(decay, y0_2(), ts_01(), event_fn=never, options={"max_num_steps": 30})
+    assert info.value.solution.stats.num_steps == 30
+
+
 def test_odeint_fixed_step_event_needs_step_size() -> None:
     """Without step_size there is no grid to step along (torchdiffeq asks for step_size too)."""
     with pytest.raises(tidal.InvalidArgumentError,

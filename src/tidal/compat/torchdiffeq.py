@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
@@ -71,7 +72,9 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
         options: torchdiffeq's options (README, "From torchdiffeq"); an unknown key is an
             error listing the valid ones.
         event_fn: g(t, y); the solve runs from t[0] in the direction of t[1] until g changes
-            sign. Returns (event_t, solution at [t0, event_t]).
+            sign. Returns (event_t, solution at [t0, event_t]). The search takes at most
+            `options['max_num_steps']` steps, default 10,000 (`tidal.defaults.MAX_STEPS`;
+            torchdiffeq searches without end).
 
     Returns:
         A tensor (or tuple of tensors) of shape (len(t), *y0.shape); with `event_fn`, the pair
@@ -196,14 +199,18 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
     adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
     sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
                 adjoint=adjoint, dense=dense,
-                max_steps=_max_steps(options, t))
+                max_steps=_max_steps(options, t, event_fn is not None))
     return sol, flat, t
 
 
-def _max_steps(options: dict, t: torch.Tensor) -> int:
+def _max_steps(options: dict, t: torch.Tensor, event: bool = False) -> int:
     """torchdiffeq bounds the steps of each output interval by `max_num_steps`; tidal bounds
     the whole solve, by max_num_steps x intervals: it stops only where some interval took more
-    than max_num_steps steps, so never where torchdiffeq would not."""
+    than max_num_steps steps, so never where torchdiffeq would not. An event search runs
+    towards an infinite time: without `max_num_steps` it takes tidal's default
+    (`tidal.defaults.MAX_STEPS`), so an event that never comes fails instead of hanging."""
+    if event and "max_num_steps" not in options:
+        return defaults.MAX_STEPS
     return int(options.get("max_num_steps", MAX_NUM_STEPS)) * max(1, len(t) - 1)
 
 
