@@ -198,6 +198,25 @@ def test_f_returns_non_tensor(out: object) -> None:
         tidal.solve(lambda t, y: out, y0_2(), ts_01())
 
 
+def test_f_and_args_that_do_not_fit_name_args() -> None:
+    # a raw TypeError ("missing 1 required positional argument") came from inside the loop
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(f=\.\.\.\)` is called as f\(t, y\).*\(t, y, k\).*"
+                             r"args=\.\.\."):
+        tidal.solve(lambda t, y, k: -k * y, y0_2(), ts_01())
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(args=\.\.\.\)` is passed to f as its third argument"):
+        tidal.solve(decay, y0_2(), ts_01(), args=2.0)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`sdeint\(diffusion=\.\.\.\)`"):
+        tidal.sdeint(decay, lambda t, y, k: k * y, torch.ones(1, 2, dtype=F64), ts_01(), dt=0.1)
+    # what Python accepts is accepted: a default, *args, a closure, a module
+    module = torch.nn.Linear(2, 2).double()
+    for f in (lambda t, y, k=1.0: -k * y, lambda t, y, *rest: -y,
+              lambda t, y: module(y), tidal.nn.MLP(2).double()):
+        tidal.solve(f, y0_2(), ts_01())
+    tidal.solve(lambda t, y, k: -k * y, y0_2(), ts_01(), args=2.0)
+
+
 @pytest.mark.parametrize(("y0_shape", "ts"), [
     ((0,), [0.0, 1.0]),
     ((2, 0), [[0.0, 0.0], [1.0, 1.0]]),

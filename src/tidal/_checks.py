@@ -3,6 +3,7 @@ arrived and says what to do. (Turning checked arguments into a problem is `tidal
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,27 @@ def callable_field(f: Any) -> None:
     if not callable(f):
         raise InvalidArgumentError(f"`solve(f=...)` must be callable as f(t, y); got "
                                    f"{type(f).__name__}.")
+
+
+def takes_args(fn: Any, args: Any, owner: str = "solve", name: str = "f") -> None:
+    """fn can be called as fn(t, y), or fn(t, y, args) when `args` is given, as far as its
+    signature tells (a callable without one is left to its first call)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(2 if args is None else 3))
+    except TypeError:
+        if args is None:
+            raise InvalidArgumentError(
+                f"`{owner}({name}=...)` is called as {name}(t, y), but its signature is "
+                f"{signature}; pass its third argument with `{owner}(..., args=...)`, or give it "
+                "a default.") from None
+        raise InvalidArgumentError(
+            f"`{owner}(args=...)` is passed to {name} as its third argument, {name}(t, y, args), "
+            f"but its signature is {signature}; add that parameter, or leave out `args`."
+        ) from None
 
 
 def state(y0: Any, owner: str = "solve") -> None:

@@ -90,6 +90,7 @@ def make_sde_problem(drift: Callable[..., torch.Tensor], diffusion: Callable[...
         if not callable(fn):
             raise InvalidArgumentError(f"`sdeint({name}=...)` must be callable as {name}(t, y); "
                                        f"got {type(fn).__name__}.")
+        check.takes_args(fn, args, owner="sdeint", name=name)
     check.state(y0, owner="sdeint")
     if y0.dim() != 2:
         raise InvalidArgumentError(
