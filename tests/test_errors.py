@@ -497,6 +497,32 @@ def test_odeint_event_that_never_comes_fails_instead_of_searching_forever() -> N
     assert info.value.solution.stats.num_steps == 30
 
 
+@pytest.mark.parametrize("method", ["dopri5", "scipy_solver"])
+def test_odeint_options_not_a_dict(method: str) -> None:
+    # TypeError: 'int' object is not iterable, from inside tidal
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint\(options=\.\.\.\)` must be a dict.*got int"):
+        tidal.odeint(decay, y0_2(), ts_01(), method=method, options=5)
+
+
+def test_odeint_adjoint_params_and_options_of_the_wrong_kind() -> None:
+    module = torch.nn.Linear(2, 2).double()
+    field = lambda t, y: module(y)  # noqa: E731
+    # AttributeError: 'float' object has no attribute 'requires_grad'
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint_adjoint\(adjoint_params=\.\.\.\)` must hold tensors"):
+        tidal.odeint_adjoint(field, y0_2(), ts_01(), adjoint_params=[1.0])
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint_adjoint\(adjoint_options=\.\.\.\)` must be a dict"):
+        tidal.odeint_adjoint(field, y0_2(), ts_01(), adjoint_params=(), adjoint_options=5)
+
+
+def test_odeint_empty_tuple_state() -> None:
+    # torch.cat(): expected a non-empty list of Tensors
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`odeint\(y0=\(\)\)` is an empty"):
+        tidal.odeint(lambda t, y: y, (), ts_01())
+
+
 def test_odeint_fixed_step_event_needs_step_size() -> None:
     """Without step_size there is no grid to step along (torchdiffeq asks for step_size too)."""
     with pytest.raises(tidal.InvalidArgumentError,

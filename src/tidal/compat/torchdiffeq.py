@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -109,7 +109,16 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
         raise InvalidArgumentError(
             "`odeint_adjoint(func=...)` must be an nn.Module so that its parameters can be "
             "found, or pass adjoint_params=(tensors func uses,), () for none.")
+    strays = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
+    if strays:
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(adjoint_params=...)` must hold tensors (the parameters func "
+            f"uses); got {', '.join(sorted(set(strays)))}. Pass e.g. tuple(model.parameters()).")
     params = tuple(p for p in params if p.requires_grad)
+    if adjoint_options is not None and not isinstance(adjoint_options, Mapping):
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(adjoint_options=...)` must be a dict of torchdiffeq's options; "
+            f"got {type(adjoint_options).__name__}.")
     if adjoint_method is not None and adjoint_method != method and options is not None \
             and adjoint_options is None:
         raise InvalidArgumentError(
@@ -170,7 +179,7 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
             ) -> Any:
     t = torch.as_tensor(t)
     if _method(method) == SCIPY:
-        return _scipy_odeint(func, y0, t, rtol, atol, options, event_fn, backward)
+        return _scipy_odeint(func, y0, t, rtol, atol, _options(options), event_fn, backward)
     sol, flat, t = _solve(func, y0, t, rtol, atol, method, options, event_fn, backward)
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
@@ -184,7 +193,7 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
            backward: _Backward | None, dense: bool = False
            ) -> tuple[Solution, Flattener, torch.Tensor]:
     method = _method(method)
-    options = dict(options or {})
+    options = _options(options)
     flat = Flattener(y0)
     y0_flat = flat.flatten(y0)
     solver = _solver(method, options, rtol, atol)
@@ -201,6 +210,15 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
                 adjoint=adjoint, dense=dense,
                 max_steps=_max_steps(options, t, event_fn is not None))
     return sol, flat, t
+
+
+def _options(options: Any) -> dict:
+    """`options` as a dict of its own (None: none)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidArgumentError(
+            f"`odeint(options=...)` must be a dict of torchdiffeq's options, e.g. "
+            f"options={{'max_num_steps': 1000}}; got {type(options).__name__}.")
+    return dict(options or {})
 
 
 def _max_steps(options: dict, t: torch.Tensor, event: bool = False) -> int:
