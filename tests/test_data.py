@@ -320,6 +320,14 @@ def test_read_errors_for_missing_file_and_unknown_extension(tmp_path):
         read_table(path)
 
 
+def test_read_refuses_one_column_as_both_time_and_id(tmp_path):
+    # TypeError: bad operand type for abs(): 'str', from inside the reader
+    path = _write(tmp_path, "t,x\n0,1\n1,2\n")
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`read_table\(time='t', id='t'\)` name the same column"):
+        read_table(path, id="t")
+
+
 def test_crlf_line_endings_count_lines(tmp_path):
     path = tmp_path / "data.csv"
     path.write_bytes(b"t,x\r\n0,1\r\n1,oops\r\n")
