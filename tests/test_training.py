@@ -376,3 +376,22 @@ def test_fit_refuses_validation_data_with_other_states():
     with pytest.raises(InvalidArgumentError, match=r"`fit\(val=\.\.\.\)` has 1 state\(s\)"):
         fit(small_model(), spiral_data(2), val=one_state, config=quiet(epochs=2),
             progress=False)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    # a negative fraction held out nothing and was recorded in config.json as given
+    ({"split": (-0.1, 0.1)}, r"`train_run\(split=\(-0\.1, 0\.1\)\)`.*\[0, 1\)"),
+    ({"split": (0.1,)}, r"`train_run\(split=\(0\.1,\)\)`.*two fractions"),
+    ({"split": (1.0, 0.0)}, r"`train_run\(split=\(1\.0, 0\.0\)\)`"),
+    # AttributeErrors from inside the pipeline
+    ({"data": np.zeros((3, 3))}, r"`train_run\(data=\.\.\.\)` must be a Trajectories"),
+    ({"config": {"epochs": 2}}, r"`train_run\(config=\.\.\.\)`.*TrainConfig\(\*\*config\)"),
+    ({"model": {"width": 8}}, r"`train_run\(model=\.\.\.\)`.*ModelOptions\(\*\*model\)"),
+])
+def test_train_run_names_a_bad_argument_before_writing(kwargs, pattern, tmp_path):
+    from tidal.training import train_run
+
+    arguments = {"data": spiral_data(4), "config": quiet(epochs=2), **kwargs}
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        train_run(run_dir=tmp_path / "run", progress=False, **arguments)
+    assert not (tmp_path / "run").exists()
