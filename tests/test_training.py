@@ -395,3 +395,17 @@ def test_train_run_names_a_bad_argument_before_writing(kwargs, pattern, tmp_path
     with pytest.raises(InvalidArgumentError, match=pattern):
         train_run(run_dir=tmp_path / "run", progress=False, **arguments)
     assert not (tmp_path / "run").exists()
+
+
+def test_load_run_of_a_fit_folder_says_how_to_make_it_loadable(tmp_path):
+    # it said "config.json is missing; the run is incomplete or was changed by hand"
+    data = spiral_data(2)
+    result = fit(small_model(), data, config=quiet(epochs=2), run_dir=tmp_path, progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"`load_run\(.*\)`: the run has no "
+                       r"config\.json.*save_run"):
+        load_run(tmp_path)
+    save_run(tmp_path, result.model, result.scaling, data={"state_names": ["x", "y"]},
+             train_config=result.config.to_dict())
+    loaded = load_run(tmp_path).model
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0)

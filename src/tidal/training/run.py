@@ -151,6 +151,13 @@ def load_run(path: str | Path) -> Run:
     refused.
     """
     run = RunDirectory.open(path, KIND)
+    if CONFIG not in run.files:
+        raise InvalidArgumentError(
+            f"`load_run({str(path)!r})`: the run has no {CONFIG} describing its model; "
+            "`tidal.fit(run_dir=...)` keeps only checkpoints and metrics there. Save the "
+            "fitted model into it with tidal.training.save_run(run_dir, result.model, "
+            "result.scaling, data={'state_names': [...]}, train_config=result.config"
+            ".to_dict()), or train with tidal.training.train_run, which writes a whole run.")
     config = read_config(run)
     ensemble = config["model"].get("type") == "Ensemble"  # keeps no checkpoints
     weights, weights_file, notice = kept_weights(
