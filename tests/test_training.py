@@ -409,3 +409,14 @@ def test_load_run_of_a_fit_folder_says_how_to_make_it_loadable(tmp_path):
     loaded = load_run(tmp_path).model
     for name, value in result.model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"max_steps": -1}, r"`NeuralODE\(max_steps=-1\)` must be a positive integer"),
+    ({"max_steps": 10.0}, r"`NeuralODE\(max_steps=10\.0\)`"),
+    ({"vector_field": 5}, r"`NeuralODE\(vector_field=\.\.\.\)` must be an nn.Module.*got int"),
+])
+def test_neural_ode_refuses_bad_arguments_when_built(kwargs, pattern):
+    # both were accepted, to fail at the first solve naming `solve(...)`
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        NeuralODE(**{"vector_field": MLP(2), **kwargs})
