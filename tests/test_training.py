@@ -420,3 +420,12 @@ def test_neural_ode_refuses_bad_arguments_when_built(kwargs, pattern):
     # both were accepted, to fail at the first solve naming `solve(...)`
     with pytest.raises(InvalidArgumentError, match=pattern):
         NeuralODE(**{"vector_field": MLP(2), **kwargs})
+
+
+def test_fit_refuses_non_finite_initial_states_by_name(tmp_path):
+    # the error named `solve(y0=...)`, raised mid-training with the run marked running
+    states = np.full((2, 2), np.nan)
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(initial_states=\.\.\.\)` contains NaN"):
+        fit(small_model(), spiral_data(2), config=quiet(epochs=2), run_dir=tmp_path / "run",
+            progress=False, initial_states=states)
+    assert not (tmp_path / "run").exists()

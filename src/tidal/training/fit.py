@@ -116,6 +116,10 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
     _check_model_fits_data(model, train, dtype)
+    if initial_states is not None and not np.isfinite(np.asarray(initial_states, float)).all():
+        raise InvalidArgumentError(
+            "`fit(initial_states=...)` contains NaN or infinite values; every initial state "
+            "must be finite (leave it out to start from the first observations).")
     scaling = scaling or Scaling.fit(train)
     world = World.current()  # under torchrun only rank 0 writes; the others read its run
     folder = None if run_dir is None or isinstance(run_dir, RunDirectory) else run_dir
