@@ -429,3 +429,16 @@ def test_fit_refuses_non_finite_initial_states_by_name(tmp_path):
         fit(small_model(), spiral_data(2), config=quiet(epochs=2), run_dir=tmp_path / "run",
             progress=False, initial_states=states)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_and_y0_of_different_dtypes_say_so():
+    # torch's "mat1 and mat2 must have the same dtype" came from inside the vector field
+    model = NeuralODE(MLP(2, width=4, depth=1))  # float32
+    y0, ts = torch.ones(1, 2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match=r"`NeuralODE\(y0, ts\)`: y0 is torch.float64 "
+                       r"but the model's parameters are torch.float32.*model.to\(y0.dtype\)"):
+        model(y0, ts)
+    assert model.double()(y0, ts).dtype == torch.float64
+    # a field that casts its float32 parameters itself works on float64 states, as before
+    ude = tidal.UDE(lambda t, y, p: -p["k"] * y, None, {"k": 1.0})
+    torch.testing.assert_close(ude(y0, ts)[-1], math.exp(-1.0) * y0, rtol=1e-3, atol=0)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tidal import defaults, registry
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, TidalError
 from tidal.adjoint.base import Adjoint
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.base import StepSizeController
@@ -80,7 +80,17 @@ class NeuralODE(nn.Module):
         settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
                                     "adjoint": self.adjoint, "max_steps": self.max_steps,
                                     "compile": self.compile_solve, **options}
-        solution = solve(self.vector_field, y0, ts, **settings)
+        try:
+            solution = solve(self.vector_field, y0, ts, **settings)
+        except RuntimeError as error:
+            dtypes = {p.dtype for p in self.parameters() if p.is_floating_point()}
+            if isinstance(y0, torch.Tensor) and dtypes and y0.dtype not in dtypes \
+                    and not isinstance(error, TidalError):
+                raise InvalidArgumentError(
+                    f"`{type(self).__name__}(y0, ts)`: y0 is {y0.dtype} but the model's "
+                    f"parameters are {', '.join(sorted(map(str, dtypes)))} ({error}); convert "
+                    "one to the other: model.to(y0.dtype) or y0.to(model's dtype).") from error
+            raise
         self.last_stats = solution.stats
         return solution
 
