@@ -535,3 +535,17 @@ def test_rates_follow_the_chain_rule_of_the_scaling() -> None:
                                rtol=1e-14)
     tensor = scaling.scale_rates(torch.as_tensor(dy(s)))
     np.testing.assert_allclose(tensor.numpy(), scaling.scale_rates(dy(s)), rtol=1e-14)
+
+
+def test_trajectories_select_by_id_and_name_a_bad_index():
+    # a string gave numpy's "arrays used as indices must be of integer (or boolean) type"
+    data = Trajectories([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]], [[[1.0], [2.0]]] * 3,
+                        ids=["a", "b", "c"])
+    assert data["b"] == data[1]
+    assert data[["c", "a"]].ids == ("c", "a")
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`Trajectories\['z'\]`: no trajectory "
+                       r"has that id; the ids are 'a', 'b', 'c'"):
+        data["z"]
+    for bad in ([True, False], 1.0):  # a mask of another length, a float
+        with pytest.raises(tidal.InvalidArgumentError, match=r"boolean mask of length 3"):
+            data[bad]
