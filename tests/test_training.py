@@ -442,3 +442,13 @@ def test_a_model_and_y0_of_different_dtypes_say_so():
     # a field that casts its float32 parameters itself works on float64 states, as before
     ude = tidal.UDE(lambda t, y, p: -p["k"] * y, None, {"k": 1.0})
     torch.testing.assert_close(ude(y0, ts)[-1], math.exp(-1.0) * y0, rtol=1e-3, atol=0)
+
+
+def test_a_run_folder_that_is_not_a_path_is_refused_by_name():
+    # TypeError: expected str, bytes or os.PathLike object, not NoneType (from pathlib)
+    from tidal.training import train_run
+
+    with pytest.raises(InvalidArgumentError, match=r"run folder .* must be a path.*got NoneType"):
+        train_run(spiral_data(4), None, config=quiet(epochs=2), progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"must be a path.*got int"):
+        load_run(5)
