@@ -452,3 +452,23 @@ def test_a_run_folder_that_is_not_a_path_is_refused_by_name():
         train_run(spiral_data(4), None, config=quiet(epochs=2), progress=False)
     with pytest.raises(InvalidArgumentError, match=r"must be a path.*got int"):
         load_run(5)
+
+
+def test_a_fit_that_fails_leaves_the_run_as_it_was(tmp_path):
+    """A refused resume (another model's checkpoint) left a finished run marked "running" by
+    this live process: load_run then took the last checkpoint, not model.pt, and said
+    training was still running."""
+    from tidal.training import train_run
+
+    data = spiral_data(4)
+    train_run(data, tmp_path / "run", config=quiet(epochs=2), split=(0.25, 0.0),
+              split_by="trajectory", progress=False)
+    kept = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    other = NeuralODE(MLP(2, width=3, depth=1))
+    with pytest.raises(InvalidArgumentError, match="not a checkpoint of this run"):
+        fit(other, data, config=quiet(epochs=4), run_dir=tmp_path / "run", resume=True,
+            progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.notice is None and run.directory.state == "finished"
+    for name, value in kept.items():
+        torch.testing.assert_close(run.model.state_dict()[name], value, rtol=0, atol=0)

@@ -124,18 +124,27 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
     world = World.current()  # under torchrun only rank 0 writes; the others read its run
     folder = None if run_dir is None or isinstance(run_dir, RunDirectory) else run_dir
     run = run_dir if isinstance(run_dir, RunDirectory) else None
+    previous = None  # the run's state before this call
     if folder is not None and world.leader:
         run = RunDirectory.open_or_create(folder, "neural-ode", command="fit")
+        previous = run.state
         run.take_over()
     world.barrier()
     if folder is not None and not world.leader:
         run = RunDirectory.open(folder, "neural-ode")
-    objective = TrajectoryObjective(model, train.scaled(scaling),
-                                    val.scaled(scaling) if val else None, config, dtype)
-    if initial_states is not None:
-        objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
-    outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
-                         progress=progress)
+    try:
+        objective = TrajectoryObjective(model, train.scaled(scaling),
+                                        val.scaled(scaling) if val else None, config, dtype)
+        if initial_states is not None:
+            objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
+        outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
+                             progress=progress)
+    except BaseException:
+        # an error leaves the run as it was (a finished run stays finished), else interrupted;
+        # never "running" for a process that has moved on
+        if run is not None and world.leader:
+            run.set_state(previous if previous in FINAL_STATES.values() else "interrupted")
+        raise
     model.load_state_dict(outcome.kept["model"])
     initial_states = scaling.unscale_values(
         objective.initial_states(outcome.kept["initial_offsets"])).numpy()
