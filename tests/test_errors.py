@@ -107,6 +107,24 @@ def test_ts_wrong_rank_or_empty(ts: torch.Tensor) -> None:
         tidal.solve(decay, torch.ones(2, 1, dtype=F64), ts)
 
 
+@pytest.mark.parametrize("ts", [torch.tensor([0.0, 1.0 + 1.0j]), torch.tensor([False, True])])
+def test_ts_complex_or_bool(ts: torch.Tensor) -> None:
+    # the imaginary part was dropped silently; booleans were read as 0 and 1
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(ts=\.\.\.\)` must hold real times; got dtype"):
+        tidal.solve(decay, y0_2(), ts)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"controller": tidal.PIDController}, r"`solve\(controller=PIDController\)` needs an instance"),
+    ({"adjoint": tidal.BacksolveAdjoint}, r"`solve\(adjoint=BacksolveAdjoint\)` needs an instance"),
+])
+def test_a_class_instead_of_an_instance(kwargs: dict, pattern: str) -> None:
+    # the messages said "got ABCMeta"
+    with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+        tidal.solve(decay, y0_2(), ts_01(), **kwargs)
+
+
 def test_ts_not_convertible() -> None:
     with pytest.raises(tidal.InvalidArgumentError, match=r"`solve\(ts=\.\.\.\)` must be a tensor"):
         tidal.solve(decay, y0_2(), "0 to 1")

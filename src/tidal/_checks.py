@@ -72,6 +72,9 @@ def state(y0: Any, owner: str = "solve") -> None:
 def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool, owner: str = "solve"
           ) -> torch.Tensor:
     """`ts` as float64 [T] or [T, B], finite (but for an event-only end) and monotonic."""
+    if isinstance(ts, torch.Tensor) and (ts.is_complex() or ts.dtype == torch.bool):
+        raise InvalidArgumentError(f"`{owner}(ts=...)` must hold real times; got dtype "
+                                   f"{ts.dtype}.")
     try:  # Python floats straight to float64 (as_tensor alone would round them to float32)
         out = (ts.detach().to(torch.float64) if isinstance(ts, torch.Tensor)
                else torch.as_tensor(ts, dtype=torch.float64))
@@ -145,6 +148,9 @@ def controller(c: Any, s: Solver) -> StepSizeController:
         raise InvalidArgumentError(
             f"`solve(solver={s!r})` has no error estimate, so it needs a fixed step: pass "
             "controller=tidal.ConstantStepSize(dt) or controller=tidal.StepTo(ts).")
+    if isinstance(c, type) and issubclass(c, StepSizeController):
+        raise InvalidArgumentError(f"`solve(controller={c.__name__})` needs an instance: "
+                                   f"controller={c.__name__}(...).")
     if not isinstance(c, StepSizeController):
         raise InvalidArgumentError(
             f"`solve(controller=...)` must be tidal.PIDController(rtol, atol), "
@@ -161,6 +167,9 @@ def adjoint(a: Any) -> Adjoint:
     """The adjoint object (its own `check` then refuses what it cannot differentiate)."""
     if a is None:
         return defaults.adjoint()
+    if isinstance(a, type) and issubclass(a, Adjoint):
+        raise InvalidArgumentError(f"`solve(adjoint={a.__name__})` needs an instance: "
+                                   f"adjoint={a.__name__}().")
     if not isinstance(a, Adjoint):
         raise InvalidArgumentError(
             f"`solve(adjoint=...)` must be tidal.BackpropAdjoint(), tidal.CheckpointAdjoint() "
