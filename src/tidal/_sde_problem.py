@@ -198,6 +198,8 @@ def _controller(controller: Any, dt: Any, solver: SDEMethod
             "`sdeint(dt=...)` is required: the step size (fixed steps), or the first step "
             "with controller=PIDController(...). There is no default: a good dt depends on "
             "the time scale of the problem (e.g. (ts[-1] - ts[0]) / 1000).")
+    if isinstance(dt, torch.Tensor) and dt.numel() == 1 and dt.is_floating_point():
+        dt = dt.item()  # a one-element tensor is a number too
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (
             dt > 0 and math.isfinite(dt)):
         raise InvalidArgumentError(f"`sdeint(dt={dt!r})` must be a positive finite number of "
