@@ -51,14 +51,7 @@ class NeuralODE(nn.Module):
                  controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
                  max_steps: int = defaults.MAX_STEPS, compile: bool | int = False) -> None:
         super().__init__()
-        name = type(self).__name__
-        if not callable(vector_field):
-            raise InvalidArgumentError(f"`{name}(vector_field=...)` must be an nn.Module called "
-                                       f"as f(t, y), e.g. tidal.nn.MLP(d); got "
-                                       f"{type(vector_field).__name__}.")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise InvalidArgumentError(f"`{name}(max_steps={max_steps!r})` must be a positive "
-                                       "integer: the most solver steps per solve.")
+        _check_model_arguments(type(self).__name__, vector_field, max_steps)
         self.vector_field = vector_field
         self.solver, self.controller, self.adjoint = solve_objects(
             type(self).__name__, solver if solver is not None else defaults.model_solver(),
@@ -129,6 +122,16 @@ class NeuralODE(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> NeuralODE:
         """Rebuild a model from `config()`; only registered classes are constructed."""
         return cls(build_network(config["vector_field"]), **solve_options(config))
+
+
+def _check_model_arguments(name: str, vector_field: Any, max_steps: Any) -> None:
+    if not callable(vector_field):
+        raise InvalidArgumentError(f"`{name}(vector_field=...)` must be an nn.Module called as "
+                                   f"f(t, y), e.g. tidal.nn.MLP(d); got "
+                                   f"{type(vector_field).__name__}.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise InvalidArgumentError(f"`{name}(max_steps={max_steps!r})` must be a positive "
+                                   "integer: the most solver steps per solve.")
 
 
 def solve_objects(name: str, solver: StepMethod, controller: StepSizeController | None,

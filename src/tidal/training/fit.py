@@ -143,7 +143,8 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         # an error leaves the run as it was (a finished run stays finished), else interrupted;
         # never "running" for a process that has moved on
         if run is not None and world.leader:
-            run.set_state(previous if previous in FINAL_STATES.values() else "interrupted")
+            run.set_state(previous if previous is not None and previous in FINAL_STATES.values()
+                          else "interrupted")
         raise
     model.load_state_dict(outcome.kept["model"])
     initial_states = scaling.unscale_values(
