@@ -472,3 +472,20 @@ def test_a_fit_that_fails_leaves_the_run_as_it_was(tmp_path):
     assert run.notice is None and run.directory.state == "finished"
     for name, value in kept.items():
         torch.testing.assert_close(run.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_run_predict_names_a_bad_y0_or_ts(tmp_path):
+    data = spiral_data(2)
+    save_run(tmp_path, small_model(), tidal.data.Scaling.fit(data),
+             data={"state_names": ["x", "y"]}, train_config=quiet().to_dict())
+    run = load_run(tmp_path)
+    assert run.predict([1.0, 0.5], [0.0, 0.5]).shape == (2, 2)
+    # ts [[0, 1]] was taken as one grid per sample, T = 1, and returned y0, silently
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(ts=\.\.\.\)`.*\(1, 2\)"):
+        run.predict([1.0, 0.5], [[0.0, 1.0]])
+    # IndexError: tuple index out of range
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(y0=\.\.\.\)`: expected 2 states"):
+        run.predict(1.0, [0.0, 1.0])
+    # numpy's "could not convert string to float"
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(y0=\.\.\.\)` must hold numbers"):
+        run.predict(["a", "b"], [0.0, 1.0])
