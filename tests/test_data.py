@@ -549,3 +549,16 @@ def test_trajectories_select_by_id_and_name_a_bad_index():
     for bad in ([True, False], 1.0):  # a mask of another length, a float
         with pytest.raises(tidal.InvalidArgumentError, match=r"boolean mask of length 3"):
             data[bad]
+
+
+def test_small_argument_checks_name_the_argument(tmp_path):
+    # numpy's "expected non-negative integer" and an AttributeError came from inside tidal;
+    # MLP(final_scale=nan) built a network of NaN weights
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`simulate\(seed=-1\)` must be"):
+        tidal.simulate("toggle-switch", 2, seed=-1)
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`write_table\(trajectories=\.\.\.\)` must be a tidal.Trajectories"):
+        write_table(np.zeros((2, 2)), tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`MLP\(final_scale=nan\)`"):
+        tidal.nn.MLP(2, final_scale=float("nan"))

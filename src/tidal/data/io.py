@@ -105,6 +105,10 @@ def write_table(trajectories: Trajectories, path: str | os.PathLike[str], *, tim
     `path`. Needs pyarrow (the `cli` extra).
     """
     require(["pyarrow"], "tidal.write_table")
+    if not isinstance(trajectories, Trajectories):
+        raise InvalidArgumentError(
+            f"`write_table(trajectories=...)` must be a tidal.Trajectories; got "
+            f"{type(trajectories).__name__}. Build one with tidal.Trajectories(times, values).")
     path = Path(path)
     kind = _kind(path, "write_table")
     names = [time, *([] if id is None else [id]), *trajectories.state_names]
