@@ -535,6 +535,18 @@ def test_odeint_adjoint_params_and_options_of_the_wrong_kind() -> None:
         tidal.odeint_adjoint(field, y0_2(), ts_01(), adjoint_params=(), adjoint_options=5)
 
 
+@pytest.mark.parametrize(("method", "options", "pattern"), [
+    # raw ValueError / TypeError from float(), the norm's call or the time list
+    ("dopri5", {"safety": "x"}, r"`odeint\(options=\{'safety': 'x'\}\)` must be a number"),
+    ("dopri5", {"norm": "max"}, r"`odeint\(options=\{'norm': 'max'\}\)` must be a function"),
+    ("dopri5", {"jump_t": "0.5"}, r"`odeint\(options=\{'jump_t': '0\.5'\}\)` must be a seq"),
+    ("explicit_adams", {"step_size": 0.1, "max_order": 0}, r"max_order=0.*from 1 to 12"),
+])
+def test_odeint_option_values_of_the_wrong_kind(method: str, options: dict, pattern: str) -> None:
+    with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+        tidal.odeint(decay, y0_2(), ts_01(), method=method, options=options)
+
+
 def test_odeint_empty_tuple_state() -> None:
     # torch.cat(): expected a non-empty list of Tensors
     with pytest.raises(tidal.InvalidArgumentError, match=r"`odeint\(y0=\(\)\)` is an empty"):

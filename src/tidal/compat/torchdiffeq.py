@@ -309,17 +309,20 @@ def _controller(method: str, adaptive: bool, options: dict, rtol: Any, atol: Any
     if not adaptive:
         return _fixed_controller(options, t, func, y0)
     norm = options.get("norm")
+    if norm is not None and not callable(norm):
+        raise InvalidArgumentError(f"`odeint(options={{'norm': {norm!r}}})` must be a function "
+                                   "of the state returning one number (e.g. an RMS norm).")
     if norm is not None:
         norm = flat.wrap_norm(norm)
     elif flat.shapes is not None:
         norm = flat.mixed_norm
     return TorchdiffeqController(
         rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
-        safety=float(options.get("safety", 0.9)), factor_max=float(options.get("ifactor", 10.0)),
-        factor_min=float(options.get("dfactor", 0.2)), dt0=_float(options.get("first_step")),
-        dt_min=float(options.get("min_step", 0.0)),
-        dt_max=float(options.get("max_step", math.inf)), step_ts=_times(options.get("step_t")),
-        jump_ts=_times(options.get("jump_t")), norm=norm)
+        safety=_number(options, "safety", 0.9), factor_max=_number(options, "ifactor", 10.0),
+        factor_min=_number(options, "dfactor", 0.2), dt0=_number(options, "first_step", None),
+        dt_min=_number(options, "min_step", 0.0),
+        dt_max=_number(options, "max_step", math.inf), step_ts=_times(options, "step_t"),
+        jump_ts=_times(options, "jump_t"), norm=norm)
 
 
 def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.Tensor
@@ -352,13 +355,23 @@ def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.
     return ConstantStepSize(step, jump_ts=[*ends, float(t[-1])])
 
 
-def _float(x: Any) -> float | None:
-    return None if x is None else float(x)
+def _number(options: dict, key: str, default: float | None) -> Any:
+    """A numeric option as a float (None stays None)."""
+    value = options.get(key, default)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(f"`odeint(options={{{key!r}: {value!r}}})` must be a "
+                                   "number.") from None
 
 
-def _times(x: Any) -> Any:
+def _times(options: dict, key: str) -> Any:
     """A time option as a controller takes it: None gives no times."""
-    return () if x is None else x
+    value = options.get(key)
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgumentError(f"`odeint(options={{{key!r}: {value!r}}})` must be a "
+                                   "sequence or tensor of times.")
+    return () if value is None else value
 
 
 def _with_callbacks(controller: StepSizeController, func: Any, method: str, adaptive: bool,
