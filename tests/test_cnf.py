@@ -268,6 +268,11 @@ def test_errors_name_the_argument() -> None:
         CNF(field, base=object())
     with pytest.raises(InvalidArgumentError, match="vector_field"):
         CNF(3)
+    # dim=3 on a 2-state network gave torch's "mat1 and mat2 shapes" error at sample()
+    with pytest.raises(InvalidArgumentError, match=r"`CNF\(dim=3\)`.*in_features \(2\)"):
+        CNF(field, dim=3)
+    with pytest.raises(InvalidArgumentError, match=r"`CNF\(dim=0\)` must be a positive"):
+        CNF(Linear(torch.eye(2)), dim=0)
     cnf = CNF(field)
     with pytest.raises(InvalidArgumentError, match=r"shape \[B, d\]; got \(2,\)"):
         cnf.log_prob(torch.zeros(2))

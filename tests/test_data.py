@@ -320,6 +320,14 @@ def test_read_errors_for_missing_file_and_unknown_extension(tmp_path):
         read_table(path)
 
 
+def test_read_refuses_one_column_as_both_time_and_id(tmp_path):
+    # TypeError: bad operand type for abs(): 'str', from inside the reader
+    path = _write(tmp_path, "t,x\n0,1\n1,2\n")
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`read_table\(time='t', id='t'\)` name the same column"):
+        read_table(path, id="t")
+
+
 def test_crlf_line_endings_count_lines(tmp_path):
     path = tmp_path / "data.csv"
     path.write_bytes(b"t,x\r\n0,1\r\n1,oops\r\n")
@@ -527,3 +535,30 @@ def test_rates_follow_the_chain_rule_of_the_scaling() -> None:
                                rtol=1e-14)
     tensor = scaling.scale_rates(torch.as_tensor(dy(s)))
     np.testing.assert_allclose(tensor.numpy(), scaling.scale_rates(dy(s)), rtol=1e-14)
+
+
+def test_trajectories_select_by_id_and_name_a_bad_index():
+    # a string gave numpy's "arrays used as indices must be of integer (or boolean) type"
+    data = Trajectories([[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]], [[[1.0], [2.0]]] * 3,
+                        ids=["a", "b", "c"])
+    assert data["b"] == data[1]
+    assert data[["c", "a"]].ids == ("c", "a")
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`Trajectories\['z'\]`: no trajectory "
+                       r"has that id; the ids are 'a', 'b', 'c'"):
+        data["z"]
+    for bad in ([True, False], 1.0):  # a mask of another length, a float
+        with pytest.raises(tidal.InvalidArgumentError, match=r"boolean mask of length 3"):
+            data[bad]
+
+
+def test_small_argument_checks_name_the_argument(tmp_path):
+    # numpy's "expected non-negative integer" and an AttributeError came from inside tidal;
+    # MLP(final_scale=nan) built a network of NaN weights
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`simulate\(seed=-1\)` must be"):
+        tidal.simulate("toggle-switch", 2, seed=-1)
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`write_table\(trajectories=\.\.\.\)` must be a tidal.Trajectories"):
+        write_table(np.zeros((2, 2)), tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`MLP\(final_scale=nan\)`"):
+        tidal.nn.MLP(2, final_scale=float("nan"))

@@ -308,6 +308,21 @@ def test_event_with_bare_function_and_default_tol() -> None:
     assert abs(float(sol.event_t) - t_star) <= 1e-10  # default tol 1e-12 * max(1, |t|)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_an_integer_event_function_stops_where_it_changes(dtype: torch.dtype,
+                                                           per_sample: bool) -> None:
+    """An indicator g = (y > 1/2) as integers falls from 1 to 0 at t = ln 2 for y' = -y, y0 = 1
+    (int64 gave "value cannot be converted to type int64_t without overflow")."""
+    ts = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    ts = ts.unsqueeze(-1).expand(5, 3) if per_sample else ts
+    sol = tidal.solve(lambda t, y: -y, torch.ones(3, 2, dtype=F64), ts,
+                      event=lambda t, y: (y[..., 0] > 0.5).to(dtype))
+    assert sol.status == tidal.Status.EVENT
+    torch.testing.assert_close(sol.event_t, torch.full_like(sol.event_t, math.log(2.0)),
+                               rtol=0, atol=1e-6)
+
+
 def test_event_reverse_time() -> None:
     """Released at rest from H0 at t = 0, the body was at the ground at t = -t* (the motion
     is symmetric in time); integrating backwards finds it there, rising at speed g t*."""

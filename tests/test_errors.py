@@ -107,9 +107,36 @@ def test_ts_wrong_rank_or_empty(ts: torch.Tensor) -> None:
         tidal.solve(decay, torch.ones(2, 1, dtype=F64), ts)
 
 
+@pytest.mark.parametrize("ts", [torch.tensor([0.0, 1.0 + 1.0j]), torch.tensor([False, True])])
+def test_ts_complex_or_bool(ts: torch.Tensor) -> None:
+    # the imaginary part was dropped silently; booleans were read as 0 and 1
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(ts=\.\.\.\)` must hold real times; got dtype"):
+        tidal.solve(decay, y0_2(), ts)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"controller": tidal.PIDController}, r"`solve\(controller=PIDController\)` needs an instance"),
+    ({"adjoint": tidal.BacksolveAdjoint}, r"`solve\(adjoint=BacksolveAdjoint\)` needs an instance"),
+])
+def test_a_class_instead_of_an_instance(kwargs: dict, pattern: str) -> None:
+    # the messages said "got ABCMeta"
+    with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+        tidal.solve(decay, y0_2(), ts_01(), **kwargs)
+
+
 def test_ts_not_convertible() -> None:
     with pytest.raises(tidal.InvalidArgumentError, match=r"`solve\(ts=\.\.\.\)` must be a tensor"):
         tidal.solve(decay, y0_2(), "0 to 1")
+
+
+def test_ts_as_python_floats_keep_float64() -> None:
+    # a list went through float32 first: 0.1 became 0.10000000149..., 1e300 became inf
+    sol = tidal.solve(decay, y0_2(), [0.0, 0.1], controller=tidal.PIDController(1e-12, 1e-14))
+    assert sol.ts[-1].item() == 0.1
+    assert sol.ys[-1, 0].item() == pytest.approx(math.exp(-0.1), rel=1e-11)
+    far = tidal.solve(decay, y0_2(), (0.0, 1e300), throw=False)
+    assert far.ts[-1].item() == 1e300 and far.status == tidal.Status.MAX_STEPS
 
 
 @pytest.mark.parametrize(("y0_shape", "ts_shape"), [((3, 2), (4, 2)), ((2,), (3, 3)),
@@ -140,6 +167,17 @@ def test_y0_bad_dtype(dtype: torch.dtype) -> None:
     with pytest.raises(tidal.InvalidArgumentError,
                        match=r"`solve\(y0=\.\.\.\)` must have a real floating dtype"):
         tidal.solve(decay, torch.ones(2, dtype=dtype), ts_01())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_y0_half_precision_is_refused_by_name(dtype: torch.dtype) -> None:
+    # float16 ended in a misleading NONFINITE failure, bfloat16 in a TypeError from numpy
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(y0=\.\.\.\)` must have a real floating dtype.*"
+                             r"y0\.float\(\)"):
+        tidal.solve(decay, torch.ones(2, dtype=dtype), ts_01())
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`sdeint\(y0=\.\.\.\)`"):
+        tidal.sdeint(decay, decay, torch.ones(1, 2, dtype=dtype), ts_01(), dt=0.1)
 
 
 @pytest.mark.parametrize("y0", [[1.0, 2.0], 1.0, (torch.ones(2),)])
@@ -176,6 +214,25 @@ def test_f_returns_non_tensor(out: object) -> None:
                        match=r"vector field f\(t, y\) must return a tensor.*returned "
                              + type(out).__name__):
         tidal.solve(lambda t, y: out, y0_2(), ts_01())
+
+
+def test_f_and_args_that_do_not_fit_name_args() -> None:
+    # a raw TypeError ("missing 1 required positional argument") came from inside the loop
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(f=\.\.\.\)` is called as f\(t, y\).*\(t, y, k\).*"
+                             r"args=\.\.\."):
+        tidal.solve(lambda t, y, k: -k * y, y0_2(), ts_01())
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`solve\(args=\.\.\.\)` is passed to f as its third argument"):
+        tidal.solve(decay, y0_2(), ts_01(), args=2.0)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`sdeint\(diffusion=\.\.\.\)`"):
+        tidal.sdeint(decay, lambda t, y, k: k * y, torch.ones(1, 2, dtype=F64), ts_01(), dt=0.1)
+    # what Python accepts is accepted: a default, *args, a closure, a module
+    module = torch.nn.Linear(2, 2).double()
+    for f in (lambda t, y, k=1.0: -k * y, lambda t, y, *rest: -y,
+              lambda t, y: module(y), tidal.nn.MLP(2).double()):
+        tidal.solve(f, y0_2(), ts_01())
+    tidal.solve(lambda t, y, k: -k * y, y0_2(), ts_01(), args=2.0)
 
 
 @pytest.mark.parametrize(("y0_shape", "ts"), [
@@ -435,6 +492,65 @@ def test_odeint_event_fn_needs_two_times(t: list) -> None:
     with pytest.raises(tidal.InvalidArgumentError,
                        match=r"`odeint\(\.\.\., event_fn=\.\.\.\)` needs t = \[t0, t1\]"):
         tidal.odeint(decay, y0_2(), torch.tensor(t, dtype=F64), event_fn=lambda t, y: y[0] - 0.5)
+
+
+def test_odeint_event_that_never_comes_fails_instead_of_searching_forever() -> None:
+    """y' = -y never reaches -0.5: the search used to run towards t = inf for 2^31 steps (a
+    hang); it now stops after tidal's default steps, or after `max_num_steps`."""
+    calls = 0
+
+    def counted_decay(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls > 20 * tidal.defaults.MAX_STEPS:  # the old behaviour: fail, do not hang
+            raise RuntimeError("the event search did not stop")
+        return -y
+
+    never = lambda t, y: y[0] + 0.5  # noqa: E731
+    with pytest.raises(tidal.SolveFailedError, match=r"MAX_STEPS.*max_num_steps") as info:
+        tidal.odeint_event(counted_decay, y0_2(), torch.tensor(0.0, dtype=F64), event_fn=never)
+    assert info.value.solution.stats.num_steps == tidal.defaults.MAX_STEPS
+    with pytest.raises(tidal.SolveFailedError) as info:
+        tidal.odeint(decay, y0_2(), ts_01(), event_fn=never, options={"max_num_steps": 30})
+    assert info.value.solution.stats.num_steps == 30
+
+
+@pytest.mark.parametrize("method", ["dopri5", "scipy_solver"])
+def test_odeint_options_not_a_dict(method: str) -> None:
+    # TypeError: 'int' object is not iterable, from inside tidal
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint\(options=\.\.\.\)` must be a dict.*got int"):
+        tidal.odeint(decay, y0_2(), ts_01(), method=method, options=5)
+
+
+def test_odeint_adjoint_params_and_options_of_the_wrong_kind() -> None:
+    module = torch.nn.Linear(2, 2).double()
+    field = lambda t, y: module(y)  # noqa: E731
+    # AttributeError: 'float' object has no attribute 'requires_grad'
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint_adjoint\(adjoint_params=\.\.\.\)` must hold tensors"):
+        tidal.odeint_adjoint(field, y0_2(), ts_01(), adjoint_params=[1.0])
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`odeint_adjoint\(adjoint_options=\.\.\.\)` must be a dict"):
+        tidal.odeint_adjoint(field, y0_2(), ts_01(), adjoint_params=(), adjoint_options=5)
+
+
+@pytest.mark.parametrize(("method", "options", "pattern"), [
+    # raw ValueError / TypeError from float(), the norm's call or the time list
+    ("dopri5", {"safety": "x"}, r"`odeint\(options=\{'safety': 'x'\}\)` must be a number"),
+    ("dopri5", {"norm": "max"}, r"`odeint\(options=\{'norm': 'max'\}\)` must be a function"),
+    ("dopri5", {"jump_t": "0.5"}, r"`odeint\(options=\{'jump_t': '0\.5'\}\)` must be a seq"),
+    ("explicit_adams", {"step_size": 0.1, "max_order": 0}, r"max_order=0.*from 1 to 12"),
+])
+def test_odeint_option_values_of_the_wrong_kind(method: str, options: dict, pattern: str) -> None:
+    with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+        tidal.odeint(decay, y0_2(), ts_01(), method=method, options=options)
+
+
+def test_odeint_empty_tuple_state() -> None:
+    # torch.cat(): expected a non-empty list of Tensors
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`odeint\(y0=\(\)\)` is an empty"):
+        tidal.odeint(lambda t, y: y, (), ts_01())
 
 
 def test_odeint_fixed_step_event_needs_step_size() -> None:

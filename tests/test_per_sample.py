@@ -338,6 +338,20 @@ def test_per_sample_dense_output() -> None:
     assert torch.allclose(single, exact[0], rtol=1e-7)
 
 
+def test_per_sample_dense_output_takes_one_time_per_sample_or_one_for_all() -> None:
+    """y' = -y on per-sample grids: a single time serves every sample (it raised a reshape
+    RuntimeError), and t of another length is refused (t of shape [2B] was read as [2, B]
+    and only its first row answered, silently)."""
+    ts = grids([0.0, 0.0], [1.0, 2.0], 5)
+    sol = tidal.solve(lambda t, y: -y, torch.ones(2, 3, dtype=F64), ts, dense=True,
+                      controller=tidal.PIDController(1e-10, 1e-12))
+    torch.testing.assert_close(sol.evaluate(0.5), torch.full((2, 3), math.exp(-0.5), dtype=F64),
+                               rtol=1e-8, atol=0)
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`Solution\.evaluate\(t\)` on per-sample grids.*B = 2.*\(4,\)"):
+        sol.evaluate(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64))
+
+
 def test_per_sample_norm_returns_one_value_per_sample() -> None:
     shapes = []
 

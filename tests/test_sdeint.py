@@ -171,6 +171,16 @@ def test_noise_shapes_and_float32(noise, shape):
     torch.testing.assert_close(out[torch.float32].double(), out[F64], rtol=1e-5, atol=1e-5)
 
 
+def test_dt_as_a_one_element_tensor_is_the_same_number():
+    """dt=torch.tensor(0.1) was refused as not "a positive finite number"."""
+    args = (lambda t, y: -y, lambda t, y: torch.ones_like(y), torch.zeros(3, 2, dtype=F64),
+            [0.0, 1.0])
+    expected = tidal.sdeint(*args, dt=0.1, seed=3).ys
+    assert torch.equal(tidal.sdeint(*args, dt=torch.tensor(0.1, dtype=F64), seed=3).ys, expected)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`sdeint\(dt=-0\.1\)` must be a"):
+        tidal.sdeint(*args, dt=torch.tensor(-0.1, dtype=F64), seed=3)
+
+
 def test_same_seed_same_paths_and_seed_none_follows_torch_manual_seed():
     args = (lambda t, y: -y, lambda t, y: torch.ones_like(y), torch.zeros(5, 2), [0.0, 1.0])
     a = tidal.sdeint(*args, dt=0.1, seed=4).ys

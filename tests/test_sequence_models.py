@@ -454,3 +454,18 @@ def test_periodic_signals_refuse_a_reversed_range(name):
     message = rf"`{name}=\(2.0, 1.0\)`: must be a range"
     with pytest.raises(tidal.InvalidArgumentError, match=message):
         periodic_signals(4, **{name: (2.0, 1.0)})
+
+
+@pytest.mark.parametrize(("build", "pattern"), [
+    # SolveConfig.__init__() got an unexpected keyword argument 'rtol' (a name never typed)
+    (lambda: LatentODE(2, 3, 4, rtol=1e-3), r"`LatentODE\(\.\.\.\)` got unknown solve option"),
+    (lambda: NeuralCDE(2, 3, 1, atol=1e-4), r"`NeuralCDE\(\.\.\.\)` got unknown solve option"),
+    (lambda: ODERNN(2, 3, step=0.1), r"`ODERNN\(\.\.\.\)` got unknown solve option"),
+    (lambda: tidal.models.ODEBlock(tidal.nn.MLP(2), rtol=1e-3), r"`ODEBlock\(\.\.\.\)`"),
+    # accepted, to fail at the first solve naming `solve(...)`
+    (lambda: LatentODE(2, 3, 4, solver="dopri5"), r"`LatentODE\(solver='dopri5'\)` must be a"),
+    (lambda: ODERNN(2, 3, max_steps=0), r"`ODERNN\(max_steps=0\)` must be a positive"),
+])
+def test_sequence_models_check_their_solve_options(build, pattern):
+    with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+        build()

@@ -345,3 +345,147 @@ def test_a_model_solves_events_with_its_own_checkpoint_adjoint(monkeypatch):
                         adjoint=tidal.BackpropAdjoint())
     assert dense.evaluate(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
         2.0 * math.exp(-0.35), rel=1e-8)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_fit_refuses_a_model_built_for_another_number_of_states(width, tmp_path):
+    # the data has 2 states; torch's own "mat1 and mat2 shapes" error named neither
+    model = NeuralODE(MLP(width, width=4, depth=1))
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(model=\.\.\.\)`.*2 state\(s\)"
+                       r" \['x', 'y'\].*MLP\(2\)"):
+        fit(model, spiral_data(2), config=quiet(epochs=2), run_dir=tmp_path / "run",
+            progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"model": MLP(2)}, r"`fit\(model=\.\.\.\)` must be a tidal.NeuralODE.*got MLP"),
+    ({"train": np.zeros((2, 5, 2))}, r"`fit\(train=\.\.\.\)` must be a tidal.Trajectories"),
+    ({"val": [1.0]}, r"`fit\(val=\.\.\.\)` must be a tidal.Trajectories; got list"),
+    ({"config": {"epochs": 2}}, r"`fit\(config=\.\.\.\)`.*got dict.*TrainConfig\(\*\*config\)"),
+])
+def test_fit_names_an_argument_of_the_wrong_type(kwargs, pattern):
+    arguments = {"model": small_model(), "train": spiral_data(2), "config": quiet(epochs=2),
+                 **kwargs}
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        fit(**arguments, progress=False)
+
+
+def test_fit_refuses_validation_data_with_other_states():
+    one_state = Trajectories([[0.0, 1.0]], [[[1.0], [0.5]]])
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(val=\.\.\.\)` has 1 state\(s\)"):
+        fit(small_model(), spiral_data(2), val=one_state, config=quiet(epochs=2),
+            progress=False)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    # a negative fraction held out nothing and was recorded in config.json as given
+    ({"split": (-0.1, 0.1)}, r"`train_run\(split=\(-0\.1, 0\.1\)\)`.*\[0, 1\)"),
+    ({"split": (0.1,)}, r"`train_run\(split=\(0\.1,\)\)`.*two fractions"),
+    ({"split": (1.0, 0.0)}, r"`train_run\(split=\(1\.0, 0\.0\)\)`"),
+    # AttributeErrors from inside the pipeline
+    ({"data": np.zeros((3, 3))}, r"`train_run\(data=\.\.\.\)` must be a Trajectories"),
+    ({"config": {"epochs": 2}}, r"`train_run\(config=\.\.\.\)`.*TrainConfig\(\*\*config\)"),
+    ({"model": {"width": 8}}, r"`train_run\(model=\.\.\.\)`.*ModelOptions\(\*\*model\)"),
+])
+def test_train_run_names_a_bad_argument_before_writing(kwargs, pattern, tmp_path):
+    from tidal.training import train_run
+
+    arguments = {"data": spiral_data(4), "config": quiet(epochs=2), **kwargs}
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        train_run(run_dir=tmp_path / "run", progress=False, **arguments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_run_of_a_fit_folder_says_how_to_make_it_loadable(tmp_path):
+    # it said "config.json is missing; the run is incomplete or was changed by hand"
+    data = spiral_data(2)
+    result = fit(small_model(), data, config=quiet(epochs=2), run_dir=tmp_path, progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"`load_run\(.*\)`: the run has no "
+                       r"config\.json.*save_run"):
+        load_run(tmp_path)
+    save_run(tmp_path, result.model, result.scaling, data={"state_names": ["x", "y"]},
+             train_config=result.config.to_dict())
+    loaded = load_run(tmp_path).model
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"max_steps": -1}, r"`NeuralODE\(max_steps=-1\)` must be a positive integer"),
+    ({"max_steps": 10.0}, r"`NeuralODE\(max_steps=10\.0\)`"),
+    ({"vector_field": 5}, r"`NeuralODE\(vector_field=\.\.\.\)` must be an nn.Module.*got int"),
+])
+def test_neural_ode_refuses_bad_arguments_when_built(kwargs, pattern):
+    # both were accepted, to fail at the first solve naming `solve(...)`
+    with pytest.raises(InvalidArgumentError, match=pattern):
+        NeuralODE(**{"vector_field": MLP(2), **kwargs})
+
+
+def test_fit_refuses_non_finite_initial_states_by_name(tmp_path):
+    # the error named `solve(y0=...)`, raised mid-training with the run marked running
+    states = np.full((2, 2), np.nan)
+    with pytest.raises(InvalidArgumentError, match=r"`fit\(initial_states=\.\.\.\)` contains NaN"):
+        fit(small_model(), spiral_data(2), config=quiet(epochs=2), run_dir=tmp_path / "run",
+            progress=False, initial_states=states)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_and_y0_of_different_dtypes_say_so():
+    # torch's "mat1 and mat2 must have the same dtype" came from inside the vector field
+    model = NeuralODE(MLP(2, width=4, depth=1))  # float32
+    y0, ts = torch.ones(1, 2, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match=r"`NeuralODE\(y0, ts\)`: y0 is torch.float64 "
+                       r"but the model's parameters are torch.float32.*model.to\(y0.dtype\)"):
+        model(y0, ts)
+    assert model.double()(y0, ts).dtype == torch.float64
+    # a field that casts its float32 parameters itself works on float64 states, as before
+    ude = tidal.UDE(lambda t, y, p: -p["k"] * y, None, {"k": 1.0})
+    torch.testing.assert_close(ude(y0, ts)[-1], math.exp(-1.0) * y0, rtol=1e-3, atol=0)
+
+
+def test_a_run_folder_that_is_not_a_path_is_refused_by_name():
+    # TypeError: expected str, bytes or os.PathLike object, not NoneType (from pathlib)
+    from tidal.training import train_run
+
+    with pytest.raises(InvalidArgumentError, match=r"run folder .* must be a path.*got NoneType"):
+        train_run(spiral_data(4), None, config=quiet(epochs=2), progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"must be a path.*got int"):
+        load_run(5)
+
+
+def test_a_fit_that_fails_leaves_the_run_as_it_was(tmp_path):
+    """A refused resume (another model's checkpoint) left a finished run marked "running" by
+    this live process: load_run then took the last checkpoint, not model.pt, and said
+    training was still running."""
+    from tidal.training import train_run
+
+    data = spiral_data(4)
+    train_run(data, tmp_path / "run", config=quiet(epochs=2), split=(0.25, 0.0),
+              split_by="trajectory", progress=False)
+    kept = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    other = NeuralODE(MLP(2, width=3, depth=1))
+    with pytest.raises(InvalidArgumentError, match="not a checkpoint of this run"):
+        fit(other, data, config=quiet(epochs=4), run_dir=tmp_path / "run", resume=True,
+            progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.notice is None and run.directory.state == "finished"
+    for name, value in kept.items():
+        torch.testing.assert_close(run.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_run_predict_names_a_bad_y0_or_ts(tmp_path):
+    data = spiral_data(2)
+    save_run(tmp_path, small_model(), tidal.data.Scaling.fit(data),
+             data={"state_names": ["x", "y"]}, train_config=quiet().to_dict())
+    run = load_run(tmp_path)
+    assert run.predict([1.0, 0.5], [0.0, 0.5]).shape == (2, 2)
+    # ts [[0, 1]] was taken as one grid per sample, T = 1, and returned y0, silently
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(ts=\.\.\.\)`.*\(1, 2\)"):
+        run.predict([1.0, 0.5], [[0.0, 1.0]])
+    # IndexError: tuple index out of range
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(y0=\.\.\.\)`: expected 2 states"):
+        run.predict(1.0, [0.0, 1.0])
+    # numpy's "could not convert string to float"
+    with pytest.raises(InvalidArgumentError, match=r"`predict\(y0=\.\.\.\)` must hold numbers"):
+        run.predict(["a", "b"], [0.0, 1.0])

@@ -96,6 +96,10 @@ def test_errors() -> None:
         UDE(LINEAR, None, {"alpha": float("nan")})
     with pytest.raises(tidal.InvalidArgumentError, match="callable"):
         UDE("dx = x", None, {})
+    # a list of values gave "cannot convert dictionary update sequence element #0"
+    with pytest.raises(tidal.InvalidArgumentError,
+                       match=r"`UDE\(params=\.\.\.\)` must map .* got list"):
+        UDE(LINEAR, None, [1.0])
 
 
 # ---------------------------------------------------------------------------------------------

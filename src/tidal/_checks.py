@@ -3,6 +3,7 @@ arrived and says what to do. (Turning checked arguments into a problem is `tidal
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,14 +25,38 @@ def callable_field(f: Any) -> None:
                                    f"{type(f).__name__}.")
 
 
+def takes_args(fn: Any, args: Any, owner: str = "solve", name: str = "f") -> None:
+    """fn can be called as fn(t, y), or fn(t, y, args) when `args` is given, as far as its
+    signature tells (a callable without one is left to its first call)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(2 if args is None else 3))
+    except TypeError:
+        if args is None:
+            raise InvalidArgumentError(
+                f"`{owner}({name}=...)` is called as {name}(t, y), but its signature is "
+                f"{signature}; pass its third argument with `{owner}(..., args=...)`, or give it "
+                "a default.") from None
+        raise InvalidArgumentError(
+            f"`{owner}(args=...)` is passed to {name} as its third argument, {name}(t, y, args), "
+            f"but its signature is {signature}; add that parameter, or leave out `args`."
+        ) from None
+
+
 def state(y0: Any, owner: str = "solve") -> None:
     if not isinstance(y0, torch.Tensor):
         raise InvalidArgumentError(
             f"`{owner}(y0=...)` must be a torch.Tensor; got {type(y0).__name__}. Use "
             "torch.as_tensor(y0, dtype=torch.float64), or tidal.odeint for a tuple of tensors.")
-    if not y0.is_floating_point() or y0.is_complex():
+    if y0.dtype not in (torch.float32, torch.float64):
+        hint = ("half precision is too coarse for the solvers' error control; use y0.float() "
+                "(and cast the result back)" if y0.dtype in (torch.float16, torch.bfloat16)
+                else "use y0.double()")
         raise InvalidArgumentError(f"`{owner}(y0=...)` must have a real floating dtype "
-                                   f"(float32 or float64); got {y0.dtype}. Use y0.double().")
+                                   f"(float32 or float64); got {y0.dtype}: {hint}.")
     if y0.numel() == 0:
         raise InvalidArgumentError(
             f"`{owner}(y0=...)` has no elements (shape {tuple(y0.shape)}); there is nothing "
@@ -47,8 +72,12 @@ def state(y0: Any, owner: str = "solve") -> None:
 def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool, owner: str = "solve"
           ) -> torch.Tensor:
     """`ts` as float64 [T] or [T, B], finite (but for an event-only end) and monotonic."""
-    try:
-        out = torch.as_tensor(ts).detach().to(torch.float64)
+    if isinstance(ts, torch.Tensor) and (ts.is_complex() or ts.dtype == torch.bool):
+        raise InvalidArgumentError(f"`{owner}(ts=...)` must hold real times; got dtype "
+                                   f"{ts.dtype}.")
+    try:  # Python floats straight to float64 (as_tensor alone would round them to float32)
+        out = (ts.detach().to(torch.float64) if isinstance(ts, torch.Tensor)
+               else torch.as_tensor(ts, dtype=torch.float64))
     except (TypeError, ValueError, RuntimeError) as error:
         raise InvalidArgumentError(f"`{owner}(ts=...)` must be a tensor or sequence of times; "
                                    f"got {type(ts).__name__} ({error}).") from None
@@ -119,6 +148,9 @@ def controller(c: Any, s: Solver) -> StepSizeController:
         raise InvalidArgumentError(
             f"`solve(solver={s!r})` has no error estimate, so it needs a fixed step: pass "
             "controller=tidal.ConstantStepSize(dt) or controller=tidal.StepTo(ts).")
+    if isinstance(c, type) and issubclass(c, StepSizeController):
+        raise InvalidArgumentError(f"`solve(controller={c.__name__})` needs an instance: "
+                                   f"controller={c.__name__}(...).")
     if not isinstance(c, StepSizeController):
         raise InvalidArgumentError(
             f"`solve(controller=...)` must be tidal.PIDController(rtol, atol), "
@@ -135,6 +167,9 @@ def adjoint(a: Any) -> Adjoint:
     """The adjoint object (its own `check` then refuses what it cannot differentiate)."""
     if a is None:
         return defaults.adjoint()
+    if isinstance(a, type) and issubclass(a, Adjoint):
+        raise InvalidArgumentError(f"`solve(adjoint={a.__name__})` needs an instance: "
+                                   f"adjoint={a.__name__}().")
     if not isinstance(a, Adjoint):
         raise InvalidArgumentError(
             f"`solve(adjoint=...)` must be tidal.BackpropAdjoint(), tidal.CheckpointAdjoint() "

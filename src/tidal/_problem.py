@@ -62,6 +62,7 @@ def make_problem(f: Callable[..., torch.Tensor], y0: torch.Tensor,
                  throw: bool, compile: bool | int = False) -> Problem:
     """Check every argument of `tidal.solve` and build its `Problem`."""
     check.callable_field(f)
+    check.takes_args(f, args)
     check.state(y0)
     y0 = y0.contiguous()  # the loops view states as flat rows
     event = Event(event) if event is not None and not isinstance(event, Event) else event

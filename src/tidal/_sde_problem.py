@@ -90,6 +90,7 @@ def make_sde_problem(drift: Callable[..., torch.Tensor], diffusion: Callable[...
         if not callable(fn):
             raise InvalidArgumentError(f"`sdeint({name}=...)` must be callable as {name}(t, y); "
                                        f"got {type(fn).__name__}.")
+        check.takes_args(fn, args, owner="sdeint", name=name)
     check.state(y0, owner="sdeint")
     if y0.dim() != 2:
         raise InvalidArgumentError(
@@ -197,6 +198,8 @@ def _controller(controller: Any, dt: Any, solver: SDEMethod
             "`sdeint(dt=...)` is required: the step size (fixed steps), or the first step "
             "with controller=PIDController(...). There is no default: a good dt depends on "
             "the time scale of the problem (e.g. (ts[-1] - ts[0]) / 1000).")
+    if isinstance(dt, torch.Tensor) and dt.numel() == 1 and dt.is_floating_point():
+        dt = dt.item()  # a one-element tensor is a number too
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (
             dt > 0 and math.isfinite(dt)):
         raise InvalidArgumentError(f"`sdeint(dt={dt!r})` must be a positive finite number of "

@@ -69,7 +69,8 @@ class EventWatcher:
 
     def __init__(self, event: Event, g0: torch.Tensor, groups: int):
         self.event, self.groups = event, groups
-        self.previous = self._rows(g0.detach())
+        g0 = g0.detach()  # an integer g is compared (and bisected) as float64
+        self.previous = self._rows(g0 if g0.is_floating_point() else g0.to(torch.float64))
 
     def _rows(self, g: torch.Tensor) -> torch.Tensor:
         return g.reshape(self.groups, -1)

@@ -78,6 +78,13 @@ class DenseOutput:
             raise _outside("every time", grid, steps)
         device = self.ends.device
         if grid.batched:
+            if times.dim() == 0:  # one time for every sample
+                times = times.expand(grid.groups)
+            if times.dim() not in (1, 2) or times.shape[-1] != grid.groups:
+                raise InvalidArgumentError(
+                    f"`Solution.evaluate(t)` on per-sample grids takes one time per sample: t "
+                    f"of shape [B] or [M, B] with B = {grid.groups} (or one time for all); got "
+                    f"shape {tuple(times.shape)}.")
             queries = times.reshape(-1, grid.groups).to(device)
         else:
             queries = times.reshape(-1, 1).to(device)

@@ -63,6 +63,11 @@ class MLP(nn.Module):
                  linear_term: bool = False) -> None:
         super().__init__()
         out_features = _checked("MLP", in_features, out_features, width, depth, activation)
+        if isinstance(final_scale, bool) or not isinstance(final_scale, (int, float)) \
+                or not math.isfinite(final_scale):
+            raise InvalidArgumentError(f"`MLP(final_scale={final_scale!r})`: must be a finite "
+                                       "number (the last layer's initial weights are scaled by "
+                                       "it; default 0.1).")
         factors = None if output_scale is None else [float(x) for x in output_scale]
         if factors is not None and (len(factors) != out_features or not all(
                 0 < x < math.inf for x in factors)):

@@ -82,7 +82,8 @@ class Solution:
         """The solution at any time(s) within the solved span (needs `solve(..., dense=True)`).
 
         On a shared grid `t` has any shape and the result is [*t.shape, *state]; on per-sample
-        grids `t` is [B] or [M, B] and the result [B, *state] or [M, B, *state].
+        grids `t` is [B] or [M, B] (one time per sample; a single time serves every sample) and
+        the result [B, *state] or [M, B, *state].
         """
         if self.dense_output is None:
             raise InvalidArgumentError(

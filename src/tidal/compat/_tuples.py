@@ -30,6 +30,9 @@ class Flattener:
         if not isinstance(y0, tuple) or not all(isinstance(y, torch.Tensor) for y in y0):
             raise InvalidArgumentError(f"`odeint(y0=...)` must be a tensor or a tuple of "
                                        f"tensors; got {type(y0).__name__}.")
+        if not y0:
+            raise InvalidArgumentError("`odeint(y0=())` is an empty tuple; there is nothing to "
+                                       "integrate.")
         self.shapes = [y.shape for y in y0]
         self.sizes = [y.numel() for y in y0]
         self.size = sum(self.sizes)

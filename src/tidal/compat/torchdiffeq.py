@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from tidal import defaults
 from tidal._errors import IncompatibleOptionsError, InvalidArgumentError, UnknownOptionError
 from tidal.adjoint import BackpropAdjoint, BacksolveAdjoint, CheckpointAdjoint
 from tidal.adjoint.base import Adjoint
@@ -71,7 +72,9 @@ def odeint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rtol: Any 
         options: torchdiffeq's options (README, "From torchdiffeq"); an unknown key is an
             error listing the valid ones.
         event_fn: g(t, y); the solve runs from t[0] in the direction of t[1] until g changes
-            sign. Returns (event_t, solution at [t0, event_t]).
+            sign. Returns (event_t, solution at [t0, event_t]). The search takes at most
+            `options['max_num_steps']` steps, default 10,000 (`tidal.defaults.MAX_STEPS`;
+            torchdiffeq searches without end).
 
     Returns:
         A tensor (or tuple of tensors) of shape (len(t), *y0.shape); with `event_fn`, the pair
@@ -106,7 +109,16 @@ def odeint_adjoint(func: Callable[..., State], y0: State, t: torch.Tensor, *, rt
         raise InvalidArgumentError(
             "`odeint_adjoint(func=...)` must be an nn.Module so that its parameters can be "
             "found, or pass adjoint_params=(tensors func uses,), () for none.")
+    strays = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
+    if strays:
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(adjoint_params=...)` must hold tensors (the parameters func "
+            f"uses); got {', '.join(sorted(set(strays)))}. Pass e.g. tuple(model.parameters()).")
     params = tuple(p for p in params if p.requires_grad)
+    if adjoint_options is not None and not isinstance(adjoint_options, Mapping):
+        raise InvalidArgumentError(
+            f"`odeint_adjoint(adjoint_options=...)` must be a dict of torchdiffeq's options; "
+            f"got {type(adjoint_options).__name__}.")
     if adjoint_method is not None and adjoint_method != method and options is not None \
             and adjoint_options is None:
         raise InvalidArgumentError(
@@ -167,7 +179,7 @@ def _odeint(func: Callable, y0: State, t: Any, rtol: Any, atol: Any, method: str
             ) -> Any:
     t = torch.as_tensor(t)
     if _method(method) == SCIPY:
-        return _scipy_odeint(func, y0, t, rtol, atol, options, event_fn, backward)
+        return _scipy_odeint(func, y0, t, rtol, atol, _options(options), event_fn, backward)
     sol, flat, t = _solve(func, y0, t, rtol, atol, method, options, event_fn, backward)
     if event_fn is None:
         return flat.unflatten(sol.ys, leading=1)
@@ -181,7 +193,7 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
            backward: _Backward | None, dense: bool = False
            ) -> tuple[Solution, Flattener, torch.Tensor]:
     method = _method(method)
-    options = dict(options or {})
+    options = _options(options)
     flat = Flattener(y0)
     y0_flat = flat.flatten(y0)
     solver = _solver(method, options, rtol, atol)
@@ -196,14 +208,27 @@ def _solve(func: Callable, y0: State, t: torch.Tensor, rtol: Any, atol: Any,
     adjoint = _adjoint(backward, flat, y0_flat, t, options, event_fn is not None)
     sol = solve(flat.wrap(func), y0_flat, t, solver=solver, controller=controller, event=event,
                 adjoint=adjoint, dense=dense,
-                max_steps=_max_steps(options, t))
+                max_steps=_max_steps(options, t, event_fn is not None))
     return sol, flat, t
 
 
-def _max_steps(options: dict, t: torch.Tensor) -> int:
+def _options(options: Any) -> dict:
+    """`options` as a dict of its own (None: none)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidArgumentError(
+            f"`odeint(options=...)` must be a dict of torchdiffeq's options, e.g. "
+            f"options={{'max_num_steps': 1000}}; got {type(options).__name__}.")
+    return dict(options or {})
+
+
+def _max_steps(options: dict, t: torch.Tensor, event: bool = False) -> int:
     """torchdiffeq bounds the steps of each output interval by `max_num_steps`; tidal bounds
     the whole solve, by max_num_steps x intervals: it stops only where some interval took more
-    than max_num_steps steps, so never where torchdiffeq would not."""
+    than max_num_steps steps, so never where torchdiffeq would not. An event search runs
+    towards an infinite time: without `max_num_steps` it takes tidal's default
+    (`tidal.defaults.MAX_STEPS`), so an event that never comes fails instead of hanging."""
+    if event and "max_num_steps" not in options:
+        return defaults.MAX_STEPS
     return int(options.get("max_num_steps", MAX_NUM_STEPS)) * max(1, len(t) - 1)
 
 
@@ -284,17 +309,20 @@ def _controller(method: str, adaptive: bool, options: dict, rtol: Any, atol: Any
     if not adaptive:
         return _fixed_controller(options, t, func, y0)
     norm = options.get("norm")
+    if norm is not None and not callable(norm):
+        raise InvalidArgumentError(f"`odeint(options={{'norm': {norm!r}}})` must be a function "
+                                   "of the state returning one number (e.g. an RMS norm).")
     if norm is not None:
         norm = flat.wrap_norm(norm)
     elif flat.shapes is not None:
         norm = flat.mixed_norm
     return TorchdiffeqController(
         rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
-        safety=float(options.get("safety", 0.9)), factor_max=float(options.get("ifactor", 10.0)),
-        factor_min=float(options.get("dfactor", 0.2)), dt0=_float(options.get("first_step")),
-        dt_min=float(options.get("min_step", 0.0)),
-        dt_max=float(options.get("max_step", math.inf)), step_ts=_times(options.get("step_t")),
-        jump_ts=_times(options.get("jump_t")), norm=norm)
+        safety=_number(options, "safety", 0.9), factor_max=_number(options, "ifactor", 10.0),
+        factor_min=_number(options, "dfactor", 0.2), dt0=_number(options, "first_step", None),
+        dt_min=_number(options, "min_step", 0.0),
+        dt_max=_number(options, "max_step", math.inf), step_ts=_times(options, "step_t"),
+        jump_ts=_times(options, "jump_t"), norm=norm)
 
 
 def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.Tensor
@@ -327,13 +355,23 @@ def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.
     return ConstantStepSize(step, jump_ts=[*ends, float(t[-1])])
 
 
-def _float(x: Any) -> float | None:
-    return None if x is None else float(x)
+def _number(options: dict, key: str, default: float | None) -> Any:
+    """A numeric option as a float (None stays None)."""
+    value = options.get(key, default)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(f"`odeint(options={{{key!r}: {value!r}}})` must be a "
+                                   "number.") from None
 
 
-def _times(x: Any) -> Any:
+def _times(options: dict, key: str) -> Any:
     """A time option as a controller takes it: None gives no times."""
-    return () if x is None else x
+    value = options.get(key)
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgumentError(f"`odeint(options={{{key!r}: {value!r}}})` must be a "
+                                   "sequence or tensor of times.")
+    return () if value is None else value
 
 
 def _with_callbacks(controller: StepSizeController, func: Any, method: str, adaptive: bool,

@@ -72,6 +72,11 @@ def read_table(path: str | os.PathLike[str], *, time: str = "t", id: str | None 
         MissingExtraError: pyarrow is not installed (it comes with the `cli` extra).
     """
     require(["pyarrow"], "tidal.read_table")
+    if id is not None and id == time:
+        raise InvalidArgumentError(
+            f"`read_table(time={time!r}, id={id!r})` name the same column; `id` names the "
+            "column saying which trajectory each row belongs to (None: the whole file is one "
+            "trajectory).")
     path = Path(path)
     kind = _kind(path, "read_table")
     if not path.is_file():
@@ -100,6 +105,10 @@ def write_table(trajectories: Trajectories, path: str | os.PathLike[str], *, tim
     `path`. Needs pyarrow (the `cli` extra).
     """
     require(["pyarrow"], "tidal.write_table")
+    if not isinstance(trajectories, Trajectories):
+        raise InvalidArgumentError(
+            f"`write_table(trajectories=...)` must be a tidal.Trajectories; got "
+            f"{type(trajectories).__name__}. Build one with tidal.Trajectories(times, values).")
     path = Path(path)
     kind = _kind(path, "write_table")
     names = [time, *([] if id is None else [id]), *trajectories.state_names]

@@ -300,6 +300,8 @@ def simulate(system: System | str, n_trajectories: int, t_span: Sequence[float] 
             0 <= noise_process < math.inf):
         raise InvalidArgumentError(f"`simulate(noise_process={noise_process!r})` must be a "
                                    f"finite number >= 0 (0: no process noise).")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidArgumentError(f"`simulate(seed={seed!r})` must be an integer >= 0.")
     rng = np.random.default_rng(seed)
     y0 = system.sample_initial_states(n_trajectories, rng)
     counts = rng.integers(low, high + 1, size=n_trajectories)

@@ -124,9 +124,13 @@ class Trajectories:
     def __len__(self) -> int:
         return self.n_trajectories
 
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Trajectories:
+    def __getitem__(self, index: int | str | slice | Sequence[int] | Sequence[str] | np.ndarray
+                    ) -> Trajectories:
         """Trajectory `index` (as a Trajectories of one), or a subset for a slice, a list of
-        indices or a boolean mask; ids are kept."""
+        indices or a boolean mask; ids are kept. A string (or strings) selects by id."""
+        if isinstance(index, str) or (isinstance(index, (list, tuple)) and index
+                                      and all(isinstance(i, str) for i in index)):
+            return self[self._positions([index] if isinstance(index, str) else list(index))]
         if isinstance(index, (int, np.integer)):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"Trajectory index {index} is out of range for "
@@ -136,11 +140,26 @@ class Trajectories:
             chosen = list(range(len(self)))[index]
         else:
             picks = np.asarray(index)
+            if picks.size and (picks.dtype.kind not in "iub" or (
+                    picks.dtype.kind == "b" and picks.shape != (len(self),))):
+                raise InvalidArgumentError(
+                    f"`Trajectories[...]` takes an index, a slice, indices, a boolean mask of "
+                    f"length {len(self)} or ids; got {type(index).__name__} of dtype "
+                    f"{picks.dtype} and shape {picks.shape}.")
             chosen = [] if picks.size == 0 else np.arange(len(self))[picks].tolist()
         if not chosen:
             raise IndexError(f"Trajectories[{index!r}] selects no trajectory.")
         return Trajectories([self._times[i] for i in chosen], [self._values[i] for i in chosen],
                             [self._ids[i] for i in chosen], self._state_names)
+
+    def _positions(self, ids: list[str]) -> list[int]:
+        where = {name: i for i, name in enumerate(self._ids)}
+        unknown = [name for name in ids if name not in where]
+        if unknown:
+            shown = ", ".join(repr(i) for i in self._ids[:5]) + (", ..." if len(self) > 5 else "")
+            raise InvalidArgumentError(f"`Trajectories[{unknown[0]!r}]`: no trajectory has that "
+                                       f"id; the ids are {shown}.")
+        return [where[name] for name in ids]
 
     def __eq__(self, other: object) -> bool:
         """Same ids, state names, times and values (NaN equal to NaN)."""

@@ -115,7 +115,14 @@ class CNF(nn.Module):
                 f"object); got {type(base).__name__}. Use None for a standard normal.")
         self.vector_field = vector_field
         self.trace, self.noise, self.base, self.t1 = trace, noise, base, float(t1)
-        self.dim = dim if dim is not None else _features(vector_field)
+        declared = _features(vector_field)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1
+                                or declared not in (None, dim)):
+            raise InvalidArgumentError(
+                f"`CNF(dim={dim!r})` must be a positive integer"
+                + (f" equal to the vector field's in_features ({declared})" if declared else "")
+                + "; leave it out to take the network's.")
+        self.dim = dim if dim is not None else declared
         self.solver, self.controller, self.adjoint = solve_objects(
             "CNF", solver if solver is not None else defaults.model_solver(), controller,
             adjoint)

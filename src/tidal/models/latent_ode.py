@@ -80,14 +80,15 @@ class LatentODE(nn.Module):
         super().__init__()
         if not obs_std > 0:
             raise InvalidArgumentError(f"`LatentODE(obs_std={obs_std!r})` must be positive.")
+        SolveConfig.of("LatentODE", solve_options)  # named as the user called it
         self.encoder = ODERNN(input_size, hidden_size, 2 * latent_size, width=width,
                               **solve_options)
         self.vector_field = (MLP(latent_size, width=width, final_scale=1.0)
                              if vector_field is None else vector_field)
         self.decoder = nn.Linear(latent_size, input_size)
         self.latent_size, self.obs_std = latent_size, obs_std
-        self.solve_config = SolveConfig(**(solve_options if decoder_options is None
-                                           else decoder_options))
+        self.solve_config = SolveConfig.of("LatentODE", solve_options if decoder_options is None
+                                         else decoder_options)
 
     @property
     def nfe(self) -> int:

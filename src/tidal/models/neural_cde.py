@@ -59,7 +59,7 @@ class NeuralCDE(nn.Module):
         self.field = MLP(hidden_size, hidden_size * channels, width=width, depth=depth,
                          final_scale=1.0)
         self.readout = nn.Linear(hidden_size, output_size)
-        self.solve_config = SolveConfig(**solve_options)
+        self.solve_config = SolveConfig.of("NeuralCDE", solve_options)
 
     @property
     def nfe(self) -> int:

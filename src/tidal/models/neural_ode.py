@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tidal import defaults, registry
-from tidal._errors import InvalidArgumentError
+from tidal._errors import InvalidArgumentError, TidalError
 from tidal.adjoint.base import Adjoint
 from tidal.controllers import ConstantStepSize, PIDController
 from tidal.controllers.base import StepSizeController
@@ -51,6 +51,7 @@ class NeuralODE(nn.Module):
                  controller: StepSizeController | None = None, adjoint: Adjoint | None = None,
                  max_steps: int = defaults.MAX_STEPS, compile: bool | int = False) -> None:
         super().__init__()
+        _check_model_arguments(type(self).__name__, vector_field, max_steps)
         self.vector_field = vector_field
         self.solver, self.controller, self.adjoint = solve_objects(
             type(self).__name__, solver if solver is not None else defaults.model_solver(),
@@ -72,7 +73,17 @@ class NeuralODE(nn.Module):
         settings: dict[str, Any] = {"solver": self.solver, "controller": self.controller,
                                     "adjoint": self.adjoint, "max_steps": self.max_steps,
                                     "compile": self.compile_solve, **options}
-        solution = solve(self.vector_field, y0, ts, **settings)
+        try:
+            solution = solve(self.vector_field, y0, ts, **settings)
+        except RuntimeError as error:
+            dtypes = {p.dtype for p in self.parameters() if p.is_floating_point()}
+            if isinstance(y0, torch.Tensor) and dtypes and y0.dtype not in dtypes \
+                    and not isinstance(error, TidalError):
+                raise InvalidArgumentError(
+                    f"`{type(self).__name__}(y0, ts)`: y0 is {y0.dtype} but the model's "
+                    f"parameters are {', '.join(sorted(map(str, dtypes)))} ({error}); convert "
+                    "one to the other: model.to(y0.dtype) or y0.to(model's dtype).") from error
+            raise
         self.last_stats = solution.stats
         return solution
 
@@ -111,6 +122,16 @@ class NeuralODE(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> NeuralODE:
         """Rebuild a model from `config()`; only registered classes are constructed."""
         return cls(build_network(config["vector_field"]), **solve_options(config))
+
+
+def _check_model_arguments(name: str, vector_field: Any, max_steps: Any) -> None:
+    if not callable(vector_field):
+        raise InvalidArgumentError(f"`{name}(vector_field=...)` must be an nn.Module called as "
+                                   f"f(t, y), e.g. tidal.nn.MLP(d); got "
+                                   f"{type(vector_field).__name__}.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise InvalidArgumentError(f"`{name}(max_steps={max_steps!r})` must be a positive "
+                                   "integer: the most solver steps per solve.")
 
 
 def solve_objects(name: str, solver: StepMethod, controller: StepSizeController | None,

@@ -51,7 +51,7 @@ class ODEBlock(nn.Module):
         self.vector_field = vector_field
         self.augment = augment
         self.t1 = float(t1)
-        self.solve_config = SolveConfig(**solve_options)
+        self.solve_config = SolveConfig.of("ODEBlock", solve_options)
         self.last_solution: Solution | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

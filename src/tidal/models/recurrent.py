@@ -98,7 +98,7 @@ class ODERNN(ObservationRNN):
         super().__init__(input_size, hidden_size, output_size)
         self.vector_field = (MLP(hidden_size, width=width, final_scale=1.0)
                              if vector_field is None else vector_field)
-        self.solve_config = SolveConfig(**solve_options)
+        self.solve_config = SolveConfig.of(type(self).__name__, solve_options)
 
     @property
     def nfe(self) -> int:

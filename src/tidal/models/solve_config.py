@@ -8,12 +8,15 @@ by backprop through the steps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from tidal import defaults
+from tidal._errors import InvalidArgumentError
 from tidal.adjoint.base import Adjoint
 from tidal.controllers.base import StepSizeController
 from tidal.integrate import solve
@@ -30,6 +33,31 @@ class SolveConfig:
     adjoint: Adjoint = field(default_factory=defaults.adjoint)
     max_steps: int = defaults.MAX_STEPS
     num_fevals: int = field(default=0, init=False)
+
+    @classmethod
+    def of(cls, owner: str, options: dict[str, Any]) -> SolveConfig:
+        """The configuration a model's `**solve_options` give, checked; `owner` names the
+        model (with the argument) in messages."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidArgumentError(
+                f"`{owner}(...)` got unknown solve option(s) {unknown}; the solve options are "
+                f"{sorted(known)}, e.g. controller=tidal.PIDController(rtol=1e-3, atol=1e-4).")
+        for name, kind, example in (("solver", StepMethod, "tidal.Tsit5()"),
+                                    ("controller", StepSizeController,
+                                     "tidal.PIDController(1e-3, 1e-4)"),
+                                    ("adjoint", Adjoint, "tidal.BackpropAdjoint()")):
+            value = options.get(name)
+            if value is not None and not isinstance(value, kind):
+                raise InvalidArgumentError(
+                    f"`{owner}({name}={value!r})` must be a {kind.__name__} object such as "
+                    f"{example}.")
+        steps = options.get("max_steps", defaults.MAX_STEPS)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidArgumentError(f"`{owner}(max_steps={steps!r})` must be a positive "
+                                       "integer.")
+        return cls(**options)
 
     def solve(self, f: Callable[..., torch.Tensor], y0: torch.Tensor,
               ts: torch.Tensor) -> Solution:

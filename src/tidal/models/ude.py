@@ -77,6 +77,10 @@ class UDEField(nn.Module):
             raise InvalidArgumentError(f"`UDE(correction=...)` must be a module called as "
                                        f"correction(t, y), or None; got "
                                        f"{type(correction).__name__}.")
+        if not isinstance(params, Mapping):
+            raise InvalidArgumentError(
+                f"`UDE(params=...)` must map each physical parameter's name to its initial "
+                f"value, e.g. {{'k': 0.5}}; got {type(params).__name__}.")
         values = {}
         for name, value in dict(params).items():
             if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):

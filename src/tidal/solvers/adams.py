@@ -27,6 +27,7 @@ from fractions import Fraction
 
 import torch
 
+from tidal._errors import InvalidArgumentError
 from tidal.solvers.base import FixedStepMethod, StepField, StepResult
 from tidal.solvers.explicit_rk import RKCoefficients, Stages
 
@@ -79,8 +80,9 @@ class AdamsBashforthMoulton(FixedStepMethod):
     def __init__(self, implicit: bool = True, max_order: int = MAX_ORDER, max_iters: int = 4,
                  rtol: float = 1e-3, atol: float = 1e-4):
         if not 1 <= int(max_order) <= MAX_ORDER:
-            raise ValueError(f"AdamsBashforthMoulton(max_order={max_order!r}): give an order "
-                             f"from 1 to {MAX_ORDER}.")
+            raise InvalidArgumentError(f"`AdamsBashforthMoulton(max_order={max_order!r})`: give "
+                                       f"an order from 1 to {MAX_ORDER} (odeint: options="
+                                       "{'max_order': n}).")
         self.implicit, self.max_order, self.max_iters = implicit, int(max_order), int(max_iters)
         self.rtol, self.atol = float(rtol), float(atol)
         self._run: Stages | None = None

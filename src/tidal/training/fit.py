@@ -109,27 +109,43 @@ def fit(model: NeuralODE, train: Trajectories, *, val: Trajectories | None = Non
         raise: training stops, the model keeps its last good weights, and the status and
         message say what happened; the checkpoint on disk is the last good one.
     """
-    config = config or TrainConfig()
+    config = TrainConfig() if config is None else config
+    _check_arguments(model, train, val, config)
     if resume and run_dir is None:
         raise InvalidArgumentError("`fit(resume=True)` needs the `run_dir` to resume from.")
     dtype = getattr(torch, config.dtype)
     model.to(dtype)
+    _check_model_fits_data(model, train, dtype)
+    if initial_states is not None and not np.isfinite(np.asarray(initial_states, float)).all():
+        raise InvalidArgumentError(
+            "`fit(initial_states=...)` contains NaN or infinite values; every initial state "
+            "must be finite (leave it out to start from the first observations).")
     scaling = scaling or Scaling.fit(train)
     world = World.current()  # under torchrun only rank 0 writes; the others read its run
     folder = None if run_dir is None or isinstance(run_dir, RunDirectory) else run_dir
     run = run_dir if isinstance(run_dir, RunDirectory) else None
+    previous = None  # the run's state before this call
     if folder is not None and world.leader:
         run = RunDirectory.open_or_create(folder, "neural-ode", command="fit")
+        previous = run.state
         run.take_over()
     world.barrier()
     if folder is not None and not world.leader:
         run = RunDirectory.open(folder, "neural-ode")
-    objective = TrajectoryObjective(model, train.scaled(scaling),
-                                    val.scaled(scaling) if val else None, config, dtype)
-    if initial_states is not None:
-        objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
-    outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
-                         progress=progress)
+    try:
+        objective = TrajectoryObjective(model, train.scaled(scaling),
+                                        val.scaled(scaling) if val else None, config, dtype)
+        if initial_states is not None:
+            objective.start_initial_states(scaling.scale_values(np.asarray(initial_states)))
+        outcome = train_loop(objective, loop_settings(config), run_dir=run, resume=resume,
+                             progress=progress)
+    except BaseException:
+        # an error leaves the run as it was (a finished run stays finished), else interrupted;
+        # never "running" for a process that has moved on
+        if run is not None and world.leader:
+            run.set_state(previous if previous is not None and previous in FINAL_STATES.values()
+                          else "interrupted")
+        raise
     model.load_state_dict(outcome.kept["model"])
     initial_states = scaling.unscale_values(
         objective.initial_states(outcome.kept["initial_offsets"])).numpy()
@@ -161,6 +177,49 @@ def loop_settings(config: TrainConfig) -> LoopSettings:
                         eval_every=config.eval_every, record_every=config.eval_every,
                         checkpoint_every=config.checkpoint_every, patience=config.patience,
                         grad_clip=config.grad_clip, seed=config.seed)
+
+
+def _check_arguments(model: Any, train: Any, val: Any, config: Any) -> None:
+    """The types of `fit`'s main arguments, before anything runs or is written."""
+    if not isinstance(model, NeuralODE):
+        raise InvalidArgumentError(
+            f"`fit(model=...)` must be a tidal.NeuralODE (or HamiltonianNN, UDE); got "
+            f"{type(model).__name__}. Wrap a vector field in one: NeuralODE(tidal.nn.MLP(d)).")
+    for name, value in (("train", train), ("val", val)):
+        if not isinstance(value, Trajectories) and not (name == "val" and value is None):
+            raise InvalidArgumentError(
+                f"`fit({name}=...)` must be a tidal.Trajectories; got {type(value).__name__}. "
+                "Read a table with tidal.read_table(path) or build one with "
+                "tidal.Trajectories(times, values).")
+    if val is not None and val.n_states != train.n_states:
+        raise InvalidArgumentError(
+            f"`fit(val=...)` has {val.n_states} state(s) {list(val.state_names)} but the "
+            f"training data has {train.n_states} {list(train.state_names)}; validation "
+            "trajectories must hold the same states.")
+    if not isinstance(config, TrainConfig):
+        hint = (" Build one from the dict: TrainConfig(**config)."
+                if isinstance(config, dict) else "")
+        raise InvalidArgumentError(
+            f"`fit(config=...)` must be a tidal.TrainConfig; got {type(config).__name__}.{hint}")
+
+
+def _check_model_fits_data(model: NeuralODE, train: Trajectories, dtype: torch.dtype) -> None:
+    """One short solve of a state of the training data's size, so that a model built for
+    another number of states fails here, with the data's size, not inside torch."""
+    d = train.n_states
+    y0 = torch.zeros(1, d, dtype=dtype)
+    try:
+        with torch.no_grad():
+            model(y0, torch.tensor([0.0, 1e-3], dtype=dtype))
+    except RuntimeError as error:
+        if isinstance(error, SolveFailedError):
+            return  # the solve itself failed: training reports that as divergence
+        raise InvalidArgumentError(
+            f"`fit(model=...)` cannot take the training data's states: the data has {d} "
+            f"state(s) {list(train.state_names)}, and the model's vector field raised "
+            f"{type(error).__name__}: {str(error).splitlines()[0]} on a state of shape "
+            f"(1, {d}). Build the model for {d} state(s), e.g. NeuralODE(tidal.nn.MLP({d}))."
+        ) from None
 
 
 class TrajectoryObjective:

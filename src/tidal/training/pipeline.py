@@ -202,8 +202,9 @@ def train_run(data: Trajectories, run_dir: str | Path, *, model: ModelOptions | 
             enables checks against the truth; it must match the data's states).
         command: the command that made the run, recorded in its marker.
     """
-    model = model or ModelOptions()
-    config = config or TrainConfig()
+    model = ModelOptions() if model is None else model
+    config = TrainConfig() if config is None else config
+    _check_arguments(data, model, config, split)
     source = source or {}
     if "system" in source:
         check_system(data, source["system"])
@@ -436,6 +437,26 @@ def _save_result(run: RunDirectory, result: FitResult, info: dict[str, Any]) -> 
     save_run(run, result.model, result.scaling, data=info,
              train_config=result.config.to_dict(), outcome=outcome,
              state=FINAL_STATES[result.status])
+
+
+def _check_arguments(data: Any, model: Any, config: Any, split: Any) -> None:
+    """The types of `train_run`'s arguments and the held-out fractions, before anything is
+    written."""
+    for name, value, kind in (("data", data, Trajectories), ("model", model, ModelOptions),
+                              ("config", config, TrainConfig)):
+        if not isinstance(value, kind):
+            hint = (f" Build one from the dict: {kind.__name__}(**{name})."
+                    if isinstance(value, dict) else "")
+            raise InvalidArgumentError(f"`train_run({name}=...)` must be a "
+                                       f"{kind.__name__}; got {type(value).__name__}.{hint}")
+    fractions = tuple(split) if isinstance(split, (tuple, list)) else ()
+    if len(fractions) != 2 or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f < 1
+            for f in fractions):
+        raise InvalidArgumentError(
+            f"`train_run(split={split!r})` (--val, --test) must be two fractions in [0, 1): "
+            "the parts held out for validation and for testing, e.g. (0.125, 0.125); 0 holds "
+            "out none.")
 
 
 def _split(data: Trajectories, split: tuple[float, float], seed: int

@@ -82,16 +82,31 @@ class Run:
 
         Returns [T, D] or [T, B, D].
         """
-        y0 = torch.tensor(np.asarray(y0, dtype=float), dtype=self.dtype)  # copied: may be read-only
-        if y0.shape[-1] != len(self.state_names) or y0.dim() > 2:
+        y0, ts = _numbers(y0, "y0"), _numbers(ts, "ts")
+        y0 = torch.tensor(y0, dtype=self.dtype)  # copied: may be read-only
+        if y0.dim() not in (1, 2) or y0.shape[-1] != len(self.state_names):
             raise InvalidArgumentError(
                 f"`predict(y0=...)`: expected {len(self.state_names)} states "
                 f"({', '.join(self.state_names)}) per initial state; got shape "
                 f"{tuple(y0.shape)}.")
-        ts = np.asarray(ts, dtype=float)
+        if ts.ndim != 1:
+            raise InvalidArgumentError(
+                f"`predict(ts=...)`: expected one list of times [T]; got shape {ts.shape}.")
         scaled = self.model(self.scaling.scale_values(y0),
                             torch.tensor(self.scaling.scale_times(ts)))
         return self.scaling.unscale_values(scaled).numpy()
+
+
+def _numbers(values: Any, name: str) -> np.ndarray:
+    """`values` as a float64 array; an error naming `predict`'s argument when they are not
+    numbers."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"`predict({name}=...)` must hold numbers; got "
+                                   f"{type(values).__name__} ({error}).") from None
 
 
 def save_run(path: str | Path | RunDirectory, model: NeuralODE, scaling: Scaling, *,
@@ -151,6 +166,13 @@ def load_run(path: str | Path) -> Run:
     refused.
     """
     run = RunDirectory.open(path, KIND)
+    if CONFIG not in run.files:
+        raise InvalidArgumentError(
+            f"`load_run({str(path)!r})`: the run has no {CONFIG} describing its model; "
+            "`tidal.fit(run_dir=...)` keeps only checkpoints and metrics there. Save the "
+            "fitted model into it with tidal.training.save_run(run_dir, result.model, "
+            "result.scaling, data={'state_names': [...]}, train_config=result.config"
+            ".to_dict()), or train with tidal.training.train_run, which writes a whole run.")
     config = read_config(run)
     ensemble = config["model"].get("type") == "Ensemble"  # keeps no checkpoints
     weights, weights_file, notice = kept_weights(

@@ -61,7 +61,7 @@ class RunDirectory:
         """Start a new run in `path`: a missing or empty folder, or, with `overwrite`, a
         tidal run, whose listed files are deleted first (never one of `keep`: the input data).
         """
-        path = Path(path)
+        path = _folder(path)
         if path.exists() and not path.is_dir():
             raise InvalidArgumentError(f"{path} is a file, not a folder; give a folder for "
                                        "the run (-o).")
@@ -87,7 +87,7 @@ class RunDirectory:
     @classmethod
     def open(cls, path: str | Path, kind: str) -> RunDirectory:
         """The existing run of `kind` in `path`."""
-        path = Path(path)
+        path = _folder(path)
         run = cls.find(path)
         if run is None:
             raise InvalidArgumentError(
@@ -101,7 +101,7 @@ class RunDirectory:
     @classmethod
     def open_or_create(cls, path: str | Path, kind: str, *, command: str) -> RunDirectory:
         """The run of `kind` in `path`, or a new one when `path` is missing or empty."""
-        if cls.find(Path(path)) is None:
+        if cls.find(_folder(path)) is None:
             return cls.create(path, kind, command=command)
         return cls.open(path, kind)
 
@@ -279,6 +279,15 @@ class RunDirectory:
         except PermissionError:
             return True  # exists, owned by another user
         return True
+
+
+def _folder(path: Any) -> Path:
+    """A run folder's path, from a str or path-like."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"A run folder (`run_dir=`, `load_run(path)`) must be a path, "
+                                   f"a str or pathlib.Path such as 'runs/first'; got "
+                                   f"{type(path).__name__}.")
+    return Path(path)
 
 
 def _this_process() -> dict[str, Any]:
