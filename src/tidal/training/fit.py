@@ -22,6 +22,7 @@ from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.data import Scaling, Trajectories
 from tidal.distributed import World
 from tidal.models import NeuralODE
+from tidal.models.augmented import extra_states
 from tidal.training.batches import (
     Batch,
     Segments,
@@ -204,22 +205,22 @@ def _check_arguments(model: Any, train: Any, val: Any, config: Any) -> None:
 
 
 def _check_model_fits_data(model: NeuralODE, train: Trajectories, dtype: torch.dtype) -> None:
-    """One short solve of a state of the training data's size, so that a model built for
-    another number of states fails here, with the data's size, not inside torch."""
+    """One call of the vector field on a state of the training data's size (with the model's
+    extra states, if any) at the scaled data's centre, so that a model built for another
+    number of states fails here, with the data's size, not inside torch. (A call, not a
+    solve: nothing is compiled or stepped.)"""
     d = train.n_states
-    y0 = torch.zeros(1, d, dtype=dtype)
+    y = torch.zeros(1, d + extra_states(model), dtype=dtype)
     try:
         with torch.no_grad():
-            model(y0, torch.tensor([0.0, 1e-3], dtype=dtype))
+            model.vector_field(torch.zeros((), dtype=dtype), y)
     except RuntimeError as error:
-        if isinstance(error, SolveFailedError):
-            return  # the solve itself failed: training reports that as divergence
         raise InvalidArgumentError(
             f"`fit(model=...)` cannot take the training data's states: the data has {d} "
             f"state(s) {list(train.state_names)}, and the model's vector field raised "
             f"{type(error).__name__}: {str(error).splitlines()[0]} on a state of shape "
-            f"(1, {d}). Build the model for {d} state(s), e.g. NeuralODE(tidal.nn.MLP({d}))."
-        ) from None
+            f"{tuple(y.shape)}. Build the model for {d} state(s), e.g. "
+            f"NeuralODE(tidal.nn.MLP({d})).") from None
 
 
 class TrajectoryObjective:
