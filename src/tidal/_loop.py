@@ -162,7 +162,8 @@ class SharedLoop:
         self.tau, self.tau_end = ((self.taus[0], self.taus[-1]) if s.start is None
                                   else (s.tau0.item(), s.tau_end.item()))
         self.boundaries = self._boundaries()
-        self.after_jump = s.boundaries is not None and bool(s.boundaries.contains_jump(
+        bounds = s.boundaries
+        self.after_jump = bounds is not None and bounds.any_jump and bool(bounds.contains_jump(
             torch.full((1,), self.tau, dtype=torch.float64, device=y0.device)).any())
         self.y, self.f0, self.dt = y0, s.f0, s.dt0.item()
         self.status = Status.SUCCESS if s.finite.item() else Status.NONFINITE

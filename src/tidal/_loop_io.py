@@ -100,7 +100,8 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     boundaries = problem.controller.boundaries(grid)
     t0 = grid.user_time(tau0, y0.dtype)
     t_f = t0
-    if boundaries is not None:  # starting on a jump: f from its far side (inside the solve)
+    # starting on a jump: f from its far side (inside the solve)
+    if boundaries is not None and boundaries.any_jump:
         after = grid.user_time_beside(tau0, y0.dtype, 1.0)
         t_f = torch.where(boundaries.contains_jump(tau0).reshape(t0.shape), after, t0)
     raw = problem.f(t_f, y0)

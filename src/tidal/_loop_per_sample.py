@@ -146,6 +146,8 @@ class PerSampleLoop:
         self.status = torch.where(s.finite, int(Status.SUCCESS), int(Status.NONFINITE))
         self.running = (self.tau < self.tau_end) & (self.status == int(Status.SUCCESS))
         self.nowhere = torch.zeros_like(self.running)  # "no sample" mask
+        # some boundary is a jump (a checkpoint replay's recorded step ends usually have none)
+        self.jumps = s.boundaries is not None and s.boundaries.any_jump
         zeros = torch.zeros(batch, dtype=torch.long, device=device)
         # calls of f: setup and extras here, attempt_fevals per step; steps are counted per
         # run of iterations in which the running set stays the same (see `_count_steps`)
@@ -227,7 +229,7 @@ class PerSampleLoop:
             s.control.before_step(self._user_time(self.tau), h, self.y)
         self.stages.begin(self.y, h_col, self.f0)
         ends_on_jump, near = None, tau1
-        if s.boundaries is not None:  # a step ending on a jump takes f from the near side
+        if self.jumps:  # a step ending on a jump takes f from the near side
             ends_on_jump = landing & jump_at_limit
             near = s.grid.user_time_beside(tau1, self.y.dtype, -1.0)
         self.step_field.set(self.tau, h, near, ends_on_jump)
@@ -265,7 +267,7 @@ class PerSampleLoop:
             flags.append(inside)
         if s.watcher is not None:
             flags.append(crossed)
-        if s.boundaries is not None:
+        if self.jumps:
             jumped = accept & landing & jump_at_limit & (tau1 < self.tau_end)
             flags.append(jumped)
         # the one host synchronisation (all flags bool: stacking mixed dtypes costs as much as
@@ -274,7 +276,7 @@ class PerSampleLoop:
          *more) = torch.stack(flags).any(1).tolist()
         any_inside = more.pop(0) if inside is not None else True
         any_crossed = more.pop(0) if s.watcher is not None else False
-        any_jumped = more.pop(0) if s.boundaries is not None else False
+        any_jumped = more.pop(0) if self.jumps else False
         most_outputs = int(passed.max()) if many_passed else int(any_passed)
         if any_trouble or self.streak_active:
             running_next = self._update_status(step, dt_next, finite, crossed)
@@ -331,9 +333,11 @@ class PerSampleLoop:
         inside = index < bounds.shape[1]
         index = index.clamp(max=bounds.shape[1] - 1)
         bound = torch.where(inside, bounds.gather(1, index), math.inf).squeeze(-1)
-        jump = (inside & jumps.gather(1, index)).squeeze(-1)
         before_end = bound <= self.tau_end
-        return torch.where(before_end, bound, self.tau_end), jump & before_end
+        limit = torch.where(before_end, bound, self.tau_end)
+        if not self.jumps:
+            return limit, self.nowhere
+        return limit, (inside & jumps.gather(1, index)).squeeze(-1) & before_end
 
     def _end_derivative(self, step: _Step, near: torch.Tensor, on_jump: torch.Tensor | None
                         ) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -43,6 +44,12 @@ class Boundaries:
 
     taus: torch.Tensor
     jumps: torch.Tensor
+
+    @cached_property
+    def any_jump(self) -> bool:
+        """Whether any group has a jump (asked once; without one, a loop's setup skips the
+        jump checks: a checkpoint replay's recorded step ends usually have none)."""
+        return bool(self.jumps.any())
 
     def contains_jump(self, tau: torch.Tensor) -> torch.Tensor:
         """[G]: whether tau [G] is one of the group's jump times."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tidal._constants import constant
 from tidal._errors import InvalidArgumentError
 from tidal.controllers._times import Times, as_time_tuple
 from tidal.controllers.base import (
@@ -99,10 +100,14 @@ class FixedControl(StepControl):
 
     def error_ratio(self, stages: Stages, y0: torch.Tensor, y1: torch.Tensor, dt: Scalar
                     ) -> Scalar:
+        # the largest |y1| is finite when every entry is (a NaN propagates): two operations
+        # where isfinite takes four
+        y1 = y1.detach()
         if isinstance(dt, float):
-            return 0.0 if bool(torch.isfinite(y1).all()) else math.inf
-        finite = torch.isfinite(y1.reshape(len(dt), -1)).all(-1)
-        return torch.where(finite, 0.0, math.inf).double()
+            return 0.0 if math.isfinite(y1.abs().max()) else math.inf
+        largest = y1.reshape(len(dt), -1).abs().amax(-1)
+        return torch.where(largest < constant(math.inf, largest), constant(0.0, dt),
+                           constant(math.inf, dt))
 
     def decide(self, ratio: Scalar, taken: Scalar, proposed: Scalar) -> tuple[Scalar, Scalar]:
         return ratio == 0.0, proposed

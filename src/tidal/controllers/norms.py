@@ -23,7 +23,8 @@ def rms(x: torch.Tensor) -> torch.Tensor:
 
 def tolerance(name: str, value: Tolerance, y0: torch.Tensor, shape: torch.Size) -> Tolerance:
     """A tolerance as a float, or as a tensor of y0's dtype and device in y0's layout, from a
-    tensor that broadcasts to the user's state `shape`."""
+    tensor that broadcasts to the user's state `shape` (detached: error ratios are never
+    differentiated)."""
     if not isinstance(value, torch.Tensor):
         return float(value)
     try:
@@ -32,7 +33,7 @@ def tolerance(name: str, value: Tolerance, y0: torch.Tensor, shape: torch.Size) 
         raise InvalidArgumentError(
             f"`PIDController({name}=tensor of shape {tuple(value.shape)})` does not broadcast to "
             f"the state's shape {tuple(shape)}.") from None
-    return full.to(y0.device).reshape(y0.shape)
+    return full.to(y0.device).reshape(y0.shape).detach()
 
 
 class LeadingRMS:
