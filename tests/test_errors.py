@@ -857,3 +857,24 @@ def test_default_max_steps_is_finite() -> None:
                       throw=False)
     assert sol.status is tidal.Status.MAX_STEPS
     assert int(sol.stats.num_steps) == tidal.defaults.MAX_STEPS
+
+
+def test_controller_arguments_of_the_wrong_kind_are_named() -> None:
+    with pytest.raises(tidal.InvalidArgumentError, match=r"PIDController\(rtol=.*torch\.tensor"):
+        tidal.PIDController(rtol=[1e-3, 1e-3], atol=1e-6)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"StepTo\(ts=\.\.\.\)` must be one flat"):
+        tidal.StepTo([[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared", "per_sample"])
+def test_a_user_norm_must_give_one_number_per_solve_or_sample(per_sample: bool) -> None:
+    y0 = torch.ones(3, 2, dtype=F64)
+    ts = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    ts = ts.unsqueeze(1).expand(-1, 3) if per_sample else ts
+    unreduced = tidal.PIDController(1e-8, 1e-10, norm=lambda e: e.abs())
+    with pytest.raises(tidal.InvalidArgumentError, match=r"norm=\.\.\.\)` must return one number"):
+        tidal.solve(decay, y0, ts, controller=unreduced)
+    reduced = tidal.PIDController(
+        1e-8, 1e-10, norm=(lambda e: e.abs().amax(-1)) if per_sample else (lambda e: e.abs().max()))
+    ys = tidal.solve(decay, y0, ts, controller=reduced).ys
+    assert torch.allclose(ys[-1], torch.full_like(y0, math.exp(-1.0)), rtol=1e-7)

@@ -19,7 +19,11 @@ def as_time_tuple(name: str, owner: str, values: Times | None) -> tuple[float, .
         return ()
     if isinstance(values, torch.Tensor):
         values = values.detach().reshape(-1).cpu().double().tolist()
-    out = tuple(float(v) for v in values)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"`{owner}({name}=...)` must be one flat list (or 1-d "
+                                   f"tensor) of times; got {values!r}.") from None
     if any(not math.isfinite(v) for v in out):
         raise InvalidArgumentError(f"`{owner}({name}=...)` must hold finite times; got {out}.")
     return tuple(sorted(set(out)))

@@ -112,14 +112,25 @@ class ErrorNorm:
         return self._scale
 
     def _user(self, scaled: torch.Tensor, dt: Scalar) -> Scalar:
-        assert self.user_norm is not None
         if isinstance(dt, float):
             scaled.mul_(dt)
-            return self.combine([float(self.user_norm(row.view(self.shape))) for row in scaled])
+            return self.combine([float(self._user_norm(row)) for row in scaled])
         rows = scaled.view(len(scaled), self.groups, -1)
         rows = rows * dt.to(scaled.dtype).view(1, self.groups, 1)
-        norms = [self.user_norm(row.view(self.shape)).reshape(-1).double() for row in rows]
-        return self.combine(norms)
+        return self.combine([self._user_norm(row).double() for row in rows])
+
+    def _user_norm(self, scaled: torch.Tensor) -> torch.Tensor:
+        """The user's norm of one row of scaled errors: one value per group, checked."""
+        assert self.user_norm is not None
+        value = torch.as_tensor(self.user_norm(scaled.view(self.shape)))
+        if value.numel() != self.groups:
+            per, example = (("sample", "e.abs().amax(-1)") if self.groups > 1
+                            else ("solve", "e.abs().max()"))
+            raise InvalidArgumentError(
+                f"`PIDController(norm=...)` must return one number per {per} ({self.groups} "
+                f"here) from the scaled error; got a value of shape {tuple(value.shape)}. "
+                f"Reduce over the state, e.g. norm=lambda e: {example}.")
+        return value.reshape(-1)
 
 
 @torch.no_grad()

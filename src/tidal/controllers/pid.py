@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from tidal._constants import constant
@@ -69,6 +70,10 @@ class PIDController(AdaptiveController):
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
+            if isinstance(value, (list, tuple, np.ndarray)):
+                raise InvalidArgumentError(
+                    f"`PIDController({name}={value!r})`: per-element tolerances are a "
+                    f"torch.Tensor that broadcasts to the state: {name}=torch.tensor(...).")
             if isinstance(value, torch.Tensor):
                 low, high = value.min().item(), value.max().item()
             else:
