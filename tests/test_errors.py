@@ -878,3 +878,27 @@ def test_a_user_norm_must_give_one_number_per_solve_or_sample(per_sample: bool) 
         1e-8, 1e-10, norm=(lambda e: e.abs().amax(-1)) if per_sample else (lambda e: e.abs().max()))
     ys = tidal.solve(decay, y0, ts, controller=reduced).ys
     assert torch.allclose(ys[-1], torch.full_like(y0, math.exp(-1.0)), rtol=1e-7)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"first_step": 0}, "odeint(options={'first_step': 0.0})`: first_step must"),
+    ({"ifactor": 0.5}, "odeint(options={'ifactor': 0.5})`: ifactor must"),
+    ({"min_step": -1}, "odeint(options={'min_step': -1.0})`: min_step must"),
+    ({"max_num_steps": 0}, "odeint(options={'max_num_steps': 0.0})` must be at least 1"),
+])
+def test_odeint_option_values_are_named_by_the_option(options: dict, named: str) -> None:
+    y0, t = torch.ones(2, dtype=F64), torch.linspace(0.0, 1.0, 3, dtype=F64)
+    with pytest.raises(tidal.InvalidArgumentError) as info:
+        tidal.odeint(decay, y0, t, options=options)
+    assert named in str(info.value) and "PIDController" not in str(info.value)
+
+
+@pytest.mark.parametrize("grid", [None, [0.0, 0.7, 0.3, 1.0], [1.0, 0.5, 0.0]])
+def test_a_grid_constructor_must_give_times_in_order(grid: list | None) -> None:
+    y0, t = torch.ones(2, dtype=F64), torch.linspace(0.0, 1.0, 3, dtype=F64)
+    with pytest.raises(tidal.InvalidArgumentError, match="grid_constructor"):
+        tidal.odeint(decay, y0, t, method="rk4",
+                     options={"grid_constructor": lambda f, y, t: grid})
+    ys = tidal.odeint(decay, y0, t, method="rk4",
+                      options={"grid_constructor": lambda f, y, t: torch.linspace(0, 1, 101)})
+    assert torch.allclose(ys[-1], torch.full_like(y0, math.exp(-1.0)), rtol=1e-8)

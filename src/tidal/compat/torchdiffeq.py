@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -229,7 +230,11 @@ def _max_steps(options: dict, t: torch.Tensor, event: bool = False) -> int:
     (`tidal.defaults.MAX_STEPS`), so an event that never comes fails instead of hanging."""
     if event and "max_num_steps" not in options:
         return defaults.MAX_STEPS
-    return int(options.get("max_num_steps", MAX_NUM_STEPS)) * max(1, len(t) - 1)
+    steps = _number(options, "max_num_steps", MAX_NUM_STEPS)
+    if not steps >= 1:  # (NaN too)
+        raise InvalidArgumentError(f"`odeint(options={{'max_num_steps': {steps!r}}})` must be at "
+                                   "least 1: the most steps an output interval may take.")
+    return int(min(steps, MAX_NUM_STEPS)) * max(1, len(t) - 1)
 
 
 def _event_times(t: torch.Tensor, method: str, adaptive: bool, options: dict) -> torch.Tensor:
@@ -316,13 +321,37 @@ def _controller(method: str, adaptive: bool, options: dict, rtol: Any, atol: Any
         norm = flat.wrap_norm(norm)
     elif flat.shapes is not None:
         norm = flat.mixed_norm
-    return TorchdiffeqController(
-        rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
-        safety=_number(options, "safety", 0.9), factor_max=_number(options, "ifactor", 10.0),
-        factor_min=_number(options, "dfactor", 0.2), dt0=_number(options, "first_step", None),
-        dt_min=_number(options, "min_step", 0.0),
-        dt_max=_number(options, "max_step", math.inf), step_ts=_times(options, "step_t"),
-        jump_ts=_times(options, "jump_t"), norm=norm)
+    try:
+        return TorchdiffeqController(
+            rtol=flat.tolerance("rtol", rtol), atol=flat.tolerance("atol", atol),
+            safety=_number(options, "safety", 0.9), factor_max=_number(options, "ifactor", 10.0),
+            factor_min=_number(options, "dfactor", 0.2),
+            dt0=_number(options, "first_step", None), dt_min=_number(options, "min_step", 0.0),
+            dt_max=_number(options, "max_step", math.inf), step_ts=_times(options, "step_t"),
+            jump_ts=_times(options, "jump_t"), norm=norm)
+    except InvalidArgumentError as error:
+        raise _in_odeint_terms(error) from None
+
+
+#: the controller's fields under the names odeint takes them by (options, or rtol/atol)
+_OPTION_NAMES = {"dt0": "first_step", "factor_max": "ifactor", "factor_min": "dfactor",
+                 "dt_min": "min_step", "dt_max": "max_step", "safety": "safety",
+                 "step_ts": "step_t", "jump_ts": "jump_t", "rtol": "rtol", "atol": "atol"}
+
+
+def _in_odeint_terms(error: InvalidArgumentError) -> InvalidArgumentError:
+    """The controller's message about one of its fields, naming odeint's argument instead
+    (`PIDController(dt0=0.0)`: dt0 ... -> `odeint(options={'first_step': 0.0})`: first_step
+    ...)."""
+    text = str(error)
+    match = re.match(r"`PIDController\((\w+)=(.*?)\)`", text)
+    if match is None or match.group(1) not in _OPTION_NAMES:
+        return error
+    field, value = match.groups()
+    name = _OPTION_NAMES[field]
+    call = (f"odeint({name}={value})" if name in ("rtol", "atol")
+            else f"odeint(options={{{name!r}: {value}}})")
+    return InvalidArgumentError(f"`{call}`" + re.sub(rf"\b{field}\b", name, text[match.end():]))
 
 
 def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.Tensor
@@ -336,11 +365,17 @@ def _fixed_controller(options: dict, t: torch.Tensor, func: Callable, y0: torch.
             "(both say where the steps go).")
     finite = t[torch.isfinite(t)].detach()
     if constructor is not None:
-        grid = torch.as_tensor(constructor(func, y0, t.detach())).detach()
-        if grid.dim() != 1 or len(grid) < 1 or grid[0] != t[0] or grid[-1] != t[-1]:
+        try:
+            grid = torch.as_tensor(constructor(func, y0, t.detach())).detach()
+        except (TypeError, ValueError, RuntimeError):  # None, strings, ...
+            grid = torch.empty(0)
+        forward = grid.diff() * torch.sign(t[-1] - t[0]).to(grid.dtype) > 0
+        if (grid.dim() != 1 or len(grid) < 1 or grid[0] != t[0] or grid[-1] != t[-1]
+                or not forward.all()):
             raise InvalidArgumentError(
                 "`odeint(options={'grid_constructor': g})`: g(func, y0, t) must return a 1-D "
-                f"grid from t[0] = {float(t[0])} to t[-1] = {float(t[-1])}.")
+                f"tensor of times from t[0] = {float(t[0])} to t[-1] = {float(t[-1])}, in "
+                "t's direction.")
         finite = grid
     if step_size is None:
         times = finite.double().tolist()
