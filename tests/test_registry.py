@@ -152,3 +152,12 @@ def _error_inputs() -> list:
 def test_error_inputs(error_input: ErrorInput) -> None:
     with pytest.raises(error_input.error, match=error_input.match):
         error_input.call()
+
+
+def test_options_a_registered_object_does_not_take_are_named() -> None:
+    error = tidal.InvalidArgumentError
+    with pytest.raises(error, match=r"Solver 'dopri5': .*'foo'.*options are none"):
+        registry.solver("dopri5", foo=1)
+    with pytest.raises(error, match=r"Controller 'pid': .*'atol'.*'rtol', 'atol'"):
+        registry.controller("pid", rtol=1e-3)
+    assert registry.solver("implicit_midpoint", tol=1e-10).tol == 1e-10

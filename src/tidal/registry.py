@@ -4,6 +4,7 @@ the objects themselves."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from tidal import solvers as m
@@ -36,7 +37,17 @@ def _lookup(kind: str, table: dict[str, Any], name: Any, options: dict[str, Any]
     if not isinstance(name, str) or name not in table:
         raise InvalidArgumentError(
             f"{kind} {name!r} is not known; choose one of {sorted(table)}.")
-    return table[name](**options)
+    make = table[name]
+    try:
+        signature = inspect.signature(make)
+    except ValueError:  # no signature to check: the call itself will say
+        return make(**options)
+    try:
+        signature.bind(**options)
+    except TypeError as error:
+        raise InvalidArgumentError(f"{kind} {name!r}: {error}; its options are "
+                                   f"{list(signature.parameters) or 'none'}.") from None
+    return make(**options)
 
 
 def solver(name: str, **options: Any) -> StepMethod:
