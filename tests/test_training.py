@@ -372,10 +372,12 @@ def test_fit_names_an_argument_of_the_wrong_type(kwargs, pattern):
 
 
 def test_fit_refuses_validation_data_with_other_states():
+    train = spiral_data(2)
     one_state = Trajectories([[0.0, 1.0]], [[[1.0], [0.5]]])
-    with pytest.raises(InvalidArgumentError, match=r"`fit\(val=\.\.\.\)` has 1 state\(s\)"):
-        fit(small_model(), spiral_data(2), val=one_state, config=quiet(epochs=2),
-            progress=False)
+    swapped = Trajectories(train.times, train.values, state_names=train.state_names[::-1])
+    for val in (one_state, swapped):
+        with pytest.raises(InvalidArgumentError, match=r"`fit\(val=\.\.\.\)` has the state"):
+            fit(small_model(), train, val=val, config=quiet(epochs=2), progress=False)
 
 
 @pytest.mark.parametrize(("kwargs", "pattern"), [

@@ -192,11 +192,11 @@ def _check_arguments(model: Any, train: Any, val: Any, config: Any) -> None:
                 f"`fit({name}=...)` must be a tidal.Trajectories; got {type(value).__name__}. "
                 "Read a table with tidal.read_table(path) or build one with "
                 "tidal.Trajectories(times, values).")
-    if val is not None and val.n_states != train.n_states:
+    if val is not None and list(val.state_names) != list(train.state_names):
         raise InvalidArgumentError(
-            f"`fit(val=...)` has {val.n_states} state(s) {list(val.state_names)} but the "
-            f"training data has {train.n_states} {list(train.state_names)}; validation "
-            "trajectories must hold the same states.")
+            f"`fit(val=...)` has the state(s) {list(val.state_names)} but the training data "
+            f"has {list(train.state_names)}; validation trajectories must hold the same "
+            "states, in the same order.")
     if not isinstance(config, TrainConfig):
         hint = (" Build one from the dict: TrainConfig(**config)."
                 if isinstance(config, dict) else "")
