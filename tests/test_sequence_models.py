@@ -389,6 +389,18 @@ def test_bad_series_are_named():
         NeuralCDE(2, 3, 2, path="quintic")
 
 
+def test_a_latent_odes_bad_series_are_named_as_its_own():
+    """Not as its encoder's (`ODERNN(mask)`), which the user did not call."""
+    model = LatentODE(2, 4, 8)
+    times, values, mask = tiny_batch()
+    values = values.float()
+    for args, argument in (((times, values, mask.float(), times), "mask"),
+                           ((times.flip(0), values, mask, times.flip(0)), "times"),
+                           ((times, values[..., :1], mask[..., :1], times), "values")):
+        with pytest.raises(tidal.InvalidArgumentError, match=rf"`LatentODE\({argument}\)`"):
+            model(*args)
+
+
 # ---- generated data ------------------------------------------------------------------------
 
 def test_periodic_signals_are_the_documented_sines():
