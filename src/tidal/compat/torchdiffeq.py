@@ -429,9 +429,11 @@ def _adjoint(backward: _Backward | None, flat: Flattener, y0: torch.Tensor, t: t
             "tidal method for the backward solve, or method='scipy_solver' for both.")
     solver = _solver(method, backward.options, backward.rtol, backward.atol)
     _check_options(method, solver.adaptive, backward.options)
-    # the backward solve runs from t[-1] to t[0]: fixed steps and grids start from there
-    controller = _controller(method, solver.adaptive, backward.options, backward.rtol,
-                             backward.atol, flat, t.flip(0), flat.wrap(backward.func), y0)
+    # the backward solve runs from t[-1] to t[0]: fixed steps and grids start from there;
+    # its norm ("seminorm" or a callable of the adjoint's tuple) is `_adjoint_norm`'s
+    plain = {key: value for key, value in backward.options.items() if key != "norm"}
+    controller = _controller(method, solver.adaptive, plain, backward.rtol, backward.atol,
+                             flat, t.flip(0), flat.wrap(backward.func), y0)
     if isinstance(controller, PIDController):
         controller = dataclasses.replace(
             controller, rtol=_smallest(controller.rtol), atol=_smallest(controller.atol),
