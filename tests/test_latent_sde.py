@@ -62,6 +62,29 @@ def test_kl_path_term_is_half_u_squared_times_the_span():
     assert torch.allclose(log_ratio, 0.64 * (own[-1] - own[0]), rtol=1e-12)
 
 
+def test_per_sample_times_padded_with_a_repeated_last_time_and_a_single_row():
+    """A series padded by repeating its last time (the documented padding) follows its own
+    span: the path term is 0.64 (t_last - t_0), z moves by 0.3 per unit time; one row gives
+    no path term. (Padding raised sdeint's 'duplicate times', one row 'at least two
+    times'.)"""
+    model = straight_model(0.3, -0.1, 0.5)
+    values = torch.zeros(4, 2, 2, dtype=F64)
+    mask = torch.ones(4, 2, 2, dtype=torch.bool)
+    times = torch.tensor([[0.0, 0.0], [0.5, 0.4], [1.0, 1.0], [2.0, 1.0]], dtype=F64)
+    mask[3, 1] = False
+    z, log_ratio, _, _ = model.posterior_path(times, values, mask, seed=0)
+    assert torch.allclose(log_ratio, torch.tensor([0.64 * 2.0, 0.64 * 1.0], dtype=F64),
+                          rtol=1e-5)
+    z, _, _, _ = straight_model(0.3, 0.3, 1e-6).posterior_path(times, values, mask, seed=0)
+    assert torch.allclose(z[:3, 1, 0], 0.3 * times[:3, 1], atol=1e-3)
+    assert torch.isfinite(model.loss(times, values, mask, seed=0))
+    samples = model.sample(times, values, mask, times, 2, observation_noise=False)
+    assert torch.isfinite(samples).all()
+    _, log_ratio, _, _ = model.posterior_path(times[:1], values[:1], mask[:1], seed=0)
+    assert torch.equal(log_ratio, torch.zeros(2, dtype=F64))
+    assert torch.isfinite(model.loss(times[:1], values[:1], mask[:1], seed=0))
+
+
 def test_initial_kl_matches_torch_distributions():
     mean, std = torch.randn(5, 3, dtype=F64), torch.rand(5, 3, dtype=F64) + 0.1
     prior_mean, prior_std = torch.randn(3, dtype=F64), torch.rand(3, dtype=F64) + 0.2

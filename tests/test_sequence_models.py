@@ -246,6 +246,22 @@ def test_latent_ode_per_sample_targets_equal_shared_ones():
                                model(shared, values, mask, per_sample), rtol=1e-10, atol=1e-12)
 
 
+def test_latent_ode_takes_per_sample_targets_padded_with_a_repeated_last_time():
+    """The documented padding (a shorter series repeats its last time) in forward and loss
+    decodes each sample as it would alone (it raised solve's 'duplicate times')."""
+    torch.manual_seed(7)
+    model = LatentODE(2, 2, 3, width=4, **RK4).double()
+    times, values, mask = tiny_batch(k=4, b=2)
+    padded = times.clone()
+    padded[3, 1] = padded[2, 1]
+    mask[3, 1] = False
+    out = model(padded, values, mask, padded)
+    alone = model(padded[:3, 1], values[:3, 1:], mask[:3, 1:], padded[:3, 1])
+    torch.testing.assert_close(out[:3, 1:], alone, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[3, 1], out[2, 1], rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(model.loss(padded, values, mask, padded, values, mask))
+
+
 def test_latent_ode_decoder_options_set_the_decoder_solve_alone():
     """A rotation field dz/dt = A z decoded over [0, 5] with fine RK4 steps matches
     expm(A t) z0 (closed form); the encoder keeps its one coarse step per interval."""

@@ -103,8 +103,11 @@ class LatentODE(nn.Module):
         return mean, nn.functional.softplus(raw_std + INITIAL_STD_SHIFT) + 1e-4
 
     def decode(self, z0: torch.Tensor, target_times: torch.Tensor) -> torch.Tensor:
-        """x_hat at target_times ([T] or [T, B], starting where z0 lives), [T, B, input]."""
+        """x_hat at target_times ([T] or [T, B], starting where z0 lives; per-sample times
+        may be padded with a repeated last time), [T, B, input]."""
         self.solve_config.num_fevals = 0
+        if isinstance(target_times, torch.Tensor) and target_times.dim() == 2:
+            target_times = strictly_increasing(target_times)  # padding moved on
         return self.decoder(self.solve_config.solve(self.vector_field, z0, target_times).ys)
 
     def refinements(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,

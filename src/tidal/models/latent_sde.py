@@ -34,6 +34,7 @@ from torch import nn
 
 from tidal._errors import InvalidArgumentError
 from tidal.integrate_sde import sdeint
+from tidal.models.latent_ode import strictly_increasing
 from tidal.models.neural_sde import PositiveDiffusion
 from tidal.models.recurrent import GRUDelta
 from tidal.nn import MLP
@@ -52,7 +53,8 @@ class LatentSDE(nn.Module):
         obs_std: the initial observation noise (learned, per feature).
 
     Series are time first, as the sequence models: times [K] or [K, B] (each column
-    non-decreasing), values and a bool mask [K, B, input_size].
+    non-decreasing: pad a shorter series by repeating its last time, with an empty mask),
+    values and a bool mask [K, B, input_size].
     """
 
     def __init__(self, input_size: int, latent_size: int, *, context_size: int = 16,
@@ -113,8 +115,11 @@ class LatentSDE(nn.Module):
             g = self.diffusion(t, y[:, :-1])
             return torch.cat([g, torch.zeros_like(g[:, :1])], dim=-1)
 
+        if times.shape[0] == 1:  # one row: no path, no path KL
+            return z0.unsqueeze(0), z0.new_zeros(z0.shape[0]), mean, std
         y0 = torch.cat([z0, torch.zeros_like(z0[:, :1])], dim=-1)
-        path = sdeint(drift, diffusion, y0, times, dt=self.dt, seed=seed).ys
+        grid = times if times.dim() == 1 else strictly_increasing(times)  # padding moved on
+        path = sdeint(drift, diffusion, y0, grid, dt=self.dt, seed=seed).ys
         return path[..., :-1], path[-1, :, -1], mean, std
 
     def loss(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
@@ -171,7 +176,8 @@ class LatentSDE(nn.Module):
             ahead = (t.to(last.dtype) < last).unsqueeze(-1)
             return torch.where(ahead, posterior, self.prior_drift(t, z))
 
-        targets = target_times if target_times.dim() == 1 else repeated(target_times)
+        targets = target_times if target_times.dim() == 1 else repeated(
+            strictly_increasing(target_times))  # padding moved on
         path = sdeint(drift, self.diffusion, z0, targets, dt=self.dt, seed=seed).ys
         decoded = self.decoder(path)
         if observation_noise:
