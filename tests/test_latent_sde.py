@@ -85,6 +85,22 @@ def test_per_sample_times_padded_with_a_repeated_last_time_and_a_single_row():
     assert torch.isfinite(model.loss(times[:1], values[:1], mask[:1], seed=0))
 
 
+def test_values_of_another_dtype_or_nan_where_observed_are_named():
+    """They raised torch's dtype error from inside the GRU, and 'sdeint(y0=...) contains
+    NaN'."""
+    model = LatentSDE(2, 2, context_size=3, hidden_size=4, width=8, dt=0.1)
+    times = torch.linspace(0, 1, 3)
+    values, mask = torch.zeros(3, 2, 2, dtype=F64), torch.ones(3, 2, 2, dtype=torch.bool)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"LatentSDE\(values\)` is torch.float"):
+        model.loss(times, values, mask)
+    values = values.float()
+    values[1, 1, 1] = math.nan
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NaN or infinite where the mask"):
+        model.loss(times, values, mask)
+    mask[1, 1, 1] = False
+    assert torch.isfinite(model.loss(times, values, mask, seed=0))
+
+
 def test_initial_kl_matches_torch_distributions():
     mean, std = torch.randn(5, 3, dtype=F64), torch.rand(5, 3, dtype=F64) + 0.1
     prior_mean, prior_std = torch.randn(3, dtype=F64), torch.rand(3, dtype=F64) + 0.2

@@ -405,6 +405,28 @@ def test_bad_series_are_named():
         NeuralCDE(2, 3, 2, path="quintic")
 
 
+@pytest.mark.parametrize("build", [lambda: ODERNN(2, 3, width=4), lambda: GRUDelta(2, 3),
+                                   lambda: NeuralCDE(2, 3, 2), lambda: LatentODE(2, 2, 3, width=4)])
+def test_values_of_another_dtype_or_nan_where_observed_are_named(build):
+    """float64 values for a float32 model raised torch's 'mat1 and mat2 must have the same
+    dtype'; NaN at an observed entry failed as 'solve(y0=...) contains NaN'; NaN where the
+    mask is False stays ignored."""
+    model = build()
+    times, values, mask = tiny_batch()
+    targets = (times,) if isinstance(model, LatentODE) else ()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"\(values\)` is torch.float64 but"):
+        model(times, values, mask, *targets)
+    values = values.float()
+    values[1, 0, 0] = math.nan
+    mask[1, 0, 0] = True
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NaN or infinite where the mask"):
+        model(times, values, mask, *targets)
+    mask[1, 0, 0] = False
+    assert torch.isfinite(model(times, values, mask, *targets)).all()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"\(times\)` must be a torch"):
+        model(times.tolist(), values, mask, *targets)
+
+
 # ---- generated data ------------------------------------------------------------------------
 
 def test_periodic_signals_are_the_documented_sines():

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
+from tidal.models.neural_cde import check_series, check_tensors
 from tidal.models.recurrent import ODERNN
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
@@ -98,6 +99,8 @@ class LatentODE(nn.Module):
     def posterior(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of q(z_0 | x), each [B, latent], z_0 at times[0]."""
+        check_series("LatentODE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
         hidden = self.encoder.encode(times.flip(0), values.flip(0), mask.flip(0))
         mean, raw_std = self.encoder.readout(hidden).chunk(2, dim=-1)
         return mean, nn.functional.softplus(raw_std + INITIAL_STD_SHIFT) + 1e-4
@@ -206,6 +209,7 @@ def strictly_increasing(times: torch.Tensor) -> torch.Tensor:
 
 
 def _check_targets(times: torch.Tensor, target_times: torch.Tensor) -> None:
+    check_tensors("LatentODE", times=times)
     if not bool((target_times[0] == times[0]).all()):
         raise InvalidArgumentError(
             "`LatentODE(target_times)` must start at the encoder's first time times[0] "

@@ -35,6 +35,7 @@ from torch import nn
 from tidal._errors import InvalidArgumentError
 from tidal.integrate_sde import sdeint
 from tidal.models.latent_ode import strictly_increasing
+from tidal.models.neural_cde import check_series
 from tidal.models.neural_sde import PositiveDiffusion
 from tidal.models.recurrent import GRUDelta
 from tidal.nn import MLP
@@ -87,6 +88,8 @@ class LatentSDE(nn.Module):
     def context(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                 ) -> torch.Tensor:
         """c at every row, [K, B, context]: the backward GRU's summary of rows k..K-1."""
+        check_series("LatentSDE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
         updated = self.encoder.run(times.flip(0), values.flip(0), mask.flip(0))[1]
         return self.encoder.readout(updated).flip(0)
 
@@ -118,7 +121,7 @@ class LatentSDE(nn.Module):
         if times.shape[0] == 1:  # one row: no path, no path KL
             return z0.unsqueeze(0), z0.new_zeros(z0.shape[0]), mean, std
         y0 = torch.cat([z0, torch.zeros_like(z0[:, :1])], dim=-1)
-        grid = times if times.dim() == 1 else strictly_increasing(times)  # padding moved on
+        grid = strictly_increasing(times)  # repeated times (padding) moved on
         path = sdeint(drift, diffusion, y0, grid, dt=self.dt, seed=seed).ys
         return path[..., :-1], path[-1, :, -1], mean, std
 
