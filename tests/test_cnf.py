@@ -348,3 +348,13 @@ def test_a_given_hutchinson_probe_is_the_one_used_and_its_shape_is_checked() -> 
     assert not torch.allclose(cnf.log_prob(x, -probe.roll(1, 0)), drawn)
     with pytest.raises(InvalidArgumentError, match=r"probe must have the batch's shape \(5, 2\)"):
         cnf.log_prob(x, probe[:3])
+
+
+def test_points_of_another_dtype_than_the_network_are_named() -> None:
+    """float64 points for a float32 network raised torch's 'mat1 and mat2 must have the same
+    dtype' from inside the augmented field."""
+    cnf = CNF(MLP(2, width=4, depth=1, time_input=True))
+    with pytest.raises(InvalidArgumentError, match=r"`CNF\(x\)`: x is torch.float64 but"):
+        cnf.log_prob(torch.zeros(3, 2, dtype=torch.float64))
+    assert cnf.log_prob(torch.zeros(3, 2)).shape == (3,)
+
