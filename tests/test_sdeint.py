@@ -414,3 +414,19 @@ def test_noise_object_with_diagonal_additive_noise():
                        [0.0, 1.0], dt=0.1, noise=Noise("diagonal", additive=True),
                        solver=tidal.SRA1(), seed=0)
     assert torch.isfinite(sol.ys).all()
+
+
+def test_additive_noise_that_depends_on_the_state_is_refused():
+    """noise='additive' with g = 0.6 y (geometric Brownian motion) was solved silently: Heun
+    then solved the Stratonovich equation (E log y(1) = 0.29 instead of Itô's 0.12), SRA1
+    and Milstein dropped their correction terms. A g of t alone still runs."""
+    y0 = torch.ones(8, 1, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for solver in (tidal.EulerMaruyama(), tidal.Heun(), tidal.SRA1(), tidal.Milstein()):
+        with pytest.raises(tidal.InvalidArgumentError, match="changes with y"):
+            tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y.unsqueeze(-1), y0, ts,
+                         dt=0.1, noise="additive", solver=solver, seed=0)
+    sol = tidal.sdeint(lambda t, y: -y, lambda t, y: (0.5 + t) * torch.ones_like(y)[..., None],
+                       y0, ts, dt=0.1, noise="additive", solver=tidal.SRA1(), seed=0)
+    assert torch.isfinite(sol.ys).all()
+
