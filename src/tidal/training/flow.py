@@ -197,6 +197,7 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
     `history.message` saying where and what to try. Ctrl-C ends with status "interrupted".
     """
     _check(samples, batch_size, steps, schedule, val_every, checkpoint_every)
+    _check_fit(samples, val_samples, lr, weight_decay, seed)
     if not resume:
         torch.manual_seed(seed)
     settings = LoopSettings(rounds=steps, lr=lr, weight_decay=weight_decay, schedule=schedule,
@@ -217,6 +218,12 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
 @torch.no_grad()
 def evaluate_nll(cnf: CNF, samples: torch.Tensor, *, batch_size: int = 2048) -> float:
     """Average negative log-likelihood of `samples` [N, d] under `cnf`, in nats."""
+    if not isinstance(samples, torch.Tensor) or len(samples) == 0:
+        raise InvalidArgumentError("`evaluate_nll(samples=...)` must be a non-empty tensor "
+                                   "[N, d].")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"`evaluate_nll(batch_size={batch_size!r})` must be a "
+                                   f"positive integer.")
     total = sum(-cnf.log_prob(chunk).sum().item() for chunk in samples.split(batch_size))
     return total / len(samples)
 
@@ -239,3 +246,30 @@ def _check(samples: torch.Tensor, batch_size: int, steps: int, schedule: str,
     if schedule not in SCHEDULES:
         raise InvalidArgumentError(
             f"`fit_flow(schedule={schedule!r})` is not known; choose one of {list(SCHEDULES)}.")
+
+
+def _check_fit(samples: torch.Tensor, val_samples: Any, lr: Any, weight_decay: Any,
+               seed: Any) -> None:
+    """fit_flow's data (finite floating points, validation of the same d) and numbers."""
+    for name, points in (("samples", samples), ("val_samples", val_samples)):
+        if points is None:
+            continue
+        if not isinstance(points, torch.Tensor) or points.dim() != 2 or \
+                points.shape[1] != samples.shape[1] or not points.is_floating_point():
+            shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points)
+            raise InvalidArgumentError(
+                f"`fit_flow({name}=...)` must be a floating-point tensor [N, "
+                f"{samples.shape[1]}]; got {shape}.")
+        bad = ~torch.isfinite(points)
+        if bool(bad.any()):
+            raise InvalidArgumentError(
+                f"`fit_flow({name}=...)` contains NaN or infinite values (first in row "
+                f"{int(bad.any(-1).nonzero()[0])}); drop those rows.")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value >= 0):
+            raise InvalidArgumentError(f"`fit_flow({name}={value!r})` must be a finite number "
+                                       f">= 0.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"`fit_flow(seed={seed!r})` must be an integer.")
+
