@@ -216,6 +216,38 @@ def test_fit_neural_sde_from_the_command_line(tmp_path, monkeypatch):
     assert again.exit_code == 0 and "coverage of the 90% band" in again.output
     wrong = CliRunner().invoke(main, ["predict", str(run), "--y0", "0", "--t", "0,1"])
     assert wrong.exit_code == 2 and "tidal report" in wrong.output
+    # times that do not start at the trajectory's first observation were solved from it
+    # silently, as if observed there; n_samples=0 failed inside sdeint
+    data = loaded.data("test")
+    start = [t[0] + np.array([0.5, 1.0]) for t in data.times]
+    with pytest.raises(tidal.InvalidArgumentError, match="start at its trajectory's first"):
+        loaded.forecast_samples(data, 2, times=start)
+    with pytest.raises(tidal.InvalidArgumentError, match="one array per trajectory"):
+        loaded.forecast_samples(data, 2, times=start[:1])
+    with pytest.raises(tidal.InvalidArgumentError, match=r"n_samples=0"):
+        loaded.forecast_samples(data, 0)
+
+
+def test_train_sde_run_refuses_bad_arguments_before_making_the_folder(tmp_path):
+    """Dicts for data/options/config gave AttributeErrors, split=0.2 a TypeError, width=0
+    was accepted, latent_size=0 silently meant the number of states."""
+    from tidal.data import Trajectories
+    from tidal.training.config import TrainConfig
+    from tidal.training.sde_run import SDEOptions, train_sde_run
+
+    data = Trajectories([np.linspace(0, 1, 5)] * 3, [np.zeros((5, 1))] * 3)
+    good = {"data": data, "options": SDEOptions(width=8), "config": TrainConfig(epochs=3)}
+    for change, pattern in [({"data": {}}, r"train_sde_run\(data=...\)` must be a Traj"),
+                            ({"options": {}}, r"options=...\)` must be a SDEOptions"),
+                            ({"config": {}}, r"config=...\)` must be a TrainConfig"),
+                            ({"split": 0.2}, r"split=0.2\)"),
+                            ({"split": (-0.1, 0.1)}, r"split=\(-0.1, 0.1\)\)")]:
+        with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+            train_sde_run(run_dir=tmp_path / "run", progress=False, **{**good, **change})
+        assert not (tmp_path / "run").exists()
+    for name in ("width", "latent_size", "hidden_size"):
+        with pytest.raises(tidal.InvalidArgumentError, match=rf"SDEOptions\({name}=0\)"):
+            SDEOptions(**{name: 0})
 
 
 def test_fit_sde_refuses_options_that_do_not_apply(tmp_path):
