@@ -101,6 +101,20 @@ def test_values_of_another_dtype_or_nan_where_observed_are_named():
     assert torch.isfinite(model.loss(times, values, mask, seed=0))
 
 
+def test_sample_counts_and_listed_target_times():
+    """n_samples=0 raised torch's reshape error, 2.0 randn's TypeError; target times as a
+    list an AttributeError (now the tensor of them)."""
+    model = straight_model(0.3, 0.3, 1e-6)
+    times = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    values, mask = torch.zeros(3, 2, 2, dtype=F64), torch.ones(3, 2, 2, dtype=torch.bool)
+    for count in (0, 2.0):
+        with pytest.raises(tidal.InvalidArgumentError, match=r"sample\(n_samples="):
+            model.sample(times, values, mask, times, count)
+    listed = model.sample(times, values, mask, [0.0, 0.5, 1.0], 2, observation_noise=False)
+    assert torch.equal(listed, model.sample(times, values, mask, times, 2,
+                                            observation_noise=False))
+
+
 def test_initial_kl_matches_torch_distributions():
     mean, std = torch.randn(5, 3, dtype=F64), torch.rand(5, 3, dtype=F64) + 0.1
     prior_mean, prior_std = torch.randn(3, dtype=F64), torch.rand(3, dtype=F64) + 0.2

@@ -151,6 +151,13 @@ class LatentSDE(nn.Module):
         starting at times[0]) given the context observations (times, values, mask): posterior
         paths up to each series' last observed context time, prior paths after it, decoded
         (with the learned observation noise unless `observation_noise=False`)."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise InvalidArgumentError(f"`LatentSDE.sample(n_samples={n_samples!r})` must be a "
+                                       f"positive integer.")
+        check_series("LatentSDE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
+        if not isinstance(target_times, torch.Tensor):
+            target_times = torch.as_tensor(target_times, dtype=torch.float64)
         batch = values.shape[1]
         if not bool((target_times[0] == times[0]).all()):
             raise InvalidArgumentError(
