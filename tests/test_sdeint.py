@@ -430,3 +430,19 @@ def test_additive_noise_that_depends_on_the_state_is_refused():
                        y0, ts, dt=0.1, noise="additive", solver=tidal.SRA1(), seed=0)
     assert torch.isfinite(sol.ys).all()
 
+
+def test_a_given_tree_coarser_than_the_step_is_refused():
+    """A BrownianTree with tol=0.25 under dt=0.01 solved geometric Brownian motion silently
+    to E log y(1) = 0.27 instead of Ito's 0.12 (increments inside a leaf carry no quadratic
+    variation); a tree of tol <= dt is used as before."""
+    from tidal.brownian import BrownianTree, sample_seeds
+
+    y0 = torch.ones(4, 1, dtype=torch.float64)
+    coarse = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.25, dtype=torch.float64)
+    with pytest.raises(tidal.InvalidArgumentError, match="coarser than the step dt=0.01"):
+        tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0, [0.0, 1.0], dt=0.01,
+                     brownian=coarse)
+    fine = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.01, dtype=torch.float64)
+    assert torch.isfinite(tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0,
+                                       [0.0, 1.0], dt=0.01, brownian=fine).ys).all()
+

@@ -282,6 +282,11 @@ def _tree(brownian: Any, seed: Any, times: torch.Tensor, y0: torch.Tensor, chann
                             f"{y0.device}")
         if levy_area and not brownian.levy_area:
             problems.append("no Lévy area (the method needs levy_area=True)")
+        leaf = brownian.span * 2.0**-brownian.depth
+        if leaf > dt * (1 + 1e-9):
+            problems.append(f"its resolution ({leaf:.6g}, the leaf width) is coarser than the "
+                            f"step dt={dt:g}: increments inside a leaf are not Brownian (an Itô "
+                            f"solve loses its correction); build it with tol <= dt")
         if problems:
             raise InvalidArgumentError("`sdeint(brownian=...)` does not fit this solve: "
                                        + "; ".join(problems) + ".")
