@@ -368,7 +368,8 @@ def test_fit_flow_refuses_bad_data_and_numbers_before_training() -> None:
     bad = x.clone()
     bad[3, 0] = math.nan
     cases = [({"samples": bad}, r"fit_flow\(samples=...\)` contains NaN .* row 3"),
-             ({"val_samples": torch.randn(4, 3)}, r"fit_flow\(val_samples=...\)` must be .*\[N, 2\]"),
+             ({"val_samples": torch.randn(4, 3)},
+              r"fit_flow\(val_samples=...\)` must be .*\[N, 2\]"),
              ({"val_samples": bad}, r"fit_flow\(val_samples=...\)` contains NaN"),
              ({"lr": -1.0}, r"fit_flow\(lr=-1.0\)"), ({"seed": 1.5}, r"fit_flow\(seed=1.5\)"),
              ({"weight_decay": math.nan}, r"fit_flow\(weight_decay=nan\)")]

@@ -106,7 +106,7 @@ def test_transition_nll_names_what_does_not_fit_and_takes_listed_times():
         model.transition_nll(ys[:1], torch.zeros(1))
     with pytest.raises(tidal.InvalidArgumentError, match=r"\(3, 3\)"):
         model.transition_nll(ys, torch.arange(9.0).reshape(3, 3))
-    with pytest.raises(tidal.InvalidArgumentError, match="y is torch.float32 but"):
+    with pytest.raises(tidal.InvalidArgumentError, match=r"y is torch\.float32 but"):
         model.transition_nll(ys.float(), torch.arange(3.0))
     with pytest.raises(tidal.InvalidArgumentError, match=r"NeuralSDE\(dt=inf"):
         NeuralSDE(MLP(1), PositiveDiffusion(MLP(1)), dt=math.inf)

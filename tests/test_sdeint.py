@@ -439,7 +439,7 @@ def test_a_given_tree_coarser_than_the_step_is_refused():
 
     y0 = torch.ones(4, 1, dtype=torch.float64)
     coarse = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.25, dtype=torch.float64)
-    with pytest.raises(tidal.InvalidArgumentError, match="coarser than the step dt=0.01"):
+    with pytest.raises(tidal.InvalidArgumentError, match=r"coarser than the step dt=0\.01"):
         tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0, [0.0, 1.0], dt=0.01,
                      brownian=coarse)
     fine = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.01, dtype=torch.float64)

@@ -80,9 +80,9 @@ def test_ensemble_members_of_other_kinds_or_sizes_are_refused():
     """Members of different state sizes failed at the first prediction with torch's 'mat1
     and mat2 shapes cannot be multiplied'; a network that is not a NeuralODE with an
     AttributeError; a generator of members with a TypeError."""
+    from tidal._errors import InvalidArgumentError
     from tidal.models import NeuralODE
     from tidal.nn import MLP
-    from tidal._errors import InvalidArgumentError
 
     small, large = NeuralODE(MLP(2, width=4, depth=1)), NeuralODE(MLP(3, width=4, depth=1))
     with pytest.raises(InvalidArgumentError, match=r"different sizes \[2, 3\]"):

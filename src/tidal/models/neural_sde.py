@@ -58,8 +58,8 @@ class NeuralSDE(nn.Module):
                  solver: SDEMethod | None = None) -> None:
         super().__init__()
         if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
-            raise InvalidArgumentError(f"`NeuralSDE(dt={dt!r})` must be a positive finite step size "
-                                       f"in the model's time units.")
+            raise InvalidArgumentError(f"`NeuralSDE(dt={dt!r})` must be a positive finite step "
+                                       f"size in the model's time units.")
         self.drift, self.diffusion, self.dt = drift, diffusion, float(dt)
         self.solver = solver if solver is not None else EulerMaruyama()
 
