@@ -446,3 +446,11 @@ def test_a_given_tree_coarser_than_the_step_is_refused():
     assert torch.isfinite(tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0,
                                        [0.0, 1.0], dt=0.01, brownian=fine).ys).all()
 
+
+def test_evaluate_on_an_sde_solution_says_what_to_do_instead():
+    """It said only 'solve with tidal.solve(..., dense=True)', which sdeint has no option for."""
+    sol = tidal.sdeint(lambda t, y: -y, lambda t, y: 0.1 * torch.ones_like(y), torch.ones(2, 1),
+                       [0.0, 1.0], dt=0.1, seed=0)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"sdeint` has none.*its `ts`"):
+        sol.evaluate(0.5)
+
