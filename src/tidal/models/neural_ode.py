@@ -36,6 +36,13 @@ def raise_dtype_mismatch(call: str, name: str, x: Any, model: nn.Module,
             f"model.to({name}.dtype) or {name}.to(model's dtype).") from error
 
 
+def network_size(network: Any) -> int | None:
+    """The input size a `tidal.nn` network declares (its config's in_features), else None."""
+    config = getattr(network, "config", None)
+    size = config().get("in_features") if callable(config) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
 class NeuralODE(nn.Module):
     """dy/dt = f_theta(t, y), solved from y0 and returned at the times ts.
 
@@ -90,9 +97,21 @@ class NeuralODE(nn.Module):
             solution = solve(self.vector_field, y0, ts, **settings)
         except RuntimeError as error:
             raise_dtype_mismatch(f"{type(self).__name__}(y0, ts)", "y0", y0, self, error)
+            size = self.state_size()
+            if isinstance(y0, torch.Tensor) and y0.dim() and size not in (None, y0.shape[-1]) \
+                    and not isinstance(error, TidalError):
+                raise InvalidArgumentError(
+                    f"`{type(self).__name__}(y0, ts)`: y0 has {y0.shape[-1]} states in its last "
+                    f"dimension but the model's network takes {size} ({error}); give states of "
+                    f"that size or build the model for {y0.shape[-1]}.") from error
             raise
         self.last_stats = solution.stats
         return solution
+
+    def state_size(self) -> int | None:
+        """The state size the vector field declares (a `tidal.nn` network's in_features), else
+        None."""
+        return network_size(self.vector_field)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (with `from_config`), as plain JSON values."""
