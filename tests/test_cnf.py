@@ -348,3 +348,35 @@ def test_a_given_hutchinson_probe_is_the_one_used_and_its_shape_is_checked() -> 
     assert not torch.allclose(cnf.log_prob(x, -probe.roll(1, 0)), drawn)
     with pytest.raises(InvalidArgumentError, match=r"probe must have the batch's shape \(5, 2\)"):
         cnf.log_prob(x, probe[:3])
+
+
+def test_points_of_another_dtype_than_the_network_are_named() -> None:
+    """float64 points for a float32 network raised torch's 'mat1 and mat2 must have the same
+    dtype' from inside the augmented field."""
+    cnf = CNF(MLP(2, width=4, depth=1, time_input=True))
+    with pytest.raises(InvalidArgumentError, match=r"`CNF\(x\)`: x is torch.float64 but"):
+        cnf.log_prob(torch.zeros(3, 2, dtype=torch.float64))
+    assert cnf.log_prob(torch.zeros(3, 2)).shape == (3,)
+
+
+def test_fit_flow_refuses_bad_data_and_numbers_before_training() -> None:
+    """NaN samples failed mid-training as 'solve(y0=...) contains NaN'; validation points of
+    another d as 'A CNF of dimension 2 got ...'; lr=-1 raised torch's ValueError, seed=1.5
+    torch's 'manual_seed expected a long'; evaluate_nll(batch_size=0) torch's split error."""
+    cnf = CNF(MLP(2, width=4, depth=1, time_input=True))
+    x = torch.randn(16, 2)
+    bad = x.clone()
+    bad[3, 0] = math.nan
+    cases = [({"samples": bad}, r"fit_flow\(samples=...\)` contains NaN .* row 3"),
+             ({"val_samples": torch.randn(4, 3)},
+              r"fit_flow\(val_samples=...\)` must be .*\[N, 2\]"),
+             ({"val_samples": bad}, r"fit_flow\(val_samples=...\)` contains NaN"),
+             ({"lr": -1.0}, r"fit_flow\(lr=-1.0\)"), ({"seed": 1.5}, r"fit_flow\(seed=1.5\)"),
+             ({"weight_decay": math.nan}, r"fit_flow\(weight_decay=nan\)")]
+    for change, pattern in cases:
+        arguments = {"samples": x, "steps": 1, "batch_size": 8, "progress": False, **change}
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            fit_flow(cnf, **arguments)
+    with pytest.raises(InvalidArgumentError, match=r"evaluate_nll\(batch_size=0\)"):
+        evaluate_nll(cnf, x, batch_size=0)
+

@@ -326,3 +326,22 @@ def test_too_few_or_non_finite_samples_are_refused_before_a_run_is_created(tmp_p
                                  rf"\({count} non-finite values\)"):
             train_diffusion_run(points, tmp_path / "run", columns=["x", "y"], process=VPSDE())
         assert not (tmp_path / "run").exists()
+
+
+def test_a_start_time_past_the_end_and_bad_grid_numbers_are_refused() -> None:
+    """VPSDE(t_min=1.0) was accepted and every sampler then failed naming sdeint/solve's
+    'duplicate times'; rho=0 raised ZeroDivisionError; batch_size=0 torch's split error."""
+    for build in (lambda: VPSDE(t_min=1.0), lambda: SubVPSDE(t_min=2.0),
+                  lambda: VESDE(t_min=1.5)):
+        with pytest.raises(InvalidArgumentError, match=r"t_min=.*must be below"):
+            build()
+    with pytest.raises(InvalidArgumentError, match=r"rho=0"):
+        VPSDE().sampling_times(5, rho=0)
+    mixture = DiffusedMixture(torch.zeros(1, 2, dtype=torch.float64), 1.0, VPSDE())
+    with pytest.raises(InvalidArgumentError, match=r"log_likelihood\(batch_size=0\)"):
+        log_likelihood(mixture, VPSDE(), torch.zeros(3, 2, dtype=torch.float64), batch_size=0)
+    from tidal.diffusion.entropy import entropy_production
+
+    with pytest.raises(InvalidArgumentError, match=r"entropy_production\(batch_size=0\)"):
+        entropy_production(lambda x: -x, lambda x: -x, 1.0, torch.zeros(3, 2), batch_size=0)
+

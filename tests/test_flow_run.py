@@ -117,3 +117,47 @@ def test_the_flow_report_has_the_shared_verdict_and_checks(tmp_path):
     gaussian = multivariate_normal(train.mean(0), np.cov(train, rowvar=False))
     assert metrics["gaussian_val_nll"] == pytest.approx(-gaussian.logpdf(val).mean(), rel=1e-9)
     assert math.isfinite(metrics["gap"]) and "checks:" in result.output
+
+
+def test_density_runs_refuse_bad_arguments_before_making_the_folder(tmp_path):
+    """A column list that does not fit the samples raised pandas' 'Shape of passed values'
+    after the folder was made; options or a process of the wrong type AttributeErrors;
+    val_fraction=1.5 'fit_score(batch_size=0)' and levels with non-integer data
+    'dequantize(x=...)', both after config.json was written."""
+    from tidal.diffusion import VPSDE
+    from tidal.training.diffusion_run import DiffusionOptions, train_diffusion_run
+
+    x = _samples()
+    calls = [
+        (lambda: train_flow_run(x, tmp_path / "run", columns=["a"], options=TINY),
+         r"columns=\['a'\] must name each of the samples' 2 columns"),
+        (lambda: train_flow_run(x, tmp_path / "run", columns=["a", "b"], options={}),
+         r"train_flow_run\(options=...\)` must be a FlowOptions"),
+        (lambda: train_diffusion_run(x, tmp_path / "run", columns=["a", "b"], process="vp"),
+         r"train_diffusion_run\(process=...\)` must be a ForwardProcess"),
+        (lambda: train_diffusion_run(x, tmp_path / "run", columns=["a", "b"], process=VPSDE(),
+                                     options=DiffusionOptions(val_fraction=1.5)),
+         r"val_fraction=1.5 must be a fraction in \(0, 1\)"),
+        (lambda: train_diffusion_run(x, tmp_path / "run", columns=["a", "b"], process=VPSDE(),
+                                     levels=4), r"levels=4\)`: the samples must be integers")]
+    for call, pattern in calls:
+        with pytest.raises(ValueError, match=pattern):
+            call()
+        assert not (tmp_path / "run").exists()
+
+
+def test_flow_run_log_prob_names_points_that_do_not_fit(tmp_path):
+    """Points with another number of columns raised torch's broadcast error; NaN points
+    'solve(y0=...)'; a list of points still works."""
+    train_flow_run(_samples(), tmp_path / "run", columns=["a", "b"], options=TINY,
+                   progress=False)
+    run = load_flow_run(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"FlowRun.log_prob\(x=...\)` must be points \[N, 2\]"):
+        run.log_prob(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"FlowRun.log_prob\(x=...\)` contains NaN"):
+        run.log_prob(np.full((1, 2), np.nan))
+    torch.manual_seed(0)  # the same Hutchinson probe for both
+    listed = run.log_prob([[0.0, 0.5]])
+    torch.manual_seed(0)
+    assert torch.equal(listed, run.log_prob(np.array([[0.0, 0.5]])))
+

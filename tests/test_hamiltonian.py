@@ -178,3 +178,17 @@ def test_energy_of_a_trained_network_is_conserved_to_its_step() -> None:
     scale = float(energy.max() - energy.min()) + 1e-300
     assert math.isfinite(scale)
     assert float((energy - energy[0]).abs().max()) < 1e-3 * max(1.0, float(energy[0].abs()))
+
+
+def test_states_of_another_size_than_the_networks_are_named():
+    """A 4-state y0 for a one-degree-of-freedom model (and a 3-state y0 for NeuralODE(MLP(2)))
+    raised torch's 'mat1 and mat2 shapes cannot be multiplied' from inside the field."""
+    ts = torch.linspace(0, 1, 3)
+    for model in (HamiltonianNN.mlp(1, separable=True, width=4, depth=1),
+                  HamiltonianNN.mlp(1, width=4, depth=1)):
+        with pytest.raises(tidal.InvalidArgumentError, match=r"y0 has 4 states .* takes 2"):
+            model(torch.ones(1, 4), ts)
+        assert model(torch.ones(1, 2), ts).shape == (3, 1, 2)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NeuralODE\(y0, ts\)`: y0 has 3"):
+        tidal.models.NeuralODE(tidal.nn.MLP(2, width=4, depth=1))(torch.ones(1, 3), ts)
+

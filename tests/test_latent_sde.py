@@ -62,6 +62,59 @@ def test_kl_path_term_is_half_u_squared_times_the_span():
     assert torch.allclose(log_ratio, 0.64 * (own[-1] - own[0]), rtol=1e-12)
 
 
+def test_per_sample_times_padded_with_a_repeated_last_time_and_a_single_row():
+    """A series padded by repeating its last time (the documented padding) follows its own
+    span: the path term is 0.64 (t_last - t_0), z moves by 0.3 per unit time; one row gives
+    no path term. (Padding raised sdeint's 'duplicate times', one row 'at least two
+    times'.)"""
+    model = straight_model(0.3, -0.1, 0.5)
+    values = torch.zeros(4, 2, 2, dtype=F64)
+    mask = torch.ones(4, 2, 2, dtype=torch.bool)
+    times = torch.tensor([[0.0, 0.0], [0.5, 0.4], [1.0, 1.0], [2.0, 1.0]], dtype=F64)
+    mask[3, 1] = False
+    z, log_ratio, _, _ = model.posterior_path(times, values, mask, seed=0)
+    assert torch.allclose(log_ratio, torch.tensor([0.64 * 2.0, 0.64 * 1.0], dtype=F64),
+                          rtol=1e-5)
+    z, _, _, _ = straight_model(0.3, 0.3, 1e-6).posterior_path(times, values, mask, seed=0)
+    assert torch.allclose(z[:3, 1, 0], 0.3 * times[:3, 1], atol=1e-3)
+    assert torch.isfinite(model.loss(times, values, mask, seed=0))
+    samples = model.sample(times, values, mask, times, 2, observation_noise=False)
+    assert torch.isfinite(samples).all()
+    _, log_ratio, _, _ = model.posterior_path(times[:1], values[:1], mask[:1], seed=0)
+    assert torch.equal(log_ratio, torch.zeros(2, dtype=F64))
+    assert torch.isfinite(model.loss(times[:1], values[:1], mask[:1], seed=0))
+
+
+def test_values_of_another_dtype_or_nan_where_observed_are_named():
+    """They raised torch's dtype error from inside the GRU, and 'sdeint(y0=...) contains
+    NaN'."""
+    model = LatentSDE(2, 2, context_size=3, hidden_size=4, width=8, dt=0.1)
+    times = torch.linspace(0, 1, 3)
+    values, mask = torch.zeros(3, 2, 2, dtype=F64), torch.ones(3, 2, 2, dtype=torch.bool)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"LatentSDE\(values\)` is torch.float"):
+        model.loss(times, values, mask)
+    values = values.float()
+    values[1, 1, 1] = math.nan
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NaN or infinite where the mask"):
+        model.loss(times, values, mask)
+    mask[1, 1, 1] = False
+    assert torch.isfinite(model.loss(times, values, mask, seed=0))
+
+
+def test_sample_counts_and_listed_target_times():
+    """n_samples=0 raised torch's reshape error, 2.0 randn's TypeError; target times as a
+    list an AttributeError (now the tensor of them)."""
+    model = straight_model(0.3, 0.3, 1e-6)
+    times = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    values, mask = torch.zeros(3, 2, 2, dtype=F64), torch.ones(3, 2, 2, dtype=torch.bool)
+    for count in (0, 2.0):
+        with pytest.raises(tidal.InvalidArgumentError, match=r"sample\(n_samples="):
+            model.sample(times, values, mask, times, count)
+    listed = model.sample(times, values, mask, [0.0, 0.5, 1.0], 2, observation_noise=False)
+    assert torch.equal(listed, model.sample(times, values, mask, times, 2,
+                                            observation_noise=False))
+
+
 def test_initial_kl_matches_torch_distributions():
     mean, std = torch.randn(5, 3, dtype=F64), torch.rand(5, 3, dtype=F64) + 0.1
     prior_mean, prior_std = torch.randn(3, dtype=F64), torch.rand(3, dtype=F64) + 0.2
@@ -177,6 +230,38 @@ def test_fit_neural_sde_from_the_command_line(tmp_path, monkeypatch):
     assert again.exit_code == 0 and "coverage of the 90% band" in again.output
     wrong = CliRunner().invoke(main, ["predict", str(run), "--y0", "0", "--t", "0,1"])
     assert wrong.exit_code == 2 and "tidal report" in wrong.output
+    # times that do not start at the trajectory's first observation were solved from it
+    # silently, as if observed there; n_samples=0 failed inside sdeint
+    data = loaded.data("test")
+    start = [t[0] + np.array([0.5, 1.0]) for t in data.times]
+    with pytest.raises(tidal.InvalidArgumentError, match="start at its trajectory's first"):
+        loaded.forecast_samples(data, 2, times=start)
+    with pytest.raises(tidal.InvalidArgumentError, match="one array per trajectory"):
+        loaded.forecast_samples(data, 2, times=start[:1])
+    with pytest.raises(tidal.InvalidArgumentError, match=r"n_samples=0"):
+        loaded.forecast_samples(data, 0)
+
+
+def test_train_sde_run_refuses_bad_arguments_before_making_the_folder(tmp_path):
+    """Dicts for data/options/config gave AttributeErrors, split=0.2 a TypeError, width=0
+    was accepted, latent_size=0 silently meant the number of states."""
+    from tidal.data import Trajectories
+    from tidal.training.config import TrainConfig
+    from tidal.training.sde_run import SDEOptions, train_sde_run
+
+    data = Trajectories([np.linspace(0, 1, 5)] * 3, [np.zeros((5, 1))] * 3)
+    good = {"data": data, "options": SDEOptions(width=8), "config": TrainConfig(epochs=3)}
+    for change, pattern in [({"data": {}}, r"train_sde_run\(data=...\)` must be a Traj"),
+                            ({"options": {}}, r"options=...\)` must be a SDEOptions"),
+                            ({"config": {}}, r"config=...\)` must be a TrainConfig"),
+                            ({"split": 0.2}, r"split=0.2\)"),
+                            ({"split": (-0.1, 0.1)}, r"split=\(-0.1, 0.1\)\)")]:
+        with pytest.raises(tidal.InvalidArgumentError, match=pattern):
+            train_sde_run(run_dir=tmp_path / "run", progress=False, **{**good, **change})
+        assert not (tmp_path / "run").exists()
+    for name in ("width", "latent_size", "hidden_size"):
+        with pytest.raises(tidal.InvalidArgumentError, match=rf"SDEOptions\({name}=0\)"):
+            SDEOptions(**{name: 0})
 
 
 def test_fit_sde_refuses_options_that_do_not_apply(tmp_path):

@@ -94,6 +94,24 @@ def test_neural_sde_bad_input():
         model.transition_nll(torch.zeros(3, 2, 1, dtype=F64), torch.tensor([0.0, 1.0, 1.0]))
 
 
+def test_transition_nll_names_what_does_not_fit_and_takes_listed_times():
+    """One row, ts of another batch, float64 states for a float32 model raised torch's
+    reshape/expand/dtype errors; ts as a list an AttributeError; dt=inf was accepted. A list
+    of times is the tensor of them."""
+    model = NeuralSDE(MLP(1).double(), PositiveDiffusion(MLP(1).double()), dt=0.1)
+    ys = torch.randn(3, 2, 1, dtype=F64)
+    assert model.transition_nll(ys, [0.0, 0.5, 1.0]) == model.transition_nll(
+        ys, torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(tidal.InvalidArgumentError, match="T >= 2"):
+        model.transition_nll(ys[:1], torch.zeros(1))
+    with pytest.raises(tidal.InvalidArgumentError, match=r"\(3, 3\)"):
+        model.transition_nll(ys, torch.arange(9.0).reshape(3, 3))
+    with pytest.raises(tidal.InvalidArgumentError, match=r"y is torch\.float32 but"):
+        model.transition_nll(ys.float(), torch.arange(3.0))
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NeuralSDE\(dt=inf"):
+        NeuralSDE(MLP(1), PositiveDiffusion(MLP(1)), dt=math.inf)
+
+
 def test_simulate_with_process_noise():
     """sigma = 0 is the ODE simulation unchanged; with sigma > 0 the paths leave the ODE
     trajectories by an amount that grows like sigma for small sigma (the linearised SDE)."""

@@ -99,3 +99,10 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_bad_input_shape_is_named():
     with pytest.raises(tidal.InvalidArgumentError, match="flatten"):
         ODEBlock(tidal.nn.MLP(2))(torch.zeros(2, 2, 2))
+
+
+def test_input_of_another_dtype_than_the_field_is_named():
+    """It raised torch's 'mat1 and mat2 must have the same dtype' from inside the field."""
+    with pytest.raises(tidal.InvalidArgumentError, match=r"`ODEBlock\(x\)`: x is torch.float64"):
+        ODEBlock(tidal.nn.MLP(2, width=4, depth=1))(torch.zeros(2, 2, dtype=torch.float64))
+

@@ -135,6 +135,27 @@ def test_estimator_with_exact_score(system: str) -> None:
                                atol=6 * estimate.standard_error, rtol=0)
 
 
+
+def test_fit_score_refuses_bad_samples_and_options_before_training():
+    """NaN samples trained on silently (or diverged); float64 samples for a float32 network,
+    samples or validation points of another d raised torch's matmul errors; schedule='x' was
+    taken as cosine silently; steps=0 'trained for 0 steps'; lr=-1 torch's ValueError."""
+    torch.manual_seed(0)
+    model = ScoreModel(ScoreMLP(2, VPSDE(), width=8, depth=1))
+    x = torch.randn(32, 2)
+    bad = x.clone()
+    bad[1, 1] = math.nan
+    cases = [({"samples": bad}, r"fit_score\(samples=...\)` contains NaN .* row 1"),
+             ({"samples": x.double()}, r"fit_score\(samples=...\)` is torch.float64 but"),
+             ({"samples": torch.randn(32, 3)}, r"has 3 columns but .* dim=2"),
+             ({"val_samples": torch.randn(8, 3)}, r"fit_score\(val_samples=...\)` must be"),
+             ({"schedule": "x"}, r"fit_score\(schedule='x'\)"),
+             ({"steps": 0}, r"fit_score\(steps=0\)"), ({"lr": -1.0}, r"fit_score\(lr=-1.0\)")]
+    for change, pattern in cases:
+        arguments = {"samples": x, "steps": 2, "batch_size": 8, "progress": False, **change}
+        with pytest.raises(InvalidArgumentError, match=pattern):
+            fit_score(model, VPSDE(), **arguments)
+
 def test_equilibrium_has_no_production() -> None:
     for a, d in (entropy.active_ou(activity=0.0), entropy.coupled_ou(t1=1.5, t2=1.5)):
         exact = entropy.linear_entropy_production(a, d)

@@ -414,3 +414,43 @@ def test_noise_object_with_diagonal_additive_noise():
                        [0.0, 1.0], dt=0.1, noise=Noise("diagonal", additive=True),
                        solver=tidal.SRA1(), seed=0)
     assert torch.isfinite(sol.ys).all()
+
+
+def test_additive_noise_that_depends_on_the_state_is_refused():
+    """noise='additive' with g = 0.6 y (geometric Brownian motion) was solved silently: Heun
+    then solved the Stratonovich equation (E log y(1) = 0.29 instead of Itô's 0.12), SRA1
+    and Milstein dropped their correction terms. A g of t alone still runs."""
+    y0 = torch.ones(8, 1, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for solver in (tidal.EulerMaruyama(), tidal.Heun(), tidal.SRA1(), tidal.Milstein()):
+        with pytest.raises(tidal.InvalidArgumentError, match="changes with y"):
+            tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y.unsqueeze(-1), y0, ts,
+                         dt=0.1, noise="additive", solver=solver, seed=0)
+    sol = tidal.sdeint(lambda t, y: -y, lambda t, y: (0.5 + t) * torch.ones_like(y)[..., None],
+                       y0, ts, dt=0.1, noise="additive", solver=tidal.SRA1(), seed=0)
+    assert torch.isfinite(sol.ys).all()
+
+
+def test_a_given_tree_coarser_than_the_step_is_refused():
+    """A BrownianTree with tol=0.25 under dt=0.01 solved geometric Brownian motion silently
+    to E log y(1) = 0.27 instead of Ito's 0.12 (increments inside a leaf carry no quadratic
+    variation); a tree of tol <= dt is used as before."""
+    from tidal.brownian import BrownianTree, sample_seeds
+
+    y0 = torch.ones(4, 1, dtype=torch.float64)
+    coarse = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.25, dtype=torch.float64)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"coarser than the step dt=0\.01"):
+        tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0, [0.0, 1.0], dt=0.01,
+                     brownian=coarse)
+    fine = BrownianTree(0.0, 1.0, sample_seeds(1, 4), 1, tol=0.01, dtype=torch.float64)
+    assert torch.isfinite(tidal.sdeint(lambda t, y: 0.3 * y, lambda t, y: 0.6 * y, y0,
+                                       [0.0, 1.0], dt=0.01, brownian=fine).ys).all()
+
+
+def test_evaluate_on_an_sde_solution_says_what_to_do_instead():
+    """It said only 'solve with tidal.solve(..., dense=True)', which sdeint has no option for."""
+    sol = tidal.sdeint(lambda t, y: -y, lambda t, y: 0.1 * torch.ones_like(y), torch.ones(2, 1),
+                       [0.0, 1.0], dt=0.1, seed=0)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"sdeint` has none.*its `ts`"):
+        sol.evaluate(0.5)
+

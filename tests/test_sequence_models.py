@@ -246,6 +246,22 @@ def test_latent_ode_per_sample_targets_equal_shared_ones():
                                model(shared, values, mask, per_sample), rtol=1e-10, atol=1e-12)
 
 
+def test_latent_ode_takes_per_sample_targets_padded_with_a_repeated_last_time():
+    """The documented padding (a shorter series repeats its last time) in forward and loss
+    decodes each sample as it would alone (it raised solve's 'duplicate times')."""
+    torch.manual_seed(7)
+    model = LatentODE(2, 2, 3, width=4, **RK4).double()
+    times, values, mask = tiny_batch(k=4, b=2)
+    padded = times.clone()
+    padded[3, 1] = padded[2, 1]
+    mask[3, 1] = False
+    out = model(padded, values, mask, padded)
+    alone = model(padded[:3, 1], values[:3, 1:], mask[:3, 1:], padded[:3, 1])
+    torch.testing.assert_close(out[:3, 1:], alone, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[3, 1], out[2, 1], rtol=1e-4, atol=1e-6)
+    assert torch.isfinite(model.loss(padded, values, mask, padded, values, mask))
+
+
 def test_latent_ode_decoder_options_set_the_decoder_solve_alone():
     """A rotation field dz/dt = A z decoded over [0, 5] with fine RK4 steps matches
     expm(A t) z0 (closed form); the encoder keeps its one coarse step per interval."""
@@ -399,6 +415,28 @@ def test_a_latent_odes_bad_series_are_named_as_its_own():
                            ((times, values[..., :1], mask[..., :1], times), "values")):
         with pytest.raises(tidal.InvalidArgumentError, match=rf"`LatentODE\({argument}\)`"):
             model(*args)
+
+
+@pytest.mark.parametrize("build", [lambda: ODERNN(2, 3, width=4), lambda: GRUDelta(2, 3),
+                                   lambda: NeuralCDE(2, 3, 2), lambda: LatentODE(2, 2, 3, width=4)])
+def test_values_of_another_dtype_or_nan_where_observed_are_named(build):
+    """float64 values for a float32 model raised torch's 'mat1 and mat2 must have the same
+    dtype'; NaN at an observed entry failed as 'solve(y0=...) contains NaN'; NaN where the
+    mask is False stays ignored."""
+    model = build()
+    times, values, mask = tiny_batch()
+    targets = (times,) if isinstance(model, LatentODE) else ()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"\(values\)` is torch.float64 but"):
+        model(times, values, mask, *targets)
+    values = values.float()
+    values[1, 0, 0] = math.nan
+    mask[1, 0, 0] = True
+    with pytest.raises(tidal.InvalidArgumentError, match=r"NaN or infinite where the mask"):
+        model(times, values, mask, *targets)
+    mask[1, 0, 0] = False
+    assert torch.isfinite(model(times, values, mask, *targets)).all()
+    with pytest.raises(tidal.InvalidArgumentError, match=r"\(times\)` must be a torch"):
+        model(times.tolist(), values, mask, *targets)
 
 
 # ---- generated data ------------------------------------------------------------------------

@@ -65,6 +65,35 @@ def test_mixture_quantiles_match_the_normal_and_the_mixture_cdf(q):
                                np.quantile(centres, q, axis=0))
 
 
+@pytest.mark.parametrize("quantiles", [[1.5], [-0.1], [0.0], [1.0], [50], [float("nan")], 0.5,
+                                       []])
+def test_quantile_levels_outside_zero_one_are_refused(quantiles):
+    """They raised numpy's 'Quantiles must be in the range [0, 1]' from inside the loop, or
+    (0 and 1, with noise) gave the bisection's bracket, 10 sd beyond the members, as a
+    quantile; a bare number a TypeError."""
+    centres = np.array([[0.0, 1.0], [2.0, 1.0]])
+    with pytest.raises(ValueError, match=r"mixture_quantiles\(quantiles=.*strictly between"):
+        mixture_quantiles(centres, np.array([0.5, 2.0]), quantiles)
+
+
+def test_ensemble_members_of_other_kinds_or_sizes_are_refused():
+    """Members of different state sizes failed at the first prediction with torch's 'mat1
+    and mat2 shapes cannot be multiplied'; a network that is not a NeuralODE with an
+    AttributeError; a generator of members with a TypeError."""
+    from tidal._errors import InvalidArgumentError
+    from tidal.models import NeuralODE
+    from tidal.nn import MLP
+
+    small, large = NeuralODE(MLP(2, width=4, depth=1)), NeuralODE(MLP(3, width=4, depth=1))
+    with pytest.raises(InvalidArgumentError, match=r"different sizes \[2, 3\]"):
+        Ensemble([small, large])
+    with pytest.raises(InvalidArgumentError, match="member 0 is a MLP"):
+        Ensemble([MLP(2)])
+    with pytest.raises(InvalidArgumentError, match="member 0 is a Ensemble"):
+        Ensemble([Ensemble([small])])
+    assert len(Ensemble(m for m in (small, small)).members) == 2
+
+
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 

@@ -132,6 +132,44 @@ def test_recover_an_exact_correction(backend: str) -> None:
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recovered_terms_are_at_least_the_threshold(backend: str) -> None:
+    """f = 2 + 3 x0 - 0.5 x1^2 on a correlated region: the ridge rounds kept x1 and x0^2 and
+    the unbiased refit set them to 3e-15 and 2e-17, so the formula read '2 + 3 x0 + 3.393e-15
+    x1 + 1.978e-17 x0^2 - 0.5 x1^2' although `threshold` (0.1) sets smaller ones to zero."""
+    region = torch.rand(200, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) + 0.5
+
+    def exact(t, y):
+        return 2 + 3 * y[:, :1] - 0.5 * y[:, 1:] ** 2
+
+    fit = recover(exact, region, backend=backend)
+    assert fit.terms() == {"f0": {"1": pytest.approx(2.0), "x0": pytest.approx(3.0),
+                                  "x1^2": pytest.approx(-0.5)}}
+    assert fit.formula == "f0 = 2 + 3 x0 - 0.5 x1^2"
+
+
+def test_symbolic_arguments_are_named() -> None:
+    """predict on states of another width raised numpy's matmul error; a function returning
+    another number of rows numpy's reshape error; t='0' torch's dtype error; a correction that
+    is not callable a TypeError in explanations; a constant correction had no explanation."""
+    from tidal.models.symbolic import explanations
+
+    region = torch.rand(50, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) + 0.5
+    fit = recover(_interaction, region, backend="numpy")
+    with pytest.raises(tidal.InvalidArgumentError, match="has 3 columns; the formula is in 2"):
+        fit.predict(np.zeros((3, 3)))
+    with pytest.raises(tidal.InvalidArgumentError, match=r"returned shape \(5, 2\) for 50"):
+        recover(lambda t, y: y[:5], region)
+    with pytest.raises(tidal.InvalidArgumentError, match=r"recover\(t='0'\)"):
+        recover(_interaction, region, t="0")
+    with pytest.raises(tidal.InvalidArgumentError, match=r"recover\(alpha=-1"):
+        recover(_interaction, region, alpha=-1.0)
+    with pytest.raises(tidal.InvalidArgumentError, match="must be callable"):
+        explanations(3, region)
+    found = explanations(lambda t, y: torch.ones_like(y), region)
+    assert found and found[0][1].formula == "dx0 = 1\ndx1 = 1"
+
+
 def test_numpy_and_pysindy_agree_on_a_noisy_target() -> None:
     pytest.importorskip("pysindy")
     rng = np.random.default_rng(1)

@@ -238,7 +238,24 @@ def _first_values(drift: Callable[..., torch.Tensor], diffusion: Callable[..., t
             f"`sdeint(diffusion=...)` returned shape {tuple(g0.shape)} for y of shape "
             f"{tuple(y0.shape)}; with noise={label!r} it must be {want}. Use noise='general' "
             f"for a matrix [B, d, m], 'diagonal' or 'scalar' for [B, d].")
+    if noise.additive:
+        _check_additive(diffusion, t0, y0, g0, args)
     return g0
+
+
+def _check_additive(diffusion: Callable[..., torch.Tensor], t0: torch.Tensor, y0: torch.Tensor,
+                    g0: torch.Tensor, args: Any) -> None:
+    """Refuse a diffusion declared additive that changes with y (at y0 moved by 0.1%): the
+    methods would drop its Itô–Stratonovich and Milstein terms silently."""
+    moved = y0 + 1e-3 * (1 + y0.abs())
+    with torch.no_grad():
+        g1 = diffusion(t0, moved) if args is None else diffusion(t0, moved, args)
+    if isinstance(g1, torch.Tensor) and g1.shape == g0.shape and bool(
+            torch.isfinite(g1).all()) and not torch.allclose(g1, g0, rtol=1e-6, atol=0.0):
+        raise InvalidArgumentError(
+            "`sdeint(noise='additive')` (or Noise(..., additive=True)) declares a diffusion "
+            "g(t) that does not depend on y, but diffusion(t0, y) changes with y. Use "
+            "noise='general' (or 'diagonal'/'scalar') for a state-dependent diffusion.")
 
 
 def _tree(brownian: Any, seed: Any, times: torch.Tensor, y0: torch.Tensor, channels: int,
@@ -265,6 +282,11 @@ def _tree(brownian: Any, seed: Any, times: torch.Tensor, y0: torch.Tensor, chann
                             f"{y0.device}")
         if levy_area and not brownian.levy_area:
             problems.append("no Lévy area (the method needs levy_area=True)")
+        leaf = brownian.span * 2.0**-brownian.depth
+        if leaf > dt * (1 + 1e-9):
+            problems.append(f"its resolution ({leaf:.6g}, the leaf width) is coarser than the "
+                            f"step dt={dt:g}: increments inside a leaf are not Brownian (an Itô "
+                            f"solve loses its correction); build it with tol <= dt")
         if problems:
             raise InvalidArgumentError("`sdeint(brownian=...)` does not fit this solve: "
                                        + "; ".join(problems) + ".")

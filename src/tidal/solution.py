@@ -88,5 +88,6 @@ class Solution:
         if self.dense_output is None:
             raise InvalidArgumentError(
                 "`Solution.evaluate(t)` needs dense output; solve with `tidal.solve(..., "
-                "dense=True)`.")
+                "dense=True)`. `tidal.sdeint` has none (a path between steps is not "
+                "determined by them): put the times you need in its `ts`.")
         return self.dense_output.evaluate(t)

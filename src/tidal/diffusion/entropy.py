@@ -86,6 +86,9 @@ def entropy_production(score: Field, drift: Field, diffusion: torch.Tensor | flo
     """
     if not isinstance(samples, torch.Tensor) or samples.dim() != 2:
         raise InvalidArgumentError("`entropy_production(samples=...)` must be a tensor [N, d].")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"`entropy_production(batch_size={batch_size!r})` must be a "
+                                   f"positive integer.")
     d = diffusion_matrix(diffusion, samples.shape[-1]).to(samples)
     d_inv = torch.linalg.inv(d)
     terms = []

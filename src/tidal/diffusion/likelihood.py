@@ -79,6 +79,9 @@ def log_likelihood(score: Score, process: ForwardProcess, x: torch.Tensor, *,
         raise InvalidArgumentError(
             f"`log_likelihood(x=...)` must be a floating-point tensor [B, d]; got "
             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"`log_likelihood(batch_size={batch_size!r})` must be a "
+                                   f"positive integer.")
     field = _FlowField(score, process)
     cnf = CNF(field, trace=trace, dim=x.shape[-1], t1=process.T,
               solver=solver if solver is not None else Tsit5(),

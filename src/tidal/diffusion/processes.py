@@ -81,6 +81,7 @@ class ForwardProcess(ABC):
         r_i = (r_max^{1/ρ} + i/(steps-1) (r_min^{1/ρ} - r_max^{1/ρ}))^ρ mapped to times."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
             raise InvalidArgumentError(f"`steps={steps!r}`: a time grid needs at least 2 times.")
+        _positive("sampling_times", rho=rho)
         ends = torch.tensor([self.T, self.t_min], dtype=torch.float64)
         high, low = (self.std(ends) / self.mean_scale(ends)) ** (1 / rho)
         i = torch.arange(steps, dtype=torch.float64) / (steps - 1)
@@ -166,6 +167,7 @@ class VPSDE(ForwardProcess):
             raise InvalidArgumentError(
                 f"`{type(self).__name__}(beta_min={beta_min}, beta_max={beta_max})`: beta_max "
                 f"must be >= beta_min.")
+        _before_the_end(type(self).__name__, t_min)
         self.beta_min, self.beta_max, self.t_min, self.T = beta_min, beta_max, t_min, 1.0
 
     def _arguments(self) -> dict[str, Any]:
@@ -240,6 +242,7 @@ class VESDE(ForwardProcess):
             raise InvalidArgumentError(
                 f"`VESDE(sigma_min={sigma_min}, sigma_max={sigma_max})`: sigma_max must be "
                 f"larger than sigma_min.")
+        _before_the_end("VESDE", t_min)
         self.sigma_min, self.sigma_max, self.t_min, self.T = sigma_min, sigma_max, t_min, 1.0
 
     def _arguments(self) -> dict[str, Any]:
@@ -340,3 +343,11 @@ def _positive(owner: str, **values: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and value > 0):
             raise InvalidArgumentError(f"`{owner}({name}={value!r})` must be a finite number > 0.")
+
+
+def _before_the_end(owner: str, t_min: float) -> None:
+    if not t_min < 1:
+        raise InvalidArgumentError(
+            f"`{owner}(t_min={t_min!r})` must be below the process's end time T = 1 (the "
+            f"smallest time sampled and integrated to; default 1e-5).")
+

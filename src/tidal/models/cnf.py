@@ -29,7 +29,7 @@ from tidal.controllers.base import StepSizeController
 from tidal.controllers.norms import LeadingRMS
 from tidal.integrate import solve
 from tidal.models import divergence
-from tidal.models.neural_ode import solve_objects
+from tidal.models.neural_ode import raise_dtype_mismatch, solve_objects
 from tidal.solution import Stats
 from tidal.solvers.base import StepMethod
 
@@ -157,8 +157,12 @@ class CNF(nn.Module):
             sign=1.0 if t_end > t_start else -1.0)
         start = torch.cat([y0, y0.new_zeros(y0.shape[0], 1 + len(extras))], dim=-1)
         ts = torch.tensor([t_start, t_end], dtype=torch.float64)
-        sol = solve(field, start, ts, solver=self.solver, controller=self._controller(d),
-                    adjoint=self.adjoint, max_steps=self.max_steps)
+        try:
+            sol = solve(field, start, ts, solver=self.solver, controller=self._controller(d),
+                        adjoint=self.adjoint, max_steps=self.max_steps)
+        except RuntimeError as error:
+            raise_dtype_mismatch("CNF(x)", "x", y0, self, error)
+            raise
         self.last_stats = sol.stats
         end = sol.ys[-1]
         regs = dict(zip(extras, end[:, d + 1:].unbind(-1)))

@@ -59,9 +59,11 @@ class Ensemble(NeuralODE):
     def __init__(self, members: Sequence[NeuralODE], *, seeds: Sequence[int] | None = None,
                  bootstrap: bool = False, observation_noise: Sequence[float] | None = None,
                  band_calibration: dict[str, Any] | None = None) -> None:
+        members = list(members)
         if not 1 <= len(members) <= MAX_MEMBERS:
             raise InvalidArgumentError(f"`Ensemble(members=...)` needs 1 to {MAX_MEMBERS} "
                                        f"models; got {len(members)}.")
+        _check_members(members)
         first = members[0]
         super().__init__(_MeanField(members), solver=first.solver,
                          controller=first.controller, adjoint=first.adjoint,
@@ -119,6 +121,24 @@ class Ensemble(NeuralODE):
                    band_calibration=config.get("band_calibration"))
 
 
+def _check_members(members: list[Any]) -> None:
+    """Members are NeuralODEs (not ensembles) of one state size, where their networks say."""
+    sizes = set()
+    for k, member in enumerate(members):
+        if not isinstance(member, NeuralODE) or isinstance(member, Ensemble):
+            raise InvalidArgumentError(
+                f"`Ensemble(members=...)`: member {k} is a {type(member).__name__}; members "
+                f"must be NeuralODE models (not ensembles), e.g. NeuralODE(tidal.nn.MLP(d)).")
+        config = getattr(member.vector_field, "config", None)
+        size = config().get("in_features") if callable(config) else None
+        if size is not None:
+            sizes.add(size)
+    if len(sizes) > 1:
+        raise InvalidArgumentError(
+            f"`Ensemble(members=...)`: the members' vector fields take states of different "
+            f"sizes {sorted(sizes)}; an ensemble's members model the same states.")
+
+
 def mixture_quantiles(centres: np.ndarray, sd: np.ndarray, quantiles: Sequence[float]
                       ) -> np.ndarray:
     """Quantiles of the equal-weight mixture of N(centres[k], sd^2) over the first axis.
@@ -127,6 +147,7 @@ def mixture_quantiles(centres: np.ndarray, sd: np.ndarray, quantiles: Sequence[f
     quantiles, `np.quantile`'s linear rule). Returns [len(quantiles), ...]. Found by
     bisection of the mixture's CDF (60 halvings of a bracket of the centres +- 10 sd: to
     1e-18 of the bracket)."""
+    quantiles = check_quantiles("mixture_quantiles", quantiles)
     sd = np.broadcast_to(np.asarray(sd, dtype=float), centres.shape[1:])
     if not np.any(sd > 0):
         return np.quantile(centres, quantiles, axis=0)
@@ -143,3 +164,18 @@ def mixture_quantiles(centres: np.ndarray, sd: np.ndarray, quantiles: Sequence[f
         mixed = 0.5 * (low + high)
         out.append(np.where(sd > 0, mixed, np.quantile(centres, q, axis=0)))
     return np.stack(out)
+
+
+def check_quantiles(owner: str, quantiles: Any) -> list[float]:
+    """The quantile levels as floats, each strictly between 0 and 1 (a normal mixture's 0 and
+    1 quantiles are infinite), else an error naming `owner(quantiles=...)`."""
+    try:
+        levels = [float(q) for q in quantiles]
+    except (TypeError, ValueError):
+        levels = []
+    if not levels or not all(0 < q < 1 for q in levels):
+        raise InvalidArgumentError(
+            f"`{owner}(quantiles={quantiles!r})` must be a list of levels strictly between 0 "
+            f"and 1, e.g. (0.05, 0.5, 0.95) (fractions, not percentages).")
+    return levels
+

@@ -25,7 +25,13 @@ from tidal._errors import IncompatibleOptionsError, InvalidArgumentError
 from tidal.adjoint.base import Adjoint
 from tidal.controllers import ConstantStepSize
 from tidal.controllers.base import StepSizeController
-from tidal.models.neural_ode import NeuralODE, build_network, network_config, solve_options
+from tidal.models.neural_ode import (
+    NeuralODE,
+    build_network,
+    network_config,
+    network_size,
+    solve_options,
+)
 from tidal.nn import MLP
 from tidal.solvers import FixedStepMethod, ImplicitMidpoint, Leapfrog
 from tidal.solvers.base import StepMethod
@@ -147,6 +153,14 @@ class HamiltonianNN(NeuralODE):
     @property
     def separable(self) -> bool:
         return self.vector_field.separable
+
+    def state_size(self) -> int | None:
+        """2n, from the energy networks' declared sizes (n each for T and V), else None."""
+        field = self.vector_field
+        if field.hamiltonian is not None:
+            return network_size(field.hamiltonian)
+        size = network_size(field.potential)
+        return None if size is None else 2 * size
 
     def energy(self, y: torch.Tensor, t: torch.Tensor | float = 0.0) -> torch.Tensor:
         """The learned energy H(q, p) of states y [..., 2n]; returns [...]."""

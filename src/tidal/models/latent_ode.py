@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
-from tidal.models.neural_cde import check_series
+from tidal.models.neural_cde import check_series, check_tensors
 from tidal.models.recurrent import ODERNN
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
@@ -99,14 +99,18 @@ class LatentODE(nn.Module):
     def posterior(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, sigma) of q(z_0 | x), each [B, latent], z_0 at times[0]."""
-        check_series("LatentODE", times, values, mask, self.encoder.input_size)
+        check_series("LatentODE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
         hidden = self.encoder.encode(times.flip(0), values.flip(0), mask.flip(0))
         mean, raw_std = self.encoder.readout(hidden).chunk(2, dim=-1)
         return mean, nn.functional.softplus(raw_std + INITIAL_STD_SHIFT) + 1e-4
 
     def decode(self, z0: torch.Tensor, target_times: torch.Tensor) -> torch.Tensor:
-        """x_hat at target_times ([T] or [T, B], starting where z0 lives), [T, B, input]."""
+        """x_hat at target_times ([T] or [T, B], starting where z0 lives; per-sample times
+        may be padded with a repeated last time), [T, B, input]."""
         self.solve_config.num_fevals = 0
+        if isinstance(target_times, torch.Tensor) and target_times.dim() == 2:
+            target_times = strictly_increasing(target_times)  # padding moved on
         return self.decoder(self.solve_config.solve(self.vector_field, z0, target_times).ys)
 
     def refinements(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
@@ -205,6 +209,7 @@ def strictly_increasing(times: torch.Tensor) -> torch.Tensor:
 
 
 def _check_targets(times: torch.Tensor, target_times: torch.Tensor) -> None:
+    check_tensors("LatentODE", times=times)
     if not bool((target_times[0] == times[0]).all()):
         raise InvalidArgumentError(
             "`LatentODE(target_times)` must start at the encoder's first time times[0] "

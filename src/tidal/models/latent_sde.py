@@ -34,6 +34,8 @@ from torch import nn
 
 from tidal._errors import InvalidArgumentError
 from tidal.integrate_sde import sdeint
+from tidal.models.latent_ode import strictly_increasing
+from tidal.models.neural_cde import check_series
 from tidal.models.neural_sde import PositiveDiffusion
 from tidal.models.recurrent import GRUDelta
 from tidal.nn import MLP
@@ -52,7 +54,8 @@ class LatentSDE(nn.Module):
         obs_std: the initial observation noise (learned, per feature).
 
     Series are time first, as the sequence models: times [K] or [K, B] (each column
-    non-decreasing), values and a bool mask [K, B, input_size].
+    non-decreasing: pad a shorter series by repeating its last time, with an empty mask),
+    values and a bool mask [K, B, input_size].
     """
 
     def __init__(self, input_size: int, latent_size: int, *, context_size: int = 16,
@@ -85,6 +88,8 @@ class LatentSDE(nn.Module):
     def context(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                 ) -> torch.Tensor:
         """c at every row, [K, B, context]: the backward GRU's summary of rows k..K-1."""
+        check_series("LatentSDE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
         updated = self.encoder.run(times.flip(0), values.flip(0), mask.flip(0))[1]
         return self.encoder.readout(updated).flip(0)
 
@@ -113,8 +118,11 @@ class LatentSDE(nn.Module):
             g = self.diffusion(t, y[:, :-1])
             return torch.cat([g, torch.zeros_like(g[:, :1])], dim=-1)
 
+        if times.shape[0] == 1:  # one row: no path, no path KL
+            return z0.unsqueeze(0), z0.new_zeros(z0.shape[0]), mean, std
         y0 = torch.cat([z0, torch.zeros_like(z0[:, :1])], dim=-1)
-        path = sdeint(drift, diffusion, y0, times, dt=self.dt, seed=seed).ys
+        grid = strictly_increasing(times)  # repeated times (padding) moved on
+        path = sdeint(drift, diffusion, y0, grid, dt=self.dt, seed=seed).ys
         return path[..., :-1], path[-1, :, -1], mean, std
 
     def loss(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *,
@@ -143,6 +151,13 @@ class LatentSDE(nn.Module):
         starting at times[0]) given the context observations (times, values, mask): posterior
         paths up to each series' last observed context time, prior paths after it, decoded
         (with the learned observation noise unless `observation_noise=False`)."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise InvalidArgumentError(f"`LatentSDE.sample(n_samples={n_samples!r})` must be a "
+                                       f"positive integer.")
+        check_series("LatentSDE", times, values, mask, self.encoder.input_size,
+                     self.decoder.weight.dtype)
+        if not isinstance(target_times, torch.Tensor):
+            target_times = torch.as_tensor(target_times, dtype=torch.float64)
         batch = values.shape[1]
         if not bool((target_times[0] == times[0]).all()):
             raise InvalidArgumentError(
@@ -171,7 +186,8 @@ class LatentSDE(nn.Module):
             ahead = (t.to(last.dtype) < last).unsqueeze(-1)
             return torch.where(ahead, posterior, self.prior_drift(t, z))
 
-        targets = target_times if target_times.dim() == 1 else repeated(target_times)
+        targets = target_times if target_times.dim() == 1 else repeated(
+            strictly_increasing(target_times))  # padding moved on
         path = sdeint(drift, self.diffusion, z0, targets, dt=self.dt, seed=seed).ys
         decoded = self.decoder(path)
         if observation_noise:

@@ -72,7 +72,8 @@ class NeuralCDE(nn.Module):
     def hidden(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                ) -> torch.Tensor:
         """z at every observation, [K, B, hidden]."""
-        check_series("NeuralCDE", times, values, mask, self.input_size)
+        check_series("NeuralCDE", times, values, mask, self.input_size,
+                     self.readout.weight.dtype)
         self.solve_config.num_fevals = 0
         knots = observation_channels(times, values, mask)
         path = PATHS[self.path](knots)
@@ -100,22 +101,43 @@ class NeuralCDE(nn.Module):
 
 
 def check_series(model: str, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                 input_size: int) -> None:
+                 input_size: int, dtype: torch.dtype | None = None) -> None:
     """Shapes of an irregular batch: times [K] or [K, B], values and mask [K, B, input_size],
-    times non-decreasing along K."""
+    times non-decreasing along K; values finite where observed and of the model's `dtype`."""
+    check_tensors(model, times=times, values=values, mask=mask)
     if values.dim() != 3 or values.shape[-1] != input_size:
         raise InvalidArgumentError(
             f"`{model}(values)`: expected [K, B, {input_size}] (time first); got shape "
             f"{tuple(values.shape)}.")
+    if dtype is not None and values.dtype != dtype:
+        raise InvalidArgumentError(
+            f"`{model}(values)` is {values.dtype} but the model's parameters are {dtype}; "
+            f"convert one to the other: model.to({values.dtype}) or values.to({dtype}).")
     if mask.shape != values.shape or mask.dtype != torch.bool:
         raise InvalidArgumentError(
             f"`{model}(mask)`: expected a bool tensor shaped like values "
             f"{tuple(values.shape)}; got {mask.dtype} {tuple(mask.shape)}.")
+    bad = mask & ~torch.isfinite(values)
+    if bool(bad.any()):
+        raise InvalidArgumentError(
+            f"`{model}(values)` is NaN or infinite where the mask says observed (first at "
+            f"index {tuple(bad.nonzero()[0].tolist())}); set the mask False there.")
     if times.shape not in (values.shape[:1], values.shape[:2]):
         raise InvalidArgumentError(
             f"`{model}(times)`: expected [K] or [K, B] = {tuple(values.shape[:2])}; got "
             f"{tuple(times.shape)}.")
+    if not bool(torch.isfinite(times).all()):
+        raise InvalidArgumentError(f"`{model}(times)` contains NaN or infinite values; every "
+                                   "row needs a finite time (pad with the last time).")
     if times.shape[0] > 1 and bool((times[1:] < times[:-1]).any()):
         raise InvalidArgumentError(
             f"`{model}(times)` decrease somewhere; times must be non-decreasing along the "
             "first axis (pad a shorter series by repeating its last time).")
+
+
+def check_tensors(model: str, **tensors: Any) -> None:
+    """Each argument a tensor, else an error naming it."""
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise InvalidArgumentError(f"`{model}({name})` must be a torch.Tensor; got "
+                                       f"{type(tensor).__name__}.")

@@ -23,6 +23,26 @@ from tidal.solvers.base import StepMethod
 VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
 
 
+def raise_dtype_mismatch(call: str, name: str, x: Any, model: nn.Module,
+                         error: RuntimeError) -> None:
+    """Raise an error naming both dtypes when `error` (from inside torch) came with an input
+    `x` of another dtype than the model's parameters; return otherwise."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if isinstance(x, torch.Tensor) and dtypes and x.dtype not in dtypes \
+            and not isinstance(error, TidalError):
+        raise InvalidArgumentError(
+            f"`{call}`: {name} is {x.dtype} but the model's parameters are "
+            f"{', '.join(sorted(map(str, dtypes)))} ({error}); convert one to the other: "
+            f"model.to({name}.dtype) or {name}.to(model's dtype).") from error
+
+
+def network_size(network: Any) -> int | None:
+    """The input size a `tidal.nn` network declares (its config's in_features), else None."""
+    config = getattr(network, "config", None)
+    size = config().get("in_features") if callable(config) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
 class NeuralODE(nn.Module):
     """dy/dt = f_theta(t, y), solved from y0 and returned at the times ts.
 
@@ -76,16 +96,22 @@ class NeuralODE(nn.Module):
         try:
             solution = solve(self.vector_field, y0, ts, **settings)
         except RuntimeError as error:
-            dtypes = {p.dtype for p in self.parameters() if p.is_floating_point()}
-            if isinstance(y0, torch.Tensor) and dtypes and y0.dtype not in dtypes \
+            raise_dtype_mismatch(f"{type(self).__name__}(y0, ts)", "y0", y0, self, error)
+            size = self.state_size()
+            if isinstance(y0, torch.Tensor) and y0.dim() and size not in (None, y0.shape[-1]) \
                     and not isinstance(error, TidalError):
                 raise InvalidArgumentError(
-                    f"`{type(self).__name__}(y0, ts)`: y0 is {y0.dtype} but the model's "
-                    f"parameters are {', '.join(sorted(map(str, dtypes)))} ({error}); convert "
-                    "one to the other: model.to(y0.dtype) or y0.to(model's dtype).") from error
+                    f"`{type(self).__name__}(y0, ts)`: y0 has {y0.shape[-1]} states in its last "
+                    f"dimension but the model's network takes {size} ({error}); give states of "
+                    f"that size or build the model for {y0.shape[-1]}.") from error
             raise
         self.last_stats = solution.stats
         return solution
+
+    def state_size(self) -> int | None:
+        """The state size the vector field declares (a `tidal.nn` network's in_features), else
+        None."""
+        return network_size(self.vector_field)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (with `from_config`), as plain JSON values."""

@@ -24,6 +24,7 @@ from torch import nn
 
 from tidal._errors import InvalidArgumentError
 from tidal.integrate_sde import sdeint
+from tidal.models.neural_ode import raise_dtype_mismatch
 from tidal.solution import Solution
 from tidal.solvers.sde import EulerMaruyama, SDEMethod
 
@@ -56,9 +57,9 @@ class NeuralSDE(nn.Module):
     def __init__(self, drift: nn.Module, diffusion: nn.Module, *, dt: float,
                  solver: SDEMethod | None = None) -> None:
         super().__init__()
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0:
-            raise InvalidArgumentError(f"`NeuralSDE(dt={dt!r})` must be a positive step size "
-                                       f"in the model's time units.")
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
+            raise InvalidArgumentError(f"`NeuralSDE(dt={dt!r})` must be a positive finite step "
+                                       f"size in the model's time units.")
         self.drift, self.diffusion, self.dt = drift, diffusion, float(dt)
         self.solver = solver if solver is not None else EulerMaruyama()
 
@@ -75,11 +76,15 @@ class NeuralSDE(nn.Module):
     def transition_nll(self, ys: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """Mean negative log likelihood per transition and state of observed paths ys
         [T, B, d] at times ts [T] (or [T, B]) under the Euler–Maruyama transition density."""
-        if ys.dim() != 3 or ts.shape[0] != ys.shape[0]:
+        if not isinstance(ys, torch.Tensor):
+            raise InvalidArgumentError(f"`NeuralSDE.transition_nll(ys=...)` must be a tensor "
+                                       f"[T, B, d]; got {type(ys).__name__}.")
+        ts = torch.as_tensor(ts, dtype=ys.dtype, device=ys.device)
+        if ys.dim() != 3 or ys.shape[0] < 2 or ts.shape not in (ys.shape[:1], ys.shape[:2]):
             raise InvalidArgumentError(
-                f"`NeuralSDE.transition_nll(ys, ts)` needs ys [T, B, d] and ts [T] or [T, B] "
-                f"with the same T; got {tuple(ys.shape)} and {tuple(ts.shape)}.")
-        ts = ts.to(ys.dtype)
+                f"`NeuralSDE.transition_nll(ys, ts)` needs ys [T, B, d] with T >= 2 (one "
+                f"transition at least) and ts [T] or [T, B] of the same T and B; got "
+                f"{tuple(ys.shape)} and {tuple(ts.shape)}.")
         h = (ts[1:] - ts[:-1]).reshape(len(ts) - 1, -1, 1)  # [T-1, 1 or B, 1]
         if not bool((h > 0).all()):
             raise InvalidArgumentError("`NeuralSDE.transition_nll(ts=...)` must be strictly "
@@ -93,7 +98,11 @@ class NeuralSDE(nn.Module):
                   h: torch.Tensor) -> torch.Tensor:
         """Mean negative log likelihood per transition and state of transitions y [N, d] at
         times t [N] to y_next [N, d] after gaps h [N] > 0."""
-        f, g = self.drift(t, y), self.diffusion(t, y)
+        try:
+            f, g = self.drift(t, y), self.diffusion(t, y)
+        except RuntimeError as error:
+            raise_dtype_mismatch("NeuralSDE.pairs_nll(y, y_next, t, h)", "y", y, self, error)
+            raise
         h = h.unsqueeze(-1)
         var = g * g * h
         nll = (y_next - y - f * h) ** 2 / (2 * var) + 0.5 * torch.log(2 * math.pi * var)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
+from tidal.models.neural_ode import raise_dtype_mismatch
 from tidal.models.solve_config import SolveConfig
 from tidal.solution import Solution
 
@@ -63,7 +64,11 @@ class ODEBlock(nn.Module):
             x = torch.cat([x, x.new_zeros(x.shape[0], self.augment)], dim=1)
         ts = torch.tensor([0.0, self.t1], dtype=torch.float64)
         self.solve_config.num_fevals = 0
-        self.last_solution = self.solve_config.solve(self.vector_field, x, ts)
+        try:
+            self.last_solution = self.solve_config.solve(self.vector_field, x, ts)
+        except RuntimeError as error:
+            raise_dtype_mismatch("ODEBlock(x)", "x", x, self, error)
+            raise
         return self.last_solution.ys[-1]
 
     @property

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tidal.models.neural_cde import check_series
+from tidal.models.neural_cde import check_series, check_tensors
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
 
@@ -52,9 +52,11 @@ class ObservationRNN(nn.Module):
         """(advanced, updated): the hidden states at every row before and after its
         observation, each [K, B, hidden]. `times` may decrease (a run backwards in time) but
         must be monotone."""
+        check_tensors(type(self).__name__, times=times, values=values, mask=mask)
         reverse = times.shape[0] > 1 and bool((times[-1] < times[0]).all())
         ordered = times.flip(0) if reverse else times
-        check_series(type(self).__name__, ordered, values, mask, self.input_size)
+        check_series(type(self).__name__, ordered, values, mask, self.input_size,
+                     self.update_cell.weight_ih.dtype)
         h = values.new_zeros(values.shape[1], self.hidden_size) if h0 is None else h0
         advanced, updated = [], []
         for i in range(times.shape[0]):

@@ -70,7 +70,12 @@ class SymbolicFit:
 
     def predict(self, states: Any) -> np.ndarray:
         """The formula's values [N, outputs] at states [N, D] (array or tensor)."""
-        theta, _ = polynomial_library(_samples(states), self.degree, self.state_names)
+        x = _samples(states)
+        if x.shape[1] != len(self.state_names):
+            raise InvalidArgumentError(
+                f"`SymbolicFit.predict(states=...)` has {x.shape[1]} columns; the formula is in "
+                f"{len(self.state_names)} states {list(self.state_names)}.")
+        theta, _ = polynomial_library(x, self.degree, self.state_names)
         return theta @ self.coefficients.T
 
     @property
@@ -112,11 +117,25 @@ def stlsq(theta: np.ndarray, target: np.ndarray, threshold: float, alpha: float 
             if np.array_equal(keep, active):
                 break
             active = keep & active
-        xi = np.zeros(theta.shape[1])
-        if active.any():
-            xi[active] = np.linalg.lstsq(theta[:, active], y, rcond=None)[0]
-        outputs.append(xi)
+        outputs.append(refit(theta, y, active, threshold))
     return np.stack(outputs)
+
+
+def refit(theta: np.ndarray, y: np.ndarray, active: np.ndarray, threshold: float
+          ) -> np.ndarray:
+    """Unregularized least squares on the `active` terms, dropping those whose refitted
+    |coefficient| falls below `threshold` until none does (the ridge rounds can keep a term
+    that the unbiased fit sets to ~0, e.g. 3e-15 x)."""
+    active = active.copy()
+    while True:
+        xi = np.zeros(theta.shape[1])
+        if not active.any():
+            return xi
+        xi[active] = np.linalg.lstsq(theta[:, active], y, rcond=None)[0]
+        keep = active & (np.abs(xi) >= threshold)
+        if np.array_equal(keep, active):
+            return xi
+        active = keep
 
 
 def recover(correction: Callable[..., Any], region_samples: Any, *,
@@ -164,6 +183,12 @@ def recover(correction: Callable[..., Any], region_samples: Any, *,
         raise InvalidArgumentError(f"`recover(degree={degree!r})`: must be an integer >= 1.")
     if not threshold >= 0:
         raise InvalidArgumentError(f"`recover(threshold={threshold!r})`: must be >= 0.")
+    if not alpha >= 0:
+        raise InvalidArgumentError(f"`recover(alpha={alpha!r})`: the ridge penalty must be "
+                                   f">= 0.")
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise InvalidArgumentError(f"`recover(t={t!r})` must be a number (the time passed to "
+                                   f"the correction).")
     x = _samples(region_samples)
     names = tuple(state_names) if state_names is not None else tuple(
         f"x{i}" for i in range(x.shape[1]))
@@ -182,6 +207,10 @@ def recover(correction: Callable[..., Any], region_samples: Any, *,
     if use_pysindy:
         found, coefficients = _pysindy_fit(x, target, degree, threshold, alpha, names)
         features = tuple(found)
+        theta, ours = polynomial_library(x, degree, names)
+        if features == ours:  # the same rule as stlsq's for the terms PySINDy kept
+            coefficients = np.stack([refit(theta, y, row != 0, threshold)
+                                     for y, row in zip(target.T, coefficients)])
     else:
         theta, features = polynomial_library(x, degree, names)
         coefficients = stlsq(theta, target, threshold, alpha)
@@ -204,8 +233,12 @@ def explanations(correction: Callable[..., Any], region_samples: Any, *,
         raise InvalidArgumentError("`explanations(correction=...)` / `sparsest`: the UDE has "
                                    "no correction network to explain; pass its "
                                    "`vector_field` to explain the whole field.")
+    if not callable(function):
+        raise InvalidArgumentError("`explanations(correction=...)` / `sparsest`: must be "
+                                   "callable as f(t, y), or a UDE with a correction network.")
     target = _evaluate(function, x, 0.0)
-    spread = target.max(0) - target.min(0)
+    # a constant output has no range: measure against its size (else no formula fits)
+    spread = np.maximum(target.max(0) - target.min(0), 1e-9 * np.abs(target).max(0))
     found: dict[bytes, tuple[float, SymbolicFit]] = {}
     for threshold in THRESHOLDS:
         fit = recover(correction, x, degree=degree, threshold=threshold,
@@ -248,6 +281,10 @@ def _evaluate(function: Callable[..., Any], x: np.ndarray, t: float) -> np.ndarr
         out = function(torch.tensor(t, dtype=dtype, device=device), y)
     values = np.asarray(out.detach().cpu().double().numpy() if isinstance(out, torch.Tensor)
                         else out, dtype=np.float64)
+    if values.ndim == 0 or len(values) != len(x):
+        raise InvalidArgumentError(
+            f"`recover(correction=...)`: the function returned shape {values.shape} for "
+            f"{len(x)} states; it must return one row per state, [N, outputs].")
     values = values.reshape(len(x), -1)
     if not np.isfinite(values).all():
         raise InvalidArgumentError("`recover(...)`: the function returned NaN or infinite "

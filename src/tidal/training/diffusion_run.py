@@ -38,7 +38,7 @@ from tidal.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tidal.training.flow_run import SPLITS, create_sample_run, read_samples
+from tidal.training.flow_run import SPLITS, create_sample_run, points, read_samples
 from tidal.training.run_directory import RunDirectory
 from tidal.training.score import ScoreHistory, fit_score
 from tidal.training.trainer import FINAL_STATES
@@ -73,7 +73,19 @@ def train_diffusion_run(samples: np.ndarray, run_dir: str | Path, *, columns: li
     """Hold out a validation part of `samples` [N, d], fit a score model and write the run (a
     new or empty folder, or with `overwrite` an earlier run: only its own files go).
     `levels`: the data are integers in {0, ..., levels - 1} (dequantized; bits/dim)."""
-    options = options or DiffusionOptions()
+    options = DiffusionOptions() if options is None else options
+    for name, value, kind in (("options", options, DiffusionOptions),
+                              ("process", process, ForwardProcess)):
+        if not isinstance(value, kind):
+            raise InvalidArgumentError(f"`train_diffusion_run({name}=...)` must be a "
+                                       f"{kind.__name__}; got {type(value).__name__}.")
+    if levels is not None:
+        values = np.asarray(samples, dtype=float)
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2 or not (
+                (values >= 0) & (values <= levels - 1) & (values == np.round(values))).all():
+            raise InvalidArgumentError(
+                f"`train_diffusion_run(levels={levels!r})`: the samples must be integers in "
+                f"[0, levels - 1] (levels an integer >= 2); rescale or round the data first.")
     source = source or {}
     run, train, val = create_sample_run(samples, run_dir, KIND, "diffusion fit",
                                         columns=columns, seed=options.seed,
@@ -176,7 +188,7 @@ class DiffusionRun:
     def to_model_space(self, x: np.ndarray, generator: torch.Generator | None = None
                        ) -> torch.Tensor:
         """Standardized (or dequantized and mapped to [-1, 1]) points, float64."""
-        values = torch.tensor(np.asarray(x, dtype=float))
+        values = torch.tensor(points("DiffusionRun", x, self.config["columns"]))
         if self.levels is not None:
             values = dequantize(values, self.levels, generator=generator) * self.levels
         return (values - torch.as_tensor(self.offset)) / torch.as_tensor(self.scale)
@@ -196,7 +208,7 @@ class DiffusionRun:
         log_prob, nfe = self.log_prob(x)
         if self.levels is None:
             return -log_prob.mean().item(), nfe
-        return -log_prob.mean().item() / (x.shape[1] * math.log(2)), nfe
+        return -log_prob.mean().item() / (len(self.config["columns"]) * math.log(2)), nfe
 
     @torch.no_grad()
     def sample(self, n: int, *, sampler: str = "heun", steps: int = 20, seed: int = 0

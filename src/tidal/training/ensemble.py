@@ -19,7 +19,7 @@ from tidal._errors import InvalidArgumentError
 from tidal.data import Scaling, Trajectories
 from tidal.data.noise import noise_level
 from tidal.models import NeuralODE
-from tidal.models.ensemble import MAX_MEMBERS, Ensemble, mixture_quantiles
+from tidal.models.ensemble import MAX_MEMBERS, Ensemble, check_quantiles, mixture_quantiles
 from tidal.training.band_calibration import (
     BAND,
     BAND_LEVEL,
@@ -216,6 +216,7 @@ def predictive_quantiles(run: Any, y0: np.ndarray, ts: np.ndarray,
     if not isinstance(model, Ensemble):
         raise InvalidArgumentError(f"{run.path} holds a single model, not an ensemble; fit "
                                    "with --ensemble K to get predictive bands.")
+    quantiles = check_quantiles("predictive_quantiles", quantiles)
     members, sd = _mixture(model, run.scaling, run.dtype, y0, ts, noisy_start)
     if calibrated and model.band_calibration is not None:
         members, sd = scale_about_mean(members, sd, model.band_calibration["scale"])

@@ -196,7 +196,9 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
     flow goes back to the last checkpointed weights, and `history.status` is "diverged" with
     `history.message` saying where and what to try. Ctrl-C ends with status "interrupted".
     """
-    _check(samples, batch_size, steps, schedule, val_every, checkpoint_every)
+    check_fit("fit_flow", cnf, samples, val_samples, batch_size=batch_size, steps=steps,
+              schedule=schedule, val_every=val_every, checkpoint_every=checkpoint_every, lr=lr,
+              weight_decay=weight_decay, seed=seed)
     if not resume:
         torch.manual_seed(seed)
     settings = LoopSettings(rounds=steps, lr=lr, weight_decay=weight_decay, schedule=schedule,
@@ -217,25 +219,73 @@ def fit_flow(cnf: CNF, samples: torch.Tensor, *, val_samples: torch.Tensor | Non
 @torch.no_grad()
 def evaluate_nll(cnf: CNF, samples: torch.Tensor, *, batch_size: int = 2048) -> float:
     """Average negative log-likelihood of `samples` [N, d] under `cnf`, in nats."""
+    if not isinstance(samples, torch.Tensor) or len(samples) == 0:
+        raise InvalidArgumentError("`evaluate_nll(samples=...)` must be a non-empty tensor "
+                                   "[N, d].")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"`evaluate_nll(batch_size={batch_size!r})` must be a "
+                                   f"positive integer.")
     total = sum(-cnf.log_prob(chunk).sum().item() for chunk in samples.split(batch_size))
     return total / len(samples)
 
 
-def _check(samples: torch.Tensor, batch_size: int, steps: int, schedule: str,
+def check_fit(owner: str, model: torch.nn.Module, samples: Any, val_samples: Any, *,
+              batch_size: Any, steps: Any, schedule: Any, val_every: Any,
+              checkpoint_every: Any, lr: Any, weight_decay: Any, seed: Any) -> None:
+    """The arguments of `fit_flow` and `fit_score` (named as `owner`'s), before training:
+    points [N, d] finite and in the model's dtype, counts, schedule and numbers."""
+    _check(owner, samples, batch_size, steps, schedule, val_every, checkpoint_every)
+    _check_fit(owner, samples, val_samples, lr, weight_decay, seed)
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes and samples.dtype not in dtypes:
+        raise InvalidArgumentError(
+            f"`{owner}(samples=...)` is {samples.dtype} but the model's parameters are "
+            f"{', '.join(sorted(map(str, dtypes)))}; convert one to the other: "
+            f"model.to(samples.dtype) or samples.to(model's dtype).")
+
+
+def _check(owner: str, samples: torch.Tensor, batch_size: int, steps: int, schedule: str,
            val_every: int, checkpoint_every: int) -> None:
     if not isinstance(samples, torch.Tensor) or samples.dim() != 2:
         shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
         raise InvalidArgumentError(
-            f"`fit_flow(samples=...)` must be a tensor [N, d]; got {shape}.")
+            f"`{owner}(samples=...)` must be a tensor [N, d]; got {shape}.")
     for name, value in (("batch_size", batch_size), ("steps", steps), ("val_every", val_every),
                         ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidArgumentError(
-                f"`fit_flow({name}={value!r})` must be a positive integer.")
+                f"`{owner}({name}={value!r})` must be a positive integer.")
     if batch_size > len(samples):
         raise InvalidArgumentError(
-            f"`fit_flow(batch_size={batch_size})` is larger than the {len(samples)} samples; "
+            f"`{owner}(batch_size={batch_size})` is larger than the {len(samples)} samples; "
             f"use a smaller batch or more samples.")
     if schedule not in SCHEDULES:
         raise InvalidArgumentError(
-            f"`fit_flow(schedule={schedule!r})` is not known; choose one of {list(SCHEDULES)}.")
+            f"`{owner}(schedule={schedule!r})` is not known; choose one of {list(SCHEDULES)}.")
+
+
+def _check_fit(owner: str, samples: torch.Tensor, val_samples: Any, lr: Any,
+               weight_decay: Any, seed: Any) -> None:
+    """fit_flow's data (finite floating points, validation of the same d) and numbers."""
+    for name, points in (("samples", samples), ("val_samples", val_samples)):
+        if points is None:
+            continue
+        if not isinstance(points, torch.Tensor) or points.dim() != 2 or \
+                points.shape[1] != samples.shape[1] or not points.is_floating_point():
+            shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points)
+            raise InvalidArgumentError(
+                f"`{owner}({name}=...)` must be a floating-point tensor [N, "
+                f"{samples.shape[1]}]; got {shape}.")
+        bad = ~torch.isfinite(points)
+        if bool(bad.any()):
+            raise InvalidArgumentError(
+                f"`{owner}({name}=...)` contains NaN or infinite values (first in row "
+                f"{int(bad.any(-1).nonzero()[0])}); drop those rows.")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value >= 0):
+            raise InvalidArgumentError(f"`{owner}({name}={value!r})` must be a finite number "
+                                       f">= 0.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidArgumentError(f"`{owner}(seed={seed!r})` must be an integer.")
+

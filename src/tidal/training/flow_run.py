@@ -86,7 +86,10 @@ def train_flow_run(samples: np.ndarray, run_dir: str | Path, *, columns: list[st
     """Standardize `samples` [N, d], hold out a validation part, train a CNF and write the run
     (a new or empty folder, or with `overwrite` an earlier run: only the files it lists are
     deleted, never `source["path"]`). The report is `tidal.report.write_flow_report`'s."""
-    options = options or FlowOptions()
+    options = FlowOptions() if options is None else options
+    if not isinstance(options, FlowOptions):
+        raise InvalidArgumentError(f"`train_flow_run(options=...)` must be a FlowOptions; got "
+                                   f"{type(options).__name__}.")
     source = source or {}
     run, train, _ = create_sample_run(samples, run_dir, KIND, "flow fit", columns=columns,
                                       seed=options.seed, val_fraction=options.val_fraction,
@@ -174,6 +177,16 @@ def create_sample_run(samples: np.ndarray, run_dir: str | Path, kind: str, comma
         raise InvalidArgumentError(
             f"`{command}` needs at least 20 finite samples as rows of a table; got shape "
             f"{samples.shape} ({int((~np.isfinite(samples)).sum())} non-finite values).")
+    names = list(columns) if isinstance(columns, (list, tuple)) else None
+    if names is None or len(names) != samples.shape[1] or len(set(names)) != len(names) or \
+            not all(isinstance(name, str) for name in names):
+        raise InvalidArgumentError(
+            f"`{command}`: columns={columns!r} must name each of the samples' "
+            f"{samples.shape[1]} columns once (a list of strings).")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or \
+            not 0 < val_fraction < 1:
+        raise InvalidArgumentError(f"`{command}`: val_fraction={val_fraction!r} must be a "
+                                   f"fraction in (0, 1).")
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = max(1, round(val_fraction * len(samples)))
     val, train = samples[order[:n_val]], samples[order[n_val:]]
@@ -188,6 +201,23 @@ def create_sample_run(samples: np.ndarray, run_dir: str | Path, kind: str, comma
     if not world.leader:
         run = RunDirectory.open(run_dir, kind)
     return run, train, val
+
+
+def points(owner: str, x: Any, columns: list[str]) -> np.ndarray:
+    """x as finite float64 points [N, d] with one column per name in `columns`, else an error
+    naming `owner(x=...)`."""
+    try:
+        values = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
+                            dtype=float)
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.ndim != 2 or values.shape[1] != len(columns) or len(values) == 0:
+        raise InvalidArgumentError(
+            f"`{owner}(x=...)` must be points [N, {len(columns)}] (columns {columns}); got "
+            f"shape {values.shape}. Use x.reshape(1, -1) for one point.")
+    if not np.isfinite(values).all():
+        raise InvalidArgumentError(f"`{owner}(x=...)` contains NaN or infinite values.")
+    return values
 
 
 def read_samples(run: RunDirectory, split: str, columns: list[str]) -> np.ndarray:
@@ -229,11 +259,12 @@ class FlowRun:
     @torch.no_grad()
     def log_prob(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """log-density in the user's units: log p_std((x - offset) / scale) - sum log scale."""
-        x = torch.as_tensor(np.asarray(x, dtype=float))
+        x = torch.as_tensor(points("FlowRun.log_prob", x, self.config["columns"]))
         standard = (x - torch.as_tensor(self.offset)) / torch.as_tensor(self.scale)
         return self.cnf.log_prob(standard) - float(np.log(self.scale).sum())
 
     def nll(self, x: np.ndarray) -> float:
+        x = points("FlowRun.nll", x, self.config["columns"])
         return evaluate_nll(self.cnf, torch.as_tensor((x - self.offset) / self.scale),
                             batch_size=len(x)) + float(np.log(self.scale).sum())
 

@@ -439,22 +439,24 @@ def _save_result(run: RunDirectory, result: FitResult, info: dict[str, Any]) -> 
              state=FINAL_STATES[result.status])
 
 
-def _check_arguments(data: Any, model: Any, config: Any, split: Any) -> None:
-    """The types of `train_run`'s arguments and the held-out fractions, before anything is
-    written."""
-    for name, value, kind in (("data", data, Trajectories), ("model", model, ModelOptions),
+def _check_arguments(data: Any, model: Any, config: Any, split: Any, *,
+                     owner: str = "train_run", model_name: str = "model",
+                     model_kind: type = ModelOptions) -> None:
+    """The types of `train_run`'s (or `owner`'s) arguments and the held-out fractions, before
+    anything is written."""
+    for name, value, kind in (("data", data, Trajectories), (model_name, model, model_kind),
                               ("config", config, TrainConfig)):
         if not isinstance(value, kind):
             hint = (f" Build one from the dict: {kind.__name__}(**{name})."
                     if isinstance(value, dict) else "")
-            raise InvalidArgumentError(f"`train_run({name}=...)` must be a "
+            raise InvalidArgumentError(f"`{owner}({name}=...)` must be a "
                                        f"{kind.__name__}; got {type(value).__name__}.{hint}")
     fractions = tuple(split) if isinstance(split, (tuple, list)) else ()
     if len(fractions) != 2 or not all(
             isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f < 1
             for f in fractions):
         raise InvalidArgumentError(
-            f"`train_run(split={split!r})` (--val, --test) must be two fractions in [0, 1): "
+            f"`{owner}(split={split!r})` (--val, --test) must be two fractions in [0, 1): "
             "the parts held out for validation and for testing, e.g. (0.125, 0.125); 0 holds "
             "out none.")
 

@@ -23,6 +23,7 @@ from tidal.diffusion.processes import ForwardProcess
 from tidal.diffusion.score_matching import METHODS, ScoreMLP, ScoreModel, score_matching_loss
 from tidal.distributed import World
 from tidal.training.batches import SampleMinibatches, step_generator
+from tidal.training.flow import check_fit
 from tidal.training.run_directory import RunDirectory
 from tidal.training.trainer import LoopSettings, Outcome, Step, finite, train
 
@@ -156,12 +157,15 @@ def fit_score(model: ScoreModel, process: ForwardProcess | None, samples: torch.
     if process is None and method != "sliced":
         raise InvalidArgumentError(
             "`fit_score(process=None)` fits the samples' own score: use method='sliced'.")
-    if not isinstance(samples, torch.Tensor) or samples.dim() != 2:
-        raise InvalidArgumentError("`fit_score(samples=...)` must be a tensor [N, d].")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= len(samples):
+    check_fit("fit_score", model, samples, val_samples, batch_size=batch_size, steps=steps,
+              schedule=schedule, val_every=val_every, checkpoint_every=checkpoint_every, lr=lr,
+              weight_decay=weight_decay, seed=seed)
+    config = getattr(model.network, "config", None)
+    dim = config().get("dim") if callable(config) else None
+    if dim is not None and dim != samples.shape[1]:
         raise InvalidArgumentError(
-            f"`fit_score(batch_size={batch_size!r})` must be between 1 and the {len(samples)} "
-            f"samples.")
+            f"`fit_score(samples=...)` has {samples.shape[1]} columns but the score network "
+            f"is for dim={dim}.")
     if not resume:
         torch.manual_seed(seed)
     settings = LoopSettings(rounds=steps, lr=lr, weight_decay=weight_decay, schedule=schedule,

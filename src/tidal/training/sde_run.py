@@ -82,8 +82,15 @@ class SDEOptions:
         if self.kind not in SDE_MODELS:
             raise InvalidArgumentError(f"`--model {self.kind}` is not an SDE model; choose one "
                                        f"of {list(SDE_MODELS)}.")
-        if self.dt is not None and not 0 < self.dt < float("inf"):
-            raise InvalidArgumentError(f"`--dt {self.dt}` must be a positive step size.")
+        if self.dt is not None and (isinstance(self.dt, bool) or not isinstance(
+                self.dt, (int, float)) or not 0 < self.dt < float("inf")):
+            raise InvalidArgumentError(f"`--dt {self.dt!r}` must be a positive step size.")
+        for name in ("width", "depth", "context_size", "hidden_size", "latent_size"):
+            value = getattr(self, name)
+            if (value is not None or name != "latent_size") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidArgumentError(f"`SDEOptions({name}={value!r})` must be a positive "
+                                           f"integer.")
 
     def resolved(self, data: Trajectories, n_states: int) -> SDEOptions:
         """These options with dt and latent_size filled in from `data`."""
@@ -129,9 +136,11 @@ def train_sde_run(data: Trajectories, run_dir: str | Path, *, options: SDEOption
                   progress: bool = True) -> SDEResult:
     """Split `data` (as `train_run`: by trajectory, or in time below 12 trajectories), fit
     the SDE model `options` describe on the training part and write the run directory."""
-    from tidal.training.pipeline import _split
+    from tidal.training.pipeline import _check_arguments, _split
 
-    config = config or TrainConfig()
+    config = TrainConfig() if config is None else config
+    _check_arguments(data, options, config, split, owner="train_sde_run", model_name="options",
+                     model_kind=SDEOptions)
     source = source or {}
     kind = split_kind(len(data), split_by)
     train, val, test = (split_in_time(data, *split) if kind == "time"
@@ -235,6 +244,7 @@ class SDERun:
         [T, B], samples [T, n_samples, B, D]) in the user's units, at each trajectory's own
         times (or at `times`, one array per trajectory, starting at its first time). Grids
         of unequal length are padded past their end (those rows are not predictions)."""
+        _check_forecast(data, n_samples, times)
         dtype = next(self.model.parameters()).dtype
         batch = make_batch(data.scaled(self.scaling), dtype, per_sample=True)
         ts = batch.ts if times is None else _padded(times)
@@ -248,6 +258,28 @@ class SDERun:
             paths = self.model.sample(y0, ts.repeat(1, n_samples), seed=seed)
             samples = paths.reshape(len(ts), n_samples, count, -1)
         return ts.numpy(), self.scaling.unscale_values(samples).numpy()
+
+
+def _check_forecast(data: Any, n_samples: Any, times: Any) -> None:
+    """`SDERun.forecast_samples`' arguments: a count, and times per trajectory from its first
+    observation (the forecast starts there)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise InvalidArgumentError(f"`forecast_samples(n_samples={n_samples!r})` must be a "
+                                   f"positive integer.")
+    if times is None:
+        return
+    if not isinstance(data, Trajectories) or len(times) != len(data):
+        raise InvalidArgumentError(
+            f"`forecast_samples(times=...)` needs one array per trajectory of `data`; got "
+            f"{len(times)} for {len(data) if isinstance(data, Trajectories) else '?'}.")
+    for k, (own, start) in enumerate(zip(times, data.times)):
+        own = np.asarray(own, dtype=float)
+        if own.ndim != 1 or len(own) == 0 or own[0] != start[0] or not (
+                np.diff(own) > 0).all():
+            raise InvalidArgumentError(
+                f"`forecast_samples(times=...)`: array {k} must be increasing and start at its "
+                f"trajectory's first time {start[0]} (the forecast starts from that "
+                f"observation); got {own.tolist()[:4]}.")
 
 
 def _padded(times: list[np.ndarray]) -> torch.Tensor:
