@@ -82,6 +82,15 @@ def test_trajectories_rejects_repeated_ids():
         Trajectories([[0.0, 1.0]] * 2, [[[1.0], [2.0]]] * 2, ids=["a", "a"])
 
 
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_trajectories_reject_a_missing_id_or_state_name(missing):
+    """str() made them the names "None" and "nan"."""
+    with pytest.raises(tidal.InvalidArgumentError, match=r"ids=\.\.\.\)`: entry 1 is"):
+        Trajectories([[0.0, 1.0]] * 2, [[[1.0], [2.0]]] * 2, ids=["a", missing])
+    with pytest.raises(tidal.InvalidArgumentError, match=r"state_names=\.\.\.\)`: entry 0"):
+        Trajectories([[0.0, 1.0]], [[[1.0], [2.0]]], state_names=[missing])
+
+
 def test_getitem_keeps_ids():
     data = _example()
     assert data[1].ids == ("b",) and len(data[-1]) == 1

@@ -90,7 +90,8 @@ def test_backsolve_adjoint_gradient_matches_backprop():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"augment": -1}, "augment"),
-                                               ({"t1": 0.0}, "t1")])
+                                               ({"t1": 0.0}, "t1"),
+                                               ({"t1": float("inf")}, "t1")])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(tidal.InvalidArgumentError, match=match):
         ODEBlock(tidal.nn.MLP(2), **kwargs)

@@ -14,6 +14,7 @@ keeps them (d + augment features), for the layer after the block to read.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -47,8 +48,9 @@ class ODEBlock(nn.Module):
             raise InvalidArgumentError(
                 f"`ODEBlock(augment={augment!r})`: must be a non-negative integer (the number "
                 "of zero features appended before the flow).")
-        if not t1 > 0:
-            raise InvalidArgumentError(f"`ODEBlock(t1={t1!r})`: the depth must be positive.")
+        if not 0 < t1 < math.inf:
+            raise InvalidArgumentError(f"`ODEBlock(t1={t1!r})`: the depth must be positive and "
+                                       "finite.")
         self.vector_field = vector_field
         self.augment = augment
         self.t1 = float(t1)
