@@ -366,11 +366,10 @@ class Scaling:
 
 def _names(argument: str, names: Sequence[Any] | None, count: int,
            default: list[str]) -> tuple[str, ...]:
-    missing = [] if names is None else [i for i, n in enumerate(names)
-                                         if n is None or (isinstance(n, float) and n != n)]
-    if missing:  # str() would make them the names "None" and "nan"
-        raise InvalidArgumentError(f"`Trajectories({argument}=...)`: entry {missing[0]} is "
-                                   f"{list(names)[missing[0]]!r}; give every one a name.")
+    for i, name in enumerate(() if names is None else names):  # str(): "None", "nan"
+        if name is None or (isinstance(name, float) and name != name):
+            raise InvalidArgumentError(f"`Trajectories({argument}=...)`: entry {i} is "
+                                       f"{name!r}; give every one a name.")
     out = tuple(default if names is None else (str(n) for n in names))
     if len(out) != count:
         raise InvalidArgumentError(f"`Trajectories({argument}=...)` needs {count} names; got "
