@@ -885,11 +885,14 @@ def test_a_user_norm_must_give_one_number_per_solve_or_sample(per_sample: bool) 
     ({"ifactor": 0.5}, "odeint(options={'ifactor': 0.5})`: ifactor must"),
     ({"min_step": -1}, "odeint(options={'min_step': -1.0})`: min_step must"),
     ({"max_num_steps": 0}, "odeint(options={'max_num_steps': 0.0})` must be at least 1"),
+    ({"rtol": -1.0}, "odeint(rtol=-1.0)`: rtol must be >= 0"),
 ])
 def test_odeint_option_values_are_named_by_the_option(options: dict, named: str) -> None:
     y0, t = torch.ones(2, dtype=F64), torch.linspace(0.0, 1.0, 3, dtype=F64)
+    options = dict(options)
+    rtol = options.pop("rtol", 1e-7)
     with pytest.raises(tidal.InvalidArgumentError) as info:
-        tidal.odeint(decay, y0, t, options=options)
+        tidal.odeint(decay, y0, t, rtol=rtol, options=options)
     assert named in str(info.value) and "PIDController" not in str(info.value)
 
 

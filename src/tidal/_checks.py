@@ -177,10 +177,26 @@ def adjoint(a: Any) -> Adjoint:
     return a
 
 
-def max_steps(n: Any) -> int:
+def max_steps(n: Any, owner: str = "solve") -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError(f"`solve(max_steps={n!r})` must be a positive integer.")
+        raise InvalidArgumentError(f"`{owner}(max_steps={n!r})` must be a positive integer: "
+                                   "the most solver steps per solve.")
     return n
+
+
+def solve_objects(owner: str, solver: Any, controller: Any, adjoint: Any) -> None:
+    """A model's solver, controller and adjoint (each may be None) are objects of their
+    kinds, not names or classes; `owner` is the model, for messages."""
+    for argument, value, base, example in (
+            ("solver", solver, StepMethod, "tidal.Tsit5()"),
+            ("controller", controller, StepSizeController, "tidal.PIDController(1e-4, 1e-6)"),
+            ("adjoint", adjoint, Adjoint, "tidal.CheckpointAdjoint()")):
+        if value is not None and not isinstance(value, base):
+            hint = (f"; names are for config files and the command line: "
+                    f"tidal.registry.{argument}({value!r})" if isinstance(value, str) else "")
+            raise InvalidArgumentError(
+                f"`{owner}({argument}={value!r})` must be a {base.__name__} object such as "
+                f"{example}{hint}.")
 
 
 def compile_steps(compile: Any) -> int:

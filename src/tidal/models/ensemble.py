@@ -129,8 +129,7 @@ def _check_members(members: list[Any]) -> None:
             raise InvalidArgumentError(
                 f"`Ensemble(members=...)`: member {k} is a {type(member).__name__}; members "
                 f"must be NeuralODE models (not ensembles), e.g. NeuralODE(tidal.nn.MLP(d)).")
-        config = getattr(member.vector_field, "config", None)
-        size = config().get("in_features") if callable(config) else None
+        size = member.state_size()
         if size is not None:
             sizes.add(size)
     if len(sizes) > 1:

@@ -123,13 +123,12 @@ class LatentODE(nn.Module):
         parameters are left as they are and get no gradient."""
         mean, std = self.posterior(times, values, mask)
         std = std.detach()
-        grid = times if times.dim() == 1 else strictly_increasing(times)  # padding moved on
         z0 = mean.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z0], lr=lr)
         while True:
             yield z0.detach().clone(), std
             with torch.enable_grad():
-                predicted = self.decode(z0, grid)
+                predicted = self.decode(z0, times)  # (decode moves padding on)
                 residual = torch.where(mask, values - predicted, 0.0) / self.obs_std
                 loss = 0.5 * (residual.square().sum() + z0.square().sum())
                 (z0.grad,) = torch.autograd.grad(loss, z0)

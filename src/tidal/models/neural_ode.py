@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidal import _checks as check
 from tidal import defaults, registry
 from tidal._errors import InvalidArgumentError, TidalError
 from tidal.adjoint.base import Adjoint
@@ -23,17 +24,29 @@ from tidal.solvers.base import StepMethod
 VECTOR_FIELDS: dict[str, type[nn.Module]] = {"MLP": MLP}
 
 
+def dtype_mismatch(subject: str, name: str, x: Any, model: nn.Module, cause: str = ""
+                   ) -> InvalidArgumentError | None:
+    """The error naming both dtypes when the input `x` (`name`, as `subject` introduces it)
+    is of another dtype than the model's parameters (`cause`: what torch said, if it failed),
+    else None."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not (isinstance(x, torch.Tensor) and dtypes and x.dtype not in dtypes):
+        return None
+    said = f" ({cause})" if cause else ""
+    return InvalidArgumentError(
+        f"{subject} is {x.dtype} but the model's parameters are "
+        f"{', '.join(sorted(map(str, dtypes)))}{said}; convert one to the other: "
+        f"model.to({name}.dtype) or {name}.to(model's dtype).")
+
+
 def raise_dtype_mismatch(call: str, name: str, x: Any, model: nn.Module,
                          error: RuntimeError) -> None:
-    """Raise an error naming both dtypes when `error` (from inside torch) came with an input
-    `x` of another dtype than the model's parameters; return otherwise."""
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if isinstance(x, torch.Tensor) and dtypes and x.dtype not in dtypes \
-            and not isinstance(error, TidalError):
-        raise InvalidArgumentError(
-            f"`{call}`: {name} is {x.dtype} but the model's parameters are "
-            f"{', '.join(sorted(map(str, dtypes)))} ({error}); convert one to the other: "
-            f"model.to({name}.dtype) or {name}.to(model's dtype).") from error
+    """Raise `dtype_mismatch`'s error when `error` (from inside torch) came with an input of
+    another dtype than the model's parameters; return otherwise."""
+    mismatch = None if isinstance(error, TidalError) else dtype_mismatch(
+        f"`{call}`: {name}", name, x, model, str(error))
+    if mismatch is not None:
+        raise mismatch from error
 
 
 def network_size(network: Any) -> int | None:
@@ -155,25 +168,14 @@ def _check_model_arguments(name: str, vector_field: Any, max_steps: Any) -> None
         raise InvalidArgumentError(f"`{name}(vector_field=...)` must be an nn.Module called as "
                                    f"f(t, y), e.g. tidal.nn.MLP(d); got "
                                    f"{type(vector_field).__name__}.")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise InvalidArgumentError(f"`{name}(max_steps={max_steps!r})` must be a positive "
-                                   "integer: the most solver steps per solve.")
+    check.max_steps(max_steps, owner=name)
 
 
 def solve_objects(name: str, solver: StepMethod, controller: StepSizeController | None,
                   adjoint: Adjoint | None) -> tuple[StepMethod, StepSizeController, Adjoint]:
     """A model's solver, controller and adjoint, checked, with the models' defaults
     (`tidal.defaults`) filled in. `name` is the model class, for messages."""
-    for argument, value, base, example in (
-            ("solver", solver, StepMethod, "tidal.Tsit5()"),
-            ("controller", controller, StepSizeController, "tidal.PIDController(1e-4, 1e-6)"),
-            ("adjoint", adjoint, Adjoint, "tidal.CheckpointAdjoint()")):
-        if value is not None and not isinstance(value, base):
-            hint = (f"; names are for config files and the command line: "
-                    f"tidal.registry.{argument}({value!r})" if isinstance(value, str) else "")
-            raise InvalidArgumentError(
-                f"`{name}({argument}={value!r})` must be a {base.__name__} object such as "
-                f"{example}{hint}.")
+    check.solve_objects(name, solver, controller, adjoint)
     if controller is None:
         if not solver.adaptive:
             raise InvalidArgumentError(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tidal import _checks as check
 from tidal import defaults
 from tidal._errors import InvalidArgumentError
 from tidal.adjoint.base import Adjoint
@@ -44,19 +45,9 @@ class SolveConfig:
             raise InvalidArgumentError(
                 f"`{owner}(...)` got unknown solve option(s) {unknown}; the solve options are "
                 f"{sorted(known)}, e.g. controller=tidal.PIDController(rtol=1e-3, atol=1e-4).")
-        for name, kind, example in (("solver", StepMethod, "tidal.Tsit5()"),
-                                    ("controller", StepSizeController,
-                                     "tidal.PIDController(1e-3, 1e-4)"),
-                                    ("adjoint", Adjoint, "tidal.BackpropAdjoint()")):
-            value = options.get(name)
-            if value is not None and not isinstance(value, kind):
-                raise InvalidArgumentError(
-                    f"`{owner}({name}={value!r})` must be a {kind.__name__} object such as "
-                    f"{example}.")
-        steps = options.get("max_steps", defaults.MAX_STEPS)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidArgumentError(f"`{owner}(max_steps={steps!r})` must be a positive "
-                                       "integer.")
+        check.solve_objects(owner, options.get("solver"), options.get("controller"),
+                            options.get("adjoint"))
+        check.max_steps(options.get("max_steps", defaults.MAX_STEPS), owner=owner)
         return cls(**options)
 
     def solve(self, f: Callable[..., torch.Tensor], y0: torch.Tensor,

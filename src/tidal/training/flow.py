@@ -30,6 +30,7 @@ from tidal._errors import InvalidArgumentError, SolveFailedError
 from tidal.distributed import World
 from tidal.models import divergence
 from tidal.models.cnf import CNF
+from tidal.models.neural_ode import dtype_mismatch
 from tidal.training.batches import SampleMinibatches, step_generator
 from tidal.training.run_directory import RunDirectory
 from tidal.training.trainer import LoopSettings, Outcome, Step, finite, train
@@ -236,12 +237,9 @@ def check_fit(owner: str, model: torch.nn.Module, samples: Any, val_samples: Any
     points [N, d] finite and in the model's dtype, counts, schedule and numbers."""
     _check(owner, samples, batch_size, steps, schedule, val_every, checkpoint_every)
     _check_fit(owner, samples, val_samples, lr, weight_decay, seed)
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes and samples.dtype not in dtypes:
-        raise InvalidArgumentError(
-            f"`{owner}(samples=...)` is {samples.dtype} but the model's parameters are "
-            f"{', '.join(sorted(map(str, dtypes)))}; convert one to the other: "
-            f"model.to(samples.dtype) or samples.to(model's dtype).")
+    mismatch = dtype_mismatch(f"`{owner}(samples=...)`", "samples", samples, model)
+    if mismatch is not None:
+        raise mismatch
 
 
 def _check(owner: str, samples: torch.Tensor, batch_size: int, steps: int, schedule: str,
