@@ -153,6 +153,23 @@ def test_prediction_follows_the_posterior_until_the_last_context_time_then_the_p
                           atol=1e-3)
 
 
+def test_a_series_context_does_not_depend_on_the_series_batched_with_it():
+    """Series 0 on its own times, and on a shared grid with a series observed later: the same
+    context at its rows and the same q(z_0), to round-off (the backward GRU used to carry
+    series 0's state from the grid's end through its blank rows first)."""
+    torch.manual_seed(1)
+    model = LatentSDE(2, 3, context_size=4, hidden_size=5, width=8, dt=0.1).double()
+    times = torch.tensor([0.0, 0.3, 0.4, 1.0, 1.6, 2.5], dtype=F64)
+    values = torch.randn(6, 2, 2, dtype=F64)
+    mask = torch.ones(6, 2, 2, dtype=torch.bool)
+    mask[4:, 0] = mask[2, 0, 1] = False  # series 0 ends at 1.0
+    together = model.context(times, values, mask)
+    alone = model.context(times[:4], values[:4, :1], mask[:4, :1])
+    torch.testing.assert_close(together[:4, :1], alone, rtol=0, atol=1e-12)
+    for got, expected in zip(model.posterior_initial(together), model.posterior_initial(alone)):
+        torch.testing.assert_close(got[:1], expected, rtol=0, atol=1e-12)
+
+
 def test_elbo_gives_finite_gradients_to_every_parameter_and_bad_input():
     torch.manual_seed(0)
     model = LatentSDE(2, 3, context_size=4, hidden_size=5, width=8, dt=0.1).double()

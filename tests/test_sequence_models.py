@@ -262,6 +262,48 @@ def test_latent_ode_takes_per_sample_targets_padded_with_a_repeated_last_time():
     assert torch.isfinite(model.loss(padded, values, mask, padded, values, mask))
 
 
+def test_a_series_encoding_does_not_depend_on_the_series_batched_with_it():
+    """Series 0 read on its own times, and on the union grid with a series observed later
+    (the backward encoder starts at the union's last row): the same posterior (mean, std),
+    the same decoding at every target and the same refined one, to round-off. The encoder
+    used to carry series 0's state from the union's end through its blank rows first."""
+    torch.manual_seed(11)
+    model = LatentODE(2, 3, 4, width=8, **RK4).double()
+    own = torch.tensor([0.0, 0.4, 0.9, 1.5], dtype=torch.float64)
+    union = torch.cat([own, torch.tensor([2.1, 2.8], dtype=torch.float64)])
+    values = torch.randn(6, 2, 2, dtype=torch.float64)
+    mask = torch.ones(6, 2, 2, dtype=torch.bool)
+    mask[4:, 0] = False  # series 0 ends at 1.5, series 1 at 2.8
+    mask[1, 0, 0] = mask[2, 1, 1] = False
+    alone = (own, values[:4, :1], mask[:4, :1])
+    for got, expected in zip(model.posterior(union, values, mask), model.posterior(*alone)):
+        torch.testing.assert_close(got[:1], expected, rtol=0, atol=1e-12)
+    for refine in (0, 3):
+        torch.testing.assert_close(model(union, values, mask, union, refine=refine)[:, :1],
+                                   model(*alone, union, refine=refine), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_class", [ODERNN, GRUDelta])
+def test_a_backward_run_starts_each_sample_at_its_last_observation(model_class):
+    """Run backwards, a sample's state is h0 until its own last observation and then as if
+    its run began there; a sample with one time (a constant column of a per-sample grid)
+    runs beside samples whose times decrease (it was refused: 'decrease somewhere')."""
+    torch.manual_seed(12)
+    model = model_class(2, 4, **(RK4 if model_class is ODERNN else {})).double()
+    times, values, mask = tiny_batch(k=5, b=3)
+    mask[3:, 0] = False  # sample 0 is last observed at row 2
+    times[:, 2] = times[0, 2]  # sample 2: one time
+    mask[1:, 2] = False
+    h0 = torch.randn(3, 4, dtype=torch.float64)
+    advanced, updated = model.run(times.flip(0), values.flip(0), mask.flip(0), h0)
+    torch.testing.assert_close(advanced[:3, 0], h0[0].expand(3, 4), rtol=0, atol=0)
+    _, late = model.run(times[:3, :1].flip(0), values[:3, :1].flip(0), mask[:3, :1].flip(0),
+                        h0[:1])
+    torch.testing.assert_close(updated[2:, :1], late, rtol=0, atol=1e-12)
+    _, single = model.run(times[:1, 2:], values[:1, 2:], mask[:1, 2:], h0[2:])
+    torch.testing.assert_close(updated[-1, 2:], single[0], rtol=0, atol=1e-12)
+
+
 def test_latent_ode_decoder_options_set_the_decoder_solve_alone():
     """A rotation field dz/dt = A z decoded over [0, 5] with fine RK4 steps matches
     expm(A t) z0 (closed form); the encoder keeps its one coarse step per interval."""

@@ -1,7 +1,8 @@
 r"""`LatentODE` (Rubanova et al. 2019): a variational autoencoder whose decoder is an ODE.
 
-- **Encoder**: an `ODERNN` run backwards in time over the observations; its last hidden state
-  (at the first time t_0) gives q(z_0 | x) = N(mu, diag sigma^2).
+- **Encoder**: an `ODERNN` run backwards in time over the observations, from each series'
+  own last observation (not the grid's end, which the batch sets); its last hidden state (at
+  the first time t_0) gives q(z_0 | x) = N(mu, diag sigma^2).
 - **Decoder**: z_0 = mu + sigma * eps (reparameterized), dz/dt = f_theta(z) solved from t_0 to
   the target times, and x_hat(t) = g(z(t)).
 - **Loss**: the negative ELBO per series,
@@ -15,7 +16,9 @@ $$ -\mathrm{ELBO} = -\sum_{\text{observed }(k, j)} \log \mathcal{N}(x_{kj};\, \h
 Interpolation: encode the observed points of a window, decode at every time of the window.
 Extrapolation: encode the first part, decode over the whole span. Targets start at the
 encoder's first time t_0 (z_0 lives there); a shared target grid [T] is one solve, a per-sample
-grid [T, B] (strictly increasing per sample) is one per-sample solve.
+grid [T, B] (strictly increasing per sample) is one per-sample solve. A shared grid's t_0 is
+the origin of every series on it; series that begin at different times go on per-sample
+grids, each from its own.
 
 Prediction can refine the encoder's guess (`refine=N`): N Adam steps on z_0 from the posterior
 mean toward the mode of the posterior the model itself defines,

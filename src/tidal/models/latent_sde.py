@@ -4,9 +4,9 @@ state follows an SDE.
 - **Prior**: z_0 ~ N(m_0, diag s_0^2) (learned), dz = h_theta(t, z) dt + g_theta(t, z) dW.
 - **Posterior**: z_0 ~ q(z_0 | x) = N(mu, diag sigma^2), dz = f_phi(t, z, c(t)) dt +
   g_theta(t, z) dW, the same diffusion, with a context c(t) from the observations: a
-  `GRUDelta` run backwards in time summarizes the observations at and after each row, and
-  c(t) is the summary of the rows strictly after t (so the drift steers towards what is
-  observed next).
+  `GRUDelta` run backwards in time (from each series' own last observation) summarizes the
+  observations at and after each row, and c(t) is the summary of the rows strictly after t
+  (so the drift steers towards what is observed next).
 - **Observations**: x(t) ~ N(D z(t), diag obs_std^2), a linear decoder D and a learned noise
   per feature.
 - **Loss**: the negative ELBO. By Girsanov's theorem the KL divergence between the posterior

@@ -19,6 +19,12 @@ padding repeats the last time with an empty mask). The ODE between t_{i-1} and t
 s in [0, 1] as dh/ds = Delta_b f(t_{i-1} + s Delta_b, h), so one shared-grid solve advances
 every sample over its own interval (also backwards in time, Delta < 0, for the latent ODE's
 encoder).
+
+Where a run starts: forwards, every sample at the grid's first time (its origin: the elapsed
+time to a sample's first observation is part of what the state knows). Backwards (times
+decreasing), each sample at its own last observation: its state stays h0, not advanced,
+through the rows after it, since a shared grid ends where the latest series of the batch
+ends. A series' encoding then does not depend on the series batched with it.
 """
 
 from __future__ import annotations
@@ -50,23 +56,28 @@ class ObservationRNN(nn.Module):
     def run(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
             h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(advanced, updated): the hidden states at every row before and after its
-        observation, each [K, B, hidden]. `times` may decrease (a run backwards in time) but
-        must be monotone."""
+        observation, each [K, B, hidden]. `times` may decrease (a run backwards in time, in
+        which each sample starts at its own last observation) but must be monotone."""
         check_tensors(type(self).__name__, times=times, values=values, mask=mask)
-        reverse = times.shape[0] > 1 and bool((times[-1] < times[0]).all())
+        # backwards if any sample's times decrease (a one-time sample's column is constant)
+        reverse = times.shape[0] > 1 and bool((times[-1] < times[0]).any())
         ordered = times.flip(0) if reverse else times
         check_series(type(self).__name__, ordered, values, mask, self.input_size,
                      self.update_cell.weight_ih.dtype)
         h = values.new_zeros(values.shape[1], self.hidden_size) if h0 is None else h0
+        # Backwards, a sample's state stays h0 until its own last observation: the grid's end
+        # is where the batch's latest series ends.
+        started = mask.new_full((values.shape[1], 1), not reverse)
         advanced, updated = [], []
         for i in range(times.shape[0]):
             if i > 0:
-                h = self.advance(h, times[i - 1], times[i])
+                h = torch.where(started, self.advance(h, times[i - 1], times[i]), h)
             advanced.append(h)
             seen = mask[i].any(-1, keepdim=True)
             inputs = torch.cat([torch.where(mask[i], values[i], 0.0), mask[i].to(values.dtype)],
                                dim=-1)
             h = torch.where(seen, self.update_cell(inputs, h), h)
+            started = started | seen
             updated.append(h)
         return torch.stack(advanced), torch.stack(updated)
 
