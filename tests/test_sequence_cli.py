@@ -20,7 +20,14 @@ from tidal.data.sequences import IrregularSeries
 from tidal.models.latent_ode import strictly_increasing
 from tidal.report.sequence import last_value_mse
 from tidal.training.checkpoint import load_checkpoint
-from tidal.training.sequence_fit import SEQUENCE_MODELS, context_mask, visible_mask
+from tidal.training.sequence_fit import (
+    SEQUENCE_MODELS,
+    SequenceOptions,
+    build_sequence_model,
+    context_mask,
+    forecast,
+    visible_mask,
+)
 from tidal.training.sequence_run import load_sequence_run
 
 CHOICES = (0, 2, 5)
@@ -175,6 +182,32 @@ def test_context_and_last_value_forecast_against_hand_computation():
     seen = mask.clone()
     seen[1, 0] = seen[2, 1] = False  # hide 3 (after 1: error 4) and 7 (after 2: error 25)
     assert last_value_mse(values, mask, seen).tolist() == [pytest.approx((4 + 25) / 2)]
+
+
+@pytest.mark.parametrize("model", ["latent-ode", "ode-rnn", "gru", "cde"])
+def test_a_series_forecast_does_not_depend_on_the_series_batched_with_it(model):
+    """`forecast` of series 0 alone and batched (per-sample grids, as `tidal fit` and `tidal
+    predict` build them) with a series that starts earlier, has more rows and reads its
+    context later: equal to round-off, also after refinement steps. The latent ODE's encoder
+    used to read series 0 from the batch's last context row, through its own rows after its
+    context."""
+    torch.manual_seed(0)
+    options = SequenceOptions(model=model, hidden=4, latent=2, width=8)
+    network = build_sequence_model(options, 2, 2, decoder_dt=0.1).double()
+    own = torch.tensor([0.5, 0.9, 1.4, 2.0, 2.6, 3.1], dtype=torch.float64)
+    longer = torch.linspace(0.0, 4.0, 9, dtype=torch.float64)
+    times = torch.stack([torch.cat([own, own[-1:].expand(3)]), longer], dim=1)
+    values = torch.randn(9, 2, 2, dtype=torch.float64)
+    mask = torch.ones(9, 2, 2, dtype=torch.bool)
+    mask[6:, 0] = mask[1, 0, 1] = False  # series 0: 6 rows, then padding
+    both = IrregularSeries(times, values, mask)
+    alone = IrregularSeries(times[:6, :1], values[:6, :1], mask[:6, :1])
+    seen = context_mask(both, 0.5)  # series 0 reads rows 0-2, series 1 rows 0-4
+    for refine in (0, 3) if model == "latent-ode" else (0,):
+        torch.testing.assert_close(
+            forecast(network, both, seen, refine=refine)[:6, :1],
+            forecast(network, alone, context_mask(alone, 0.5), refine=refine),
+            rtol=0, atol=1e-12)
 
 
 def test_interpolation_run_scores_the_hidden_observations(tmp_path):

@@ -83,6 +83,28 @@ def test_hermite_is_c1_and_causal():
         torch.testing.assert_close(hermite_cubic(changed).evaluate(s), path.evaluate(s))
 
 
+@pytest.mark.parametrize("build", [natural_cubic, hermite_cubic])
+def test_cubic_paths_with_lengths_follow_each_samples_own_knots(build):
+    """With `lengths` a sample's path is the path through its own knots alone (the natural
+    one: scipy's natural spline through them) and constant after its last knot, whatever the
+    knots there."""
+    x = torch.randn(7, 2, 2, dtype=torch.float64)
+    path = build(x, torch.tensor([4, 7]))
+    own = build(x[:4, :1])
+    for s in (0.0, 0.3, 1.5, 2.9):
+        torch.testing.assert_close(path.evaluate(s)[:1], own.evaluate(s), rtol=0, atol=1e-12)
+        torch.testing.assert_close(path.derivative(s)[:1], own.derivative(s), rtol=0,
+                                   atol=1e-12)
+    for s in (3.0, 3.5, 5.2, 6.0):
+        torch.testing.assert_close(path.evaluate(s)[0], x[3, 0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(path.derivative(s)[0], torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(path.evaluate(5.5)[1:], build(x[:, 1:]).evaluate(5.5))
+    if build is natural_cubic:
+        spline = CubicSpline(np.arange(4), x[:4, 0].numpy(), bc_type="natural", axis=0)
+        for s in (0.3, 1.5, 2.9):
+            np.testing.assert_allclose(path.evaluate(s)[0].numpy(), spline(s), atol=1e-12)
+
+
 def test_rectilinear_moves_time_first_then_values():
     x = torch.tensor([[[0.0, 1.0]], [[2.0, 5.0]], [[3.0, -1.0]]], dtype=torch.float64)
     path = rectilinear(x)
@@ -413,6 +435,24 @@ def test_cde_gradcheck(path):
     values.requires_grad_(True)
     weight = model.field.net[0].weight
     assert torch.autograd.gradcheck(lambda v, w: model(times, v, mask)[-1], (values, weight))
+
+
+@pytest.mark.parametrize("path", ["natural_cubic", "hermite_cubic", "linear", "rectilinear"])
+def test_cde_padding_changes_nothing(path):
+    """A series padded to a longer batch's rows (repeated last time, empty mask) gets the
+    states it gets alone at its rows and keeps its last one through the padding (the readout
+    a classifier takes). The intensity was divided by the batch's K and the natural spline
+    ran through the padding, so both moved with the longest series in the batch."""
+    torch.manual_seed(13)
+    model = NeuralCDE(2, 3, 2, width=4, path=path, solver=tidal.Midpoint(),
+                      controller=tidal.ConstantStepSize(1.0)).double()
+    times, values, mask = tiny_batch(k=6, b=2)
+    times[4:, 0] = times[3, 0]
+    mask[4:, 0] = False  # series 0: 4 rows, then padding
+    together = model.hidden(times, values, mask)[:, :1]
+    alone = model.hidden(times[:4, :1], values[:4, :1], mask[:4, :1])
+    torch.testing.assert_close(together[:4], alone, rtol=0, atol=1e-12)
+    torch.testing.assert_close(together[4:], alone[-1:].expand(2, -1, -1), rtol=0, atol=1e-12)
 
 
 def test_cde_with_linear_field_matches_the_closed_form():

@@ -10,13 +10,18 @@ $$ X(s) = a_i + b_i u + c_i u^2 + d_i u^3, \qquad X'(s) = b_i + 2 c_i u + 3 d_i 
 
 - `natural_cubic`: the C^2 interpolating spline with X'' = 0 at both ends. With unit spacing
   the second derivatives M solve M_{i-1} + 4 M_i + M_{i+1} = 6 (x_{i+1} - 2 x_i + x_{i-1}).
-  X on [i, i+1] depends on every knot (not causal).
+  X on [i, i+1] depends on every knot of its sample (not causal).
 - `hermite_cubic`: C^1, the cubic Hermite interpolant with backward-difference slopes
   m_i = x_i - x_{i-1} (m_0 = x_1 - x_0), so X on [i, i+1] depends on x_0..x_{i+1} only.
 - `linear`: straight lines between knots.
 - `rectilinear`: for online use: from one observation to the next, first the time channel
   moves (values held), then the values (time held); 2K - 1 knots, each interval's path is
   known as soon as its observation arrives.
+
+Padding (a sample's trailing rows that repeat its last time with an empty mask, `own_lengths`)
+is not part of a sample's path: the cubic paths are built on each sample's own knots and held
+constant after its last one, and the observational intensity is scaled by the sample's own
+number of rows, so a sample's path does not depend on how long the others in its batch are.
 """
 
 from __future__ import annotations
@@ -89,32 +94,65 @@ def rectilinear(values: torch.Tensor, time_channel: int = 0) -> ControlPath:
     return linear(torch.cat([knots, x[-1:]]))
 
 
-def hermite_cubic(values: torch.Tensor) -> ControlPath:
-    """The C^1 cubic Hermite path through `values` [K, B, C], backward-difference slopes."""
+def hermite_cubic(values: torch.Tensor, lengths: torch.Tensor | None = None) -> ControlPath:
+    """The C^1 cubic Hermite path through `values` [K, B, C], backward-difference slopes;
+    `lengths` [B]: each sample's own number of knots (default K), the path constant after its
+    last."""
     x = _knots(values, "hermite_cubic")
     diff = x[1:] - x[:-1]
     slopes = torch.cat([diff[:1], diff])  # m_i = x_i - x_{i-1}, m_0 = x_1 - x_0
     m0, m1 = slopes[:-1], slopes[1:]
-    return ControlPath(x[:-1], m0, 3 * diff - 2 * m0 - m1, m0 + m1 - 2 * diff)
+    return _held(ControlPath(x[:-1], m0, 3 * diff - 2 * m0 - m1, m0 + m1 - 2 * diff), x,
+                 lengths)
 
 
-def natural_cubic(values: torch.Tensor) -> ControlPath:
-    """The natural cubic spline through `values` [K, B, C] (knots at unit spacing)."""
+def natural_cubic(values: torch.Tensor, lengths: torch.Tensor | None = None) -> ControlPath:
+    """The natural cubic spline through `values` [K, B, C] (knots at unit spacing);
+    `lengths` [B]: each sample's own number of knots (default K), its spline through those
+    alone and constant after the last."""
     x = _knots(values, "natural_cubic")
     k = x.shape[0]
+    own = torch.full((x.shape[1],), k, device=x.device) if lengths is None else lengths
     second = torch.zeros_like(x)
-    if k > 2:
-        system = (4 * torch.eye(k - 2, dtype=x.dtype, device=x.device)
-                  + torch.diag(x.new_ones(k - 3), 1) + torch.diag(x.new_ones(k - 3), -1))
-        rhs = 6 * (x[2:] - 2 * x[1:-1] + x[:-2])
-        inner = torch.linalg.solve(system, rhs.reshape(k - 2, -1)).reshape(rhs.shape)
-        second = torch.cat([x[:1] * 0, inner, x[:1] * 0])
+    for n in sorted(set(own.tolist())):
+        if n > 2:  # the samples with n knots: M_0 = M_{n-1} = 0
+            system = (4 * torch.eye(n - 2, dtype=x.dtype, device=x.device)
+                      + torch.diag(x.new_ones(n - 3), 1) + torch.diag(x.new_ones(n - 3), -1))
+            group = x[:n, own == n]
+            rhs = 6 * (group[2:] - 2 * group[1:-1] + group[:-2])
+            second[1:n - 1, own == n] = torch.linalg.solve(
+                system, rhs.reshape(n - 2, -1)).reshape(rhs.shape)
     m0, m1 = second[:-1], second[1:]
-    return ControlPath(x[:-1], x[1:] - x[:-1] - (2 * m0 + m1) / 6, m0 / 2, (m1 - m0) / 6)
+    return _held(ControlPath(x[:-1], x[1:] - x[:-1] - (2 * m0 + m1) / 6, m0 / 2,
+                             (m1 - m0) / 6), x, lengths)
 
 
-PATHS = {"natural_cubic": natural_cubic, "hermite_cubic": hermite_cubic, "linear": linear,
-         "rectilinear": rectilinear}
+def _held(path: ControlPath, x: torch.Tensor, lengths: torch.Tensor | None) -> ControlPath:
+    """`path` through the knots `x`, constant at each sample's last own knot from there on."""
+    if lengths is None:
+        return path
+    intervals = torch.arange(path.a.shape[0], device=x.device)[:, None]
+    after = (intervals >= lengths - 1).unsqueeze(-1)  # [K-1, B, 1]
+    last = x.gather(0, (lengths - 1).view(1, -1, 1).expand(1, *x.shape[1:]))
+    zero = torch.zeros_like(path.b)
+    return ControlPath(torch.where(after, last, path.a), torch.where(after, zero, path.b),
+                       torch.where(after, zero, path.c), torch.where(after, zero, path.d))
+
+
+def own_lengths(times: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: each sample's number of rows before its padding (the trailing rows that repeat
+    its last time with an empty mask); times [K] or [K, B], mask [K, B, C]."""
+    if times.dim() == 1:
+        times = times.unsqueeze(1).expand(mask.shape[:2])
+    moved = torch.cat([torch.ones_like(times[:1], dtype=torch.bool), times[1:] != times[:-1]])
+    own = moved | mask.any(-1)
+    rows = torch.arange(times.shape[0], device=times.device)[:, None]
+    return torch.where(own, rows, 0).amax(0) + 1
+
+
+#: The smooth paths, solved once over all knots (each sample's own, `lengths`).
+CUBIC_PATHS = {"natural_cubic": natural_cubic, "hermite_cubic": hermite_cubic}
+PATHS = {**CUBIC_PATHS, "linear": linear, "rectilinear": rectilinear}
 
 
 def fill_forward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -133,15 +171,17 @@ def fill_forward(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def observation_channels(times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                          ) -> torch.Tensor:
     """The channels a CDE path goes through, [K, B, 1 + 2C]: time, the values filled
-    forward, and per channel the number of observations so far divided by K (the
-    observational intensity, which tells the CDE where values were seen and where they were
-    only carried forward; divided by K so that its increments stay small).
+    forward, and per channel the number of observations so far divided by the sample's own
+    number of rows (`own_lengths`; the observational intensity, which tells the CDE where
+    values were seen and where they were only carried forward; divided so that its increments
+    stay small, by a number the rest of the batch does not change).
 
     `times` is [K] or [K, B] (per-sample, non-decreasing: padding repeats the last time);
     `values` [K, B, C]; `mask` [K, B, C], True where observed (values elsewhere are ignored).
     """
     if times.dim() == 1:
         times = times.unsqueeze(1).expand(values.shape[:2])
-    counts = mask.to(values.dtype).cumsum(dim=0) / values.shape[0]
+    rows = own_lengths(times, mask).to(values.dtype)
+    counts = mask.to(values.dtype).cumsum(dim=0) / rows[:, None]
     return torch.cat([times.to(values.dtype).unsqueeze(-1), fill_forward(values, mask),
                       counts], dim=-1)

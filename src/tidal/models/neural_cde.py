@@ -22,7 +22,12 @@ import torch
 from torch import nn
 
 from tidal._errors import InvalidArgumentError
-from tidal.models.control_paths import PATHS, observation_channels
+from tidal.models.control_paths import (
+    CUBIC_PATHS,
+    PATHS,
+    observation_channels,
+    own_lengths,
+)
 from tidal.models.solve_config import SolveConfig
 from tidal.nn import MLP
 
@@ -40,9 +45,9 @@ class NeuralCDE(nn.Module):
         solve options: solver, controller, adjoint, max_steps (see `SolveConfig`).
 
     `model(times, values, mask)` with times [K] or [K, B] (per-sample, non-decreasing; padding
-    repeats the last time with an empty mask), values and mask [K, B, input_size] returns the
-    readout at every observation, [K, B, output_size]; the last row has seen everything (for
-    classification). `nfe` counts calls of F in the last call.
+    repeats the last time with an empty mask and changes no state), values and mask
+    [K, B, input_size] returns the readout at every observation, [K, B, output_size]; the last
+    row has seen everything (for classification). `nfe` counts calls of F in the last call.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, *,
@@ -76,17 +81,17 @@ class NeuralCDE(nn.Module):
                      self.readout.weight.dtype)
         self.solve_config.num_fevals = 0
         knots = observation_channels(times, values, mask)
-        path = PATHS[self.path](knots)
         z0 = self.initial(knots[0])
-        if self.path in ("natural_cubic", "hermite_cubic"):
+        if self.path in CUBIC_PATHS:
+            path = CUBIC_PATHS[self.path](knots, own_lengths(times, mask))
             ts = torch.arange(knots.shape[0], dtype=torch.float64)
 
             def field(s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
                 return (self.matrix(z) @ path.derivative(s).unsqueeze(-1)).squeeze(-1)
 
             return self.solve_config.solve(field, z0, ts).ys
-        states = [z0]
-        for increment in path.increments():
+        states = [z0]  # (padding repeats a knot: no increment)
+        for increment in PATHS[self.path](knots).increments():
             def interval(s: torch.Tensor, z: torch.Tensor, dx: torch.Tensor = increment
                          ) -> torch.Tensor:
                 return (self.matrix(z) @ dx.unsqueeze(-1)).squeeze(-1)
