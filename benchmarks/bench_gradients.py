@@ -337,7 +337,8 @@ def run_w2(problem: Problem, repeats: int, cold: bool = False) -> None:
                 and res.first.steps == eager.first.steps):
             res.first = dataclasses.replace(res.first, bwd_calls=eager.first.bwd_calls)
             res.notes.append(f"{name}: bwd NFE is the eager checkpoint's (the backward replays "
-                             "the same steps eagerly with the bare f, which is not counted)")
+                             "the same steps, the bare f traced into its compiled step, which "
+                             "is not counted)")
     t_f = statistics.median(probe_times["f"])
     t_fv = statistics.median(probe_times["f+vjp"])
     report_w2(problem, list(results.values()), ref, ref_seconds, t_f, t_fv, repeats, cold)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,20 @@ def uncompiled_whole_loop(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(tidal.compiled, "while_loop", python_while_loop)
     monkeypatch.setattr(tidal.compiled, "_compiled_loop", loop)
     monkeypatch.setattr(tidal.compiled, "_compiled_steps", refused)
+    return calls
+
+
+@pytest.fixture
+def uncompiled_replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Checkpoint replays' steps run through the replay step uncompiled (the slow gradient
+    test compiles it). Returns a list that counts the steps."""
+    calls: list[int] = []
+
+    def step(*args: Any) -> tuple[Any, ...]:
+        calls.append(1)
+        return tidal.compiled._replay_step(*args)
+
+    monkeypatch.setattr(tidal.compiled, "_compiled_replay_step", step)
     return calls
 
 
@@ -259,9 +274,11 @@ def test_whole_loop_lotka_volterra_matches_scipy(uncompiled_whole_loop: list[int
     assert len(uncompiled_whole_loop) == 1
 
 
-def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[int]) -> None:
-    """Checkpoint's forward solve (no graph) saves its 25 step ends in calls of at most 16;
-    gradients as the eager loop's and the closed form of y' = -k y."""
+def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[int],
+                                                  uncompiled_replays: list[int]) -> None:
+    """Checkpoint's forward solve (no graph) saves its 25 step ends in calls of at most 16,
+    the backward replays each of them through the replay step; gradients as the eager loop's
+    and the closed form of y' = -k y."""
     ts = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)
     grads = []
     for compile in (True, False):
@@ -273,6 +290,7 @@ def test_checkpoint_forward_through_the_whole_loop(uncompiled_whole_loop: list[i
         assert y0.grad is not None and k.grad is not None
         grads.append(torch.cat([y0.grad.reshape(-1), k.grad.reshape(1)]))
     assert len(uncompiled_whole_loop) == 2 and int(sol.stats.num_accepted) > 16
+    assert len(uncompiled_replays) == int(sol.stats.num_accepted)
     decayed = math.exp(-0.7 * 2.0)
     exact = torch.tensor([decayed] * 4 + [-2.0 * 2.5 * decayed], dtype=torch.float64)
     torch.testing.assert_close(grads[0], exact, rtol=1e-7, atol=0)
@@ -323,7 +341,8 @@ def test_options_the_compiled_step_lacks_run_eagerly_with_a_warning() -> None:
     assert abs(float(sol.event_t) - math.log(2.0)) < 1e-6
 
 
-def test_neural_ode_solves_through_the_compiled_loop(uncompiled_whole_loop: list[int]) -> None:
+def test_neural_ode_solves_through_the_compiled_loop(uncompiled_whole_loop: list[int],
+                                                    uncompiled_replays: list[int]) -> None:
     """`NeuralODE(compile=True)` reaches the compiled loop (the whole loop, run uncompiled, for
     its default checkpoint forward) and trains to the eager model's gradients."""
     calls = uncompiled_whole_loop
@@ -337,8 +356,61 @@ def test_neural_ode_solves_through_the_compiled_loop(uncompiled_whole_loop: list
         tidal.NeuralODE(net, compile=compile)(y0, ts).square().sum().backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()
                                 if p.grad is not None]))
-    assert calls
+    assert calls and uncompiled_replays
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def nan_when_recording(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y' = -y, but NaN after t = 0 wherever autograd records: the forward solve is fine, a
+    replay's steps not."""
+    recording = torch.is_grad_enabled() and y.requires_grad
+    return torch.where(t > 0, y * math.nan, -y) if recording else -y
+
+
+def test_checkpoint_replays_fail_as_the_eager_ones(uncompiled_whole_loop: list[int],
+                                                   uncompiled_replays: list[int]) -> None:
+    """A replayed step that is not finite (the forward one was) ends the backward pass with
+    the eager replay's error; replays with a jump among their step ends stay eager."""
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for compile in (True, False):
+        y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        sol = tidal.solve(nan_when_recording, y0, ts, adjoint=tidal.CheckpointAdjoint(1),
+                          compile=compile)
+        with pytest.raises(tidal.SolveFailedError, match="NONFINITE"):
+            sol.ys.sum().backward()
+    assert len(uncompiled_replays) == 1
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    controller = tidal.PIDController(rtol=1e-9, atol=1e-12, jump_ts=[0.5])
+    with pytest.warns(UserWarning, match="controller"):
+        sol = tidal.solve(decay, y0, ts, args=torch.tensor(0.7, dtype=torch.float64),
+                          controller=controller, adjoint=tidal.CheckpointAdjoint(),
+                          compile=True)
+    sol.ys[-1].sum().backward()
+    assert len(uncompiled_replays) == 1
+    torch.testing.assert_close(y0.grad, torch.full_like(y0, math.exp(-0.7)), rtol=1e-8, atol=0)
+
+
+def test_replay_step_that_cannot_compile_replays_eagerly_with_one_warning(
+        monkeypatch: pytest.MonkeyPatch, uncompiled_whole_loop: list[int]) -> None:
+    calls: list[int] = []
+
+    def fails(*args: Any) -> None:
+        calls.append(1)
+        raise torch._dynamo.exc.Unsupported("no graph today")
+
+    monkeypatch.setattr(tidal.compiled, "_compiled_replay_step", fails)
+    monkeypatch.setattr(tidal.compiled, "_not_replayable", weakref.WeakSet())  # (decay's)
+    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(UserWarning, match="replay was not compiled") as caught:
+        sol = tidal.solve(decay, y0, [0.0, 2.0], args=k, controller=TOL,
+                          adjoint=tidal.CheckpointAdjoint(), compile=True)
+        sol.ys[-1].sum().backward()
+    assert len([w for w in caught if "replay" in str(w.message)]) == 1 and calls == [1]
+    exact = math.exp(-1.4)
+    torch.testing.assert_close(y0.grad, torch.full_like(y0, exact), rtol=1e-8, atol=0)
+    torch.testing.assert_close(k.grad, torch.tensor(-4.0 * exact, dtype=torch.float64),
+                               rtol=1e-7, atol=0)
 
 
 def test_bad_compile_argument_is_refused() -> None:

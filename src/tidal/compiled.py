@@ -16,6 +16,9 @@ the scaled error norm, the accept/reject decision and the next step size from th
 - With a graph (Backprop: `while_loop` has no autograd for loops of unknown length here) one
   call takes n steps (`compile=n`; 1 for `compile=True`), masked past the end, and the host
   reads each step's record as the eager loop reads an attempt (`_steps`).
+- A checkpoint replay (the backward pass of `CheckpointAdjoint`, which retakes the forward
+  solve's accepted steps with a graph) takes each recorded step in one call of a third
+  function (`_replay_step`: the stages only, no error control), fused forward and backward.
 
 Time and step size are float64 0-d tensors (values, not constants: a new time grid does not
 recompile), and the batch dimension of the state is marked dynamic (a new batch size does not
@@ -25,10 +28,12 @@ failures are the eager loop's own.
 
 What the compiled step does not cover (events, dense output, `step_ts`/`jump_ts`, a user norm,
 per-sample grids, methods without a Butcher tableau or with extra interpolation stages, fixed
-steps) runs eagerly with a warning that says why; checkpoint replays (which retake recorded
-steps) run eagerly without one. A field dynamo cannot trace (a call into scipy, a `.item()`)
-falls back the same way, with one warning per field; a field with Python side effects (one that
-counts its calls) cannot be traced into the whole loop and takes the per-step function.
+steps) runs eagerly with a warning that says why. A field dynamo cannot trace (a call into
+scipy, a `.item()`) falls back the same way, with one warning per field; a field with Python
+side effects (one that counts its calls) cannot be traced into the whole loop and takes the
+per-step function. Checkpoint replays are compiled wherever the method and the grid allow it
+(the replay step needs neither error control nor events: only jumps among the step ends keep
+it eager), and otherwise replay eagerly without a warning.
 """
 from __future__ import annotations
 
@@ -58,6 +63,8 @@ from tidal.solvers.tableau import ButcherTableau
 _untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
 # Fields the whole loop cannot take (Python side effects): solved by the per-step function.
 _not_whole: weakref.WeakSet[Any] = weakref.WeakSet()
+# Fields the replay step could not trace (with a graph): replayed eagerly.
+_not_replayable: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,30 @@ def _combine(coefficients: tuple[float, ...], ks: list[torch.Tensor]) -> torch.T
     return total
 
 
+def _stages(tableau: ButcherTableau, direction: float, field: Field, y: torch.Tensor,
+            f0: torch.Tensor, tau: torch.Tensor, h: torch.Tensor, tau1: torch.Tensor
+            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The method's step from (tau, y) over h to tau1 (forward times, float64 0-d): (y1, the
+    dense stages k_0 = f0, ..., f(t1, y1))."""
+    dtype = y.dtype
+    h_state = h.to(dtype)
+    ks = [f0]
+    y_stage = y
+    for i in range(1, tableau.num_stages):
+        increment = _combine(tableau.a[i], ks)
+        y_stage = y if increment is None else y + h_state * increment
+        t_i = ((tau + tableau.c[i] * h) * direction).to(dtype)
+        ks.append(field(t_i, y_stage))
+    if tableau.fsal and not tableau.reuse_last_stage:
+        y1 = y_stage
+    else:
+        increment = _combine(tableau.b, ks)
+        y1 = y if increment is None else y + h_state * increment
+    if not tableau.fsal:  # f(t1, y1): the next step's first stage and a dense stage
+        ks.append(field((tau1 * direction).to(dtype), y1))
+    return y1, ks
+
+
 def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
              tau: torch.Tensor, dt: torch.Tensor, tau_end: torch.Tensor,
              history: tuple[torch.Tensor, torch.Tensor], rtol: Any, atol: Any,
@@ -95,21 +126,7 @@ def _attempt(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor,
     last = tau + dt * (1.0 + SLIVER) >= tau_end
     h = torch.where(active, torch.where(last, tau_end - tau, dt), torch.zeros_like(dt))
     tau1 = torch.where(last, tau_end, tau + h)
-    h_state = h.to(dtype)
-    ks = [f0]
-    y_stage = y
-    for i in range(1, tableau.num_stages):
-        increment = _combine(tableau.a[i], ks)
-        y_stage = y if increment is None else y + h_state * increment
-        t_i = ((tau + tableau.c[i] * h) * spec.direction).to(dtype)
-        ks.append(field(t_i, y_stage))
-    if tableau.fsal and not tableau.reuse_last_stage:
-        y1 = y_stage
-    else:
-        increment = _combine(tableau.b, ks)
-        y1 = y if increment is None else y + h_state * increment
-    if not tableau.fsal:  # f(t1, y1): the next step's first stage and a dense stage
-        ks.append(field((tau1 * spec.direction).to(dtype), y1))
+    y1, ks = _stages(tableau, spec.direction, field, y, f0, tau, h, tau1)
     f1 = ks[-1]
     # the error ratio (step sizes are constants for autograd, as in the eager loop)
     y0_abs, y1_abs = y.detach().abs(), y1.detach().abs()
@@ -150,6 +167,28 @@ def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau:
 
 
 _compiled_steps = torch.compile(_steps, fullgraph=True)
+
+
+def _replay_step(tableau: ButcherTableau, direction: float, field: Field, y: torch.Tensor,
+                 f0: torch.Tensor, tau: torch.Tensor, tau1: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A checkpoint replay's recorded step from tau to tau1: (y1, its dense stages stacked,
+    whether y1 is finite)."""
+    y1, ks = _stages(tableau, direction, field, y, f0, tau, tau1 - tau, tau1)
+    return y1, torch.stack(ks), torch.isfinite(y1).all()
+
+
+def _without_donated_buffers(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+    """inductor with no buffer of the backward given up to it (AOTAutograd's donated
+    buffers): the checkpoint's backward retains the graph outside f across its segments."""
+    from torch._inductor.compile_fx import compile_fx  # (1.6 s to import: when compiling)
+
+    with torch._functorch.config.patch(donated_buffer=False):
+        return compile_fx(graph, inputs)
+
+
+_compiled_replay_step = torch.compile(_replay_step, fullgraph=True,
+                                      backend=_without_donated_buffers)
 
 
 WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes any more)
@@ -297,15 +336,27 @@ def unsupported(problem: Problem) -> str | None:
 def compiled_loop(problem: Problem, setup: LoopSetup) -> SharedLoop | None:
     """The compiled loop for `problem`, or None (with a warning saying why, except for the
     internal checkpoint replays) when it must run eagerly."""
-    if problem.start is not None:  # a checkpoint replay retakes recorded steps eagerly
-        return None
     if problem.f in _untraceable:  # warned when it was found out
         return None
+    if problem.start is not None:  # a checkpoint replay: its recorded steps
+        return (CompiledReplay(setup) if replayable(problem, setup)
+                and problem.f not in _not_replayable else None)
     reason = unsupported(problem)
     if reason is not None:
         _warn(reason)
         return None
     return CompiledLoop(setup, problem)
+
+
+def replayable(problem: Problem, setup: LoopSetup) -> bool:
+    """Whether a checkpoint replay can take its steps in `_replay_step`: those of an adaptive
+    explicit Runge–Kutta method without extra interpolation stages, on a shared grid, with no
+    jump among the recorded step ends."""
+    solver = problem.solver
+    return (_TORCH_VERSION >= MIN_TORCH and not problem.grid.batched
+            and isinstance(solver, ExplicitRungeKutta) and solver.adaptive
+            and not solver.tableau.c_extra
+            and not (setup.boundaries is not None and setup.boundaries.any_jump))
 
 
 def _warn(reason: str) -> None:
@@ -490,6 +541,51 @@ class CompiledLoop(SharedLoop):
                                                     device=step.y1.device), step.y1)
         self._emit_outputs(step, tau1, tau1)
         self.tau = tau1
+
+
+class CompiledReplay(SharedLoop):
+    """A checkpoint replay (`tidal.adjoint.checkpoint`) whose recorded steps each run in the
+    compiled `_replay_step`, recording the graph the backward pass differentiates: the stages
+    and f fused forward and backward, as the compiled Backprop step is. Outputs, counts and
+    results are the eager loop's (`SharedLoop`); a field the step cannot trace replays
+    eagerly."""
+
+    def __init__(self, s: LoopSetup):
+        super().__init__(s)
+        assert isinstance(s.solver, ExplicitRungeKutta)
+        self.butcher, self.eager = s.solver.tableau, False
+
+    def _attempt_step(self) -> None:
+        if self.eager:
+            super()._attempt_step()
+            return
+        tau1, dt, boundary = self._clip(self.dt)
+        y, f0, device = self.y, self.f0, self.y.device
+        if y.dim() >= 2:  # the batch: a new batch size does not recompile
+            torch._dynamo.maybe_mark_dynamic(y, 0)
+            torch._dynamo.maybe_mark_dynamic(f0, 0)
+        times = torch.tensor([self.tau, tau1], dtype=torch.float64, device=device)
+        try:
+            with _compiling():
+                y1, ks, finite = _compiled_replay_step(
+                    self.butcher, self.clock.direction, self.s.field, y, f0, times[0], times[1])
+        except torch._dynamo.exc.TorchDynamoException as error:
+            _remember(_not_replayable, self.s.field.f)
+            self.eager = True
+            warnings.warn("tidal.solve(compile=True): a checkpoint replay was not compiled "
+                          f"({_first_line(error)}); replaying eagerly.", stacklevel=2)
+            super()._attempt_step()
+            return
+        self.fevals += len(ks) - 1
+        self.steps += 1
+        if not bool(finite):  # (the eager replay retries the same step and fails too)
+            self.status, self.rejected = Status.NONFINITE, self.rejected + 1
+            return
+        self.accepted += 1
+        self._emit_outputs(_Step(self.tau, dt, y, y1, ks.view(len(ks), -1)), tau1, tau1)
+        if boundary is not None:
+            self.next_boundary += 1
+        self.tau, self.y, self.f0 = tau1, y1, ks[-1]
 
 
 @contextlib.contextmanager

@@ -18,12 +18,14 @@ attached by `tidal.events.differentiable_event`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch._functorch.config
 
 from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
@@ -113,7 +115,7 @@ class CheckpointAdjoint(DiscreteAdjoint):
             params=parameters_of(self.params, "CheckpointAdjoint", problem.f, t0, y0,
                                  problem.args),
             ys=solution.ys.detach(), event_y=event_y.detach(), starts=starts, grid=grid,
-            reached=reached, event_row=event_row)
+            reached=reached, event_row=event_row, compiled=bool(problem.compile))
         solution.ys, event_y = CheckpointedSolve.apply(state, y0, *state.params)
         if problem.event is not None:
             solution.event_y = event_y
@@ -260,6 +262,7 @@ class _Replay:
     grid: Grid
     reached: torch.Tensor  # [G] outputs each group reached
     event_row: torch.Tensor  # [G] replayed row of the event state, -1 without an event
+    compiled: bool  # the replays run compiled (`solve(compile=...)`)
 
 
 class CheckpointedSolve(torch.autograd.Function):
@@ -285,18 +288,24 @@ class CheckpointedSolve(torch.autograd.Function):
         grad_rows = grad_rows + event_hit.unsqueeze(-1) * event_rows.unsqueeze(0)
         grad_params = [torch.zeros_like(p) for p in params]
         grad_state = torch.zeros_like(grad_rows[0])
-        for j in range(state.segments - 1, -1, -1):
-            with torch.enable_grad():
-                start = ctx.saved_tensors[j].detach().requires_grad_(True)
-                out_rows, end = state.replay(j, start)
-                pairs = [(out, grad) for out, grad in ((out_rows, grad_rows), (end, grad_state))
-                         if out.requires_grad]
-                grads = torch.autograd.grad([out for out, _ in pairs], (start, *params),
-                                            grad_outputs=[grad for _, grad in pairs],
-                                            allow_unused=True, retain_graph=bool(params))
-            grad_state = grads[0] if grads[0] is not None else torch.zeros_like(grad_state)
-            for total, g in zip(grad_params, grads[1:]):
-                if g is not None:
-                    total += g
+        # compiled replays (`tidal.compiled.CompiledReplay`) give none of their backward's
+        # buffers up, so the graph outside f can be retained across segments
+        with (torch._functorch.config.patch(donated_buffer=False) if state.compiled
+              else contextlib.nullcontext()):
+            for j in range(state.segments - 1, -1, -1):
+                with torch.enable_grad():
+                    start = ctx.saved_tensors[j].detach().requires_grad_(True)
+                    out_rows, end = state.replay(j, start)
+                    pairs = [(out, grad) for out, grad in ((out_rows, grad_rows),
+                                                           (end, grad_state))
+                             if out.requires_grad]
+                    grads = torch.autograd.grad(
+                        [out for out, _ in pairs], (start, *params),
+                        grad_outputs=[grad for _, grad in pairs], allow_unused=True,
+                        retain_graph=bool(params))
+                grad_state = grads[0] if grads[0] is not None else torch.zeros_like(grad_state)
+                for total, g in zip(grad_params, grads[1:]):
+                    if g is not None:
+                        total += g
         grad_y0 = (grad_state + grad_rows[0]).view_as(grad_ys[0])
         return (None, grad_y0, *grad_params)
