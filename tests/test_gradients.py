@@ -399,6 +399,32 @@ def test_checkpoint_equals_backprop(setup: str) -> None:
                 assert error < 1e-12, (ts, checkpoints, g, r)
 
 
+def test_checkpoint_forward_calls_f_as_often_as_the_solve_says() -> None:
+    """The call of f that finds the tensors f uses (none given) is the forward solve's first:
+    the forward pass calls f exactly `num_fevals` times, on shared and per-sample grids; but
+    once more from a jump at the start, whose first value is taken from the jump's far side."""
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    calls = []
+
+    def decay(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return -k * y
+
+    y0 = torch.ones(3, 2, dtype=F64)
+    for ts, jump_ts, more in [([0.0, 1.0], (), 0),
+                              (torch.tensor([[0.0] * 3, [1.0, 2.0, 3.0]]), (), 0),
+                              ([0.0, 1.0], (0.0,), 1)]:
+        calls.clear()
+        sol = tidal.solve(decay, y0, ts, adjoint=tidal.CheckpointAdjoint(),
+                          controller=tidal.PIDController(1e-8, 1e-10, jump_ts=jump_ts))
+        assert len(calls) == int(sol.stats.num_fevals.max()) + more
+        sol.ys[-1].sum().backward()
+        end = torch.as_tensor(ts, dtype=F64)[-1]
+        exact = -(end * torch.exp(-0.7 * end) * y0.sum(-1)).sum()
+        torch.testing.assert_close(k.grad, exact, rtol=1e-6, atol=0)
+        k.grad = None
+
+
 def test_checkpoint_with_a_single_output_time_and_two() -> None:
     for ts in [(0.0,), (1.0,), (0.0, 1.0), (1.0, 0.0)]:
         p = torch.tensor(LOTKA_VOLTERRA.p, dtype=F64, requires_grad=True)

@@ -84,10 +84,11 @@ class LoopResult:
     dense: DenseSteps | None
 
 
-def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
-            ) -> LoopSetup:
+def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None,
+            f0: torch.Tensor | None = None) -> LoopSetup:
     """The loop setup of a problem started from y0 (the user's shape): the first call of f
-    (checked), the controller bound to the solve, the first step, the event watcher."""
+    (checked; `f0`: its value at the grid's first time if the caller has it), the controller
+    bound to the solve, the first step, the event watcher."""
     grid, start = problem.grid, problem.start
     jac = problem.solver.jac
     field = Field(problem.f, grid, y0.shape, y0.dtype,
@@ -104,7 +105,7 @@ def prepare(problem: Problem, y0: torch.Tensor, recorder: Recorder | None = None
     if boundaries is not None and boundaries.any_jump:
         after = grid.user_time_beside(tau0, y0.dtype, 1.0)
         t_f = torch.where(boundaries.contains_jump(tau0).reshape(t0.shape), after, t0)
-    raw = problem.f(t_f, y0)
+    raw = f0 if f0 is not None and t_f is t0 and start is None else problem.f(t_f, y0)
     check_output(raw, y0)
     f0 = field.from_user(raw)
     rows, f0_rows = grid.rows(y), grid.rows(f0)

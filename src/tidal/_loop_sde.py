@@ -57,9 +57,11 @@ class SDELoopResult(LoopResult):
         default_factory=list)
 
 
-def run_sde_loop(problem: SDEProblem, y0: torch.Tensor, *, recorder: Recorder | None = None
-                 ) -> SDELoopResult:
-    """The loop an adjoint drives (`tidal.adjoint.base.Loop`) for an SDE problem."""
+def run_sde_loop(problem: SDEProblem, y0: torch.Tensor, *, recorder: Recorder | None = None,
+                 f0: torch.Tensor | None = None) -> SDELoopResult:
+    """The loop an adjoint drives (`tidal.adjoint.base.Loop`) for an SDE problem (`f0`, the
+    value of an ODE's f at the start, has no SDE counterpart: the loop calls drift and
+    diffusion itself)."""
     loop = _PerSampleLoop if problem.grid.batched else _SharedLoop
     result = loop(problem, y0, recorder).run()
     raise_if_failed(problem, result)  # type: ignore[arg-type]

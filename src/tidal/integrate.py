@@ -102,11 +102,11 @@ def solve(
     return problem.adjoint.run(problem, run_loop)
 
 
-def run_loop(problem: Problem, y0: torch.Tensor, *, recorder: Recorder | None = None
-             ) -> LoopResult:
+def run_loop(problem: Problem, y0: torch.Tensor, *, recorder: Recorder | None = None,
+             f0: torch.Tensor | None = None) -> LoopResult:
     """The loop an adjoint drives (`tidal.adjoint.base.Loop`): the shared-grid loop or the
     per-sample one, as the problem's grid says."""
-    setup = prepare(problem, y0, recorder)
+    setup = prepare(problem, y0, recorder, f0)
     compiled = compiled_loop(problem, setup) if problem.compile else None
     loop = compiled or (PerSampleLoop(setup) if problem.grid.batched else SharedLoop(setup))
     result = loop.run()

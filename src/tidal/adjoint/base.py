@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 
 class Loop(Protocol):
     """The solver loop, as `tidal.solve` hands it to an adjoint: runs `problem` from y0 (the
-    user's shape) and returns the loop's result; raises `SolveFailedError` on a failure when the
-    problem says `throw`."""
+    user's shape; `f0`: f there, if the adjoint has it) and returns the loop's result; raises
+    `SolveFailedError` on a failure when the problem says `throw`."""
 
     def __call__(self, problem: Problem, y0: torch.Tensor, *,
-                 recorder: Recorder | None = None) -> LoopResult: ...
+                 recorder: Recorder | None = None, f0: torch.Tensor | None = None
+                 ) -> LoopResult: ...
 
 
 class Adjoint(ABC):
@@ -95,10 +96,19 @@ def parameters_of(params: Sequence[torch.Tensor] | None, owner: str, f: VectorFi
             raise InvalidArgumentError(f"`{owner}(params=...)` must be a sequence of tensors.")
         found = (*given, *_tensors_in(args))
         return tuple({id(p): p for p in found if p.requires_grad}.values())
+    return tensors_f_uses(f, t0, y0)[0]
+
+
+def tensors_f_uses(f: VectorField, t0: torch.Tensor, y0: torch.Tensor
+                   ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """(every leaf tensor requiring grad that f(t0, y0) depends on, f(t0, y0) detached): one
+    call of f, recording its graph."""
     with torch.enable_grad():
         y = y0.detach().requires_grad_(True)
         out = f(t0, y)
-    return tuple(leaf for leaf in _leaves(out.grad_fn) if leaf is not y)
+    if not isinstance(out, torch.Tensor):  # named by the solve's check of f's output
+        return (), out
+    return tuple(leaf for leaf in _leaves(out.grad_fn) if leaf is not y), out.detach()
 
 
 def _tensors_in(args: Any) -> list[torch.Tensor]:

@@ -30,7 +30,7 @@ import torch._functorch.config
 from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
 from tidal._loop_io import Start, solution_of
-from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of
+from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of, tensors_f_uses
 from tidal.controllers.base import Boundaries
 from tidal.controllers.constant import RecordedSteps
 from tidal.solution import Solution
@@ -81,8 +81,14 @@ class CheckpointAdjoint(DiscreteAdjoint):
             method, choice = problem.solver.recording()
             forward = problem.replace(solver=method)
         recorder = CheckpointRecorder(self, grid.taus[0], start, choice)
+        t0 = grid.user_time(grid.taus[0], y0.dtype)
+        if self.params is None:  # found by one call of f, which the forward solve takes over
+            params, f0 = tensors_f_uses(problem.f, t0, y0)
+        else:
+            params, f0 = parameters_of(self.params, "CheckpointAdjoint", problem.f, t0, y0,
+                                       problem.args), None
         with torch.no_grad():
-            result = loop(forward, y0.detach(), recorder=recorder)
+            result = loop(forward, y0.detach(), recorder=recorder, f0=f0)
         solution = solution_of(problem, result)
         if not recorder.ends:  # no step: the only output reached is y0 itself
             solution.ys = torch.cat([y0.unsqueeze(0), solution.ys[1:]])
@@ -109,13 +115,10 @@ class CheckpointAdjoint(DiscreteAdjoint):
 
         event_y = (solution.event_y if solution.event_y is not None
                    else torch.full_like(y0, math.nan))
-        t0 = grid.user_time(grid.taus[0], y0.dtype)
         state = _Replay(
-            replay=replay, segments=len(spans),
-            params=parameters_of(self.params, "CheckpointAdjoint", problem.f, t0, y0,
-                                 problem.args),
-            ys=solution.ys.detach(), event_y=event_y.detach(), starts=starts, grid=grid,
-            reached=reached, event_row=event_row, compiled=bool(problem.compile))
+            replay=replay, segments=len(spans), params=params, ys=solution.ys.detach(),
+            event_y=event_y.detach(), starts=starts, grid=grid, reached=reached,
+            event_row=event_row, compiled=bool(getattr(problem, "compile", 0)))  # (SDEs: none)
         solution.ys, event_y = CheckpointedSolve.apply(state, y0, *state.params)
         if problem.event is not None:
             solution.event_y = event_y
