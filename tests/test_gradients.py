@@ -399,7 +399,8 @@ def test_checkpoint_equals_backprop(setup: str) -> None:
                 assert error < 1e-12, (ts, checkpoints, g, r)
 
 
-def test_checkpoint_forward_calls_f_as_often_as_the_solve_says() -> None:
+@pytest.mark.parametrize("adjoint", [tidal.CheckpointAdjoint(), tidal.BacksolveAdjoint()])
+def test_forward_calls_f_as_often_as_the_solve_says(adjoint: tidal.adjoint.Adjoint) -> None:
     """The call of f that finds the tensors f uses (none given) is the forward solve's first:
     the forward pass calls f exactly `num_fevals` times, on shared and per-sample grids; but
     once more from a jump at the start, whose first value is taken from the jump's far side."""
@@ -415,7 +416,7 @@ def test_checkpoint_forward_calls_f_as_often_as_the_solve_says() -> None:
                               (torch.tensor([[0.0] * 3, [1.0, 2.0, 3.0]]), (), 0),
                               ([0.0, 1.0], (0.0,), 1)]:
         calls.clear()
-        sol = tidal.solve(decay, y0, ts, adjoint=tidal.CheckpointAdjoint(),
+        sol = tidal.solve(decay, y0, ts, adjoint=adjoint,
                           controller=tidal.PIDController(1e-8, 1e-10, jump_ts=jump_ts))
         assert len(calls) == int(sol.stats.num_fevals.max()) + more
         sol.ys[-1].sum().backward()

@@ -37,7 +37,7 @@ from tidal._errors import IncompatibleOptionsError
 from tidal._grid import Grid
 from tidal._loop_io import solution_of
 from tidal._vector_field import VectorField
-from tidal.adjoint.base import Adjoint, Loop, parameters_of
+from tidal.adjoint.base import Adjoint, Loop, parameters_of, tensors_f_uses
 from tidal.adjoint.times import flow_rate
 from tidal.controllers.adaptive import AdaptiveController
 from tidal.controllers.base import StepSizeController
@@ -105,10 +105,12 @@ class BacksolveAdjoint(Adjoint):
         """Forward solve without a graph; gradients by the adjoint ODE."""
         grid, y0 = problem.grid, problem.y0
         t0 = grid.user_time(grid.taus[0], y0.dtype)
-        state = _BacksolveRun(
-            problem=problem, loop=loop, adjoint=self,
-            params=parameters_of(self.params, "BacksolveAdjoint", problem.f, t0, y0,
-                                 problem.args))
+        if self.params is None:  # found by one call of f, which the forward solve takes over
+            params, f0 = tensors_f_uses(problem.f, t0, y0)
+        else:
+            params, f0 = parameters_of(self.params, "BacksolveAdjoint", problem.f, t0, y0,
+                                       problem.args), None
+        state = _BacksolveRun(problem=problem, loop=loop, adjoint=self, params=params, f0=f0)
         ts = problem.ts if problem.time_grad else grid.times
         ys = _Backsolve.apply(state, y0, ts, *state.params)
         assert state.solution is not None, "the forward solve ran; this is a bug in tidal"
@@ -137,6 +139,7 @@ class _BacksolveRun:
     loop: Loop
     adjoint: BacksolveAdjoint
     params: tuple[torch.Tensor, ...]
+    f0: torch.Tensor | None  # f at the start, if the call that found `params` gave it
     solution: Solution | None = None
 
 
@@ -145,7 +148,8 @@ class _Backsolve(torch.autograd.Function):
     def forward(ctx: Any, run: _BacksolveRun, y0: torch.Tensor, ts: torch.Tensor,
                 *params: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            run.solution = solution_of(run.problem, run.loop(run.problem, y0.detach()))
+            run.solution = solution_of(run.problem, run.loop(run.problem, y0.detach(),
+                                                             f0=run.f0))
         ctx.run = run
         ctx.ts_dtype = ts.dtype
         ys = run.solution.ys
