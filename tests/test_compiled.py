@@ -231,6 +231,18 @@ def test_gradients_match_closed_form_and_eager(adjoint: tidal.adjoint.Adjoint) -
                                rtol=1e-7, atol=0)
     torch.testing.assert_close(gy, gy_eager, rtol=1e-13, atol=0)
     torch.testing.assert_close(gk, gk_eager, rtol=1e-13, atol=0)
+    # another batch size and time grid: no new graph (the checkpoint's replay step included)
+    before = graphs()
+    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    y0 = torch.linspace(0.1, 1.0, 6, dtype=torch.float64).view(3, 2).requires_grad_(True)
+    sol = tidal.solve(decay, y0, [0.0, 0.2, 1.7], args=k, controller=TOL, adjoint=adjoint,
+                      compile=True)
+    sol.ys[-1].sum().backward()
+    assert graphs() == before
+    assert y0.grad is not None and k.grad is not None
+    decayed = math.exp(-0.7 * 1.7)
+    torch.testing.assert_close(y0.grad, torch.full_like(y0, decayed), rtol=1e-8, atol=0)
+    torch.testing.assert_close(k.grad, -1.7 * y0.detach().sum() * decayed, rtol=1e-7, atol=0)
 
 
 def untraceable(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
