@@ -523,7 +523,7 @@ def main() -> None:
                 case = w1(batch, device)
                 net = mlp(device)
                 kinds = ["tidal Backprop", "tidal Checkpoint", "tidal Backprop (compiled)",
-                         "torchdiffeq", "torchdiffeq adjoint"]
+                         "tidal Checkpoint (compiled)", "torchdiffeq", "torchdiffeq adjoint"]
                 runs = {kind: training_step(case, net, kind) for kind in kinds}
                 reference = runs["tidal Backprop"]()[0]
 

@@ -431,14 +431,17 @@ def test_bad_compile_argument_is_refused() -> None:
 
 
 @pytest.mark.gpu
-def test_compiled_and_eager_agree_on_cuda() -> None:
+@pytest.mark.parametrize("adjoint", [tidal.BackpropAdjoint(), tidal.CheckpointAdjoint()])
+def test_compiled_and_eager_agree_on_cuda(adjoint: tidal.adjoint.Adjoint) -> None:
+    """Backprop through compiled steps; Checkpoint through the whole loop and compiled
+    replays."""
     device = torch.device("cuda")
     net = tidal.nn.MLP(2).to(device, torch.float64)
     y0 = torch.randn(64, 2, dtype=torch.float64, device=device)
     ts = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
     results = []
     for compile in (True, False):
-        model = tidal.NeuralODE(net, adjoint=tidal.BackpropAdjoint(), compile=compile)
+        model = tidal.NeuralODE(net, adjoint=adjoint, compile=compile)
         net.zero_grad()
         ys = model(y0, ts)
         ys.square().sum().backward()
