@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -423,6 +425,15 @@ def test_replay_step_that_cannot_compile_replays_eagerly_with_one_warning(
     torch.testing.assert_close(y0.grad, torch.full_like(y0, exact), rtol=1e-8, atol=0)
     torch.testing.assert_close(k.grad, torch.tensor(-4.0 * exact, dtype=torch.float64),
                                rtol=1e-7, atol=0)
+
+
+def test_importing_tidal_does_not_load_the_compiler() -> None:
+    """torch.compile imports dynamo (about a second of every `import tidal` and command line
+    call): the compiled functions are made on their first call."""
+    code = "import sys, tidal; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_bad_compile_argument_is_refused() -> None:

@@ -38,10 +38,11 @@ it eager), and otherwise replay eagerly without a warning.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -65,6 +66,20 @@ _untraceable: weakref.WeakSet[Any] = weakref.WeakSet()
 _not_whole: weakref.WeakSet[Any] = weakref.WeakSet()
 # Fields the replay step could not trace (with a graph): replayed eagerly.
 _not_replayable: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _on_first_call(function: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """`torch.compile(function, **options)`, made on the first call: `torch.compile` imports
+    dynamo (about a second), which a program that never compiles should not pay for on
+    `import tidal`."""
+    compiled: list[Callable[..., Any]] = []
+
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        if not compiled:
+            compiled.append(torch.compile(function, **options))
+        return compiled[0](*args)
+    return call
 
 
 @dataclass(frozen=True)
@@ -166,7 +181,7 @@ def _steps(spec: StepSpec, field: Field, y: torch.Tensor, f0: torch.Tensor, tau:
             torch.stack(stages), torch.stack(records))
 
 
-_compiled_steps = torch.compile(_steps, fullgraph=True)
+_compiled_steps = _on_first_call(_steps, fullgraph=True)
 
 
 def _replay_step(tableau: ButcherTableau, direction: float, field: Field, y: torch.Tensor,
@@ -187,8 +202,8 @@ def _without_donated_buffers(graph: torch.fx.GraphModule, inputs: list[torch.Ten
         return compile_fx(graph, inputs)
 
 
-_compiled_replay_step = torch.compile(_replay_step, fullgraph=True,
-                                      backend=_without_donated_buffers)
+_compiled_replay_step = _on_first_call(_replay_step, fullgraph=True,
+                                       backend=_without_donated_buffers)
 
 
 WINDOW = 8  # outputs one step of the whole loop writes at most (the host writes any more)
@@ -298,7 +313,7 @@ def _solve_loop(spec: StepSpec, field: Field, retries: int, limits: LoopLimits, 
     return end, tuple(store)
 
 
-_compiled_loop = torch.compile(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
+_compiled_loop = _on_first_call(_solve_loop, fullgraph=True, options={"cpp_wrapper": True})
 
 
 #: The oldest torch the compiled loop runs on. torch 2.4, 2.5 and 2.6 (the range's oldest,
