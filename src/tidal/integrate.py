@@ -75,8 +75,9 @@ def solve(
             adaptive methods on a shared grid, without events or dense output, torch >= 2.11;
             anything else, or an f that cannot be traced, runs eagerly with a warning). A
             solve that records no graph (inference, the checkpoint adjoint's forward) runs its
-            whole loop in one compiled call. With a graph (Backprop), True: one call per step;
-            an integer n: n steps per call (less overhead per step, n times the compilation).
+            whole loop in one compiled call, and its backward replays each step in one. With
+            a graph (Backprop), True: one call per step; an integer n: n steps per call (less
+            overhead per step, n times the compilation).
             The first solve pays the compilation (seconds); see `tidal.compiled` and
             docs/design.md.
 
