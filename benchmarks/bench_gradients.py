@@ -384,11 +384,12 @@ def report_w2(problem: Problem, results: list[Result], ref: Step, ref_seconds: f
                     else "never pays for itself here")
             print(f"    note: {r.method.name}: first step {r.first_seconds:.1f} s CPU "
                   f"(compilation), {pays}")
-    for r in results:
-        if r.method.kind == "checkpoint" and r.first.solver_fevals is not None:
+    for r in results:  # (the call that finds the tensors f uses is the solve's first)
+        extra = (None if r.first.solver_fevals is None
+                 else r.first.fwd_calls - r.first.solver_fevals)
+        if r.method.kind == "checkpoint" and extra:
             print(f"    note: {r.method.name}: fwd NFE = {r.first.solver_fevals} (its adaptive "
-                  f"solve) + {r.first.fwd_calls - r.first.solver_fevals} (the rest: one call "
-                  f"that finds the tensors f depends on)")
+                  f"solve) + {extra} outside it")
         for note in dict.fromkeys(r.notes):
             print(f"    note: {note}")
 
