@@ -3,7 +3,10 @@ arrived and says what to do. (Turning checked arguments into a problem is `tidal
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import types
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,15 +28,38 @@ def callable_field(f: Any) -> None:
                                    f"{type(f).__name__}.")
 
 
+#: callables (or the code of plain functions) whose signature takes (t, y) / (t, y, args):
+#: `inspect.signature` costs ~20 us, a tenth of a sequence model's small solve, and a
+#: sequence model makes a new closure for each of its solves
+_fits: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+
+def _signature_key(fn: Any) -> Any:
+    """What a plain function's signature depends on, its code (closures of one `def` share
+    it), unless defaults or a wrapper change it; any other callable itself."""
+    plain = (isinstance(fn, types.FunctionType) and not fn.__defaults__
+             and not fn.__kwdefaults__ and not hasattr(fn, "__wrapped__")
+             and not hasattr(fn, "__signature__"))
+    return fn.__code__ if plain else fn
+
+
 def takes_args(fn: Any, args: Any, owner: str = "solve", name: str = "f") -> None:
     """fn can be called as fn(t, y), or fn(t, y, args) when `args` is given, as far as its
     signature tells (a callable without one is left to its first call)."""
+    count, key = 2 if args is None else 3, _signature_key(fn)
+    try:
+        if count in _fits.get(key, ()):
+            return
+    except TypeError:  # not hashable or not weakly referenceable: checked every time
+        pass
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return
     try:
-        signature.bind(*range(2 if args is None else 3))
+        signature.bind(*range(count))
+        with contextlib.suppress(TypeError):
+            _fits.setdefault(key, set()).add(count)
     except TypeError:
         if args is None:
             raise InvalidArgumentError(
@@ -90,22 +116,23 @@ def times(ts: Any, y0: torch.Tensor, allow_infinite_end: bool, owner: str = "sol
             f"`{owner}(ts=...)` of shape {tuple(out.shape)} gives one time grid per sample, so "
             f"y0 must have B = {out.shape[1]} samples in its first dimension; got y0 of shape "
             f"{tuple(y0.shape)}.")
-    if bool(out.isnan().any()):
+    values = out.cpu().numpy()  # one transfer: the checks are numpy's (a few us, not tens)
+    if np.isnan(values).any():
         raise InvalidArgumentError(f"`{owner}(ts=...)` contains NaN (at index "
-                                   f"{tuple(int(i) for i in out.isnan().nonzero()[0])}).")
-    finite_part = out[:-1] if allow_infinite_end else out
-    if not bool(torch.isfinite(finite_part).all()) or not bool(torch.isfinite(out[0]).all()):
+                                   f"{tuple(int(i) for i in np.argwhere(np.isnan(values))[0])}).")
+    finite_part = values[:-1] if allow_infinite_end else values
+    if not np.isfinite(finite_part).all() or not np.isfinite(values[0]).all():
         raise InvalidArgumentError(
             f"`{owner}(ts=...)` contains infinite times. Only the last time may be +-inf, and "
             "only together with `event=` (the event then ends the solve).")
-    _monotonic(out, owner)
+    _monotonic(values, owner)
     return out
 
 
-def _monotonic(ts: torch.Tensor, owner: str) -> None:
+def _monotonic(ts: np.ndarray, owner: str) -> None:
     if ts.shape[0] < 2:
         return
-    steps = np.diff(ts.cpu().numpy(), axis=0)
+    steps = np.diff(ts, axis=0)
     if (steps == 0).any():
         i = int(np.argwhere(steps == 0)[0][0])
         raise InvalidArgumentError(
@@ -114,7 +141,7 @@ def _monotonic(ts: torch.Tensor, owner: str) -> None:
             "drop the duplicate.")
     monotonic = (steps > 0).all(0) | (steps < 0).all(0)
     if not np.all(monotonic):
-        column = steps if ts.dim() == 1 else steps[:, int(np.argwhere(~monotonic)[0][0])]
+        column = steps if ts.ndim == 1 else steps[:, int(np.argwhere(~monotonic)[0][0])]
         i = int(np.argwhere(np.sign(column) != np.sign(column[0]))[0][0])
         raise InvalidArgumentError(
             f"`{owner}(ts=...)` is not monotonic: it changes direction at index {i + 1}. Times "
