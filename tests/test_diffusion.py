@@ -152,7 +152,8 @@ def test_deterministic_samplers(sampler: str) -> None:
                                      **kwargs)
     gap, error = _nll_gap(out.x)
     assert abs(gap) < 0.02 + 3 * error
-    assert out.nfe == (80 if sampler == "heun" else out.nfe) and out.nfe > 20
+    # Heun: EDM's count, 2 steps - 1 (Karras et al. 2022, Algorithm 1)
+    assert out.nfe == (2 * 40 - 1 if sampler == "heun" else out.nfe) and out.nfe > 20
 
 
 @pytest.mark.parametrize("corrector_steps", [0, pytest.param(1, marks=pytest.mark.slow)])
@@ -227,13 +228,14 @@ def test_cli_diffusion_fit_sample_likelihood(tmp_path) -> None:
                                        "--quiet", "-o", str(run)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["num_fevals_sample"] == 40 and metrics["val_samples"] == 30
+    # EDM's Heun sampler, 20 steps: 2 x 20 - 1 score evaluations (Karras et al. 2022)
+    assert metrics["num_fevals_sample"] == 39 and metrics["val_samples"] == 30
     assert {"val_nll", "true_val_nll", "gap", "checks"} <= set(metrics)
     assert (run / "report.html").is_file() and (run / "samples.png").is_file()
     assert (run / "density.png").is_file()  # 2-D data: the learned density
     sample = CliRunner().invoke(main, ["diffusion", "sample", str(run), "-n", "5"])
     assert sample.exit_code == 0
-    assert "heun: 40 score evaluations" in sample.output
+    assert "heun: 39 score evaluations" in sample.output
     assert sample.output.splitlines()[-6] == "x,y"
     likelihood = CliRunner().invoke(main, ["diffusion", "likelihood", str(run),
                                            str(run / "data" / "val.csv")])

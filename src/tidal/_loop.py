@@ -263,7 +263,7 @@ class SharedLoop:
         if self.tableau.fsal:
             f1 = self.stages.last()
         else:
-            if on_jump and self.end_unused:
+            if (on_jump and self.end_unused) or self._read_by_nothing(tau1):
                 f1 = torch.zeros_like(step.y1)  # a place holder, never read
             else:  # f(t1, y1), from the near side of a jump
                 f1 = s.field(self.clock.beside(tau1, -1.0) if on_jump
@@ -288,6 +288,14 @@ class SharedLoop:
                 self.fevals += 1
         self.after_jump = on_jump
         self.tau, self.y, self.f0 = tau1, step.y1, self.stages.hand_over(f1)
+
+    def _read_by_nothing(self, tau1: float) -> bool:
+        """Whether f(t1, y1) of an accepted step that is not FSAL goes unread: the solve ends
+        there, and no output inside the step, event or dense output needs the step's
+        interpolant (the ODE-RNN's one-step solves save one call of f in five)."""
+        s, taus = self.s, self.taus
+        return (tau1 >= self.tau_end and not s.dense and s.watcher is None
+                and (self.next_out >= len(taus) or taus[self.next_out] >= tau1))
 
     def _dense_stages(self, step: _Step) -> torch.Tensor:
         """The step's dense stages, evaluating the interpolant's extra stages on first use."""

@@ -286,7 +286,13 @@ class PerSampleLoop:
             self.status = torch.where(crossed, int(Status.EVENT), self.status)
         if any_trouble or self.streak_active or any_finished or any_crossed:
             self._count_steps(through=self.iterations + 1)  # the running set changes
-        f1 = self._end_derivative(step, near, ends_on_jump) if any_accepted else self.f0
+        f1 = self.f0
+        if any_accepted:
+            needs = accept  # f(t1, y1): for the samples that go on, or interpolate inside
+            if any_finished and not (self.tableau.fsal or s.dense or s.watcher is not None):
+                inside_step = self._outputs_before(tau1) > self.next_out
+                needs = accept & (running_next | inside_step)
+            f1 = self._end_derivative(step, near, ends_on_jump, needs)
         if any_crossed:
             stops = self._locate_events(step, crossed)
             next_out = torch.where(crossed, self._outputs_before(stops, right=True), next_out)
@@ -339,17 +345,22 @@ class PerSampleLoop:
             return limit, self.nowhere
         return limit, (inside & jumps.gather(1, index)).squeeze(-1) & before_end
 
-    def _end_derivative(self, step: _Step, near: torch.Tensor, on_jump: torch.Tensor | None
-                        ) -> torch.Tensor:
+    def _end_derivative(self, step: _Step, near: torch.Tensor, on_jump: torch.Tensor | None,
+                        needs: torch.Tensor) -> torch.Tensor:
         """f(t1, y1): the last stage of an FSAL method, else a call of f (from the near side
-        of a jump)."""
+        of a jump), counted for the samples that need it (`needs`: as a sample's solo solve,
+        which does not evaluate f at the end of its last step unless an output inside the step
+        needs its interpolant); no call when none does."""
         if self.tableau.fsal:
             return self.stages.last()
-        t1 = self._user_time(step.tau1)
-        if on_jump is not None:
-            t1 = torch.where(on_jump, near, t1)
-        f1 = self.s.field(t1, step.y1)
-        self.fevals += step.accept
+        if needs is not step.accept and not bool(needs.any()):
+            f1 = torch.zeros_like(step.y1)  # a place holder, never read
+        else:
+            t1 = self._user_time(step.tau1)
+            if on_jump is not None:
+                t1 = torch.where(on_jump, near, t1)
+            f1 = self.s.field(t1, step.y1)
+            self.fevals += needs
         self.stages.append(f1)
         return f1
 

@@ -159,8 +159,8 @@ def heun(score: Score, process: ForwardProcess, n: int, dim: int, *, steps: int 
          rho: float = 7.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> Samples:
     """EDM's Heun sampler: `steps` - 1 Heun steps of the probability-flow ODE over
     `process.sampling_times(steps, rho)` (by `tidal.solve` with `Heun2` and `StepTo`), then
-    the denoising Euler step. NFE = 2 steps (EDM counts 2 steps - 1: `tidal.solve` evaluates
-    the field once more at the start); 36 for the paper's 18 steps."""
+    the denoising Euler step. NFE = 2 steps - 1, as EDM counts it (35 for the paper's 18
+    steps): `tidal.solve` does not evaluate the field at the end of its last step."""
     _check_count("heun", n=n, dim=dim)
     counted = CountedScore(score)
     generator = torch.Generator().manual_seed(seed)

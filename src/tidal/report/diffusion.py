@@ -19,7 +19,7 @@ from tidal.report.page import Section, report_page, summary_text
 from tidal.training.diffusion_run import DiffusionRun, load_diffusion_run
 
 GAP_LIMIT = 0.10
-SAMPLE_STEPS = 20  # Heun: 2 x 20 = 40 NFE
+SAMPLE_STEPS = 20  # Heun: 2 x 20 - 1 = 39 NFE
 
 
 def evaluate_diffusion(run: DiffusionRun) -> dict[str, Any]:
