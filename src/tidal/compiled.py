@@ -24,7 +24,8 @@ Time and step size are float64 0-d tensors (values, not constants: a new time gr
 recompile), and the batch dimension of the state is marked dynamic (a new batch size does not
 recompile either; a new f, another dtype, another trailing shape, tolerance or grad mode
 does). The loop is `tidal._loop.SharedLoop` with `run` replaced, so outputs, results and
-failures are the eager loop's own.
+failures are the eager loop's own. (One count differs, truthfully: a method that is not FSAL
+evaluates f(t1, y1) in every compiled step, the last included, which the eager loop skips.)
 
 What the compiled step does not cover (events, dense output, `step_ts`/`jump_ts`, a user norm,
 per-sample grids, methods without a Butcher tableau or with extra interpolation stages, fixed
