@@ -37,7 +37,7 @@ from tidal._errors import IncompatibleOptionsError
 from tidal._grid import Grid
 from tidal._loop_io import solution_of
 from tidal._vector_field import VectorField
-from tidal.adjoint.base import Adjoint, Loop, parameters_of, tensors_f_uses
+from tidal.adjoint.base import Adjoint, Loop, parameters_and_f0
 from tidal.adjoint.times import flow_rate
 from tidal.controllers.adaptive import AdaptiveController
 from tidal.controllers.base import StepSizeController
@@ -104,12 +104,7 @@ class BacksolveAdjoint(Adjoint):
     def run(self, problem: Problem, loop: Loop) -> Solution:
         """Forward solve without a graph; gradients by the adjoint ODE."""
         grid, y0 = problem.grid, problem.y0
-        t0 = grid.user_time(grid.taus[0], y0.dtype)
-        if self.params is None:  # found by one call of f, which the forward solve takes over
-            params, f0 = tensors_f_uses(problem.f, t0, y0)
-        else:
-            params, f0 = parameters_of(self.params, "BacksolveAdjoint", problem.f, t0, y0,
-                                       problem.args), None
+        params, f0 = parameters_and_f0(self.params, "BacksolveAdjoint", problem, y0)
         state = _BacksolveRun(problem=problem, loop=loop, adjoint=self, params=params, f0=f0)
         ts = problem.ts if problem.time_grad else grid.times
         ys = _Backsolve.apply(state, y0, ts, *state.params)

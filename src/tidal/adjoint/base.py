@@ -99,6 +99,17 @@ def parameters_of(params: Sequence[torch.Tensor] | None, owner: str, f: VectorFi
     return tensors_f_uses(f, t0, y0)[0]
 
 
+def parameters_and_f0(params: Sequence[torch.Tensor] | None, owner: str, problem: Problem,
+                      y0: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+    """`parameters_of` for an adjoint's forward solve from y0, and f at the solve's start when
+    finding the tensors called f there (the forward solve takes the value over: `Loop`'s
+    `f0`), else None."""
+    t0 = problem.grid.user_time(problem.grid.taus[0], y0.dtype)
+    if params is None:
+        return tensors_f_uses(problem.f, t0, y0)
+    return parameters_of(params, owner, problem.f, t0, y0, problem.args), None
+
+
 def tensors_f_uses(f: VectorField, t0: torch.Tensor, y0: torch.Tensor
                    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """(every leaf tensor requiring grad that f(t0, y0) depends on, f(t0, y0) detached): one

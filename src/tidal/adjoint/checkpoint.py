@@ -30,7 +30,7 @@ import torch._functorch.config
 from tidal._errors import InvalidArgumentError
 from tidal._grid import Grid
 from tidal._loop_io import Start, solution_of
-from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_of, tensors_f_uses
+from tidal.adjoint.base import DiscreteAdjoint, Loop, parameters_and_f0
 from tidal.controllers.base import Boundaries
 from tidal.controllers.constant import RecordedSteps
 from tidal.solution import Solution
@@ -81,12 +81,7 @@ class CheckpointAdjoint(DiscreteAdjoint):
             method, choice = problem.solver.recording()
             forward = problem.replace(solver=method)
         recorder = CheckpointRecorder(self, grid.taus[0], start, choice)
-        t0 = grid.user_time(grid.taus[0], y0.dtype)
-        if self.params is None:  # found by one call of f, which the forward solve takes over
-            params, f0 = tensors_f_uses(problem.f, t0, y0)
-        else:
-            params, f0 = parameters_of(self.params, "CheckpointAdjoint", problem.f, t0, y0,
-                                       problem.args), None
+        params, f0 = parameters_and_f0(self.params, "CheckpointAdjoint", problem, y0)
         with torch.no_grad():
             result = loop(forward, y0.detach(), recorder=recorder, f0=f0)
         solution = solution_of(problem, result)
