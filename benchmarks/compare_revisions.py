@@ -9,11 +9,12 @@ The old tree is copied to a temporary directory as the package `tidal_before` (i
 imports rewritten), so both versions run side by side in this process: same interpreter, same
 allocator, same CPU, one torch thread. The jobs are tidal's own runs of bench_solvers.py's
 workloads (W1, W1-long, W1-solver-only, W4; shared and per-sample grids; W4 with a batch
-of 64 starts on per-sample grids) and bench_gradients.py's
-W2 training step (solve, mean of squared outputs, backward) with each adjoint on the W1
-problem. Every repeat times every job once for each version, in an order that rotates, and the
-table gives medians and after/before. `--clock cpu` times the thread's CPU time, which a busy
-machine distorts less than wall time (waiting for a core is not counted).
+of 64 starts on per-sample grids), bench_gradients.py's W2 training step (solve, mean of
+squared outputs, backward) with each adjoint on the W1 problem, and two small solves where
+set-up weighs most (`small_solves`). Every repeat times every job once for each version, in
+an order that rotates, and the table gives medians and after/before. `--clock cpu` times
+the thread's CPU time, which a busy machine distorts less than wall time (waiting for a core
+is not counted).
 """
 
 from __future__ import annotations
@@ -93,7 +94,33 @@ def jobs_for(t: ModuleType) -> dict[str, Callable[[], object]]:
             sol.ys.pow(2).mean().backward()
             return y.grad
         jobs[f"W2 (W1) {name}"] = step
+    jobs.update(small_solves(t))
     return jobs
+
+
+def small_solves(t: ModuleType) -> dict[str, Callable[[], object]]:
+    """Where a solve's set-up weighs most: one RK4 step of a small MLP (a sequence model's
+    interval), and an ODE-RNN training step that makes 49 of them (batch 50, 50 rows)."""
+    torch.manual_seed(0)
+    net = t.nn.MLP(16, width=32)
+    y0, unit = torch.randn(50, 16), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    rk4, one_step = t.RK4(), t.ConstantStepSize(1.0)
+
+    def interval() -> object:
+        with torch.no_grad():
+            return t.solve(lambda s, y: net(s, y), y0, unit, solver=rk4, controller=one_step)
+
+    rnn = t.models.ODERNN(1, 16, width=32, solver=rk4, controller=one_step)
+    generator = torch.Generator().manual_seed(1)
+    times = torch.sort(torch.rand(50, dtype=torch.float64, generator=generator)).values * 5
+    values = torch.randn(50, 50, 1, generator=generator)
+    mask = torch.rand(50, 50, 1, generator=generator) < 0.5
+
+    def ode_rnn_step() -> object:
+        rnn.zero_grad()
+        rnn(times, values, mask).square().mean().backward()
+        return rnn
+    return {"RK4 one step": interval, "ODE-RNN step": ode_rnn_step}
 
 
 def main() -> None:
