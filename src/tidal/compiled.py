@@ -571,20 +571,23 @@ class CompiledReplay(SharedLoop):
         assert isinstance(s.solver, ExplicitRungeKutta)
         self.butcher, self.eager = s.solver.tableau, False
 
+    def run(self) -> LoopResult:
+        if self.y.dim() >= 2:  # the batch (of the segment's start): a new batch size does not
+            torch._dynamo.maybe_mark_dynamic(self.y, 0)  # recompile
+            torch._dynamo.maybe_mark_dynamic(self.f0, 0)
+        with _compiling():  # once a replay, not once a step (~20 us)
+            return super().run()
+
     def _attempt_step(self) -> None:
         if self.eager:
             super()._attempt_step()
             return
         tau1, dt, boundary = self._clip(self.dt)
-        y, f0, device = self.y, self.f0, self.y.device
-        if y.dim() >= 2:  # the batch: a new batch size does not recompile
-            torch._dynamo.maybe_mark_dynamic(y, 0)
-            torch._dynamo.maybe_mark_dynamic(f0, 0)
-        times = torch.tensor([self.tau, tau1], dtype=torch.float64, device=device)
+        y, f0 = self.y, self.f0
+        times = torch.tensor([self.tau, tau1], dtype=torch.float64, device=y.device)
         try:
-            with _compiling():
-                y1, ks, finite = _compiled_replay_step(
-                    self.butcher, self.clock.direction, self.s.field, y, f0, times[0], times[1])
+            y1, ks, finite = _compiled_replay_step(
+                self.butcher, self.clock.direction, self.s.field, y, f0, times[0], times[1])
         except torch._dynamo.exc.TorchDynamoException as error:
             _remember(_not_replayable, self.s.field.f)
             self.eager = True
