@@ -70,6 +70,7 @@ class SDEProblem:
     start: Start | None = None
     event: None = None
     dense: bool = False
+    compile: int = 0  # (SDE solves are not compiled; the adjoints read it as for an ODE)
 
     @property
     def time_grad(self) -> bool:

@@ -113,7 +113,7 @@ class CheckpointAdjoint(DiscreteAdjoint):
         state = _Replay(
             replay=replay, segments=len(spans), params=params, ys=solution.ys.detach(),
             event_y=event_y.detach(), starts=starts, grid=grid, reached=reached,
-            event_row=event_row, compiled=bool(getattr(problem, "compile", 0)))  # (SDEs: none)
+            event_row=event_row, compiled=bool(problem.compile))
         solution.ys, event_y = CheckpointedSolve.apply(state, y0, *state.params)
         if problem.event is not None:
             solution.event_y = event_y
